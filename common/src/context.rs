@@ -1,0 +1,83 @@
+//! Per-request context (request id, trace id) visible to any code running for the request.
+//!
+//! The context lives in a tokio task-local set by [`request_context`] around the handler,
+//! so a [`crate::Problem`] built deep inside a handler can still name its request.
+
+use axum::{extract::Request, middleware::Next, response::Response};
+use http::HeaderValue;
+
+/// Header carrying the request id in both directions.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// What a request carries through its handler.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// Accepted from a well-formed `x-request-id` or generated.
+    pub request_id: String,
+    /// W3C trace id, when the request is traced.
+    pub trace_id: Option<String>,
+}
+
+tokio::task_local! {
+    static CONTEXT: RequestContext;
+}
+
+/// The context of the request being handled on this task, if any.
+pub fn current() -> Option<RequestContext> {
+    CONTEXT.try_with(Clone::clone).ok()
+}
+
+/// Runs `fut` with `ctx` as the current request context.
+pub async fn scope<F: std::future::Future>(ctx: RequestContext, fut: F) -> F::Output {
+    CONTEXT.scope(ctx, fut).await
+}
+
+/// Whether a client-supplied request id is safe to echo and log: 1 to 128 characters of
+/// letters, digits and `-_.:`.
+pub fn is_well_formed_request_id(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Takes the request's id from a well-formed header or makes a new one.
+pub fn request_id_of(headers: &http::HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_well_formed_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Axum middleware: fixes the request id, exposes it to the handler and echoes it on the
+/// response.
+pub async fn request_context(mut req: Request, next: Next) -> Response {
+    let request_id = request_id_of(req.headers());
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        req.headers_mut().insert(REQUEST_ID, v);
+    }
+    let ctx = RequestContext {
+        request_id: request_id.clone(),
+        trace_id: crate::telemetry::current_trace_id(),
+    };
+    let mut res = scope(ctx, next.run(req)).await;
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert(REQUEST_ID, v);
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_with_spaces_or_newlines_are_refused() {
+        assert!(is_well_formed_request_id("abc-123_x.y:z"));
+        assert!(!is_well_formed_request_id("a b"));
+        assert!(!is_well_formed_request_id("a\nb"));
+        assert!(!is_well_formed_request_id(""));
+        assert!(!is_well_formed_request_id(&"x".repeat(129)));
+    }
+}

@@ -1,0 +1,15 @@
+//! What every `hotel` process does alike: layered configuration, problem+json errors,
+//! JSON extraction that names the offending field, request ids, health endpoints,
+//! graceful serving, SQLite pools and telemetry.
+
+pub mod config;
+pub mod context;
+pub mod db;
+pub mod extract;
+pub mod health;
+pub mod problem;
+pub mod process;
+pub mod server;
+pub mod telemetry;
+
+pub use problem::Problem;

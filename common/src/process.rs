@@ -1,0 +1,58 @@
+//! What every role's `main` shares: the common command-line options and the one line a
+//! launcher reads to learn the real address.
+
+use std::{
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+/// Boxed error returned by a role's `run` to the `hotel` binary.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Options every role takes (`hotel registry|gateway|service ...`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ProcessArgs {
+    /// Address to listen on (port 0 picks a free port); overrides the config file.
+    #[arg(long, env = "HOTEL_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for databases and state.
+    #[arg(long, env = "HOTEL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file; missing keys take defaults, unknown keys are an error.
+    #[arg(long, env = "HOTEL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Instance name such as `room-2` (defaults to the role name).
+    #[arg(long = "name", env = "HOTEL_INSTANCE")]
+    pub instance: Option<String>,
+    /// Log line format: text or json.
+    #[arg(long, default_value = "text", env = "HOTEL_LOG_FORMAT", value_parser = parse_log_format)]
+    pub log_format: crate::telemetry::LogFormat,
+}
+
+fn parse_log_format(s: &str) -> Result<crate::telemetry::LogFormat, String> {
+    match s {
+        "text" => Ok(crate::telemetry::LogFormat::Text),
+        "json" => Ok(crate::telemetry::LogFormat::Json),
+        other => Err(format!("unknown log format {other:?}; expected text or json")),
+    }
+}
+
+impl ProcessArgs {
+    /// The config file path, if one was given.
+    pub fn config_file(&self) -> Option<&Path> {
+        self.config.as_deref()
+    }
+
+    /// The instance name, or `default` (usually the role).
+    pub fn instance_or(&self, default: &str) -> String {
+        self.instance.clone().unwrap_or_else(|| default.to_owned())
+    }
+}
+
+/// Prints `listening on http://ADDR` to stdout and flushes: launchers and tests read it.
+pub fn announce(addr: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "listening on http://{addr}");
+    let _ = out.flush();
+}
