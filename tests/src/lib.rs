@@ -1,1 +1,212 @@
-//! System test helpers.
+//! Helpers for system tests: start the real `hotel` binary as child processes on loopback,
+//! learn their real addresses from the `listening on http://ADDR` line, control them with
+//! signals, and end every one of them (by PID) when the test ends, even on panic.
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::{
+    future::Future,
+    io::{BufRead, BufReader, Write},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+/// The `hotel` binary built beside this test binary (`target/<profile>/hotel`).
+///
+/// `cargo test --workspace` builds it (the `hotel` crate has integration tests); when
+/// running this crate alone, `cargo build -p hotel` first. `HOTEL_BIN` overrides.
+pub fn hotel_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HOTEL_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>/hotel
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = profile_dir.join("hotel");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p hotel` (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates a fresh directory under the system temp dir.
+    pub fn new(prefix: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("keeping {} for inspection", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A running `hotel` child process. Killed (SIGKILL, then reaped) on drop.
+pub struct Proc {
+    /// A label for messages, such as `room-1`.
+    pub name: String,
+    /// The address from its `listening on` line.
+    pub addr: SocketAddr,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Proc {
+    /// Spawns `hotel ARGS...` with extra environment, waits (up to 60 s) for its
+    /// `listening on http://ADDR` line, and returns it. Output goes to `<log_dir>/<name>.log`.
+    pub fn spawn(name: &str, args: &[&str], envs: &[(&str, &str)], log_dir: &Path) -> Result<Proc> {
+        let log = log_dir.join(format!("{name}.log"));
+        let err_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("open {}", log.display()))?;
+        let mut cmd = Command::new(hotel_bin());
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(err_file))
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().with_context(|| format!("spawn {name}"))?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = mpsc::channel();
+        let log_copy = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&log_copy).ok();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("listening on http://") {
+                    if let (Some(tx), Ok(a)) = (tx.take(), rest.trim().parse::<SocketAddr>()) {
+                        let _ = tx.send(a);
+                    }
+                }
+                if let Some(f) = out.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                bail!("{name} did not print its address within 60 s; log:\n{text}");
+            }
+        };
+        Ok(Proc { name: name.to_owned(), addr, log, child })
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: Signal) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), sig);
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        self.signal(Signal::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait up to `within` for a clean exit; returns whether it exited 0.
+    pub fn stop(&mut self, within: Duration) -> bool {
+        self.signal(Signal::SIGCONT);
+        self.signal(Signal::SIGTERM);
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+        false
+    }
+
+    /// SIGSTOP: the process hangs with its sockets open.
+    pub fn pause(&self) {
+        self.signal(Signal::SIGSTOP);
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) {
+        self.signal(Signal::SIGCONT);
+    }
+
+    /// The process's log so far (for assertion messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some` or `within` passes.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `GET url` answers 2xx.
+pub async fn wait_ready(client: &reqwest::Client, url: &str, within: Duration) -> Result<()> {
+    eventually(within, url, || async {
+        match client.get(url).send().await {
+            Ok(r) if r.status().is_success() => Some(()),
+            _ => None,
+        }
+    })
+    .await
+}
