@@ -44,3 +44,18 @@ pub async fn ping(pool: &SqlitePool) -> Result<(), String> {
         .map(|_| ())
         .map_err(|e| format!("database unreachable: {e}"))
 }
+
+/// A client span for one database operation, named and attributed per the OpenTelemetry
+/// database conventions (`db.system.name`, `db.operation.name`, `db.collection.name`).
+/// Use as `query.execute(&pool).instrument(db::span("INSERT", "bookings"))`.
+pub fn span(operation: &'static str, table: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "db",
+        otel.name = %format_args!("{operation} {table}"),
+        otel.kind = "client",
+        db.system.name = "sqlite",
+        db.operation.name = operation,
+        db.collection.name = table,
+        otel.status_code = tracing::field::Empty,
+    )
+}

