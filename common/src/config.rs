@@ -9,11 +9,52 @@ use figment::{
     Figment,
     providers::{Env, Format, Serialized, Toml},
 };
-use serde::{Serialize, de::DeserializeOwned};
-use std::path::Path;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::{path::Path, time::Duration};
 
 /// Prefix of every environment variable that overrides configuration.
 pub const ENV_PREFIX: &str = "HOTEL_";
+
+/// How a service instance finds the registry. Whether it registers at all is decided by
+/// `url` being set, so a lone `hotel service room` runs without any registry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryLink {
+    /// Base URL of the registry (`http://127.0.0.1:8761`); `None` means do not register.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Bearer token the registry requires for writes (register, heartbeat, deregister).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// How often the instance renews its lease; well under `lease` so one lost heartbeat
+    /// does not expire it.
+    #[serde(with = "humantime_serde", default = "RegistryLink::default_heartbeat")]
+    pub heartbeat: Duration,
+    /// How long the registry keeps the instance without a heartbeat before dropping it.
+    #[serde(with = "humantime_serde", default = "RegistryLink::default_lease")]
+    pub lease: Duration,
+}
+
+impl RegistryLink {
+    fn default_heartbeat() -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn default_lease() -> Duration {
+        Duration::from_secs(3)
+    }
+}
+
+impl Default for RegistryLink {
+    fn default() -> Self {
+        RegistryLink {
+            url: None,
+            token: None,
+            heartbeat: Self::default_heartbeat(),
+            lease: Self::default_lease(),
+        }
+    }
+}
 
 /// A configuration that could not be loaded; `Display` is one line naming the key.
 #[derive(Debug, thiserror::Error)]
