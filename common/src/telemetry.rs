@@ -1,9 +1,47 @@
-//! Logging and tracing set-up, once per process.
+//! Logging and distributed tracing, set up once per process.
 //!
-//! Logs go to stderr through a per-layer filter (`RUST_LOG`, default `info`), so turning
-//! logs down never silences the spans that OpenTelemetry exports.
+//! Spans are written with `tracing`; two layers consume them, each with its own filter:
+//!
+//! - the log layer (stderr, text or JSON) filtered by `RUST_LOG` (default `info`), whose
+//!   lines carry the `trace_id` and `span_id` of the span they were logged in;
+//! - the OpenTelemetry layer, installed only when an OTLP endpoint is configured
+//!   (`OTEL_EXPORTER_OTLP_ENDPOINT` and friends, see [`ExportSettings`]), filtered by
+//!   `HOTEL_TRACE_FILTER` (default [`DEFAULT_TRACE_FILTER`]) so that turning logs down
+//!   never silences the spans Jaeger needs.
+//!
+//! Without an endpoint nothing is exported and no OpenTelemetry layer exists at all; a
+//! tiny layer still gives every span W3C ids so logs, `x-trace-id` and `traceparent` keep
+//! working. Trace context crosses processes as W3C `traceparent`/`tracestate`: servers
+//! call [`set_parent_from`] (the axum [`server_span`] middleware does it), clients call
+//! [`inject`] or [`inject_span`].
+//!
+//! Conventions for span fields (tracing-opentelemetry maps them): `otel.name` is the span
+//! name, `otel.kind` is `server`/`client`, `otel.status_code = "ERROR"` marks a failure
+//! and `otel.status_description` carries its message; [`record_error`] does both.
 
-use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+mod export;
+mod format;
+mod ids;
+
+pub use export::{ExportProtocol, ExportSettings};
+
+use opentelemetry::{
+    Context,
+    propagation::TextMapPropagator,
+    trace::{SpanContext, SpanId, Status, TraceContextExt, TraceId},
+};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use std::{sync::OnceLock, time::Duration};
+use tracing::{Dispatch, Span, dispatcher::WeakDispatch};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt};
+
+/// Which spans are exported when `HOTEL_TRACE_FILTER` is unset: everything at `info` from
+/// our crates, nothing from the transport crates (the exporter's own HTTP/gRPC calls
+/// would otherwise trace themselves).
+pub const DEFAULT_TRACE_FILTER: &str = "info,h2=off,hyper=off,hyper_util=off,tonic=off,\
+tower=off,reqwest=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,sqlx=warn";
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,71 +56,347 @@ pub enum LogFormat {
 /// Who this process is, for the resource attributes of its spans.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    /// The role: gateway, registry, customer, room or booking.
+    /// The role: gateway, registry, customer, room or booking (`service.name`).
     pub role: String,
-    /// The instance name, such as `room-2`.
+    /// The instance name, such as `room-2` (`service.instance.id`).
     pub instance: String,
 }
 
-/// Flushes telemetry when dropped.
+/// Flushes and stops span export when dropped (or on [`TelemetryGuard::shutdown`]).
+///
+/// Keep it alive until the server has drained: spans still in the batch queue are sent
+/// when it goes. Roles hold it in `run` so it drops after `serve` returns.
 #[must_use = "dropping the guard flushes and stops telemetry"]
 pub struct TelemetryGuard {
-    _private: (),
+    provider: Option<SdkTracerProvider>,
 }
 
-/// Installs the global subscriber. Call once, from `main`.
-pub fn init(_identity: &Identity, format: LogFormat) -> TelemetryGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = match format {
+impl TelemetryGuard {
+    /// Whether spans are being exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Flushes every queued span and stops the exporter (waits at most 5 s).
+    pub async fn shutdown(mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = tokio::task::spawn_blocking(move || shutdown_provider(&provider)).await;
+        }
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        let Some(provider) = self.provider.take() else {
+            return;
+        };
+        // The gRPC exporter needs the runtime's other threads while we wait for it, so
+        // tell a multi-thread runtime that this thread blocks.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| shutdown_provider(&provider));
+            }
+            _ => shutdown_provider(&provider),
+        }
+    }
+}
+
+fn shutdown_provider(provider: &SdkTracerProvider) {
+    if let Err(e) = provider.shutdown_with_timeout(Duration::from_secs(5)) {
+        // The subscriber may already be gone; stderr is the one place left.
+        eprintln!("telemetry: flushing spans on shutdown failed: {e}");
+    }
+}
+
+/// The process's subscriber, when it exports spans: lets the log formatter read the
+/// OpenTelemetry ids of a span from inside an event callback, where the thread's current
+/// dispatcher is not reachable.
+static EXPORTING_DISPATCH: OnceLock<WeakDispatch> = OnceLock::new();
+
+/// Installs the global subscriber (logs, and span export when configured) and the W3C
+/// propagator. Call once, from a role's `run`, inside the tokio runtime. A second call
+/// leaves the first subscriber in place and returns an inert guard.
+pub fn init(identity: &Identity, format: LogFormat) -> TelemetryGuard {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = log_layer(format).with_filter(log_filter);
+
+    let export = ExportSettings::from_vars(|k| std::env::var(k).ok());
+    let mut problems = Vec::new();
+    let provider = match &export {
+        Ok(Some(settings)) => match export::provider(settings, identity) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                problems.push(format!("span export disabled: {e}"));
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            problems.push(format!("span export disabled: {e}"));
+            None
+        }
+    };
+
+    let (dispatch, guard) = match provider {
+        Some(provider) => {
+            use opentelemetry::trace::TracerProvider as _;
+            let tracer = provider.tracer("hotel");
+            let span_filter = std::env::var("HOTEL_TRACE_FILTER")
+                .ok()
+                .and_then(|f| EnvFilter::try_new(f).ok())
+                .unwrap_or_else(|| EnvFilter::new(DEFAULT_TRACE_FILTER));
+            let otel = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_error_records_to_exceptions(true)
+                .with_filter(span_filter);
+            let subscriber = tracing_subscriber::registry().with(logs).with(otel);
+            (
+                Dispatch::new(subscriber),
+                TelemetryGuard {
+                    provider: Some(provider),
+                },
+            )
+        }
+        None => {
+            let subscriber = tracing_subscriber::registry()
+                .with(logs)
+                .with(ids::IdsLayer);
+            (Dispatch::new(subscriber), TelemetryGuard { provider: None })
+        }
+    };
+    let weak = dispatch.downgrade();
+    if tracing::dispatcher::set_global_default(dispatch).is_err() {
+        // Someone (a test harness) installed a subscriber first; ours was never used.
+        return TelemetryGuard { provider: None };
+    }
+    if guard.exporting() {
+        let _ = EXPORTING_DISPATCH.set(weak);
+    }
+    for p in problems {
+        tracing::warn!("{p}");
+    }
+    if let Ok(Some(settings)) = &export {
+        if guard.exporting() {
+            tracing::info!(
+                endpoint = %settings.traces_url(),
+                protocol = ?settings.protocol,
+                role = %identity.role,
+                instance = %identity.instance,
+                "exporting spans over OTLP"
+            );
+        }
+    }
+    guard
+}
+
+fn log_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
-            .with_filter(filter)
+            .with_ansi(false)
+            .event_format(format::WithTraceIds {
+                inner: tracing_subscriber::fmt::format().with_ansi(false),
+                json: false,
+            })
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
             .with_writer(std::io::stderr)
-            .with_filter(filter)
+            .json()
+            .event_format(format::WithTraceIds {
+                inner: tracing_subscriber::fmt::format()
+                    .json()
+                    .with_span_list(true),
+                json: true,
+            })
             .boxed(),
-    };
-    let _ = tracing_subscriber::registry().with(fmt).try_init();
-    TelemetryGuard { _private: () }
+    }
 }
 
-/// The W3C trace id of the current span, when it belongs to a sampled trace.
+/// The (trace id, span id) of a span by id: from OpenTelemetry when exporting, else from
+/// the fallback ids. Used by the log formatter.
+fn ids_of_span_id(id: &tracing::span::Id, fallback: Option<ids::Ids>) -> Option<(TraceId, SpanId)> {
+    if let Some(dispatch) = EXPORTING_DISPATCH.get().and_then(WeakDispatch::upgrade) {
+        let cx = tracing_opentelemetry::get_otel_context(id, &dispatch)?;
+        let sc = cx.span().span_context().clone();
+        return sc.is_valid().then(|| (sc.trace_id(), sc.span_id()));
+    }
+    fallback.map(|ids| (ids.trace_id, ids.span_id))
+}
+
+/// The span context of `span`: its OpenTelemetry context when exported, else its
+/// fallback ids. `None` for a disabled span or without a subscriber.
+///
+/// With export on this starts the OpenTelemetry span, so call [`set_parent_from`] first.
+pub fn span_context_of(span: &Span) -> Option<SpanContext> {
+    let sc = span.context().span().span_context().clone();
+    if sc.is_valid() {
+        return Some(sc);
+    }
+    ids::ids_of(span).map(|ids| ids.span_context())
+}
+
+/// The W3C trace id (32 lowercase hex digits) of `span`.
+pub fn trace_id_of(span: &Span) -> Option<String> {
+    span_context_of(span).map(|sc| sc.trace_id().to_string())
+}
+
+/// The W3C trace id of the current span (whether or not the trace is sampled: an
+/// unsampled id still finds the request's log lines).
 pub fn current_trace_id() -> Option<String> {
-    None
+    trace_id_of(&Span::current())
+}
+
+/// The remote parent described by `traceparent`/`tracestate` in `headers` (an empty
+/// context when they are missing or malformed).
+pub fn extract_parent(headers: &http::HeaderMap) -> Context {
+    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+}
+
+/// Makes `span` the child of the caller's span named by `traceparent` in `headers`.
+/// Call right after creating the span, before entering it or logging in it.
+pub fn set_parent_from(span: &Span, headers: &http::HeaderMap) {
+    let cx = extract_parent(headers);
+    let remote = cx.span().span_context().clone();
+    if !remote.is_valid() {
+        return;
+    }
+    if let Err(tracing_opentelemetry::SetParentError::LayerNotFound) = span.set_parent(cx) {
+        ids::set_remote_parent(span, &remote);
+    }
+}
+
+/// Writes `span`'s trace context (`traceparent`, and `tracestate` when present) into
+/// outgoing request headers. Use the client span of the call (one per attempt).
+pub fn inject_span(span: &Span, headers: &mut http::HeaderMap) {
+    let Some(sc) = span_context_of(span) else {
+        return;
+    };
+    let cx = Context::new().with_remote_span_context(sc);
+    TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+}
+
+/// Writes the current span's W3C trace context into outgoing headers.
+pub fn inject(headers: &mut http::HeaderMap) {
+    inject_span(&Span::current(), headers);
+}
+
+/// Marks `span` failed: status ERROR with `message` (what Jaeger shows in red), and the
+/// `otel.status_code` field for the logs when the span declared it.
+pub fn record_error(span: &Span, message: impl Into<String>) {
+    let message = message.into();
+    span.record("otel.status_code", "ERROR");
+    // After the field: recording `otel.status_code` would otherwise reset the message.
+    span.set_status(Status::error(message.clone()));
+    span.record("otel.status_description", message.as_str());
 }
 
 /// Axum middleware: the server span of one request (`http.request.method`, `http.route`,
-/// `http.response.status_code`), parented on the caller's W3C `traceparent` when present.
+/// `url.path`, `http.response.status_code`), parented on the caller's W3C `traceparent`
+/// when present, status ERROR on 5xx. Installed by [`crate::http::finish`] with
+/// `Router::layer`, so the route template (`/rooms/{id}`) is known here.
 pub async fn server_span(
     axum::extract::State(role): axum::extract::State<&'static str>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use tracing::Instrument;
+    use tracing::{Instrument, field::Empty};
+    let method = req.method().clone();
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| req.uri().path().to_owned());
+        .map(|p| p.as_str().to_owned());
+    // Unmatched paths are named by method alone: raw paths would explode the number of
+    // distinct span names (OpenTelemetry HTTP conventions).
+    let name = match &route {
+        Some(r) => format!("{method} {r}"),
+        None => method.to_string(),
+    };
     let span = tracing::info_span!(
         "request",
-        otel.name = %format_args!("{} {}", req.method(), route),
+        otel.name = %name,
         otel.kind = "server",
         service = role,
-        http.request.method = %req.method(),
-        http.route = %route,
-        http.response.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = Empty,
+        url.path = %req.uri().path(),
+        http.response.status_code = Empty,
+        otel.status_code = Empty,
+        otel.status_description = Empty,
     );
+    if let Some(r) = &route {
+        span.record("http.route", r.as_str());
+    }
+    set_parent_from(&span, req.headers());
     let res = next.run(req).instrument(span.clone()).await;
-    span.record("http.response.status_code", res.status().as_u16());
-    if res.status().is_server_error() {
-        span.record("otel.status_code", "ERROR");
+    let status = res.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        record_error(&span, format!("HTTP {status}"));
     }
     res
 }
 
-/// Writes the current span's W3C trace context (`traceparent`) into outgoing headers.
-pub fn inject(_headers: &mut http::HeaderMap) {}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[test]
+    fn without_export_a_traceparent_is_continued_with_the_same_trace_id() {
+        let subscriber = tracing_subscriber::registry().with(ids::IdsLayer);
+        tracing::subscriber::with_default(subscriber, || {
+            let mut incoming = http::HeaderMap::new();
+            incoming.insert(
+                "traceparent",
+                http::HeaderValue::from_static(
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+            );
+            let server = tracing::info_span!("server");
+            set_parent_from(&server, &incoming);
+            assert_eq!(
+                trace_id_of(&server).as_deref(),
+                Some("4bf92f3577b34da6a3ce929d0e0e4736")
+            );
+            let mut outgoing = http::HeaderMap::new();
+            server.in_scope(|| inject(&mut outgoing));
+            let tp = outgoing["traceparent"].to_str().unwrap();
+            assert!(
+                tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+                "{tp}"
+            );
+            assert!(tp.ends_with("-01"), "sampling decision is passed on: {tp}");
+            assert!(
+                !tp.contains("00f067aa0ba902b7"),
+                "our own span is the parent: {tp}"
+            );
+        });
+    }
+
+    #[test]
+    fn malformed_traceparent_starts_a_new_trace() {
+        let subscriber = tracing_subscriber::registry().with(ids::IdsLayer);
+        tracing::subscriber::with_default(subscriber, || {
+            let mut incoming = http::HeaderMap::new();
+            incoming.insert("traceparent", http::HeaderValue::from_static("00-zz-yy-01"));
+            let server = tracing::info_span!("server");
+            set_parent_from(&server, &incoming);
+            let id = trace_id_of(&server).unwrap();
+            assert_eq!(id.len(), 32);
+            assert_ne!(id, "00000000000000000000000000000000");
+        });
+    }
+
+    #[test]
+    fn without_any_subscriber_there_is_no_trace_id_and_nothing_is_injected() {
+        let span = Span::none();
+        assert_eq!(trace_id_of(&span), None);
+        let mut headers = http::HeaderMap::new();
+        inject_span(&span, &mut headers);
+        assert!(headers.is_empty());
+    }
+}
