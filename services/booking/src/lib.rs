@@ -1,8 +1,183 @@
-//! (being written)
+//! The booking service: books a room for a customer for some nights, checking both with
+//! their services, and never books one room twice for overlapping nights, even when
+//! several replicas share one database file and take conflicting requests at once.
+//!
+//! Codemap: [`config`] settings, [`model`] JSON shapes and date rules, [`directory`] the
+//! calls to customer and room, [`store`] the bookings table and its overlap check,
+//! [`idempotency`] `Idempotency-Key` handling, [`routes`] handlers and OpenAPI,
+//! [`error`] every failure and its problem+json.
 
-use hotel_common::process::{BoxError, ProcessArgs};
+pub mod config;
+pub mod directory;
+pub mod error;
+pub mod idempotency;
+pub mod model;
+pub mod routes;
+pub mod store;
 
-/// Runs this role until a shutdown signal.
-pub async fn run(_args: ProcessArgs) -> Result<(), BoxError> {
-    Err("not built yet".into())
+pub use config::Settings;
+pub use directory::{Directory, HttpDirectory, PeerError};
+pub use error::BookingError;
+pub use routes::{ApiDoc, AppState};
+
+use axum::Router;
+use hotel_common::{
+    db, health,
+    http::{SERVICE_BODY_LIMIT, finish},
+    process::{BoxError, ProcessArgs},
+};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use tokio::net::TcpListener;
+
+/// The role name: config section, span names, registry service name.
+pub const ROLE: &str = "booking";
+
+/// How often expired idempotency keys are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// The full router: the service's routes plus health, problem+json fallbacks, body limit,
+/// request context and server span.
+pub fn app_router(state: AppState) -> Router {
+    let pool = state.store.pool().clone();
+    let readiness: health::ReadinessCheck = Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move { db::ping(&pool).await })
+    });
+    finish(ROLE, routes::routes(state), readiness, SERVICE_BODY_LIMIT)
+}
+
+/// Opens `<data_dir>/booking.db` and brings its schema up to date.
+///
+/// Replicas starting together race to migrate one file; the migration is idempotent, so
+/// the loser retries and finds it applied.
+pub async fn open_database(settings: &Settings) -> Result<sqlx::SqlitePool, BoxError> {
+    let pool = db::open(&settings.database_path()).await?;
+    let mut attempt = 0u32;
+    loop {
+        match sqlx::migrate!("./migrations").run(&pool).await {
+            Ok(()) => return Ok(pool),
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "migration failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            }
+            Err(e) => {
+                return Err(format!("migrating {}: {e}", settings.database_path().display()).into());
+            }
+        }
+    }
+}
+
+/// A bound, ready-to-run booking service (zero2prod style: tests use port 0).
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+    state: AppState,
+    settings: Settings,
+}
+
+impl Application {
+    /// Opens the database, builds the HTTP directory from `customer_url`/`room_url` and
+    /// binds the listener.
+    pub async fn build(settings: Settings) -> Result<Self, BoxError> {
+        let customer_url = config::peer_url("customer_url", settings.customer_url.as_deref())?;
+        let room_url = config::peer_url("room_url", settings.room_url.as_deref())?;
+        let directory = HttpDirectory::new(
+            customer_url,
+            room_url,
+            settings.peer_timeout,
+            settings.peer_connect_timeout,
+        )?;
+        Self::build_with_directory(settings, Arc::new(directory)).await
+    }
+
+    /// Like [`Application::build`] with a given [`Directory`] (the resilient upstream
+    /// client, or a fake in tests).
+    pub async fn build_with_directory(
+        settings: Settings,
+        directory: Arc<dyn Directory>,
+    ) -> Result<Self, BoxError> {
+        let pool = open_database(&settings).await?;
+        let state = AppState {
+            store: store::Store::new(pool),
+            directory,
+            idempotency_retention: settings.idempotency_retention,
+        };
+        let router = app_router(state.clone());
+        let (listener, addr) = hotel_common::server::bind(settings.listen).await?;
+        Ok(Application {
+            listener,
+            addr,
+            router,
+            state,
+            settings,
+        })
+    }
+
+    /// The bound address (the real port when `listen` had port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The router, for `oneshot` tests.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains for `grace`.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), BoxError> {
+        let purge = tokio::spawn(purge_keys(self.state.clone()));
+        // Registry self-registration goes here (after binding, before serving).
+        let served =
+            hotel_common::server::serve(self.listener, self.router, shutdown, self.settings.grace)
+                .await;
+        purge.abort();
+        served.map_err(Into::into)
+    }
+}
+
+/// Deletes idempotency keys past their retention, now and every [`PURGE_EVERY`].
+async fn purge_keys(state: AppState) {
+    let retention = i64::try_from(state.idempotency_retention.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        let before = idempotency::now_ms().saturating_sub(retention);
+        match idempotency::purge(state.store.pool(), before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "expired idempotency keys purged"),
+            Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+        }
+        tokio::time::sleep(PURGE_EVERY).await;
+    }
+}
+
+/// Loads the settings (defaults < config file < `HOTEL_BOOKING__*` < command line), starts
+/// telemetry, serves until SIGTERM/Ctrl-C.
+pub async fn run(args: ProcessArgs) -> Result<(), BoxError> {
+    let mut settings: Settings =
+        hotel_common::config::load(&Settings::default(), args.config_file(), ROLE)?;
+    if let Some(listen) = args.listen {
+        settings.listen = listen;
+    }
+    if let Some(dir) = &args.data_dir {
+        settings.data_dir = dir.clone();
+    }
+    if let Some(name) = &args.instance {
+        settings.instance = name.clone();
+    }
+    let _telemetry = hotel_common::telemetry::init(
+        &hotel_common::telemetry::Identity {
+            role: ROLE.to_owned(),
+            instance: settings.instance.clone(),
+        },
+        args.log_format,
+    );
+    let app = Application::build(settings).await?;
+    let addr = app.local_addr();
+    tracing::info!(%addr, "booking service listening");
+    hotel_common::process::announce(addr);
+    app.run_until(hotel_common::server::shutdown_signal()).await
 }

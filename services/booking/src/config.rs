@@ -1,0 +1,111 @@
+//! The booking service's settings: defaults < `config/booking.toml` < `HOTEL_BOOKING__*`
+//! environment < command line.
+
+use hotel_common::config::RegistryLink;
+use serde::{Deserialize, Serialize};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+/// Everything the booking service can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Directory holding `booking.db`; replicas given the same directory share the file.
+    pub data_dir: PathBuf,
+    /// Instance name such as `booking-2`, for logs, traces and the registry.
+    pub instance: String,
+    /// How long in-flight requests may finish after a shutdown signal.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// Base URL of the customer service (`http://127.0.0.1:7001`); the service's own paths
+    /// (`/customers/{id}`) are appended. Required until calls go through discovery.
+    #[serde(default)]
+    pub customer_url: Option<String>,
+    /// Base URL of the room service; `/rooms...` is appended.
+    #[serde(default)]
+    pub room_url: Option<String>,
+    /// Whole-call timeout of one request to customer or room.
+    #[serde(with = "humantime_serde")]
+    pub peer_timeout: Duration,
+    /// TCP connect timeout to customer or room: a dead peer is refused fast.
+    #[serde(with = "humantime_serde")]
+    pub peer_connect_timeout: Duration,
+    /// How long an `Idempotency-Key` and its stored response are kept (24 h, like Stripe).
+    #[serde(with = "humantime_serde")]
+    pub idempotency_retention: Duration,
+    /// The registry this instance registers with, when `registry.url` is set.
+    #[serde(default)]
+    pub registry: RegistryLink,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: PathBuf::from(".hotel"),
+            instance: "booking".to_owned(),
+            grace: Duration::from_secs(10),
+            customer_url: None,
+            room_url: None,
+            peer_timeout: Duration::from_secs(2),
+            peer_connect_timeout: Duration::from_millis(500),
+            idempotency_retention: Duration::from_secs(24 * 60 * 60),
+            registry: RegistryLink::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// The database file: `<data_dir>/booking.db`.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("booking.db")
+    }
+}
+
+/// Checks a peer base URL from the settings, naming the key when it is missing or wrong.
+pub(crate) fn peer_url(key: &str, value: Option<&str>) -> Result<reqwest::Url, String> {
+    let env = format!("HOTEL_BOOKING__{}", key.to_ascii_uppercase());
+    let raw = value.ok_or_else(|| format!("{key} is not set (config key {key} or {env})"))?;
+    let url = reqwest::Url::parse(raw).map_err(|e| format!("{key} {raw:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("{key} {raw:?} must be an http(s) URL with a host"));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_sets_peer_urls_and_durations() {
+        let s: Settings = hotel_common::config::load_with_env(
+            &Settings::default(),
+            None,
+            "booking",
+            &[
+                ("HOTEL_BOOKING__CUSTOMER_URL", "http://127.0.0.1:1"),
+                ("HOTEL_BOOKING__PEER_TIMEOUT", "750ms"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.customer_url.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(s.peer_timeout, Duration::from_millis(750));
+        assert_eq!(s.idempotency_retention, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn a_missing_or_malformed_peer_url_names_its_key() {
+        let e = peer_url("room_url", None).unwrap_err();
+        assert!(
+            e.contains("room_url") && e.contains("HOTEL_BOOKING__ROOM_URL"),
+            "{e}"
+        );
+        let e = peer_url("customer_url", Some("not a url")).unwrap_err();
+        assert!(e.contains("customer_url"), "{e}");
+        let e = peer_url("customer_url", Some("ftp://x")).unwrap_err();
+        assert!(e.contains("http"), "{e}");
+        assert!(peer_url("customer_url", Some("http://127.0.0.1:9/")).is_ok());
+    }
+}

@@ -1,0 +1,301 @@
+//! How booking asks the customer and room services what it needs to know.
+//!
+//! Handlers see only the [`Directory`] trait, so the plain HTTP client here
+//! ([`HttpDirectory`], static base URLs from the settings) can be replaced by the
+//! gateway's resilient, discovered upstream client without touching a handler. Every
+//! failure to get an answer is a [`PeerError`], which the handlers turn into 503 (try
+//! again) or 502 (the peer answered nonsense), never a 500.
+
+use crate::model::{Customer, Room};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// Peer pages are walked at most this far; a room service that keeps returning cursors is
+/// broken, and booking must not loop forever on it.
+const MAX_ROOM_PAGES: usize = 1_000;
+
+/// Why a peer could not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PeerError {
+    /// Nothing came back: connect refused, reset, or timed out.
+    #[error("{service} unreachable: {reason}")]
+    Unreachable {
+        /// customer or room.
+        service: &'static str,
+        /// The transport error, for the log.
+        reason: String,
+    },
+    /// The peer said it cannot serve now (5xx or 429).
+    #[error("{service} answered {status}")]
+    Unavailable {
+        /// customer or room.
+        service: &'static str,
+        /// The status it answered.
+        status: u16,
+    },
+    /// The peer answered something booking cannot use (an unexpected 4xx, a body that is
+    /// not the documented JSON).
+    #[error("{service} answered unexpectedly: {reason}")]
+    Unexpected {
+        /// customer or room.
+        service: &'static str,
+        /// What was wrong, for the log.
+        reason: String,
+    },
+}
+
+impl PeerError {
+    /// The peer's role name.
+    pub fn service(&self) -> &'static str {
+        match self {
+            PeerError::Unreachable { service, .. }
+            | PeerError::Unavailable { service, .. }
+            | PeerError::Unexpected { service, .. } => service,
+        }
+    }
+
+    /// Whether a retry later may succeed (503) rather than the peer being broken (502).
+    pub fn is_unavailable(&self) -> bool {
+        !matches!(self, PeerError::Unexpected { .. })
+    }
+}
+
+/// What booking needs from the customer and room services.
+///
+/// Implementations must be cheap to share (`Arc<dyn Directory>`) and must turn every
+/// failure into a [`PeerError`]; "does not exist" is `Ok(None)`, not an error.
+pub trait Directory: Send + Sync + 'static {
+    /// The customer with this id, or `None` when the customer service says 404.
+    fn customer(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Customer>, PeerError>>;
+    /// The room with this id (whatever its status), or `None` when it does not exist.
+    fn room(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Room>, PeerError>>;
+    /// Every available room holding at least `min_capacity` guests (all pages).
+    fn rooms(&self, min_capacity: i64) -> BoxFuture<'_, Result<Vec<Room>, PeerError>>;
+}
+
+/// A page as the room service answers it.
+#[derive(serde::Deserialize)]
+struct RoomPage {
+    items: Vec<Room>,
+    #[serde(default)]
+    next_cursor: Option<String>,
+}
+
+/// [`Directory`] over plain HTTP to one static base URL per service, with a pooled
+/// client, timeouts, trace-context propagation and one client span per call.
+#[derive(Debug, Clone)]
+pub struct HttpDirectory {
+    client: reqwest::Client,
+    customer_url: reqwest::Url,
+    room_url: reqwest::Url,
+}
+
+impl HttpDirectory {
+    /// A directory calling `customer_url` and `room_url` (base URLs; the services' own
+    /// paths are appended), giving up on a call after `timeout` and on a connect after
+    /// `connect_timeout`.
+    pub fn new(
+        customer_url: reqwest::Url,
+        room_url: reqwest::Url,
+        timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(HttpDirectory {
+            client,
+            customer_url,
+            room_url,
+        })
+    }
+
+    /// `base` + `path` (+ query), keeping any path prefix the base has (`/api`).
+    fn url(base: &reqwest::Url, path: &str, query: &[(&str, String)]) -> reqwest::Url {
+        let mut url = base.clone();
+        let joined = format!("{}{}", base.path().trim_end_matches('/'), path);
+        url.set_path(&joined);
+        url.set_query(None);
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        url
+    }
+
+    /// One GET inside a client span; `Ok(None)` on 404.
+    async fn get<T: DeserializeOwned>(
+        &self,
+        service: &'static str,
+        route: &'static str,
+        url: reqwest::Url,
+    ) -> Result<Option<T>, PeerError> {
+        let span = tracing::info_span!(
+            "peer",
+            otel.name = %format_args!("GET {route}"),
+            otel.kind = "client",
+            peer.service = service,
+            http.request.method = "GET",
+            url.full = %url,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let result = self
+            .get_in_span::<T>(service, url)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &result {
+            span.record("otel.status_code", "ERROR");
+            span.record(
+                "error.type",
+                match e {
+                    PeerError::Unreachable { .. } => "unreachable",
+                    PeerError::Unavailable { .. } => "unavailable",
+                    PeerError::Unexpected { .. } => "unexpected",
+                },
+            );
+        }
+        result
+    }
+
+    async fn get_in_span<T: DeserializeOwned>(
+        &self,
+        service: &'static str,
+        url: reqwest::Url,
+    ) -> Result<Option<T>, PeerError> {
+        let mut headers = HeaderMap::new();
+        hotel_common::telemetry::inject(&mut headers);
+        // The caller's request id follows the call, so one id finds every log line.
+        if let Some(ctx) = hotel_common::context::current() {
+            if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+                headers.insert(hotel_common::context::REQUEST_ID, v);
+            }
+        }
+        let res = self
+            .client
+            .get(url)
+            .headers(headers)
+            .send()
+            .await
+            .map_err(|e| PeerError::Unreachable {
+                service,
+                reason: error_chain(&e),
+            })?;
+        let status = res.status();
+        tracing::Span::current().record("http.response.status_code", status.as_u16());
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(PeerError::Unavailable {
+                service,
+                status: status.as_u16(),
+            });
+        }
+        if !status.is_success() {
+            return Err(PeerError::Unexpected {
+                service,
+                reason: format!("status {status}"),
+            });
+        }
+        // A body cut off by a dying peer is "unreachable", a body of the wrong shape is not.
+        let bytes = res.bytes().await.map_err(|e| PeerError::Unreachable {
+            service,
+            reason: error_chain(&e),
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| PeerError::Unexpected {
+                service,
+                reason: format!("body: {e}"),
+            })
+    }
+}
+
+/// The error and its sources on one line (reqwest's own Display hides the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+impl Directory for HttpDirectory {
+    fn customer(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Customer>, PeerError>> {
+        let url = Self::url(&self.customer_url, &format!("/customers/{id}"), &[]);
+        Box::pin(self.get("customer", "/customers/{id}", url))
+    }
+
+    fn room(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Room>, PeerError>> {
+        let url = Self::url(&self.room_url, &format!("/rooms/{id}"), &[]);
+        Box::pin(self.get("room", "/rooms/{id}", url))
+    }
+
+    fn rooms(&self, min_capacity: i64) -> BoxFuture<'_, Result<Vec<Room>, PeerError>> {
+        Box::pin(async move {
+            let mut rooms = Vec::new();
+            let mut cursor: Option<String> = None;
+            for _ in 0..MAX_ROOM_PAGES {
+                let mut query = vec![
+                    ("min_capacity", min_capacity.to_string()),
+                    ("status", "available".to_owned()),
+                    ("limit", "100".to_owned()),
+                ];
+                if let Some(c) = &cursor {
+                    query.push(("cursor", c.clone()));
+                }
+                let url = Self::url(&self.room_url, "/rooms", &query);
+                let page: RoomPage = self.get("room", "/rooms", url).await?.ok_or_else(|| {
+                    PeerError::Unexpected {
+                        service: "room",
+                        reason: "GET /rooms answered 404".into(),
+                    }
+                })?;
+                rooms.extend(page.items);
+                match page.next_cursor {
+                    Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
+                    Some(_) => {
+                        return Err(PeerError::Unexpected {
+                            service: "room",
+                            reason: "GET /rooms repeated its cursor".into(),
+                        });
+                    }
+                    None => return Ok(rooms),
+                }
+            }
+            Err(PeerError::Unexpected {
+                service: "room",
+                reason: format!("GET /rooms had more than {MAX_ROOM_PAGES} pages"),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_the_base_path_prefix_and_encode_the_query() {
+        let base = reqwest::Url::parse("http://127.0.0.1:8080/api/").unwrap();
+        let u = HttpDirectory::url(&base, "/rooms", &[("cursor", "a b&c".to_owned())]);
+        assert_eq!(u.as_str(), "http://127.0.0.1:8080/api/rooms?cursor=a+b%26c");
+        let base = reqwest::Url::parse("http://127.0.0.1:9").unwrap();
+        assert_eq!(
+            HttpDirectory::url(&base, "/customers/x", &[]).as_str(),
+            "http://127.0.0.1:9/customers/x"
+        );
+    }
+}

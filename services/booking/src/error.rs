@@ -1,0 +1,208 @@
+//! Every way a booking request can fail, and the one `match` that turns each into a
+//! problem+json response.
+//!
+//! Internal detail (SQL errors, peer error text) is logged here, once, and never copied
+//! into the response body.
+
+use crate::directory::PeerError;
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use hotel_common::{Problem, problem::FieldError};
+use uuid::Uuid;
+
+/// A failed booking operation.
+#[derive(Debug, thiserror::Error)]
+pub enum BookingError {
+    /// A field parsed but holds an impossible value (422).
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The JSON field or query parameter at fault.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A query parameter is missing or malformed (400).
+    #[error("query parameter {field}: {message}")]
+    BadQuery {
+        /// The parameter at fault.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The `Idempotency-Key` header is not 1 to 255 printable ASCII characters (400).
+    #[error("Idempotency-Key: {0}")]
+    BadIdempotencyKey(&'static str),
+    /// No booking has this id (404).
+    #[error("booking {0} does not exist")]
+    NotFound(Uuid),
+    /// The room already has a confirmed booking on some of the nights asked (409).
+    #[error("room {room_id} is already booked from {check_in} to {check_out}")]
+    Overlap {
+        /// The room asked for.
+        room_id: Uuid,
+        /// First night of the conflicting booking.
+        check_in: String,
+        /// Departure day of the conflicting booking.
+        check_out: String,
+    },
+    /// The `Idempotency-Key` was used before with a different body (422).
+    #[error("Idempotency-Key was used with a different request body")]
+    IdempotencyKeyReused,
+    /// A request with the same `Idempotency-Key` is still being processed (409).
+    #[error("a request with this Idempotency-Key is still in progress")]
+    IdempotencyKeyInFlight,
+    /// Customer or room could not be asked (503) or answered nonsense (502).
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A bug or corrupted row: a 500 whose cause is only logged.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl BookingError {
+    /// A 422 naming `field`.
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        BookingError::Invalid {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// A 400 naming the query parameter `field`.
+    pub fn bad_query(field: &'static str, message: impl Into<String>) -> Self {
+        BookingError::BadQuery {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// The problem document a client sees for this error.
+    pub fn to_problem(&self) -> Problem {
+        match self {
+            BookingError::Invalid { field, message } => Problem::invalid_field(*field, message),
+            BookingError::BadQuery { field, message } => {
+                let mut p = Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad-query",
+                    format!("query parameter {field}: {message}"),
+                );
+                p.errors.push(FieldError {
+                    field: (*field).to_owned(),
+                    message: message.clone(),
+                });
+                p
+            }
+            BookingError::BadIdempotencyKey(why) => {
+                let mut p = Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad-idempotency-key",
+                    format!("Idempotency-Key {why}"),
+                );
+                p.errors.push(FieldError {
+                    field: "Idempotency-Key".to_owned(),
+                    message: (*why).to_owned(),
+                });
+                p
+            }
+            BookingError::NotFound(id) => Problem::not_found("booking", id),
+            BookingError::Overlap {
+                room_id,
+                check_in,
+                check_out,
+            } => {
+                let mut p = Problem::new(
+                    StatusCode::CONFLICT,
+                    "booking-conflict",
+                    format!(
+                        "room {room_id} is already booked for nights from {check_in} to {check_out}"
+                    ),
+                )
+                .with_title("Room already booked");
+                // Name the clashing dates so a client can offer other nights; the other
+                // booking's id and customer stay private.
+                p.errors.push(FieldError {
+                    field: "check_in".to_owned(),
+                    message: format!("overlaps a booking from {check_in} to {check_out}"),
+                });
+                p
+            }
+            BookingError::IdempotencyKeyReused => {
+                let mut p = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency-key-reused",
+                    "this Idempotency-Key was already used with a different request body",
+                );
+                p.errors.push(FieldError {
+                    field: "Idempotency-Key".to_owned(),
+                    message: "was used with a different body".to_owned(),
+                });
+                p
+            }
+            BookingError::IdempotencyKeyInFlight => Problem::new(
+                StatusCode::CONFLICT,
+                "idempotency-key-in-flight",
+                "a request with this Idempotency-Key is still in progress; retry later",
+            )
+            .with_retry_after(1),
+            BookingError::Peer(e) => {
+                tracing::warn!(error = %e, "peer call failed");
+                if e.is_unavailable() {
+                    Problem::unavailable(
+                        format!("the {} service is unavailable; retry later", e.service()),
+                        1,
+                    )
+                } else {
+                    Problem::new(
+                        StatusCode::BAD_GATEWAY,
+                        "bad-gateway",
+                        format!("the {} service gave an unexpected answer", e.service()),
+                    )
+                }
+            }
+            BookingError::Database(e) if is_busy(e) => {
+                tracing::warn!(error = %e, "database busy");
+                Problem::unavailable("the booking database is busy; retry later", 1)
+            }
+            BookingError::Database(e) => {
+                tracing::error!(error = %e, "database error");
+                Problem::internal()
+            }
+            BookingError::Internal(why) => {
+                tracing::error!(error = %why, "internal error");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+/// SQLite's "database is locked/busy" and a pool that could not hand out a connection in
+/// time are load, not bugs: the client may retry.
+fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => {
+            // SQLITE_BUSY = 5, SQLITE_LOCKED = 6; extended codes keep the low byte.
+            db.code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+        }
+        _ => false,
+    }
+}
+
+impl From<BookingError> for Problem {
+    fn from(e: BookingError) -> Self {
+        e.to_problem()
+    }
+}
+
+impl IntoResponse for BookingError {
+    fn into_response(self) -> Response {
+        self.to_problem().into_response()
+    }
+}

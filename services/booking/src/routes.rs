@@ -1,0 +1,372 @@
+//! The HTTP handlers of the booking service and the OpenAPI document describing them.
+
+use crate::{
+    directory::Directory,
+    error::BookingError,
+    idempotency::{self, Reservation, StoredResponse},
+    model::{
+        Availability, AvailabilityQuery, Booking, BookingPage, BookingStatus, Customer, ListQuery,
+        NewBooking, Room, RoomStatus, Stay, check_guests, today_utc,
+    },
+    store::{Draft, Store},
+};
+use axum::{
+    Router,
+    extract::State,
+    http::HeaderMap,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use hotel_common::{
+    Problem,
+    extract::{Json, Path, Query},
+    page::{self, Keyset},
+};
+use std::{sync::Arc, time::Duration};
+use tracing::Instrument;
+use utoipa::OpenApi;
+use uuid::Uuid;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The bookings database.
+    pub store: Store,
+    /// Customer and room lookups.
+    pub directory: Arc<dyn Directory>,
+    /// How long idempotency keys are honoured.
+    pub idempotency_retention: Duration,
+}
+
+/// The service's own routes (without health, fallbacks and shared layers; see
+/// [`crate::app_router`]).
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/bookings", post(create_booking).get(list_bookings))
+        .route("/bookings/{id}", get(get_booking))
+        .route("/bookings/{id}/cancel", post(cancel_booking))
+        .route("/availability", get(availability))
+        .route("/openapi.json", get(openapi_json))
+        .with_state(state)
+}
+
+/// Creates a booking; with `Idempotency-Key`, at most once per key.
+#[utoipa::path(
+    post,
+    path = "/bookings",
+    tag = "bookings",
+    request_body = NewBooking,
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+         description = "1 to 255 printable ASCII characters; a repeat with the same body replays the first response"),
+    ),
+    responses(
+        (status = 201, description = "Booked (or replayed, with `Idempotent-Replayed: true`)", body = Booking),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The room is booked on some of those nights, or the key's first request is still running", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid (named in `errors`), or the key was used with another body", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Customer or room service unavailable; retry after `Retry-After`", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+async fn create_booking(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<NewBooking>,
+) -> Response {
+    let key = match idempotency::key_from(&headers) {
+        Ok(key) => key,
+        Err(e) => return e.into_response(),
+    };
+    let Some(key) = key else {
+        return match create(&app, &req, None).await {
+            Ok(stored) => stored.into_response(false),
+            Err(e) => e.into_response(),
+        };
+    };
+    let hash = idempotency::request_hash(&req);
+    let retention_ms = i64::try_from(app.idempotency_retention.as_millis()).unwrap_or(i64::MAX);
+    match idempotency::reserve(
+        app.store.pool(),
+        &key,
+        &hash,
+        idempotency::now_ms(),
+        retention_ms,
+    )
+    .await
+    {
+        Err(e) => e.into_response(),
+        Ok(Reservation::Replay(stored)) => stored.into_response(true),
+        Ok(Reservation::Reserved) => {
+            // The key is reserved: finish the work and settle the key even if the client
+            // hangs up (axum drops the handler future then), or the key would stay
+            // in flight until its lease ends.
+            let ctx = hotel_common::context::current();
+            let work = async move {
+                let stored = match create(&app, &req, Some(&key)).await {
+                    Ok(stored) => stored,
+                    Err(e) => {
+                        let stored = StoredResponse::problem(&e.to_problem());
+                        let settled = if stored.status >= 500 {
+                            idempotency::release(app.store.pool(), &key).await
+                        } else {
+                            idempotency::complete(app.store.pool(), &key, &stored).await
+                        };
+                        if let Err(e) = settled {
+                            tracing::error!(error = %e, "could not settle an idempotency key");
+                        }
+                        stored
+                    }
+                };
+                stored
+            }
+            .instrument(tracing::Span::current());
+            let task = match ctx {
+                Some(ctx) => tokio::spawn(hotel_common::context::scope(ctx, work)),
+                None => tokio::spawn(work),
+            };
+            match task.await {
+                Ok(stored) => stored.into_response(false),
+                Err(e) => BookingError::Internal(format!("booking task: {e}")).into_response(),
+            }
+        }
+    }
+}
+
+/// Validates, asks customer and room, and books. With a key, the 201 is stored with the
+/// key in the booking's own transaction.
+async fn create(
+    app: &AppState,
+    req: &NewBooking,
+    key: Option<&str>,
+) -> Result<StoredResponse, BookingError> {
+    check_guests(req.guests)?;
+    let stay = Stay::parse(&req.check_in, &req.check_out, today_utc())?;
+    // Both lookups at once: a booking costs one peer round trip, not two.
+    let (customer, room) = tokio::join!(
+        app.directory.customer(req.customer_id),
+        app.directory.room(req.room_id)
+    );
+    let _customer: Customer =
+        customer?.ok_or_else(|| BookingError::invalid("customer_id", "no customer has this id"))?;
+    let room: Room =
+        room?.ok_or_else(|| BookingError::invalid("room_id", "no room has this id"))?;
+    match room.status {
+        RoomStatus::Available => {}
+        RoomStatus::Maintenance => {
+            return Err(BookingError::invalid(
+                "room_id",
+                "the room is under maintenance",
+            ));
+        }
+        RoomStatus::Retired => {
+            return Err(BookingError::invalid("room_id", "the room is retired"));
+        }
+    }
+    if req.guests > room.capacity {
+        return Err(BookingError::invalid(
+            "guests",
+            format!(
+                "room {} holds at most {} guests",
+                room.number, room.capacity
+            ),
+        ));
+    }
+    let total_cents = stay
+        .nights()
+        .checked_mul(room.nightly_rate_cents)
+        .filter(|t| *t >= 0)
+        .ok_or_else(|| BookingError::Internal(format!("room {} has an absurd rate", room.id)))?;
+    let draft = Draft {
+        id: Uuid::new_v4(),
+        customer_id: req.customer_id,
+        room_id: req.room_id,
+        stay,
+        guests: req.guests,
+        total_cents,
+        created_at: page::now_micros(),
+    };
+    let stored = StoredResponse::created(format!("/bookings/{}", draft.id), &draft.to_booking());
+    let booking = app
+        .store
+        .insert_if_free(&draft, key.map(|k| (k, &stored)))
+        .await?;
+    tracing::info!(booking.id = %booking.id, room.id = %booking.room_id, "booked");
+    Ok(stored)
+}
+
+/// One booking.
+#[utoipa::path(
+    get,
+    path = "/bookings/{id}",
+    tag = "bookings",
+    params(("id" = Uuid, Path, description = "Booking id")),
+    responses(
+        (status = 200, description = "The booking", body = Booking),
+        (status = 400, description = "The id is not a UUID", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such booking", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+async fn get_booking(
+    State(app): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Booking>, Problem> {
+    Ok(Json(app.store.get(id).await?))
+}
+
+/// A customer's or a room's bookings, oldest first.
+#[utoipa::path(
+    get,
+    path = "/bookings",
+    tag = "bookings",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page", body = BookingPage),
+        (status = 400, description = "Neither customer_id nor room_id, a malformed id or cursor", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "limit out of 1..=100", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+async fn list_bookings(
+    State(app): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<BookingPage>, Problem> {
+    if q.customer_id.is_none() && q.room_id.is_none() {
+        return Err(
+            BookingError::bad_query("customer_id", "customer_id or room_id is required").into(),
+        );
+    }
+    let limit = page::limit(q.limit)?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(page::decode_cursor::<Keyset>)
+        .transpose()?;
+    let page = app
+        .store
+        .list(q.customer_id, q.room_id, after, limit)
+        .await?;
+    Ok(Json(BookingPage {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Cancels a booking and frees its nights; cancelling twice answers the cancelled booking.
+#[utoipa::path(
+    post,
+    path = "/bookings/{id}/cancel",
+    tag = "bookings",
+    params(("id" = Uuid, Path, description = "Booking id")),
+    responses(
+        (status = 200, description = "The cancelled booking", body = Booking),
+        (status = 400, description = "The id is not a UUID", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such booking", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+async fn cancel_booking(
+    State(app): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Booking>, Problem> {
+    let booking = app.store.cancel(id, page::now_micros()).await?;
+    debug_assert_eq!(booking.status, BookingStatus::Cancelled);
+    Ok(Json(booking))
+}
+
+/// Rooms free for the nights asked and large enough for the guests.
+#[utoipa::path(
+    get,
+    path = "/availability",
+    tag = "availability",
+    params(AvailabilityQuery),
+    responses(
+        (status = 200, description = "Available rooms", body = Availability),
+        (status = 400, description = "A parameter is missing or not a number", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Bad dates or guests (named)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Room service unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+async fn availability(
+    State(app): State<AppState>,
+    Query(q): Query<AvailabilityQuery>,
+) -> Result<Json<Availability>, Problem> {
+    check_guests(q.guests)?;
+    let stay = Stay::parse(&q.check_in, &q.check_out, today_utc())?;
+    // Ask the room service first: if it is down there is nothing to compute.
+    let rooms = app
+        .directory
+        .rooms(q.guests)
+        .await
+        .map_err(BookingError::from)?;
+    let booked = app.store.booked_rooms(&stay).await?;
+    let items = rooms
+        .into_iter()
+        .filter(|r| r.status == RoomStatus::Available && r.capacity >= q.guests)
+        .filter(|r| !booked.contains(&r.id))
+        .collect();
+    Ok(Json(Availability { items }))
+}
+
+/// This document.
+async fn openapi_json() -> impl IntoResponse {
+    axum::Json(ApiDoc::openapi())
+}
+
+/// The problem+json body every error answers (RFC 9457); documentation only.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Problem)]
+#[allow(dead_code)]
+pub struct ProblemDoc {
+    /// A URI naming the kind of problem.
+    #[schema(rename = "type")]
+    kind: String,
+    /// Short summary.
+    title: String,
+    /// HTTP status.
+    status: u16,
+    /// What went wrong this time.
+    detail: String,
+    /// Fields at fault: `[{"field": "guests", "message": "..."}]`.
+    errors: Option<Vec<FieldErrorDoc>>,
+    /// The request id.
+    request_id: Option<String>,
+    /// The W3C trace id, to find the request in Jaeger.
+    trace_id: Option<String>,
+}
+
+/// One field at fault; documentation only.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FieldError)]
+#[allow(dead_code)]
+pub struct FieldErrorDoc {
+    /// JSON path or parameter name.
+    field: String,
+    /// What is wrong with it.
+    message: String,
+}
+
+/// The booking service's OpenAPI 3 document, served at `GET /openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "hotel booking service",
+        description = "Bookings and availability."
+    ),
+    paths(
+        create_booking,
+        get_booking,
+        list_bookings,
+        cancel_booking,
+        availability
+    ),
+    components(schemas(
+        NewBooking,
+        Booking,
+        BookingStatus,
+        BookingPage,
+        Availability,
+        Room,
+        RoomStatus,
+        ProblemDoc,
+        FieldErrorDoc
+    ))
+)]
+pub struct ApiDoc;

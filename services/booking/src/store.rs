@@ -1,0 +1,272 @@
+//! The bookings table: the one place that decides whether a room's nights are free.
+//!
+//! The overlap check and the insert run in one `BEGIN IMMEDIATE` transaction, which takes
+//! SQLite's write lock before the check. Every replica of the service opens the same
+//! database file, so two processes taking conflicting requests at the same moment are
+//! serialised by the file lock (the loser waits up to the busy timeout) and the second one
+//! sees the first one's booking.
+
+use crate::{
+    error::BookingError,
+    idempotency::StoredResponse,
+    model::{Booking, BookingStatus, Stay, format_date},
+};
+use hotel_common::{
+    db,
+    page::{Keyset, Page, rfc3339_micros},
+};
+use sqlx::{FromRow, SqlitePool};
+use std::collections::HashSet;
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// A booking as stored.
+#[derive(Debug, FromRow)]
+struct BookingRow {
+    id: String,
+    customer_id: String,
+    room_id: String,
+    check_in: String,
+    check_out: String,
+    guests: i64,
+    status: String,
+    total_cents: i64,
+    created_at: i64,
+}
+
+/// The columns of a [`BookingRow`], as a literal so queries stay `&'static str` (sqlx 0.9
+/// refuses SQL built at run time).
+macro_rules! booking_columns {
+    () => {
+        "id, customer_id, room_id, check_in, check_out, guests, status, total_cents, created_at"
+    };
+}
+
+impl BookingRow {
+    fn into_booking(self) -> Result<(Booking, Keyset), BookingError> {
+        let uuid = |s: &str| {
+            Uuid::parse_str(s).map_err(|e| BookingError::Internal(format!("stored id {s:?}: {e}")))
+        };
+        let status = match self.status.as_str() {
+            "confirmed" => BookingStatus::Confirmed,
+            "cancelled" => BookingStatus::Cancelled,
+            other => return Err(BookingError::Internal(format!("stored status {other:?}"))),
+        };
+        let id = uuid(&self.id)?;
+        let booking = Booking {
+            id,
+            customer_id: uuid(&self.customer_id)?,
+            room_id: uuid(&self.room_id)?,
+            check_in: self.check_in,
+            check_out: self.check_out,
+            guests: self.guests,
+            status,
+            total_cents: self.total_cents,
+            created_at: rfc3339_micros(self.created_at),
+        };
+        Ok((
+            booking,
+            Keyset {
+                t: self.created_at,
+                id,
+            },
+        ))
+    }
+}
+
+/// The service's database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// A booking about to be written: everything but what the database decides.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// The new booking's id.
+    pub id: Uuid,
+    /// Who books.
+    pub customer_id: Uuid,
+    /// Which room.
+    pub room_id: Uuid,
+    /// Which nights.
+    pub stay: Stay,
+    /// How many guests.
+    pub guests: i64,
+    /// Nights times the nightly rate.
+    pub total_cents: i64,
+    /// Microseconds since the epoch.
+    pub created_at: i64,
+}
+
+impl Draft {
+    /// The booking this draft becomes once written.
+    pub fn to_booking(&self) -> Booking {
+        Booking {
+            id: self.id,
+            customer_id: self.customer_id,
+            room_id: self.room_id,
+            check_in: format_date(self.stay.check_in),
+            check_out: format_date(self.stay.check_out),
+            guests: self.guests,
+            status: BookingStatus::Confirmed,
+            total_cents: self.total_cents,
+            created_at: rfc3339_micros(self.created_at),
+        }
+    }
+}
+
+impl Store {
+    /// Wraps an open pool (migrations already run).
+    pub fn new(pool: SqlitePool) -> Self {
+        Store { pool }
+    }
+
+    /// The pool, for readiness checks and the idempotency table.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Writes `draft` unless a confirmed booking of the same room overlaps its nights
+    /// (409 naming that booking's dates). When `idempotency` is given, the key's row is
+    /// completed with that response in the same transaction, so a booking and its
+    /// replayable response exist together or not at all.
+    pub async fn insert_if_free(
+        &self,
+        draft: &Draft,
+        idempotency: Option<(&str, &StoredResponse)>,
+    ) -> Result<Booking, BookingError> {
+        let check_in = format_date(draft.stay.check_in);
+        let check_out = format_date(draft.stay.check_out);
+        let room_id = draft.room_id.to_string();
+        let mut tx = db::begin_immediate(&self.pool)
+            .instrument(db::span("BEGIN IMMEDIATE", "bookings"))
+            .await?;
+        // Stays are half-open [check_in, check_out): a stay leaving on the 5th does not
+        // clash with one arriving on the 5th.
+        let clash: Option<(String, String)> = sqlx::query_as(
+            "SELECT check_in, check_out FROM bookings \
+             WHERE room_id = ?1 AND status = 'confirmed' AND check_in < ?3 AND check_out > ?2 \
+             ORDER BY check_in LIMIT 1",
+        )
+        .bind(&room_id)
+        .bind(&check_in)
+        .bind(&check_out)
+        .fetch_optional(&mut *tx)
+        .instrument(db::span("SELECT", "bookings"))
+        .await?;
+        if let Some((clash_in, clash_out)) = clash {
+            return Err(BookingError::Overlap {
+                room_id: draft.room_id,
+                check_in: clash_in,
+                check_out: clash_out,
+            });
+        }
+        sqlx::query(
+            "INSERT INTO bookings \
+             (id, customer_id, room_id, check_in, check_out, guests, status, total_cents, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'confirmed', ?7, ?8)",
+        )
+        .bind(draft.id.to_string())
+        .bind(draft.customer_id.to_string())
+        .bind(&room_id)
+        .bind(&check_in)
+        .bind(&check_out)
+        .bind(draft.guests)
+        .bind(draft.total_cents)
+        .bind(draft.created_at)
+        .execute(&mut *tx)
+        .instrument(db::span("INSERT", "bookings"))
+        .await?;
+        if let Some((key, response)) = idempotency {
+            crate::idempotency::complete_in(&mut tx, key, response).await?;
+        }
+        tx.commit()
+            .instrument(db::span("COMMIT", "bookings"))
+            .await?;
+        Ok(draft.to_booking())
+    }
+
+    /// The booking with this id.
+    pub async fn get(&self, id: Uuid) -> Result<Booking, BookingError> {
+        let row: Option<BookingRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            booking_columns!(),
+            " FROM bookings WHERE id = ?1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .instrument(db::span("SELECT", "bookings"))
+        .await?;
+        match row {
+            Some(row) => Ok(row.into_booking()?.0),
+            None => Err(BookingError::NotFound(id)),
+        }
+    }
+
+    /// One page of bookings, oldest first, filtered by customer and/or room, starting
+    /// after `after`.
+    pub async fn list(
+        &self,
+        customer_id: Option<Uuid>,
+        room_id: Option<Uuid>,
+        after: Option<Keyset>,
+        limit: u32,
+    ) -> Result<Page<Booking>, BookingError> {
+        let rows: Vec<BookingRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            booking_columns!(),
+            " FROM bookings \
+             WHERE (?1 IS NULL OR customer_id = ?1) AND (?2 IS NULL OR room_id = ?2) \
+               AND (?3 IS NULL OR created_at > ?3 OR (created_at = ?3 AND id > ?4)) \
+             ORDER BY created_at, id LIMIT ?5"
+        ))
+        .bind(customer_id.map(|u| u.to_string()))
+        .bind(room_id.map(|u| u.to_string()))
+        .bind(after.map(|k| k.t))
+        .bind(after.map(|k| k.id.to_string()))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .instrument(db::span("SELECT", "bookings"))
+        .await?;
+        let rows = rows
+            .into_iter()
+            .map(BookingRow::into_booking)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(rows, limit, |(_, key)| *key).map(|(b, _)| b))
+    }
+
+    /// Cancels a booking, freeing its nights; cancelling a cancelled booking changes
+    /// nothing and answers it as it is.
+    pub async fn cancel(&self, id: Uuid, now_micros: i64) -> Result<Booking, BookingError> {
+        sqlx::query(
+            "UPDATE bookings SET status = 'cancelled', cancelled_at = ?2 \
+             WHERE id = ?1 AND status = 'confirmed'",
+        )
+        .bind(id.to_string())
+        .bind(now_micros)
+        .execute(&self.pool)
+        .instrument(db::span("UPDATE", "bookings"))
+        .await?;
+        self.get(id).await
+    }
+
+    /// Rooms with a confirmed booking on any night of `stay`.
+    pub async fn booked_rooms(&self, stay: &Stay) -> Result<HashSet<Uuid>, BookingError> {
+        let ids: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT room_id FROM bookings \
+             WHERE status = 'confirmed' AND check_in < ?2 AND check_out > ?1",
+        )
+        .bind(format_date(stay.check_in))
+        .bind(format_date(stay.check_out))
+        .fetch_all(&self.pool)
+        .instrument(db::span("SELECT", "bookings"))
+        .await?;
+        ids.into_iter()
+            .map(|(s,)| {
+                Uuid::parse_str(&s)
+                    .map_err(|e| BookingError::Internal(format!("stored room id {s:?}: {e}")))
+            })
+            .collect()
+    }
+}
