@@ -1,15 +1,342 @@
-//! (being written)
+//! `hotel up` and the commands that control a running local cluster (`status`, `kill`,
+//! `stop`, `pause`, `resume`, `start`, `scale`), plus `hotel load`.
+//!
+//! `hotel up` is a supervisor: it spawns the `hotel` binary once per instance (registry,
+//! services, gateway), owns those children, and serves a small control API on loopback.
+//! The other commands find it through `<data-dir>/cluster.json`.
 
+pub mod clusterfile;
+pub mod control;
+pub mod load;
+mod output;
+pub mod settings;
+pub mod status;
+pub mod supervisor;
+
+use clusterfile::{ClusterFile, Lock};
+use control::ControlClient;
 use hotel_common::process::BoxError;
+use settings::{ReplicaSpec, Role, UpSettings};
+use std::{io::Write, path::PathBuf, process::ExitCode, sync::Arc};
+use supervisor::{Supervisor, UpConfig};
 
 /// Commands that launch or control a local cluster.
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCommand {
-    /// Start a whole local cluster in the foreground.
-    Up,
+    /// Start a whole local cluster in the foreground: registry, N replicas of each
+    /// service, gateway. Ctrl-C stops everything.
+    Up(UpArgs),
+    /// Show every instance: pid, registry state and the gateway's view (breaker,
+    /// in-flight, latency, requests, failures).
+    Status(StatusArgs),
+    /// Kill an instance with SIGKILL (a crash).
+    Kill(NameArgs),
+    /// Stop an instance gracefully (SIGTERM: it deregisters and drains).
+    Stop(NameArgs),
+    /// Freeze an instance with SIGSTOP (a hung process with open sockets).
+    Pause(NameArgs),
+    /// Thaw a paused instance with SIGCONT.
+    Resume(NameArgs),
+    /// Start one more replica of a service (or restart the registry or gateway).
+    Start(StartArgs),
+    /// Start or stop replicas until SERVICE has N: `hotel scale room=3`.
+    Scale(ScaleArgs),
+    /// Send steady, bounded load through the gateway and report ok/errors/latency.
+    Load(load::LoadArgs),
+}
+
+/// Where the cluster lives (control commands).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataDirArg {
+    /// The cluster's data directory (holds cluster.json).
+    #[arg(long, env = "HOTEL_DATA_DIR", default_value = ".hotel")]
+    pub data_dir: PathBuf,
+}
+
+/// `hotel up` options; each overrides `config/hotel.toml`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// Replicas: `3` for every service, or `room=3,booking=2`.
+    #[arg(long)]
+    pub replicas: Option<ReplicaSpec>,
+    /// Data directory for databases, logs and cluster.json [config: data_dir, default .hotel].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Topology file [default: config/hotel.toml when it exists].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Gateway port on 127.0.0.1 (0: any free port) [default 8080].
+    #[arg(long)]
+    pub gateway_port: Option<u16>,
+    /// Gateway admin port on 127.0.0.1 (0: any free port) [default 9901].
+    #[arg(long)]
+    pub admin_port: Option<u16>,
+    /// Registry port on 127.0.0.1 (0: any free port) [default 8761].
+    #[arg(long)]
+    pub registry_port: Option<u16>,
+    /// Control API port on 127.0.0.1 [default 0: any free port].
+    #[arg(long)]
+    pub control_port: Option<u16>,
+    /// Restart instances that exit unasked (crash, `hotel kill`) after a delay.
+    #[arg(long)]
+    pub restart: bool,
+    /// Export traces to this OTLP endpoint from every process (Jaeger: http://localhost:4317).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// `hotel status` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    dir: DataDirArg,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Options of commands that name one instance.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NameArgs {
+    /// Instance name, such as `room-2`, `registry` or `gateway`.
+    name: String,
+    #[command(flatten)]
+    dir: DataDirArg,
+}
+
+/// `hotel start` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StartArgs {
+    /// customer, room, booking (one more replica), registry or gateway (restart it).
+    service: Role,
+    #[command(flatten)]
+    dir: DataDirArg,
+}
+
+/// `hotel scale` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScaleArgs {
+    /// SERVICE=N, such as `room=3`.
+    #[arg(value_parser = parse_scale)]
+    target: (Role, u32),
+    #[command(flatten)]
+    dir: DataDirArg,
+}
+
+fn parse_scale(s: &str) -> Result<(Role, u32), String> {
+    let (name, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not SERVICE=N (e.g. room=3)"))?;
+    let role: Role = name.trim().parse()?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("{n:?} is not a whole number"))?;
+    Ok((role, n))
 }
 
 /// Runs a cluster command; the exit code is the command's verdict.
-pub async fn run(_cmd: ClusterCommand) -> Result<std::process::ExitCode, BoxError> {
-    Err("not built yet".into())
+pub async fn run(cmd: ClusterCommand) -> Result<ExitCode, BoxError> {
+    match cmd {
+        ClusterCommand::Up(args) => up(args).await,
+        ClusterCommand::Status(args) => status::run(&args.dir.data_dir, args.json).await,
+        ClusterCommand::Kill(a) => act(&a, "kill").await,
+        ClusterCommand::Stop(a) => act(&a, "stop").await,
+        ClusterCommand::Pause(a) => act(&a, "pause").await,
+        ClusterCommand::Resume(a) => act(&a, "resume").await,
+        ClusterCommand::Start(a) => {
+            let client = ControlClient::open(&a.dir.data_dir)?;
+            let views = client.start(a.service.as_str()).await?;
+            output::print_changes("started", &views);
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCommand::Scale(a) => {
+            let client = ControlClient::open(&a.dir.data_dir)?;
+            let (role, n) = a.target;
+            let views = client.scale(role.as_str(), n).await?;
+            if views.is_empty() {
+                output::line(&format!("{role} already has {n} replicas"));
+            } else {
+                output::print_changes("scaled", &views);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCommand::Load(args) => load::run(args).await,
+    }
+}
+
+async fn act(a: &NameArgs, action: &str) -> Result<ExitCode, BoxError> {
+    let client = ControlClient::open(&a.dir.data_dir)?;
+    let views = client.act(&a.name, action).await?;
+    let verb = match action {
+        "kill" => "killed",
+        "stop" => "stopped",
+        "pause" => "paused",
+        _ => "resumed",
+    };
+    output::print_changes(verb, &views);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn random_token(prefix: &str) -> String {
+    let bytes: [u8; 16] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{hex}")
+}
+
+/// Resolves settings: defaults < config file < `HOTEL_CLUSTER__*` < flags.
+fn resolve(args: &UpArgs) -> Result<UpSettings, BoxError> {
+    let default_file = PathBuf::from("config/hotel.toml");
+    let file = match &args.config {
+        Some(p) => Some(p.clone()),
+        None if default_file.exists() => Some(default_file),
+        None => None,
+    };
+    let mut s: UpSettings =
+        hotel_common::config::load(&UpSettings::default(), file.as_deref(), "cluster")?;
+    if let Some(spec) = &args.replicas {
+        s.replicas.apply(spec);
+    }
+    if let Some(d) = &args.data_dir {
+        s.data_dir = d.clone();
+    }
+    let ports = &mut s.ports;
+    for (flag, port) in [
+        (args.gateway_port, &mut ports.gateway),
+        (args.admin_port, &mut ports.admin),
+        (args.registry_port, &mut ports.registry),
+        (args.control_port, &mut ports.control),
+    ] {
+        if let Some(p) = flag {
+            *port = p;
+        }
+    }
+    s.restart |= args.restart;
+    for role in Role::SERVICES {
+        if s.replicas.of(role) == 0 {
+            return Err(format!(
+                "replicas.{role}: a cluster needs at least 1 replica of each service"
+            )
+            .into());
+        }
+    }
+    Ok(s)
+}
+
+/// The Jaeger UI for an OTLP endpoint on the same host (Jaeger serves both).
+fn jaeger_ui(endpoint: &str) -> String {
+    let host = endpoint
+        .split("://")
+        .nth(1)
+        .unwrap_or(endpoint)
+        .split(['/', ':'])
+        .next()
+        .filter(|h| !h.is_empty())
+        .unwrap_or("localhost");
+    format!("http://{host}:16686")
+}
+
+async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
+    let settings = resolve(&args)?;
+    std::fs::create_dir_all(settings.data_dir.join("logs"))
+        .map_err(|e| format!("cannot create {}: {e}", settings.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&settings.data_dir)?;
+    let _lock = Lock::acquire(&data_dir)?;
+    let _telemetry = hotel_common::telemetry::init(
+        &hotel_common::telemetry::Identity {
+            role: "up".into(),
+            instance: "up".into(),
+        },
+        hotel_common::telemetry::LogFormat::Text,
+    );
+    let pick = |configured: &str, prefix: &str| {
+        if configured.is_empty() {
+            random_token(prefix)
+        } else {
+            configured.to_owned()
+        }
+    };
+    let otlp = args.otlp_endpoint.clone().filter(|e| !e.trim().is_empty());
+    let cfg = UpConfig {
+        registry_token: pick(&settings.registry_token, "reg_"),
+        admin_token: pick(&settings.admin_token, "adm_"),
+        api_key: pick(&settings.api_key, "hk_dev_"),
+        control_token: random_token("ctl_"),
+        exe: std::env::current_exe()?,
+        otlp_endpoint: otlp.clone(),
+        data_dir: data_dir.clone(),
+        settings,
+    };
+    let (listener, control_addr) =
+        hotel_common::server::bind(([127, 0, 0, 1], cfg.settings.ports.control).into()).await?;
+    let control_token = cfg.control_token.clone();
+    let sup = Supervisor::new(
+        cfg,
+        format!("http://{control_addr}"),
+        otlp.as_deref().map(jaeger_ui),
+    );
+    sup.cluster_file().write(&data_dir)?;
+    let stop_control = tokio_util::sync::CancellationToken::new();
+    let control = tokio::spawn(hotel_common::server::serve(
+        listener,
+        control::router(Arc::clone(&sup), control_token),
+        stop_control.clone().cancelled_owned(),
+        std::time::Duration::from_secs(1),
+    ));
+
+    let shutdown = hotel_common::server::shutdown_signal();
+    tokio::pin!(shutdown);
+    let started = tokio::select! {
+        r = sup.start_all() => Some(r),
+        () = &mut shutdown => None,
+    };
+    let code = match started {
+        Some(Ok(())) => {
+            sup.mark_ready();
+            output::print_banner(&sup.cluster_file(), &sup.instances(), &data_dir);
+            shutdown.await;
+            output::line("stopping: services, then the gateway, then the registry");
+            ExitCode::SUCCESS
+        }
+        Some(Err(e)) => {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "hotel up: {e}");
+            ExitCode::FAILURE
+        }
+        None => ExitCode::SUCCESS,
+    };
+    sup.shutdown().await;
+    stop_control.cancel();
+    let _ = control.await;
+    let _ = std::fs::remove_file(ClusterFile::path(&data_dir));
+    output::line("stopped");
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_targets_parse_service_and_count() {
+        assert_eq!(parse_scale("room=3").unwrap(), (Role::Room, 3));
+        assert!(parse_scale("room").unwrap_err().contains("SERVICE=N"));
+        assert!(parse_scale("spa=1").unwrap_err().contains("unknown role"));
+    }
+
+    #[test]
+    fn jaeger_ui_is_on_the_otlp_host() {
+        assert_eq!(jaeger_ui("http://127.0.0.1:4317"), "http://127.0.0.1:16686");
+        assert_eq!(
+            jaeger_ui("http://jaeger:4318/v1/traces"),
+            "http://jaeger:16686"
+        );
+    }
+
+    #[test]
+    fn generated_tokens_differ_and_carry_their_prefix() {
+        let a = random_token("hk_dev_");
+        assert!(a.starts_with("hk_dev_") && a.len() == 39);
+        assert_ne!(a, random_token("hk_dev_"));
+    }
 }

@@ -1,0 +1,303 @@
+//! The control channel between `hotel kill|stop|pause|resume|start|scale` and the
+//! `hotel up` that owns the children: a small HTTP API on loopback, guarded by a bearer
+//! token written to `cluster.json` (readable only by whoever can read the data directory).
+
+use crate::{
+    clusterfile::{ClusterFile, pid_alive},
+    settings::Role,
+    supervisor::{ControlError, InstanceView, Supervisor},
+};
+use axum::{
+    Json, Router,
+    extract::{Path, Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use hotel_common::Problem;
+use serde::{Deserialize, Serialize};
+use std::{path::Path as FsPath, sync::Arc, time::Duration};
+
+/// Body of `POST /v1/services/{service}/scale`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    /// Wanted number of live replicas.
+    pub replicas: u32,
+}
+
+/// Answer of every control call that changes or lists instances.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InstancesResponse {
+    /// The instances the call concerned (all of them for the listing).
+    pub instances: Vec<InstanceView>,
+}
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        let (status, kind) = match &self {
+            ControlError::UnknownInstance { .. } => (StatusCode::NOT_FOUND, "unknown-instance"),
+            ControlError::NotRunning { .. } | ControlError::AlreadyRunning(_) => {
+                (StatusCode::CONFLICT, "conflict")
+            }
+            ControlError::NotScalable(_) | ControlError::BadCount(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "validation-failed")
+            }
+            ControlError::StartFailed(_) => (StatusCode::BAD_GATEWAY, "start-failed"),
+            ControlError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting-down"),
+        };
+        Problem::new(status, kind, self.to_string()).into_response()
+    }
+}
+
+fn role_of(service: &str) -> Result<Role, Response> {
+    service
+        .parse::<Role>()
+        .map_err(|why| Problem::invalid_field("service", why).into_response())
+}
+
+/// The control API router (without the token check; see [`router`]).
+fn routes() -> Router<Arc<Supervisor>> {
+    Router::new()
+        .route(
+            "/v1/instances",
+            get(|State(s): State<Arc<Supervisor>>| async move {
+                Json(InstancesResponse {
+                    instances: s.instances(),
+                })
+            }),
+        )
+        .route("/v1/instances/{name}/{action}", post(instance_action))
+        .route("/v1/services/{service}/start", post(start))
+        .route("/v1/services/{service}/scale", post(scale))
+}
+
+/// The control API with its bearer-token check.
+pub fn router(sup: Arc<Supervisor>, token: String) -> Router {
+    let token: Arc<str> = token.into();
+    routes()
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no-route", "no such route") })
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let token = Arc::clone(&token);
+            async move {
+                let presented = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "));
+                if presented != Some(&*token) {
+                    return Problem::unauthorized(
+                        "the control API needs the control_token from cluster.json",
+                    )
+                    .into_response();
+                }
+                next.run(req).await
+            }
+        }))
+        .with_state(sup)
+}
+
+async fn instance_action(
+    State(sup): State<Arc<Supervisor>>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<Json<InstancesResponse>, Response> {
+    let view = match action.as_str() {
+        "kill" => sup.kill(&name).await,
+        "stop" => sup.stop(&name).await,
+        "pause" => sup.pause(&name),
+        "resume" => sup.resume(&name),
+        other => {
+            return Err(Problem::invalid_field(
+                "action",
+                format!("unknown action {other:?}; expected kill, stop, pause or resume"),
+            )
+            .into_response());
+        }
+    }
+    .map_err(IntoResponse::into_response)?;
+    Ok(Json(InstancesResponse {
+        instances: vec![view],
+    }))
+}
+
+async fn start(
+    State(sup): State<Arc<Supervisor>>,
+    Path(service): Path<String>,
+) -> Result<Json<InstancesResponse>, Response> {
+    let role = role_of(&service)?;
+    let view = sup.start(role).await.map_err(IntoResponse::into_response)?;
+    Ok(Json(InstancesResponse {
+        instances: vec![view],
+    }))
+}
+
+async fn scale(
+    State(sup): State<Arc<Supervisor>>,
+    Path(service): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<InstancesResponse>, Response> {
+    let role = role_of(&service)?;
+    let req: ScaleRequest =
+        hotel_common::extract::parse_json(&body).map_err(IntoResponse::into_response)?;
+    let views = sup
+        .scale(role, req.replicas)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(Json(InstancesResponse { instances: views }))
+}
+
+/// Why a control command failed on the client side; shown to the user as is.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Reading `cluster.json` failed.
+    #[error(transparent)]
+    File(#[from] crate::clusterfile::FileError),
+    /// The supervisor is gone.
+    #[error(
+        "the cluster in {dir} is not running (hotel up, pid {pid}, has exited); start it with `hotel up --data-dir {dir}`"
+    )]
+    NotRunning {
+        /// The data directory.
+        dir: String,
+        /// The supervisor's pid.
+        pid: u32,
+    },
+    /// The supervisor answered with a problem.
+    #[error("{0}")]
+    Refused(String),
+    /// Transport failure.
+    #[error("cannot reach hotel up at {url}: {why}")]
+    Unreachable {
+        /// The control URL.
+        url: String,
+        /// The error.
+        why: String,
+    },
+}
+
+/// A connection to the supervisor of the cluster in one data directory.
+pub struct ControlClient {
+    /// What `cluster.json` says.
+    pub file: ClusterFile,
+    http: reqwest::Client,
+}
+
+impl ControlClient {
+    /// Reads `<data_dir>/cluster.json` and checks that its `hotel up` is alive.
+    pub fn open(data_dir: &FsPath) -> Result<ControlClient, ClientError> {
+        let file = ClusterFile::read(data_dir)?;
+        if !pid_alive(file.supervisor_pid) {
+            return Err(ClientError::NotRunning {
+                dir: data_dir.display().to_string(),
+                pid: file.supervisor_pid,
+            });
+        }
+        let http = reqwest::Client::builder()
+            // Generous: `stop` waits for a drain and `start` for readiness.
+            .timeout(Duration::from_secs(120))
+            .no_proxy()
+            .build()
+            .map_err(|e| ClientError::Unreachable {
+                url: file.control_url.clone(),
+                why: e.to_string(),
+            })?;
+        Ok(ControlClient { file, http })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<InstancesResponse, ClientError> {
+        let url = format!("{}{path}", self.file.control_url);
+        let mut req = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.file.control_token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
+            url: url.clone(),
+            why: e.to_string(),
+        };
+        let res = req.send().await.map_err(unreachable)?;
+        let status = res.status();
+        let bytes = res.bytes().await.map_err(unreachable)?;
+        if !status.is_success() {
+            let detail = serde_json::from_slice::<Problem>(&bytes)
+                .map(|p| p.detail)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(ClientError::Refused(detail));
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Refused(format!("unexpected answer from hotel up: {e}")))
+    }
+
+    /// Every instance the supervisor knows, live or not.
+    pub async fn instances(&self) -> Result<Vec<InstanceView>, ClientError> {
+        Ok(self
+            .call(reqwest::Method::GET, "/v1/instances", None)
+            .await?
+            .instances)
+    }
+
+    /// `kill`, `stop`, `pause` or `resume` one instance.
+    pub async fn act(&self, name: &str, action: &str) -> Result<Vec<InstanceView>, ClientError> {
+        let path = format!("/v1/instances/{}/{action}", encode(name));
+        Ok(self
+            .call(reqwest::Method::POST, &path, None)
+            .await?
+            .instances)
+    }
+
+    /// One more replica of `service`.
+    pub async fn start(&self, service: &str) -> Result<Vec<InstanceView>, ClientError> {
+        let path = format!("/v1/services/{}/start", encode(service));
+        Ok(self
+            .call(reqwest::Method::POST, &path, None)
+            .await?
+            .instances)
+    }
+
+    /// Exactly `replicas` live replicas of `service`.
+    pub async fn scale(
+        &self,
+        service: &str,
+        replicas: u32,
+    ) -> Result<Vec<InstanceView>, ClientError> {
+        let path = format!("/v1/services/{}/scale", encode(service));
+        let body = serde_json::json!({ "replicas": replicas });
+        Ok(self
+            .call(reqwest::Method::POST, &path, Some(body))
+            .await?
+            .instances)
+    }
+}
+
+/// Percent-encodes a path segment (instance names are user input).
+fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(encode("room-2"), "room-2");
+        assert_eq!(encode("a/b c"), "a%2Fb%20c");
+    }
+}

@@ -1,0 +1,319 @@
+//! `hotel status`: one row per instance joining three views of it: the supervisor's
+//! (pid, process state), the registry's (registered, heartbeat age) and the gateway's
+//! (breaker state, in-flight, EWMA latency, requests, failures).
+//!
+//! The registry and the gateway are asked directly with the tokens from `cluster.json`;
+//! when one of them is down its columns say so and the rest is still shown, because that
+//! is exactly when people run `hotel status`.
+
+use crate::{control::ControlClient, output, settings::Role, supervisor::InstanceView};
+use hotel_common::process::BoxError;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::{collections::BTreeMap, path::Path, process::ExitCode, time::Duration};
+
+/// The gateway's view of one instance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GatewayView {
+    /// Breaker state: closed, open, half-open (or whatever the gateway calls them).
+    pub breaker: Option<String>,
+    /// Requests in flight now.
+    pub in_flight: Option<u64>,
+    /// Peak-EWMA latency in milliseconds.
+    pub ewma_ms: Option<f64>,
+    /// Requests sent to it so far.
+    pub requests: Option<u64>,
+    /// Failed requests so far.
+    pub failures: Option<u64>,
+}
+
+/// One row of `hotel status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusRow {
+    /// The supervisor's record.
+    #[serde(flatten)]
+    pub instance: InstanceView,
+    /// `registered` (with heartbeat age), `absent`, or `unknown` when the registry is down.
+    pub registry: String,
+    /// Milliseconds since its last heartbeat, when registered.
+    pub heartbeat_age_ms: Option<u64>,
+    /// The gateway's view, when the gateway knows the instance.
+    pub gateway: Option<GatewayView>,
+}
+
+/// `hotel status --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The gateway URL.
+    pub gateway_url: Option<String>,
+    /// Whether the registry answered.
+    pub registry_reachable: bool,
+    /// Whether the gateway admin API answered.
+    pub gateway_reachable: bool,
+    /// Every instance.
+    pub instances: Vec<StatusRow>,
+}
+
+/// Registry entries by instance name: heartbeat age.
+async fn registry_view(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> Option<BTreeMap<String, u64>> {
+    let mut seen = BTreeMap::new();
+    for role in Role::SERVICES {
+        let res = http
+            .get(format!("{url}/v1/services/{role}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .ok()?;
+        if res.status() == reqwest::StatusCode::NOT_FOUND {
+            continue;
+        }
+        let body: Value = res.error_for_status().ok()?.json().await.ok()?;
+        for inst in body
+            .get("instances")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(name) = inst.get("instance").and_then(Value::as_str) {
+                let age = inst
+                    .get("last_heartbeat_age_ms")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+                seen.insert(name.to_owned(), age);
+            }
+        }
+    }
+    Some(seen)
+}
+
+fn first<'a>(obj: &'a serde_json::Map<String, Value>, keys: &[&str]) -> Option<&'a Value> {
+    keys.iter().find_map(|k| obj.get(*k))
+}
+
+/// Finds per-instance entries anywhere in the gateway's `/admin/status` document: any
+/// object naming an instance (by `instance`/`name`) or an address (`address`/`url`).
+fn collect_gateway(value: &Value, out: &mut Vec<(Vec<String>, GatewayView)>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|v| collect_gateway(v, out)),
+        Value::Object(obj) => {
+            let keys: Vec<String> = ["instance", "name", "id", "address", "url", "endpoint"]
+                .iter()
+                .filter_map(|k| obj.get(*k).and_then(Value::as_str))
+                .map(|s| {
+                    s.trim_start_matches("http://")
+                        .trim_end_matches('/')
+                        .to_owned()
+                })
+                .collect();
+            let has_stats = first(obj, &["breaker", "in_flight", "requests"]).is_some();
+            if !keys.is_empty() && has_stats {
+                let num = |names: &[&str]| first(obj, names).and_then(Value::as_u64);
+                let breaker =
+                    first(obj, &["breaker", "breaker_state", "state"]).and_then(|b| match b {
+                        Value::String(s) => Some(s.clone()),
+                        Value::Object(o) => {
+                            o.get("state").and_then(Value::as_str).map(str::to_owned)
+                        }
+                        _ => None,
+                    });
+                out.push((
+                    keys,
+                    GatewayView {
+                        breaker,
+                        in_flight: num(&["in_flight", "inflight", "pending"]),
+                        ewma_ms: first(
+                            obj,
+                            &[
+                                "ewma_ms",
+                                "latency_ewma_ms",
+                                "ewma_latency_ms",
+                                "peak_ewma_ms",
+                            ],
+                        )
+                        .and_then(Value::as_f64),
+                        requests: num(&["requests", "requests_total", "total"]),
+                        failures: num(&["failures", "failures_total", "errors"]),
+                    },
+                ));
+            }
+            obj.values().for_each(|v| collect_gateway(v, out));
+        }
+        _ => {}
+    }
+}
+
+async fn gateway_view(
+    http: &reqwest::Client,
+    admin_url: &str,
+    token: &str,
+) -> Option<Vec<(Vec<String>, GatewayView)>> {
+    let res = http
+        .get(format!("{admin_url}/admin/status"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?;
+    let body: Value = res.json().await.ok()?;
+    let mut out = Vec::new();
+    collect_gateway(&body, &mut out);
+    Some(out)
+}
+
+/// Gathers the joined view of the cluster in `data_dir`.
+pub async fn gather(data_dir: &Path) -> Result<Status, BoxError> {
+    let client = ControlClient::open(data_dir)?;
+    let instances = client.instances().await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()?;
+    let file = &client.file;
+    let (registry, gateway) = tokio::join!(
+        async {
+            match &file.registry_url {
+                Some(u) => registry_view(&http, u, &file.registry_token).await,
+                None => None,
+            }
+        },
+        async {
+            match &file.admin_url {
+                Some(u) => gateway_view(&http, u, &file.admin_token).await,
+                None => None,
+            }
+        }
+    );
+    let rows = instances
+        .into_iter()
+        .map(|inst| {
+            let (registry_state, age) =
+                if !Role::SERVICES.iter().any(|r| r.as_str() == inst.service) {
+                    ("-".to_owned(), None)
+                } else {
+                    match &registry {
+                        None => ("unknown".to_owned(), None),
+                        Some(map) => match map.get(&inst.name) {
+                            Some(age) => ("registered".to_owned(), Some(*age)),
+                            None => ("absent".to_owned(), None),
+                        },
+                    }
+                };
+            let gw = gateway.as_ref().and_then(|entries| {
+                entries
+                    .iter()
+                    .find(|(keys, _)| {
+                        keys.iter()
+                            .any(|k| *k == inst.name || Some(k.as_str()) == inst.address.as_deref())
+                    })
+                    .map(|(_, v)| v.clone())
+            });
+            StatusRow {
+                instance: inst,
+                registry: registry_state,
+                heartbeat_age_ms: age,
+                gateway: gw,
+            }
+        })
+        .collect();
+    Ok(Status {
+        gateway_url: file.gateway_url.clone(),
+        registry_reachable: registry.is_some(),
+        gateway_reachable: gateway.is_some(),
+        instances: rows,
+    })
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_else(|| "-".into())
+}
+
+/// Renders the status table.
+pub fn render(status: &Status) -> String {
+    let rows: Vec<Vec<String>> = status
+        .instances
+        .iter()
+        .map(|r| {
+            let g = r.gateway.clone().unwrap_or_default();
+            vec![
+                r.instance.name.clone(),
+                r.instance.pid.to_string(),
+                r.instance.address.clone().unwrap_or_else(|| "-".into()),
+                r.instance.state.as_str().to_owned(),
+                r.registry.clone(),
+                opt(g.breaker),
+                opt(g.in_flight),
+                g.ewma_ms
+                    .map(|v| format!("{v:.1}ms"))
+                    .unwrap_or_else(|| "-".into()),
+                opt(g.requests),
+                opt(g.failures),
+            ]
+        })
+        .collect();
+    let mut text = output::table(
+        &[
+            "NAME",
+            "PID",
+            "ADDRESS",
+            "STATE",
+            "REGISTRY",
+            "BREAKER",
+            "IN-FLIGHT",
+            "EWMA",
+            "REQUESTS",
+            "FAILURES",
+        ],
+        &rows,
+    );
+    if !status.registry_reachable {
+        text.push_str(
+            "registry: not reachable (instances keep serving; they re-register when it is back)\n",
+        );
+    }
+    if !status.gateway_reachable {
+        text.push_str("gateway admin: not reachable\n");
+    }
+    text
+}
+
+/// `hotel status [--json]`.
+pub async fn run(data_dir: &Path, json: bool) -> Result<ExitCode, BoxError> {
+    let status = gather(data_dir).await?;
+    if json {
+        output::line(&serde_json::to_string_pretty(&status)?);
+    } else {
+        output::line(render(&status).trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_entries_are_found_by_instance_name_or_address() {
+        let doc = serde_json::json!({
+            "services": {
+                "room": {"instances": [
+                    {"instance": "room-1", "address": "http://127.0.0.1:5001", "breaker": "closed",
+                     "in_flight": 2, "ewma_ms": 3.5, "requests": 10, "failures": 1},
+                    {"url": "http://127.0.0.1:5002/", "breaker": {"state": "open"}, "requests": 4}
+                ]}
+            }
+        });
+        let mut out = Vec::new();
+        collect_gateway(&doc, &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out[0].0.contains(&"room-1".to_owned()));
+        assert_eq!(out[0].1.in_flight, Some(2));
+        assert_eq!(out[0].1.ewma_ms, Some(3.5));
+        assert_eq!(out[1].0, vec!["127.0.0.1:5002".to_owned()]);
+        assert_eq!(out[1].1.breaker.as_deref(), Some("open"));
+    }
+}
