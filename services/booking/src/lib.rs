@@ -62,7 +62,9 @@ pub async fn open_database(settings: &Settings) -> Result<sqlx::SqlitePool, BoxE
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
             }
             Err(e) => {
-                return Err(format!("migrating {}: {e}", settings.database_path().display()).into());
+                return Err(
+                    format!("migrating {}: {e}", settings.database_path().display()).into(),
+                );
             }
         }
     }

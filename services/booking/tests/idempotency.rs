@@ -1,0 +1,204 @@
+//! `Idempotency-Key` on `POST /bookings`: one booking per key however often and however
+//! concurrently it is sent, replays marked, misuse refused.
+
+mod support;
+
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+use support::{TestApp, field, send, stay};
+
+const KEY: &str = "idempotency-key";
+
+#[tokio::test]
+async fn a_repeated_key_replays_the_first_response_and_books_once() {
+    let app = TestApp::spawn().await;
+    let (body, room) = app.booking_body(4, 2);
+    let body = body.to_string();
+    let (status, headers, first) = app
+        .send("POST", "/bookings", Some(&body), &[(KEY, "k-1")])
+        .await;
+    assert_eq!(status, 201, "{first}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    let first_location = headers["location"].clone();
+    let calls = app.peers.calls.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        let (status, headers, again) = app
+            .send("POST", "/bookings", Some(&body), &[(KEY, "k-1")])
+            .await;
+        assert_eq!(status, 201);
+        assert_eq!(headers["idempotent-replayed"], "true");
+        assert_eq!(headers["location"], first_location);
+        assert_eq!(again, first);
+    }
+    assert_eq!(
+        app.peers.calls.load(Ordering::SeqCst),
+        calls,
+        "a replay must not redo the work"
+    );
+    let (_, _, list) = app
+        .send("GET", &format!("/bookings?room_id={room}"), None, &[])
+        .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_same_key_sent_twenty_times_at_once_books_once() {
+    let app = TestApp::spawn().await;
+    let (body, room) = app.booking_body(6, 3);
+    let body = body.to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let router = app.router.clone();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            send(
+                &router,
+                "POST",
+                "/bookings",
+                Some(&body),
+                &[(KEY, "together")],
+            )
+            .await
+        }));
+    }
+    let mut created = Vec::new();
+    let mut in_flight = 0;
+    for t in tasks {
+        let (status, headers, b) = t.await.unwrap();
+        match status.as_u16() {
+            201 => created.push((
+                headers.get("idempotent-replayed").is_some(),
+                b["id"].clone(),
+            )),
+            409 => {
+                assert_eq!(headers["retry-after"], "1");
+                in_flight += 1;
+            }
+            other => panic!("unexpected {other}: {b}"),
+        }
+    }
+    assert_eq!(created.len() + in_flight, 20);
+    assert_eq!(
+        created.iter().filter(|(replayed, _)| !replayed).count(),
+        1,
+        "{created:?}"
+    );
+    let ids: std::collections::HashSet<String> =
+        created.iter().map(|(_, id)| id.to_string()).collect();
+    assert_eq!(ids.len(), 1, "every 201 names the same booking");
+    // After the first finished, a retry of one refused in flight gets the replay.
+    let (status, headers, _) = app
+        .send("POST", "/bookings", Some(&body), &[(KEY, "together")])
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    let (_, _, list) = app
+        .send("GET", &format!("/bookings?room_id={room}"), None, &[])
+        .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_body_is_a_422() {
+    let app = TestApp::spawn().await;
+    let (body, _) = app.booking_body(4, 2);
+    assert_eq!(
+        app.send("POST", "/bookings", Some(&body.to_string()), &[(KEY, "k")])
+            .await
+            .0,
+        201
+    );
+    let mut other = body.clone();
+    other["guests"] = Value::from(1);
+    let (status, _, p) = app
+        .send("POST", "/bookings", Some(&other.to_string()), &[(KEY, "k")])
+        .await;
+    assert_eq!(status, 422, "{p}");
+    assert_eq!(field(&p), "Idempotency-Key");
+    // The same body written differently is still the same request.
+    let reordered = format!(
+        r#"{{ "guests": {}, "check_out": {}, "check_in": {}, "room_id": {}, "customer_id": {} }}"#,
+        body["guests"], body["check_out"], body["check_in"], body["room_id"], body["customer_id"]
+    );
+    let (status, headers, _) = app
+        .send("POST", "/bookings", Some(&reordered), &[(KEY, "k")])
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(headers["idempotent-replayed"], "true");
+}
+
+#[tokio::test]
+async fn a_malformed_key_is_a_400_naming_the_header() {
+    let app = TestApp::spawn().await;
+    let (body, _) = app.booking_body(4, 2);
+    let body = body.to_string();
+    let long = "k".repeat(256);
+    for key in ["", long.as_str(), "tab\tinside"] {
+        let (status, _, p) = app
+            .send("POST", "/bookings", Some(&body), &[(KEY, key)])
+            .await;
+        assert_eq!(status, 400, "{key:?}: {p}");
+        assert_eq!(field(&p), "Idempotency-Key");
+    }
+    let max = "k".repeat(255);
+    assert_eq!(
+        app.send("POST", "/bookings", Some(&body), &[(KEY, max.as_str())])
+            .await
+            .0,
+        201
+    );
+}
+
+#[tokio::test]
+async fn a_client_error_is_stored_and_replayed_like_a_success() {
+    let app = TestApp::spawn().await;
+    let customer = app.peers.add_customer();
+    let room = app.peers.add_room(2, 5_000, "maintenance");
+    let body = stay(customer, room, 3, 1, 1).to_string();
+    let (status, _, first) = app
+        .send("POST", "/bookings", Some(&body), &[(KEY, "m")])
+        .await;
+    assert_eq!(status, 422);
+    // Even once the room is back, the key keeps answering what it answered.
+    app.peers.set_room_status(room, "available");
+    let (status, headers, again) = app
+        .send("POST", "/bookings", Some(&body), &[(KEY, "m")])
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert_eq!(again, first);
+    // A new key books.
+    assert_eq!(
+        app.send("POST", "/bookings", Some(&body), &[(KEY, "m2")])
+            .await
+            .0,
+        201
+    );
+}
+
+#[tokio::test]
+async fn a_server_error_releases_the_key_so_a_retry_books() {
+    let app = TestApp::spawn().await;
+    let (body, room) = app.booking_body(4, 2);
+    let body = body.to_string();
+    app.peers.failing.store(true, Ordering::SeqCst);
+    let (status, headers, _) = app
+        .send("POST", "/bookings", Some(&body), &[(KEY, "retry-me")])
+        .await;
+    assert_eq!(status, 503);
+    assert!(headers.get("idempotent-replayed").is_none());
+    app.peers.failing.store(false, Ordering::SeqCst);
+    let (status, headers, _) = app
+        .send("POST", "/bookings", Some(&body), &[(KEY, "retry-me")])
+        .await;
+    assert_eq!(status, 201);
+    assert!(
+        headers.get("idempotent-replayed").is_none(),
+        "the retry ran, it was not a replay"
+    );
+    let (_, _, list) = app
+        .send("GET", &format!("/bookings?room_id={room}"), None, &[])
+        .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
