@@ -1,0 +1,287 @@
+//! System test of DESIGN.md drill 5 with real processes: one customer, one room and two
+//! booking processes sharing ONE database file. Many concurrent conflicting bookings
+//! split between the two booking processes: exactly one wins; a retried POST with the
+//! same `Idempotency-Key`, sent to both processes at once, books once.
+//!
+//! Run: `cargo build -p hotel && cargo test -p hotel-tests --test booking_processes -- --nocapture`
+
+use anyhow::{Context, Result, ensure};
+use hotel_tests::{Proc, TempDir, wait_ready};
+use serde_json::{Value, json};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use tokio::sync::Barrier;
+
+/// Conflicting create requests in the race (half to each booking process).
+const CONFLICTING: usize = 60;
+/// Requests carrying one shared Idempotency-Key.
+const SAME_KEY: usize = 20;
+
+/// The processes of one test: they are killed by PID when dropped.
+struct Cluster {
+    _customer: Proc,
+    _room: Proc,
+    bookings: Vec<Proc>,
+    customer_url: String,
+    room_url: String,
+    _dir: TempDir,
+}
+
+async fn start_cluster(client: &reqwest::Client) -> Result<Cluster> {
+    let dir = TempDir::new("hotel-booking-processes");
+    let data = dir.path().to_str().context("utf-8 temp dir")?.to_owned();
+    let logs = dir.path();
+    let common = |role: &'static str, name: &str| -> Vec<String> {
+        [
+            "service",
+            role,
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data,
+            "--name",
+            name,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let spawn = |name: &str, args: Vec<String>, env: &[(&str, &str)]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn(name, &args, env, logs)
+    };
+    let customer = spawn("customer-1", common("customer", "customer-1"), &[])?;
+    let room = spawn("room-1", common("room", "room-1"), &[])?;
+    let (customer_url, room_url) = (customer.url(), room.url());
+    let env = [
+        ("HOTEL_BOOKING__CUSTOMER_URL", customer_url.as_str()),
+        ("HOTEL_BOOKING__ROOM_URL", room_url.as_str()),
+    ];
+    // Started one after the other only because `Proc::spawn` waits for the address line;
+    // both open the same `<data>/booking.db`.
+    let bookings = vec![
+        spawn("booking-1", common("booking", "booking-1"), &env)?,
+        spawn("booking-2", common("booking", "booking-2"), &env)?,
+    ];
+    for p in [&customer, &room].into_iter().chain(bookings.iter()) {
+        wait_ready(
+            client,
+            &format!("{}/readyz", p.url()),
+            Duration::from_secs(30),
+        )
+        .await?;
+    }
+    Ok(Cluster {
+        _customer: customer,
+        _room: room,
+        bookings,
+        customer_url,
+        room_url,
+        _dir: dir,
+    })
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Result<Value> {
+    let res = client.post(url).json(body).send().await?;
+    let status = res.status();
+    let body: Value = res.json().await?;
+    ensure!(status == 201, "POST {url} answered {status}: {body}");
+    Ok(body)
+}
+
+/// Sends every request at once (behind a barrier) and returns the statuses per booking
+/// process and the wall time of the burst.
+async fn burst(
+    client: &reqwest::Client,
+    targets: Vec<(usize, String, Value, Option<String>)>,
+) -> Result<(Vec<(usize, u16, Value)>, Duration)> {
+    let barrier = Arc::new(Barrier::new(targets.len()));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (process, url, body, key) in targets {
+        let client = client.clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let mut req = client.post(url).json(&body);
+            if let Some(key) = key {
+                req = req.header("Idempotency-Key", key);
+            }
+            let res = req.send().await?;
+            let status = res.status().as_u16();
+            let body: Value = res.json().await.unwrap_or(Value::Null);
+            anyhow::Ok((process, status, body))
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await??);
+    }
+    Ok((out, started.elapsed()))
+}
+
+async fn bookings_of_room(
+    client: &reqwest::Client,
+    booking_url: &str,
+    room: &str,
+) -> Result<Vec<Value>> {
+    let page: Value = client
+        .get(format!("{booking_url}/bookings?room_id={room}&limit=100"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(page["items"].as_array().cloned().unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conflicting_bookings_across_two_processes_on_one_database_book_exactly_once() -> Result<()>
+{
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let cluster = start_cluster(&client).await?;
+    let customer = post(
+        &client,
+        &format!("{}/customers", cluster.customer_url),
+        &json!({"name": "Grace", "email": "grace@example.com"}),
+    )
+    .await?;
+    let room = post(
+        &client,
+        &format!("{}/rooms", cluster.room_url),
+        &json!({"number": "301", "kind": "double", "capacity": 2, "nightly_rate_cents": 12_500}),
+    )
+    .await?;
+    let (customer_id, room_id) = (customer["id"].clone(), room["id"].clone());
+    let room_id_str = room_id.as_str().context("room id")?.to_owned();
+
+    // Different but pairwise-overlapping stays: each covers the night of 2035-06-12.
+    let stays = [
+        ("2035-06-10", "2035-06-13"),
+        ("2035-06-11", "2035-06-14"),
+        ("2035-06-12", "2035-06-15"),
+    ];
+    let targets = (0..CONFLICTING)
+        .map(|i| {
+            let process = i % 2;
+            let (check_in, check_out) = stays[i % stays.len()];
+            let body = json!({
+                "customer_id": customer_id, "room_id": room_id,
+                "check_in": check_in, "check_out": check_out, "guests": 2,
+            });
+            (
+                process,
+                format!("{}/bookings", cluster.bookings[process].url()),
+                body,
+                None,
+            )
+        })
+        .collect();
+    let (results, wall) = burst(&client, targets).await?;
+    let created: Vec<_> = results.iter().filter(|(_, s, _)| *s == 201).collect();
+    let conflicts = results.iter().filter(|(_, s, _)| *s == 409).count();
+    let per_process: Vec<usize> = (0..2)
+        .map(|p| results.iter().filter(|(q, _, _)| *q == p).count())
+        .collect();
+    println!(
+        "booking race: {CONFLICTING} conflicting requests ({} to booking-1, {} to booking-2) -> \
+         {} x 201, {conflicts} x 409, others {}, in {:.0} ms",
+        per_process[0],
+        per_process[1],
+        created.len(),
+        results.len() - created.len() - conflicts,
+        wall.as_secs_f64() * 1000.0,
+    );
+    let others: Vec<_> = results
+        .iter()
+        .filter(|(_, s, _)| *s != 201 && *s != 409)
+        .collect();
+    ensure!(others.is_empty(), "unexpected answers: {others:?}");
+    ensure!(
+        created.len() == 1,
+        "expected exactly one booking, got {created:?}"
+    );
+    ensure!(conflicts == CONFLICTING - 1);
+    for (_, _, p) in results.iter().filter(|(_, s, _)| *s == 409) {
+        let detail = p["detail"].as_str().unwrap_or_default();
+        ensure!(
+            detail.contains("2035-06-1"),
+            "409 must name the booked dates: {p}"
+        );
+    }
+    // Both processes read the one booking from the one file.
+    for p in &cluster.bookings {
+        let items = bookings_of_room(&client, &p.url(), &room_id_str).await?;
+        ensure!(
+            items.len() == 1,
+            "{} sees {} bookings: {items:?}",
+            p.name,
+            items.len()
+        );
+        ensure!(items[0]["id"] == created[0].2["id"]);
+    }
+
+    // A retried POST with one Idempotency-Key, sent to both processes at the same moment,
+    // books once: one 201 that ran, the rest replays of it or 409 "still in progress".
+    let later = json!({
+        "customer_id": customer_id, "room_id": room_id,
+        "check_in": "2035-07-01", "check_out": "2035-07-03", "guests": 1,
+    });
+    let targets = (0..SAME_KEY)
+        .map(|i| {
+            let process = i % 2;
+            let url = format!("{}/bookings", cluster.bookings[process].url());
+            (
+                process,
+                url,
+                later.clone(),
+                Some("drill-5-retry".to_owned()),
+            )
+        })
+        .collect();
+    let (results, wall) = burst(&client, targets).await?;
+    let ok = results.iter().filter(|(_, s, _)| *s == 201).count();
+    let in_flight = results.iter().filter(|(_, s, _)| *s == 409).count();
+    println!(
+        "same Idempotency-Key x{SAME_KEY} across both processes -> {ok} x 201 (first or replayed), \
+         {in_flight} x 409 in flight, in {:.0} ms",
+        wall.as_secs_f64() * 1000.0
+    );
+    ensure!(
+        ok + in_flight == SAME_KEY,
+        "unexpected answers: {results:?}"
+    );
+    let ids: std::collections::HashSet<String> = results
+        .iter()
+        .filter(|(_, s, _)| *s == 201)
+        .map(|(_, _, b)| b["id"].to_string())
+        .collect();
+    ensure!(
+        ids.len() == 1,
+        "every 201 must name the same booking: {ids:?}"
+    );
+    let items = bookings_of_room(&client, &cluster.bookings[1].url(), &room_id_str).await?;
+    ensure!(
+        items.len() == 2,
+        "expected the race winner and one keyed booking: {items:?}"
+    );
+    // A later retry with the key, on either process, is a marked replay.
+    for p in &cluster.bookings {
+        let res = client
+            .post(format!("{}/bookings", p.url()))
+            .header("Idempotency-Key", "drill-5-retry")
+            .json(&later)
+            .send()
+            .await?;
+        ensure!(res.status() == 201, "{} answered {}", p.name, res.status());
+        ensure!(
+            res.headers()
+                .get("idempotent-replayed")
+                .is_some_and(|v| v == "true")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,353 @@
+//! Exact tracing tests against an OTLP receiver inside the test process: real `hotel`
+//! service processes export to it over gRPC and OTLP/HTTP, called with a `traceparent`
+//! the test made up, and every span they send is checked (names, parents, attributes,
+//! status, database spans, resource). Plus in-process checks of the shared server span.
+
+mod tracing_support;
+
+use hotel_tests::{Proc, TempDir};
+use serde_json::json;
+use std::time::Duration;
+use tracing_support::{
+    KIND_CLIENT, KIND_SERVER, Receiver, STATUS_ERROR, descends_from, dump, new_caller,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn traceparent(trace_id: &str, span_id: &str, sampled: bool) -> String {
+    format!("00-{trace_id}-{span_id}-{}", if sampled { "01" } else { "00" })
+}
+
+fn spawn_service(
+    which: &str,
+    name: &str,
+    dir: &TempDir,
+    envs: &[(&str, &str)],
+    extra: &[&str],
+) -> Proc {
+    let data = dir.path().join("data");
+    let mut args = vec![
+        "service",
+        which,
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().expect("utf-8 temp dir"),
+        "--name",
+        name,
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn(name, &args, envs, dir.path()).expect("service starts")
+}
+
+async fn create_room(client: &reqwest::Client, base: &str, tp: Option<&str>) -> serde_json::Value {
+    let mut req = client.post(format!("{base}/rooms")).json(&json!({
+        "number": format!("T{}", &uuid::Uuid::new_v4().simple().to_string()[..6]),
+        "kind": "double",
+        "capacity": 2,
+        "nightly_rate_cents": 12000,
+    }));
+    if let Some(tp) = tp {
+        req = req.header("traceparent", tp);
+    }
+    let res = req.send().await.expect("POST /rooms");
+    assert_eq!(res.status(), 201, "create room");
+    res.json().await.expect("room json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_server_span_continues_the_callers_trace_and_holds_its_database_spans_over_grpc() {
+    let receiver = Receiver::start().await;
+    let dir = TempDir::new("tracing-grpc");
+    let room = spawn_service(
+        "room",
+        "room-7",
+        &dir,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.grpc_url.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ],
+        &["--log-format", "json"],
+    );
+    let client = reqwest::Client::new();
+    let (trace_id, caller) = new_caller();
+    let created = create_room(&client, &room.url(), Some(&traceparent(&trace_id, &caller, true))).await;
+    let room_id = created["id"].as_str().expect("room id").to_owned();
+
+    let spans = receiver
+        .wait_until(WAIT, "room's POST server span and its INSERT span", |spans| {
+            spans.iter().any(|s| s.trace_id == trace_id && s.kind == KIND_SERVER)
+                && spans.iter().any(|s| s.trace_id == trace_id && s.attr("db.operation.name") == "INSERT")
+        })
+        .await;
+    let trace: Vec<_> = spans.iter().filter(|s| s.trace_id == trace_id).cloned().collect();
+    let server = trace.iter().find(|s| s.kind == KIND_SERVER).expect("server span");
+    assert_eq!(server.name, "POST /rooms", "{}", dump(&trace));
+    assert_eq!(server.parent_span_id, caller, "the caller's span is the parent");
+    assert_eq!(server.attr("http.request.method"), "POST");
+    assert_eq!(server.attr("http.route"), "/rooms");
+    assert_eq!(server.attr("http.response.status_code"), "201");
+    assert_ne!(server.status_code, STATUS_ERROR);
+    assert_eq!(server.service(), "room");
+    assert_eq!(server.resource.get("service.instance.id").map(String::as_str), Some("room-7"));
+    assert!(!server.resource.get("service.version").map_or("", String::as_str).is_empty());
+
+    let insert = trace
+        .iter()
+        .find(|s| s.attr("db.operation.name") == "INSERT")
+        .expect("INSERT span");
+    assert_eq!(insert.kind, KIND_CLIENT, "database spans are client spans");
+    assert_eq!(insert.attr("db.system.name"), "sqlite");
+    assert_eq!(insert.attr("db.collection.name"), "rooms");
+    assert!(descends_from(&trace, insert, &server.span_id), "{}", dump(&trace));
+
+    // A route with a path parameter is named by its template, and a problem+json body
+    // names the caller's trace.
+    let (trace2, caller2) = new_caller();
+    let res = client
+        .get(format!("{}/rooms/{}", room.url(), uuid::Uuid::new_v4()))
+        .header("traceparent", traceparent(&trace2, &caller2, true))
+        .send()
+        .await
+        .expect("GET unknown room");
+    assert_eq!(res.status(), 404);
+    let problem: serde_json::Value = res.json().await.expect("problem json");
+    assert_eq!(problem["trace_id"], trace2.as_str(), "{problem}");
+    let res = client
+        .get(format!("{}/rooms/{room_id}", room.url()))
+        .header("traceparent", traceparent(&trace2, &caller2, true))
+        .send()
+        .await
+        .expect("GET room");
+    assert_eq!(res.status(), 200);
+    let spans = receiver
+        .wait_until(WAIT, "two GET server spans", |spans| {
+            spans.iter().filter(|s| s.trace_id == trace2 && s.kind == KIND_SERVER).count() == 2
+        })
+        .await;
+    for s in spans.iter().filter(|s| s.trace_id == trace2 && s.kind == KIND_SERVER) {
+        assert_eq!(s.name, "GET /rooms/{id}");
+        assert_eq!(s.attr("http.route"), "/rooms/{id}");
+        assert_eq!(s.parent_span_id, caller2);
+        assert_ne!(s.status_code, STATUS_ERROR, "a 404 is the client's problem, not an error");
+    }
+
+    // JSON log lines logged inside the request carry its trace id.
+    let log = room.log_text();
+    assert!(
+        log.lines().any(|l| l.contains(&format!("\"trace_id\":\"{trace_id}\""))),
+        "no log line names trace {trace_id}:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_exports_over_http_protobuf_and_flushes_queued_spans_on_graceful_shutdown() {
+    let receiver = Receiver::start().await;
+    let dir = TempDir::new("tracing-http");
+    // The generic endpoint (no path, no protocol): OTLP/HTTP with /v1/traces appended.
+    // The batch delay is ten minutes, so only the shutdown flush can send the spans.
+    let mut customer = spawn_service(
+        "customer",
+        "customer-3",
+        &dir,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.http_url.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+        ],
+        &[],
+    );
+    let client = reqwest::Client::new();
+    let (trace_id, caller) = new_caller();
+    let res = client
+        .post(format!("{}/customers", customer.url()))
+        .header("traceparent", traceparent(&trace_id, &caller, true))
+        .json(&json!({"name": "Ada", "email": format!("ada-{}@example.com", uuid::Uuid::new_v4())}))
+        .send()
+        .await
+        .expect("POST /customers");
+    assert_eq!(res.status(), 201);
+    assert!(receiver.spans().is_empty(), "nothing is sent before the batch is due or the process stops");
+
+    assert!(customer.stop(Duration::from_secs(30)), "customer exits 0 on SIGTERM:\n{}", customer.log_text());
+    let spans = receiver
+        .wait_until(Duration::from_secs(10), "the flushed server span", |spans| {
+            spans.iter().any(|s| s.trace_id == trace_id && s.kind == KIND_SERVER)
+        })
+        .await;
+    let trace: Vec<_> = spans.into_iter().filter(|s| s.trace_id == trace_id).collect();
+    let server = trace.iter().find(|s| s.kind == KIND_SERVER).expect("server span");
+    assert_eq!(server.name, "POST /customers");
+    assert_eq!(server.parent_span_id, caller);
+    assert_eq!(server.service(), "customer");
+    assert_eq!(server.resource.get("service.instance.id").map(String::as_str), Some("customer-3"));
+    let insert = trace
+        .iter()
+        .find(|s| s.attr("db.operation.name") == "INSERT")
+        .unwrap_or_else(|| panic!("INSERT span flushed too:\n{}", dump(&trace)));
+    assert_eq!(insert.attr("db.collection.name"), "customers");
+    assert!(descends_from(&trace, insert, &server.span_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parent_based_ratio_sampler_follows_the_callers_decision_and_drops_unparented_requests() {
+    let receiver = Receiver::start().await;
+    let dir = TempDir::new("tracing-sampler");
+    let mut room = spawn_service(
+        "room",
+        "room-1",
+        &dir,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.grpc_url.as_str()),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+        ],
+        &[],
+    );
+    let client = reqwest::Client::new();
+    let (sampled, caller) = new_caller();
+    let (unsampled, caller2) = new_caller();
+    create_room(&client, &room.url(), Some(&traceparent(&sampled, &caller, true))).await;
+    create_room(&client, &room.url(), Some(&traceparent(&unsampled, &caller2, false))).await;
+    create_room(&client, &room.url(), None).await;
+    // The shutdown flush sends everything that was recorded, so what arrives is exact.
+    assert!(room.stop(Duration::from_secs(30)), "room exits 0:\n{}", room.log_text());
+    let spans = receiver
+        .wait_until(Duration::from_secs(10), "the sampled trace", |spans| {
+            spans.iter().any(|s| s.trace_id == sampled && s.kind == KIND_SERVER)
+        })
+        .await;
+    assert!(
+        spans.iter().all(|s| s.trace_id == sampled),
+        "only the trace the caller sampled is exported (ratio 0 for new traces):\n{}",
+        dump(&spans)
+    );
+}
+
+/// In-process: the shared server span middleware on a router built by
+/// `hotel_common::http::finish`, exporting over OTLP/HTTP to the receiver through a
+/// subscriber local to this test.
+mod in_process {
+    use super::*;
+    use axum::{Router, routing::get};
+    use hotel_common::{Problem, health, http::finish};
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig;
+    use tower::ServiceExt;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    fn app() -> Router {
+        let routes = Router::new()
+            .route("/boom", get(|| async { Problem::internal() }))
+            .route("/items/{id}", get(|| async { "ok" }));
+        finish("demo", routes, health::always_ready(), 1024)
+    }
+
+    #[tokio::test]
+    async fn server_span_marks_5xx_as_error_names_routes_by_template_and_unmatched_paths_by_method() {
+        let receiver = Receiver::start().await;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(format!("{}/v1/traces", receiver.http_url))
+            .build()
+            .expect("exporter");
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let _local = tracing::subscriber::set_default(subscriber);
+
+        let (trace_id, caller) = new_caller();
+        for path in ["/boom", "/items/42", "/nowhere"] {
+            let req = http::Request::get(path)
+                .header("traceparent", traceparent(&trace_id, &caller, true))
+                .body(axum::body::Body::empty())
+                .expect("request");
+            let res = app().oneshot(req).await.expect("infallible");
+            let expected = match path {
+                "/boom" => 500,
+                "/items/42" => 200,
+                _ => 404,
+            };
+            assert_eq!(res.status(), expected, "{path}");
+        }
+        // What a client span does when its attempt fails.
+        {
+            let attempt = tracing::info_span!(
+                "attempt",
+                otel.name = "GET room",
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+            );
+            hotel_common::telemetry::record_error(&attempt, "connection refused");
+        }
+        let flushed = tokio::task::spawn_blocking(move || {
+            let r = provider.force_flush();
+            let _ = provider.shutdown();
+            r
+        })
+        .await
+        .expect("flush thread");
+        assert!(flushed.is_ok(), "{flushed:?}");
+
+        let spans = receiver
+            .wait_until(WAIT, "three server spans and the failed attempt", |spans| {
+                spans.iter().filter(|s| s.kind == KIND_SERVER).count() == 3
+                    && spans.iter().any(|s| s.kind == KIND_CLIENT)
+            })
+            .await;
+        let attempt = spans.iter().find(|s| s.kind == KIND_CLIENT).expect("attempt");
+        assert_eq!(attempt.name, "GET room");
+        assert_eq!(attempt.status_code, STATUS_ERROR);
+        assert_eq!(attempt.status_message, "connection refused");
+        let spans: Vec<_> = spans.into_iter().filter(|s| s.kind == KIND_SERVER).collect();
+        assert!(spans.iter().all(|s| s.trace_id == trace_id && s.parent_span_id == caller), "{}", dump(&spans));
+        let by_path = |p: &str| {
+            spans
+                .iter()
+                .find(|s| s.attr("url.path") == p)
+                .unwrap_or_else(|| panic!("no span for {p}:\n{}", dump(&spans)))
+        };
+        let boom = by_path("/boom");
+        assert_eq!(boom.name, "GET /boom");
+        assert_eq!(boom.status_code, STATUS_ERROR);
+        assert!(boom.status_message.contains("500"), "{boom:?}");
+        assert_eq!(boom.attr("http.response.status_code"), "500");
+        let item = by_path("/items/42");
+        assert_eq!(item.name, "GET /items/{id}");
+        assert_eq!(item.attr("http.route"), "/items/{id}");
+        assert_ne!(item.status_code, STATUS_ERROR);
+        let nowhere = by_path("/nowhere");
+        assert_eq!(nowhere.name, "GET", "raw paths never become span names");
+        assert_eq!(nowhere.attr("http.route"), "");
+        assert_eq!(nowhere.attr("http.response.status_code"), "404");
+    }
+
+    #[tokio::test]
+    async fn a_client_span_injects_its_own_id_as_the_parent_of_the_next_hop() {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let _local = tracing::subscriber::set_default(subscriber);
+        let (trace_id, caller) = new_caller();
+        let mut incoming = http::HeaderMap::new();
+        incoming.insert(
+            "traceparent",
+            traceparent(&trace_id, &caller, true).parse().expect("header"),
+        );
+        let server = tracing::info_span!("server");
+        hotel_common::telemetry::set_parent_from(&server, &incoming);
+        let attempt = server.in_scope(|| tracing::info_span!("attempt", otel.kind = "client"));
+        let mut outgoing = http::HeaderMap::new();
+        hotel_common::telemetry::inject_span(&attempt, &mut outgoing);
+        let tp = outgoing["traceparent"].to_str().expect("ascii").to_owned();
+        let parts: Vec<_> = tp.split('-').collect();
+        assert_eq!(parts[1], trace_id);
+        assert_eq!(parts[3], "01");
+        let attempt_cx = hotel_common::telemetry::span_context_of(&attempt).expect("context");
+        assert_eq!(parts[2], attempt_cx.span_id().to_string(), "the attempt is the next hop's parent");
+        assert_eq!(hotel_common::telemetry::trace_id_of(&server).as_deref(), Some(trace_id.as_str()));
+    }
+}
