@@ -59,3 +59,55 @@ pub fn span(operation: &'static str, table: &'static str) -> tracing::Span {
         otel.status_code = tracing::field::Empty,
     )
 }
+
+/// Runs `migrator` on the database at `db_path`, holding an exclusive file lock
+/// (`<db_path>.migrate.lock`) meanwhile.
+///
+/// sqlx's SQLite migrator takes no lock of its own, so replicas starting together on one
+/// file would race to create the same tables and all but one would fail to start. The
+/// lock makes them take turns; the later ones find the migrations applied.
+pub async fn migrate(
+    pool: &SqlitePool,
+    db_path: &Path,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    let mut lock_path = db_path.as_os_str().to_owned();
+    lock_path.push(".migrate.lock");
+    let io_err = |e: std::io::Error| sqlx::migrate::MigrateError::Execute(sqlx::Error::Io(e));
+    // Blocking `flock` on a blocking thread; the returned file holds the lock until dropped.
+    let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .map_err(|e| io_err(std::io::Error::other(e)))?
+    .map_err(io_err)?;
+    let result = migrator.run(pool).await;
+    drop(lock);
+    result
+}
+
+/// Whether `e` is a UNIQUE (or primary key) constraint violation: the request conflicts
+/// with a row that exists, a 409 for the client rather than a 500.
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| d.is_unique_violation())
+}
+
+/// Whether `e` is worth retrying elsewhere or later: the pool had no free connection in
+/// time, or another process held SQLite's lock past the busy timeout (`SQLITE_BUSY`,
+/// `SQLITE_LOCKED` and their extended codes). Such errors map to 503 with `Retry-After`.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(d) => d
+            .code()
+            .and_then(|c| c.parse::<i64>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        _ => false,
+    }
+}

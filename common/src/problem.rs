@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// One field that failed validation, named by its JSON path (`guests`, `items[2].name`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     /// JSON path or query/path parameter name of the offending field.
     pub field: String,
@@ -22,7 +22,7 @@ pub struct FieldError {
 }
 
 /// An RFC 9457 problem document.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Problem {
     /// A URI naming the kind of problem; `about:blank` style tags under `/problems/`.
     #[serde(rename = "type")]
