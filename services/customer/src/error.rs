@@ -1,0 +1,63 @@
+//! Everything a customer request can fail with, turned into problem+json in one `match`.
+
+use axum::response::{IntoResponse, Response};
+use hotel_common::{Problem, db};
+use uuid::Uuid;
+
+/// Why a customer request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field parsed but holds an impossible value (422 naming it).
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The JSON field or query parameter at fault.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// No customer has this id (404).
+    #[error("customer {0} not found")]
+    NotFound(Uuid),
+    /// Another customer already has this email, compared case-insensitively (409).
+    #[error("email already in use")]
+    EmailTaken,
+    /// A problem already phrased for the client, such as a bad cursor or limit.
+    #[error("{0}")]
+    Client(#[from] Problem),
+    /// The database failed; the detail is logged, never sent.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl Error {
+    /// A 422 naming `field`.
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Error::Invalid { field, message: message.into() }
+    }
+
+    /// The problem document a client sees.
+    pub fn to_problem(&self) -> Problem {
+        match self {
+            Error::Invalid { field, message } => Problem::invalid_field(*field, message.clone()),
+            Error::NotFound(id) => Problem::not_found("customer", id),
+            Error::EmailTaken => {
+                Problem::conflict("another customer already uses this email (emails ignore case)")
+            }
+            Error::Client(p) => p.clone(),
+            Error::Database(e) if db::is_transient(e) => {
+                tracing::warn!(error = %e, "database busy");
+                Problem::unavailable("the customer database is busy; retry shortly", 1)
+            }
+            Error::Database(e) => {
+                tracing::error!(error = %e, "database error");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        self.to_problem().into_response()
+    }
+}

@@ -1,0 +1,148 @@
+//! HTTP handlers of `/customers` and the OpenAPI document generated from them.
+//!
+//! Routes are declared once, through `utoipa_axum::routes!`, so the router and the
+//! document are built from the same list and cannot drift apart.
+
+use crate::{
+    error::Error,
+    model::{Customer, CustomerPatch, ListQuery, NewCustomer, valid_email, valid_name},
+    store,
+};
+use axum::{Router, extract::State, http::StatusCode};
+use hotel_common::{
+    Problem,
+    extract::{Json, Path, Query},
+    page::{self, Keyset, Page},
+};
+use sqlx::SqlitePool;
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+/// The OpenAPI document's fixed part; paths are added from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "hotel customer service", description = "Customers of the hotel."),
+    tags((name = "customers", description = "Create, find, change and delete customers"))
+)]
+pub struct ApiDoc;
+
+/// The customer routes (without the shared layers) and the OpenAPI document describing
+/// exactly those routes.
+pub fn api(pool: SqlitePool) -> (Router, utoipa::openapi::OpenApi) {
+    declared().with_state(pool).split_for_parts()
+}
+
+/// The OpenAPI document of the customer routes, built without a database.
+pub fn document() -> utoipa::openapi::OpenApi {
+    declared().into_openapi()
+}
+
+/// Every customer route, each declared once for both the router and the document.
+fn declared() -> OpenApiRouter<SqlitePool> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(create_customer, list_customers))
+        .routes(routes!(get_customer, update_customer, delete_customer))
+}
+
+/// Create a customer.
+#[utoipa::path(
+    post, path = "/customers", tag = "customers",
+    request_body = NewCustomer,
+    responses(
+        (status = 201, description = "Created", body = Customer),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email already in use", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing, unknown or invalid", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn create_customer(
+    State(pool): State<SqlitePool>,
+    Json(body): Json<NewCustomer>,
+) -> Result<(StatusCode, Json<Customer>), Error> {
+    let name = valid_name(&body.name)?;
+    let email = valid_email(&body.email)?;
+    let customer = store::insert(&pool, name, email).await?;
+    tracing::info!(customer.id = %customer.id, "customer created");
+    Ok((StatusCode::CREATED, Json(customer)))
+}
+
+/// List customers, oldest first, optionally only the one with an email.
+#[utoipa::path(
+    get, path = "/customers", tag = "customers",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page", body = Page<Customer>),
+        (status = 400, description = "Bad query parameter or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "limit out of range", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list_customers(
+    State(pool): State<SqlitePool>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Page<Customer>>, Error> {
+    let limit = page::limit(q.limit)?;
+    let after = q.cursor.as_deref().map(page::decode_cursor::<Keyset>).transpose()?;
+    let email = q.email.as_deref().map(str::trim).filter(|e| !e.is_empty());
+    Ok(Json(store::list(&pool, email, after, limit).await?))
+}
+
+/// Get one customer.
+#[utoipa::path(
+    get, path = "/customers/{id}", tag = "customers",
+    params(("id" = Uuid, Path, description = "Customer id")),
+    responses(
+        (status = 200, description = "The customer", body = Customer),
+        (status = 400, description = "id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such customer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn get_customer(
+    State(pool): State<SqlitePool>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Customer>, Error> {
+    Ok(Json(store::get(&pool, id).await?))
+}
+
+/// Change a customer's name and/or email; fields left out stay as they are.
+#[utoipa::path(
+    patch, path = "/customers/{id}", tag = "customers",
+    params(("id" = Uuid, Path, description = "Customer id")),
+    request_body = CustomerPatch,
+    responses(
+        (status = 200, description = "The changed customer", body = Customer),
+        (status = 400, description = "id is not a UUID or malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such customer", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email already in use", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is unknown or invalid", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn update_customer(
+    State(pool): State<SqlitePool>,
+    Path(id): Path<Uuid>,
+    Json(patch): Json<CustomerPatch>,
+) -> Result<Json<Customer>, Error> {
+    let name = patch.name.as_deref().map(valid_name).transpose()?;
+    let email = patch.email.as_deref().map(valid_email).transpose()?;
+    Ok(Json(store::update(&pool, id, name, email).await?))
+}
+
+/// Delete a customer.
+#[utoipa::path(
+    delete, path = "/customers/{id}", tag = "customers",
+    params(("id" = Uuid, Path, description = "Customer id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such customer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn delete_customer(
+    State(pool): State<SqlitePool>,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, Error> {
+    store::delete(&pool, id).await?;
+    tracing::info!(customer.id = %id, "customer deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,147 @@
+//! SQL for customers. Every statement runs inside a `db` client span, and uniqueness is
+//! left to the database's UNIQUE index so that concurrent replicas cannot both win.
+
+use crate::{
+    error::Error,
+    model::{Customer, email_key},
+};
+use hotel_common::{
+    db,
+    page::{self, Keyset, Page},
+};
+use sqlx::SqlitePool;
+use tracing::Instrument;
+use uuid::Uuid;
+
+const TABLE: &str = "customers";
+
+/// A `customers` row as stored.
+#[derive(Debug, sqlx::FromRow)]
+struct Row {
+    id: String,
+    name: String,
+    email: String,
+    created_at: i64,
+}
+
+impl Row {
+    fn into_customer(self) -> Result<Customer, Error> {
+        // Only this service writes the table, so a bad id means a corrupted database.
+        let id = Uuid::parse_str(&self.id)
+            .map_err(|e| Error::Database(sqlx::Error::Decode(Box::new(e))))?;
+        Ok(Customer {
+            id,
+            name: self.name,
+            email: self.email,
+            created_at: page::rfc3339_micros(self.created_at),
+        })
+    }
+}
+
+fn taken_or(e: sqlx::Error) -> Error {
+    if db::is_unique_violation(&e) { Error::EmailTaken } else { Error::Database(e) }
+}
+
+/// Inserts a customer whose name and email are already valid.
+pub async fn insert(pool: &SqlitePool, name: String, email: String) -> Result<Customer, Error> {
+    let id = Uuid::new_v4();
+    let created_at = page::now_micros();
+    sqlx::query(
+        "INSERT INTO customers (id, name, email, email_key, created_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(id.to_string())
+    .bind(&name)
+    .bind(&email)
+    .bind(email_key(&email))
+    .bind(created_at)
+    .execute(pool)
+    .instrument(db::span("INSERT", TABLE))
+    .await
+    .map_err(taken_or)?;
+    Ok(Customer { id, name, email, created_at: page::rfc3339_micros(created_at) })
+}
+
+/// The customer with `id`.
+pub async fn get(pool: &SqlitePool, id: Uuid) -> Result<Customer, Error> {
+    let row: Option<Row> =
+        sqlx::query_as("SELECT id, name, email, created_at FROM customers WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .instrument(db::span("SELECT", TABLE))
+            .await?;
+    row.ok_or(Error::NotFound(id))?.into_customer()
+}
+
+/// One page of customers in `(created_at, id)` order, optionally only those with `email`.
+pub async fn list(
+    pool: &SqlitePool,
+    email: Option<&str>,
+    after: Option<Keyset>,
+    limit: u32,
+) -> Result<Page<Customer>, Error> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, name, email, created_at FROM customers \
+         WHERE (?1 IS NULL OR email_key = ?1) \
+           AND (?2 IS NULL OR (created_at, id) > (?2, ?3)) \
+         ORDER BY created_at, id LIMIT ?4",
+    )
+    .bind(email.map(email_key))
+    .bind(after.map(|k| k.t))
+    .bind(after.map(|k| k.id.to_string()))
+    .bind(i64::from(limit) + 1)
+    .fetch_all(pool)
+    .instrument(db::span("SELECT", TABLE))
+    .await?;
+    let keyed = rows
+        .into_iter()
+        .map(|r| {
+            let t = r.created_at;
+            r.into_customer().map(|c| (Keyset { t, id: c.id }, c))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Page::from_rows(keyed, limit, |(k, _)| *k).map(|(_, c)| c))
+}
+
+/// Applies the given changes (already valid) in one write transaction.
+pub async fn update(
+    pool: &SqlitePool,
+    id: Uuid,
+    name: Option<String>,
+    email: Option<String>,
+) -> Result<Customer, Error> {
+    let mut tx = db::begin_immediate(pool).await?;
+    let row: Option<Row> =
+        sqlx::query_as("SELECT id, name, email, created_at FROM customers WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .instrument(db::span("SELECT", TABLE))
+            .await?;
+    let mut customer = row.ok_or(Error::NotFound(id))?.into_customer()?;
+    if let Some(name) = name {
+        customer.name = name;
+    }
+    if let Some(email) = email {
+        customer.email = email;
+    }
+    sqlx::query("UPDATE customers SET name = ?, email = ?, email_key = ? WHERE id = ?")
+        .bind(&customer.name)
+        .bind(&customer.email)
+        .bind(email_key(&customer.email))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .instrument(db::span("UPDATE", TABLE))
+        .await
+        .map_err(taken_or)?;
+    tx.commit().await?;
+    Ok(customer)
+}
+
+/// Deletes the customer with `id`.
+pub async fn delete(pool: &SqlitePool, id: Uuid) -> Result<(), Error> {
+    let done = sqlx::query("DELETE FROM customers WHERE id = ?")
+        .bind(id.to_string())
+        .execute(pool)
+        .instrument(db::span("DELETE", TABLE))
+        .await?;
+    if done.rows_affected() == 0 { Err(Error::NotFound(id)) } else { Ok(()) }
+}
