@@ -133,7 +133,15 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), BoxError> {
         let purge = tokio::spawn(purge_keys(self.state.clone()));
-        // Registry self-registration goes here (after binding, before serving).
+        // With `registry.url` set, register now that the port is bound, and on shutdown
+        // deregister before draining so watchers stop sending new requests first.
+        let shutdown = hotel_registry::client::register_until(
+            &self.settings.registry,
+            ROLE,
+            &self.settings.instance,
+            self.addr,
+            shutdown,
+        )?;
         let served =
             hotel_common::server::serve(self.listener, self.router, shutdown, self.settings.grace)
                 .await;
