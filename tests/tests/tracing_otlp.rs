@@ -15,7 +15,10 @@ use tracing_support::{
 const WAIT: Duration = Duration::from_secs(30);
 
 fn traceparent(trace_id: &str, span_id: &str, sampled: bool) -> String {
-    format!("00-{trace_id}-{span_id}-{}", if sampled { "01" } else { "00" })
+    format!(
+        "00-{trace_id}-{span_id}-{}",
+        if sampled { "01" } else { "00" }
+    )
 }
 
 fn spawn_service(
@@ -72,26 +75,61 @@ async fn room_server_span_continues_the_callers_trace_and_holds_its_database_spa
     );
     let client = reqwest::Client::new();
     let (trace_id, caller) = new_caller();
-    let created = create_room(&client, &room.url(), Some(&traceparent(&trace_id, &caller, true))).await;
+    let created = create_room(
+        &client,
+        &room.url(),
+        Some(&traceparent(&trace_id, &caller, true)),
+    )
+    .await;
     let room_id = created["id"].as_str().expect("room id").to_owned();
 
     let spans = receiver
-        .wait_until(WAIT, "room's POST server span and its INSERT span", |spans| {
-            spans.iter().any(|s| s.trace_id == trace_id && s.kind == KIND_SERVER)
-                && spans.iter().any(|s| s.trace_id == trace_id && s.attr("db.operation.name") == "INSERT")
-        })
+        .wait_until(
+            WAIT,
+            "room's POST server span and its INSERT span",
+            |spans| {
+                spans
+                    .iter()
+                    .any(|s| s.trace_id == trace_id && s.kind == KIND_SERVER)
+                    && spans
+                        .iter()
+                        .any(|s| s.trace_id == trace_id && s.attr("db.operation.name") == "INSERT")
+            },
+        )
         .await;
-    let trace: Vec<_> = spans.iter().filter(|s| s.trace_id == trace_id).cloned().collect();
-    let server = trace.iter().find(|s| s.kind == KIND_SERVER).expect("server span");
+    let trace: Vec<_> = spans
+        .iter()
+        .filter(|s| s.trace_id == trace_id)
+        .cloned()
+        .collect();
+    let server = trace
+        .iter()
+        .find(|s| s.kind == KIND_SERVER)
+        .expect("server span");
     assert_eq!(server.name, "POST /rooms", "{}", dump(&trace));
-    assert_eq!(server.parent_span_id, caller, "the caller's span is the parent");
+    assert_eq!(
+        server.parent_span_id, caller,
+        "the caller's span is the parent"
+    );
     assert_eq!(server.attr("http.request.method"), "POST");
     assert_eq!(server.attr("http.route"), "/rooms");
     assert_eq!(server.attr("http.response.status_code"), "201");
     assert_ne!(server.status_code, STATUS_ERROR);
     assert_eq!(server.service(), "room");
-    assert_eq!(server.resource.get("service.instance.id").map(String::as_str), Some("room-7"));
-    assert!(!server.resource.get("service.version").map_or("", String::as_str).is_empty());
+    assert_eq!(
+        server
+            .resource
+            .get("service.instance.id")
+            .map(String::as_str),
+        Some("room-7")
+    );
+    assert!(
+        !server
+            .resource
+            .get("service.version")
+            .map_or("", String::as_str)
+            .is_empty()
+    );
 
     let insert = trace
         .iter()
@@ -100,7 +138,11 @@ async fn room_server_span_continues_the_callers_trace_and_holds_its_database_spa
     assert_eq!(insert.kind, KIND_CLIENT, "database spans are client spans");
     assert_eq!(insert.attr("db.system.name"), "sqlite");
     assert_eq!(insert.attr("db.collection.name"), "rooms");
-    assert!(descends_from(&trace, insert, &server.span_id), "{}", dump(&trace));
+    assert!(
+        descends_from(&trace, insert, &server.span_id),
+        "{}",
+        dump(&trace)
+    );
 
     // A route with a path parameter is named by its template, and a problem+json body
     // names the caller's trace.
@@ -123,20 +165,31 @@ async fn room_server_span_continues_the_callers_trace_and_holds_its_database_spa
     assert_eq!(res.status(), 200);
     let spans = receiver
         .wait_until(WAIT, "two GET server spans", |spans| {
-            spans.iter().filter(|s| s.trace_id == trace2 && s.kind == KIND_SERVER).count() == 2
+            spans
+                .iter()
+                .filter(|s| s.trace_id == trace2 && s.kind == KIND_SERVER)
+                .count()
+                == 2
         })
         .await;
-    for s in spans.iter().filter(|s| s.trace_id == trace2 && s.kind == KIND_SERVER) {
+    for s in spans
+        .iter()
+        .filter(|s| s.trace_id == trace2 && s.kind == KIND_SERVER)
+    {
         assert_eq!(s.name, "GET /rooms/{id}");
         assert_eq!(s.attr("http.route"), "/rooms/{id}");
         assert_eq!(s.parent_span_id, caller2);
-        assert_ne!(s.status_code, STATUS_ERROR, "a 404 is the client's problem, not an error");
+        assert_ne!(
+            s.status_code, STATUS_ERROR,
+            "a 404 is the client's problem, not an error"
+        );
     }
 
     // JSON log lines logged inside the request carry its trace id.
     let log = room.log_text();
     assert!(
-        log.lines().any(|l| l.contains(&format!("\"trace_id\":\"{trace_id}\""))),
+        log.lines()
+            .any(|l| l.contains(&format!("\"trace_id\":\"{trace_id}\""))),
         "no log line names trace {trace_id}:\n{log}"
     );
 }
@@ -167,20 +220,45 @@ async fn customer_exports_over_http_protobuf_and_flushes_queued_spans_on_gracefu
         .await
         .expect("POST /customers");
     assert_eq!(res.status(), 201);
-    assert!(receiver.spans().is_empty(), "nothing is sent before the batch is due or the process stops");
+    assert!(
+        receiver.spans().is_empty(),
+        "nothing is sent before the batch is due or the process stops"
+    );
 
-    assert!(customer.stop(Duration::from_secs(30)), "customer exits 0 on SIGTERM:\n{}", customer.log_text());
+    assert!(
+        customer.stop(Duration::from_secs(30)),
+        "customer exits 0 on SIGTERM:\n{}",
+        customer.log_text()
+    );
     let spans = receiver
-        .wait_until(Duration::from_secs(10), "the flushed server span", |spans| {
-            spans.iter().any(|s| s.trace_id == trace_id && s.kind == KIND_SERVER)
-        })
+        .wait_until(
+            Duration::from_secs(10),
+            "the flushed server span",
+            |spans| {
+                spans
+                    .iter()
+                    .any(|s| s.trace_id == trace_id && s.kind == KIND_SERVER)
+            },
+        )
         .await;
-    let trace: Vec<_> = spans.into_iter().filter(|s| s.trace_id == trace_id).collect();
-    let server = trace.iter().find(|s| s.kind == KIND_SERVER).expect("server span");
+    let trace: Vec<_> = spans
+        .into_iter()
+        .filter(|s| s.trace_id == trace_id)
+        .collect();
+    let server = trace
+        .iter()
+        .find(|s| s.kind == KIND_SERVER)
+        .expect("server span");
     assert_eq!(server.name, "POST /customers");
     assert_eq!(server.parent_span_id, caller);
     assert_eq!(server.service(), "customer");
-    assert_eq!(server.resource.get("service.instance.id").map(String::as_str), Some("customer-3"));
+    assert_eq!(
+        server
+            .resource
+            .get("service.instance.id")
+            .map(String::as_str),
+        Some("customer-3")
+    );
     let insert = trace
         .iter()
         .find(|s| s.attr("db.operation.name") == "INSERT")
@@ -199,6 +277,7 @@ async fn parent_based_ratio_sampler_follows_the_callers_decision_and_drops_unpar
         &dir,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.grpc_url.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
             ("OTEL_TRACES_SAMPLER_ARG", "0"),
             ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
@@ -208,14 +287,30 @@ async fn parent_based_ratio_sampler_follows_the_callers_decision_and_drops_unpar
     let client = reqwest::Client::new();
     let (sampled, caller) = new_caller();
     let (unsampled, caller2) = new_caller();
-    create_room(&client, &room.url(), Some(&traceparent(&sampled, &caller, true))).await;
-    create_room(&client, &room.url(), Some(&traceparent(&unsampled, &caller2, false))).await;
+    create_room(
+        &client,
+        &room.url(),
+        Some(&traceparent(&sampled, &caller, true)),
+    )
+    .await;
+    create_room(
+        &client,
+        &room.url(),
+        Some(&traceparent(&unsampled, &caller2, false)),
+    )
+    .await;
     create_room(&client, &room.url(), None).await;
     // The shutdown flush sends everything that was recorded, so what arrives is exact.
-    assert!(room.stop(Duration::from_secs(30)), "room exits 0:\n{}", room.log_text());
+    assert!(
+        room.stop(Duration::from_secs(30)),
+        "room exits 0:\n{}",
+        room.log_text()
+    );
     let spans = receiver
         .wait_until(Duration::from_secs(10), "the sampled trace", |spans| {
-            spans.iter().any(|s| s.trace_id == sampled && s.kind == KIND_SERVER)
+            spans
+                .iter()
+                .any(|s| s.trace_id == sampled && s.kind == KIND_SERVER)
         })
         .await;
     assert!(
@@ -245,7 +340,8 @@ mod in_process {
     }
 
     #[tokio::test]
-    async fn server_span_marks_5xx_as_error_names_routes_by_template_and_unmatched_paths_by_method() {
+    async fn server_span_marks_5xx_as_error_names_routes_by_template_and_unmatched_paths_by_method()
+    {
         let receiver = Receiver::start().await;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
@@ -298,12 +394,24 @@ mod in_process {
                     && spans.iter().any(|s| s.kind == KIND_CLIENT)
             })
             .await;
-        let attempt = spans.iter().find(|s| s.kind == KIND_CLIENT).expect("attempt");
+        let attempt = spans
+            .iter()
+            .find(|s| s.kind == KIND_CLIENT)
+            .expect("attempt");
         assert_eq!(attempt.name, "GET room");
         assert_eq!(attempt.status_code, STATUS_ERROR);
         assert_eq!(attempt.status_message, "connection refused");
-        let spans: Vec<_> = spans.into_iter().filter(|s| s.kind == KIND_SERVER).collect();
-        assert!(spans.iter().all(|s| s.trace_id == trace_id && s.parent_span_id == caller), "{}", dump(&spans));
+        let spans: Vec<_> = spans
+            .into_iter()
+            .filter(|s| s.kind == KIND_SERVER)
+            .collect();
+        assert!(
+            spans
+                .iter()
+                .all(|s| s.trace_id == trace_id && s.parent_span_id == caller),
+            "{}",
+            dump(&spans)
+        );
         let by_path = |p: &str| {
             spans
                 .iter()
@@ -335,7 +443,9 @@ mod in_process {
         let mut incoming = http::HeaderMap::new();
         incoming.insert(
             "traceparent",
-            traceparent(&trace_id, &caller, true).parse().expect("header"),
+            traceparent(&trace_id, &caller, true)
+                .parse()
+                .expect("header"),
         );
         let server = tracing::info_span!("server");
         hotel_common::telemetry::set_parent_from(&server, &incoming);
@@ -347,7 +457,14 @@ mod in_process {
         assert_eq!(parts[1], trace_id);
         assert_eq!(parts[3], "01");
         let attempt_cx = hotel_common::telemetry::span_context_of(&attempt).expect("context");
-        assert_eq!(parts[2], attempt_cx.span_id().to_string(), "the attempt is the next hop's parent");
-        assert_eq!(hotel_common::telemetry::trace_id_of(&server).as_deref(), Some(trace_id.as_str()));
+        assert_eq!(
+            parts[2],
+            attempt_cx.span_id().to_string(),
+            "the attempt is the next hop's parent"
+        );
+        assert_eq!(
+            hotel_common::telemetry::trace_id_of(&server).as_deref(),
+            Some(trace_id.as_str())
+        );
     }
 }

@@ -76,7 +76,10 @@ impl Sink {
     fn take(&self, req: ExportTraceServiceRequest) {
         let mut out = self.0.lock().expect("receiver lock");
         for rs in req.resource_spans {
-            let resource = rs.resource.map(|r| attrs(&r.attributes)).unwrap_or_default();
+            let resource = rs
+                .resource
+                .map(|r| attrs(&r.attributes))
+                .unwrap_or_default();
             for ss in rs.scope_spans {
                 for s in ss.spans {
                     let status = s.status.unwrap_or_default();
@@ -104,7 +107,9 @@ impl TraceService for Sink {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         self.take(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -124,7 +129,9 @@ fn value(v: &Option<AnyValue>) -> String {
 }
 
 fn attrs(kvs: &[KeyValue]) -> HashMap<String, String> {
-    kvs.iter().map(|kv| (kv.key.clone(), value(&kv.value))).collect()
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), value(&kv.value)))
+        .collect()
 }
 
 impl Receiver {
@@ -133,7 +140,9 @@ impl Receiver {
         let spans = Arc::new(Mutex::new(Vec::new()));
         let sink = Sink(spans.clone());
 
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind grpc");
         let grpc_url = format!("http://{}", grpc.local_addr().expect("grpc addr"));
         let grpc_sink = sink.clone();
         let grpc_task = tokio::spawn(async move {
@@ -143,7 +152,9 @@ impl Receiver {
                 .await;
         });
 
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind http");
         let http_url = format!("http://{}", http.local_addr().expect("http addr"));
         let http_sink = sink.clone();
         let app = axum::Router::new().route(
@@ -154,8 +165,10 @@ impl Receiver {
                     match ExportTraceServiceRequest::decode(body) {
                         Ok(req) => {
                             sink.take(req);
-                            let body = ExportTraceServiceResponse { partial_success: None }
-                                .encode_to_vec();
+                            let body = ExportTraceServiceResponse {
+                                partial_success: None,
+                            }
+                            .encode_to_vec();
                             (
                                 http::StatusCode::OK,
                                 [(http::header::CONTENT_TYPE, "application/x-protobuf")],
@@ -175,7 +188,12 @@ impl Receiver {
             let _ = axum::serve(http, app).await;
         });
 
-        Receiver { grpc_url, http_url, spans, tasks: vec![grpc_task, http_task] }
+        Receiver {
+            grpc_url,
+            http_url,
+            spans,
+            tasks: vec![grpc_task, http_task],
+        }
     }
 
     /// Every span received so far.
@@ -185,7 +203,10 @@ impl Receiver {
 
     /// Spans of one trace.
     pub fn trace(&self, trace_id: &str) -> Vec<RSpan> {
-        self.spans().into_iter().filter(|s| s.trace_id == trace_id).collect()
+        self.spans()
+            .into_iter()
+            .filter(|s| s.trace_id == trace_id)
+            .collect()
     }
 
     /// Polls until `done` holds for the received spans, or fails after `within` with
@@ -203,7 +224,10 @@ impl Receiver {
                 return spans;
             }
             if tokio::time::Instant::now() >= deadline {
-                panic!("timed out after {within:?} waiting for {what}; received:\n{}", dump(&spans));
+                panic!(
+                    "timed out after {within:?} waiting for {what}; received:\n{}",
+                    dump(&spans)
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
