@@ -1,15 +1,315 @@
-//! (being written)
+//! `hotel gateway`: the resilient gateway. It routes `/api/...` by path prefix to the
+//! customer, room and booking services and reaches their instances through one upstream
+//! stack per route: deadline, budgeted retries, hedging, p2c over peak-EWMA, a breaker
+//! per instance, per-try timeouts and one pooled client (see [`upstream`]). Instances
+//! come from the registry (blocking queries) or from static config.
+//!
+//! Module map: [`settings`] (config, validated), [`edge`] (the client-facing layers),
+//! [`routes`] (path checks, matching), [`upstream`] (the stack, and [`UpstreamClient`]
+//! for service-to-service calls), [`balance`], [`breaker`], [`retry`], [`hedge`],
+//! [`timeout`], [`endpoint`], [`discovery`], [`metrics`], [`admin`].
+
+pub mod admin;
+pub mod balance;
+pub mod body;
+pub mod breaker;
+pub mod discovery;
+pub mod edge;
+pub mod endpoint;
+pub mod error;
+pub mod hedge;
+pub mod latency;
+pub mod metrics;
+pub mod retry;
+pub mod routes;
+pub mod settings;
+pub mod timeout;
+pub mod upstream;
+
+pub use settings::{Config, Settings};
+pub use upstream::UpstreamClient;
 
 use hotel_common::process::{BoxError, ProcessArgs};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use tokio::net::TcpListener;
 
 /// Command-line options of `hotel gateway`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayArgs {
+    /// Options every role takes (listen, config, data dir, name, log format).
     #[command(flatten)]
     pub process: ProcessArgs,
+    /// Admin listener (status, metrics, probes); overrides `admin_listen`.
+    #[arg(long, env = "HOTEL_GATEWAY_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Registry base URL; overrides `registry.url`.
+    #[arg(long)]
+    pub registry: Option<String>,
+    /// Tokio worker threads for the gateway (0: one per core); overrides `worker_threads`.
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
+}
+
+/// Loads the settings of `hotel gateway` (defaults < file < env < command line).
+pub fn load_settings(args: &GatewayArgs) -> Result<Settings, BoxError> {
+    let mut s: Settings =
+        hotel_common::config::load(&Settings::default(), args.process.config_file(), "gateway")?;
+    if let Some(l) = args.process.listen {
+        s.listen = l;
+    }
+    if let Some(a) = args.admin_listen {
+        s.admin_listen = a;
+    }
+    if let Some(n) = &args.process.instance {
+        s.instance = n.clone();
+    }
+    if let Some(r) = &args.registry {
+        s.registry.url = Some(r.clone());
+    }
+    if let Some(w) = args.worker_threads {
+        s.worker_threads = w;
+    }
+    Ok(s)
 }
 
 /// Runs the gateway until a shutdown signal.
-pub async fn run(_args: GatewayArgs) -> Result<(), BoxError> {
-    Err("not built yet".into())
+pub async fn run(args: GatewayArgs) -> Result<(), BoxError> {
+    let settings = load_settings(&args)?;
+    let config = Config::try_from(settings)?;
+    let _telemetry = hotel_common::telemetry::init(
+        &hotel_common::telemetry::Identity {
+            role: "gateway".into(),
+            instance: config.instance.clone(),
+        },
+        args.process.log_format,
+    );
+    if config.worker_threads == 0 {
+        return serve(config).await;
+    }
+    // A runtime of its own, so `worker_threads = 1` really is one thread (benchmarks
+    // against single-worker proxies); the process runtime only waits for it.
+    let threads = config.worker_threads;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("gateway-rt".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("gateway-worker")
+                .enable_all()
+                .build()
+                .map_err(BoxError::from)
+                .and_then(|rt| rt.block_on(serve(config)));
+            let _ = tx.send(result);
+        })?;
+    rx.await
+        .map_err(|_| BoxError::from("the gateway runtime stopped unexpectedly"))?
+}
+
+async fn serve(config: Config) -> Result<(), BoxError> {
+    let app = Application::build(config).await?;
+    hotel_common::process::announce(app.local_addr());
+    tracing::info!(addr = %app.local_addr(), admin = %app.admin_addr(), "gateway listening");
+    app.run_until(hotel_common::server::shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+/// A gateway with its listeners bound (port 0 picks free ports), ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    addr: SocketAddr,
+    admin_addr: SocketAddr,
+    gateway: Arc<edge::Gateway>,
+    admin: axum::Router,
+    grace: Duration,
+    services: Vec<Arc<upstream::ServiceUpstream>>,
+}
+
+impl Application {
+    /// Builds the upstream stacks and binds both listeners. Instances come from the
+    /// registry when one is configured, else from `[services.<name>] instances`.
+    pub async fn build(config: Config) -> Result<Application, BoxError> {
+        let registry = match &config.registry {
+            Some((url, token)) => Some(hotel_registry::client::RegistryClient::new(
+                url,
+                token.clone(),
+            )?),
+            None => None,
+        };
+        Self::build_with(config, |name, cfg| match &registry {
+            Some(c) => upstream::Source::Registry(c.clone()),
+            None => {
+                let _ = name;
+                upstream::Source::Fixed(
+                    cfg.instances
+                        .iter()
+                        .map(|(n, o)| discovery::Target {
+                            name: n.as_str().into(),
+                            origin: o.clone(),
+                        })
+                        .collect(),
+                )
+            }
+        })
+        .await
+    }
+
+    /// Like [`Application::build`] with each service's instance source chosen by
+    /// `source` (tests publish instance sets themselves).
+    pub async fn build_with(
+        config: Config,
+        mut source: impl FnMut(&str, &settings::ServiceConfig) -> upstream::Source,
+    ) -> Result<Application, BoxError> {
+        let metrics = metrics::Metrics::new();
+        let client = upstream::http_client(upstream::ClientOptions {
+            connect_timeout: config.connect_timeout,
+            pool_idle_timeout: config.pool_idle_timeout,
+            pool_max_idle_per_host: config.pool_max_idle_per_host,
+        });
+        let mut services = std::collections::BTreeMap::new();
+        for (name, cfg) in &config.services {
+            let s = upstream::ServiceUpstream::new(
+                cfg,
+                source(name, cfg),
+                client.clone(),
+                metrics.clone(),
+            );
+            services.insert(name.clone(), s);
+        }
+        let upstreams = config
+            .routes
+            .iter()
+            .map(|r| services[&r.service].route(&r.prefix, r.policy.clone(), metrics.clone()))
+            .collect();
+        let table = routes::RouteTable::new(config.routes.clone());
+        let gateway = Arc::new(edge::Gateway::new(
+            table,
+            upstreams,
+            metrics.clone(),
+            config.retry_buffer_bytes,
+        ));
+        let services: Vec<_> = services.into_values().collect();
+        let admin = admin::router(admin::AdminState {
+            instance: config.instance.clone(),
+            services: services.clone(),
+            metrics,
+            token: config.admin_token.as_deref().map(Arc::from),
+        });
+        let (listener, addr) = hotel_common::server::bind(config.listen).await?;
+        let (admin_listener, admin_addr) = hotel_common::server::bind(config.admin_listen).await?;
+        Ok(Application {
+            listener,
+            admin_listener,
+            addr,
+            admin_addr,
+            gateway,
+            admin,
+            grace: config.shutdown_grace,
+            services,
+        })
+    }
+
+    /// The public address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The services with their live state (what `/admin/status` shows).
+    pub fn services(&self) -> &[Arc<upstream::ServiceUpstream>] {
+        &self.services
+    }
+
+    /// Serves until `shutdown` resolves: then stops accepting, lets in-flight requests
+    /// finish for up to the grace period, and returns.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let token = tokio_util_free_token::Token::default();
+        let admin_stop = token.clone();
+        let admin = tokio::spawn(hotel_common::server::serve(
+            self.admin_listener,
+            self.admin,
+            async move { admin_stop.wait().await },
+            Duration::from_secs(1),
+        ));
+        let edge = edge::stack(self.gateway);
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let stream = match accepted {
+                        Ok((s, _)) => s,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(edge.clone()))
+                        .into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(self.listener);
+        tracing::info!("shutting down: draining in-flight requests");
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(self.grace) => {
+                tracing::warn!(grace = ?self.grace, "grace period over; dropping remaining connections");
+            }
+        }
+        token.fire();
+        let _ = admin.await;
+        Ok(())
+    }
+}
+
+/// A one-shot "stop now" signal between the edge and the admin server.
+mod tokio_util_free_token {
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+
+    /// Fired once; every waiter (now or later) sees it.
+    #[derive(Clone, Default)]
+    pub struct Token(Arc<(Notify, std::sync::atomic::AtomicBool)>);
+
+    impl Token {
+        pub fn fire(&self) {
+            self.0.1.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.0.0.notify_waiters();
+        }
+
+        pub async fn wait(&self) {
+            loop {
+                let notified = self.0.0.notified();
+                if self.0.1.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
 }

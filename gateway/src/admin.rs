@@ -1,0 +1,142 @@
+//! The admin server: `/admin/status` (every service and instance as the gateway sees
+//! them), `/metrics` (Prometheus), `/healthz`, `/readyz`.
+//!
+//! It listens on loopback by default. With an admin token configured, `/admin/*` and
+//! `/metrics` need `Authorization: Bearer <token>` (compared in constant time); the
+//! probes stay open so orchestrators need no secret.
+
+use crate::{endpoint::EndpointView, metrics::Metrics, upstream::ServiceUpstream};
+use axum::{
+    Router,
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use hotel_common::Problem;
+use serde::Serialize;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// What the admin server reads.
+#[derive(Clone)]
+pub struct AdminState {
+    /// This gateway's instance name.
+    pub instance: String,
+    /// Every service the gateway routes to.
+    pub services: Vec<Arc<ServiceUpstream>>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// The bearer token, when configured.
+    pub token: Option<Arc<str>>,
+}
+
+/// `GET /admin/status`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Gateway instance name.
+    pub gateway: String,
+    /// Per service.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// One service in `/admin/status`.
+#[derive(Debug, Serialize)]
+pub struct ServiceStatus {
+    /// Service name.
+    pub service: String,
+    /// Instances known from discovery.
+    pub known: usize,
+    /// Instances ejected by their breakers now.
+    pub ejected: usize,
+    /// The instances.
+    pub instances: Vec<EndpointView>,
+}
+
+/// The admin router.
+pub fn router(state: AdminState) -> Router {
+    let protected = Router::new()
+        .route("/admin/status", get(status))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .merge(protected)
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(readyz))
+        .fallback(|| async {
+            Problem::new(StatusCode::NOT_FOUND, "no-route", "no such admin route")
+        })
+        .with_state(state)
+}
+
+async fn require_token(State(s): State<AdminState>, req: Request, next: Next) -> Response {
+    let Some(token) = &s.token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        return next.run(req).await;
+    }
+    let mut res =
+        Problem::unauthorized("the admin API needs `Authorization: Bearer <admin token>`")
+            .into_response();
+    res.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"hotel-gateway-admin\""),
+    );
+    res
+}
+
+async fn status(State(s): State<AdminState>) -> axum::Json<Status> {
+    axum::Json(Status {
+        gateway: s.instance.clone(),
+        services: s
+            .services
+            .iter()
+            .map(|u| ServiceStatus {
+                service: u.name().to_owned(),
+                known: u.known(),
+                ejected: u.ejected(),
+                instances: u.endpoints(),
+            })
+            .collect(),
+    })
+}
+
+async fn metrics(State(s): State<AdminState>) -> Response {
+    let mut res = s.metrics.encode().into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    res
+}
+
+async fn readyz(State(s): State<AdminState>) -> Response {
+    let missing: Vec<&str> = s
+        .services
+        .iter()
+        .filter(|u| u.known() == 0)
+        .map(|u| u.name())
+        .collect();
+    if missing.is_empty() {
+        axum::Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            format!("no instance known yet of: {}", missing.join(", ")),
+        )
+        .with_retry_after(1)
+        .into_response()
+    }
+}

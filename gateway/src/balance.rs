@@ -1,0 +1,204 @@
+//! Power-of-two-choices balancing over peak-EWMA load, built on tower's `ReadyCache`
+//! (the building block of `tower::balance::p2c::Balance`) with two differences that
+//! `Balance` cannot offer:
+//!
+//! - a request can exclude instances it already tried ([`Attempts`]), so a retry or a
+//!   hedge goes to another instance when one is ready;
+//! - with no ready instance (none known, or every breaker open) the call fails at once
+//!   with [`NoReadyInstance`] (503) instead of waiting forever.
+//!
+//! `poll_ready` applies discovery changes and drives not-ready endpoints (open breakers)
+//! towards readiness; it is always ready itself. The balancer is not `Clone`: a `Buffer`
+//! in front shares it.
+
+use crate::{
+    breaker::EjectionCap,
+    endpoint::{AttemptNo, Attempts},
+    error::{BoxError, NoReadyInstance},
+};
+use futures::future::{Either, Ready, ready};
+use prometheus_client::metrics::gauge::Gauge;
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, Waker},
+};
+use tower::{
+    Service,
+    discover::{Change, Discover},
+    load::Load,
+    ready_cache::ReadyCache,
+};
+
+/// The balancer of one service.
+pub struct P2c<D, Req>
+where
+    D: Discover,
+    D::Key: std::hash::Hash,
+    D::Service: Service<Req>,
+{
+    service: Arc<str>,
+    discover: D,
+    discover_done: bool,
+    cache: ReadyCache<D::Key, D::Service, Req>,
+    cap: Arc<EjectionCap>,
+    instances: Gauge,
+}
+
+impl<D, Req> P2c<D, Req>
+where
+    D: Discover<Key = Arc<str>> + Unpin,
+    D::Service: Service<Req>,
+{
+    /// A balancer of `service`'s instances from `discover`; keeps `cap` and the
+    /// `instances` gauge told how many instances exist.
+    pub fn new(service: Arc<str>, discover: D, cap: Arc<EjectionCap>, instances: Gauge) -> Self {
+        P2c {
+            service,
+            discover,
+            discover_done: false,
+            cache: ReadyCache::default(),
+            cap,
+            instances,
+        }
+    }
+}
+
+impl<D, B> P2c<D, http::Request<B>>
+where
+    D: Discover<Key = Arc<str>> + Unpin,
+    D::Error: std::fmt::Display,
+    D::Service: Service<http::Request<B>> + Load,
+    <D::Service as Service<http::Request<B>>>::Error: Into<BoxError>,
+    <D::Service as Load>::Metric: PartialOrd,
+{
+    fn update(&mut self, cx: &mut Context<'_>) {
+        let mut changed = false;
+        while !self.discover_done {
+            match Pin::new(&mut self.discover).poll_discover(cx) {
+                Poll::Ready(Some(Ok(Change::Insert(k, svc)))) => {
+                    self.cache.push(k, svc);
+                    changed = true;
+                }
+                Poll::Ready(Some(Ok(Change::Remove(k)))) => {
+                    self.cache.evict(&k);
+                    changed = true;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!(service = %self.service, error = %e, "discovery failed");
+                }
+                Poll::Ready(None) => self.discover_done = true,
+                Poll::Pending => break,
+            }
+        }
+        if changed {
+            let n = self.cache.len();
+            self.cap.set_total(n);
+            self.instances.set(n as i64);
+        }
+        loop {
+            match self.cache.poll_pending(cx) {
+                Poll::Ready(Ok(())) | Poll::Pending => break,
+                Poll::Ready(Err(failed)) => {
+                    // Endpoints never fail readiness (breakers stay Pending); log if one does.
+                    tracing::warn!(service = %self.service, error = %failed, "endpoint failed; dropped");
+                }
+            }
+        }
+    }
+
+    /// Picks a ready endpoint by p2c, avoiding `attempts`' instances when possible.
+    fn pick(&mut self, attempts: Option<&Attempts>) -> Option<usize> {
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            let n = self.cache.ready_len();
+            if n == 0 {
+                return None;
+            }
+            let excluded = attempts.filter(|a| !a.is_empty());
+            let candidates: Option<Vec<usize>> = excluded.map(|a| {
+                let fresh: Vec<usize> = (0..n)
+                    .filter(|i| {
+                        self.cache
+                            .get_ready_index(*i)
+                            .is_some_and(|(k, _)| !a.contains(k))
+                    })
+                    .collect();
+                // Every ready instance was tried: trying one again beats failing.
+                if fresh.is_empty() {
+                    (0..n).collect()
+                } else {
+                    fresh
+                }
+            });
+            let count = candidates.as_ref().map_or(n, Vec::len);
+            let at = |i: usize| candidates.as_ref().map_or(i, |c| c[i]);
+            let chosen = if count == 1 {
+                at(0)
+            } else {
+                let a = rand::random_range(0..count);
+                let mut b = rand::random_range(0..count - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (ia, ib) = (at(a), at(b));
+                let la = self.cache.get_ready_index(ia).map(|(_, s)| s.load());
+                let lb = self.cache.get_ready_index(ib).map(|(_, s)| s.load());
+                match (la, lb) {
+                    (Some(la), Some(lb)) if lb < la => ib,
+                    _ => ia,
+                }
+            };
+            // The chosen one may have become unready (its breaker opened since): that
+            // moves it back to pending, where the next poll_ready drives it.
+            match self.cache.check_ready_index(&mut cx, chosen) {
+                Ok(true) => return Some(chosen),
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(service = %self.service, error = %e, "endpoint failed; dropped");
+                    continue;
+                }
+            }
+        }
+    }
+}
+
+impl<D, B> Service<http::Request<B>> for P2c<D, http::Request<B>>
+where
+    D: Discover<Key = Arc<str>> + Unpin,
+    D::Error: std::fmt::Display,
+    D::Service: Service<http::Request<B>> + Load,
+    <D::Service as Service<http::Request<B>>>::Error: Into<BoxError>,
+    <D::Service as Load>::Metric: PartialOrd,
+{
+    type Response = <D::Service as Service<http::Request<B>>>::Response;
+    type Error = BoxError;
+    type Future = Either<
+        Ready<Result<Self::Response, BoxError>>,
+        futures::future::ErrInto<<D::Service as Service<http::Request<B>>>::Future, BoxError>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.update(cx);
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        use futures::TryFutureExt;
+        let attempts = req.extensions().get::<Arc<Attempts>>().cloned();
+        match self.pick(attempts.as_deref()) {
+            None => Either::Left(ready(Err(NoReadyInstance {
+                service: self.service.clone(),
+                known: self.cache.len(),
+            }
+            .into()))),
+            Some(i) => {
+                if let (Some(a), Some((k, _))) = (&attempts, self.cache.get_ready_index(i)) {
+                    let no = a.push(k.clone());
+                    req.extensions_mut().insert(AttemptNo(no));
+                }
+                Either::Right(self.cache.call_ready_index(i, req).err_into())
+            }
+        }
+    }
+}

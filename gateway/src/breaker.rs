@@ -1,0 +1,657 @@
+//! The per-instance circuit breaker, as a readiness gate (linkerd2-proxy's `Gate` plus
+//! its consecutive-failures accrual, in one service).
+//!
+//! `Closed` passes everything. `failures` consecutive failures (connect errors, 5xx,
+//! per-try timeouts) open it: `poll_ready` is then `Pending` until the open period ends,
+//! so the balancer stops choosing this instance but keeps it (an `Err` from `poll_ready`
+//! would make the balancer drop the endpoint for good). After the period one request is
+//! let through as a probe (`HalfOpen`); while it is in flight the gate stays shut. The
+//! probe's success closes the breaker; its failure reopens it for twice as long, up to
+//! `backoff_max`, with jitter so a fleet of gateways does not probe in lockstep.
+//!
+//! The ejection cap keeps a burst of errors from emptying a service: opening for
+//! errors is refused when it would eject more than `max_ejection_percent` of the
+//! service's instances (at least one may always go). An instance that refuses
+//! connections is not capacity, so it is ejected regardless.
+
+use crate::error::{BoxError, FailureKind};
+use crate::settings::BreakerPolicy;
+use pin_project_lite::pin_project;
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
+use tokio::time::{Instant, Sleep};
+
+/// What the admin API reports for a breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    /// Taking traffic.
+    Closed,
+    /// Ejected until its open period ends.
+    Open,
+    /// Letting one probe through.
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// The value of the `gateway_breaker_state` gauge.
+    pub fn gauge(self) -> i64 {
+        match self {
+            BreakerState::Closed => 0,
+            BreakerState::Open => 1,
+            BreakerState::HalfOpen => 2,
+        }
+    }
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// How many of a service's instances exist and how many are ejected: shared by the
+/// breakers of one service, updated by the balancer as instances come and go.
+#[derive(Debug)]
+pub struct EjectionCap {
+    total: AtomicUsize,
+    ejected: AtomicUsize,
+    max_percent: u8,
+    /// Set while the cap holds an instance in rotation, so the log says it once.
+    capped_logged: AtomicBool,
+}
+
+impl EjectionCap {
+    /// A cap allowing `max_percent` of the instances out at once.
+    pub fn new(max_percent: u8) -> Arc<Self> {
+        Arc::new(EjectionCap {
+            total: AtomicUsize::new(0),
+            ejected: AtomicUsize::new(0),
+            max_percent,
+            capped_logged: AtomicBool::new(false),
+        })
+    }
+
+    /// Records the number of known instances.
+    pub fn set_total(&self, n: usize) {
+        self.total.store(n, Ordering::Relaxed);
+    }
+
+    /// Instances ejected now.
+    pub fn ejected(&self) -> usize {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    fn allowed(&self) -> usize {
+        let total = self.total.load(Ordering::Relaxed);
+        (total * self.max_percent as usize / 100).max(1)
+    }
+
+    /// Takes an ejection slot; `force` takes one past the cap.
+    fn try_acquire(&self, force: bool) -> bool {
+        let allowed = self.allowed();
+        let mut cur = self.ejected.load(Ordering::Relaxed);
+        loop {
+            if !force && cur >= allowed {
+                return false;
+            }
+            match self
+                .ejected
+                .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    fn release(&self) {
+        let _ = self
+            .ejected
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| v.checked_sub(1));
+        self.capped_logged.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Hooks the breaker calls on transitions (metrics); logs are written by the breaker.
+pub trait TransitionSink: Send + Sync + 'static {
+    /// The breaker moved to `to`.
+    fn transition(&self, to: BreakerState);
+}
+
+impl TransitionSink for () {
+    fn transition(&self, _: BreakerState) {}
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Closed { consecutive: u32 },
+    Open { until: Instant },
+    HalfOpen { probing: bool },
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    /// The open period to use next time it opens.
+    backoff: Duration,
+    /// Whether this breaker holds an ejection slot.
+    holds_slot: bool,
+    /// The gate's waker while it waits for a probe to finish.
+    waiter: Option<Waker>,
+}
+
+/// State shared by a breaker service and its in-flight response futures.
+pub struct BreakerShared {
+    /// Instance name for logs.
+    pub instance: Arc<str>,
+    /// Service name for logs.
+    pub service: Arc<str>,
+    policy: BreakerPolicy,
+    cap: Arc<EjectionCap>,
+    inner: Mutex<Inner>,
+    ejections: AtomicU64,
+    sink: Box<dyn TransitionSink>,
+}
+
+impl std::fmt::Debug for BreakerShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BreakerShared")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BreakerShared {
+    /// A closed breaker for one instance.
+    pub fn new(
+        service: Arc<str>,
+        instance: Arc<str>,
+        policy: BreakerPolicy,
+        cap: Arc<EjectionCap>,
+        sink: Box<dyn TransitionSink>,
+    ) -> Arc<Self> {
+        Arc::new(BreakerShared {
+            instance,
+            service,
+            policy,
+            cap,
+            inner: Mutex::new(Inner {
+                state: State::Closed { consecutive: 0 },
+                backoff: policy.backoff,
+                holds_slot: false,
+                waiter: None,
+            }),
+            ejections: AtomicU64::new(0),
+            sink,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic elsewhere must not wedge routing: the state stays usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The state now, for status pages (an expired open period reads as half-open).
+    pub fn state(&self) -> BreakerState {
+        match self.lock().state {
+            State::Closed { .. } => BreakerState::Closed,
+            State::Open { until } if Instant::now() < until => BreakerState::Open,
+            State::Open { .. } | State::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+
+    /// How many times this breaker has opened.
+    pub fn ejections(&self) -> u64 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
+    fn jittered(d: Duration) -> Duration {
+        // Between 75 % and 125 % of the period.
+        d.mul_f64(rand::random_range(0.75..1.25))
+    }
+
+    fn open(&self, g: &mut Inner, why: &str) {
+        let period = Self::jittered(g.backoff);
+        g.state = State::Open {
+            until: Instant::now() + period,
+        };
+        g.backoff = (g.backoff * 2).min(self.policy.backoff_max);
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            service = %self.service,
+            instance = %self.instance,
+            reason = why,
+            open_for_ms = period.as_millis() as u64,
+            "breaker opened"
+        );
+        self.sink.transition(BreakerState::Open);
+    }
+
+    /// Records the outcome of a request; `probe` says whether it was the half-open probe.
+    fn record(&self, failure: Option<FailureKind>, probe: bool) {
+        let mut g = self.lock();
+        match (g.state, failure) {
+            (State::Closed { .. }, None) => g.state = State::Closed { consecutive: 0 },
+            (State::Closed { consecutive }, Some(kind)) => {
+                let n = consecutive + 1;
+                if n < self.policy.failures {
+                    g.state = State::Closed { consecutive: n };
+                    return;
+                }
+                let force = kind == FailureKind::Connect;
+                if self.cap.try_acquire(force) {
+                    g.holds_slot = true;
+                    self.open(&mut g, kind.as_str());
+                } else {
+                    g.state = State::Closed { consecutive: n };
+                    if !self.cap.capped_logged.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            service = %self.service,
+                            instance = %self.instance,
+                            max_ejection_percent = self.policy.max_ejection_percent,
+                            "ejection cap reached: keeping a failing instance in rotation"
+                        );
+                    }
+                }
+            }
+            (State::HalfOpen { .. }, None) if probe => {
+                g.state = State::Closed { consecutive: 0 };
+                g.backoff = self.policy.backoff;
+                if std::mem::take(&mut g.holds_slot) {
+                    self.cap.release();
+                }
+                tracing::info!(service = %self.service, instance = %self.instance, "breaker closed");
+                self.sink.transition(BreakerState::Closed);
+                if let Some(w) = g.waiter.take() {
+                    w.wake();
+                }
+            }
+            (State::HalfOpen { .. }, Some(kind)) if probe => {
+                self.open(&mut g, kind.as_str());
+                if let Some(w) = g.waiter.take() {
+                    w.wake();
+                }
+            }
+            // Late answers to requests sent before the breaker opened say nothing about now.
+            _ => {}
+        }
+    }
+
+    /// A probe ended without an outcome (cancelled): let another one through.
+    fn probe_abandoned(&self) {
+        let mut g = self.lock();
+        if let State::HalfOpen { probing: true } = g.state {
+            g.state = State::HalfOpen { probing: false };
+            if let Some(w) = g.waiter.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl Drop for BreakerShared {
+    fn drop(&mut self) {
+        let g = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+        if g.holds_slot {
+            self.cap.release();
+        }
+    }
+}
+
+/// Builds [`Breaker`]s around endpoint services.
+#[derive(Debug, Clone)]
+pub struct BreakerLayer {
+    shared: Arc<BreakerShared>,
+}
+
+impl BreakerLayer {
+    /// A layer whose breaker is `shared` (kept by the caller for status pages).
+    pub fn new(shared: Arc<BreakerShared>) -> Self {
+        BreakerLayer { shared }
+    }
+}
+
+impl<S> tower::Layer<S> for BreakerLayer {
+    type Service = Breaker<S>;
+    fn layer(&self, inner: S) -> Breaker<S> {
+        Breaker {
+            inner,
+            shared: self.shared.clone(),
+            sleep: None,
+        }
+    }
+}
+
+/// The gate service.
+#[derive(Debug)]
+pub struct Breaker<S> {
+    inner: S,
+    shared: Arc<BreakerShared>,
+    /// Wakes the gate when the open period ends.
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+/// Whether a response counts as a failure: 5xx does.
+pub trait Outcome {
+    /// The failure this result represents, if any.
+    fn failure(&self) -> Option<FailureKind>;
+}
+
+impl<B> Outcome for Result<http::Response<B>, BoxError> {
+    fn failure(&self) -> Option<FailureKind> {
+        match self {
+            Ok(r) if r.status().is_server_error() => Some(FailureKind::Transport),
+            Ok(_) => None,
+            Err(e) => Some(FailureKind::of(e.as_ref())),
+        }
+    }
+}
+
+impl<S, Req> tower::Service<Req> for Breaker<S>
+where
+    S: tower::Service<Req, Error = BoxError>,
+    Result<S::Response, BoxError>: Outcome,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = BreakerFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        loop {
+            let mut g = self.shared.lock();
+            match g.state {
+                State::Closed { .. } | State::HalfOpen { probing: false } => break,
+                State::HalfOpen { probing: true } => {
+                    g.waiter = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                State::Open { until } => {
+                    if Instant::now() >= until {
+                        g.state = State::HalfOpen { probing: false };
+                        tracing::info!(
+                            service = %self.shared.service,
+                            instance = %self.shared.instance,
+                            "breaker half-open: sending one probe"
+                        );
+                        self.shared.sink.transition(BreakerState::HalfOpen);
+                        continue;
+                    }
+                    drop(g);
+                    let sleep = match &mut self.sleep {
+                        Some(s) => {
+                            if s.deadline() != until {
+                                s.as_mut().reset(until);
+                            }
+                            s
+                        }
+                        None => self.sleep.insert(Box::pin(tokio::time::sleep_until(until))),
+                    };
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let probe = {
+            let mut g = self.shared.lock();
+            if let State::HalfOpen { probing: false } = g.state {
+                g.state = State::HalfOpen { probing: true };
+                true
+            } else {
+                false
+            }
+        };
+        BreakerFuture {
+            inner: self.inner.call(req),
+            guard: Recorder {
+                shared: self.shared.clone(),
+                probe,
+                done: false,
+            },
+        }
+    }
+}
+
+/// Reports a probe that was dropped before it finished, so the gate does not stay shut.
+#[derive(Debug)]
+struct Recorder {
+    shared: Arc<BreakerShared>,
+    probe: bool,
+    done: bool,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if self.probe && !self.done {
+            self.shared.probe_abandoned();
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`Breaker`]: records the outcome when the inner one finishes.
+    #[derive(Debug)]
+    pub struct BreakerFuture<F> {
+        #[pin]
+        inner: F,
+        guard: Recorder,
+    }
+}
+
+impl<F, T> Future for BreakerFuture<F>
+where
+    F: Future<Output = Result<T, BoxError>>,
+    Result<T, BoxError>: Outcome,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        this.guard.done = true;
+        this.guard.shared.record(out.failure(), this.guard.probe);
+        Poll::Ready(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower_test::{assert_request_eq, mock};
+
+    type Res = http::Response<()>;
+
+    fn status(code: u16) -> Res {
+        let mut r = http::Response::new(());
+        *r.status_mut() = http::StatusCode::from_u16(code).unwrap();
+        r
+    }
+
+    fn policy() -> BreakerPolicy {
+        BreakerPolicy {
+            failures: 3,
+            backoff: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            max_ejection_percent: 100,
+        }
+    }
+
+    fn breaker(
+        cap: Arc<EjectionCap>,
+    ) -> (
+        tower_test::mock::Spawn<Breaker<Mapped>>,
+        mock::Handle<&'static str, Res>,
+        Arc<BreakerShared>,
+    ) {
+        let (svc, handle) = mock::pair::<&'static str, Res>();
+        let shared =
+            BreakerShared::new("room".into(), "room-1".into(), policy(), cap, Box::new(()));
+        let svc = tower::Layer::layer(&BreakerLayer::new(shared.clone()), Mapped(svc));
+        (mock::Spawn::new(svc), handle, shared)
+    }
+
+    /// The mock's error type is already a `BoxError`; this pins the types for the gate.
+    struct Mapped(mock::Mock<&'static str, Res>);
+
+    impl tower::Service<&'static str> for Mapped {
+        type Response = Res;
+        type Error = BoxError;
+        type Future = mock::future::ResponseFuture<Res>;
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            self.0.poll_ready(cx)
+        }
+        fn call(&mut self, r: &'static str) -> Self::Future {
+            self.0.call(r)
+        }
+    }
+
+    async fn fail_once(
+        svc: &mut mock::Spawn<Breaker<Mapped>>,
+        handle: &mut mock::Handle<&'static str, Res>,
+    ) {
+        assert!(svc.poll_ready().is_ready());
+        let fut = svc.call("x");
+        assert_request_eq!(handle, "x").send_response(status(503));
+        assert_eq!(fut.await.unwrap().status(), 503);
+    }
+
+    fn cap_of(total: usize, pct: u8) -> Arc<EjectionCap> {
+        let cap = EjectionCap::new(pct);
+        cap.set_total(total);
+        cap
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_after_consecutive_failures_and_stays_pending_until_the_backoff_ends() {
+        let (mut svc, mut handle, shared) = breaker(cap_of(3, 100));
+        handle.allow(10);
+        for _ in 0..3 {
+            fail_once(&mut svc, &mut handle).await;
+        }
+        assert_eq!(shared.state(), BreakerState::Open);
+        assert!(
+            svc.poll_ready().is_pending(),
+            "an open breaker must be Pending, never Err"
+        );
+        tokio::time::advance(Duration::from_millis(700)).await;
+        assert!(
+            svc.poll_ready().is_pending(),
+            "still inside the (jittered, >= 750 ms) period"
+        );
+        tokio::time::advance(Duration::from_millis(600)).await;
+        assert!(
+            svc.is_woken(),
+            "the gate wakes its task when the period ends"
+        );
+        assert!(svc.poll_ready().is_ready());
+        assert_eq!(shared.state(), BreakerState::HalfOpen);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_between_failures_resets_the_count() {
+        let (mut svc, mut handle, shared) = breaker(cap_of(3, 100));
+        handle.allow(10);
+        fail_once(&mut svc, &mut handle).await;
+        fail_once(&mut svc, &mut handle).await;
+        assert!(svc.poll_ready().is_ready());
+        let f = svc.call("ok");
+        assert_request_eq!(handle, "ok").send_response(status(200));
+        f.await.unwrap();
+        fail_once(&mut svc, &mut handle).await;
+        fail_once(&mut svc, &mut handle).await;
+        assert_eq!(shared.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_admits_exactly_one_probe_and_closes_on_its_success() {
+        let (mut svc, mut handle, shared) = breaker(cap_of(3, 100));
+        handle.allow(10);
+        for _ in 0..3 {
+            fail_once(&mut svc, &mut handle).await;
+        }
+        tokio::time::advance(Duration::from_millis(1300)).await;
+        assert!(svc.poll_ready().is_ready());
+        let probe = svc.call("probe");
+        assert!(
+            svc.poll_ready().is_pending(),
+            "a second request waits for the probe"
+        );
+        assert_request_eq!(handle, "probe").send_response(status(200));
+        probe.await.unwrap();
+        assert!(svc.is_woken());
+        assert_eq!(shared.state(), BreakerState::Closed);
+        assert!(svc.poll_ready().is_ready());
+        assert_eq!(shared.ejections(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_reopens_with_a_longer_backoff() {
+        let (mut svc, mut handle, shared) = breaker(cap_of(3, 100));
+        handle.allow(10);
+        for _ in 0..3 {
+            fail_once(&mut svc, &mut handle).await;
+        }
+        tokio::time::advance(Duration::from_millis(1300)).await;
+        fail_once(&mut svc, &mut handle).await;
+        assert_eq!(shared.state(), BreakerState::Open);
+        // The second period is 2 s +- 25 %: still open after 1.3 s, over after 2.6 s.
+        tokio::time::advance(Duration::from_millis(1300)).await;
+        assert!(svc.poll_ready().is_pending());
+        tokio::time::advance(Duration::from_millis(1300)).await;
+        assert!(svc.poll_ready().is_ready());
+        assert_eq!(shared.ejections(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_probe_lets_the_next_request_probe() {
+        let (mut svc, mut handle, shared) = breaker(cap_of(3, 100));
+        handle.allow(10);
+        for _ in 0..3 {
+            fail_once(&mut svc, &mut handle).await;
+        }
+        tokio::time::advance(Duration::from_millis(1300)).await;
+        assert!(svc.poll_ready().is_ready());
+        drop(svc.call("abandoned"));
+        assert!(svc.poll_ready().is_ready());
+        assert_eq!(shared.state(), BreakerState::HalfOpen);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ejection_cap_keeps_an_erroring_instance_in_rotation() {
+        let cap = cap_of(2, 50);
+        let (mut a, mut ha, sa) = breaker(cap.clone());
+        let (mut b, mut hb, sb) = breaker(cap.clone());
+        ha.allow(10);
+        hb.allow(10);
+        for _ in 0..3 {
+            fail_once(&mut a, &mut ha).await;
+        }
+        for _ in 0..3 {
+            fail_once(&mut b, &mut hb).await;
+        }
+        assert_eq!(sa.state(), BreakerState::Open);
+        assert_eq!(
+            sb.state(),
+            BreakerState::Closed,
+            "50 % of 2 instances is one ejection"
+        );
+        assert!(b.poll_ready().is_ready());
+        assert_eq!(cap.ejected(), 1);
+    }
+}

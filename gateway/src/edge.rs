@@ -1,0 +1,353 @@
+//! The edge: what every client request passes through before the upstream stack, as one
+//! sequence of layers (outermost first):
+//!
+//! ```text
+//! context     request id, server span (parented on traceparent), x-request-id and
+//!             x-trace-id on every response, request metrics, the one error mapping
+//! [protections slot in here: API keys, per-client rate limits, overload, header hygiene]
+//! router      path checks (traversal -> 400), route match (unknown -> 404), prefix
+//!             rewrite, body buffering for replay, the route's upstream stack
+//! ```
+//!
+//! [`stack`] assembles them; add a layer there and nowhere else.
+
+use crate::{
+    body::{GatewayBody, ProxyBody, full},
+    error::classify,
+    metrics::{Metrics, RequestLabels, RouteLabels, method_label},
+    routes::{RouteTable, normalise},
+    upstream::RouteUpstream,
+};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use hotel_common::{Problem, context::REQUEST_ID};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+};
+use tokio::time::Instant;
+use tower::Service;
+use tracing::Instrument;
+
+/// Response header carrying the W3C trace id.
+pub const TRACE_ID: &str = "x-trace-id";
+
+/// Headers that describe one connection, not the message: never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// The route a request matched, left on the response for the context layer's metrics.
+#[derive(Debug, Clone)]
+struct MatchedRoute(Arc<String>);
+
+/// The shared state of the edge: routes and their upstream stacks.
+#[derive(Debug)]
+pub struct Gateway {
+    table: RouteTable,
+    /// One stack per route, in `table` order.
+    upstreams: Vec<RouteUpstream>,
+    metrics: Arc<Metrics>,
+    retry_buffer: usize,
+    index: Bytes,
+    unrouted: Arc<String>,
+}
+
+impl Gateway {
+    /// The edge over `table`, whose routes are served by `upstreams` (same order).
+    pub fn new(
+        table: RouteTable,
+        upstreams: Vec<RouteUpstream>,
+        metrics: Arc<Metrics>,
+        retry_buffer: usize,
+    ) -> Self {
+        let routes: Vec<serde_json::Value> = table
+            .routes()
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "prefix": r.prefix,
+                    "service": r.service,
+                    "rewrite": r.rewrite,
+                    "deadline_ms": r.policy.deadline.as_millis() as u64,
+                    "retries": r.policy.retries,
+                    "hedge": r.policy.hedge.is_some(),
+                })
+            })
+            .collect();
+        let index =
+            serde_json::to_vec(&serde_json::json!({"service": "hotel gateway", "routes": routes}))
+                .unwrap_or_default()
+                .into();
+        Gateway {
+            table,
+            upstreams,
+            metrics,
+            retry_buffer,
+            index,
+            unrouted: Arc::new("none".to_owned()),
+        }
+    }
+}
+
+/// The whole edge as one service, ready for hyper.
+pub fn stack(
+    gw: Arc<Gateway>,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<GatewayBody>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static {
+    tower::ServiceBuilder::new()
+        .layer(ContextLayer { gw: gw.clone() })
+        .service(Router { gw })
+}
+
+/// Builds [`RequestContext`] services.
+#[derive(Debug, Clone)]
+pub struct ContextLayer {
+    gw: Arc<Gateway>,
+}
+
+impl<S> tower::Layer<S> for ContextLayer {
+    type Service = RequestContext<S>;
+    fn layer(&self, inner: S) -> RequestContext<S> {
+        RequestContext {
+            inner,
+            gw: self.gw.clone(),
+        }
+    }
+}
+
+/// Request id, trace, response headers and request metrics.
+#[derive(Debug, Clone)]
+pub struct RequestContext<S> {
+    inner: S,
+    gw: Arc<Gateway>,
+}
+
+fn new_trace_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+impl<S> Service<Request<Incoming>> for RequestContext<S>
+where
+    S: Service<Request<Incoming>, Response = Response<GatewayBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<GatewayBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<GatewayBody>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let start = Instant::now();
+        let request_id = hotel_common::context::request_id_of(req.headers());
+        let rid_value = HeaderValue::from_str(&request_id).ok();
+        if let Some(v) = &rid_value {
+            req.headers_mut().insert(REQUEST_ID, v.clone());
+        }
+        let method = req.method().clone();
+        let span = tracing::info_span!(
+            "request",
+            otel.name = %method,
+            otel.kind = "server",
+            service = "gateway",
+            http.request.method = %method,
+            http.route = tracing::field::Empty,
+            url.path = %req.uri().path(),
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+            request_id = %request_id,
+        );
+        hotel_common::telemetry::set_parent_from(&span, req.headers());
+        let trace_id = hotel_common::telemetry::trace_id_of(&span).unwrap_or_else(new_trace_id);
+        let ctx = hotel_common::context::RequestContext {
+            request_id,
+            trace_id: Some(trace_id.clone()),
+        };
+        let inner = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, inner);
+        let gw = self.gw.clone();
+        Box::pin(async move {
+            let Ok(mut res) = hotel_common::context::scope(ctx, inner.call(req))
+                .instrument(span.clone())
+                .await;
+            let status = res.status();
+            let route = res.extensions_mut().remove::<MatchedRoute>().map(|r| r.0);
+            if let Some(r) = &route {
+                span.record("http.route", r.as_str());
+                span.record("otel.name", format!("{method} {r}"));
+            }
+            span.record("http.response.status_code", status.as_u16());
+            if status.is_server_error() {
+                hotel_common::telemetry::record_error(&span, format!("HTTP {status}"));
+            }
+            let route = route.unwrap_or_else(|| gw.unrouted.clone());
+            gw.metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    route: route.clone(),
+                    method: method_label(&method),
+                    status: status.as_u16(),
+                })
+                .inc();
+            gw.metrics
+                .duration
+                .get_or_create(&RouteLabels { route })
+                .observe(start.elapsed().as_secs_f64());
+            let h = res.headers_mut();
+            if let Some(v) = rid_value {
+                h.insert(REQUEST_ID, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&trace_id) {
+                h.insert(TRACE_ID, v);
+            }
+            Ok(res)
+        })
+    }
+}
+
+/// Routes a request and sends it through its route's upstream stack.
+#[derive(Debug, Clone)]
+pub struct Router {
+    gw: Arc<Gateway>,
+}
+
+fn problem(p: Problem) -> Response<GatewayBody> {
+    let res: Response<Vec<u8>> = p.to_http();
+    res.map(full)
+}
+
+impl Service<Request<Incoming>> for Router {
+    type Response = Response<GatewayBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<GatewayBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let gw = self.gw.clone();
+        Box::pin(async move { Ok(route(gw, req).await) })
+    }
+}
+
+/// What the router decided before any I/O: answer now, or send upstream.
+enum Decision {
+    Answer(Response<GatewayBody>),
+    Forward { index: usize, upstream_path: String },
+}
+
+fn decide(gw: &Gateway, req: &Request<Incoming>) -> Decision {
+    let path = match normalise(req.uri().path()) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!(path = %req.uri().path(), reason = %e, "refused path");
+            return Decision::Answer(problem(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-path",
+                e.to_string(),
+            )));
+        }
+    };
+    if path == "/" {
+        if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+            return Decision::Answer(problem(Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "the index only answers GET",
+            )));
+        }
+        let mut res = Response::new(full(gw.index.clone()));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return Decision::Answer(res);
+    }
+    match gw.table.matches(path, req.uri().query()) {
+        Some(m) => Decision::Forward {
+            index: m.index,
+            upstream_path: m.upstream_path,
+        },
+        None => Decision::Answer(problem(Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-route",
+            "no route matches this path",
+        ))),
+    }
+}
+
+async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<GatewayBody> {
+    let (index, upstream_path) = match decide(&gw, &req) {
+        Decision::Answer(res) => return res,
+        Decision::Forward {
+            index,
+            upstream_path,
+        } => (index, upstream_path),
+    };
+    let label = gw.upstreams[index].shared.route.clone();
+    let service = gw.upstreams[index].shared.service.clone();
+    let (mut parts, incoming) = req.into_parts();
+    let body = match ProxyBody::buffer(incoming, gw.retry_buffer).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::info!(error = %e, "client body could not be read");
+            let mut res = problem(Problem::bad_request("the request body could not be read"));
+            res.extensions_mut().insert(MatchedRoute(label));
+            return res;
+        }
+    };
+    match upstream_path.parse() {
+        Ok(uri) => parts.uri = uri,
+        Err(_) => {
+            let mut res = problem(Problem::bad_request("the request path is not valid"));
+            res.extensions_mut().insert(MatchedRoute(label));
+            return res;
+        }
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    let result = gw.upstreams[index]
+        .send(Request::from_parts(parts, body))
+        .await;
+    let mut res = match result {
+        Ok(res) => {
+            let mut res = res.map(http_body_util::Either::Left);
+            strip_hop_by_hop(res.headers_mut());
+            res
+        }
+        Err(e) => {
+            let p = classify(&e, &service);
+            tracing::warn!(route = %label, status = p.status, error = %e, "upstream request failed");
+            problem(p)
+        }
+    };
+    res.extensions_mut().insert(MatchedRoute(label));
+    res
+}
+
+fn strip_hop_by_hop(h: &mut http::HeaderMap) {
+    for name in HOP_BY_HOP.iter() {
+        h.remove(name);
+    }
+}

@@ -1,0 +1,415 @@
+//! One instance as the balancer sees it: its statistics, and the [`Observe`] service that
+//! turns a routed request into an attempt on that instance (absolute URI, trace context,
+//! the client span) and records how the attempt went.
+
+use crate::{
+    breaker::BreakerShared,
+    error::{BoxError, FailureKind},
+    latency::LatencyWindow,
+    metrics::{AttemptLabels, InstanceLabels, Metrics},
+    settings::Origin,
+};
+use http::{Request, Response, Uri, uri::PathAndQuery};
+use pin_project_lite::pin_project;
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
+use serde::Serialize;
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::SystemTime,
+};
+use tokio::time::Instant;
+use tracing::{Instrument, Span, instrument::Instrumented};
+
+/// Why this attempt exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptKind {
+    /// The request's first attempt.
+    First,
+    /// A retry, with the reason.
+    Retry(&'static str),
+    /// A hedge sent because the first attempt was slow.
+    Hedge,
+}
+
+impl AttemptKind {
+    /// Span attribute value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptKind::First => "first",
+            AttemptKind::Retry(_) => "retry",
+            AttemptKind::Hedge => "hedge",
+        }
+    }
+}
+
+/// The instances a request has been sent to, shared by all its attempts (request
+/// extension), so a retry or hedge can go somewhere else.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    tried: Mutex<Vec<Arc<str>>>,
+}
+
+impl Attempts {
+    /// Records that attempt number `n` (1-based, returned) goes to `instance`.
+    pub fn push(&self, instance: Arc<str>) -> u32 {
+        let mut t = self.tried.lock().unwrap_or_else(|p| p.into_inner());
+        t.push(instance);
+        t.len() as u32
+    }
+
+    /// Whether `instance` was tried already.
+    pub fn contains(&self, instance: &str) -> bool {
+        self.tried
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|i| &**i == instance)
+    }
+
+    /// Whether nothing was tried yet.
+    pub fn is_empty(&self) -> bool {
+        self.tried
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// The instances tried, in order.
+    pub fn tried(&self) -> Vec<Arc<str>> {
+        self.tried.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Request extension set by the balancer: this attempt's number.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptNo(pub u32);
+
+/// Live statistics of one instance (the admin status page reads them).
+#[derive(Debug)]
+pub struct EndpointStats {
+    /// Service name.
+    pub service: Arc<str>,
+    /// Instance name.
+    pub instance: Arc<str>,
+    /// Where it is.
+    pub origin: Origin,
+    /// Its breaker.
+    pub breaker: Arc<BreakerShared>,
+    in_flight: AtomicU64,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    /// EWMA of attempt latency in microseconds, as f64 bits.
+    ewma_us: AtomicU64,
+    last_error: Mutex<Option<LastError>>,
+    handles: Handles,
+}
+
+/// The most recent failure of an instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastError {
+    /// What happened (connect_error, timeout, http_5xx, ...).
+    pub kind: &'static str,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+}
+
+/// Metric handles of one instance, created once.
+#[derive(Debug, Clone)]
+struct Handles {
+    outcomes: [Counter; 6],
+    duration: Histogram,
+    in_flight: Gauge,
+}
+
+/// A JSON view of an instance for `/admin/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointView {
+    /// Instance name.
+    pub instance: String,
+    /// Base URL.
+    pub address: String,
+    /// Breaker state.
+    pub breaker: crate::breaker::BreakerState,
+    /// Attempts in flight.
+    pub in_flight: u64,
+    /// EWMA latency of attempts in milliseconds.
+    pub ewma_latency_ms: f64,
+    /// Attempts sent.
+    pub requests: u64,
+    /// Attempts that failed.
+    pub failures: u64,
+    /// Times the breaker opened.
+    pub ejections: u64,
+    /// The latest failure.
+    pub last_error: Option<LastError>,
+}
+
+impl EndpointStats {
+    /// Statistics of a new instance, with its metric series.
+    pub fn new(
+        service: Arc<str>,
+        instance: Arc<str>,
+        origin: Origin,
+        breaker: Arc<BreakerShared>,
+        metrics: &Metrics,
+    ) -> Arc<Self> {
+        let svc = Arc::new(service.to_string());
+        let inst = Arc::new(instance.to_string());
+        let outcome = |o: &'static str| {
+            metrics.attempts.get_or_create_owned(&AttemptLabels {
+                service: svc.clone(),
+                instance: inst.clone(),
+                outcome: o,
+            })
+        };
+        let il = InstanceLabels {
+            service: svc.clone(),
+            instance: inst.clone(),
+        };
+        let handles = Handles {
+            outcomes: crate::metrics::OUTCOMES.map(outcome),
+            duration: metrics.attempt_duration.get_or_create_owned(&il),
+            in_flight: metrics.in_flight.get_or_create_owned(&il),
+        };
+        Arc::new(EndpointStats {
+            service,
+            instance,
+            origin,
+            breaker,
+            in_flight: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            ewma_us: AtomicU64::new(0f64.to_bits()),
+            last_error: Mutex::new(None),
+            handles,
+        })
+    }
+
+    /// The status-page view.
+    pub fn view(&self) -> EndpointView {
+        EndpointView {
+            instance: self.instance.to_string(),
+            address: self.origin.to_string(),
+            breaker: self.breaker.state(),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            ewma_latency_ms: (f64::from_bits(self.ewma_us.load(Ordering::Relaxed)) / 1000.0
+                * 1000.0)
+                .round()
+                / 1000.0,
+            requests: self.requests.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            ejections: self.breaker.ejections(),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    fn finish(&self, outcome: &'static str, elapsed: std::time::Duration) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.handles.in_flight.dec();
+        let idx = crate::metrics::OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(4);
+        self.handles.outcomes[idx].inc();
+        if outcome == "cancelled" {
+            return;
+        }
+        self.handles.duration.observe(elapsed.as_secs_f64());
+        let sample = elapsed.as_secs_f64() * 1e6;
+        let old = f64::from_bits(self.ewma_us.load(Ordering::Relaxed));
+        let new = if old == 0.0 {
+            sample
+        } else {
+            old * 0.8 + sample * 0.2
+        };
+        self.ewma_us.store(new.to_bits(), Ordering::Relaxed);
+        if outcome != "success" {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            let at_unix_ms = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastError {
+                kind: outcome,
+                at_unix_ms,
+            });
+        }
+    }
+}
+
+/// Wraps the shared client for one instance.
+#[derive(Debug, Clone)]
+pub struct Observe<S> {
+    inner: S,
+    stats: Arc<EndpointStats>,
+    latency: Arc<LatencyWindow>,
+}
+
+impl<S> Observe<S> {
+    /// Attempts through `inner` to the instance `stats` describes; latencies also feed
+    /// the service's `latency` window (the hedge delay).
+    pub fn new(inner: S, stats: Arc<EndpointStats>, latency: Arc<LatencyWindow>) -> Self {
+        Observe {
+            inner,
+            stats,
+            latency,
+        }
+    }
+}
+
+impl<S, B, RB> tower::Service<Request<B>> for Observe<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>, Error = BoxError>,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = ObserveFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let kind = req
+            .extensions()
+            .get::<AttemptKind>()
+            .copied()
+            .unwrap_or(AttemptKind::First);
+        let no = req.extensions().get::<AttemptNo>().map_or(1, |n| n.0);
+        let origin = &self.stats.origin;
+        let pq = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(origin.scheme.clone());
+        parts.authority = Some(origin.authority.clone());
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        // Instances speak HTTP/1.1 whatever the client spoke to the gateway.
+        *req.version_mut() = http::Version::HTTP_11;
+        let span = tracing::info_span!(
+            "upstream attempt",
+            otel.name = %format_args!("{} {}", req.method(), self.stats.service),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %req.method(),
+            http.response.status_code = tracing::field::Empty,
+            server.address = %origin.authority,
+            peer.service = %self.stats.service,
+            hotel.instance = %self.stats.instance,
+            hotel.attempt = no,
+            hotel.attempt.kind = kind.as_str(),
+            hotel.retry.reason = tracing::field::Empty,
+            hotel.outcome = tracing::field::Empty,
+        );
+        if let AttemptKind::Retry(reason) = kind {
+            span.record("hotel.retry.reason", reason);
+        }
+        span.in_scope(|| hotel_common::telemetry::inject(req.headers_mut()));
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.handles.in_flight.inc();
+        let fut = self.inner.call(req).instrument(span.clone());
+        ObserveFuture {
+            inner: fut,
+            guard: Finish {
+                stats: self.stats.clone(),
+                latency: self.latency.clone(),
+                span,
+                start: Instant::now(),
+                done: false,
+            },
+        }
+    }
+}
+
+/// Records the attempt's outcome once: when it finishes, or as cancelled when dropped.
+#[derive(Debug)]
+struct Finish {
+    stats: Arc<EndpointStats>,
+    latency: Arc<LatencyWindow>,
+    span: Span,
+    start: Instant,
+    done: bool,
+}
+
+impl Finish {
+    fn record(&mut self, outcome: &'static str, status: Option<u16>) {
+        self.done = true;
+        let elapsed = self.start.elapsed();
+        self.stats.finish(outcome, elapsed);
+        if outcome != "cancelled" {
+            self.latency.record(elapsed);
+        }
+        self.span.record("hotel.outcome", outcome);
+        if let Some(s) = status {
+            self.span.record("http.response.status_code", s);
+        }
+        if outcome != "success" {
+            self.span.record("otel.status_code", "ERROR");
+        }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if !self.done {
+            self.record("cancelled", None);
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`Observe`].
+    #[derive(Debug)]
+    pub struct ObserveFuture<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        guard: Finish,
+    }
+}
+
+impl<F, RB> Future for ObserveFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, BoxError>>,
+{
+    type Output = Result<Response<RB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        match &out {
+            Ok(res) => {
+                let s = res.status();
+                this.guard.record(
+                    if s.is_server_error() {
+                        "http_5xx"
+                    } else {
+                        "success"
+                    },
+                    Some(s.as_u16()),
+                );
+            }
+            Err(e) => {
+                let kind = FailureKind::of(e.as_ref());
+                this.guard.record(kind.as_str(), None);
+                let _g = this.guard.span.enter();
+                tracing::debug!(instance = %this.guard.stats.instance, error = %e, "attempt failed");
+            }
+        }
+        Poll::Ready(out)
+    }
+}

@@ -1,0 +1,139 @@
+//! Hedging: when an idempotent request's attempt has not answered by the service's
+//! recent p95 (clamped to `[hedge_min_delay, hedge_max_delay]`), one more attempt goes to
+//! another instance and the first good answer wins. A frozen instance then costs a client
+//! the hedge delay instead of a whole per-try timeout.
+//!
+//! Hedges are paid from the route's retry budget. The losing attempt is not cancelled:
+//! it runs to its own end (bounded by the per-try timeout) in a task, so a hung instance
+//! still collects the timeouts that open its breaker.
+
+use crate::{
+    body::ProxyBody,
+    endpoint::AttemptKind,
+    error::BoxError,
+    metrics::RouteLabels,
+    retry::{RouteShared, clone_request, is_idempotent},
+};
+use futures::future::BoxFuture;
+use http::{Request, Response};
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+use tower::{Service, ServiceExt};
+
+/// Builds [`Hedge`] services for a route.
+#[derive(Debug, Clone)]
+pub struct HedgeLayer {
+    shared: Arc<RouteShared>,
+}
+
+impl HedgeLayer {
+    /// Hedging by `shared`'s policy.
+    pub fn new(shared: Arc<RouteShared>) -> Self {
+        HedgeLayer { shared }
+    }
+}
+
+impl<S> tower::Layer<S> for HedgeLayer {
+    type Service = Hedge<S>;
+    fn layer(&self, inner: S) -> Hedge<S> {
+        Hedge {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The hedging service.
+#[derive(Debug, Clone)]
+pub struct Hedge<S> {
+    inner: S,
+    shared: Arc<RouteShared>,
+}
+
+impl RouteShared {
+    /// How long to wait before hedging, or `None` when this route does not hedge.
+    pub fn hedge_delay(&self) -> Option<Duration> {
+        let h = self.policy.hedge?;
+        let d = self.latency.percentile(h.percentile).unwrap_or(h.max_delay);
+        Some(d.clamp(h.min_delay, h.max_delay))
+    }
+}
+
+fn acceptable<RB>(r: &Result<Response<RB>, BoxError>) -> bool {
+    matches!(r, Ok(res) if !res.status().is_server_error())
+}
+
+impl<S, RB> Service<Request<ProxyBody>> for Hedge<S>
+where
+    S: Service<Request<ProxyBody>, Response = Response<RB>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    RB: Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<RB>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ProxyBody>) -> Self::Future {
+        let plan = match self.shared.hedge_delay() {
+            Some(delay) if is_idempotent(&req) => clone_request(&req).map(|mut r| {
+                r.extensions_mut().insert(AttemptKind::Hedge);
+                (delay, r)
+            }),
+            _ => None,
+        };
+        let first = self.inner.call(req);
+        let Some((delay, hedge_req)) = plan else {
+            return Box::pin(first);
+        };
+        let inner = self.inner.clone();
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let mut first = Box::pin(first);
+            tokio::select! {
+                biased;
+                r = &mut first => return r,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            if !shared.withdraw("hedge") {
+                return first.await;
+            }
+            shared
+                .metrics
+                .hedges
+                .get_or_create(&RouteLabels {
+                    route: shared.route.clone(),
+                })
+                .inc();
+            tracing::debug!(route = %shared.route, delay_ms = delay.as_millis() as u64, "hedging");
+            let mut second = Box::pin(inner.oneshot(hedge_req));
+            tokio::select! {
+                r = &mut first => {
+                    if acceptable(&r) {
+                        tokio::spawn(async move { let _ = second.await; });
+                        r
+                    } else {
+                        second.await
+                    }
+                }
+                r = &mut second => {
+                    if acceptable(&r) {
+                        tokio::spawn(async move { let _ = first.await; });
+                        r
+                    } else {
+                        first.await
+                    }
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,230 @@
+//! Budgeted, safe retries: a `tower::retry::Policy` plus the state one route shares (its
+//! `TpsBudget`, metrics, the once-only exhaustion log).
+//!
+//! What is retried: a connect failure always (nothing was sent); a 502/503/504, a
+//! per-try timeout or a broken connection only when the request is idempotent (GET,
+//! HEAD, PUT, DELETE, OPTIONS, TRACE) or carries an `Idempotency-Key`. Never a POST
+//! without a key once it may have reached an instance. Never a streamed body (over the
+//! replay buffer). Each retry waits an exponential backoff with full jitter, must fit in
+//! the deadline, must be paid for by the budget, and goes to an instance not yet tried
+//! (the balancer reads the request's [`Attempts`](crate::endpoint::Attempts)).
+
+use crate::{
+    body::ProxyBody,
+    endpoint::{AttemptKind, Attempts},
+    error::{BoxError, FailureKind},
+    latency::LatencyWindow,
+    metrics::{Metrics, RetryLabels, RouteLabels},
+    settings::Policy,
+    timeout::TryTimeout,
+};
+use http::{Request, Response};
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+use tokio::time::{Instant, Sleep};
+use tower::retry::budget::{Budget, TpsBudget};
+
+/// Request extension: when the request's deadline passes.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub Instant);
+
+/// What one route's retry and hedge layers share.
+#[derive(Debug)]
+pub struct RouteShared {
+    /// Route label (its prefix).
+    pub route: Arc<String>,
+    /// Service name.
+    pub service: Arc<str>,
+    /// The route's policy.
+    pub policy: Policy,
+    /// Retries and hedges draw from this; every request deposits.
+    pub budget: TpsBudget,
+    /// Set while the budget is empty, so exhaustion is logged once per episode.
+    exhausted: AtomicBool,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The service's recent attempt latency (hedge delay).
+    pub latency: Arc<LatencyWindow>,
+}
+
+impl RouteShared {
+    /// Shared state of a route.
+    pub fn new(
+        route: &str,
+        service: Arc<str>,
+        policy: Policy,
+        metrics: Arc<Metrics>,
+        latency: Arc<LatencyWindow>,
+    ) -> Arc<Self> {
+        let budget = TpsBudget::new(
+            std::time::Duration::from_secs(10),
+            policy.budget_min_per_sec,
+            policy.budget_percent / 100.0,
+        );
+        Arc::new(RouteShared {
+            route: Arc::new(route.to_owned()),
+            service,
+            policy,
+            budget,
+            exhausted: AtomicBool::new(false),
+            metrics,
+            latency,
+        })
+    }
+
+    /// Takes one retry or hedge from the budget; logs the first refusal of an episode.
+    pub fn withdraw(&self, what: &'static str) -> bool {
+        if self.budget.withdraw() {
+            if self.exhausted.swap(false, Ordering::Relaxed) {
+                tracing::info!(route = %self.route, service = %self.service, "retry budget available again");
+            }
+            return true;
+        }
+        self.metrics
+            .budget_exhausted
+            .get_or_create(&RouteLabels {
+                route: self.route.clone(),
+            })
+            .inc();
+        if !self.exhausted.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                route = %self.route,
+                service = %self.service,
+                refused = what,
+                "retry budget exhausted: not retrying or hedging until it refills"
+            );
+        }
+        false
+    }
+}
+
+/// Whether the request may be sent twice.
+pub fn is_idempotent<B>(req: &Request<B>) -> bool {
+    use http::Method;
+    matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    ) || req.headers().contains_key("idempotency-key")
+}
+
+/// Why a failed attempt may be retried, or `None`.
+pub fn retry_reason<B, RB>(
+    req: &Request<B>,
+    result: &Result<Response<RB>, BoxError>,
+) -> Option<&'static str> {
+    match result {
+        Ok(res) => match res.status().as_u16() {
+            502 if is_idempotent(req) => Some("http_502"),
+            503 if is_idempotent(req) => Some("http_503"),
+            504 if is_idempotent(req) => Some("http_504"),
+            _ => None,
+        },
+        Err(e) => match FailureKind::of(e.as_ref()) {
+            FailureKind::Connect => Some("connect_error"),
+            FailureKind::Timeout if is_idempotent(req) => Some("timeout"),
+            FailureKind::Transport if is_idempotent(req) => Some("transport_error"),
+            _ => None,
+        },
+    }
+}
+
+/// Copies a request for another attempt (same extensions that matter), when its body
+/// is buffered.
+pub fn clone_request(req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
+    let body = req.body().try_clone()?;
+    let mut r = Request::new(body);
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.version_mut() = req.version();
+    *r.headers_mut() = req.headers().clone();
+    let ext = req.extensions();
+    let out = r.extensions_mut();
+    if let Some(a) = ext.get::<Arc<Attempts>>() {
+        out.insert(a.clone());
+    }
+    if let Some(t) = ext.get::<TryTimeout>() {
+        out.insert(*t);
+    }
+    if let Some(d) = ext.get::<Deadline>() {
+        out.insert(*d);
+    }
+    Some(r)
+}
+
+/// The retry policy of one route (cloned per request; `retries` counts this request's).
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    shared: Arc<RouteShared>,
+    retries: u32,
+}
+
+impl RetryPolicy {
+    /// The policy of a route.
+    pub fn new(shared: Arc<RouteShared>) -> Self {
+        RetryPolicy { shared, retries: 0 }
+    }
+
+    fn backoff(&self) -> std::time::Duration {
+        let p = &self.shared.policy;
+        let exp = p.retry_backoff.saturating_mul(1u32 << self.retries.min(16));
+        exp.min(p.retry_backoff_max)
+            .mul_f64(rand::random_range(0.0..1.0))
+    }
+}
+
+impl<RB> tower::retry::Policy<Request<ProxyBody>, Response<RB>, BoxError> for RetryPolicy {
+    type Future = Sleep;
+
+    fn retry(
+        &mut self,
+        req: &mut Request<ProxyBody>,
+        result: &mut Result<Response<RB>, BoxError>,
+    ) -> Option<Sleep> {
+        let reason = retry_reason(req, result)?;
+        if self.retries >= self.shared.policy.retries {
+            return None;
+        }
+        let backoff = self.backoff();
+        if let Some(Deadline(d)) = req.extensions().get::<Deadline>() {
+            if Instant::now() + backoff >= *d {
+                return None;
+            }
+        }
+        if !self.shared.withdraw("retry") {
+            return None;
+        }
+        self.retries += 1;
+        req.extensions_mut().insert(AttemptKind::Retry(reason));
+        self.shared
+            .metrics
+            .retries
+            .get_or_create(&RetryLabels {
+                route: self.shared.route.clone(),
+                reason,
+            })
+            .inc();
+        let tried = req
+            .extensions()
+            .get::<Arc<Attempts>>()
+            .map(|a| a.tried())
+            .unwrap_or_default();
+        tracing::info!(
+            route = %self.shared.route,
+            reason,
+            retry = self.retries,
+            after = ?tried,
+            backoff_ms = backoff.as_millis() as u64,
+            "retrying on another instance"
+        );
+        Some(tokio::time::sleep(backoff))
+    }
+
+    fn clone_request(&mut self, req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
+        if self.shared.policy.retries == 0 {
+            return None;
+        }
+        clone_request(req)
+    }
+}

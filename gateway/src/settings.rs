@@ -1,0 +1,826 @@
+//! Gateway configuration: the raw, serde-shaped [`Settings`] (defaults < `gateway.toml` <
+//! `HOTEL_GATEWAY__*` environment) and the validated [`Config`] built from it.
+//!
+//! Policies layer from the general to the specific: built-in defaults < `[policy]` <
+//! `[services.<name>.policy]` < `[[routes]].policy`. Breaker keys describe instances, not
+//! routes, so they stop at the service level; a route that sets one is refused with a
+//! message naming the key. Every check happens once, in `TryFrom`, so the rest of the
+//! crate works with types that cannot hold a bad combination.
+
+use hotel_common::config::RegistryLink;
+use http::uri::{Authority, Scheme};
+use serde::{Deserialize, Serialize};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+/// Everything `hotel gateway` reads from its configuration, as written in TOML.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Public listener (`127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// Admin listener for `/admin/status`, `/metrics`, `/healthz`, `/readyz`.
+    pub admin_listen: SocketAddr,
+    /// Bearer token the admin endpoints require; without one the admin listener must be
+    /// on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+    /// Instance name of this gateway, for logs and traces.
+    pub instance: String,
+    /// Tokio worker threads for the gateway; 0 keeps the process runtime (one per core).
+    pub worker_threads: usize,
+    /// How long in-flight requests may finish after the shutdown signal.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Request bodies up to this size are buffered so they can be retried or hedged;
+    /// larger ones are streamed once, unretried.
+    pub retry_buffer_bytes: usize,
+    /// TCP connect timeout to an instance.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections to instances are closed after this long.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per instance.
+    pub pool_max_idle_per_host: usize,
+    /// Where instances are discovered (`url`, `token`); without a URL only the static
+    /// instances under `[services]` are used.
+    pub registry: RegistryLink,
+    /// The default policy block.
+    pub policy: PolicySettings,
+    /// Routes, matched by longest path prefix.
+    pub routes: Vec<RouteSettings>,
+    /// Per-service settings: static instances and policy overrides.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceSettings>,
+}
+
+/// A policy block; every key is optional so a block overrides only what it names.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Overall deadline of a request, all attempts and backoff included.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub deadline: Option<Duration>,
+    /// Timeout of one attempt.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub per_try_timeout: Option<Duration>,
+    /// Retries after the first attempt (0 turns retries off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// First retry backoff; doubles per retry, with full jitter.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retry_backoff: Option<Duration>,
+    /// Upper bound of the retry backoff.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retry_backoff_max: Option<Duration>,
+    /// Retries and hedges may add at most this percentage of the route's requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget_percent: Option<f32>,
+    /// ...plus this many per second, so a quiet route can still retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget_min_per_sec: Option<u32>,
+    /// Whether idempotent requests are hedged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedge: Option<bool>,
+    /// The latency percentile (of the service's recent attempts) after which a hedge is
+    /// sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedge_percentile: Option<f64>,
+    /// The hedge never fires sooner than this.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hedge_min_delay: Option<Duration>,
+    /// The hedge fires at the latest after this (also used before latency is known).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hedge_max_delay: Option<Duration>,
+    /// Consecutive failures (connect errors, 5xx, per-try timeouts) that open a breaker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_failures: Option<u32>,
+    /// First open period of a breaker; doubles on each failed probe.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub breaker_backoff: Option<Duration>,
+    /// Longest open period of a breaker.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub breaker_backoff_max: Option<Duration>,
+    /// At most this percentage of a service's instances are ejected for errors at once
+    /// (at least one); instances that refuse connections are ejected regardless.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_percent: Option<u8>,
+}
+
+/// One route: requests whose path starts with `prefix` go to `service`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSettings {
+    /// Path prefix such as `/api/rooms`; matches the prefix itself and paths below it.
+    pub prefix: String,
+    /// Service name such as `room`.
+    pub service: String,
+    /// What replaces the prefix on the instance (default: the prefix without `/api`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<String>,
+    /// Overrides of the service's policy for this route.
+    #[serde(default)]
+    pub policy: PolicySettings,
+}
+
+/// Settings of one service.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    /// Base URLs (`http://127.0.0.1:9001`) used when no registry is configured.
+    #[serde(default)]
+    pub instances: Vec<String>,
+    /// Overrides of the default policy for every route of this service (and its breakers).
+    #[serde(default)]
+    pub policy: PolicySettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let route = |prefix: &str, service: &str| RouteSettings {
+            prefix: prefix.to_owned(),
+            service: service.to_owned(),
+            rewrite: None,
+            policy: PolicySettings::default(),
+        };
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            admin_token: None,
+            instance: "gateway".to_owned(),
+            worker_threads: 0,
+            shutdown_grace: Duration::from_secs(10),
+            retry_buffer_bytes: 64 * 1024,
+            connect_timeout: Duration::from_millis(500),
+            pool_idle_timeout: Duration::from_secs(30),
+            pool_max_idle_per_host: 64,
+            registry: RegistryLink::default(),
+            policy: PolicySettings::builtin(),
+            routes: vec![
+                route("/api/customers", "customer"),
+                route("/api/rooms", "room"),
+                route("/api/bookings", "booking"),
+                route("/api/availability", "booking"),
+            ],
+            services: BTreeMap::new(),
+        }
+    }
+}
+
+impl PolicySettings {
+    /// The built-in defaults, every key set.
+    pub fn builtin() -> Self {
+        PolicySettings {
+            deadline: Some(Duration::from_secs(10)),
+            per_try_timeout: Some(Duration::from_secs(2)),
+            retries: Some(2),
+            retry_backoff: Some(Duration::from_millis(10)),
+            retry_backoff_max: Some(Duration::from_millis(250)),
+            retry_budget_percent: Some(20.0),
+            retry_budget_min_per_sec: Some(10),
+            hedge: Some(true),
+            hedge_percentile: Some(95.0),
+            hedge_min_delay: Some(Duration::from_millis(20)),
+            hedge_max_delay: Some(Duration::from_millis(500)),
+            breaker_failures: Some(5),
+            breaker_backoff: Some(Duration::from_secs(1)),
+            breaker_backoff_max: Some(Duration::from_secs(30)),
+            max_ejection_percent: Some(50),
+        }
+    }
+
+    /// `self` with every key `over` sets replaced.
+    fn overlaid(&self, over: &PolicySettings) -> PolicySettings {
+        macro_rules! pick {
+            ($($f:ident),*) => { PolicySettings { $($f: over.$f.or(self.$f)),* } };
+        }
+        pick!(
+            deadline,
+            per_try_timeout,
+            retries,
+            retry_backoff,
+            retry_backoff_max,
+            retry_budget_percent,
+            retry_budget_min_per_sec,
+            hedge,
+            hedge_percentile,
+            hedge_min_delay,
+            hedge_max_delay,
+            breaker_failures,
+            breaker_backoff,
+            breaker_backoff_max,
+            max_ejection_percent
+        )
+    }
+
+    /// The name of the first breaker key this block sets, if any.
+    fn breaker_key(&self) -> Option<&'static str> {
+        if self.breaker_failures.is_some() {
+            Some("breaker_failures")
+        } else if self.breaker_backoff.is_some() {
+            Some("breaker_backoff")
+        } else if self.breaker_backoff_max.is_some() {
+            Some("breaker_backoff_max")
+        } else if self.max_ejection_percent.is_some() {
+            Some("max_ejection_percent")
+        } else {
+            None
+        }
+    }
+}
+
+/// A configuration that does not make sense; the message names the key.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("invalid gateway configuration: {0}")]
+pub struct InvalidConfig(pub String);
+
+fn bad(key: impl std::fmt::Display, why: impl std::fmt::Display) -> InvalidConfig {
+    InvalidConfig(format!("{key}: {why}"))
+}
+
+/// The per-request part of a policy, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Overall deadline.
+    pub deadline: Duration,
+    /// Timeout of one attempt (never longer than the deadline).
+    pub per_try_timeout: Duration,
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// First backoff.
+    pub retry_backoff: Duration,
+    /// Backoff bound.
+    pub retry_backoff_max: Duration,
+    /// Budget: percentage of requests that may be retried or hedged.
+    pub budget_percent: f32,
+    /// Budget: floor of retries per second.
+    pub budget_min_per_sec: u32,
+    /// Hedging, when on.
+    pub hedge: Option<HedgePolicy>,
+}
+
+/// When a hedge is sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HedgePolicy {
+    /// Percentile of recent latency, in (0, 100).
+    pub percentile: f64,
+    /// Lower bound of the delay.
+    pub min_delay: Duration,
+    /// Upper bound of the delay.
+    pub max_delay: Duration,
+}
+
+/// The per-instance breaker, validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerPolicy {
+    /// Consecutive failures that open it (at least 1).
+    pub failures: u32,
+    /// First open period.
+    pub backoff: Duration,
+    /// Longest open period.
+    pub backoff_max: Duration,
+    /// Percentage of a service's instances that may be ejected for errors at once.
+    pub max_ejection_percent: u8,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        BreakerPolicy {
+            failures: 5,
+            backoff: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            max_ejection_percent: 50,
+        }
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        let (p, _) = validate_policy("policy", &PolicySettings::builtin())
+            .unwrap_or_else(|_| unreachable!("the built-in policy is valid"));
+        p
+    }
+}
+
+fn need<T: Copy>(key: &str, field: &str, v: Option<T>) -> Result<T, InvalidConfig> {
+    v.ok_or_else(|| bad(format!("{key}.{field}"), "is missing"))
+}
+
+/// Validates a fully overlaid policy block; `key` names it in messages.
+fn validate_policy(
+    key: &str,
+    s: &PolicySettings,
+) -> Result<(Policy, BreakerPolicy), InvalidConfig> {
+    let deadline = need(key, "deadline", s.deadline)?;
+    let per_try = need(key, "per_try_timeout", s.per_try_timeout)?;
+    if deadline.is_zero() {
+        return Err(bad(format!("{key}.deadline"), "must be above zero"));
+    }
+    if per_try.is_zero() {
+        return Err(bad(format!("{key}.per_try_timeout"), "must be above zero"));
+    }
+    if per_try > deadline {
+        return Err(bad(
+            format!("{key}.per_try_timeout"),
+            format!(
+                "must not exceed the deadline ({})",
+                humantime::format_duration(deadline)
+            ),
+        ));
+    }
+    let retries = need(key, "retries", s.retries)?;
+    if retries > 10 {
+        return Err(bad(format!("{key}.retries"), "must be 10 or fewer"));
+    }
+    let backoff = need(key, "retry_backoff", s.retry_backoff)?;
+    let backoff_max = need(key, "retry_backoff_max", s.retry_backoff_max)?;
+    if backoff > backoff_max {
+        return Err(bad(
+            format!("{key}.retry_backoff"),
+            "must not exceed retry_backoff_max",
+        ));
+    }
+    let percent = need(key, "retry_budget_percent", s.retry_budget_percent)?;
+    if !(0.0..=1000.0).contains(&percent) {
+        return Err(bad(
+            format!("{key}.retry_budget_percent"),
+            "must be between 0 and 1000",
+        ));
+    }
+    let min_per_sec = need(key, "retry_budget_min_per_sec", s.retry_budget_min_per_sec)?;
+    let hedge = if need(key, "hedge", s.hedge)? {
+        let percentile = need(key, "hedge_percentile", s.hedge_percentile)?;
+        if !(percentile > 0.0 && percentile < 100.0) {
+            return Err(bad(
+                format!("{key}.hedge_percentile"),
+                "must be between 0 and 100 (exclusive)",
+            ));
+        }
+        let min_delay = need(key, "hedge_min_delay", s.hedge_min_delay)?;
+        let max_delay = need(key, "hedge_max_delay", s.hedge_max_delay)?;
+        if min_delay.is_zero() {
+            return Err(bad(format!("{key}.hedge_min_delay"), "must be above zero"));
+        }
+        if min_delay > max_delay {
+            return Err(bad(
+                format!("{key}.hedge_min_delay"),
+                "must not exceed hedge_max_delay",
+            ));
+        }
+        Some(HedgePolicy {
+            percentile,
+            min_delay,
+            max_delay,
+        })
+    } else {
+        None
+    };
+    let failures = need(key, "breaker_failures", s.breaker_failures)?;
+    if failures == 0 {
+        return Err(bad(format!("{key}.breaker_failures"), "must be at least 1"));
+    }
+    let b_backoff = need(key, "breaker_backoff", s.breaker_backoff)?;
+    let b_max = need(key, "breaker_backoff_max", s.breaker_backoff_max)?;
+    if b_backoff.is_zero() {
+        return Err(bad(format!("{key}.breaker_backoff"), "must be above zero"));
+    }
+    if b_backoff > b_max {
+        return Err(bad(
+            format!("{key}.breaker_backoff"),
+            "must not exceed breaker_backoff_max",
+        ));
+    }
+    let ejection = need(key, "max_ejection_percent", s.max_ejection_percent)?;
+    if ejection > 100 {
+        return Err(bad(
+            format!("{key}.max_ejection_percent"),
+            "must be between 0 and 100",
+        ));
+    }
+    Ok((
+        Policy {
+            deadline,
+            per_try_timeout: per_try,
+            retries,
+            retry_backoff: backoff,
+            retry_backoff_max: backoff_max,
+            budget_percent: percent,
+            budget_min_per_sec: min_per_sec,
+            hedge,
+        },
+        BreakerPolicy {
+            failures,
+            backoff: b_backoff,
+            backoff_max: b_max,
+            max_ejection_percent: ejection,
+        },
+    ))
+}
+
+/// Where an instance is: scheme and authority of its base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// `http` or `https`.
+    pub scheme: Scheme,
+    /// `host:port`.
+    pub authority: Authority,
+}
+
+impl Origin {
+    /// Parses a base URL such as `http://127.0.0.1:9001` (a trailing `/` is allowed, a
+    /// path is not).
+    pub fn parse(url: &str) -> Result<Origin, String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| format!("{url:?} has no scheme"))?;
+        if scheme != Scheme::HTTP {
+            return Err(format!("{url:?}: only http:// instances are supported"));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("{url:?} has no host"))?;
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!("{url:?} must not have a path or query"));
+        }
+        Ok(Origin { scheme, authority })
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.authority)
+    }
+}
+
+/// One validated route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Path prefix without a trailing `/`.
+    pub prefix: String,
+    /// Replacement of the prefix on the instance.
+    pub rewrite: String,
+    /// Service name.
+    pub service: String,
+    /// The route's policy.
+    pub policy: Policy,
+}
+
+/// One validated service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// Service name.
+    pub name: String,
+    /// Static instances (name, origin); names are `<service>-static-<n>`.
+    pub instances: Vec<(String, Origin)>,
+    /// Breaker of each of its instances.
+    pub breaker: BreakerPolicy,
+    /// The service-level policy (what a route of it starts from).
+    pub policy: Policy,
+}
+
+/// The validated configuration the gateway runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Public listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Admin bearer token (required unless the admin listener is on loopback).
+    pub admin_token: Option<String>,
+    /// Instance name.
+    pub instance: String,
+    /// Worker threads (0: the process runtime).
+    pub worker_threads: usize,
+    /// Drain period on shutdown.
+    pub shutdown_grace: Duration,
+    /// Replay buffer cap.
+    pub retry_buffer_bytes: usize,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle pooled connection lifetime.
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections per instance.
+    pub pool_max_idle_per_host: usize,
+    /// Registry URL and token, when discovery uses the registry.
+    pub registry: Option<(String, Option<String>)>,
+    /// Routes, longest prefix first.
+    pub routes: Vec<Route>,
+    /// Services named by routes, by name.
+    pub services: BTreeMap<String, ServiceConfig>,
+}
+
+fn check_prefix(key: &str, p: &str) -> Result<(), InvalidConfig> {
+    if !p.starts_with('/') {
+        return Err(bad(key, "must start with '/'"));
+    }
+    if p.len() > 1 && p.ends_with('/') {
+        return Err(bad(key, "must not end with '/'"));
+    }
+    if p.contains("//") || p.split('/').any(|s| s == "." || s == "..") {
+        return Err(bad(key, "must be a normalised path (no '//', '.', '..')"));
+    }
+    if !p
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'))
+    {
+        return Err(bad(
+            key,
+            "may hold only letters, digits, '/', '-', '_' and '.'",
+        ));
+    }
+    Ok(())
+}
+
+impl TryFrom<Settings> for Config {
+    type Error = InvalidConfig;
+
+    fn try_from(s: Settings) -> Result<Config, InvalidConfig> {
+        let admin_token = s.admin_token.filter(|t| !t.is_empty());
+        if admin_token.is_none() && !s.admin_listen.ip().is_loopback() {
+            return Err(bad(
+                "admin_token",
+                format!(
+                    "is required when admin_listen ({}) is not a loopback address",
+                    s.admin_listen
+                ),
+            ));
+        }
+        if let Some(t) = &admin_token {
+            if t.len() < 16 {
+                return Err(bad("admin_token", "must be at least 16 characters"));
+            }
+        }
+        if s.retry_buffer_bytes > 16 * 1024 * 1024 {
+            return Err(bad("retry_buffer_bytes", "must be 16 MiB or less"));
+        }
+        if s.connect_timeout.is_zero() {
+            return Err(bad("connect_timeout", "must be above zero"));
+        }
+        if s.worker_threads > 1024 {
+            return Err(bad("worker_threads", "must be 1024 or fewer"));
+        }
+        let base = PolicySettings::builtin().overlaid(&s.policy);
+        validate_policy("policy", &base)?;
+        if s.routes.is_empty() {
+            return Err(bad("routes", "at least one route is needed"));
+        }
+        for name in s.services.keys() {
+            if !s.routes.iter().any(|r| &r.service == name) {
+                return Err(bad(
+                    format!("services.{name}"),
+                    "no route uses this service",
+                ));
+            }
+        }
+        let mut services = BTreeMap::new();
+        let mut routes = Vec::with_capacity(s.routes.len());
+        for (i, r) in s.routes.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            check_prefix(&format!("{key}.prefix"), &r.prefix)?;
+            if r.prefix == "/" {
+                return Err(bad(format!("{key}.prefix"), "'/' is the gateway's index"));
+            }
+            if s.routes[..i].iter().any(|o| o.prefix == r.prefix) {
+                return Err(bad(
+                    format!("{key}.prefix"),
+                    format!("{} is used twice", r.prefix),
+                ));
+            }
+            hotel_registry::model::check_name(&r.service)
+                .map_err(|e| bad(format!("{key}.service"), e))?;
+            let rewrite = match &r.rewrite {
+                Some(w) => {
+                    check_prefix(&format!("{key}.rewrite"), w)?;
+                    w.clone()
+                }
+                None => r
+                    .prefix
+                    .strip_prefix("/api")
+                    .filter(|p| p.starts_with('/'))
+                    .unwrap_or(&r.prefix)
+                    .to_owned(),
+            };
+            if let Some(k) = r.policy.breaker_key() {
+                return Err(bad(
+                    format!("{key}.policy.{k}"),
+                    format!(
+                        "breakers belong to instances: set it in [services.{}.policy]",
+                        r.service
+                    ),
+                ));
+            }
+            if !services.contains_key(&r.service) {
+                let svc = s.services.get(&r.service).cloned().unwrap_or_default();
+                let skey = format!("services.{}", r.service);
+                let merged = base.overlaid(&svc.policy);
+                let (policy, breaker) = validate_policy(&format!("{skey}.policy"), &merged)?;
+                let mut instances = Vec::with_capacity(svc.instances.len());
+                for (n, url) in svc.instances.iter().enumerate() {
+                    let origin =
+                        Origin::parse(url).map_err(|e| bad(format!("{skey}.instances[{n}]"), e))?;
+                    instances.push((format!("{}-static-{}", r.service, n + 1), origin));
+                }
+                services.insert(
+                    r.service.clone(),
+                    ServiceConfig {
+                        name: r.service.clone(),
+                        instances,
+                        breaker,
+                        policy,
+                    },
+                );
+            }
+            let svc_policy = s
+                .services
+                .get(&r.service)
+                .map(|x| x.policy.clone())
+                .unwrap_or_default();
+            let merged = base.overlaid(&svc_policy).overlaid(&r.policy);
+            let (policy, _) = validate_policy(&format!("{key}.policy"), &merged)?;
+            routes.push(Route {
+                prefix: r.prefix.clone(),
+                rewrite,
+                service: r.service.clone(),
+                policy,
+            });
+        }
+        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        let registry = match s.registry.url.filter(|u| !u.is_empty()) {
+            Some(url) => {
+                Origin::parse(url.trim_end_matches('/')).map_err(|e| bad("registry.url", e))?;
+                Some((
+                    url.trim_end_matches('/').to_owned(),
+                    s.registry.token.filter(|t| !t.is_empty()),
+                ))
+            }
+            None => None,
+        };
+        Ok(Config {
+            listen: s.listen,
+            admin_listen: s.admin_listen,
+            admin_token,
+            instance: s.instance,
+            worker_threads: s.worker_threads,
+            shutdown_grace: s.shutdown_grace,
+            retry_buffer_bytes: s.retry_buffer_bytes,
+            connect_timeout: s.connect_timeout,
+            pool_idle_timeout: s.pool_idle_timeout,
+            pool_max_idle_per_host: s.pool_max_idle_per_host,
+            registry,
+            routes,
+            services,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_settings_validate_into_four_routes_and_three_services() {
+        let c = Config::try_from(Settings::default()).unwrap();
+        assert_eq!(c.routes.len(), 4);
+        assert_eq!(c.services.len(), 3);
+        let rooms = c.routes.iter().find(|r| r.prefix == "/api/rooms").unwrap();
+        assert_eq!(rooms.rewrite, "/rooms");
+        assert_eq!(rooms.policy.deadline, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_route_policy_overrides_the_service_and_default_blocks() {
+        let mut s = Settings::default();
+        s.policy.retries = Some(1);
+        s.services.insert(
+            "room".into(),
+            ServiceSettings {
+                instances: vec!["http://127.0.0.1:9001".into()],
+                policy: PolicySettings {
+                    deadline: Some(Duration::from_secs(3)),
+                    ..Default::default()
+                },
+            },
+        );
+        s.routes[1].policy.per_try_timeout = Some(Duration::from_millis(300));
+        let c = Config::try_from(s).unwrap();
+        let rooms = c.routes.iter().find(|r| r.prefix == "/api/rooms").unwrap();
+        assert_eq!(rooms.policy.retries, 1);
+        assert_eq!(rooms.policy.deadline, Duration::from_secs(3));
+        assert_eq!(rooms.policy.per_try_timeout, Duration::from_millis(300));
+        assert_eq!(c.services["room"].instances[0].0, "room-static-1");
+    }
+
+    #[test]
+    fn per_try_timeout_longer_than_the_deadline_is_refused_naming_the_key() {
+        let mut s = Settings::default();
+        s.routes[0].policy.per_try_timeout = Some(Duration::from_secs(60));
+        let e = Config::try_from(s).unwrap_err();
+        assert!(e.0.starts_with("routes[0].policy.per_try_timeout"), "{e}");
+    }
+
+    #[test]
+    fn a_breaker_key_on_a_route_is_refused_with_a_pointer_to_the_service_block() {
+        let mut s = Settings::default();
+        s.routes[2].policy.breaker_failures = Some(3);
+        let e = Config::try_from(s).unwrap_err();
+        assert!(e.0.contains("routes[2].policy.breaker_failures"), "{e}");
+        assert!(e.0.contains("[services.booking.policy]"), "{e}");
+    }
+
+    #[test]
+    fn a_public_admin_listener_without_a_token_is_refused() {
+        let mut s = Settings::default();
+        s.admin_listen = "0.0.0.0:9901".parse().unwrap();
+        let e = Config::try_from(s).unwrap_err();
+        assert!(e.0.starts_with("admin_token"), "{e}");
+    }
+
+    #[test]
+    fn bad_prefixes_and_instance_urls_are_refused() {
+        let mut s = Settings::default();
+        s.routes[0].prefix = "/api/../x".into();
+        assert!(
+            Config::try_from(s)
+                .unwrap_err()
+                .0
+                .starts_with("routes[0].prefix")
+        );
+        let mut s = Settings::default();
+        s.services.insert(
+            "room".into(),
+            ServiceSettings {
+                instances: vec!["ftp://x".into()],
+                ..Default::default()
+            },
+        );
+        assert!(
+            Config::try_from(s)
+                .unwrap_err()
+                .0
+                .starts_with("services.room.instances[0]")
+        );
+    }
+
+    #[test]
+    fn settings_from_toml_reject_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("gw-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("gateway.toml");
+        std::fs::write(&p, "[policy]\ndeadlne = \"1s\"\n").unwrap();
+        let e = hotel_common::config::load_with_env(&Settings::default(), Some(&p), "gateway", &[])
+            .unwrap_err();
+        assert!(e.to_string().contains("deadlne"), "{e}");
+        std::fs::write(
+            &p,
+            "[policy]\ndeadline = \"1s\"\nper_try_timeout = \"500ms\"\n",
+        )
+        .unwrap();
+        let s: Settings = hotel_common::config::load_with_env(
+            &Settings::default(),
+            Some(&p),
+            "gateway",
+            &[("HOTEL_GATEWAY__REGISTRY__URL", "http://127.0.0.1:8761")],
+        )
+        .unwrap();
+        let c = Config::try_from(s).unwrap();
+        assert_eq!(c.routes[0].policy.deadline, Duration::from_secs(1));
+        assert_eq!(c.registry.as_ref().unwrap().0, "http://127.0.0.1:8761");
+    }
+}

@@ -1,0 +1,545 @@
+//! The upstream stack, written once. Outermost first:
+//!
+//! ```text
+//! deadline          tower::timeout::Timeout, the route's overall deadline     -> 504
+//!  retry            tower::retry::Retry + RetryPolicy (TpsBudget, backoff, safety)
+//!   hedge           Hedge: one more attempt after the service's recent p95
+//!    buffer         tower::buffer::Buffer: shares the one balancer of the service
+//!     balance       P2c over tower::load::PeakEwma, excluding tried instances -> 503
+//!      breaker      Breaker: per-instance readiness gate, ejection cap
+//!       observe     Observe: absolute URI, trace context, client span, stats
+//!        try        timeout::Timeout: the per-try timeout
+//!         client    one shared, pooled hyper-util client (keep-alive)       -> 502
+//! ```
+//!
+//! Everything from `buffer` down exists once per service; the top three once per route,
+//! because routes of one service may have different deadlines, retries and hedging.
+//! The same stack backs [`UpstreamClient`], which services use to call each other.
+
+use crate::{
+    balance::P2c,
+    body::ProxyBody,
+    breaker::{Breaker, BreakerLayer, BreakerShared, BreakerState, EjectionCap, TransitionSink},
+    discovery::{DiscoverTargets, MakeEndpoint, Target, Targets},
+    endpoint::{Attempts, EndpointStats, EndpointView, Observe},
+    error::BoxError,
+    hedge::{Hedge, HedgeLayer},
+    latency::LatencyWindow,
+    metrics::{InstanceLabels, Metrics, ServiceLabels, TransitionLabels},
+    retry::{Deadline, RetryPolicy, RouteShared},
+    settings::{BreakerPolicy, Origin, Policy, PolicySettings, ServiceConfig},
+    timeout::{Timeout, TimeoutLayer, TryTimeout},
+};
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
+};
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio::sync::watch;
+use tower::{
+    Layer, ServiceExt,
+    buffer::Buffer,
+    load::{CompleteOnResponse, PeakEwma},
+    retry::Retry,
+};
+
+/// The one HTTP client every instance of every service is reached through.
+pub type HttpClient = Client<HttpConnector, ProxyBody>;
+
+/// One instance's stack, as the balancer holds it.
+pub type EndpointService = PeakEwma<Breaker<Observe<Timeout<HttpClient>>>>;
+
+type Balancer = P2c<DiscoverTargets<MakeEndpointStack>, Request<ProxyBody>>;
+type BalancerFuture = <Balancer as tower::Service<Request<ProxyBody>>>::Future;
+type Shared = Buffer<Request<ProxyBody>, BalancerFuture>;
+
+/// A route's stack over its service's shared balancer.
+pub type RouteService = tower::timeout::Timeout<Retry<RetryPolicy, Hedge<Shared>>>;
+
+/// Options of the shared client.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientOptions {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle pooled connections are closed after this long.
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per instance.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_millis(500),
+            pool_idle_timeout: Duration::from_secs(30),
+            pool_max_idle_per_host: 64,
+        }
+    }
+}
+
+/// Builds the shared pooled client.
+pub fn http_client(o: ClientOptions) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(o.connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        // Without a timer idle connections are never evicted.
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(o.pool_idle_timeout)
+        .pool_max_idle_per_host(o.pool_max_idle_per_host)
+        .build(connector)
+}
+
+/// Sets breaker gauges and transition counters of one instance.
+struct MetricsSink {
+    state: Gauge,
+    to_open: Counter,
+    to_half_open: Counter,
+    to_closed: Counter,
+}
+
+impl TransitionSink for MetricsSink {
+    fn transition(&self, to: BreakerState) {
+        self.state.set(to.gauge());
+        match to {
+            BreakerState::Open => self.to_open.inc(),
+            BreakerState::HalfOpen => self.to_half_open.inc(),
+            BreakerState::Closed => self.to_closed.inc(),
+        };
+    }
+}
+
+/// The instances of a service as the status page shows them.
+#[derive(Debug, Default)]
+pub struct ServiceView {
+    endpoints: Mutex<BTreeMap<Arc<str>, Arc<EndpointStats>>>,
+}
+
+impl ServiceView {
+    /// Every known instance.
+    pub fn endpoints(&self) -> Vec<EndpointView> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|e| e.view())
+            .collect()
+    }
+}
+
+/// Makes an [`EndpointService`] per discovered instance.
+pub struct MakeEndpointStack {
+    service: Arc<str>,
+    client: HttpClient,
+    breaker: BreakerPolicy,
+    per_try: Duration,
+    cap: Arc<EjectionCap>,
+    metrics: Arc<Metrics>,
+    latency: Arc<LatencyWindow>,
+    view: Arc<ServiceView>,
+}
+
+impl MakeEndpoint for MakeEndpointStack {
+    type Service = EndpointService;
+
+    fn make(&self, t: &Target) -> EndpointService {
+        let svc_label = Arc::new(self.service.to_string());
+        let inst_label = Arc::new(t.name.to_string());
+        let transition = |to: &'static str| {
+            self.metrics
+                .breaker_transitions
+                .get_or_create_owned(&TransitionLabels {
+                    service: svc_label.clone(),
+                    instance: inst_label.clone(),
+                    to,
+                })
+        };
+        let sink = MetricsSink {
+            state: self
+                .metrics
+                .breaker_state
+                .get_or_create_owned(&InstanceLabels {
+                    service: svc_label.clone(),
+                    instance: inst_label.clone(),
+                }),
+            to_open: transition("open"),
+            to_half_open: transition("half_open"),
+            to_closed: transition("closed"),
+        };
+        sink.state.set(0);
+        let breaker = BreakerShared::new(
+            self.service.clone(),
+            t.name.clone(),
+            self.breaker,
+            self.cap.clone(),
+            Box::new(sink),
+        );
+        let stats = EndpointStats::new(
+            self.service.clone(),
+            t.name.clone(),
+            t.origin.clone(),
+            breaker.clone(),
+            &self.metrics,
+        );
+        self.view
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(t.name.clone(), stats.clone());
+        let svc = TimeoutLayer::new(self.per_try).layer(self.client.clone());
+        let svc = Observe::new(svc, stats, self.latency.clone());
+        let svc = BreakerLayer::new(breaker).layer(svc);
+        // A new instance starts at 5 ms so it gets traffic; peaks decay over 10 s.
+        PeakEwma::new(
+            svc,
+            Duration::from_millis(5),
+            10e9,
+            CompleteOnResponse::default(),
+        )
+    }
+
+    fn removed(&self, name: &str) {
+        self.view
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.metrics.forget_instance(
+            &Arc::new(self.service.to_string()),
+            &Arc::new(name.to_owned()),
+        );
+    }
+}
+
+/// Where a service's instances come from.
+pub enum Source {
+    /// A fixed set (config, tests).
+    Fixed(Vec<Target>),
+    /// The registry, followed by blocking queries.
+    Registry(hotel_registry::client::RegistryClient),
+    /// An instance set someone else publishes.
+    Watch(watch::Receiver<Targets>),
+}
+
+/// Keeps a source publishing as long as the service lives.
+enum SourceGuard {
+    Fixed(#[allow(dead_code)] watch::Sender<Targets>),
+    Registry(#[allow(dead_code)] hotel_registry::client::Watcher),
+    None,
+}
+
+/// One service: its balancer (behind a buffer), breakers and statistics.
+pub struct ServiceUpstream {
+    name: Arc<str>,
+    shared: Shared,
+    latency: Arc<LatencyWindow>,
+    view: Arc<ServiceView>,
+    cap: Arc<EjectionCap>,
+    targets: watch::Receiver<Targets>,
+    _source: SourceGuard,
+}
+
+impl std::fmt::Debug for ServiceUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceUpstream")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceUpstream {
+    /// Builds the shared part of the stack for `cfg` (must run inside a tokio runtime:
+    /// the buffer spawns its worker).
+    pub fn new(
+        cfg: &ServiceConfig,
+        source: Source,
+        client: HttpClient,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let name: Arc<str> = cfg.name.as_str().into();
+        let (targets, guard) = match source {
+            Source::Fixed(t) => {
+                let (tx, rx) = crate::discovery::fixed(t);
+                (rx, SourceGuard::Fixed(tx))
+            }
+            Source::Registry(c) => {
+                let (w, rx) = crate::discovery::from_registry(c, &cfg.name);
+                (rx, SourceGuard::Registry(w))
+            }
+            Source::Watch(rx) => (rx, SourceGuard::None),
+        };
+        let cap = EjectionCap::new(cfg.breaker.max_ejection_percent);
+        let latency = Arc::new(LatencyWindow::default());
+        let view = Arc::new(ServiceView::default());
+        let make = MakeEndpointStack {
+            service: name.clone(),
+            client,
+            breaker: cfg.breaker,
+            per_try: cfg.policy.per_try_timeout,
+            cap: cap.clone(),
+            metrics: metrics.clone(),
+            latency: latency.clone(),
+            view: view.clone(),
+        };
+        let gauge = metrics.instances.get_or_create_owned(&ServiceLabels {
+            service: Arc::new(cfg.name.clone()),
+        });
+        let balancer = P2c::new(
+            name.clone(),
+            DiscoverTargets::new(targets.clone(), make),
+            cap.clone(),
+            gauge,
+        );
+        let shared = Buffer::new(balancer, 1024);
+        Arc::new(ServiceUpstream {
+            name,
+            shared,
+            latency,
+            view,
+            cap,
+            targets,
+            _source: guard,
+        })
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its instances with their statistics.
+    pub fn endpoints(&self) -> Vec<EndpointView> {
+        self.view.endpoints()
+    }
+
+    /// How many instances discovery knows now.
+    pub fn known(&self) -> usize {
+        self.targets.borrow().len()
+    }
+
+    /// How many instances are ejected now.
+    pub fn ejected(&self) -> usize {
+        self.cap.ejected()
+    }
+
+    /// A route's stack over this service.
+    pub fn route(
+        self: &Arc<Self>,
+        label: &str,
+        policy: Policy,
+        metrics: Arc<Metrics>,
+    ) -> RouteUpstream {
+        let shared = RouteShared::new(
+            label,
+            self.name.clone(),
+            policy,
+            metrics,
+            self.latency.clone(),
+        );
+        let svc = tower::ServiceBuilder::new()
+            .layer(tower::timeout::TimeoutLayer::new(shared.policy.deadline))
+            .layer(tower::retry::RetryLayer::new(RetryPolicy::new(
+                shared.clone(),
+            )))
+            .layer(HedgeLayer::new(shared.clone()))
+            .service(self.shared.clone());
+        RouteUpstream { shared, svc }
+    }
+}
+
+/// One route's stack.
+#[derive(Clone)]
+pub struct RouteUpstream {
+    /// Route state (policy, budget, metrics).
+    pub shared: Arc<RouteShared>,
+    svc: RouteService,
+}
+
+impl std::fmt::Debug for RouteUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteUpstream")
+            .field("route", &self.shared.route)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouteUpstream {
+    /// Sends a request (path and query only; the instance is chosen below) through the
+    /// whole stack.
+    pub fn send(
+        &self,
+        mut req: Request<ProxyBody>,
+    ) -> impl std::future::Future<Output = Result<Response<Incoming>, BoxError>> + Send + 'static
+    {
+        use tower::retry::budget::Budget;
+        let p = &self.shared.policy;
+        self.shared.budget.deposit();
+        let ext = req.extensions_mut();
+        ext.insert(Arc::new(Attempts::default()));
+        ext.insert(TryTimeout(p.per_try_timeout));
+        ext.insert(Deadline(tokio::time::Instant::now() + p.deadline));
+        self.svc.clone().oneshot(req)
+    }
+}
+
+/// A resilient client of one service for service-to-service calls: discovery, p2c,
+/// breakers, budgeted retries, hedging and deadlines, exactly as in the gateway.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// use hotel_gateway::upstream::{Discovery, UpstreamClient};
+/// let rooms = UpstreamClient::new(
+///     "room",
+///     Discovery::Registry { url: "http://127.0.0.1:8761".into(), token: Some("t".into()) },
+///     &Default::default(),
+/// )?;
+/// let res = rooms.send(http::Request::get("/rooms/42").body(bytes::Bytes::new())?).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct UpstreamClient {
+    service: Arc<ServiceUpstream>,
+    route: RouteUpstream,
+    metrics: Arc<Metrics>,
+}
+
+/// Where an [`UpstreamClient`] finds its instances.
+#[derive(Debug, Clone)]
+pub enum Discovery {
+    /// The registry at `url`, with its token.
+    Registry {
+        /// Base URL of the registry.
+        url: String,
+        /// Bearer token, when the registry needs one.
+        token: Option<String>,
+    },
+    /// Fixed base URLs (`http://127.0.0.1:9001`).
+    Static(Vec<String>),
+}
+
+impl UpstreamClient {
+    /// A client of `service`; `policy` overrides the built-in defaults (deadline 10 s,
+    /// per-try 2 s, 2 retries, 20 % budget, hedging at p95, breaker after 5 failures).
+    /// Must be called inside a tokio runtime.
+    pub fn new(
+        service: &str,
+        discovery: Discovery,
+        policy: &PolicySettings,
+    ) -> Result<UpstreamClient, crate::settings::InvalidConfig> {
+        let mut settings = crate::settings::Settings::default();
+        settings.routes = vec![crate::settings::RouteSettings {
+            prefix: "/".to_owned() + service,
+            service: service.to_owned(),
+            rewrite: Some("/".to_owned()),
+            policy: PolicySettings::default(),
+        }];
+        let mut svc = crate::settings::ServiceSettings {
+            policy: policy.clone(),
+            ..Default::default()
+        };
+        let source = match discovery {
+            Discovery::Static(urls) => {
+                svc.instances = urls;
+                None
+            }
+            Discovery::Registry { url, token } => Some(
+                hotel_registry::client::RegistryClient::new(&url, token)
+                    .map_err(|e| crate::settings::InvalidConfig(format!("registry.url: {e}")))?,
+            ),
+        };
+        settings.services.insert(service.to_owned(), svc);
+        let cfg = crate::settings::Config::try_from(settings)?;
+        let scfg = &cfg.services[service];
+        let source = match source {
+            Some(c) => Source::Registry(c),
+            None => Source::Fixed(
+                scfg.instances
+                    .iter()
+                    .map(|(n, o)| Target {
+                        name: n.as_str().into(),
+                        origin: o.clone(),
+                    })
+                    .collect(),
+            ),
+        };
+        let metrics = Metrics::new();
+        let upstream = ServiceUpstream::new(
+            scfg,
+            source,
+            http_client(ClientOptions::default()),
+            metrics.clone(),
+        );
+        let route = upstream.route(service, scfg.policy.clone(), metrics.clone());
+        Ok(UpstreamClient {
+            service: upstream,
+            route,
+            metrics,
+        })
+    }
+
+    /// Sends `req` (a path such as `/rooms/42`, no scheme or host) to one instance,
+    /// retrying and hedging as the policy allows, and reads the whole answer. Errors are
+    /// the problems the gateway would answer: 502, 503 (with Retry-After) or 504.
+    pub async fn send(
+        &self,
+        req: Request<Bytes>,
+    ) -> Result<Response<Bytes>, hotel_common::Problem> {
+        use http_body_util::BodyExt;
+        let (parts, body) = req.into_parts();
+        let body = if body.is_empty() {
+            ProxyBody::empty()
+        } else {
+            ProxyBody::Buffered(Some(body))
+        };
+        let req = Request::from_parts(parts, body);
+        let deadline = tokio::time::Instant::now() + self.route.shared.policy.deadline;
+        match self.route.send(req).await {
+            Ok(res) => {
+                let (parts, body) = res.into_parts();
+                match tokio::time::timeout_at(deadline, body.collect()).await {
+                    Ok(Ok(b)) => Ok(Response::from_parts(parts, b.to_bytes())),
+                    Ok(Err(e)) => Err(crate::error::classify(
+                        &BoxError::from(e),
+                        self.service.name(),
+                    )),
+                    Err(_) => Err(crate::error::classify(
+                        &BoxError::from(crate::error::DeadlineExceeded),
+                        self.service.name(),
+                    )),
+                }
+            }
+            Err(e) => Err(crate::error::classify(&e, self.service.name())),
+        }
+    }
+
+    /// The instances with their breaker state and statistics.
+    pub fn endpoints(&self) -> Vec<EndpointView> {
+        self.service.endpoints()
+    }
+
+    /// This client's metrics in Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode()
+    }
+}
+
+/// Parses base URLs into targets named `<service>-static-<n>` (tests, static config).
+pub fn static_targets(service: &str, urls: &[String]) -> Result<Vec<Target>, String> {
+    urls.iter()
+        .enumerate()
+        .map(|(i, u)| {
+            Ok(Target {
+                name: format!("{service}-static-{}", i + 1).into(),
+                origin: Origin::parse(u)?,
+            })
+        })
+        .collect()
+}
