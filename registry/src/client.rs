@@ -524,15 +524,16 @@ async fn follow(
     let mut failures = 0u32;
     // Until this instant, instances missing from the registry's answers are kept.
     let mut settle_until: Option<Instant> = None;
+    // Instances published before the registry went away that it has not reported since.
+    let mut carried: Vec<Instance> = Vec::new();
     loop {
         let now = Instant::now();
-        if settle_until.is_some_and(|t| t <= now) {
-            settle_until = None;
-        }
         let wait = match settle_until {
             // Come back when the settle period ends, to drop what did not return.
-            Some(t) => options.wait.min(t - now).max(Duration::from_millis(10)),
-            None => options.wait,
+            Some(t) if !carried.is_empty() => {
+                options.wait.min(t.saturating_duration_since(now)).max(Duration::from_millis(10))
+            }
+            _ => options.wait,
         };
         let call = async {
             match index {
@@ -552,17 +553,20 @@ async fn follow(
                 let restarted = index.is_some_and(|i| found.index < i);
                 if failures > 0 || restarted {
                     settle_until = Some(Instant::now() + options.settle);
+                    carried = tx.borrow().iter().cloned().collect();
+                }
+                if settle_until.is_some_and(|t| t <= Instant::now()) {
+                    settle_until = None;
+                    carried.clear();
                 }
                 failures = 0;
                 index = Some(found.index);
                 let mut next = found.instances;
-                if settle_until.is_some() {
-                    let old = tx.borrow().clone();
-                    for o in old.iter() {
-                        if !next.iter().any(|n| n.instance == o.instance) {
-                            next.push(o.clone());
-                        }
-                    }
+                // An instance is carried only until the registry reports it again; after
+                // that, the registry's word (including a later removal) is final.
+                carried.retain(|o| !next.iter().any(|n| n.instance == o.instance));
+                if !carried.is_empty() {
+                    next.extend(carried.iter().cloned());
                     next.sort_by(|a, b| a.instance.cmp(&b.instance));
                 }
                 tx.send_if_modified(|cur| {

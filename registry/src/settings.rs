@@ -123,6 +123,28 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_config_file_holds_exactly_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/registry.toml");
+        let loaded: Settings =
+            hotel_common::config::load_with_env(&Settings::default(), Some(&path), "registry", &[])
+                .unwrap();
+        assert_eq!(loaded, Settings::default());
+    }
+
+    #[test]
+    fn the_token_comes_from_the_environment() {
+        let loaded: Settings = hotel_common::config::load_with_env(
+            &Settings::default(),
+            None,
+            "registry",
+            &[("HOTEL_REGISTRY__TOKEN", "abc"), ("HOTEL_REGISTRY__DEFAULT_LEASE", "5s")],
+        )
+        .unwrap();
+        assert_eq!(loaded.token.as_deref(), Some("abc"));
+        assert_eq!(loaded.default_lease, Duration::from_secs(5));
+    }
+
+    #[test]
     fn a_blank_token_counts_as_none() {
         let s = Settings { token: Some("  ".into()), ..Settings::default() }.check().unwrap();
         assert_eq!(s.token, None);
