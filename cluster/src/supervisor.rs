@@ -212,12 +212,7 @@ struct State {
 
 /// Environment variables that configure a child process in `hotel up`; the contract with
 /// the other roles' `Settings` (`HOTEL_<ROLE>__<KEY>`).
-fn child_env(
-    role: Role,
-    cfg: &UpConfig,
-    registry_url: &str,
-    admin_addr: Option<SocketAddr>,
-) -> Vec<(String, String)> {
+fn child_env(role: Role, cfg: &UpConfig, urls: &ChildUrls) -> Vec<(String, String)> {
     let mut env = Vec::new();
     let prefix = format!("HOTEL_{}__", role.as_str().to_ascii_uppercase());
     match role {
@@ -225,25 +220,56 @@ fn child_env(
             env.push((format!("{prefix}TOKEN"), cfg.registry_token.clone()));
         }
         Role::Gateway => {
-            env.push((format!("{prefix}REGISTRY__URL"), registry_url.to_owned()));
+            env.push((format!("{prefix}REGISTRY__URL"), urls.registry.clone()));
+            env.push((
+                format!("{prefix}REGISTRY__TOKEN"),
+                cfg.registry_token.clone(),
+            ));
             env.push((format!("{prefix}ADMIN_TOKEN"), cfg.admin_token.clone()));
-            if let Some(a) = admin_addr {
+            if let Some(a) = urls.admin {
                 env.push((format!("{prefix}ADMIN_LISTEN"), a.to_string()));
             }
-            env.push((format!("{prefix}DEV_API_KEY"), cfg.api_key.clone()));
         }
         _ => {
-            env.push((format!("{prefix}REGISTRY__URL"), registry_url.to_owned()));
+            env.push((format!("{prefix}REGISTRY__URL"), urls.registry.clone()));
             env.push((
                 format!("{prefix}REGISTRY__TOKEN"),
                 cfg.registry_token.clone(),
             ));
         }
     }
+    // Booking reaches customer and room through the gateway (its `/api` prefix) until it
+    // discovers them itself: the gateway already balances and fails over.
+    if let (Role::Booking, Some(gw)) = (role, urls.gateway) {
+        env.push((format!("{prefix}CUSTOMER_URL"), format!("http://{gw}/api")));
+        env.push((format!("{prefix}ROOM_URL"), format!("http://{gw}/api")));
+    }
     if let Some(endpoint) = &cfg.otlp_endpoint {
         env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone()));
     }
     env
+}
+
+/// `127.0.0.1:port`, or a currently free loopback port for port 0. Used for the gateway,
+/// whose address other processes must know before it starts (it announces only one).
+fn loopback_or_free(port: u16) -> std::io::Result<SocketAddr> {
+    let port = match port {
+        0 => std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port(),
+        p => p,
+    };
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// The addresses a child is told about.
+struct ChildUrls {
+    /// `http://ADDR` of the registry.
+    registry: String,
+    /// The gateway's public address.
+    gateway: Option<SocketAddr>,
+    /// The gateway's admin address.
+    admin: Option<SocketAddr>,
 }
 
 /// Environment a child must not inherit from `hotel up`: these would override the flags
@@ -395,6 +421,11 @@ impl Supervisor {
             let mut st = self.lock();
             st.file.registry_url = Some(format!("http://{registry}"));
             st.fixed.insert(Role::Registry, registry);
+            // Booking is told the gateway's address before the gateway starts.
+            let gateway = loopback_or_free(ports.gateway).map_err(|e| {
+                ControlError::StartFailed(format!("no free port for the gateway: {e}"))
+            })?;
+            st.fixed.insert(Role::Gateway, gateway);
             self.persist(&st);
         }
         for group in [&[Role::Customer, Role::Room][..], &[Role::Booking][..]] {
@@ -408,11 +439,12 @@ impl Supervisor {
                 result?;
             }
         }
+        let listen = self.lock().fixed.get(&Role::Gateway).copied();
         let gateway = self
             .launch(
                 Role::Gateway,
                 1,
-                SocketAddr::from(([127, 0, 0, 1], ports.gateway)),
+                listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
             )
             .await?;
         let mut st = self.lock();
@@ -438,15 +470,7 @@ impl Supervisor {
         if let Some(url) = &st.file.admin_url {
             return url.trim_start_matches("http://").parse().ok();
         }
-        let port = match self.cfg.settings.ports.admin {
-            0 => std::net::TcpListener::bind(("127.0.0.1", 0))
-                .ok()?
-                .local_addr()
-                .ok()?
-                .port(),
-            p => p,
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let addr = loopback_or_free(self.cfg.settings.ports.admin).ok()?;
         st.file.admin_url = Some(format!("http://{addr}"));
         Some(addr)
     }
@@ -476,7 +500,12 @@ impl Supervisor {
         } else {
             None
         };
-        let env = child_env(role, &self.cfg, &self.registry_url(), admin);
+        let urls = ChildUrls {
+            registry: self.registry_url(),
+            gateway: self.lock().fixed.get(&Role::Gateway).copied(),
+            admin,
+        };
+        let env = child_env(role, &self.cfg, &urls);
         let mut log = match tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -607,7 +636,11 @@ impl Supervisor {
             }
             self.persist(&st);
         }
-        let ready_url = format!("http://{addr}/readyz");
+        // The gateway serves its health on the admin listener.
+        let ready_url = match admin {
+            Some(a) => format!("http://{a}/readyz"),
+            None => format!("http://{addr}/readyz"),
+        };
         let mut last;
         loop {
             if let Some(how) = exit_rx.borrow().clone() {
@@ -617,6 +650,7 @@ impl Supervisor {
             match self
                 .http
                 .get(&ready_url)
+                .bearer_auth(&self.cfg.admin_token)
                 .timeout(Duration::from_secs(1))
                 .send()
                 .await
@@ -964,7 +998,12 @@ mod tests {
             api_key: "key".into(),
             control_token: "ct".into(),
         };
-        let room = child_env(Role::Room, &cfg, "http://r", None);
+        let urls = |admin| ChildUrls {
+            registry: "http://r".into(),
+            gateway: Some(SocketAddr::from(([127, 0, 0, 1], 8))),
+            admin,
+        };
+        let room = child_env(Role::Room, &cfg, &urls(None));
         assert!(room.contains(&("HOTEL_ROOM__REGISTRY__URL".into(), "http://r".into())));
         assert!(room.contains(&("HOTEL_ROOM__REGISTRY__TOKEN".into(), "rt".into())));
         assert!(room.contains(&(
@@ -974,12 +1013,16 @@ mod tests {
         let gw = child_env(
             Role::Gateway,
             &cfg,
-            "http://r",
-            Some(SocketAddr::from(([127, 0, 0, 1], 9))),
+            &urls(Some(SocketAddr::from(([127, 0, 0, 1], 9)))),
         );
+        let booking = child_env(Role::Booking, &cfg, &urls(None));
+        assert!(booking.contains(&(
+            "HOTEL_BOOKING__ROOM_URL".into(),
+            "http://127.0.0.1:8/api".into()
+        )));
         assert!(gw.contains(&("HOTEL_GATEWAY__ADMIN_LISTEN".into(), "127.0.0.1:9".into())));
         assert!(gw.contains(&("HOTEL_GATEWAY__ADMIN_TOKEN".into(), "at".into())));
-        let reg = child_env(Role::Registry, &cfg, "", None);
+        let reg = child_env(Role::Registry, &cfg, &urls(None));
         assert!(reg.contains(&("HOTEL_REGISTRY__TOKEN".into(), "rt".into())));
     }
 
