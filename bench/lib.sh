@@ -77,6 +77,8 @@ setup_work() {
 # Stops every process we started (and any upstream restarted from a pid file): SIGCONT
 # first in case it was frozen, then SIGTERM, then SIGKILL after 3 s.
 cleanup() {
+	# Best effort to the end: most of these processes may be gone already.
+	set +e
 	local pids=("${BENCH_PIDS[@]}") f p
 	for f in "${BENCH_PIDFILES[@]}"; do
 		[[ -s "$f" ]] && pids+=("$(cat "$f")")
@@ -305,11 +307,11 @@ start_gateway() {
 # stop_pid PID: stops one process we started (SIGTERM, then SIGKILL after 3 s).
 stop_pid() {
 	local p=$1 deadline=$((SECONDS + 3))
-	kill -CONT "$p" 2>/dev/null
-	kill -TERM "$p" 2>/dev/null
+	kill -CONT "$p" 2>/dev/null || true
+	kill -TERM "$p" 2>/dev/null || true
 	while kill -0 "$p" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
-	kill -KILL "$p" 2>/dev/null
-	wait "$p" 2>/dev/null
+	kill -KILL "$p" 2>/dev/null || true
+	wait "$p" 2>/dev/null || true
 	local keep=() q
 	for q in "${BENCH_PIDS[@]}"; do [[ "$q" == "$p" ]] || keep+=("$q"); done
 	BENCH_PIDS=("${keep[@]}")
@@ -328,7 +330,8 @@ cpu_ticks() {
 	for p in "$@"; do
 		for q in $(tree_pids "$p"); do
 			# Fields after "pid (comm) ": utime and stime are the 12th and 13th.
-			t=$(sed 's/^.*) //' "/proc/$q/stat" 2>/dev/null | awk '{print $12 + $13}')
+			# A process may end between listing and reading: it then counts as 0.
+			t=$(sed 's/^.*) //' "/proc/$q/stat" 2>/dev/null | awk '{print $12 + $13}') || t=0
 			total=$((total + ${t:-0}))
 		done
 	done
@@ -343,7 +346,7 @@ rss_kb() {
 	local total=0 p q v
 	for p in "$@"; do
 		for q in $(tree_pids "$p"); do
-			v=$(awk '/^VmHWM:/{print $2}' "/proc/$q/status" 2>/dev/null)
+			v=$(awk '/^VmHWM:/{print $2}' "/proc/$q/status" 2>/dev/null) || v=0
 			total=$((total + ${v:-0}))
 		done
 	done
