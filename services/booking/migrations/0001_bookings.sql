@@ -1,7 +1,7 @@
 -- Bookings and the idempotency keys of their create requests.
 --
--- Written with IF NOT EXISTS so that two replicas starting at the same moment on one
--- database file can both run it: the loser of the race retries and finds it applied.
+-- Replicas migrate one shared file in turns (`hotel_common::db::migrate` holds a file
+-- lock); IF NOT EXISTS keeps a re-run harmless all the same.
 
 -- Dates are ISO `YYYY-MM-DD` text, so text order is date order and the overlap check
 -- compares text. Times are microseconds since the Unix epoch (`hotel_common::page`), the

@@ -164,7 +164,7 @@ impl BookingError {
                     )
                 }
             }
-            BookingError::Database(e) if is_busy(e) => {
+            BookingError::Database(e) if hotel_common::db::is_transient(e) => {
                 tracing::warn!(error = %e, "database busy");
                 Problem::unavailable("the booking database is busy; retry later", 1)
             }
@@ -177,21 +177,6 @@ impl BookingError {
                 Problem::internal()
             }
         }
-    }
-}
-
-/// SQLite's "database is locked/busy" and a pool that could not hand out a connection in
-/// time are load, not bugs: the client may retry.
-fn is_busy(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::PoolTimedOut => true,
-        sqlx::Error::Database(db) => {
-            // SQLITE_BUSY = 5, SQLITE_LOCKED = 6; extended codes keep the low byte.
-            db.code()
-                .and_then(|c| c.parse::<i32>().ok())
-                .is_some_and(|c| matches!(c & 0xff, 5 | 6))
-        }
-        _ => false,
     }
 }
 

@@ -18,7 +18,7 @@ pub mod store;
 pub use config::Settings;
 pub use directory::{Directory, HttpDirectory, PeerError};
 pub use error::BookingError;
-pub use routes::{ApiDoc, AppState};
+pub use routes::{ApiDoc, AppState, document as openapi};
 
 use axum::Router;
 use hotel_common::{
@@ -43,31 +43,20 @@ pub fn app_router(state: AppState) -> Router {
         let pool = pool.clone();
         Box::pin(async move { db::ping(&pool).await })
     });
-    finish(ROLE, routes::routes(state), readiness, SERVICE_BODY_LIMIT)
+    let (routes, doc) = routes::api(state);
+    let routes = hotel_common::openapi::serve(routes, doc);
+    finish(ROLE, routes, readiness, SERVICE_BODY_LIMIT)
 }
 
-/// Opens `<data_dir>/booking.db` and brings its schema up to date.
-///
-/// Replicas starting together race to migrate one file; the migration is idempotent, so
-/// the loser retries and finds it applied.
+/// Opens `<data_dir>/booking.db` and brings its schema up to date (under a file lock:
+/// replicas starting together on one file take turns).
 pub async fn open_database(settings: &Settings) -> Result<sqlx::SqlitePool, BoxError> {
-    let pool = db::open(&settings.database_path()).await?;
-    let mut attempt = 0u32;
-    loop {
-        match sqlx::migrate!("./migrations").run(&pool).await {
-            Ok(()) => return Ok(pool),
-            Err(e) if attempt < 5 => {
-                attempt += 1;
-                tracing::warn!(error = %e, attempt, "migration failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-            }
-            Err(e) => {
-                return Err(
-                    format!("migrating {}: {e}", settings.database_path().display()).into(),
-                );
-            }
-        }
-    }
+    let path = settings.database_path();
+    let pool = db::open(&path).await?;
+    db::migrate(&pool, &path, &sqlx::migrate!("./migrations"))
+        .await
+        .map_err(|e| format!("migrating {}: {e}", path.display()))?;
+    Ok(pool)
 }
 
 /// A bound, ready-to-run booking service (zero2prod style: tests use port 0).

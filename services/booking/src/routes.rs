@@ -15,7 +15,6 @@ use axum::{
     extract::State,
     http::HeaderMap,
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
 use hotel_common::{
     Problem,
@@ -25,6 +24,7 @@ use hotel_common::{
 use std::{sync::Arc, time::Duration};
 use tracing::Instrument;
 use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 /// What every handler shares.
@@ -38,16 +38,28 @@ pub struct AppState {
     pub idempotency_retention: Duration,
 }
 
-/// The service's own routes (without health, fallbacks and shared layers; see
-/// [`crate::app_router`]).
-pub fn routes(state: AppState) -> Router {
-    Router::new()
-        .route("/bookings", post(create_booking).get(list_bookings))
-        .route("/bookings/{id}", get(get_booking))
-        .route("/bookings/{id}/cancel", post(cancel_booking))
-        .route("/availability", get(availability))
-        .route("/openapi.json", get(openapi_json))
-        .with_state(state)
+/// The booking routes (without the shared layers) and the OpenAPI document describing
+/// exactly those routes.
+pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    declared().with_state(state).split_for_parts()
+}
+
+/// The OpenAPI document served at `/openapi.json`, built without a database: the booking
+/// routes plus the routes every service has.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = declared().into_openapi();
+    hotel_common::openapi::document_shared_routes(&mut doc);
+    doc
+}
+
+/// Every booking route, each declared once for both the router and the document, so the
+/// two cannot drift apart.
+fn declared() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(create_booking, list_bookings))
+        .routes(routes!(get_booking))
+        .routes(routes!(cancel_booking))
+        .routes(routes!(availability))
 }
 
 /// Creates a booking; with `Idempotency-Key`, at most once per key.
@@ -62,10 +74,10 @@ pub fn routes(state: AppState) -> Router {
     ),
     responses(
         (status = 201, description = "Booked (or replayed, with `Idempotent-Replayed: true`)", body = Booking),
-        (status = 400, description = "Malformed JSON or Idempotency-Key", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "The room is booked on some of those nights, or the key's first request is still running", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A field is invalid (named in `errors`), or the key was used with another body", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Customer or room service unavailable; retry after `Retry-After`", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The room is booked on some of those nights, or the key's first request is still running", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid (named in `errors`), or the key was used with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Customer or room service unavailable; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn create_booking(
@@ -202,8 +214,8 @@ async fn create(
     params(("id" = Uuid, Path, description = "Booking id")),
     responses(
         (status = 200, description = "The booking", body = Booking),
-        (status = 400, description = "The id is not a UUID", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such booking", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such booking", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn get_booking(
@@ -221,8 +233,8 @@ async fn get_booking(
     params(ListQuery),
     responses(
         (status = 200, description = "One page", body = BookingPage),
-        (status = 400, description = "Neither customer_id nor room_id, a malformed id or cursor", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "limit out of 1..=100", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 400, description = "Neither customer_id nor room_id, a malformed id or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "limit out of 1..=100", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn list_bookings(
@@ -258,8 +270,8 @@ async fn list_bookings(
     params(("id" = Uuid, Path, description = "Booking id")),
     responses(
         (status = 200, description = "The cancelled booking", body = Booking),
-        (status = 400, description = "The id is not a UUID", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such booking", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such booking", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn cancel_booking(
@@ -279,9 +291,9 @@ async fn cancel_booking(
     params(AvailabilityQuery),
     responses(
         (status = 200, description = "Available rooms", body = Availability),
-        (status = 400, description = "A parameter is missing or not a number", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Bad dates or guests (named)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Room service unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 400, description = "A parameter is missing or not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad dates or guests (named)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Room service unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn availability(
@@ -305,68 +317,13 @@ async fn availability(
     Ok(Json(Availability { items }))
 }
 
-/// This document.
-async fn openapi_json() -> impl IntoResponse {
-    axum::Json(ApiDoc::openapi())
-}
-
-/// The problem+json body every error answers (RFC 9457); documentation only.
-#[derive(utoipa::ToSchema)]
-#[schema(as = Problem)]
-#[allow(dead_code)]
-pub struct ProblemDoc {
-    /// A URI naming the kind of problem.
-    #[schema(rename = "type")]
-    kind: String,
-    /// Short summary.
-    title: String,
-    /// HTTP status.
-    status: u16,
-    /// What went wrong this time.
-    detail: String,
-    /// Fields at fault: `[{"field": "guests", "message": "..."}]`.
-    errors: Option<Vec<FieldErrorDoc>>,
-    /// The request id.
-    request_id: Option<String>,
-    /// The W3C trace id, to find the request in Jaeger.
-    trace_id: Option<String>,
-}
-
-/// One field at fault; documentation only.
-#[derive(utoipa::ToSchema)]
-#[schema(as = FieldError)]
-#[allow(dead_code)]
-pub struct FieldErrorDoc {
-    /// JSON path or parameter name.
-    field: String,
-    /// What is wrong with it.
-    message: String,
-}
-
-/// The booking service's OpenAPI 3 document, served at `GET /openapi.json`.
+/// The fixed part of the OpenAPI document; paths come from the handlers.
 #[derive(OpenApi)]
 #[openapi(
-    info(
-        title = "hotel booking service",
-        description = "Bookings and availability."
-    ),
-    paths(
-        create_booking,
-        get_booking,
-        list_bookings,
-        cancel_booking,
-        availability
-    ),
-    components(schemas(
-        NewBooking,
-        Booking,
-        BookingStatus,
-        BookingPage,
-        Availability,
-        Room,
-        RoomStatus,
-        ProblemDoc,
-        FieldErrorDoc
-    ))
+    info(title = "hotel booking service", description = "Bookings and availability."),
+    tags(
+        (name = "bookings", description = "Book, read, list and cancel bookings"),
+        (name = "availability", description = "Rooms free for some nights"),
+    )
 )]
 pub struct ApiDoc;

@@ -562,3 +562,84 @@ async fn health_and_unknown_routes_answer_like_every_service() {
     let (status, _, _) = app.send("DELETE", "/bookings", None, &[]).await;
     assert_eq!(status, 405);
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_exactly_the_routes_served() {
+    let app = TestApp::spawn().await;
+    let (status, _, doc) = app.send("GET", "/openapi.json", None, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc, serde_json::to_value(hotel_booking::openapi()).unwrap());
+    let expected: HashSet<(String, String)> = [
+        ("/bookings", "post"),
+        ("/bookings", "get"),
+        ("/bookings/{id}", "get"),
+        ("/bookings/{id}/cancel", "post"),
+        ("/availability", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/openapi.json", "get"),
+    ]
+    .into_iter()
+    .map(|(p, m)| (p.to_owned(), m.to_owned()))
+    .collect();
+    let mut documented = HashSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let uri = path.replace("{id}", &Uuid::new_v4().to_string());
+            let (status, _, body) = app.send(&method.to_uppercase(), &uri, None, &[]).await;
+            if item[method].is_object() {
+                documented.insert((path.clone(), method.to_owned()));
+                // Served: whatever it answers, it is not "no such route" or "wrong method".
+                assert_ne!(status, 405, "{method} {path} is documented but not served");
+                assert_ne!(
+                    body["type"], "/problems/no-route",
+                    "{method} {path} is documented but not served"
+                );
+            } else {
+                assert_eq!(status, 405, "{method} {path} is served but not documented");
+            }
+        }
+    }
+    assert_eq!(documented, expected);
+}
+
+#[tokio::test]
+async fn odd_inputs_never_answer_a_server_error() {
+    let app = TestApp::spawn().await;
+    let (good, _) = app.booking_body(1, 1);
+    let good = good.to_string();
+    let bodies: Vec<String> = vec![
+        "null".into(),
+        "[]".into(),
+        "\"text\"".into(),
+        "{}".into(),
+        good.replace("\"guests\":2", "\"guests\":1e400"),
+        good.replace("\"guests\":2", "\"guests\":99999999999999999999"),
+        good.replace("\"guests\":2", "\"guests\":null"),
+        format!("{}, \"guests\": 3}}", &good[..good.len() - 1]),
+        good.replace("-", "\\u0000"),
+        String::from_utf8_lossy(b"\xff\xfe").into_owned(),
+    ];
+    for body in bodies {
+        let (status, _, p) = app.send("POST", "/bookings", Some(&body), &[]).await;
+        assert!(status.is_client_error(), "{body}: {status} {p}");
+    }
+    let (status, _, p) = app
+        .send(
+            "POST",
+            "/bookings",
+            Some(&good),
+            &[("content-type", "text/plain")],
+        )
+        .await;
+    assert!(status.is_client_error(), "{status} {p}");
+    for uri in [
+        "/availability?check_in=%00&check_out=%FF&guests=1",
+        "/availability?check_in=2030-01-01&check_out=2030-01-02&guests=-99999999999999999999",
+        "/bookings?room_id=&limit=x",
+        "/bookings?customer_id=00000000-0000-0000-0000-000000000000&limit=9223372036854775807",
+    ] {
+        let (status, _, p) = app.send("GET", uri, None, &[]).await;
+        assert!(status.is_client_error(), "{uri}: {status} {p}");
+    }
+}
