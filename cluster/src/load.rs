@@ -20,7 +20,7 @@ use std::{
     str::FromStr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -575,6 +575,9 @@ pub struct Plan {
     pub progress: bool,
     /// Per-second lines go to stderr (stdout is for JSON).
     pub to_stderr: bool,
+    /// Set to end the load early (Ctrl-C): no new requests start, in-flight ones finish
+    /// and the summary covers what was sent.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// Runs the load described by `plan` and returns its summary.
@@ -655,8 +658,9 @@ pub async fn execute(plan: Plan) -> Result<Summary, BoxError> {
     let claim = {
         let issued = Arc::clone(&issued);
         let limit = plan.requests;
+        let stop = Arc::clone(&plan.stop);
         move || -> bool {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
                 return false;
             }
             let n = issued.fetch_add(1, Ordering::Relaxed);
@@ -809,6 +813,7 @@ pub fn plan(args: LoadArgs) -> Result<Plan, BoxError> {
         seed_customers: args.seed_customers,
         progress: !args.quiet,
         to_stderr: args.json,
+        stop: Arc::new(AtomicBool::new(false)),
     })
 }
 
@@ -834,6 +839,11 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode, BoxError> {
             plan.url
         );
     }
+    let stop = Arc::clone(&plan.stop);
+    tokio::spawn(async move {
+        hotel_common::server::shutdown_signal().await;
+        stop.store(true, Ordering::Relaxed);
+    });
     let summary = execute(plan).await?;
     if json {
         let mut out = std::io::stdout().lock();
@@ -859,7 +869,6 @@ mod tests {
         http::{HeaderMap, StatusCode},
         routing::{get, post},
     };
-    use std::sync::atomic::AtomicBool;
 
     /// An in-process stand-in for the gateway's public API: enough of it to seed and run
     /// the mix, remembering what was booked so double bookings would show.
@@ -987,6 +996,7 @@ mod tests {
             seed_customers: 3,
             progress: false,
             to_stderr: true,
+            stop: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -1046,6 +1056,26 @@ mod tests {
             s.requests
         );
         assert!(s.duration_s < 4.0, "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn stopping_early_ends_the_run_with_a_summary_of_what_was_sent() {
+        let url = serve(Arc::new(StandIn::default())).await;
+        let mut plan = plan_for(url);
+        plan.rate = Some(20.0);
+        plan.requests = None;
+        plan.duration = Some(Duration::from_secs(60));
+        let stop = Arc::clone(&plan.stop);
+        let run = tokio::spawn(execute(plan));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stop.store(true, Ordering::Relaxed);
+        let s = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(s.requests > 5 && s.requests < 100, "{s:?}");
+        assert_eq!(s.errors, 0);
     }
 
     #[tokio::test]
