@@ -14,7 +14,8 @@ use bytes::Bytes;
 use http::{StatusCode, header, request::Parts};
 use serde::{Serialize, de::DeserializeOwned};
 
-/// JSON body extractor and response, with problem+json rejections.
+/// JSON body extractor and response, with problem+json rejections. Bodies must be JSON
+/// objects: a top-level array answers 422 naming `body`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -43,6 +44,12 @@ where
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(body_problem)?;
+        // serde lets a struct be read from an array of its fields in order, so
+        // `["Ada", "ada@example.com"]` would pass as a body. Request bodies here are
+        // objects; refuse arrays before that quirk can apply.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Err(Problem::invalid_field("body", "must be a JSON object"));
+        }
         parse_json(&bytes).map(Json)
     }
 }
@@ -218,5 +225,42 @@ mod tests {
     fn malformed_json_is_a_400() {
         let p = parse_json::<Booking>(br#"{"guests":"#).unwrap_err();
         assert_eq!(p.status, 400);
+    }
+}
+
+/// `deserialize_with` for optional fields of partial updates: a field left out means
+/// "keep", while an explicit `null` is refused (and named) rather than silently read as
+/// "keep", since no field of a resource can be cleared. Use with `#[serde(default)]`.
+pub fn non_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    match <Option<T> as serde::Deserialize>::deserialize(deserializer)? {
+        Some(v) => Ok(Some(v)),
+        None => Err(serde::de::Error::custom(
+            "must not be null; leave the field out to keep its value",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod non_null_tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Patch {
+        #[serde(default, deserialize_with = "non_null")]
+        name: Option<String>,
+    }
+
+    #[test]
+    fn an_explicit_null_is_a_422_naming_the_field_and_absence_is_none() {
+        assert_eq!(parse_json::<Patch>(br#"{}"#).unwrap().name, None);
+        assert_eq!(parse_json::<Patch>(br#"{"name":"x"}"#).unwrap().name.as_deref(), Some("x"));
+        let p = parse_json::<Patch>(br#"{"name":null}"#).unwrap_err();
+        assert_eq!((p.status, p.errors[0].field.as_str()), (422, "name"));
     }
 }
