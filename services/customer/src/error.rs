@@ -32,7 +32,10 @@ pub enum Error {
 impl Error {
     /// A 422 naming `field`.
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Error::Invalid { field, message: message.into() }
+        Error::Invalid {
+            field,
+            message: message.into(),
+        }
     }
 
     /// The problem document a client sees.

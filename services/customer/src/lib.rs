@@ -29,7 +29,10 @@ pub async fn run(args: ProcessArgs) -> Result<(), BoxError> {
     let mut settings: Settings = config::load(&Settings::default(), args.config_file(), ROLE)?;
     settings.apply(&args);
     let _telemetry = telemetry::init(
-        &telemetry::Identity { role: ROLE.to_owned(), instance: settings.instance.clone() },
+        &telemetry::Identity {
+            role: ROLE.to_owned(),
+            instance: settings.instance.clone(),
+        },
         args.log_format,
     );
     let app = Application::build(settings).await?;

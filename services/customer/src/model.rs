@@ -2,6 +2,7 @@
 //! an email must follow.
 
 use crate::error::Error;
+use hotel_common::extract::non_null;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -44,8 +45,12 @@ pub struct NewCustomer {
 #[serde(deny_unknown_fields)]
 pub struct CustomerPatch {
     /// New name, same rules as on create.
+    #[serde(default, deserialize_with = "non_null")]
+    #[schema(nullable = false)]
     pub name: Option<String>,
     /// New email, same rules as on create.
+    #[serde(default, deserialize_with = "non_null")]
+    #[schema(nullable = false)]
     pub email: Option<String>,
 }
 
@@ -69,10 +74,16 @@ pub fn valid_name(raw: &str) -> Result<String, Error> {
         return Err(Error::invalid("name", "must not be empty"));
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        return Err(Error::invalid("name", format!("must be at most {MAX_NAME_CHARS} characters")));
+        return Err(Error::invalid(
+            "name",
+            format!("must be at most {MAX_NAME_CHARS} characters"),
+        ));
     }
     if name.chars().any(char::is_control) {
-        return Err(Error::invalid("name", "must not contain control characters"));
+        return Err(Error::invalid(
+            "name",
+            "must not contain control characters",
+        ));
     }
     Ok(name.to_owned())
 }
@@ -98,9 +109,9 @@ pub fn valid_email(raw: &str) -> Result<String, Error> {
     if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
         return bad("the part before @ must not start or end with a dot or hold two in a row");
     }
-    let local_ok = local.chars().all(|c| {
-        !c.is_whitespace() && !c.is_control() && !"\"(),:;<>@[\\]".contains(c)
-    });
+    let local_ok = local
+        .chars()
+        .all(|c| !c.is_whitespace() && !c.is_control() && !"\"(),:;<>@[\\]".contains(c));
     if !local_ok {
         return bad("the part before @ holds a character addresses cannot carry unquoted");
     }
@@ -132,7 +143,11 @@ mod tests {
 
     #[test]
     fn ordinary_emails_pass_and_are_trimmed() {
-        for ok in ["a@b.co", "first.last+tag@mail.example.org", "x_y@sub-domain.example.com"] {
+        for ok in [
+            "a@b.co",
+            "first.last+tag@mail.example.org",
+            "x_y@sub-domain.example.com",
+        ] {
             assert_eq!(valid_email(&format!("  {ok} ")).unwrap(), ok);
         }
     }
@@ -140,8 +155,20 @@ mod tests {
     #[test]
     fn malformed_emails_fail_naming_email() {
         for bad in [
-            "", "plain", "@example.com", "a@", "a@b", "a@@b.com", "a b@c.com", "a@b..com",
-            ".a@b.com", "a.@b.com", "a@-b.com", "a@b-.com", "a@b_c.com", "a\"b@c.com",
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@b",
+            "a@@b.com",
+            "a b@c.com",
+            "a@b..com",
+            ".a@b.com",
+            "a.@b.com",
+            "a@-b.com",
+            "a@b-.com",
+            "a@b_c.com",
+            "a\"b@c.com",
         ] {
             match valid_email(bad) {
                 Err(Error::Invalid { field, .. }) => assert_eq!(field, "email", "{bad:?}"),

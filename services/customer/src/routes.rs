@@ -83,7 +83,11 @@ async fn list_customers(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Page<Customer>>, Error> {
     let limit = page::limit(q.limit)?;
-    let after = q.cursor.as_deref().map(page::decode_cursor::<Keyset>).transpose()?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(page::decode_cursor::<Keyset>)
+        .transpose()?;
     let email = q.email.as_deref().map(str::trim).filter(|e| !e.is_empty());
     Ok(Json(store::list(&pool, email, after, limit).await?))
 }

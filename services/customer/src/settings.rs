@@ -77,8 +77,13 @@ mod tests {
         assert_eq!(s.registry.heartbeat, Duration::from_millis(500));
         assert_eq!(s.registry.lease, Duration::from_secs(3));
         assert_eq!(s.data_dir, PathBuf::from(".hotel"));
-        let err = load_with_env(&Settings::default(), None, "customer", &[("HOTEL_CUSTOMER__LISTNE", "x")])
-            .unwrap_err();
+        let err = load_with_env(
+            &Settings::default(),
+            None,
+            "customer",
+            &[("HOTEL_CUSTOMER__LISTNE", "x")],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("listne"), "{err}");
     }
 

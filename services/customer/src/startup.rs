@@ -56,7 +56,12 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, BoxError> {
         let pool = connect(&settings).await?;
         let (listener, addr) = server::bind(settings.listen).await?;
-        Ok(Application { listener, addr, router: router(pool), settings })
+        Ok(Application {
+            listener,
+            addr,
+            router: router(pool),
+            settings,
+        })
     }
 
     /// The address actually bound.
@@ -85,7 +90,13 @@ impl Application {
             shutdown,
         )?;
         tracing::info!(instance = %self.settings.instance, addr = %self.addr, "customer serving");
-        server::serve(self.listener, self.router, shutdown, self.settings.shutdown_grace).await?;
+        server::serve(
+            self.listener,
+            self.router,
+            shutdown,
+            self.settings.shutdown_grace,
+        )
+        .await?;
         Ok(())
     }
 }

@@ -39,7 +39,11 @@ impl Row {
 }
 
 fn taken_or(e: sqlx::Error) -> Error {
-    if db::is_unique_violation(&e) { Error::EmailTaken } else { Error::Database(e) }
+    if db::is_unique_violation(&e) {
+        Error::EmailTaken
+    } else {
+        Error::Database(e)
+    }
 }
 
 /// Inserts a customer whose name and email are already valid.
@@ -58,7 +62,12 @@ pub async fn insert(pool: &SqlitePool, name: String, email: String) -> Result<Cu
     .instrument(db::span("INSERT", TABLE))
     .await
     .map_err(taken_or)?;
-    Ok(Customer { id, name, email, created_at: page::rfc3339_micros(created_at) })
+    Ok(Customer {
+        id,
+        name,
+        email,
+        created_at: page::rfc3339_micros(created_at),
+    })
 }
 
 /// The customer with `id`.
@@ -143,5 +152,9 @@ pub async fn delete(pool: &SqlitePool, id: Uuid) -> Result<(), Error> {
         .execute(pool)
         .instrument(db::span("DELETE", TABLE))
         .await?;
-    if done.rows_affected() == 0 { Err(Error::NotFound(id)) } else { Ok(()) }
+    if done.rows_affected() == 0 {
+        Err(Error::NotFound(id))
+    } else {
+        Ok(())
+    }
 }

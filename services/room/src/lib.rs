@@ -1,8 +1,42 @@
-//! (being written)
+//! The room service: what can be booked. `POST/GET/PATCH/DELETE /rooms`, backed by its own
+//! SQLite database that every replica of the service shares. Rooms are never deleted:
+//! `DELETE` retires them, so bookings keep a room to point at.
+//!
+//! Layout: [`model`] (resource, bodies, validation), [`store`] (SQL), [`routes`]
+//! (handlers and OpenAPI), [`error`] (failures as problem+json), [`settings`] and
+//! [`startup`] (building and serving an instance).
 
-use hotel_common::process::{BoxError, ProcessArgs};
+pub mod error;
+pub mod model;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod store;
 
-/// Runs this role until a shutdown signal.
-pub async fn run(_args: ProcessArgs) -> Result<(), BoxError> {
-    Err("not built yet".into())
+pub use settings::Settings;
+pub use startup::{Application, connect, openapi, router};
+
+use hotel_common::{
+    config,
+    process::{self, BoxError, ProcessArgs},
+    server, telemetry,
+};
+
+/// The role name: config section, span service name, database file stem.
+pub const ROLE: &str = "room";
+
+/// Runs a room instance until SIGTERM or Ctrl-C (`hotel service room`).
+pub async fn run(args: ProcessArgs) -> Result<(), BoxError> {
+    let mut settings: Settings = config::load(&Settings::default(), args.config_file(), ROLE)?;
+    settings.apply(&args);
+    let _telemetry = telemetry::init(
+        &telemetry::Identity {
+            role: ROLE.to_owned(),
+            instance: settings.instance.clone(),
+        },
+        args.log_format,
+    );
+    let app = Application::build(settings).await?;
+    process::announce(app.local_addr());
+    app.run_until(server::shutdown_signal()).await
 }

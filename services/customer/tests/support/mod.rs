@@ -44,7 +44,8 @@ impl Reply {
     pub fn problem(&self, status: u16) -> &Value {
         assert_eq!(self.status.as_u16(), status, "{:?}", self.body);
         assert_eq!(
-            self.headers[header::CONTENT_TYPE], "application/problem+json",
+            self.headers[header::CONTENT_TYPE],
+            "application/problem+json",
             "{:?}",
             self.body
         );
@@ -108,7 +109,11 @@ impl TestApp {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, uri: &str) -> Reply {
@@ -147,10 +152,19 @@ pub fn concrete(path: &str) -> String {
 pub async fn assert_openapi_matches_routes(app: &TestApp) {
     let doc = app.get("/openapi.json").await;
     assert_eq!(doc.status, 200);
-    assert_eq!(doc.body["openapi"].as_str().map(|v| v.starts_with("3.")), Some(true));
+    assert_eq!(
+        doc.body["openapi"].as_str().map(|v| v.starts_with("3.")),
+        Some(true)
+    );
     let paths = doc.body["paths"].as_object().expect("paths");
     assert!(!paths.is_empty());
-    let all = [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
+    let all = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ];
     for (path, item) in paths {
         for method in &all {
             let documented = item.get(method.as_str().to_ascii_lowercase()).is_some();
@@ -160,11 +174,20 @@ pub async fn assert_openapi_matches_routes(app: &TestApp) {
             let no_route = reply.body["type"] == "/problems/no-route";
             let not_allowed = reply.status == StatusCode::METHOD_NOT_ALLOWED;
             if documented {
-                assert!(!no_route && !not_allowed, "{method} {path} is documented but not served: {reply:?}");
+                assert!(
+                    !no_route && !not_allowed,
+                    "{method} {path} is documented but not served: {reply:?}"
+                );
             } else {
-                assert!(not_allowed, "{method} {path} is served but not documented: {reply:?}");
+                assert!(
+                    not_allowed,
+                    "{method} {path} is served but not documented: {reply:?}"
+                );
             }
-            assert!(!reply.status.is_server_error(), "{method} {path}: {reply:?}");
+            assert!(
+                !reply.status.is_server_error(),
+                "{method} {path}: {reply:?}"
+            );
         }
     }
 }

@@ -1,0 +1,104 @@
+//! Configuration of a room instance: `[room]`-scoped TOML keys and
+//! `HOTEL_ROOM__<KEY>` environment variables over these defaults.
+
+use hotel_common::{config::RegistryLink, process::ProcessArgs};
+use serde::{Deserialize, Serialize};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+/// Everything a room instance is configured with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address to listen on; port 0 picks a free port (the default: replicas share a host).
+    pub listen: SocketAddr,
+    /// Directory holding `room.db`, shared by every replica.
+    pub data_dir: PathBuf,
+    /// Instance name such as `room-2`, used in logs, traces and the registry.
+    pub instance: String,
+    /// How long in-flight requests may run after a shutdown signal.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Where to register; not registering at all when `registry.url` is unset.
+    pub registry: RegistryLink,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: PathBuf::from(".hotel"),
+            instance: crate::ROLE.to_owned(),
+            shutdown_grace: Duration::from_secs(10),
+            registry: RegistryLink::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// The database file every replica opens.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join(format!("{}.db", crate::ROLE))
+    }
+
+    /// Applies the command-line options, which win over file and environment.
+    pub fn apply(&mut self, args: &ProcessArgs) {
+        if let Some(listen) = args.listen {
+            self.listen = listen;
+        }
+        if let Some(dir) = &args.data_dir {
+            self.data_dir = dir.clone();
+        }
+        if let Some(name) = &args.instance {
+            self.instance = name.clone();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hotel_common::config::load_with_env;
+
+    #[test]
+    fn environment_overrides_defaults_and_unknown_keys_fail() {
+        let s: Settings = load_with_env(
+            &Settings::default(),
+            None,
+            "room",
+            &[
+                ("HOTEL_ROOM__SHUTDOWN_GRACE", "3s"),
+                ("HOTEL_ROOM__REGISTRY__URL", "http://127.0.0.1:8761"),
+                ("HOTEL_ROOM__REGISTRY__HEARTBEAT", "500ms"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(s.registry.url.as_deref(), Some("http://127.0.0.1:8761"));
+        assert_eq!(s.registry.heartbeat, Duration::from_millis(500));
+        assert_eq!(s.registry.lease, Duration::from_secs(3));
+        assert_eq!(s.data_dir, PathBuf::from(".hotel"));
+        let err = load_with_env(
+            &Settings::default(),
+            None,
+            "room",
+            &[("HOTEL_ROOM__LISTNE", "x")],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn command_line_wins_over_configuration() {
+        let mut s = Settings::default();
+        let args = ProcessArgs {
+            listen: Some("127.0.0.1:7001".parse().unwrap()),
+            data_dir: Some("/tmp/x".into()),
+            instance: Some("room-3".into()),
+            ..ProcessArgs::default()
+        };
+        s.apply(&args);
+        assert_eq!(s.listen.port(), 7001);
+        assert_eq!(s.database_path(), PathBuf::from("/tmp/x/room.db"));
+        assert_eq!(s.instance, "room-3");
+    }
+}

@@ -1,0 +1,610 @@
+//! In-process tests of every room endpoint and every way a request can be wrong.
+
+mod support;
+
+use hotel_room::{Application, Settings, connect, router};
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use support::{TempDir, TestApp};
+
+async fn app() -> TestApp {
+    let dir = TempDir::new();
+    let settings = Settings {
+        data_dir: dir.path().to_owned(),
+        ..Settings::default()
+    };
+    let pool = connect(&settings).await.expect("database");
+    TestApp::new(router(pool), dir)
+}
+
+fn room(number: &str) -> Value {
+    json!({"number": number, "kind": "double", "capacity": 2, "nightly_rate_cents": 12900})
+}
+
+async fn create(app: &TestApp, body: Value) -> Value {
+    let r = app.post("/rooms", body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    r.body
+}
+
+fn uri_of(room: &Value) -> String {
+    format!("/rooms/{}", room["id"].as_str().unwrap())
+}
+
+fn with(mut body: Value, key: &str, value: Value) -> Value {
+    body[key] = value;
+    body
+}
+
+#[tokio::test]
+async fn creating_a_room_answers_201_available_and_it_reads_back_the_same() {
+    let app = app().await;
+    let r = create(
+        &app,
+        json!({"number": " 101 ", "kind": "suite", "capacity": 4, "nightly_rate_cents": 45000}),
+    )
+    .await;
+    assert_eq!(r["number"], "101");
+    assert_eq!(r["kind"], "suite");
+    assert_eq!(r["capacity"], 4);
+    assert_eq!(r["nightly_rate_cents"], 45000);
+    assert_eq!(r["status"], "available");
+    uuid::Uuid::parse_str(r["id"].as_str().unwrap()).unwrap();
+    time::OffsetDateTime::parse(
+        r["created_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let got = app.get(&uri_of(&r)).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, r);
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400_problem() {
+    let app = app().await;
+    for bad in [&b"{"[..], b"{\"number\": }", b"nope", b""] {
+        app.call_raw(Method::POST, "/rooms", bad).await.problem(400);
+    }
+}
+
+#[tokio::test]
+async fn wrong_types_unknown_and_missing_fields_are_422_naming_the_field() {
+    let app = app().await;
+    let cases = [
+        (with(room("1"), "capacity", json!("two")), "capacity"),
+        (with(room("1"), "capacity", json!(2.5)), "capacity"),
+        (
+            with(room("1"), "nightly_rate_cents", json!("100")),
+            "nightly_rate_cents",
+        ),
+        (with(room("1"), "number", json!(101)), "number"),
+        (with(room("1"), "kind", json!("penthouse")), "kind"),
+        (with(room("1"), "kind", json!("Suite")), "kind"),
+        (with(room("1"), "view", json!("sea")), "view"),
+        (
+            json!({"kind": "single", "capacity": 1, "nightly_rate_cents": 1}),
+            "number",
+        ),
+        (
+            json!({"number": "1", "capacity": 1, "nightly_rate_cents": 1}),
+            "kind",
+        ),
+        (
+            json!({"number": "1", "kind": "single", "nightly_rate_cents": 1}),
+            "capacity",
+        ),
+        (
+            json!({"number": "1", "kind": "single", "capacity": 1}),
+            "nightly_rate_cents",
+        ),
+    ];
+    for (body, field) in cases {
+        app.post("/rooms", body).await.names_field(422, field);
+    }
+    app.post("/rooms", json!(["1", "single", 1, 100]))
+        .await
+        .names_field(422, "body");
+}
+
+#[tokio::test]
+async fn impossible_values_are_422_naming_the_field() {
+    let app = app().await;
+    let cases = [
+        (with(room("1"), "capacity", json!(0)), "capacity"),
+        (with(room("1"), "capacity", json!(11)), "capacity"),
+        (with(room("1"), "capacity", json!(-1)), "capacity"),
+        (
+            with(room("1"), "nightly_rate_cents", json!(0)),
+            "nightly_rate_cents",
+        ),
+        (
+            with(room("1"), "nightly_rate_cents", json!(-500)),
+            "nightly_rate_cents",
+        ),
+        (
+            with(room("1"), "nightly_rate_cents", json!(10_000_001)),
+            "nightly_rate_cents",
+        ),
+        (
+            with(room("1"), "nightly_rate_cents", json!(1e30)),
+            "nightly_rate_cents",
+        ),
+        (room(""), "number"),
+        (room("   "), "number"),
+        (room(&"9".repeat(17)), "number"),
+        (room("1\n2"), "number"),
+    ];
+    for (body, field) in cases {
+        app.post("/rooms", body).await.names_field(422, field);
+    }
+    create(
+        &app,
+        with(
+            with(room(&"9".repeat(16)), "capacity", json!(10)),
+            "nightly_rate_cents",
+            json!(10_000_000),
+        ),
+    )
+    .await;
+    create(
+        &app,
+        with(
+            with(room("x"), "capacity", json!(1)),
+            "nightly_rate_cents",
+            json!(1),
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_body_over_64_kib_is_a_413_problem() {
+    let app = app().await;
+    let body = format!(
+        r#"{{"number": "{}", "kind": "single", "capacity": 1, "nightly_rate_cents": 1}}"#,
+        "x".repeat(70 * 1024)
+    );
+    app.call_raw(Method::POST, "/rooms", body)
+        .await
+        .problem(413);
+}
+
+#[tokio::test]
+async fn a_duplicate_number_is_a_409_whatever_its_case() {
+    let app = app().await;
+    create(&app, room("12a")).await;
+    for number in ["12a", "12A", " 12A "] {
+        app.post("/rooms", room(number)).await.problem(409);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_creates_with_one_number_let_exactly_one_win() {
+    let app = app().await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let router = app.router.clone();
+        let number = if i % 2 == 0 { "race" } else { "RACE" };
+        tasks.push(tokio::spawn(async move {
+            let probe = TestApp {
+                router,
+                dir: TempDir::new(),
+            };
+            probe.post("/rooms", room(number)).await.status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT)
+    );
+}
+
+#[tokio::test]
+async fn a_non_uuid_id_is_a_400_naming_id() {
+    let app = app().await;
+    for reply in [
+        app.get("/rooms/101").await,
+        app.patch("/rooms/abc", json!({"capacity": 2})).await,
+        app.delete("/rooms/not-a-uuid").await,
+    ] {
+        let body = reply.problem(400);
+        assert!(body["detail"].as_str().unwrap().contains("id"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_id_is_a_404_problem() {
+    let app = app().await;
+    let id = uuid::Uuid::new_v4();
+    app.get(&format!("/rooms/{id}")).await.problem(404);
+    app.patch(&format!("/rooms/{id}"), json!({"capacity": 2}))
+        .await
+        .problem(404);
+    app.delete(&format!("/rooms/{id}")).await.problem(404);
+}
+
+#[tokio::test]
+async fn pagination_walks_every_room_once_in_a_stable_order() {
+    let app = app().await;
+    let mut made = HashSet::new();
+    for i in 0..23 {
+        made.insert(create(&app, room(&format!("{i}"))).await["id"].clone());
+    }
+    let walk = |limit: usize, filter: &'static str| {
+        let app = &app;
+        async move {
+            let mut seen = Vec::new();
+            let mut cursor: Option<String> = None;
+            for _ in 0..50 {
+                let uri = match &cursor {
+                    Some(c) => format!("/rooms?limit={limit}{filter}&cursor={c}"),
+                    None => format!("/rooms?limit={limit}{filter}"),
+                };
+                let r = app.get(&uri).await;
+                assert_eq!(r.status, 200, "{:?}", r.body);
+                let items = r.body["items"].as_array().unwrap().clone();
+                assert!(items.len() <= limit);
+                seen.extend(
+                    items
+                        .into_iter()
+                        .map(|c| (c["created_at"].clone(), c["id"].clone())),
+                );
+                match r.body["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => return seen,
+                }
+            }
+            panic!("pagination does not end");
+        }
+    };
+    let by_5 = walk(5, "").await;
+    assert_eq!(by_5.len(), 23);
+    let ids: HashSet<Value> = by_5.iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(ids, made, "every room exactly once");
+    let mut sorted = by_5.clone();
+    sorted.sort_by(|a, b| (a.0.as_str(), a.1.as_str()).cmp(&(b.0.as_str(), b.1.as_str())));
+    assert_eq!(by_5, sorted, "ordered by (created_at, id)");
+    assert_eq!(walk(100, "").await, by_5);
+    assert_eq!(
+        walk(4, "&kind=double&status=available&min_capacity=2").await,
+        by_5
+    );
+    assert_eq!(
+        app.get("/rooms").await.body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        20
+    );
+}
+
+#[tokio::test]
+async fn lists_filter_by_kind_capacity_and_status() {
+    let app = app().await;
+    let single = create(
+        &app,
+        json!({"number": "1", "kind": "single", "capacity": 1, "nightly_rate_cents": 5000}),
+    )
+    .await;
+    let double = create(&app, room("2")).await;
+    let suite = create(
+        &app,
+        json!({"number": "3", "kind": "suite", "capacity": 6, "nightly_rate_cents": 90000}),
+    )
+    .await;
+    let ids = |r: &support::Reply| -> Vec<Value> {
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["id"].clone())
+            .collect()
+    };
+    assert_eq!(
+        ids(&app.get("/rooms?kind=suite").await),
+        vec![suite["id"].clone()]
+    );
+    assert_eq!(
+        ids(&app.get("/rooms?min_capacity=2").await),
+        vec![double["id"].clone(), suite["id"].clone()]
+    );
+    let r = app
+        .patch(&uri_of(&double), json!({"status": "maintenance"}))
+        .await;
+    assert_eq!(r.status, 200);
+    app.delete(&uri_of(&suite)).await;
+    assert_eq!(
+        ids(&app.get("/rooms?status=available").await),
+        vec![single["id"].clone()]
+    );
+    assert_eq!(
+        ids(&app.get("/rooms?status=maintenance").await),
+        vec![double["id"].clone()]
+    );
+    assert_eq!(
+        ids(&app.get("/rooms?status=retired").await),
+        vec![suite["id"].clone()]
+    );
+    assert_eq!(ids(&app.get("/rooms").await).len(), 3);
+}
+
+#[tokio::test]
+async fn bad_list_parameters_answer_problems_naming_them() {
+    let app = app().await;
+    for uri in ["/rooms?limit=0", "/rooms?limit=101"] {
+        app.get(uri).await.names_field(422, "limit");
+    }
+    for uri in ["/rooms?min_capacity=0", "/rooms?min_capacity=11"] {
+        app.get(uri).await.names_field(422, "min_capacity");
+    }
+    app.get("/rooms?min_capacity=big")
+        .await
+        .names_field(400, "min_capacity");
+    app.get("/rooms?kind=castle").await.names_field(400, "kind");
+    app.get("/rooms?status=gone")
+        .await
+        .names_field(400, "status");
+    app.get("/rooms?cursor=abc")
+        .await
+        .names_field(400, "cursor");
+    app.get("/rooms?floor=3").await.names_field(400, "floor");
+}
+
+#[tokio::test]
+async fn patch_changes_only_the_fields_given() {
+    let app = app().await;
+    let r = create(&app, room("7")).await;
+    let uri = uri_of(&r);
+    let p = app
+        .patch(&uri, json!({"nightly_rate_cents": 15000, "kind": "suite"}))
+        .await;
+    assert_eq!(p.status, 200, "{:?}", p.body);
+    assert_eq!(
+        p.body,
+        with(
+            with(r.clone(), "nightly_rate_cents", json!(15000)),
+            "kind",
+            json!("suite")
+        )
+    );
+    let p = app
+        .patch(
+            &uri,
+            json!({"status": "maintenance", "capacity": 3, "number": "7B"}),
+        )
+        .await;
+    assert_eq!(p.body["status"], "maintenance");
+    assert_eq!(p.body["capacity"], 3);
+    assert_eq!(p.body["number"], "7B");
+    assert_eq!(p.body["nightly_rate_cents"], 15000);
+    let p = app.patch(&uri, json!({"status": "available"})).await;
+    assert_eq!(p.body["status"], "available");
+    let p = app.patch(&uri, json!({"number": "7b"})).await;
+    assert_eq!(
+        p.status, 200,
+        "changing only the case of its own number is fine"
+    );
+    assert_eq!(app.get(&uri).await.body, p.body);
+}
+
+#[tokio::test]
+async fn patch_validates_like_create_and_refuses_a_taken_number() {
+    let app = app().await;
+    let r = create(&app, room("1")).await;
+    create(&app, room("2")).await;
+    let uri = uri_of(&r);
+    app.patch(&uri, json!({"number": " 2 "})).await.problem(409);
+    app.patch(&uri, json!({"capacity": 0}))
+        .await
+        .names_field(422, "capacity");
+    app.patch(&uri, json!({"capacity": 11}))
+        .await
+        .names_field(422, "capacity");
+    app.patch(&uri, json!({"nightly_rate_cents": -1}))
+        .await
+        .names_field(422, "nightly_rate_cents");
+    app.patch(&uri, json!({"number": ""}))
+        .await
+        .names_field(422, "number");
+    app.patch(&uri, json!({"status": "retired"}))
+        .await
+        .names_field(422, "status");
+    app.patch(&uri, json!({"status": "closed"}))
+        .await
+        .names_field(422, "status");
+    app.patch(&uri, json!({"floor": 2}))
+        .await
+        .names_field(422, "floor");
+    app.patch(&uri, json!({"kind": null}))
+        .await
+        .names_field(422, "kind");
+    app.patch(&uri, json!({"capacity": null}))
+        .await
+        .names_field(422, "capacity");
+    app.call_raw(Method::PATCH, &uri, "{").await.problem(400);
+    assert_eq!(app.get(&uri).await.body, r, "failed patches change nothing");
+}
+
+#[tokio::test]
+async fn delete_retires_the_room_keeping_its_id_and_twice_is_fine() {
+    let app = app().await;
+    let r = create(&app, room("42")).await;
+    let uri = uri_of(&r);
+    let d = app.delete(&uri).await;
+    assert_eq!(d.status, 200);
+    assert_eq!(d.body, with(r.clone(), "status", json!("retired")));
+    let again = app.delete(&uri).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body, d.body);
+    assert_eq!(
+        app.get(&uri).await.body,
+        d.body,
+        "a retired room stays readable"
+    );
+    for change in [
+        json!({"status": "available"}),
+        json!({"capacity": 3}),
+        json!({}),
+    ] {
+        app.patch(&uri, change).await.problem(409);
+    }
+    let rebuilt = create(&app, room("42")).await;
+    assert_ne!(rebuilt["id"], r["id"], "a retired room frees its number");
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_200() {
+    let app = app().await;
+    assert_eq!(app.get("/healthz").await.status, 200);
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.body["status"], "ready");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_problems() {
+    let app = app().await;
+    app.get("/rooms/1/beds").await.problem(404);
+    app.call(Method::PUT, "/rooms", Some(json!({})))
+        .await
+        .problem(405);
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_exactly_the_routes_served() {
+    let app = app().await;
+    support::assert_openapi_matches_routes(&app).await;
+    let doc = app.get("/openapi.json").await.body;
+    for (path, method) in [
+        ("/rooms", "post"),
+        ("/rooms", "get"),
+        ("/rooms/{id}", "get"),
+        ("/rooms/{id}", "patch"),
+        ("/rooms/{id}", "delete"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/openapi.json", "get"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing"
+        );
+    }
+    assert_eq!(doc["paths"].as_object().unwrap().len(), 5);
+    assert_eq!(serde_json::to_value(hotel_room::openapi()).unwrap(), doc);
+}
+
+#[tokio::test]
+async fn odd_inputs_never_answer_a_server_error() {
+    let app = app().await;
+    let r = create(&app, room("1")).await;
+    let uri = uri_of(&r);
+    let bodies: [&[u8]; 8] = [
+        b"null",
+        b"[]",
+        b"7",
+        b"{\"number\": \"9\", \"kind\": \"single\", \"capacity\": 99999999999999999999, \"nightly_rate_cents\": 1}",
+        b"{\"number\": \"9\", \"kind\": \"single\", \"capacity\": 1, \"nightly_rate_cents\": -9223372036854775809}",
+        b"{\"number\": \"9\", \"kind\": null, \"capacity\": 1, \"nightly_rate_cents\": 1}",
+        b"\xff",
+        b"{\"number\": {\"a\": 1}}",
+    ];
+    for body in bodies {
+        for (method, target) in [
+            (Method::POST, "/rooms".to_owned()),
+            (Method::PATCH, uri.clone()),
+        ] {
+            let reply = app.call_raw(method.clone(), &target, body).await;
+            assert!(
+                reply.status.is_client_error(),
+                "{method} {target} {body:?}: {reply:?}"
+            );
+        }
+    }
+    for q in [
+        "/rooms?min_capacity=99999999999999999999",
+        "/rooms?kind=",
+        "/rooms?limit=%ff",
+    ] {
+        let reply = app.get(q).await;
+        assert!(!reply.status.is_server_error(), "{q}: {reply:?}");
+    }
+}
+
+#[tokio::test]
+async fn replicas_migrating_one_file_together_all_start() {
+    let dir = TempDir::new();
+    let settings = Settings {
+        data_dir: dir.path().to_owned(),
+        ..Settings::default()
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let s = settings.clone();
+        tasks.push(tokio::spawn(async move {
+            connect(&s).await.map(|_| ()).map_err(|e| e.to_string())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let a = TestApp::new(router(connect(&settings).await.unwrap()), TempDir::new());
+    let b = TestApp::new(router(connect(&settings).await.unwrap()), TempDir::new());
+    let r = create(&a, room("5")).await;
+    assert_eq!(
+        b.get(&uri_of(&r)).await.body,
+        r,
+        "replicas share the database file"
+    );
+    b.post("/rooms", room("5")).await.problem(409);
+}
+
+#[tokio::test]
+async fn an_application_serves_on_an_ephemeral_port_until_shut_down() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new();
+    let settings = Settings {
+        data_dir: dir.path().to_owned(),
+        ..Settings::default()
+    };
+    let app = Application::build(settings).await.unwrap();
+    let addr = app.local_addr();
+    assert_ne!(addr.port(), 0);
+    assert!(dir.path().join("room.db").exists());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).await.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    stop.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(30), server)
+        .await
+        .expect("server stops after the signal")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed"
+    );
+}
