@@ -137,3 +137,109 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{latency::LatencyWindow, metrics::Metrics, settings::Policy};
+    use tower_test::mock;
+
+    type Res = Response<()>;
+
+    fn layer() -> HedgeLayer {
+        let mut policy = Policy::default();
+        policy.hedge = Some(crate::settings::HedgePolicy {
+            percentile: 95.0,
+            min_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+        });
+        HedgeLayer::new(RouteShared::new(
+            "/api/rooms",
+            "room".into(),
+            policy,
+            Metrics::new(),
+            Arc::new(LatencyWindow::default()),
+        ))
+    }
+
+    fn req(method: http::Method) -> Request<ProxyBody> {
+        Request::builder()
+            .method(method)
+            .uri("/rooms")
+            .body(ProxyBody::empty())
+            .unwrap()
+    }
+
+    async fn no_request_within(
+        handle: &mut mock::Handle<Request<ProxyBody>, Res>,
+        d: Duration,
+    ) -> bool {
+        // `None` means the service was dropped: no request can come anymore either.
+        !matches!(
+            tokio::time::timeout(d, handle.next_request()).await,
+            Ok(Some(_))
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_get_is_hedged_after_the_delay_and_the_first_answer_wins() {
+        let (svc, mut handle) = mock::pair::<Request<ProxyBody>, Res>();
+        let svc = tower::Layer::layer(&layer(), svc);
+        let call = tokio::spawn(svc.oneshot(req(http::Method::GET)));
+        let (_, first) = handle.next_request().await.unwrap();
+        // No latency known yet: the hedge waits for hedge_max_delay (100 ms).
+        assert!(
+            no_request_within(&mut handle, Duration::from_millis(90)).await,
+            "hedged too early"
+        );
+        let (hedge, second) = handle.next_request().await.unwrap();
+        assert_eq!(
+            hedge.extensions().get::<crate::endpoint::AttemptKind>(),
+            Some(&crate::endpoint::AttemptKind::Hedge)
+        );
+        second.send_response(Response::new(()));
+        assert_eq!(call.await.unwrap().unwrap().status(), 200);
+        drop(first);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_answer_sends_no_hedge() {
+        let (svc, mut handle) = mock::pair::<Request<ProxyBody>, Res>();
+        let svc = tower::Layer::layer(&layer(), svc);
+        let call = tokio::spawn(svc.oneshot(req(http::Method::GET)));
+        let (_, first) = handle.next_request().await.unwrap();
+        first.send_response(Response::new(()));
+        call.await.unwrap().unwrap();
+        assert!(no_request_within(&mut handle, Duration::from_secs(5)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_post_without_key_is_never_hedged() {
+        let (svc, mut handle) = mock::pair::<Request<ProxyBody>, Res>();
+        let svc = tower::Layer::layer(&layer(), svc);
+        let call = tokio::spawn(svc.oneshot(req(http::Method::POST)));
+        let (_, first) = handle.next_request().await.unwrap();
+        assert!(no_request_within(&mut handle, Duration::from_secs(5)).await);
+        first.send_response(Response::new(()));
+        call.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn the_delay_follows_recent_latency_within_its_bounds() {
+        let l = layer();
+        let s = &l.shared;
+        assert_eq!(s.hedge_delay(), Some(Duration::from_millis(100)));
+        for _ in 0..100 {
+            s.latency.record(Duration::from_millis(1));
+        }
+        assert_eq!(
+            s.hedge_delay(),
+            Some(Duration::from_millis(20)),
+            "floored at hedge_min_delay"
+        );
+        for _ in 0..600 {
+            s.latency.record(Duration::from_millis(50));
+        }
+        assert_eq!(s.hedge_delay(), Some(Duration::from_millis(50)));
+    }
+}

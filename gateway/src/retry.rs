@@ -228,3 +228,150 @@ impl<RB> tower::retry::Policy<Request<ProxyBody>, Response<RB>, BoxError> for Re
         clone_request(req)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Policy;
+    use std::time::Duration;
+    use tower::ServiceExt;
+    use tower_test::mock;
+
+    type Res = Response<()>;
+
+    fn shared(policy: Policy) -> Arc<RouteShared> {
+        RouteShared::new(
+            "/api/rooms",
+            "room".into(),
+            policy,
+            Metrics::new(),
+            Arc::new(LatencyWindow::default()),
+        )
+    }
+
+    fn status(code: u16) -> Res {
+        let mut r = Response::new(());
+        *r.status_mut() = http::StatusCode::from_u16(code).unwrap();
+        r
+    }
+
+    fn req(method: http::Method, key: bool) -> Request<ProxyBody> {
+        let mut b = Request::builder().method(method).uri("/rooms/1");
+        if key {
+            b = b.header("idempotency-key", "k-1");
+        }
+        let mut r = b
+            .body(ProxyBody::Buffered(Some(bytes::Bytes::from_static(b"{}"))))
+            .unwrap();
+        r.extensions_mut().insert(Arc::new(Attempts::default()));
+        r
+    }
+
+    /// Sends `r` through a retry layer over a mock; the mock answers every attempt with
+    /// `code`. Returns how many attempts reached the mock.
+    async fn attempts_for(policy: Policy, r: Request<ProxyBody>, code: u16) -> (u16, usize) {
+        let (svc, mut handle) = mock::pair::<Request<ProxyBody>, Res>();
+        let svc = tower::retry::Retry::new(RetryPolicy::new(shared(policy)), svc);
+        let call = tokio::spawn(svc.oneshot(r));
+        let mut seen = 0;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), handle.next_request()).await {
+                Ok(Some((_, send))) => {
+                    seen += 1;
+                    send.send_response(status(code));
+                }
+                _ => break,
+            }
+            if call.is_finished() {
+                break;
+            }
+        }
+        let res = call.await.unwrap().unwrap();
+        (res.status().as_u16(), seen)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_post_without_key_is_never_resent_after_a_response() {
+        let (status, seen) =
+            attempts_for(Policy::default(), req(http::Method::POST, false), 503).await;
+        assert_eq!((status, seen), (503, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_get_answered_503_is_retried_up_to_the_limit() {
+        let (status, seen) =
+            attempts_for(Policy::default(), req(http::Method::GET, false), 503).await;
+        assert_eq!((status, seen), (503, 3), "one attempt and two retries");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_post_with_an_idempotency_key_is_retried() {
+        let (_, seen) = attempts_for(Policy::default(), req(http::Method::POST, true), 502).await;
+        assert_eq!(seen, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_500_is_not_retried_even_for_a_get() {
+        let (_, seen) = attempts_for(Policy::default(), req(http::Method::GET, false), 500).await;
+        assert_eq!(seen, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_budget_stops_retries() {
+        let policy = Policy {
+            retries: 5,
+            budget_percent: 0.0,
+            budget_min_per_sec: 0,
+            ..Policy::default()
+        };
+        let s = shared(policy.clone());
+        let (svc, mut handle) = mock::pair::<Request<ProxyBody>, Res>();
+        let svc = tower::retry::Retry::new(RetryPolicy::new(s.clone()), svc);
+        let call = tokio::spawn(svc.oneshot(req(http::Method::GET, false)));
+        let (_, send) = handle.next_request().await.unwrap();
+        send.send_response(status(503));
+        assert_eq!(call.await.unwrap().unwrap().status(), 503);
+        let exhausted = s
+            .metrics
+            .budget_exhausted
+            .get_or_create(&RouteLabels {
+                route: s.route.clone(),
+            })
+            .get();
+        assert_eq!(exhausted, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connect_errors_are_retried_even_for_a_post_without_key() {
+        let r = req(http::Method::POST, false);
+        assert_eq!(
+            retry_reason::<_, ()>(&r, &Err(Box::new(ConnectRefused) as BoxError)),
+            None
+        );
+        // What the pooled client returns when nothing was sent:
+        let err = hyper_util_connect_error().await;
+        assert_eq!(retry_reason::<_, ()>(&r, &Err(err)), Some("connect_error"));
+        let timeout: BoxError = Box::new(crate::error::PerTryTimeout);
+        assert_eq!(
+            retry_reason::<_, ()>(&r, &Err(timeout)),
+            None,
+            "a timed-out POST may have been applied"
+        );
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("some other error")]
+    struct ConnectRefused;
+
+    async fn hyper_util_connect_error() -> BoxError {
+        // A port that was just free: connecting is refused.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let client = crate::upstream::http_client(Default::default());
+        let r = Request::get(format!("http://{addr}/"))
+            .body(ProxyBody::empty())
+            .unwrap();
+        client.request(r).await.map(|_| ()).unwrap_err().into()
+    }
+}
