@@ -62,7 +62,10 @@ pub fn decode_cursor<K: DeserializeOwned>(cursor: &str) -> Result<K, Problem> {
             "bad-query",
             format!("query parameter cursor: {message}"),
         );
-        p.errors.push(FieldError { field: "cursor".to_owned(), message });
+        p.errors.push(FieldError {
+            field: "cursor".to_owned(),
+            message,
+        });
         p
     };
     // Cursors are short; refusing long ones early bounds the work a client can cause.
@@ -84,12 +87,18 @@ impl<T> Page<T> {
         } else {
             None
         };
-        Page { items: rows, next_cursor }
+        Page {
+            items: rows,
+            next_cursor,
+        }
     }
 
     /// Converts every item, keeping the cursor.
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
-        Page { items: self.items.into_iter().map(f).collect(), next_cursor: self.next_cursor }
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            next_cursor: self.next_cursor,
+        }
     }
 }
 
@@ -117,7 +126,10 @@ mod tests {
 
     #[test]
     fn a_cursor_round_trips_and_garbage_is_a_400_naming_cursor() {
-        let key = Keyset { t: 42, id: Uuid::new_v4() };
+        let key = Keyset {
+            t: 42,
+            id: Uuid::new_v4(),
+        };
         let c = encode_cursor(&key);
         assert_eq!(decode_cursor::<Keyset>(&c).unwrap(), key);
         for bad in ["zz", "", "7b7d", &"a".repeat(600)] {
@@ -140,7 +152,10 @@ mod tests {
     fn from_rows_sets_a_cursor_only_when_a_row_was_left_over() {
         let p = Page::from_rows(vec![1, 2, 3], 2, |n| *n);
         assert_eq!(p.items, vec![1, 2]);
-        assert_eq!(decode_cursor::<i32>(p.next_cursor.as_deref().unwrap()).unwrap(), 2);
+        assert_eq!(
+            decode_cursor::<i32>(p.next_cursor.as_deref().unwrap()).unwrap(),
+            2
+        );
         let p = Page::from_rows(vec![1, 2], 2, |n| *n);
         assert_eq!(p.next_cursor, None);
     }
