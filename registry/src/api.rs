@@ -55,14 +55,23 @@ pub fn router(store: Store, settings: &Settings) -> Router {
         max_wait: settings.max_wait,
     };
     let auth = Arc::new(Auth {
-        digest: settings.token.as_deref().map(|t| Sha256::digest(t.as_bytes()).into()),
+        digest: settings
+            .token
+            .as_deref()
+            .map(|t| Sha256::digest(t.as_bytes()).into()),
     });
     let routes = Router::new()
         .route("/", get(listing))
         .route("/v1/services", get(list_services))
         .route("/v1/services/{service}", get(service_instances))
-        .route("/v1/instances/{service}/{instance}", put(register).delete(deregister))
-        .route("/v1/instances/{service}/{instance}/heartbeat", put(heartbeat))
+        .route(
+            "/v1/instances/{service}/{instance}",
+            put(register).delete(deregister),
+        )
+        .route(
+            "/v1/instances/{service}/{instance}/heartbeat",
+            put(heartbeat),
+        )
         .route_layer(middleware::from_fn_with_state(auth, require_token))
         .with_state(state);
     hotel_common::http::finish(
@@ -99,7 +108,8 @@ async fn require_token(State(auth): State<Arc<Auth>>, req: Request, next: Next) 
 }
 
 fn with_index(index: u64, mut res: Response) -> Response {
-    res.headers_mut().insert(INDEX_HEADER, HeaderValue::from(index));
+    res.headers_mut()
+        .insert(INDEX_HEADER, HeaderValue::from(index));
     res
 }
 
@@ -114,7 +124,10 @@ async fn register(
         Outcome::Updated => StatusCode::OK,
     };
     let index = registered.index;
-    Ok(with_index(index, (status, Json(registered)).into_response()))
+    Ok(with_index(
+        index,
+        (status, Json(registered)).into_response(),
+    ))
 }
 
 async fn heartbeat(
@@ -186,14 +199,24 @@ async fn listing(State(state): State<AppState>) -> Response {
         let _ = writeln!(out, "{}: no instances", s.service);
     }
     let mut res = out.into_response();
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     with_index(index, res)
 }
 
 /// A padded table, one instance a line.
 fn table(instances: &[Instance]) -> String {
-    let header = ["SERVICE", "INSTANCE", "URL", "HEARTBEAT", "LEASE", "REGISTERED", "METADATA"];
+    let header = [
+        "SERVICE",
+        "INSTANCE",
+        "URL",
+        "HEARTBEAT",
+        "LEASE",
+        "REGISTERED",
+        "METADATA",
+    ];
     let rows: Vec<[String; 7]> = instances
         .iter()
         .map(|i| {
@@ -201,7 +224,8 @@ fn table(instances: &[Instance]) -> String {
                 .registered_at
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default();
-            let metadata: Vec<String> = i.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let metadata: Vec<String> =
+                i.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
             [
                 i.service.clone(),
                 i.instance.clone(),

@@ -135,7 +135,10 @@ impl RegistryClient {
                 let detail = serde_json::from_str::<hotel_common::Problem>(&text)
                     .map(|p| p.detail)
                     .unwrap_or_else(|_| text.chars().take(200).collect());
-                Err(ClientError::Rejected { status: s.as_u16(), detail })
+                Err(ClientError::Rejected {
+                    status: s.as_u16(),
+                    detail,
+                })
             }
         }
     }
@@ -153,12 +156,18 @@ impl RegistryClient {
         req: &RegisterRequest,
     ) -> Result<Registered, ClientError> {
         let path = instance_path(service, instance)?;
-        let res = self.call(Method::PUT, &path, Some(req), CALL_TIMEOUT).await?;
+        let res = self
+            .call(Method::PUT, &path, Some(req), CALL_TIMEOUT)
+            .await?;
         Self::json(res).await
     }
 
     /// Renews an instance's lease; [`ClientError::NotRegistered`] means register again.
-    pub async fn heartbeat(&self, service: &str, instance: &str) -> Result<Registered, ClientError> {
+    pub async fn heartbeat(
+        &self,
+        service: &str,
+        instance: &str,
+    ) -> Result<Registered, ClientError> {
         let path = format!("{}/heartbeat", instance_path(service, instance)?);
         let res = self.call(Method::PUT, &path, None, CALL_TIMEOUT).await?;
         Self::json(res).await
@@ -176,7 +185,9 @@ impl RegistryClient {
 
     /// Every known service with its instance count.
     pub async fn services(&self) -> Result<ServiceList, ClientError> {
-        let res = self.call(Method::GET, "/v1/services", None, CALL_TIMEOUT).await?;
+        let res = self
+            .call(Method::GET, "/v1/services", None, CALL_TIMEOUT)
+            .await?;
         Self::json(res).await
     }
 
@@ -263,7 +274,12 @@ impl Registration {
     pub fn start(client: RegistryClient, spec: RegistrationSpec) -> Registration {
         let stop = CancellationToken::new();
         let (tx, registered) = watch::channel(false);
-        let task = tokio::spawn(keep_registered(client.clone(), spec.clone(), stop.clone(), tx));
+        let task = tokio::spawn(keep_registered(
+            client.clone(),
+            spec.clone(),
+            stop.clone(),
+            tx,
+        ));
         Registration {
             client,
             spec,
@@ -288,7 +304,9 @@ impl Registration {
     /// Waits until the instance is registered, up to `within`; answers whether it is.
     pub async fn wait_registered(&self, within: Duration) -> bool {
         let mut rx = self.registered.clone();
-        tokio::time::timeout(within, rx.wait_for(|r| *r)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(within, rx.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Stops heartbeating, deregisters (for at most a couple of seconds: the registry
@@ -299,7 +317,9 @@ impl Registration {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        let RegistrationSpec { service, instance, .. } = &self.spec;
+        let RegistrationSpec {
+            service, instance, ..
+        } = &self.spec;
         match self.client.deregister(service, instance).await {
             Ok(()) => {
                 tracing::info!(service, instance, "deregistered from the registry");
@@ -325,7 +345,9 @@ async fn keep_registered(
     stop: CancellationToken,
     registered: watch::Sender<bool>,
 ) {
-    let RegistrationSpec { service, instance, .. } = &spec;
+    let RegistrationSpec {
+        service, instance, ..
+    } = &spec;
     let body = RegisterRequest {
         url: spec.url.clone(),
         metadata: spec.metadata.clone(),
@@ -353,7 +375,11 @@ async fn keep_registered(
                 spec.heartbeat
             }
             Err(ClientError::NotRegistered) if known => {
-                tracing::info!(service, instance, "the registry forgot this instance; registering again");
+                tracing::info!(
+                    service,
+                    instance,
+                    "the registry forgot this instance; registering again"
+                );
                 known = false;
                 registered.send_replace(false);
                 Duration::ZERO
@@ -400,7 +426,11 @@ pub fn register_until(
 ) -> Result<impl Future<Output = ()> + Send + 'static, ClientError> {
     let registration = match RegistryClient::from_link(link)? {
         None => {
-            tracing::info!(service, instance, "no registry configured; running standalone");
+            tracing::info!(
+                service,
+                instance,
+                "no registry configured; running standalone"
+            );
             None
         }
         Some(client) => {
@@ -485,8 +515,19 @@ impl Watcher {
         let (tx, instances) = watch::channel(Arc::new(Vec::new()));
         let (synced_tx, synced) = watch::channel(false);
         let stop = CancellationToken::new();
-        tokio::spawn(follow(client, service.to_owned(), options, tx, synced_tx, stop.clone()));
-        Watcher { instances, synced, _stop: stop.drop_guard() }
+        tokio::spawn(follow(
+            client,
+            service.to_owned(),
+            options,
+            tx,
+            synced_tx,
+            stop.clone(),
+        ));
+        Watcher {
+            instances,
+            synced,
+            _stop: stop.drop_guard(),
+        }
     }
 
     /// A receiver of the instance set: `changed()` fires on every change. Keep the
@@ -508,7 +549,9 @@ impl Watcher {
     /// Waits up to `within` for the first answer from the registry; answers whether it came.
     pub async fn wait_synced(&self, within: Duration) -> bool {
         let mut rx = self.synced.clone();
-        tokio::time::timeout(within, rx.wait_for(|s| *s)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(within, rx.wait_for(|s| *s))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }
 
@@ -530,9 +573,10 @@ async fn follow(
         let now = Instant::now();
         let wait = match settle_until {
             // Come back when the settle period ends, to drop what did not return.
-            Some(t) if !carried.is_empty() => {
-                options.wait.min(t.saturating_duration_since(now)).max(Duration::from_millis(10))
-            }
+            Some(t) if !carried.is_empty() => options
+                .wait
+                .min(t.saturating_duration_since(now))
+                .max(Duration::from_millis(10)),
             _ => options.wait,
         };
         let call = async {

@@ -64,7 +64,10 @@ impl RegistryError {
                     "bad-path",
                     format!("{field}: {message}"),
                 );
-                p.errors.push(FieldError { field: (*field).to_owned(), message: message.clone() });
+                p.errors.push(FieldError {
+                    field: (*field).to_owned(),
+                    message: message.clone(),
+                });
                 p
             }
             RegistryError::BadQuery { field, message } => {
@@ -73,7 +76,10 @@ impl RegistryError {
                     "bad-query",
                     format!("query parameter {field}: {message}"),
                 );
-                p.errors.push(FieldError { field: (*field).to_owned(), message: message.clone() });
+                p.errors.push(FieldError {
+                    field: (*field).to_owned(),
+                    message: message.clone(),
+                });
                 p
             }
             RegistryError::InvalidField { field, message } => {
@@ -82,7 +88,9 @@ impl RegistryError {
             RegistryError::UnknownInstance { service, instance } => Problem::new(
                 StatusCode::NOT_FOUND,
                 "not-registered",
-                format!("instance {instance} of service {service} is not registered; register it again"),
+                format!(
+                    "instance {instance} of service {service} is not registered; register it again"
+                ),
             ),
             RegistryError::Full(what) => {
                 Problem::unavailable(format!("the registry is full: {what}"), 5)

@@ -45,7 +45,13 @@ impl Application {
         let (listener, addr) = hotel_common::server::bind(settings.listen).await?;
         let store = Store::start(&settings);
         let router = api::router(store.clone(), &settings);
-        Ok(Application { listener, addr, router, store, settings })
+        Ok(Application {
+            listener,
+            addr,
+            router,
+            store,
+            settings,
+        })
     }
 
     /// The bound address (the real port when `listen` had port 0).
@@ -74,8 +80,13 @@ impl Application {
             shutdown.await;
             store.close();
         };
-        hotel_common::server::serve(self.listener, self.router, shutdown, self.settings.shutdown_grace)
-            .await
+        hotel_common::server::serve(
+            self.listener,
+            self.router,
+            shutdown,
+            self.settings.shutdown_grace,
+        )
+        .await
     }
 }
 
@@ -97,7 +108,11 @@ pub async fn run(args: ProcessArgs) -> Result<(), BoxError> {
         args.log_format,
     );
     let app = Application::build(settings.clone()).await?;
-    if settings.token.as_deref().is_none_or(|t| t.trim().is_empty()) {
+    if settings
+        .token
+        .as_deref()
+        .is_none_or(|t| t.trim().is_empty())
+    {
         tracing::warn!(
             addr = %app.addr(),
             "no token configured: the registry is open to every local process; \
@@ -108,7 +123,8 @@ pub async fn run(args: ProcessArgs) -> Result<(), BoxError> {
     }
     tracing::info!(addr = %app.addr(), "registry listening");
     hotel_common::process::announce(app.addr());
-    app.run_until(hotel_common::server::shutdown_signal()).await?;
+    app.run_until(hotel_common::server::shutdown_signal())
+        .await?;
     tracing::info!("registry stopped");
     Ok(())
 }

@@ -81,7 +81,11 @@ pub struct RegisterRequest {
     #[serde(default)]
     pub metadata: Metadata,
     /// Lease asked for ("3s"); the registry's default when absent.
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub lease: Option<Duration>,
 }
 
@@ -103,7 +107,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 63 {
         return Err("must be 1 to 63 characters long".to_owned());
     }
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err("may hold only lowercase letters, digits and '-'".to_owned());
     }
     if name.starts_with('-') || name.ends_with('-') {
@@ -139,12 +146,16 @@ pub fn check_metadata(
     max_value_len: usize,
 ) -> Result<(), (String, String)> {
     if metadata.len() > max_keys {
-        return Err(("metadata".to_owned(), format!("at most {max_keys} entries are allowed")));
+        return Err((
+            "metadata".to_owned(),
+            format!("at most {max_keys} entries are allowed"),
+        ));
     }
     for (k, v) in metadata {
         let key_ok = !k.is_empty()
             && k.len() <= 64
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !key_ok {
             return Err((
                 format!("metadata.{}", k.chars().take(64).collect::<String>()),
@@ -152,10 +163,16 @@ pub fn check_metadata(
             ));
         }
         if v.len() > max_value_len {
-            return Err((format!("metadata.{k}"), format!("at most {max_value_len} bytes")));
+            return Err((
+                format!("metadata.{k}"),
+                format!("at most {max_value_len} bytes"),
+            ));
         }
         if v.chars().any(char::is_control) {
-            return Err((format!("metadata.{k}"), "must not contain control characters".to_owned()));
+            return Err((
+                format!("metadata.{k}"),
+                "must not contain control characters".to_owned(),
+            ));
         }
     }
     Ok(())
@@ -180,8 +197,14 @@ mod tests {
 
     #[test]
     fn urls_must_be_plain_http_bases() {
-        assert_eq!(check_url("http://127.0.0.1:4000/").unwrap(), "http://127.0.0.1:4000");
-        assert_eq!(check_url("https://room.internal/api").unwrap(), "https://room.internal/api");
+        assert_eq!(
+            check_url("http://127.0.0.1:4000/").unwrap(),
+            "http://127.0.0.1:4000"
+        );
+        assert_eq!(
+            check_url("https://room.internal/api").unwrap(),
+            "https://room.internal/api"
+        );
         assert!(check_url("ftp://x").is_err());
         assert!(check_url("127.0.0.1:4000").is_err());
         assert!(check_url("http://u:p@host").is_err());

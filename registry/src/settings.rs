@@ -110,7 +110,10 @@ mod tests {
 
     #[test]
     fn an_open_registry_may_only_listen_on_loopback() {
-        let open_public = Settings { listen: "0.0.0.0:8761".parse().unwrap(), ..Settings::default() };
+        let open_public = Settings {
+            listen: "0.0.0.0:8761".parse().unwrap(),
+            ..Settings::default()
+        };
         let err = open_public.check().unwrap_err();
         assert!(err.starts_with("token"), "{err}");
         assert!(Settings::default().check().is_ok());
@@ -137,7 +140,10 @@ mod tests {
             &Settings::default(),
             None,
             "registry",
-            &[("HOTEL_REGISTRY__TOKEN", "abc"), ("HOTEL_REGISTRY__DEFAULT_LEASE", "5s")],
+            &[
+                ("HOTEL_REGISTRY__TOKEN", "abc"),
+                ("HOTEL_REGISTRY__DEFAULT_LEASE", "5s"),
+            ],
         )
         .unwrap();
         assert_eq!(loaded.token.as_deref(), Some("abc"));
@@ -146,13 +152,21 @@ mod tests {
 
     #[test]
     fn a_blank_token_counts_as_none() {
-        let s = Settings { token: Some("  ".into()), ..Settings::default() }.check().unwrap();
+        let s = Settings {
+            token: Some("  ".into()),
+            ..Settings::default()
+        }
+        .check()
+        .unwrap();
         assert_eq!(s.token, None);
     }
 
     #[test]
     fn a_default_lease_outside_the_bounds_names_the_key() {
-        let s = Settings { default_lease: Duration::from_secs(301), ..Settings::default() };
+        let s = Settings {
+            default_lease: Duration::from_secs(301),
+            ..Settings::default()
+        };
         assert!(s.check().unwrap_err().starts_with("default_lease"));
     }
 }

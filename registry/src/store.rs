@@ -73,7 +73,11 @@ struct ServiceEntry {
 
 impl ServiceEntry {
     fn new(index: u64) -> Self {
-        ServiceEntry { index, instances: BTreeMap::new(), changed: watch::Sender::new(index) }
+        ServiceEntry {
+            index,
+            instances: BTreeMap::new(),
+            changed: watch::Sender::new(index),
+        }
     }
 }
 
@@ -100,7 +104,8 @@ impl State {
     fn schedule(&mut self, service: &str, instance: &str, deadline: Instant) -> (Instant, u64) {
         self.next_seq += 1;
         let key = (deadline, self.next_seq);
-        self.deadlines.insert(key, (service.to_owned(), instance.to_owned()));
+        self.deadlines
+            .insert(key, (service.to_owned(), instance.to_owned()));
         key
     }
 
@@ -108,11 +113,19 @@ impl State {
         let (index, instances) = match self.services.get(service) {
             Some(entry) => (
                 entry.index,
-                entry.instances.iter().map(|(name, e)| view(service, name, e, now)).collect(),
+                entry
+                    .instances
+                    .iter()
+                    .map(|(name, e)| view(service, name, e, now))
+                    .collect(),
             ),
             None => (0, Vec::new()),
         };
-        ServiceInstances { service: service.to_owned(), index, instances }
+        ServiceInstances {
+            service: service.to_owned(),
+            index,
+            instances,
+        }
     }
 }
 
@@ -133,10 +146,14 @@ fn millis(d: Duration) -> u64 {
 }
 
 fn check_names(service: &str, instance: &str) -> Result<(), RegistryError> {
-    model::check_name(service)
-        .map_err(|message| RegistryError::BadName { field: "service", message })?;
-    model::check_name(instance)
-        .map_err(|message| RegistryError::BadName { field: "instance", message })
+    model::check_name(service).map_err(|message| RegistryError::BadName {
+        field: "service",
+        message,
+    })?;
+    model::check_name(instance).map_err(|message| RegistryError::BadName {
+        field: "instance",
+        message,
+    })
 }
 
 /// Whether a registration was new or replaced/renewed an existing one.
@@ -159,14 +176,21 @@ impl Store {
             _close_on_drop: closing.clone().drop_guard(),
             settings: settings.clone(),
         });
-        tokio::spawn(reap(Arc::downgrade(&inner), inner.reaper_wake.clone(), closing));
+        tokio::spawn(reap(
+            Arc::downgrade(&inner),
+            inner.reaper_wake.clone(),
+            closing,
+        ));
         Store { inner }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // matters more than stopping the registry would, so keep serving.
-        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Releases every blocking watch and stops the reaper (at shutdown).
@@ -185,8 +209,10 @@ impl Store {
     ) -> Result<(Registered, Outcome), RegistryError> {
         check_names(service, instance)?;
         let s = &self.inner.settings;
-        let url = model::check_url(&req.url)
-            .map_err(|message| RegistryError::InvalidField { field: "url".into(), message })?;
+        let url = model::check_url(&req.url).map_err(|message| RegistryError::InvalidField {
+            field: "url".into(),
+            message,
+        })?;
         model::check_metadata(&req.metadata, s.max_metadata_keys, s.max_metadata_value_len)
             .map_err(|(field, message)| RegistryError::InvalidField { field, message })?;
         let lease = req.lease.unwrap_or(s.default_lease);
@@ -204,14 +230,27 @@ impl Store {
         let now = Instant::now();
         let mut st = self.lock();
         let known_service = st.services.contains_key(service);
-        let existing = st.services.get(service).and_then(|e| e.instances.get(instance));
-        let outcome = if existing.is_some() { Outcome::Updated } else { Outcome::Created };
+        let existing = st
+            .services
+            .get(service)
+            .and_then(|e| e.instances.get(instance));
+        let outcome = if existing.is_some() {
+            Outcome::Updated
+        } else {
+            Outcome::Created
+        };
         if outcome == Outcome::Created {
             if st.instance_count >= s.max_instances {
-                return Err(RegistryError::Full(format!("max_instances = {}", s.max_instances)));
+                return Err(RegistryError::Full(format!(
+                    "max_instances = {}",
+                    s.max_instances
+                )));
             }
             if !known_service && st.services.len() >= s.max_services {
-                return Err(RegistryError::Full(format!("max_services = {}", s.max_services)));
+                return Err(RegistryError::Full(format!(
+                    "max_services = {}",
+                    s.max_services
+                )));
             }
         }
         let changed = existing.is_none_or(|e| e.url != url || e.metadata != req.metadata);
@@ -224,14 +263,33 @@ impl Store {
         }
         let deadline_key = st.schedule(service, instance, now + lease);
         let earliest = st.deadlines.keys().next() == Some(&deadline_key);
-        let entry = Entry { url, metadata: req.metadata, registered_at, last_seen: now, lease, deadline_key };
-        let svc = st.services.entry(service.to_owned()).or_insert_with(|| ServiceEntry::new(0));
+        let entry = Entry {
+            url,
+            metadata: req.metadata,
+            registered_at,
+            last_seen: now,
+            lease,
+            deadline_key,
+        };
+        let svc = st
+            .services
+            .entry(service.to_owned())
+            .or_insert_with(|| ServiceEntry::new(0));
         svc.instances.insert(instance.to_owned(), entry);
         if outcome == Outcome::Created {
             st.instance_count += 1;
         }
-        let index = if changed { st.bump(service) } else { st.services[service].index };
-        let stored = view(service, instance, &st.services[service].instances[instance], now);
+        let index = if changed {
+            st.bump(service)
+        } else {
+            st.services[service].index
+        };
+        let stored = view(
+            service,
+            instance,
+            &st.services[service].instances[instance],
+            now,
+        );
         drop(st);
         if earliest {
             self.inner.reaper_wake.notify_one();
@@ -239,7 +297,13 @@ impl Store {
         if changed {
             tracing::info!(service, instance, url = %stored.url, index, ?outcome, "instance registered");
         }
-        Ok((Registered { instance: stored, index }, outcome))
+        Ok((
+            Registered {
+                instance: stored,
+                index,
+            },
+            outcome,
+        ))
     }
 
     /// Renews an instance's lease. Unknown instances answer
@@ -267,14 +331,20 @@ impl Store {
         let e = svc.instances.get_mut(instance).ok_or_else(unknown)?;
         e.last_seen = now;
         e.deadline_key = key;
-        Ok(Registered { instance: view(service, instance, e, now), index })
+        Ok(Registered {
+            instance: view(service, instance, e, now),
+            index,
+        })
     }
 
     /// Removes an instance at once (graceful shutdown) and wakes the service's watchers.
     pub fn deregister(&self, service: &str, instance: &str) -> Result<u64, RegistryError> {
         check_names(service, instance)?;
         let mut st = self.lock();
-        let removed = st.services.get_mut(service).and_then(|svc| svc.instances.remove(instance));
+        let removed = st
+            .services
+            .get_mut(service)
+            .and_then(|svc| svc.instances.remove(instance));
         let Some(e) = removed else {
             return Err(RegistryError::UnknownInstance {
                 service: service.to_owned(),
@@ -313,15 +383,21 @@ impl Store {
         let all = st
             .services
             .iter()
-            .flat_map(|(svc, e)| e.instances.iter().map(move |(name, i)| view(svc, name, i, now)))
+            .flat_map(|(svc, e)| {
+                e.instances
+                    .iter()
+                    .map(move |(name, i)| view(svc, name, i, now))
+            })
             .collect();
         (st.counter, all)
     }
 
     /// The instances of `service` now (an unknown service has none, at index 0).
     pub fn instances(&self, service: &str) -> Result<ServiceInstances, RegistryError> {
-        model::check_name(service)
-            .map_err(|message| RegistryError::BadName { field: "service", message })?;
+        model::check_name(service).map_err(|message| RegistryError::BadName {
+            field: "service",
+            message,
+        })?;
         Ok(self.lock().snapshot(service, Instant::now()))
     }
 
@@ -335,8 +411,10 @@ impl Store {
         after: Option<u64>,
         wait: Duration,
     ) -> Result<ServiceInstances, RegistryError> {
-        model::check_name(service)
-            .map_err(|message| RegistryError::BadName { field: "service", message })?;
+        model::check_name(service).map_err(|message| RegistryError::BadName {
+            field: "service",
+            message,
+        })?;
         let Some(after) = after else {
             return Ok(self.lock().snapshot(service, Instant::now()));
         };
@@ -383,7 +461,10 @@ impl Store {
                 break;
             }
             let (service, instance) = entry.remove();
-            let removed = st.services.get_mut(&service).and_then(|s| s.instances.remove(&instance));
+            let removed = st
+                .services
+                .get_mut(&service)
+                .and_then(|s| s.instances.remove(&instance));
             if let Some(e) = removed {
                 st.instance_count -= 1;
                 let index = st.bump(&service);
@@ -429,7 +510,11 @@ mod tests {
     use super::*;
 
     fn req(url: &str) -> RegisterRequest {
-        RegisterRequest { url: url.to_owned(), metadata: Metadata::new(), lease: None }
+        RegisterRequest {
+            url: url.to_owned(),
+            metadata: Metadata::new(),
+            lease: None,
+        }
     }
 
     fn names(s: &ServiceInstances) -> Vec<&str> {
@@ -439,7 +524,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lease_expires_at_its_end_and_not_a_millisecond_before() {
         let store = Store::start(&Settings::default());
-        store.register("room", "room-1", req("http://127.0.0.1:1")).unwrap();
+        store
+            .register("room", "room-1", req("http://127.0.0.1:1"))
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(2_999)).await;
         assert_eq!(names(&store.instances("room").unwrap()), ["room-1"]);
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -450,7 +537,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn heartbeats_extend_the_lease_from_the_moment_they_arrive() {
         let store = Store::start(&Settings::default());
-        store.register("room", "room-1", req("http://127.0.0.1:1")).unwrap();
+        store
+            .register("room", "room-1", req("http://127.0.0.1:1"))
+            .unwrap();
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_secs(2)).await;
             store.heartbeat("room", "room-1").unwrap();
@@ -467,7 +556,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_requested_short_lease_is_honoured_even_after_longer_ones() {
         let store = Store::start(&Settings::default());
-        store.register("room", "room-1", req("http://127.0.0.1:1")).unwrap();
+        store
+            .register("room", "room-1", req("http://127.0.0.1:1"))
+            .unwrap();
         let mut short = req("http://127.0.0.1:2");
         short.lease = Some(Duration::from_millis(500));
         store.register("room", "room-2", short).unwrap();
@@ -478,9 +569,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn eviction_wakes_a_blocked_watcher_with_a_new_index() {
         let store = Store::start(&Settings::default());
-        let (reg, _) = store.register("room", "room-1", req("http://127.0.0.1:1")).unwrap();
+        let (reg, _) = store
+            .register("room", "room-1", req("http://127.0.0.1:1"))
+            .unwrap();
         let started = Instant::now();
-        let seen = store.watch("room", Some(reg.index), Duration::from_secs(30)).await.unwrap();
+        let seen = store
+            .watch("room", Some(reg.index), Duration::from_secs(30))
+            .await
+            .unwrap();
         assert!(seen.index > reg.index);
         assert!(seen.instances.is_empty());
         assert_eq!(started.elapsed(), Duration::from_secs(3));
@@ -489,11 +585,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_watch_returns_on_change_and_times_out_with_the_same_index() {
         let store = Store::start(&Settings::default());
-        let first = store.watch("room", None, Duration::from_secs(30)).await.unwrap();
+        let first = store
+            .watch("room", None, Duration::from_secs(30))
+            .await
+            .unwrap();
         assert_eq!(first.index, 0);
 
         let started = Instant::now();
-        let timed_out = store.watch("room", Some(first.index), Duration::from_secs(5)).await.unwrap();
+        let timed_out = store
+            .watch("room", Some(first.index), Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(timed_out.index, first.index);
         assert_eq!(started.elapsed(), Duration::from_secs(5));
 
@@ -502,7 +604,9 @@ mod tests {
             tokio::spawn(async move { store.watch("room", Some(0), Duration::from_secs(30)).await })
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
-        store.register("room", "room-1", req("http://127.0.0.1:1")).unwrap();
+        store
+            .register("room", "room-1", req("http://127.0.0.1:1"))
+            .unwrap();
         let started = Instant::now();
         let changed = waiter.await.unwrap().unwrap();
         assert_eq!(started.elapsed(), Duration::ZERO);
@@ -513,11 +617,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn renewing_a_registration_unchanged_does_not_move_the_index() {
         let store = Store::start(&Settings::default());
-        let (a, o1) = store.register("room", "room-1", req("http://127.0.0.1:1")).unwrap();
-        let (b, o2) = store.register("room", "room-1", req("http://127.0.0.1:1")).unwrap();
+        let (a, o1) = store
+            .register("room", "room-1", req("http://127.0.0.1:1"))
+            .unwrap();
+        let (b, o2) = store
+            .register("room", "room-1", req("http://127.0.0.1:1"))
+            .unwrap();
         assert_eq!((o1, o2), (Outcome::Created, Outcome::Updated));
         assert_eq!(a.index, b.index);
-        let (c, _) = store.register("room", "room-1", req("http://127.0.0.1:9")).unwrap();
+        let (c, _) = store
+            .register("room", "room-1", req("http://127.0.0.1:9"))
+            .unwrap();
         assert!(c.index > b.index);
     }
 
@@ -525,7 +635,10 @@ mod tests {
     async fn an_index_from_a_previous_registry_answers_at_once() {
         let store = Store::start(&Settings::default());
         let started = Instant::now();
-        let s = store.watch("room", Some(9_999), Duration::from_secs(30)).await.unwrap();
+        let s = store
+            .watch("room", Some(9_999), Duration::from_secs(30))
+            .await
+            .unwrap();
         assert_eq!(started.elapsed(), Duration::ZERO);
         assert_eq!(s.index, 0);
     }
@@ -535,7 +648,9 @@ mod tests {
         let store = Store::start(&Settings::default());
         let waiter = {
             let store = store.clone();
-            tokio::spawn(async move { store.watch("room", Some(0), Duration::from_secs(300)).await })
+            tokio::spawn(
+                async move { store.watch("room", Some(0), Duration::from_secs(300)).await },
+            )
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
         store.close();
@@ -546,13 +661,28 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_instance_limit_refuses_new_instances_but_renews_known_ones() {
-        let settings = Settings { max_instances: 1, ..Settings::default() };
+        let settings = Settings {
+            max_instances: 1,
+            ..Settings::default()
+        };
         let store = Store::start(&settings);
-        store.register("room", "room-1", req("http://127.0.0.1:1")).unwrap();
-        let err = store.register("room", "room-2", req("http://127.0.0.1:2")).unwrap_err();
+        store
+            .register("room", "room-1", req("http://127.0.0.1:1"))
+            .unwrap();
+        let err = store
+            .register("room", "room-2", req("http://127.0.0.1:2"))
+            .unwrap_err();
         assert!(matches!(err, RegistryError::Full(_)));
-        assert!(store.register("room", "room-1", req("http://127.0.0.1:1")).is_ok());
+        assert!(
+            store
+                .register("room", "room-1", req("http://127.0.0.1:1"))
+                .is_ok()
+        );
         store.deregister("room", "room-1").unwrap();
-        assert!(store.register("room", "room-2", req("http://127.0.0.1:2")).is_ok());
+        assert!(
+            store
+                .register("room", "room-2", req("http://127.0.0.1:2"))
+                .is_ok()
+        );
     }
 }
