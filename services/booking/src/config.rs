@@ -7,7 +7,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 /// Everything the booking service can be told.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
@@ -17,7 +17,7 @@ pub struct Settings {
     pub instance: String,
     /// How long in-flight requests may finish after a shutdown signal.
     #[serde(with = "humantime_serde")]
-    pub grace: Duration,
+    pub shutdown_grace: Duration,
     /// Base URL of the customer service (`http://127.0.0.1:7001`); the service's own paths
     /// (`/customers/{id}`) are appended. Required until calls go through discovery.
     #[serde(default)]
@@ -45,7 +45,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: PathBuf::from(".hotel"),
             instance: "booking".to_owned(),
-            grace: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
             customer_url: None,
             room_url: None,
             peer_timeout: Duration::from_secs(2),
@@ -93,6 +93,35 @@ mod tests {
         assert_eq!(s.customer_url.as_deref(), Some("http://127.0.0.1:1"));
         assert_eq!(s.peer_timeout, Duration::from_millis(750));
         assert_eq!(s.idempotency_retention, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn the_shipped_config_file_parses_to_the_defaults() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/booking.toml");
+        let s: Settings =
+            hotel_common::config::load_with_env(&Settings::default(), Some(&path), "booking", &[])
+                .unwrap();
+        let d = Settings::default();
+        assert_eq!(s.listen, d.listen);
+        assert_eq!(s.shutdown_grace, d.shutdown_grace);
+        assert_eq!(s.peer_timeout, d.peer_timeout);
+        assert_eq!(s.peer_connect_timeout, d.peer_connect_timeout);
+        assert_eq!(s.idempotency_retention, d.idempotency_retention);
+        assert_eq!(s.registry.heartbeat, d.registry.heartbeat);
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("booking-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("booking.toml");
+        std::fs::write(&path, "room_ulr = \"http://x\"\n").unwrap();
+        let err =
+            hotel_common::config::load_with_env(&Settings::default(), Some(&path), "booking", &[])
+                .unwrap_err();
+        assert!(err.to_string().contains("room_ulr"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl Application {
         self.router.clone()
     }
 
-    /// Serves until `shutdown` resolves, then drains for `grace`.
+    /// Serves until `shutdown` resolves, then drains for `shutdown_grace`.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -131,9 +131,13 @@ impl Application {
             self.addr,
             shutdown,
         )?;
-        let served =
-            hotel_common::server::serve(self.listener, self.router, shutdown, self.settings.grace)
-                .await;
+        let served = hotel_common::server::serve(
+            self.listener,
+            self.router,
+            shutdown,
+            self.settings.shutdown_grace,
+        )
+        .await;
         purge.abort();
         served.map_err(Into::into)
     }
