@@ -1,0 +1,247 @@
+//! `hotel up` and the cluster control commands, run as a user runs them: real processes,
+//! each test in its own data directory with every port ephemeral.
+//!
+//! Run with `cargo build -p hotel && cargo test -p hotel-tests --test cluster_cli`.
+
+mod cluster_support;
+
+use cluster_support::{Cluster, until};
+
+use std::{process::Command, time::Duration};
+
+fn alive(pid: u64) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_reports_real_addresses_writes_logs_and_sigterm_stops_every_instance() {
+    let mut c = Cluster::up(&["--replicas", "1"]).await.unwrap();
+    let file = c.file().unwrap();
+    for key in ["gateway_url", "admin_url", "registry_url", "control_url"] {
+        let url = file[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} missing: {file}"));
+        assert!(
+            url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"),
+            "{key} = {url}"
+        );
+    }
+    for key in ["api_key", "admin_token", "registry_token"] {
+        assert!(
+            file[key].as_str().is_some_and(|s| s.len() >= 16),
+            "{key}: {file}"
+        );
+    }
+    let instances = file["instances"].as_array().unwrap().clone();
+    let names: Vec<&str> = instances
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["registry", "customer-1", "room-1", "booking-1", "gateway"]
+    );
+    for i in &instances {
+        assert!(alive(i["pid"].as_u64().unwrap()), "{i}");
+        assert!(
+            c.log_path(i["name"].as_str().unwrap()).exists(),
+            "no log for {i}"
+        );
+    }
+    let out = c.up_output();
+    for needle in [
+        "room-1",
+        "Authorization: Bearer",
+        "curl",
+        file["gateway_url"].as_str().unwrap(),
+    ] {
+        assert!(out.contains(needle), "the banner lacks {needle:?}:\n{out}");
+    }
+
+    assert!(
+        c.shutdown(Duration::from_secs(60)),
+        "hotel up did not exit 0:\n{}",
+        c.up_output()
+    );
+    for i in &instances {
+        assert!(!alive(i["pid"].as_u64().unwrap()), "{i} survived hotel up");
+    }
+    assert!(
+        !c.path().join("cluster.json").exists(),
+        "cluster.json outlived the cluster"
+    );
+    // Services stop first and the registry last.
+    let out = c.up_output();
+    let pos = |name: &str| {
+        out.find(&format!("stopped instance={name} "))
+            .unwrap_or_else(|| panic!("{name} not stopped:\n{out}"))
+    };
+    assert!(
+        pos("room-1") < pos("gateway") && pos("gateway") < pos("registry"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_up_on_the_same_data_dir_is_refused_while_the_first_runs() {
+    let c = Cluster::up(&["--replicas", "1"]).await.unwrap();
+    let out = Command::new(hotel_tests::hotel_bin())
+        .args([
+            "up",
+            "--data-dir",
+            &c.data_dir(),
+            "--gateway-port",
+            "0",
+            "--admin-port",
+            "0",
+            "--registry-port",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already running") && err.contains(&c.up_pid().to_string()),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_stop_pause_resume_start_and_scale_change_the_instances_they_name() {
+    let mut c = Cluster::up(&["--replicas", "1"]).await.unwrap();
+
+    let before = c.instance("room-1").unwrap();
+    let out = c.control(&["kill", "room-1"]);
+    assert!(out.contains("killed room-1"), "{out}");
+    let after = c.instance("room-1").unwrap();
+    assert_eq!(after["state"], "killed", "{after}");
+    assert!(!alive(before["pid"].as_u64().unwrap()));
+    assert!(
+        !c.file().unwrap()["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "room-1")
+    );
+
+    // The next free name is reused, on a new process.
+    let out = c.control(&["start", "room"]);
+    assert!(out.contains("started room-1"), "{out}");
+    let restarted = c.instance("room-1").unwrap();
+    assert_eq!(restarted["state"], "running");
+    assert_ne!(restarted["pid"], before["pid"]);
+
+    c.control(&["pause", "room-1"]);
+    assert_eq!(c.instance("room-1").unwrap()["state"], "paused");
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", restarted["pid"])).unwrap();
+    assert!(stat.contains(") T "), "SIGSTOP did not stop it: {stat}");
+    c.control(&["resume", "room-1"]);
+    assert_eq!(c.instance("room-1").unwrap()["state"], "running");
+
+    let out = c.control(&["scale", "room=3"]);
+    assert!(out.contains("room-2") && out.contains("room-3"), "{out}");
+    let out = c.control(&["scale", "room=1"]);
+    assert!(
+        out.contains("stopped room-3") && out.contains("stopped room-2"),
+        "{out}"
+    );
+    assert_eq!(c.instance("room-2").unwrap()["state"], "stopped");
+    // A graceful stop deregisters at once.
+    assert_eq!(c.instance("room-2").unwrap()["registry"], "absent");
+
+    let out = c.hotel(&["kill", "room-9"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("room-9") && err.contains("known instances") && err.contains("booking-1"),
+        "{err}"
+    );
+
+    let out = c.hotel(&["stop", "room-2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
+
+    let out = c.hotel(&["scale", "gateway=2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exactly one"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_restart_a_killed_instance_comes_back_under_its_name() {
+    let mut c = Cluster::up(&["--replicas", "1", "--restart"])
+        .await
+        .unwrap();
+    let pid = c.instance("customer-1").unwrap()["pid"].clone();
+    c.control(&["kill", "customer-1"]);
+    let took = until(Duration::from_secs(60), "customer-1 restarted", || {
+        c.instance("customer-1")
+            .is_ok_and(|i| i["state"] == "running" && i["pid"] != pid && i["restarts"] == 1)
+    })
+    .await
+    .unwrap();
+    cluster_support::measured(
+        "restart policy",
+        "kill to running again",
+        format!("{took:?}"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_cannot_start_fails_up_naming_it_with_its_log() {
+    // An unknown key makes every room replica refuse its configuration.
+    let mut c = Cluster::spawn(&["--replicas", "1"], &[("HOTEL_ROOM__NO_SUCH_KEY", "1")]).unwrap();
+    let status = c.wait_exit(Duration::from_secs(180));
+    let text = c.up_output();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "hotel up should fail and exit non-zero ({status:?}):\n{text}"
+    );
+    assert!(
+        text.contains("room-1") && text.contains("no_such_key"),
+        "{text}"
+    );
+    assert!(
+        c.leftover_pids().is_empty(),
+        "instances outlived a failed hotel up: {:?}",
+        c.leftover_pids()
+    );
+}
+
+#[test]
+fn control_commands_without_a_cluster_say_how_to_start_one() {
+    let dir = hotel_tests::TempDir::new("hotel-nocluster");
+    let out = Command::new(hotel_tests::hotel_bin())
+        .args(["kill", "room-1", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no cluster") && err.contains("hotel up"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_through_a_healthy_cluster_reports_every_request_ok() {
+    let c = Cluster::up(&["--replicas", "1"]).await.unwrap();
+    let summary = c
+        .load(&[
+            "--requests",
+            "150",
+            "--rate",
+            "50",
+            "--mix",
+            "availability=2,room=2,customer=2,book=2,cancel=1,signup=1",
+        ])
+        .unwrap();
+    let s = summary.finish(Duration::from_secs(90)).unwrap();
+    assert_eq!(s["requests"], 150, "{s}");
+    assert_eq!(s["errors"], 0, "{s}");
+    assert!(s["by_op"]["book"]["ok"].as_u64().unwrap() > 0, "{s}");
+}

@@ -1,0 +1,391 @@
+//! The failure drills of DESIGN.md section 6, run as a person runs them: `hotel up`, then
+//! `hotel load` in the background while `hotel kill|pause|stop|start` break things, and
+//! `hotel status --json` to watch the gateway's per-instance counters.
+//!
+//! Bounds are generous (a shared 2-core machine); every drill prints what it measured as
+//! `MEASURED ...` lines (`cargo test -p hotel-tests --test drills -- --nocapture`).
+//!
+//! Run with `cargo build -p hotel && cargo test -p hotel-tests --test drills`.
+
+mod cluster_support;
+
+use cluster_support::{Cluster, assert_no_failures, measured};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Retryable requests only: reads, and bookings and cancellations carrying an
+/// `Idempotency-Key` (the gateway may resend them to another instance).
+const RETRYABLE_MIX: &str = "availability=3,room=3,customer=2,book=2,cancel=1";
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// Creates one customer and one room through the gateway; returns their ids.
+async fn seed(c: &mut Cluster) -> (String, String) {
+    let (gw, key) = (c.gateway().unwrap(), c.api_key().unwrap());
+    let http = http();
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let customer: Value = http
+        .post(format!("{gw}/api/customers"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"name": "Drill Guest", "email": format!("drill-{suffix}@example.test")}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let room: Value = http
+        .post(format!("{gw}/api/rooms"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"number": format!("D{}", &suffix[..8]), "kind": "double", "capacity": 2, "nightly_rate_cents": 10000}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        customer["id"].as_str().unwrap().to_owned(),
+        room["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_1_kill_9_of_one_of_three_replicas_under_load_fails_no_request() {
+    let drill = "drill 1 (kill -9 one of three)";
+    let mut c = Cluster::up(&["--replicas", "customer=1,room=3,booking=1"])
+        .await
+        .unwrap();
+    let load = c
+        .load(&["--rate", "40", "--duration", "12s", "--mix", RETRYABLE_MIX])
+        .unwrap();
+    c.wait_traffic_to("room-2", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let killed_at = Instant::now();
+    c.control(&["kill", "room-2"]);
+    // Keep the load running a few seconds past the kill, then end it.
+    let left = async {
+        let last = c.requests_to("room-2").unwrap_or(0);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        c.requests_to("room-2").unwrap_or(0).saturating_sub(last)
+    }
+    .await;
+    let summary = load.stop().unwrap();
+    measured(
+        drill,
+        "attempts sent to the dead instance in the 4 s after the kill",
+        left,
+    );
+    measured(
+        drill,
+        "load after the kill s",
+        format!("{:.1}", killed_at.elapsed().as_secs_f64()),
+    );
+    assert_no_failures(drill, &summary, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_2_a_frozen_replica_loses_its_traffic_fast_and_wins_it_back_after_sigcont() {
+    let drill = "drill 2 (SIGSTOP one of three)";
+    let mut c = Cluster::up(&["--replicas", "customer=1,room=3,booking=1"])
+        .await
+        .unwrap();
+    let load = c
+        .load(&[
+            "--rate",
+            "40",
+            "--duration",
+            "60s",
+            "--mix",
+            "room=3,availability=2,customer=1,book=1",
+        ])
+        .unwrap();
+    c.wait_traffic_to("room-2", Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    c.control(&["pause", "room-2"]);
+    let paused_at = Instant::now();
+    // Traffic has left when the counter stops moving for a whole second.
+    let mut last = c.requests_to("room-2").unwrap();
+    let mut last_change = Instant::now();
+    while last_change.elapsed() < Duration::from_secs(1) {
+        assert!(
+            paused_at.elapsed() < Duration::from_secs(15),
+            "traffic kept going to the frozen room-2: {}",
+            c.status().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = c.requests_to("room-2").unwrap();
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+        }
+    }
+    let left_after = last_change.duration_since(paused_at);
+    measured(
+        drill,
+        "traffic left the frozen instance after",
+        format!("{left_after:?}"),
+    );
+    assert!(
+        left_after <= Duration::from_secs(5),
+        "traffic took {left_after:?} to leave the frozen instance"
+    );
+    // Stay frozen a little longer: the breaker is open, clients must not notice.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    c.control(&["resume", "room-2"]);
+    let back_after = c
+        .wait_traffic_to("room-2", Duration::from_secs(20))
+        .await
+        .unwrap();
+    measured(
+        drill,
+        "traffic came back after SIGCONT within",
+        format!("{back_after:?}"),
+    );
+    assert!(
+        back_after <= Duration::from_secs(12),
+        "room-2 took {back_after:?} to take traffic again"
+    );
+    let summary = load.stop().unwrap();
+    assert_no_failures(drill, &summary, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_3_with_every_room_replica_dead_room_routes_fail_fast_and_a_new_one_takes_traffic_at_once()
+ {
+    let drill = "drill 3 (kill every replica of room)";
+    let mut c = Cluster::up(&["--replicas", "customer=1,room=2,booking=1"])
+        .await
+        .unwrap();
+    let (customer, room) = seed(&mut c).await;
+    let (gw, key) = (c.gateway().unwrap(), c.api_key().unwrap());
+    let http = http();
+    c.control(&["kill", "room-1"]);
+    c.control(&["kill", "room-2"]);
+
+    // Room routes: 503 problem+json, fast (once the gateway has seen them go).
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let t = Instant::now();
+        let res = http
+            .get(format!("{gw}/api/rooms/{room}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        worst = worst.max(t.elapsed());
+        let status = res.status().as_u16();
+        let ctype = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        assert_eq!(
+            status,
+            503,
+            "room route with no room instance: {status} {}",
+            res.text().await.unwrap_or_default()
+        );
+        assert!(ctype.starts_with("application/problem+json"), "{ctype}");
+    }
+    measured(
+        drill,
+        "slowest 503 with no room instance",
+        format!("{worst:?}"),
+    );
+    assert!(worst <= Duration::from_secs(3), "503 took {worst:?}");
+
+    // Other services are unaffected.
+    for _ in 0..10 {
+        let res = http
+            .get(format!("{gw}/api/customers/{customer}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "customer route while room is down");
+    }
+
+    // One new replica takes traffic within ~2 s of registering.
+    c.control(&["start", "room"]);
+    let started = Instant::now();
+    loop {
+        let res = http
+            .get(format!("{gw}/api/rooms/{room}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no room answer {:?} after start: {}",
+            started.elapsed(),
+            res.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let back = started.elapsed();
+    measured(
+        drill,
+        "room answers again after `hotel start room` returned",
+        format!("{back:?}"),
+    );
+    assert!(back <= Duration::from_secs(5), "{back:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_4_traffic_survives_the_registry_and_instances_re_register_when_it_returns() {
+    let drill = "drill 4 (kill -9 the registry)";
+    let mut c = Cluster::up(&["--replicas", "customer=1,room=2,booking=1"])
+        .await
+        .unwrap();
+    let registry_url = c.file().unwrap()["registry_url"].clone();
+    let load = c
+        .load(&["--rate", "30", "--duration", "60s", "--mix", RETRYABLE_MIX])
+        .unwrap();
+    c.wait_traffic_to("room-1", Duration::from_secs(30))
+        .await
+        .unwrap();
+    c.control(&["kill", "registry"]);
+    // Traffic continues with the registry gone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.wait_traffic_to("room-2", Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    let restarted_at = Instant::now();
+    c.control(&["start", "registry"]);
+    assert_eq!(
+        c.file().unwrap()["registry_url"],
+        registry_url,
+        "the registry came back on another address"
+    );
+    let took = cluster_support::until(
+        Duration::from_secs(20),
+        "every service instance registered again",
+        || {
+            c.status().is_ok_and(|s| {
+                s["instances"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|i| {
+                        ["customer", "room", "booking"]
+                            .contains(&i["service"].as_str().unwrap_or(""))
+                    })
+                    .all(|i| i["registry"] == "registered")
+            })
+        },
+    )
+    .await
+    .unwrap();
+    measured(
+        drill,
+        "all instances re-registered after the registry restart",
+        format!("{took:?}"),
+    );
+
+    // Discovery works again: a new replica gets traffic.
+    c.control(&["start", "room"]);
+    let new_traffic = c
+        .wait_traffic_to("room-3", Duration::from_secs(15))
+        .await
+        .unwrap();
+    measured(
+        drill,
+        "new replica took traffic after start",
+        format!("{new_traffic:?}"),
+    );
+    measured(
+        drill,
+        "registry restart to new replica traffic",
+        format!("{:?}", restarted_at.elapsed()),
+    );
+    let summary = load.stop().unwrap();
+    assert_no_failures(drill, &summary, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_5_a_graceful_stop_during_load_with_unkeyed_posts_fails_no_request() {
+    let drill = "drill 5 (graceful stop, POSTs without key)";
+    let mut c = Cluster::up(&["--replicas", "customer=3,room=1,booking=1"])
+        .await
+        .unwrap();
+    let load = c
+        .load(&[
+            "--rate",
+            "40",
+            "--duration",
+            "60s",
+            "--mix",
+            "signup=4,customer=3,availability=1,book=1",
+        ])
+        .unwrap();
+    c.wait_traffic_to("customer-2", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    c.control(&["stop", "customer-2"]);
+    measured(drill, "hotel stop took", format!("{:?}", t.elapsed()));
+    assert_eq!(c.instance("customer-2").unwrap()["state"], "stopped");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let summary = load.stop().unwrap();
+    assert!(
+        summary["by_op"]["signup"]["requests"].as_u64().unwrap_or(0) > 0,
+        "{summary}"
+    );
+    assert_no_failures(drill, &summary, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_6_a_rolling_restart_of_every_booking_replica_under_load_fails_no_request() {
+    let drill = "drill 6 (rolling restart of booking)";
+    let mut c = Cluster::up(&["--replicas", "customer=1,room=1,booking=2"])
+        .await
+        .unwrap();
+    let load = c
+        .load(&[
+            "--rate",
+            "30",
+            "--duration",
+            "120s",
+            "--mix",
+            "book=3,cancel=1,availability=2",
+        ])
+        .unwrap();
+    c.wait_traffic_to("booking-1", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    for name in ["booking-1", "booking-2"] {
+        let old = c.instance(name).unwrap()["pid"].clone();
+        c.control(&["stop", name]);
+        let out = c.control(&["start", "booking"]);
+        assert!(out.contains(&format!("started {name}")), "{out}");
+        assert_ne!(c.instance(name).unwrap()["pid"], old);
+        c.wait_traffic_to(name, Duration::from_secs(15))
+            .await
+            .unwrap();
+    }
+    measured(drill, "rolling restart took", format!("{:?}", t.elapsed()));
+    let summary = load.stop().unwrap();
+    assert_no_failures(drill, &summary, "");
+}
