@@ -71,6 +71,8 @@ fn declared() -> OpenApiRouter<AppState> {
     params(
         ("Idempotency-Key" = Option<String>, Header,
          description = "1 to 255 printable ASCII characters; a repeat with the same body replays the first response"),
+        ("X-Forwarded-Prefix" = Option<String>, Header,
+         description = "Path prefix a proxy strips (such as `/api`), put back in front of `Location`"),
     ),
     responses(
         (status = 201, description = "Booked (or replayed, with `Idempotent-Replayed: true`)", body = Booking),
@@ -89,8 +91,9 @@ async fn create_booking(
         Ok(key) => key,
         Err(e) => return e.into_response(),
     };
+    let prefix = forwarded_prefix(&headers);
     let Some(key) = key else {
-        return match create(&app, &req, None).await {
+        return match create(&app, &req, &prefix, None).await {
             Ok(stored) => stored.into_response(false),
             Err(e) => e.into_response(),
         };
@@ -114,7 +117,7 @@ async fn create_booking(
             // in flight until its lease ends.
             let ctx = hotel_common::context::current();
             let work = async move {
-                let stored = match create(&app, &req, Some(&key)).await {
+                let stored = match create(&app, &req, &prefix, Some(&key)).await {
                     Ok(stored) => stored,
                     Err(e) => {
                         let stored = StoredResponse::problem(&e.to_problem());
@@ -149,6 +152,7 @@ async fn create_booking(
 async fn create(
     app: &AppState,
     req: &NewBooking,
+    location_prefix: &str,
     key: Option<&str>,
 ) -> Result<StoredResponse, BookingError> {
     check_guests(req.guests)?;
@@ -197,13 +201,36 @@ async fn create(
         total_cents,
         created_at: page::now_micros(),
     };
-    let stored = StoredResponse::created(format!("/bookings/{}", draft.id), &draft.to_booking());
+    let stored = StoredResponse::created(
+        format!("{location_prefix}/bookings/{}", draft.id),
+        &draft.to_booking(),
+    );
     let booking = app
         .store
         .insert_if_free(&draft, key.map(|k| (k, &stored)))
         .await?;
     tracing::info!(booking.id = %booking.id, room.id = %booking.room_id, "booked");
     Ok(stored)
+}
+
+/// The path prefix a proxy in front of us strips (`X-Forwarded-Prefix: /api`), so that
+/// `Location` names the booking as the client addresses it. Anything but a plain path of
+/// at most 64 characters is ignored rather than echoed.
+fn forwarded_prefix(headers: &HeaderMap) -> String {
+    headers
+        .get("x-forwarded-prefix")
+        .and_then(|v| v.to_str().ok())
+        .map(|p| p.trim_end_matches('/'))
+        .filter(|p| {
+            p.len() <= 64
+                && p.starts_with('/')
+                && !p.contains("..")
+                && !p.contains("//")
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'))
+        })
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// One booking.

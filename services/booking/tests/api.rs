@@ -30,6 +30,38 @@ async fn books_a_room_and_reads_the_booking_back() {
 }
 
 #[tokio::test]
+async fn location_carries_the_prefix_a_proxy_strips_and_ignores_a_strange_one() {
+    let app = TestApp::spawn().await;
+    let (body, _) = app.booking_body(3, 1);
+    let (status, headers, b) = app
+        .send(
+            "POST",
+            "/bookings",
+            Some(&body.to_string()),
+            &[("x-forwarded-prefix", "/api/")],
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        headers["location"],
+        format!("/api/bookings/{}", b["id"].as_str().unwrap()).as_str()
+    );
+    let (body, _) = app.booking_body(3, 1);
+    let (_, headers, b) = app
+        .send(
+            "POST",
+            "/bookings",
+            Some(&body.to_string()),
+            &[("x-forwarded-prefix", "https://evil/x")],
+        )
+        .await;
+    assert_eq!(
+        headers["location"],
+        format!("/bookings/{}", b["id"].as_str().unwrap()).as_str()
+    );
+}
+
+#[tokio::test]
 async fn malformed_json_is_a_400_and_a_body_over_64_kib_is_a_413() {
     let app = TestApp::spawn().await;
     let (status, headers, p) = app
