@@ -89,7 +89,7 @@ pub struct Room {
     /// What sort of room it is.
     pub kind: RoomKind,
     /// Most guests, 1 to 10.
-    #[schema(example = 2)]
+    #[schema(example = 2, minimum = 1, maximum = 10)]
     pub capacity: i64,
     /// Price of one night in cents.
     #[schema(example = 12900)]
@@ -106,15 +106,15 @@ pub struct Room {
 #[serde(deny_unknown_fields)]
 pub struct NewRoom {
     /// 1 to 16 characters after trimming.
-    #[schema(example = "101")]
+    #[schema(example = "101", min_length = 1, max_length = 16)]
     pub number: String,
     /// single, double or suite.
     pub kind: RoomKind,
     /// 1 to 10.
-    #[schema(example = 2)]
+    #[schema(example = 2, minimum = 1, maximum = 10)]
     pub capacity: i64,
     /// 1 to 10 000 000.
-    #[schema(example = 12900)]
+    #[schema(example = 12900, minimum = 1, maximum = 10_000_000)]
     pub nightly_rate_cents: i64,
 }
 
@@ -124,7 +124,7 @@ pub struct NewRoom {
 pub struct RoomPatch {
     /// New number, same rules as on create.
     #[serde(default, deserialize_with = "non_null")]
-    #[schema(nullable = false)]
+    #[schema(nullable = false, min_length = 1, max_length = 16)]
     pub number: Option<String>,
     /// New kind.
     #[serde(default, deserialize_with = "non_null")]
@@ -132,11 +132,11 @@ pub struct RoomPatch {
     pub kind: Option<RoomKind>,
     /// New capacity, 1 to 10.
     #[serde(default, deserialize_with = "non_null")]
-    #[schema(nullable = false)]
+    #[schema(nullable = false, minimum = 1, maximum = 10)]
     pub capacity: Option<i64>,
     /// New nightly rate, 1 to 10 000 000 cents.
     #[serde(default, deserialize_with = "non_null")]
-    #[schema(nullable = false)]
+    #[schema(nullable = false, minimum = 1, maximum = 10_000_000)]
     pub nightly_rate_cents: Option<i64>,
     /// available or maintenance; retiring is `DELETE`.
     #[serde(default, deserialize_with = "non_null")]
@@ -152,10 +152,12 @@ pub struct ListQuery {
     /// Only rooms of this kind.
     pub kind: Option<RoomKind>,
     /// Only rooms holding at least this many guests (1 to 10).
+    #[param(minimum = 1, maximum = 10)]
     pub min_capacity: Option<i64>,
     /// Only rooms in this status.
     pub status: Option<RoomStatus>,
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
