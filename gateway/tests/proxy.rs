@@ -1,0 +1,391 @@
+//! In-process tests of the whole gateway: a real `Application` on port 0 in front of
+//! small fake instances (axum on port 0) that fail, stall or vanish on purpose.
+
+use axum::{Router, body::Bytes, extract::State, http::StatusCode, response::IntoResponse};
+use hotel_gateway::{
+    Application, Config, Settings,
+    discovery::{Target, Targets},
+    settings::{Origin, PolicySettings, ServiceSettings},
+    upstream::Source,
+};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use tokio::sync::{oneshot, watch};
+
+#[derive(Clone, Copy)]
+enum Behave {
+    Ok,
+    Status(u16),
+    Delay(Duration),
+}
+
+#[derive(Clone)]
+struct Fake {
+    name: &'static str,
+    behave: Behave,
+    hits: Arc<AtomicUsize>,
+}
+
+struct Upstream {
+    url: String,
+    hits: Arc<AtomicUsize>,
+}
+
+async fn handler(State(f): State<Fake>, req: axum::extract::Request) -> axum::response::Response {
+    f.hits.fetch_add(1, Ordering::SeqCst);
+    let method = req.method().to_string();
+    let path = req.uri().to_string();
+    let rid = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let body: Bytes = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+    let answer = serde_json::json!({
+        "instance": f.name, "method": method, "path": path, "body_len": body.len(), "request_id": rid,
+    });
+    match f.behave {
+        Behave::Ok => axum::Json(answer).into_response(),
+        Behave::Status(s) => (StatusCode::from_u16(s).unwrap(), axum::Json(answer)).into_response(),
+        Behave::Delay(d) => {
+            tokio::time::sleep(d).await;
+            axum::Json(answer).into_response()
+        }
+    }
+}
+
+async fn upstream(name: &'static str, behave: Behave) -> Upstream {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let app = Router::new().fallback(handler).with_state(Fake { name, behave, hits: hits.clone() });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    Upstream { url: format!("http://{addr}"), hits }
+}
+
+/// An address nothing listens on: connecting is refused.
+fn dead() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    format!("http://{addr}")
+}
+
+struct Gw {
+    addr: SocketAddr,
+    admin: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Gw {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+fn settings(room: &[String], tweak: impl FnOnce(&mut Settings)) -> Settings {
+    let mut s = Settings::default();
+    s.listen = "127.0.0.1:0".parse().unwrap();
+    s.admin_listen = "127.0.0.1:0".parse().unwrap();
+    s.services.insert("room".into(), ServiceSettings { instances: room.to_vec(), policy: PolicySettings::default() });
+    tweak(&mut s);
+    s
+}
+
+async fn start(app: Application) -> Gw {
+    let (tx, rx) = oneshot::channel::<()>();
+    let (addr, admin) = (app.local_addr(), app.admin_addr());
+    tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    Gw { addr, admin, _stop: tx }
+}
+
+async fn gateway(room: &[String], tweak: impl FnOnce(&mut Settings)) -> Gw {
+    let cfg = Config::try_from(settings(room, tweak)).unwrap();
+    start(Application::build(cfg).await.unwrap()).await
+}
+
+/// Sends `GET path` byte for byte and returns the response head and body.
+async fn raw_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+async fn json(r: reqwest::Response) -> serde_json::Value {
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn retries_idempotent_get_on_another_instance_after_connect_refused() {
+    let good = upstream("good", Behave::Ok).await;
+    let gw = gateway(&[dead(), good.url.clone()], |_| {}).await;
+    let c = client();
+    for _ in 0..30 {
+        let r = c.get(gw.url("/api/rooms/7?x=1")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body = json(r).await;
+        assert_eq!(body["instance"], "good");
+        assert_eq!(body["path"], "/rooms/7?x=1", "prefix rewritten, query kept");
+    }
+    assert_eq!(good.hits.load(Ordering::SeqCst), 30);
+}
+
+#[tokio::test]
+async fn a_get_answered_503_is_retried_on_another_instance() {
+    let sick = upstream("sick", Behave::Status(503)).await;
+    let good = upstream("good", Behave::Ok).await;
+    let gw = gateway(&[sick.url.clone(), good.url.clone()], |_| {}).await;
+    let c = client();
+    for _ in 0..30 {
+        let r = c.get(gw.url("/api/rooms")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert!(sick.hits.load(Ordering::SeqCst) >= 1, "p2c should have tried the sick one at least once");
+}
+
+#[tokio::test]
+async fn a_post_without_idempotency_key_is_not_resent_after_a_503() {
+    let sick = upstream("sick", Behave::Status(503)).await;
+    let gw = gateway(&[sick.url.clone()], |_| {}).await;
+    let r = client().post(gw.url("/api/rooms")).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 503, "the instance's answer is passed through");
+    assert_eq!(sick.hits.load(Ordering::SeqCst), 1);
+    let r = client()
+        .post(gw.url("/api/rooms"))
+        .header("idempotency-key", "abc")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(sick.hits.load(Ordering::SeqCst), 1 + 3, "with a key: one attempt and two retries");
+}
+
+#[tokio::test]
+async fn a_post_is_retried_when_the_connection_was_refused() {
+    let good = upstream("good", Behave::Ok).await;
+    let gw = gateway(&[dead(), good.url.clone()], |_| {}).await;
+    let c = client();
+    for _ in 0..20 {
+        let r = c.post(gw.url("/api/rooms")).body("{\"n\":1}").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(json(r).await["body_len"], 7);
+    }
+}
+
+#[tokio::test]
+async fn a_passed_deadline_answers_504_problem_json() {
+    let slow = upstream("slow", Behave::Delay(Duration::from_secs(5))).await;
+    let gw = gateway(&[slow.url.clone()], |s| {
+        s.routes[1].policy = PolicySettings {
+            deadline: Some(Duration::from_millis(300)),
+            per_try_timeout: Some(Duration::from_millis(200)),
+            hedge: Some(false),
+            ..Default::default()
+        };
+    })
+    .await;
+    let t = Instant::now();
+    let r = client().get(gw.url("/api/rooms/1")).send().await.unwrap();
+    let took = t.elapsed();
+    assert_eq!(r.status(), 504);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert!(r.headers().contains_key("x-request-id"));
+    assert!(r.headers().contains_key("x-trace-id"));
+    let p = json(r).await;
+    assert_eq!(p["status"], 504);
+    assert!(p["trace_id"].is_string(), "{p}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
+
+#[tokio::test]
+async fn all_instances_down_answers_503_fast_with_retry_after() {
+    let gw = gateway(&[dead(), dead()], |s| {
+        s.services.get_mut("room").unwrap().policy.breaker_failures = Some(1);
+    })
+    .await;
+    let c = client();
+    // The first requests find out (connect refused, retried, 502); then every breaker is open.
+    let mut last = None;
+    for _ in 0..5 {
+        let r = c.get(gw.url("/api/rooms")).send().await.unwrap();
+        last = Some(r.status().as_u16());
+        if r.status() == 503 {
+            break;
+        }
+        assert_eq!(r.status(), 502);
+    }
+    assert_eq!(last, Some(503));
+    let t = Instant::now();
+    let r = c.get(gw.url("/api/rooms")).send().await.unwrap();
+    let took = t.elapsed();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert!(took < Duration::from_millis(500), "503 took {took:?}");
+}
+
+#[tokio::test]
+async fn a_service_without_instances_answers_503_at_once() {
+    let gw = gateway(&[], |_| {}).await;
+    let t = Instant::now();
+    let r = client().get(gw.url("/api/customers/1")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(t.elapsed() < Duration::from_millis(500));
+    let p = json(r).await;
+    assert!(p["detail"].as_str().unwrap().contains("customer"), "{p}");
+}
+
+#[tokio::test]
+async fn traversal_is_refused_and_unknown_routes_are_404_problems() {
+    let good = upstream("good", Behave::Ok).await;
+    let gw = gateway(&[good.url.clone()], |_| {}).await;
+    let c = client();
+    // Raw requests: HTTP client libraries resolve dot segments before sending.
+    for p in [
+        "/api/rooms/%2e%2e/customers",
+        "/api/rooms/../customers",
+        "/api/rooms/..%2fx",
+        "/api//rooms",
+        "/api/rooms/%2F",
+        "/api/rooms/a%5c..%5cb",
+    ] {
+        let head = raw_get(gw.addr, p).await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{p}: {head}");
+        assert!(head.contains("application/problem+json"), "{p}: {head}");
+    }
+    let r = c.get(gw.url("/api/nothing")).header("x-request-id", "my-id-1").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["x-request-id"], "my-id-1");
+    assert_eq!(r.headers()["x-trace-id"].len(), 32);
+    assert_eq!(json(r).await["request_id"], "my-id-1");
+    assert_eq!(good.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn the_request_id_reaches_the_instance_and_comes_back() {
+    let good = upstream("good", Behave::Ok).await;
+    let gw = gateway(&[good.url.clone()], |_| {}).await;
+    let r = client().get(gw.url("/api/rooms")).header("x-request-id", "req-42").send().await.unwrap();
+    assert_eq!(r.headers()["x-request-id"], "req-42");
+    assert!(r.headers().contains_key("x-trace-id"));
+    assert_eq!(json(r).await["request_id"], "req-42");
+}
+
+#[tokio::test]
+async fn the_index_lists_the_routes() {
+    let gw = gateway(&[], |_| {}).await;
+    let r = client().get(gw.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v = json(r).await;
+    let prefixes: Vec<&str> = v["routes"].as_array().unwrap().iter().map(|r| r["prefix"].as_str().unwrap()).collect();
+    for p in ["/api/customers", "/api/rooms", "/api/bookings", "/api/availability"] {
+        assert!(prefixes.contains(&p), "{prefixes:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_hung_instance_costs_little_thanks_to_hedging() {
+    let hung = upstream("hung", Behave::Delay(Duration::from_secs(30))).await;
+    let a = upstream("a", Behave::Ok).await;
+    let b = upstream("b", Behave::Ok).await;
+    let gw = gateway(&[hung.url.clone(), a.url.clone(), b.url.clone()], |s| {
+        s.policy.hedge_max_delay = Some(Duration::from_millis(150));
+    })
+    .await;
+    let c = client();
+    let mut worst = Duration::ZERO;
+    for _ in 0..40 {
+        let t = Instant::now();
+        let r = c.get(gw.url("/api/rooms")).send().await.unwrap();
+        worst = worst.max(t.elapsed());
+        assert_eq!(r.status(), 200);
+        assert_ne!(json(r).await["instance"], "hung");
+    }
+    println!("worst latency with a hung instance: {worst:?}");
+    assert!(worst < Duration::from_secs(1), "worst {worst:?}");
+}
+
+#[tokio::test]
+async fn a_body_over_the_replay_buffer_is_streamed_through_once() {
+    let good = upstream("good", Behave::Ok).await;
+    let gw = gateway(&[good.url.clone()], |s| s.retry_buffer_bytes = 1024).await;
+    let r = client().post(gw.url("/api/rooms")).body(vec![b'x'; 100_000]).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r).await["body_len"], 100_000);
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_the_token_and_report_instances_and_metrics() {
+    let good = upstream("good", Behave::Ok).await;
+    let token = "admin-token-0123456789";
+    let gw = gateway(&[good.url.clone(), dead()], |s| s.admin_token = Some(token.into())).await;
+    let c = client();
+    for _ in 0..10 {
+        c.get(gw.url("/api/rooms")).send().await.unwrap();
+    }
+    let admin = |p: &str| format!("http://{}{p}", gw.admin);
+    let r = c.get(admin("/admin/status")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    let r = c.get(admin("/admin/status")).bearer_auth("wrong-token-0123456789").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c.get(admin("/admin/status")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v = json(r).await;
+    let room = v["services"].as_array().unwrap().iter().find(|s| s["service"] == "room").unwrap().clone();
+    assert_eq!(room["known"], 2);
+    let instances = room["instances"].as_array().unwrap();
+    let total: u64 = instances.iter().map(|i| i["requests"].as_u64().unwrap()).sum();
+    assert!(total >= 10, "{room}");
+    assert!(instances.iter().all(|i| i["breaker"].is_string() && i["address"].is_string()));
+    let m = c.get(admin("/metrics")).bearer_auth(token).send().await.unwrap().text().await.unwrap();
+    for name in [
+        "gateway_requests_total",
+        "gateway_request_duration_seconds",
+        "gateway_upstream_attempts_total",
+        "gateway_breaker_state",
+        "gateway_instances",
+    ] {
+        assert!(m.contains(name), "{name} missing from\n{m}");
+    }
+    assert_eq!(c.get(admin("/healthz")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_new_instance_takes_traffic_as_soon_as_discovery_publishes_it() {
+    let a = upstream("a", Behave::Ok).await;
+    let b = upstream("b", Behave::Ok).await;
+    let target = |name: &str, url: &str| Target { name: name.into(), origin: Origin::parse(url).unwrap() };
+    let (tx, rx) = watch::channel::<Targets>(Arc::new(vec![target("room-1", &a.url)]));
+    let cfg = Config::try_from(settings(&[], |_| {})).unwrap();
+    let app = Application::build_with(cfg, |name, _| {
+        if name == "room" { Source::Watch(rx.clone()) } else { Source::Fixed(vec![]) }
+    })
+    .await
+    .unwrap();
+    let gw = start(app).await;
+    let c = client();
+    assert_eq!(json(c.get(gw.url("/api/rooms")).send().await.unwrap()).await["instance"], "a");
+    tx.send(Arc::new(vec![target("room-1", &a.url), target("room-2", &b.url)])).unwrap();
+    let t = Instant::now();
+    while b.hits.load(Ordering::SeqCst) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "room-2 never got traffic");
+        c.get(gw.url("/api/rooms")).send().await.unwrap();
+    }
+    tx.send(Arc::new(vec![])).unwrap();
+    let r = c.get(gw.url("/api/rooms")).send().await.unwrap();
+    assert_eq!(r.status(), 503, "an emptied set answers 503");
+}
