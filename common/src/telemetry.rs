@@ -333,7 +333,9 @@ pub async fn server_span(
     set_parent_from(&span, req.headers());
     let res = next.run(req).instrument(span.clone()).await;
     let status = res.status();
-    span.record("http.response.status_code", status.as_u16());
+    // As i64: tracing-opentelemetry turns u64 fields into strings, and the HTTP
+    // conventions (and Jaeger's search) want an integer.
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         record_error(&span, format!("HTTP {status}"));
     }

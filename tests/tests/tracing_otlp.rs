@@ -113,7 +113,7 @@ async fn room_server_span_continues_the_callers_trace_and_holds_its_database_spa
     );
     assert_eq!(server.attr("http.request.method"), "POST");
     assert_eq!(server.attr("http.route"), "/rooms");
-    assert_eq!(server.attr("http.response.status_code"), "201");
+    assert_eq!(server.int_attr("http.response.status_code"), Some(201));
     assert_ne!(server.status_code, STATUS_ERROR);
     assert_eq!(server.service(), "room");
     assert_eq!(
@@ -422,7 +422,7 @@ mod in_process {
         assert_eq!(boom.name, "GET /boom");
         assert_eq!(boom.status_code, STATUS_ERROR);
         assert!(boom.status_message.contains("500"), "{boom:?}");
-        assert_eq!(boom.attr("http.response.status_code"), "500");
+        assert_eq!(boom.int_attr("http.response.status_code"), Some(500));
         let item = by_path("/items/42");
         assert_eq!(item.name, "GET /items/{id}");
         assert_eq!(item.attr("http.route"), "/items/{id}");
@@ -430,7 +430,7 @@ mod in_process {
         let nowhere = by_path("/nowhere");
         assert_eq!(nowhere.name, "GET", "raw paths never become span names");
         assert_eq!(nowhere.attr("http.route"), "");
-        assert_eq!(nowhere.attr("http.response.status_code"), "404");
+        assert_eq!(nowhere.int_attr("http.response.status_code"), Some(404));
     }
 
     #[tokio::test]

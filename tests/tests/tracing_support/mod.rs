@@ -29,6 +29,8 @@ pub struct RSpan {
     /// OTLP span kind: 1 internal, 2 server, 3 client.
     pub kind: i32,
     pub attributes: HashMap<String, String>,
+    /// The attributes that were sent as integers.
+    pub int_attributes: HashMap<String, i64>,
     /// OTLP status code: 0 unset, 1 ok, 2 error.
     pub status_code: i32,
     pub status_message: String,
@@ -39,6 +41,11 @@ impl RSpan {
     /// An attribute's value as a string, or "" when absent.
     pub fn attr(&self, key: &str) -> &str {
         self.attributes.get(key).map_or("", String::as_str)
+    }
+
+    /// An attribute sent as an integer (`None` when absent or of another type).
+    pub fn int_attr(&self, key: &str) -> Option<i64> {
+        self.int_attributes.get(key).copied()
     }
 
     /// The resource's `service.name`.
@@ -90,6 +97,7 @@ impl Sink {
                         name: s.name,
                         kind: s.kind,
                         attributes: attrs(&s.attributes),
+                        int_attributes: ints(&s.attributes),
                         status_code: status.code,
                         status_message: status.message,
                         resource: resource.clone(),
@@ -126,6 +134,17 @@ fn value(v: &Option<AnyValue>) -> String {
         Some(other) => format!("{other:?}"),
         None => String::new(),
     }
+}
+
+fn ints(kvs: &[KeyValue]) -> HashMap<String, i64> {
+    kvs.iter()
+        .filter_map(
+            |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::IntValue(i)) => Some((kv.key.clone(), *i)),
+                _ => None,
+            },
+        )
+        .collect()
 }
 
 fn attrs(kvs: &[KeyValue]) -> HashMap<String, String> {
