@@ -80,9 +80,15 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), BoxError> {
-        // Registry hook: when `self.settings.registry.url` is set, register
-        // `self.settings.instance` at `http://{self.addr}` here, heartbeat while serving,
-        // and deregister once `shutdown` fires (before the drain).
+        // With `registry.url` set, register now that the port is bound, heartbeat while
+        // serving, and on shutdown deregister before draining.
+        let shutdown = hotel_registry::client::register_until(
+            &self.settings.registry,
+            "room",
+            &self.settings.instance,
+            self.addr,
+            shutdown,
+        )?;
         tracing::info!(instance = %self.settings.instance, addr = %self.addr, "room serving");
         server::serve(
             self.listener,
