@@ -202,3 +202,71 @@ async fn a_server_error_releases_the_key_so_a_retry_books() {
         .await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_key_past_its_retention_is_forgotten_and_purged() {
+    let retention = std::time::Duration::from_millis(300);
+    let app = TestApp::spawn_with(|s| s.idempotency_retention = retention).await;
+    let (body, _) = app.booking_body(4, 2);
+    assert_eq!(
+        app.send(
+            "POST",
+            "/bookings",
+            Some(&body.to_string()),
+            &[(KEY, "old")]
+        )
+        .await
+        .0,
+        201
+    );
+    let mut other = body.clone();
+    other["check_in"] = Value::from(support::day(20));
+    other["check_out"] = Value::from(support::day(21));
+    // Within the retention the key is bound to its first body.
+    assert_eq!(
+        app.send(
+            "POST",
+            "/bookings",
+            Some(&other.to_string()),
+            &[(KEY, "old")]
+        )
+        .await
+        .0,
+        422
+    );
+    // Waiting is the point here: the key must age past its retention.
+    tokio::time::sleep(retention * 2).await;
+    let (status, headers, _) = app
+        .send(
+            "POST",
+            "/bookings",
+            Some(&other.to_string()),
+            &[(KEY, "old")],
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert!(headers.get("idempotent-replayed").is_none());
+
+    let pool = hotel_booking::open_database(&support::settings(
+        &app.dir,
+        ([127, 0, 0, 1], 1).into(),
+        ([127, 0, 0, 1], 1).into(),
+    ))
+    .await
+    .unwrap();
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM idempotency_keys")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(count().await, 1);
+    let future = hotel_booking::idempotency::now_ms() + 1;
+    assert_eq!(
+        hotel_booking::idempotency::purge(&pool, future)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(count().await, 0);
+}

@@ -189,11 +189,16 @@ pub fn settings(dir: &TempDir, customer: SocketAddr, room: SocketAddr) -> Settin
 impl TestApp {
     /// A new app with its own database and fakes.
     pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A new app whose settings `tweak` adjusts.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         let (peers, addr) = spawn_peers().await;
         let dir = Arc::new(TempDir::new());
-        let app = Application::build(settings(&dir, addr, addr))
-            .await
-            .unwrap();
+        let mut s = settings(&dir, addr, addr);
+        tweak(&mut s);
+        let app = Application::build(s).await.unwrap();
         TestApp {
             router: app.router(),
             peers,
