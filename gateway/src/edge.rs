@@ -4,7 +4,9 @@
 //! ```text
 //! context     request id, server span (parented on traceparent), x-request-id and
 //!             x-trace-id on every response, request metrics, the one error mapping
-//! [protections slot in here: API keys, per-client rate limits, overload, header hygiene]
+//! shield      framing (smuggling -> 400), body size (413), header hygiene, API keys
+//!             (401), per-client rate limits (429), in-flight limits (503): see
+//!             [`crate::shield`]
 //! router      path checks (traversal -> 400), route match (unknown -> 404), prefix
 //!             rewrite, body buffering for replay, the route's upstream stack
 //! ```
@@ -59,6 +61,7 @@ pub struct Gateway {
     retry_buffer: usize,
     index: Bytes,
     unrouted: Arc<String>,
+    protections: Arc<crate::shield::Protections>,
 }
 
 impl Gateway {
@@ -94,7 +97,20 @@ impl Gateway {
             retry_buffer,
             index,
             unrouted: Arc::new("none".to_owned()),
+            protections: Arc::new(crate::shield::Protections::open()),
         }
+    }
+
+    /// The same edge with the configured protections (keys, limits, hygiene) instead of
+    /// the open defaults.
+    pub fn with_protections(mut self, p: Arc<crate::shield::Protections>) -> Self {
+        self.protections = p;
+        self
+    }
+
+    /// The protections and metrics, for the accept loop's connection limits.
+    pub fn protections(&self) -> (&Arc<crate::shield::Protections>, &Arc<Metrics>) {
+        (&self.protections, &self.metrics)
     }
 }
 
@@ -111,6 +127,10 @@ pub fn stack(
 + 'static {
     tower::ServiceBuilder::new()
         .layer(ContextLayer { gw: gw.clone() })
+        .layer(crate::shield::ShieldLayer::new(
+            gw.protections.clone(),
+            gw.metrics.clone(),
+        ))
         .service(Router { gw })
 }
 
@@ -347,6 +367,8 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<GatewayBody
 }
 
 fn strip_hop_by_hop(h: &mut http::HeaderMap) {
+    // Headers a `Connection` header names are hop-by-hop too (RFC 9110 7.6.1).
+    crate::hygiene::remove_connection_listed(h);
     for name in HOP_BY_HOP.iter() {
         h.remove(name);
     }

@@ -10,6 +10,7 @@
 //! [`timeout`], [`endpoint`], [`discovery`], [`metrics`], [`admin`].
 
 pub mod admin;
+pub mod auth;
 pub mod balance;
 pub mod body;
 pub mod breaker;
@@ -18,11 +19,15 @@ pub mod edge;
 pub mod endpoint;
 pub mod error;
 pub mod hedge;
+pub mod hygiene;
 pub mod latency;
 pub mod metrics;
+pub mod overload;
+pub mod ratelimit;
 pub mod retry;
 pub mod routes;
 pub mod settings;
+pub mod shield;
 pub mod timeout;
 pub mod upstream;
 
@@ -189,12 +194,10 @@ impl Application {
             .map(|r| services[&r.service].route(&r.prefix, r.policy.clone(), metrics.clone()))
             .collect();
         let table = routes::RouteTable::new(config.routes.clone());
-        let gateway = Arc::new(edge::Gateway::new(
-            table,
-            upstreams,
-            metrics.clone(),
-            config.retry_buffer_bytes,
-        ));
+        let gateway = Arc::new(
+            edge::Gateway::new(table, upstreams, metrics.clone(), config.retry_buffer_bytes)
+                .with_protections(config.protections.clone()),
+        );
         let services: Vec<_> = services.into_values().collect();
         let admin = admin::router(admin::AdminState {
             instance: config.instance.clone(),
@@ -245,15 +248,19 @@ impl Application {
             async move { admin_stop.wait().await },
             Duration::from_secs(1),
         ));
+        let (shield, metrics) = self.gateway.protections();
+        let (shield, metrics) = (shield.clone(), metrics.clone());
         let edge = edge::stack(self.gateway);
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        shield.configure(&mut builder);
+        let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => {
-                    let stream = match accepted {
-                        Ok((s, _)) => s,
+                    let (stream, peer) = match accepted {
+                        Ok(sp) => sp,
                         Err(e) => {
                             // Out of file descriptors and the like: back off instead of spinning.
                             tracing::warn!(error = %e, "accept failed");
@@ -261,13 +268,30 @@ impl Application {
                             continue;
                         }
                     };
+                    // Past max_connections: close at once rather than queue.
+                    let Some(slot) = shield.admit_connection(&metrics) else {
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(edge.clone()))
-                        .into_owned();
-                    let conn = graceful.watch(conn);
+                    let svc = tower::ServiceExt::map_request(
+                        edge.clone(),
+                        move |mut r: http::Request<hyper::body::Incoming>| {
+                            r.extensions_mut().insert(shield::PeerAddr(peer));
+                            r
+                        },
+                    );
+                    let (watcher, builder) = (graceful.watcher(), builder.clone());
+                    let (shield, metrics) = (shield.clone(), metrics.clone());
                     tokio::spawn(async move {
-                        let _ = conn.await;
+                        // A silent connection must not hold its slot forever.
+                        if !shield.first_byte(&stream, &metrics).await {
+                            return;
+                        }
+                        let conn = builder
+                            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
+                            .into_owned();
+                        let _ = watcher.watch(conn).await;
+                        drop(slot);
                     });
                 }
                 () = &mut shutdown => break,

@@ -106,6 +106,8 @@ pub struct Metrics {
     pub in_flight: Family<InstanceLabels, Gauge>,
     /// `gateway_instances{service}`: instances known from discovery.
     pub instances: Family<ServiceLabels, Gauge>,
+    /// Edge protections: rejections by reason and client, in-flight, connections.
+    pub edge: crate::shield::EdgeMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -130,6 +132,7 @@ impl Metrics {
             breaker_transitions: Family::default(),
             in_flight: Family::default(),
             instances: Family::default(),
+            edge: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -183,6 +186,7 @@ impl Metrics {
             "Instances known per service",
             m.instances.clone(),
         );
+        m.edge.register(&mut registry);
         Arc::new(Metrics { registry, ..m })
     }
 

@@ -52,6 +52,19 @@ pub struct Settings {
     /// Per-service settings: static instances and policy overrides.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceSettings>,
+    /// API keys and public paths (see [`crate::auth`]).
+    #[serde(default)]
+    pub auth: crate::auth::AuthSettings,
+    /// Per-client rate limits (see [`crate::ratelimit`]).
+    #[serde(default)]
+    pub rate_limit: crate::ratelimit::RateLimitSettings,
+    /// In-flight, connection, timeout and size limits (see [`crate::overload`]).
+    #[serde(default)]
+    pub limits: crate::overload::LimitSettings,
+    /// Forwarding headers, trusted proxies, stripped and sensitive headers (see
+    /// [`crate::hygiene`]).
+    #[serde(default)]
+    pub headers: crate::hygiene::HeaderSettings,
 }
 
 /// A policy block; every key is optional so a block overrides only what it names.
@@ -195,6 +208,10 @@ impl Default for Settings {
                 route("/api/availability", "booking"),
             ],
             services: BTreeMap::new(),
+            auth: Default::default(),
+            rate_limit: Default::default(),
+            limits: Default::default(),
+            headers: Default::default(),
         }
     }
 }
@@ -544,6 +561,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Services named by routes, by name.
     pub services: BTreeMap<String, ServiceConfig>,
+    /// The edge protections (API keys, rate limits, overload, header hygiene), validated.
+    pub protections: std::sync::Arc<crate::shield::Protections>,
 }
 
 fn check_prefix(key: &str, p: &str) -> Result<(), InvalidConfig> {
@@ -692,7 +711,19 @@ impl TryFrom<Settings> for Config {
             }
             None => None,
         };
+        let protections = crate::shield::Protections::from_settings(
+            crate::shield::EdgeSettings {
+                auth: &s.auth,
+                rate_limit: &s.rate_limit,
+                limits: &s.limits,
+                headers: &s.headers,
+            },
+            s.listen,
+            &routes,
+        )
+        .map_err(InvalidConfig)?;
         Ok(Config {
+            protections: std::sync::Arc::new(protections),
             listen: s.listen,
             admin_listen: s.admin_listen,
             admin_token,

@@ -1,0 +1,401 @@
+//! Header hygiene at the edge.
+//!
+//! - Hop-by-hop headers, including every header a `Connection` header names, are
+//!   removed in both directions (RFC 9110 7.6.1).
+//! - `Forwarded`, `X-Forwarded-For` and `X-Forwarded-Proto` are set by the gateway. The
+//!   incoming values are kept (and appended to) only when the peer is a configured
+//!   trusted proxy; from anyone else they are replaced, so a client cannot spoof its
+//!   address to the services or to per-IP limits.
+//! - Headers that describe the upstream (server identity, internal addresses) are
+//!   stripped from responses (`headers.strip_response`).
+//! - Credentials are marked sensitive (`Debug` prints `Sensitive`) and [`Redacted`]
+//!   prints a header map for logs with their values hidden.
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+
+/// `[headers]` as written in TOML.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeaderSettings {
+    /// Proxies (addresses or CIDR blocks: `10.0.0.0/8`, `::1`) whose `Forwarded` and
+    /// `X-Forwarded-*` headers are believed. Empty: nobody's.
+    pub trusted_proxies: Vec<String>,
+    /// Response headers removed before the client sees them; `x-internal-*` removes
+    /// every header with that prefix.
+    pub strip_response: Vec<String>,
+    /// Headers whose values never reach logs or span attributes.
+    pub sensitive: Vec<String>,
+}
+
+impl Default for HeaderSettings {
+    fn default() -> Self {
+        HeaderSettings {
+            trusted_proxies: Vec::new(),
+            strip_response: ["server", "x-powered-by", "x-aspnet-version", "x-internal-*"]
+                .map(str::to_owned)
+                .to_vec(),
+            sensitive: [
+                "authorization",
+                "proxy-authorization",
+                "x-api-key",
+                "cookie",
+                "set-cookie",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        }
+    }
+}
+
+/// An address block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    /// Parses `10.0.0.0/8`, `::1/128` or a bare address.
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let (addr, bits) = match s.split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (s, None),
+        };
+        let net: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or CIDR block"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let bits = match bits {
+            Some(b) => b
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|b| *b <= max)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0-{max}"))?,
+            None => max,
+        };
+        Ok(Cidr { net, bits })
+    }
+
+    /// Whether `ip` is inside the block (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.bits)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.bits))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Validated `[headers]`.
+#[derive(Debug, Clone, Default)]
+pub struct Hygiene {
+    trusted: Vec<Cidr>,
+    strip_exact: Vec<HeaderName>,
+    strip_prefix: Vec<String>,
+    sensitive: Vec<HeaderName>,
+}
+
+impl Hygiene {
+    /// Validates `s`, naming the key on error.
+    pub fn from_settings(s: &HeaderSettings) -> Result<Hygiene, String> {
+        let trusted = s
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Cidr::parse(c).map_err(|e| format!("headers.trusted_proxies[{i}]: {e}")))
+            .collect::<Result<_, _>>()?;
+        let mut h = Hygiene {
+            trusted,
+            ..Default::default()
+        };
+        for (i, name) in s.strip_response.iter().enumerate() {
+            let lower = name.to_ascii_lowercase();
+            match lower.strip_suffix('*') {
+                Some(prefix) if !prefix.is_empty() => h.strip_prefix.push(prefix.to_owned()),
+                _ => h.strip_exact.push(HeaderName::try_from(lower).map_err(|_| {
+                    format!("headers.strip_response[{i}]: {name:?} is not a header name")
+                })?),
+            }
+        }
+        for (i, name) in s.sensitive.iter().enumerate() {
+            h.sensitive.push(
+                HeaderName::try_from(name.to_ascii_lowercase()).map_err(|_| {
+                    format!("headers.sensitive[{i}]: {name:?} is not a header name")
+                })?,
+            );
+        }
+        Ok(h)
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(ip))
+    }
+
+    /// The client's address: the peer, or, when the peer is a trusted proxy, the
+    /// rightmost address in `X-Forwarded-For` that is not itself a trusted proxy.
+    pub fn client_ip(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        for v in headers.get_all("x-forwarded-for").iter().rev() {
+            let Ok(s) = v.to_str() else { return client };
+            for part in s.rsplit(',') {
+                let Ok(ip) = part.trim().parse::<IpAddr>() else {
+                    return client;
+                };
+                client = ip;
+                if !self.is_trusted(ip) {
+                    return ip;
+                }
+            }
+        }
+        client
+    }
+
+    /// Rewrites the forwarding headers of a request from `peer` (see the module docs).
+    pub fn set_forwarded(&self, headers: &mut HeaderMap, peer: SocketAddr) {
+        let trusted = self.is_trusted(peer.ip());
+        let ip = peer.ip().to_canonical();
+        let forwarded_for = match ip {
+            IpAddr::V4(a) => format!("for={a}"),
+            IpAddr::V6(a) => format!("for=\"[{a}]\""),
+        };
+        let xff_prev = trusted.then(|| join(headers, "x-forwarded-for")).flatten();
+        let fwd_prev = trusted.then(|| join(headers, "forwarded")).flatten();
+        let proto = trusted
+            .then(|| {
+                headers
+                    .get("x-forwarded-proto")
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|p| matches!(*p, "http" | "https"))
+                    .map(str::to_owned)
+            })
+            .flatten()
+            .unwrap_or_else(|| "http".to_owned());
+        for name in ["x-forwarded-for", "x-forwarded-proto", "x-real-ip"] {
+            headers.remove(name);
+        }
+        headers.remove(header::FORWARDED);
+        if !trusted {
+            headers.remove("x-forwarded-host");
+        }
+        let xff = match xff_prev {
+            Some(p) => format!("{p}, {ip}"),
+            None => ip.to_string(),
+        };
+        let fwd = match fwd_prev {
+            Some(p) => format!("{p}, {forwarded_for};proto={proto}"),
+            None => format!("{forwarded_for};proto={proto}"),
+        };
+        for (name, value) in [
+            (HeaderName::from_static("x-forwarded-for"), xff),
+            (HeaderName::from_static("x-forwarded-proto"), proto),
+            (header::FORWARDED, fwd),
+        ] {
+            if let Ok(v) = HeaderValue::try_from(value) {
+                headers.insert(name, v);
+            }
+        }
+    }
+
+    /// Marks credentials sensitive so no `Debug` print of the headers shows them.
+    pub fn mark_sensitive(&self, headers: &mut HeaderMap) {
+        for name in &self.sensitive {
+            if let http::header::Entry::Occupied(mut e) = headers.entry(name) {
+                for v in e.iter_mut() {
+                    v.set_sensitive(true);
+                }
+            }
+        }
+    }
+
+    /// Removes upstream-identifying headers from a response.
+    pub fn clean_response(&self, headers: &mut HeaderMap) {
+        remove_connection_listed(headers);
+        for name in &self.strip_exact {
+            headers.remove(name);
+        }
+        if !self.strip_prefix.is_empty() {
+            let doomed: Vec<HeaderName> = headers
+                .keys()
+                .filter(|k| self.strip_prefix.iter().any(|p| k.as_str().starts_with(p)))
+                .cloned()
+                .collect();
+            for k in doomed {
+                headers.remove(k);
+            }
+        }
+    }
+
+    /// Prints `headers` for a log line with sensitive values replaced.
+    pub fn redacted<'a>(&'a self, headers: &'a HeaderMap) -> Redacted<'a> {
+        Redacted {
+            headers,
+            sensitive: &self.sensitive,
+        }
+    }
+}
+
+fn join(headers: &HeaderMap, name: &str) -> Option<String> {
+    let parts: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// Removes every header named by a `Connection` header (and `Connection` itself): they
+/// describe this hop only.
+pub fn remove_connection_listed(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::try_from(t.trim().to_ascii_lowercase()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    headers.remove(header::CONNECTION);
+}
+
+/// A header map for logs: sensitive values print as `[redacted]`.
+pub struct Redacted<'a> {
+    headers: &'a HeaderMap,
+    sensitive: &'a [HeaderName],
+}
+
+impl std::fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        for (k, v) in self.headers {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            if self.sensitive.contains(k) {
+                write!(f, "{k}: [redacted]")?;
+            } else {
+                write!(f, "{k}: {}", String::from_utf8_lossy(v.as_bytes()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hygiene(trusted: &[&str]) -> Hygiene {
+        Hygiene::from_settings(&HeaderSettings {
+            trusted_proxies: trusted.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn cidr_blocks_match_their_addresses_only() {
+        let c = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(c.contains("10.1.200.3".parse().unwrap()));
+        assert!(!c.contains("10.2.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.1.0.9".parse().unwrap()));
+        assert!(Cidr::parse("::1").unwrap().contains("::1".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("ten").is_err());
+    }
+
+    #[test]
+    fn forwarding_headers_from_an_untrusted_peer_are_replaced() {
+        let h = hygiene(&[]);
+        let mut m = HeaderMap::new();
+        m.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        m.insert("x-forwarded-proto", "https".parse().unwrap());
+        m.insert("forwarded", "for=1.2.3.4".parse().unwrap());
+        let peer: SocketAddr = "192.0.2.7:5555".parse().unwrap();
+        h.set_forwarded(&mut m, peer);
+        assert_eq!(m["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(m["x-forwarded-proto"], "http");
+        assert_eq!(m["forwarded"], "for=192.0.2.7;proto=http");
+        assert_eq!(h.client_ip(&m, peer.ip()), peer.ip());
+    }
+
+    #[test]
+    fn forwarding_headers_from_a_trusted_proxy_are_appended_to() {
+        let h = hygiene(&["10.0.0.0/8"]);
+        let mut m = HeaderMap::new();
+        m.insert("x-forwarded-for", "203.0.113.9, 10.0.0.3".parse().unwrap());
+        m.insert("x-forwarded-proto", "https".parse().unwrap());
+        let peer: SocketAddr = "10.0.0.2:1".parse().unwrap();
+        assert_eq!(
+            h.client_ip(&m, peer.ip()),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        h.set_forwarded(&mut m, peer);
+        assert_eq!(m["x-forwarded-for"], "203.0.113.9, 10.0.0.3, 10.0.0.2");
+        assert_eq!(m["x-forwarded-proto"], "https");
+        assert_eq!(m["forwarded"], "for=10.0.0.2;proto=https");
+        let v6: SocketAddr = "[2001:db8::1]:80".parse().unwrap();
+        let mut m = HeaderMap::new();
+        hygiene(&[]).set_forwarded(&mut m, v6);
+        assert_eq!(m["forwarded"], "for=\"[2001:db8::1]\";proto=http");
+    }
+
+    #[test]
+    fn connection_listed_and_upstream_identity_headers_are_stripped_from_responses() {
+        let h = hygiene(&[]);
+        let mut m = HeaderMap::new();
+        m.insert("connection", "close, x-secret-hop".parse().unwrap());
+        m.insert("x-secret-hop", "1".parse().unwrap());
+        m.insert("server", "room/1.0 (10.0.0.5)".parse().unwrap());
+        m.insert("x-internal-addr", "10.0.0.5:9001".parse().unwrap());
+        m.insert("x-upstream", "u1".parse().unwrap());
+        m.insert("content-type", "application/json".parse().unwrap());
+        h.clean_response(&mut m);
+        let left: Vec<&str> = m.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(m.contains_key("x-upstream") && m.contains_key("content-type"));
+    }
+
+    #[test]
+    fn credentials_are_redacted_in_logs_and_debug_output() {
+        let h = hygiene(&[]);
+        let mut m = HeaderMap::new();
+        m.insert("authorization", "Bearer s3cr3t".parse().unwrap());
+        m.insert("x-api-key", "s3cr3t".parse().unwrap());
+        m.insert("accept", "text/plain".parse().unwrap());
+        let line = h.redacted(&m).to_string();
+        assert!(
+            !line.contains("s3cr3t") && line.contains("accept: text/plain"),
+            "{line}"
+        );
+        h.mark_sensitive(&mut m);
+        assert!(!format!("{m:?}").contains("s3cr3t"));
+    }
+}

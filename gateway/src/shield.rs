@@ -1,0 +1,670 @@
+//! The protections layer of the edge: what a request must get past before it is routed.
+//!
+//! In order: message framing (smuggling-shaped requests are refused with 400 and the
+//! connection closed), body size by `Content-Length` (413), header hygiene (hop-by-hop,
+//! forwarding headers, credentials marked sensitive), API key (401), the client's rate
+//! limit (429), the global and per-service in-flight limits (503). Every refusal is
+//! counted in `gateway_edge_rejections_total{reason,client}` and logged as an event of the
+//! request's span with its reason and client, so an operator sees who is limited and why.
+//!
+//! [`Protections`] is built once from the configuration ([`Protections::from_settings`]);
+//! the connection-level limits (connection count, first byte, header timeout, head size)
+//! are applied by the accept loop through [`Protections::configure`] and
+//! [`Protections::admit_connection`].
+
+use crate::{
+    auth::{self, AuthError, AuthSettings, Keys},
+    body::{GatewayBody, full},
+    hygiene::{HeaderSettings, Hygiene},
+    metrics::Metrics,
+    overload::{InFlight, InFlightGuard, LimitSettings},
+    ratelimit::{Decision, RateLimitSettings, RateLimiter},
+    settings::Route,
+};
+use futures::future::BoxFuture;
+use hotel_common::Problem;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use std::{
+    convert::Infallible,
+    net::{Ipv4Addr, SocketAddr},
+    sync::Arc,
+    task::{Context, Poll},
+};
+use tower::Service;
+
+/// The client's socket address, put on each request by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Labels of a refused request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectionLabels {
+    /// Why: `missing_key`, `invalid_key`, `revoked_key`, `rate_limited`, `overloaded`,
+    /// `service_overloaded`, `body_too_large`, `bad_framing`.
+    pub reason: &'static str,
+    /// The client name (`anonymous`, `public`, `unauthenticated` before a key was read).
+    pub client: Arc<String>,
+}
+
+/// Metrics of the protections (registered by [`Metrics::new`]).
+#[derive(Debug, Default)]
+pub struct EdgeMetrics {
+    /// Requests refused, by reason and client.
+    pub rejections: Family<RejectionLabels, Counter>,
+    /// Requests inside the global in-flight limit now.
+    pub in_flight: Gauge,
+    /// Client connections open now.
+    pub connections: Gauge,
+    /// Connections closed by the edge, by reason (`limit`, `slow`).
+    pub connections_refused: Family<ConnLabels, Counter>,
+}
+
+/// Labels of a refused connection.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnLabels {
+    /// `limit` (over `max_connections`) or `slow` (no first byte in time).
+    pub reason: &'static str,
+}
+
+impl EdgeMetrics {
+    /// Registers every family in `r`.
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "edge_rejections",
+            "Requests refused at the edge, by reason and client",
+            self.rejections.clone(),
+        );
+        r.register(
+            "edge_in_flight",
+            "Requests inside the global in-flight limit",
+            self.in_flight.clone(),
+        );
+        r.register(
+            "edge_connections",
+            "Client connections open",
+            self.connections.clone(),
+        );
+        r.register(
+            "edge_connections_refused",
+            "Client connections closed by the edge, by reason",
+            self.connections_refused.clone(),
+        );
+    }
+}
+
+/// A client as the edge knows it: its name and the header value sent to services.
+#[derive(Debug, Clone)]
+struct Client {
+    name: Arc<String>,
+    header: HeaderValue,
+}
+
+impl Client {
+    fn new(name: Arc<String>) -> Client {
+        let header = HeaderValue::from_str(&name).unwrap_or(HeaderValue::from_static("invalid"));
+        Client { name, header }
+    }
+}
+
+/// Everything the protections need, validated.
+#[derive(Debug)]
+pub struct Protections {
+    keys: Keys,
+    clients: Vec<Client>,
+    anonymous: Client,
+    public_client: Client,
+    unauthenticated: Arc<String>,
+    public: Vec<String>,
+    client_header: HeaderName,
+    limiter: RateLimiter,
+    hygiene: Hygiene,
+    limits: LimitSettings,
+    global: Arc<InFlight>,
+    /// Route prefixes (longest first) and the index of their service in `services`.
+    routes: Vec<(String, usize)>,
+    services: Vec<Arc<InFlight>>,
+    connections: Arc<InFlight>,
+}
+
+/// Where the settings of the protections live in [`crate::Settings`].
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeSettings<'a> {
+    /// `[auth]`.
+    pub auth: &'a AuthSettings,
+    /// `[rate_limit]`.
+    pub rate_limit: &'a RateLimitSettings,
+    /// `[limits]`.
+    pub limits: &'a LimitSettings,
+    /// `[headers]`.
+    pub headers: &'a HeaderSettings,
+}
+
+impl Protections {
+    /// Validates the settings against the public listener and the routes. Errors name
+    /// the key. Refuses a gateway without any API key on a non-loopback listener unless
+    /// `auth.allow_anonymous` says so.
+    pub fn from_settings(
+        s: EdgeSettings<'_>,
+        listen: SocketAddr,
+        routes: &[Route],
+    ) -> Result<Protections, String> {
+        let loopback = listen.ip().is_loopback();
+        let keys = Keys::from_settings(s.auth, loopback)?;
+        if keys.is_empty() && !loopback && !s.auth.allow_anonymous {
+            return Err(format!(
+                "auth.keys: at least one API key is required when listen ({listen}) is not a \
+                 loopback address (or set auth.allow_anonymous = true to serve without keys)"
+            ));
+        }
+        for (i, p) in s.auth.public.iter().enumerate() {
+            if !p.starts_with('/') {
+                return Err(format!("auth.public[{i}]: {p:?} must start with '/'"));
+            }
+        }
+        let client_header = HeaderName::try_from(s.auth.client_header.to_ascii_lowercase())
+            .map_err(|_| {
+                format!(
+                    "auth.client_header: {:?} is not a header name",
+                    s.auth.client_header
+                )
+            })?;
+        s.limits.validate()?;
+        let limiter = RateLimiter::new(s.rate_limit, keys.clients())?;
+        let hygiene = Hygiene::from_settings(s.headers)?;
+        let mut names: Vec<&str> = Vec::new();
+        let routes = routes
+            .iter()
+            .map(|r| {
+                let idx = match names.iter().position(|n| *n == r.service) {
+                    Some(i) => i,
+                    None => {
+                        names.push(&r.service);
+                        names.len() - 1
+                    }
+                };
+                (r.prefix.clone(), idx)
+            })
+            .collect();
+        let services = names
+            .iter()
+            .map(|_| InFlight::new(s.limits.max_in_flight_per_service))
+            .collect();
+        Ok(Protections {
+            clients: keys.clients().iter().cloned().map(Client::new).collect(),
+            keys,
+            anonymous: Client::new(Arc::new(auth::ANONYMOUS.to_owned())),
+            public_client: Client::new(Arc::new(auth::PUBLIC.to_owned())),
+            unauthenticated: Arc::new("unauthenticated".to_owned()),
+            public: s.auth.public.clone(),
+            client_header,
+            limiter,
+            hygiene,
+            global: InFlight::new(s.limits.max_in_flight),
+            connections: InFlight::new(s.limits.max_connections),
+            limits: s.limits.clone(),
+            routes,
+            services,
+        })
+    }
+
+    /// Protections from the default settings on loopback, without routes: what a
+    /// [`crate::edge::Gateway`] has until it is given its configured ones.
+    pub fn open() -> Protections {
+        let d = (
+            AuthSettings::default(),
+            RateLimitSettings::default(),
+            LimitSettings::default(),
+            HeaderSettings::default(),
+        );
+        Protections::from_settings(
+            EdgeSettings {
+                auth: &d.0,
+                rate_limit: &d.1,
+                limits: &d.2,
+                headers: &d.3,
+            },
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            &[],
+        )
+        .unwrap_or_else(|e| unreachable!("the default protections are valid: {e}"))
+    }
+
+    /// Whether API keys are required (some key is configured).
+    pub fn auth_required(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// The connection-level limits: timer, header timeout, head size, HTTP/2 streams.
+    pub fn configure<E>(&self, b: &mut hyper_util::server::conn::auto::Builder<E>) {
+        b.http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.limits.header_timeout)
+            .max_buf_size(self.limits.max_header_bytes);
+        b.http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .max_concurrent_streams(self.limits.max_h2_streams)
+            .max_header_list_size(u32::try_from(self.limits.max_header_bytes).unwrap_or(u32::MAX));
+    }
+
+    /// A slot for a new connection, or `None` past `max_connections` (counted).
+    pub fn admit_connection(self: &Arc<Self>, m: &Metrics) -> Option<ConnectionSlot> {
+        match self.connections.try_acquire() {
+            Some(g) => {
+                m.edge.connections.inc();
+                Some(ConnectionSlot {
+                    _guard: g,
+                    gauge: m.edge.connections.clone(),
+                })
+            }
+            None => {
+                m.edge
+                    .connections_refused
+                    .get_or_create(&ConnLabels { reason: "limit" })
+                    .inc();
+                None
+            }
+        }
+    }
+
+    /// Waits for a new connection's first byte for up to the header timeout; `false`
+    /// (counted) when the client stayed silent.
+    pub async fn first_byte(&self, stream: &tokio::net::TcpStream, m: &Metrics) -> bool {
+        let ok = crate::overload::first_byte(stream, self.limits.header_timeout).await;
+        if !ok {
+            m.edge
+                .connections_refused
+                .get_or_create(&ConnLabels { reason: "slow" })
+                .inc();
+        }
+        ok
+    }
+
+    fn service_of(&self, path: &str) -> Option<usize> {
+        self.routes
+            .iter()
+            .find(|(p, _)| {
+                path == p || (path.starts_with(p.as_str()) && path.as_bytes()[p.len()] == b'/')
+            })
+            .map(|(_, s)| *s)
+    }
+}
+
+/// One open client connection; frees its slot when dropped.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    _guard: InFlightGuard,
+    gauge: Gauge,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Builds [`Shield`] services.
+#[derive(Debug, Clone)]
+pub struct ShieldLayer {
+    p: Arc<Protections>,
+    metrics: Arc<Metrics>,
+}
+
+impl ShieldLayer {
+    /// The layer over `p`, counting into `metrics`.
+    pub fn new(p: Arc<Protections>, metrics: Arc<Metrics>) -> Self {
+        ShieldLayer { p, metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for ShieldLayer {
+    type Service = Shield<S>;
+    fn layer(&self, inner: S) -> Shield<S> {
+        Shield {
+            inner,
+            p: self.p.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The protections in front of the router.
+#[derive(Debug, Clone)]
+pub struct Shield<S> {
+    inner: S,
+    p: Arc<Protections>,
+    metrics: Arc<Metrics>,
+}
+
+/// What a request is framed like, as far as smuggling goes.
+fn framing_problem(h: &http::HeaderMap) -> Option<&'static str> {
+    let te = h.get_all(header::TRANSFER_ENCODING).iter().count();
+    let cl = h.get_all(header::CONTENT_LENGTH).iter().count();
+    if te > 0 && cl > 0 {
+        return Some("both Content-Length and Transfer-Encoding");
+    }
+    if cl > 1 {
+        return Some("more than one Content-Length");
+    }
+    if te > 1 {
+        return Some("more than one Transfer-Encoding");
+    }
+    if let Some(v) = h.get(header::TRANSFER_ENCODING) {
+        if !v.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Some("a Transfer-Encoding other than chunked");
+        }
+    }
+    None
+}
+
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A problem response; `close` asks hyper to close the connection after it (the rest of
+/// the request is not read, so the connection cannot be reused safely).
+fn refusal(p: Problem, close: bool) -> Response<GatewayBody> {
+    let res: Response<Vec<u8>> = p.to_http();
+    let mut res = res.map(full);
+    if close {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
+fn rate_headers(h: &mut http::HeaderMap, d: &Decision) {
+    h.insert("ratelimit-limit", HeaderValue::from(d.limit));
+    h.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+    h.insert("ratelimit-reset", HeaderValue::from(d.reset_secs));
+}
+
+impl<S> Shield<S> {
+    fn reject(
+        &self,
+        reason: &'static str,
+        client: &Arc<String>,
+        p: Problem,
+        close: bool,
+    ) -> Response<GatewayBody> {
+        self.metrics
+            .edge
+            .rejections
+            .get_or_create(&RejectionLabels {
+                reason,
+                client: client.clone(),
+            })
+            .inc();
+        tracing::info!(
+            edge.rejection = reason,
+            client = %client,
+            http.response.status_code = p.status,
+            "request refused at the edge"
+        );
+        refusal(p, close)
+    }
+
+    fn unauthorized(&self, e: AuthError) -> Response<GatewayBody> {
+        let p = &*self.p;
+        let (who, detail, challenge) = match e {
+            AuthError::Missing => (
+                &p.unauthenticated,
+                "an API key is required: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
+                "Bearer realm=\"hotel\"",
+            ),
+            AuthError::Invalid => (
+                &p.unauthenticated,
+                "the API key is not valid",
+                "Bearer realm=\"hotel\", error=\"invalid_token\"",
+            ),
+            AuthError::Revoked(c) => (
+                &p.clients[c as usize].name,
+                "the API key has been revoked",
+                "Bearer realm=\"hotel\", error=\"invalid_token\", error_description=\"revoked\"",
+            ),
+        };
+        let mut res = self.reject(e.reason(), who, Problem::unauthorized(detail), false);
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+        res
+    }
+
+    /// Runs every check; `Err` is the refusal to send.
+    #[allow(clippy::result_large_err)]
+    fn admit(&self, req: &mut Request<Incoming>) -> Result<Admitted, Response<GatewayBody>> {
+        let p = &*self.p;
+        let peer = req
+            .extensions()
+            .get::<PeerAddr>()
+            .map_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), |a| a.0);
+        if let Some(why) = framing_problem(req.headers()) {
+            tracing::debug!(headers = %p.hygiene.redacted(req.headers()), "ambiguous framing");
+            return Err(self.reject(
+                "bad_framing",
+                &p.unauthenticated,
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad-framing",
+                    format!("the request has {why}; refused to prevent request smuggling"),
+                ),
+                true,
+            ));
+        }
+        if content_length(req.headers()).is_some_and(|n| n > p.limits.max_body_bytes) {
+            return Err(self.reject(
+                "body_too_large",
+                &p.unauthenticated,
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body-too-large",
+                    format!(
+                        "the request body is larger than {} bytes",
+                        p.limits.max_body_bytes
+                    ),
+                ),
+                true,
+            ));
+        }
+        let public = auth::is_public(&p.public, req.uri().path());
+        let service = p.service_of(req.uri().path());
+        let headers = req.headers_mut();
+        crate::hygiene::remove_connection_listed(headers);
+        p.hygiene.mark_sensitive(headers);
+        p.hygiene.set_forwarded(headers, peer);
+        // Who is asking: a configured client (by index), or nobody in particular.
+        let who: Option<u32> = if p.keys.is_empty() {
+            None
+        } else {
+            match p.keys.check(auth::presented_key(headers)) {
+                Ok(i) => Some(i),
+                Err(_) if public => None,
+                Err(e) => return Err(self.unauthorized(e)),
+            }
+        };
+        let client = match who {
+            Some(i) => &p.clients[i as usize],
+            None if p.keys.is_empty() => &p.anonymous,
+            None => &p.public_client,
+        };
+        // The services must never see the key, nor a client name the client chose.
+        if who.is_some() {
+            headers.remove(header::AUTHORIZATION);
+            headers.remove("x-api-key");
+        }
+        headers.insert(p.client_header.clone(), client.header.clone());
+        let decision = match who {
+            Some(i) => p.limiter.check_client(i),
+            None => p.limiter.check_ip(p.hygiene.client_ip(headers, peer.ip())),
+        };
+        if let Some(d) = decision.filter(|d| !d.allowed) {
+            let mut res = self.reject(
+                "rate_limited",
+                &client.name,
+                Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate-limited",
+                    format!(
+                        "rate limit of client {} exceeded; retry after {} s",
+                        client.name, d.retry_after_secs
+                    ),
+                )
+                .with_retry_after(d.retry_after_secs),
+                false,
+            );
+            if p.limiter.headers {
+                rate_headers(res.headers_mut(), &d);
+            }
+            return Err(res);
+        }
+        let shed = |reason, detail: &str| {
+            self.reject(
+                reason,
+                &client.name,
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", detail)
+                    .with_retry_after(p.limits.retry_after_secs),
+                false,
+            )
+        };
+        let Some(global) = p.global.try_acquire() else {
+            return Err(shed(
+                "overloaded",
+                "the gateway is at its in-flight limit; retry shortly",
+            ));
+        };
+        let service_guard = match service {
+            Some(s) => match p.services[s].try_acquire() {
+                Some(g) => Some(g),
+                None => {
+                    return Err(shed(
+                        "service_overloaded",
+                        "this service is at its in-flight limit; retry shortly",
+                    ));
+                }
+            },
+            None => None,
+        };
+        self.metrics.edge.in_flight.set(p.global.current() as i64);
+        Ok(Admitted {
+            _guards: (global, service_guard),
+            decision: decision.filter(|_| p.limiter.headers),
+        })
+    }
+}
+
+/// A request that got past the checks: its in-flight slots and rate-limit state.
+struct Admitted {
+    _guards: (InFlightGuard, Option<InFlightGuard>),
+    decision: Option<Decision>,
+}
+
+impl<S> Service<Request<Incoming>> for Shield<S>
+where
+    S: Service<Request<Incoming>, Response = Response<GatewayBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<GatewayBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<GatewayBody>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let admitted = match self.admit(&mut req) {
+            Ok(a) => a,
+            Err(res) => return Box::pin(async move { Ok(res) }),
+        };
+        let inner = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, inner);
+        let p = self.p.clone();
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let Ok(mut res) = inner.call(req).await;
+            p.hygiene.clean_response(res.headers_mut());
+            if let Some(d) = &admitted.decision {
+                rate_headers(res.headers_mut(), d);
+            }
+            drop(admitted);
+            metrics.edge.in_flight.set(p.global.current() as i64);
+            Ok(res)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smuggling_shaped_framing_is_recognised() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(framing_problem(&h), None);
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        assert_eq!(framing_problem(&h), None);
+        h.insert(header::CONTENT_LENGTH, "5".parse().unwrap());
+        assert!(framing_problem(&h).unwrap().contains("both"));
+        let mut h = http::HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, "5".parse().unwrap());
+        h.append(header::CONTENT_LENGTH, "5".parse().unwrap());
+        assert!(
+            framing_problem(&h)
+                .unwrap()
+                .contains("more than one Content-Length")
+        );
+        let mut h = http::HeaderMap::new();
+        h.insert(header::TRANSFER_ENCODING, "gzip, chunked".parse().unwrap());
+        assert!(framing_problem(&h).is_some());
+    }
+
+    #[test]
+    fn a_public_listener_without_keys_is_refused_unless_anonymous_is_allowed() {
+        let mut auth = AuthSettings::default();
+        let (rl, lim, hd) = (
+            RateLimitSettings::default(),
+            LimitSettings::default(),
+            HeaderSettings::default(),
+        );
+        let listen: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let e = Protections::from_settings(
+            EdgeSettings {
+                auth: &auth,
+                rate_limit: &rl,
+                limits: &lim,
+                headers: &hd,
+            },
+            listen,
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.starts_with("auth.keys"), "{e}");
+        auth.allow_anonymous = true;
+        let p = Protections::from_settings(
+            EdgeSettings {
+                auth: &auth,
+                rate_limit: &rl,
+                limits: &lim,
+                headers: &hd,
+            },
+            listen,
+            &[],
+        )
+        .unwrap();
+        assert!(!p.auth_required());
+    }
+}
