@@ -2,8 +2,9 @@
 //!
 //! Spans are written with `tracing`; two layers consume them, each with its own filter:
 //!
-//! - the log layer (stderr, text or JSON) filtered by `RUST_LOG` (default `info`), whose
-//!   lines carry the `trace_id` and `span_id` of the span they were logged in;
+//! - the log layer (stderr, text or JSON) filtered by `RUST_LOG` (default
+//!   [`DEFAULT_LOG_FILTER`]), whose lines carry the `trace_id` and `span_id` of the span
+//!   they were logged in;
 //! - the OpenTelemetry layer, installed only when an OTLP endpoint is configured
 //!   (`OTEL_EXPORTER_OTLP_ENDPOINT` and friends, see [`ExportSettings`]), filtered by
 //!   `HOTEL_TRACE_FILTER` (default [`DEFAULT_TRACE_FILTER`]) so that turning logs down
@@ -41,7 +42,13 @@ use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt};
 /// our crates, nothing from the transport crates (the exporter's own HTTP/gRPC calls
 /// would otherwise trace themselves).
 pub const DEFAULT_TRACE_FILTER: &str = "info,h2=off,hyper=off,hyper_util=off,tonic=off,\
-tower=off,reqwest=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,sqlx=warn";
+tower=off,reqwest=off,opentelemetry=off,sqlx=warn";
+
+/// The log filter when `RUST_LOG` is unset: our `info`, and only the OpenTelemetry
+/// SDK's warnings (a failed export, a full queue).
+/// (Targets match by prefix: `opentelemetry` covers `opentelemetry_sdk` and
+/// `opentelemetry-otlp`.)
+pub const DEFAULT_LOG_FILTER: &str = "info,opentelemetry=warn";
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -118,7 +125,8 @@ static EXPORTING_DISPATCH: OnceLock<WeakDispatch> = OnceLock::new();
 /// leaves the first subscriber in place and returns an inert guard.
 pub fn init(identity: &Identity, format: LogFormat) -> TelemetryGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let log_filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let logs = log_layer(format).with_filter(log_filter);
 
     let export = ExportSettings::from_vars(|k| std::env::var(k).ok());
