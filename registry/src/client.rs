@@ -359,10 +359,17 @@ async fn keep_registered(
         let started = Instant::now();
         // While the registry is (or was just) unreachable we register rather than
         // heartbeat: registering is idempotent and a restarted registry is empty.
-        let result = if known {
-            client.heartbeat(service, instance).await
-        } else {
-            client.register(service, instance, &body).await
+        let call = async {
+            if known {
+                client.heartbeat(service, instance).await
+            } else {
+                client.register(service, instance, &body).await
+            }
+        };
+        // A frozen registry must not hold up shutdown for a whole call timeout.
+        let result = tokio::select! {
+            r = call => r,
+            _ = stop.cancelled() => return,
         };
         let delay = match result {
             Ok(_) => {
@@ -640,5 +647,61 @@ async fn follow(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_bind_is_advertised_as_loopback() {
+        assert_eq!(
+            advertised_url("0.0.0.0:4000".parse().unwrap()),
+            "http://127.0.0.1:4000"
+        );
+        assert_eq!(
+            advertised_url("[::]:4000".parse().unwrap()),
+            "http://[::1]:4000"
+        );
+        assert_eq!(
+            advertised_url("127.0.0.1:4000".parse().unwrap()),
+            "http://127.0.0.1:4000"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_within_the_cap_with_jitter() {
+        let cap = Duration::from_secs(1);
+        for failures in 1..40 {
+            let d = backoff(failures, cap);
+            let full = BACKOFF_BASE
+                .saturating_mul(1 << (failures - 1).min(16))
+                .min(cap);
+            assert!(d >= full / 2 && d <= full, "{failures}: {d:?} vs {full:?}");
+        }
+    }
+
+    #[test]
+    fn a_link_without_a_url_means_standalone_and_a_bad_url_is_an_error() {
+        assert!(
+            RegistryClient::from_link(&RegistryLink::default())
+                .unwrap()
+                .is_none()
+        );
+        let bad = RegistryLink {
+            url: Some("localhost:8761".into()),
+            ..RegistryLink::default()
+        };
+        assert!(matches!(
+            RegistryClient::from_link(&bad),
+            Err(ClientError::BadUrl(_))
+        ));
+    }
+
+    #[test]
+    fn the_client_never_prints_its_token() {
+        let c = RegistryClient::new("http://127.0.0.1:8761", Some("s3cret".into())).unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
     }
 }

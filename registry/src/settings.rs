@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::{net::SocketAddr, time::Duration};
 
 /// Everything `hotel registry` can be told. Defaults suit a local cluster.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Address to listen on (port 0 picks a free one).
@@ -63,6 +63,28 @@ impl Default for Settings {
             max_metadata_value_len: 512,
             body_limit: 4 * 1024,
         }
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Written out so that the token never reaches a log line.
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("instance", &self.instance)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("default_lease", &self.default_lease)
+            .field("min_lease", &self.min_lease)
+            .field("max_lease", &self.max_lease)
+            .field("default_wait", &self.default_wait)
+            .field("max_wait", &self.max_wait)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("max_instances", &self.max_instances)
+            .field("max_services", &self.max_services)
+            .field("max_metadata_keys", &self.max_metadata_keys)
+            .field("max_metadata_value_len", &self.max_metadata_value_len)
+            .field("body_limit", &self.body_limit)
+            .finish()
     }
 }
 
@@ -148,6 +170,15 @@ mod tests {
         .unwrap();
         assert_eq!(loaded.token.as_deref(), Some("abc"));
         assert_eq!(loaded.default_lease, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn debug_output_redacts_the_token() {
+        let s = Settings {
+            token: Some("s3cret".into()),
+            ..Settings::default()
+        };
+        assert!(!format!("{s:?}").contains("s3cret"));
     }
 
     #[test]
