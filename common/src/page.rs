@@ -5,6 +5,9 @@
 //! `OFFSET`. The cursor is opaque to clients (hex of a small JSON document): they may only
 //! hand it back. A cursor that does not decode answers 400 naming `cursor`.
 
+// `Problem` is the error every handler answers with; it is large, but only on the cold path.
+#![allow(clippy::result_large_err)]
+
 use crate::problem::{FieldError, Problem};
 use http::StatusCode;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -121,6 +124,7 @@ pub fn rfc3339_micros(micros: i64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

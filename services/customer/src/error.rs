@@ -22,8 +22,9 @@ pub enum Error {
     #[error("email already in use")]
     EmailTaken,
     /// A problem already phrased for the client, such as a bad cursor or limit.
+    /// Boxed because a `Problem` is large and errors travel through every `?`.
     #[error("{0}")]
-    Client(#[from] Problem),
+    Client(Box<Problem>),
     /// The database failed; the detail is logged, never sent.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -46,7 +47,7 @@ impl Error {
             Error::EmailTaken => {
                 Problem::conflict("another customer already uses this email (emails ignore case)")
             }
-            Error::Client(p) => p.clone(),
+            Error::Client(p) => p.as_ref().clone(),
             Error::Database(e) if db::is_transient(e) => {
                 tracing::warn!(error = %e, "database busy");
                 Problem::unavailable("the customer database is busy; retry shortly", 1)
@@ -56,6 +57,12 @@ impl Error {
                 Problem::internal()
             }
         }
+    }
+}
+
+impl From<Problem> for Error {
+    fn from(p: Problem) -> Self {
+        Error::Client(Box::new(p))
     }
 }
 

@@ -139,6 +139,7 @@ pub fn email_key(email: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,5 +1,7 @@
 //! In-process tests of every customer endpoint and every way a request can be wrong.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use hotel_customer::{Application, Settings, connect, router};

@@ -25,8 +25,9 @@ pub enum Error {
     #[error("room {0} is retired")]
     Retired(Uuid),
     /// A problem already phrased for the client, such as a bad cursor or limit.
+    /// Boxed because a `Problem` is large and errors travel through every `?`.
     #[error("{0}")]
-    Client(#[from] Problem),
+    Client(Box<Problem>),
     /// The database failed; the detail is logged, never sent.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -52,7 +53,7 @@ impl Error {
             Error::Retired(id) => {
                 Problem::conflict(format!("room {id} is retired and can no longer be changed"))
             }
-            Error::Client(p) => p.clone(),
+            Error::Client(p) => p.as_ref().clone(),
             Error::Database(e) if db::is_transient(e) => {
                 tracing::warn!(error = %e, "database busy");
                 Problem::unavailable("the room database is busy; retry shortly", 1)
@@ -62,6 +63,12 @@ impl Error {
                 Problem::internal()
             }
         }
+    }
+}
+
+impl From<Problem> for Error {
+    fn from(p: Problem) -> Self {
+        Error::Client(Box::new(p))
     }
 }
 

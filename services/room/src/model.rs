@@ -214,6 +214,7 @@ pub fn valid_rate(n: i64) -> Result<i64, Error> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
