@@ -75,6 +75,7 @@ pub(crate) fn peer_url(key: &str, value: Option<&str>) -> Result<reqwest::Url, S
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

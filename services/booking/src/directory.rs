@@ -174,10 +174,10 @@ impl HttpDirectory {
         let mut headers = HeaderMap::new();
         hotel_common::telemetry::inject(&mut headers);
         // The caller's request id follows the call, so one id finds every log line.
-        if let Some(ctx) = hotel_common::context::current() {
-            if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-                headers.insert(hotel_common::context::REQUEST_ID, v);
-            }
+        if let Some(v) = hotel_common::context::current()
+            .and_then(|ctx| HeaderValue::from_str(&ctx.request_id).ok())
+        {
+            headers.insert(hotel_common::context::REQUEST_ID, v);
         }
         let res = self
             .client
@@ -284,6 +284,7 @@ impl Directory for HttpDirectory {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -250,6 +250,7 @@ pub fn today_utc() -> Date {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use time::macros::date;

@@ -117,7 +117,7 @@ async fn create_booking(
             // in flight until its lease ends.
             let ctx = hotel_common::context::current();
             let work = async move {
-                let stored = match create(&app, &req, &prefix, Some(&key)).await {
+                match create(&app, &req, &prefix, Some(&key)).await {
                     Ok(stored) => stored,
                     Err(e) => {
                         let stored = StoredResponse::problem(&e.to_problem());
@@ -131,8 +131,7 @@ async fn create_booking(
                         }
                         stored
                     }
-                };
-                stored
+                }
             }
             .instrument(tracing::Span::current());
             let task = match ctx {

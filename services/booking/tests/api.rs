@@ -1,6 +1,8 @@
 //! In-process tests of every booking endpoint and error, against fakes of the customer
 //! and room HTTP APIs.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use hotel_booking::{Application, Settings};

@@ -1,6 +1,8 @@
 //! `Idempotency-Key` on `POST /bookings`: one booking per key however often and however
 //! concurrently it is sent, replays marked, misuse refused.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use serde_json::Value;

@@ -1,6 +1,8 @@
 //! Booking against the real customer and room services (in-process, on loopback port 0),
 //! so the contract between them is tested, not only booking's idea of it.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use serde_json::{Value, json};

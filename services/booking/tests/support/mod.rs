@@ -1,7 +1,7 @@
 //! Shared test harness: a booking app on a temp database, with small in-memory fakes of
 //! the customer and room HTTP APIs that a test can fill, break and count.
 
-#![allow(dead_code)]
+#![allow(clippy::unwrap_used, dead_code)]
 
 use axum::{
     Router,
