@@ -221,6 +221,7 @@ impl Drop for Lock {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

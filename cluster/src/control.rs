@@ -51,10 +51,10 @@ impl IntoResponse for ControlError {
     }
 }
 
-fn role_of(service: &str) -> Result<Role, Response> {
+fn role_of(service: &str) -> Result<Role, Box<Problem>> {
     service
         .parse::<Role>()
-        .map_err(|why| Problem::invalid_field("service", why).into_response())
+        .map_err(|why| Box::new(Problem::invalid_field("service", why)))
 }
 
 /// The control API router (without the token check; see [`router`]).
@@ -125,7 +125,7 @@ async fn start(
     State(sup): State<Arc<Supervisor>>,
     Path(service): Path<String>,
 ) -> Result<Json<InstancesResponse>, Response> {
-    let role = role_of(&service)?;
+    let role = role_of(&service).map_err(|p| p.into_response())?;
     let view = sup.start(role).await.map_err(IntoResponse::into_response)?;
     Ok(Json(InstancesResponse {
         instances: vec![view],
@@ -137,7 +137,7 @@ async fn scale(
     Path(service): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<InstancesResponse>, Response> {
-    let role = role_of(&service)?;
+    let role = role_of(&service).map_err(|p| p.into_response())?;
     let req: ScaleRequest =
         hotel_common::extract::parse_json(&body).map_err(IntoResponse::into_response)?;
     let views = sup
@@ -292,6 +292,7 @@ fn encode(segment: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -184,6 +184,28 @@ fn random_token(prefix: &str) -> String {
     format!("{prefix}{hex}")
 }
 
+/// Kills instances a previous `hotel up` of this data directory left running (it was
+/// killed itself, so it could not stop them); they would hold its ports and databases.
+/// A pid counts only if it still runs `hotel` with this data directory on its command line.
+fn reap_orphans(data_dir: &std::path::Path) {
+    let Ok(old) = ClusterFile::read(data_dir) else {
+        return;
+    };
+    let marker = data_dir.display().to_string();
+    for inst in old.instances {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", inst.pid)).unwrap_or_default();
+        if clusterfile::pid_alive(inst.pid) && String::from_utf8_lossy(&cmdline).contains(&marker) {
+            tracing::warn!(instance = %inst.name, pid = inst.pid, "killing an instance left running by a previous hotel up");
+            if let Ok(raw) = i32::try_from(inst.pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(raw),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 /// Resolves settings: defaults < config file < `HOTEL_CLUSTER__*` < flags.
 fn resolve(args: &UpArgs) -> Result<UpSettings, BoxError> {
     let default_file = PathBuf::from("config/hotel.toml");
@@ -249,6 +271,7 @@ async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
         },
         hotel_common::telemetry::LogFormat::Text,
     );
+    reap_orphans(&data_dir);
     let pick = |configured: &str, prefix: &str| {
         if configured.is_empty() {
             random_token(prefix)
@@ -314,6 +337,7 @@ async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -378,15 +378,13 @@ impl Client {
             Ok(res) => Err(format!("http {}", res.status().as_u16())),
             Err(e) => Err(classify(&e)),
         };
-        if op == Op::Book {
-            if let Ok(id) = result
+        if op == Op::Book
+            && let Ok(Some(id)) = result
                 .as_ref()
-                .map(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
-            {
-                if let (Some(id), Ok(mut b)) = (id, self.booked.lock()) {
-                    b.push(id);
-                }
-            }
+                .map(|v| v.get("id").and_then(|i| i.as_str()))
+            && let Ok(mut booked) = self.booked.lock()
+        {
+            booked.push(id.to_owned());
         }
         (op, result)
     }
@@ -861,6 +859,7 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode, BoxError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use axum::{

@@ -110,6 +110,7 @@ pub fn print_banner(file: &ClusterFile, instances: &[InstanceView], data_dir: &P
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

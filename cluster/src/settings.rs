@@ -257,6 +257,7 @@ impl Default for UpSettings {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -293,6 +293,7 @@ pub async fn run(data_dir: &Path, json: bool) -> Result<ExitCode, BoxError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

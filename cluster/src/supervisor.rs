@@ -582,12 +582,11 @@ impl Supervisor {
                 let mut addr_tx = Some(addr_tx);
                 let mut lines = BufReader::new(stdout).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some(rest) = line.strip_prefix("listening on http://") {
-                        if let (Some(tx), Ok(a)) =
-                            (addr_tx.take(), rest.trim().parse::<SocketAddr>())
-                        {
-                            let _ = tx.send(a);
-                        }
+                    if let Some(rest) = line.strip_prefix("listening on http://")
+                        && let Ok(a) = rest.trim().parse::<SocketAddr>()
+                        && let Some(tx) = addr_tx.take()
+                    {
+                        let _ = tx.send(a);
                     }
                     let _ = log.write_all(format!("{line}\n").as_bytes()).await;
                 }
@@ -675,10 +674,9 @@ impl Supervisor {
                 .instances
                 .iter_mut()
                 .find(|i| i.name == name && i.pid == pid)
+                && i.state == InstanceState::Starting
             {
-                if i.state == InstanceState::Starting {
-                    i.state = InstanceState::Running;
-                }
+                i.state = InstanceState::Running;
             }
             self.persist(&st);
         }
@@ -983,6 +981,7 @@ impl Supervisor {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -211,6 +211,64 @@ async fn an_instance_that_cannot_start_fails_up_naming_it_with_its_log() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_up_replaces_the_lock_of_a_killed_one_and_ends_its_orphans() {
+    let mut c = Cluster::up(&["--replicas", "1"]).await.unwrap();
+    let old: Vec<u64> = c.file().unwrap()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["pid"].as_u64().unwrap())
+        .collect();
+    c.kill_supervisor();
+    assert!(
+        old.iter().all(|p| alive(*p)),
+        "children should outlive a SIGKILLed hotel up"
+    );
+    // The control commands notice the supervisor is gone.
+    let out = c.hotel(&["status"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
+
+    let mut again = Command::new(hotel_tests::hotel_bin())
+        .args(["up", "--replicas", "1", "--data-dir", &c.data_dir()])
+        .args([
+            "--gateway-port",
+            "0",
+            "--admin-port",
+            "0",
+            "--registry-port",
+            "0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let new_pid = again.id();
+    let ready = until(
+        Duration::from_secs(180),
+        "the second hotel up to be ready",
+        || {
+            c.file()
+                .is_ok_and(|f| f["ready"] == true && f["supervisor_pid"] == new_pid)
+        },
+    )
+    .await;
+    let orphans: Vec<u64> = old.iter().copied().filter(|p| alive(*p)).collect();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(new_pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = again.wait().unwrap();
+    ready.unwrap();
+    assert!(
+        orphans.is_empty(),
+        "orphans of the killed hotel up still run: {orphans:?}"
+    );
+    assert!(status.success(), "{status}");
+}
+
 #[test]
 fn control_commands_without_a_cluster_say_how_to_start_one() {
     let dir = hotel_tests::TempDir::new("hotel-nocluster");

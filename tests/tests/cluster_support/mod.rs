@@ -285,6 +285,12 @@ impl Cluster {
         None
     }
 
+    /// SIGKILL to `hotel up` alone: its children are orphaned, as after a crash.
+    pub fn kill_supervisor(&mut self) {
+        let _ = self.up.kill();
+        let _ = self.up.wait();
+    }
+
     /// The pid of `hotel up`.
     pub fn up_pid(&self) -> u32 {
         self.up.id()
