@@ -28,11 +28,16 @@ use std::{
 const TOKEN: &str = "bench-token";
 
 fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     if std::env::args().any(|a| a == "--serve-registry") {
         return rt.block_on(serve());
     }
@@ -46,12 +51,18 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         token: Some(TOKEN.into()),
         ..Settings::default()
     };
-    let app = Application::build(settings).await.map_err(|e| e.to_string())?;
+    let app = Application::build(settings)
+        .await
+        .map_err(|e| e.to_string())?;
     hotel_common::process::announce(app.addr());
     let stdin_closed = async {
         let _ = tokio::task::spawn_blocking(|| {
             let mut sink = String::new();
-            while std::io::stdin().read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+            while std::io::stdin()
+                .read_line(&mut sink)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {}
         })
         .await;
     };
@@ -65,7 +76,10 @@ fn cpu_time(pid: u32, tick: f64) -> Duration {
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
     Duration::from_secs_f64(ticks / tick)
 }
 
@@ -104,7 +118,11 @@ async fn drive() -> Result<(), Box<dyn std::error::Error>> {
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
-    let url = line.trim().strip_prefix("listening on ").ok_or("no address line")?.to_owned();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .ok_or("no address line")?
+        .to_owned();
     println!("registry pid {pid} at {url}");
     let client = RegistryClient::new(&url, Some(TOKEN.into()))?;
     let service_name = |i: usize| format!("svc-{}", i % services);
@@ -114,8 +132,13 @@ async fn drive() -> Result<(), Box<dyn std::error::Error>> {
     let hb_err = Arc::new(AtomicU64::new(0));
     let stop = tokio_util::sync::CancellationToken::new();
     for i in 0..instances {
-        let (client, svc, ok, err, stop) =
-            (client.clone(), service_name(i), hb_ok.clone(), hb_err.clone(), stop.clone());
+        let (client, svc, ok, err, stop) = (
+            client.clone(),
+            service_name(i),
+            hb_ok.clone(),
+            hb_err.clone(),
+            stop.clone(),
+        );
         tokio::spawn(async move {
             let name = format!("inst-{i}");
             let body = RegisterRequest {
@@ -166,14 +189,20 @@ async fn drive() -> Result<(), Box<dyn std::error::Error>> {
     while Instant::now() < deadline && watches.iter().any(|(_, w)| w.current().len() < want) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!(
-        "{instances} instances in {services} services registered; {watchers} watchers synced"
-    );
+    println!("{instances} instances in {services} services registered; {watchers} watchers synced");
 
     // Phase 1: heartbeats only.
-    let (c0, t0, hb0) = (cpu_time(pid, tick), Instant::now(), hb_ok.load(Ordering::Relaxed));
+    let (c0, t0, hb0) = (
+        cpu_time(pid, tick),
+        Instant::now(),
+        hb_ok.load(Ordering::Relaxed),
+    );
     tokio::time::sleep(steady).await;
-    let (c1, t1, hb1) = (cpu_time(pid, tick), Instant::now(), hb_ok.load(Ordering::Relaxed));
+    let (c1, t1, hb1) = (
+        cpu_time(pid, tick),
+        Instant::now(),
+        hb_ok.load(Ordering::Relaxed),
+    );
     let steady_cpu = (c1 - c0).as_secs_f64() / (t1 - t0).as_secs_f64();
     let hb_rate = (hb1 - hb0) as f64 / (t1 - t0).as_secs_f64();
 
@@ -185,7 +214,11 @@ async fn drive() -> Result<(), Box<dyn std::error::Error>> {
         let svc = service_name(k / 2);
         let probe = format!("probe-{}", k / 2);
         let adding = k % 2 == 0;
-        let rxs: Vec<_> = watches.iter().filter(|(s, _)| *s == svc).map(|(_, w)| w.subscribe()).collect();
+        let rxs: Vec<_> = watches
+            .iter()
+            .filter(|(s, _)| *s == svc)
+            .map(|(_, w)| w.subscribe())
+            .collect();
         let waits = futures::future::join_all(rxs.into_iter().map(|mut rx| {
             let probe = probe.clone();
             async move {

@@ -506,6 +506,7 @@ async fn reap(store: Weak<Inner>, wake: Arc<Notify>, closing: CancellationToken)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

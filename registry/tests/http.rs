@@ -1,6 +1,8 @@
 //! In-process tests of the registry's HTTP API: routers called with `oneshot`, and whole
 //! registries on port 0 driven by the client library.
 
+#![allow(clippy::unwrap_used)]
+
 use axum::{Router, body::Body};
 use hotel_registry::{
     Application, RegistryClient, Settings, Watcher,
