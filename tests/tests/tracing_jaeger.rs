@@ -529,13 +529,14 @@ async fn a_request_retried_after_an_instance_is_killed_shows_the_failed_attempt_
     let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = Cluster::up(&otlp, "tracing-jaeger-retry").await?;
     let client = reqwest::Client::new();
-    let (_, room_id) = post(
+    let (room, _) = post(
         &cluster,
         &client,
         "/api/rooms",
         json!({"number": "7", "kind": "single", "capacity": 1, "nightly_rate_cents": 9000}),
     )
     .await?;
+    let room_id = room["id"].as_str().context("room id")?.to_owned();
     let rooms: Vec<_> = cluster
         .instances()
         .into_iter()
@@ -580,6 +581,10 @@ async fn a_request_retried_after_an_instance_is_killed_shows_the_failed_attempt_
         let ok = attempts
             .iter()
             .find(|s| s.status != ERROR && s.attr("hotel.outcome") == "success")?;
+        // Wait for the surviving room's span too: each process exports on its own clock.
+        spans
+            .iter()
+            .find(|s| s.service == "room" && s.kind == SERVER && s.parent == ok.span_id)?;
         Some(((*failed).clone(), (*ok).clone()))
     };
     let deadline = Instant::now() + Duration::from_secs(60);
