@@ -89,6 +89,26 @@ mod tests {
     }
 
     #[test]
+    fn a_file_with_every_key_loads() {
+        let path = std::env::temp_dir().join(format!("hotel-room-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7100\"\ndata_dir = \"/var/lib/hotel\"\ninstance = \"room-1\"\n\
+             shutdown_grace = \"2s\"\n[registry]\nurl = \"http://127.0.0.1:8761\"\n\
+             token = \"t\"\nheartbeat = \"2s\"\nlease = \"6s\"\n",
+        )
+        .unwrap();
+        let loaded = load_with_env(&Settings::default(), Some(&path), "room", &[]);
+        let _ = std::fs::remove_file(&path);
+        let s: Settings = loaded.unwrap();
+        assert_eq!(s.listen.port(), 7100);
+        assert_eq!(s.instance, "room-1");
+        assert_eq!(s.shutdown_grace, Duration::from_secs(2));
+        assert_eq!(s.registry.token.as_deref(), Some("t"));
+        assert_eq!(s.registry.lease, Duration::from_secs(6));
+    }
+
+    #[test]
     fn command_line_wins_over_configuration() {
         let mut s = Settings::default();
         let args = ProcessArgs {
