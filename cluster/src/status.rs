@@ -203,12 +203,22 @@ pub async fn gather(data_dir: &Path) -> Result<Status, BoxError> {
                         },
                     }
                 };
+            // By address first: a restarted instance keeps its name but not its
+            // address, and the gateway may still hold the old endpoint's counters.
             let gw = gateway.as_ref().and_then(|entries| {
-                entries
-                    .iter()
-                    .find(|(keys, _)| {
-                        keys.iter()
-                            .any(|k| *k == inst.name || Some(k.as_str()) == inst.address.as_deref())
+                let by_address = inst
+                    .address
+                    .as_deref()
+                    .and_then(|a| entries.iter().find(|(keys, _)| keys.iter().any(|k| k == a)));
+                let has_address = |keys: &[String]| {
+                    keys.iter()
+                        .any(|k| k.parse::<std::net::SocketAddr>().is_ok())
+                };
+                by_address
+                    .or_else(|| {
+                        entries.iter().find(|(keys, _)| {
+                            !has_address(keys) && keys.iter().any(|k| *k == inst.name)
+                        })
                     })
                     .map(|(_, v)| v.clone())
             });
