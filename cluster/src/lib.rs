@@ -156,8 +156,14 @@ pub async fn run(cmd: ClusterCommand) -> Result<ExitCode, BoxError> {
             let views = client.scale(role.as_str(), n).await?;
             if views.is_empty() {
                 output::line(&format!("{role} already has {n} replicas"));
-            } else {
-                output::print_changes("scaled", &views);
+            }
+            for v in &views {
+                let verb = if v.state.is_live() {
+                    "started"
+                } else {
+                    "stopped"
+                };
+                output::print_changes(verb, std::slice::from_ref(v));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -331,7 +337,7 @@ async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
     sup.shutdown().await;
     stop_control.cancel();
     let _ = control.await;
-    let _ = std::fs::remove_file(ClusterFile::path(&data_dir));
+    sup.remove_cluster_file();
     output::line("stopped");
     Ok(code)
 }

@@ -237,6 +237,8 @@ pub struct Summary {
     pub latency: Latency,
     /// Errors by kind: `http 503`, `timeout`, `connect`, `io`.
     pub errors_by_kind: BTreeMap<String, u64>,
+    /// The first failure of each kind: `book: room is booked on ... (x-request-id ...)`.
+    pub error_samples: BTreeMap<String, String>,
     /// Per request kind.
     pub by_op: BTreeMap<String, OpStats>,
 }
@@ -247,6 +249,8 @@ struct Outcome {
     op: Op,
     latency: Duration,
     error: Option<String>,
+    /// What the failed answer said (problem detail or transport error).
+    detail: Option<String>,
 }
 
 /// Customers and rooms this run created.
@@ -299,7 +303,7 @@ impl Client {
 
     /// Sends one request of kind `op`; returns the kind actually sent (a cancellation
     /// with nothing to cancel books instead) and the answer's JSON on success.
-    async fn send(&self, op: Op) -> (Op, Result<serde_json::Value, String>) {
+    async fn send(&self, op: Op) -> (Op, Result<serde_json::Value, (String, String)>) {
         let (op, req) = {
             let mut rng = rand::rng();
             let cancel = if op == Op::Cancel {
@@ -370,13 +374,31 @@ impl Client {
             };
             (op, req)
         };
+        let transport = |e: reqwest::Error| (classify(&e), e.to_string());
         let result = match req.send().await {
-            Ok(res) if res.status().is_success() => match res.json::<serde_json::Value>().await {
-                Ok(v) => Ok(v),
-                Err(e) => Err(classify(&e)),
-            },
-            Ok(res) => Err(format!("http {}", res.status().as_u16())),
-            Err(e) => Err(classify(&e)),
+            Ok(res) if res.status().is_success() => {
+                res.json::<serde_json::Value>().await.map_err(transport)
+            }
+            Ok(res) => {
+                let kind = format!("http {}", res.status().as_u16());
+                let request_id = res
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let body = res.text().await.unwrap_or_default();
+                // The problem's detail says why; the request id finds it in the logs.
+                let detail = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
+                    .unwrap_or_else(|| body.chars().take(200).collect());
+                let detail = match request_id {
+                    Some(id) => format!("{detail} (x-request-id {id})"),
+                    None => detail,
+                };
+                Err((kind, detail))
+            }
+            Err(e) => Err(transport(e)),
         };
         if op == Op::Book
             && let Ok(Some(id)) = result
@@ -392,10 +414,15 @@ impl Client {
     async fn timed(&self, op: Op) -> Outcome {
         let start = Instant::now();
         let (op, result) = self.send(op).await;
+        let (error, detail) = match result {
+            Ok(_) => (None, None),
+            Err((kind, detail)) => (Some(kind), Some(detail)),
+        };
         Outcome {
             op,
             latency: start.elapsed(),
-            error: result.err(),
+            error,
+            detail,
         }
     }
 }
@@ -484,6 +511,8 @@ async fn seed(client: &Client, rooms: u32, customers: u32) -> Result<Seed, Strin
 #[derive(Default)]
 struct Tally {
     latencies_us: Vec<u64>,
+    /// The first failure of each kind, to show what went wrong.
+    samples: BTreeMap<String, String>,
     errors_by_kind: BTreeMap<String, u64>,
     by_op: BTreeMap<Op, OpStats>,
     ok: u64,
@@ -505,6 +534,13 @@ impl Tally {
                 self.errors += 1;
                 stats.errors += 1;
                 *self.errors_by_kind.entry(kind.clone()).or_default() += 1;
+                self.samples.entry(kind.clone()).or_insert_with(|| {
+                    format!(
+                        "{}: {}",
+                        o.op.as_str(),
+                        o.detail.clone().unwrap_or_default()
+                    )
+                });
             }
         }
     }
@@ -730,6 +766,7 @@ pub async fn execute(plan: Plan) -> Result<Summary, BoxError> {
         rate: requests as f64 / elapsed.as_secs_f64().max(0.001),
         latency,
         errors_by_kind: total.errors_by_kind,
+        error_samples: total.samples,
         by_op: total
             .by_op
             .into_iter()
@@ -766,6 +803,9 @@ pub fn render(s: &Summary) -> String {
             .map(|(k, n)| format!("{k} x{n}"))
             .collect();
         text.push_str(&format!("errors: {}\n", kinds.join(", ")));
+        for (kind, sample) in &s.error_samples {
+            text.push_str(&format!("  first {kind}: {sample}\n"));
+        }
     }
     text
 }
@@ -1039,6 +1079,7 @@ mod tests {
         assert_eq!(s.errors_by_kind.get("http 503"), Some(&20));
         assert!((s.error_rate - 0.2).abs() < 1e-9);
         assert!(render(&s).contains("http 503 x20"));
+        assert!(s.error_samples["http 503"].starts_with("room: "), "{s:?}");
     }
 
     #[tokio::test]

@@ -208,6 +208,8 @@ struct State {
     /// The addresses of the registry and gateway, reused when they are restarted so that
     /// every client keeps its URL.
     fixed: BTreeMap<Role, SocketAddr>,
+    /// Set when `cluster.json` has been removed at the end: nothing writes it again.
+    closed: bool,
 }
 
 /// Environment variables that configure a child process in `hotel up`; the contract with
@@ -334,6 +336,7 @@ impl Supervisor {
                 instances: Vec::new(),
                 file,
                 fixed: BTreeMap::new(),
+                closed: false,
             }),
             http,
             shutting_down: AtomicBool::new(false),
@@ -386,6 +389,9 @@ impl Supervisor {
 
     /// Rewrites `cluster.json`; called with the state lock held so writes keep their order.
     fn persist(&self, st: &State) {
+        if st.closed {
+            return;
+        }
         if let Err(e) = Self::snapshot(st).write(&self.cfg.data_dir) {
             tracing::warn!(error = %e, "cannot write cluster.json");
         }
@@ -597,8 +603,10 @@ impl Supervisor {
         let waited_name = name.clone();
         tokio::spawn(async move {
             let how = describe_exit(child.wait().await);
-            let _ = exit_tx.send(Some(how.clone()));
-            sup.on_exit(&waited_name, pid, how);
+            // Record first, then wake the waiters: whoever waits for the exit then sees
+            // the new state (and cluster.json already says so).
+            sup.on_exit(&waited_name, pid, how.clone());
+            let _ = exit_tx.send(Some(how));
         });
 
         let deadline = Instant::now() + self.cfg.settings.ready_timeout;
@@ -959,6 +967,13 @@ impl Supervisor {
             }
         }
         Ok(changed)
+    }
+
+    /// Removes `cluster.json` for good: the cluster is gone.
+    pub fn remove_cluster_file(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        let _ = std::fs::remove_file(ClusterFile::path(&self.cfg.data_dir));
     }
 
     /// Stops everything: services first (they deregister and drain), then the gateway,
