@@ -18,6 +18,7 @@ pub mod discovery;
 pub mod edge;
 pub mod endpoint;
 pub mod error;
+pub mod framing;
 pub mod hedge;
 pub mod hygiene;
 pub mod latency;
@@ -273,22 +274,27 @@ impl Application {
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    let svc = tower::ServiceExt::map_request(
-                        edge.clone(),
-                        move |mut r: http::Request<hyper::body::Incoming>| {
-                            r.extensions_mut().insert(shield::PeerAddr(peer));
-                            r
-                        },
-                    );
                     let (watcher, builder) = (graceful.watcher(), builder.clone());
-                    let (shield, metrics) = (shield.clone(), metrics.clone());
+                    let (shield, metrics, edge) = (shield.clone(), metrics.clone(), edge.clone());
                     tokio::spawn(async move {
                         // A silent connection must not hold its slot forever.
                         if !shield.first_byte(&stream, &metrics).await {
                             return;
                         }
+                        // Each request learns its peer and whether its connection showed
+                        // smuggling-shaped framing (see `framing`).
+                        let flag = framing::Flag::default();
+                        let io = shield.inspect(stream, flag.clone());
+                        let svc = tower::ServiceExt::map_request(
+                            edge,
+                            move |mut r: http::Request<hyper::body::Incoming>| {
+                                r.extensions_mut().insert(shield::PeerAddr(peer));
+                                r.extensions_mut().insert(flag.clone());
+                                r
+                            },
+                        );
                         let conn = builder
-                            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
+                            .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
                             .into_owned();
                         let _ = watcher.watch(conn).await;
                         drop(slot);

@@ -272,6 +272,19 @@ impl Protections {
         }
     }
 
+    /// Wraps a client connection so its request framing is followed (see
+    /// [`crate::framing`]); `flag` is raised on a smuggling-shaped head.
+    pub fn inspect(
+        &self,
+        stream: tokio::net::TcpStream,
+        flag: crate::framing::Flag,
+    ) -> crate::framing::Inspected<tokio::net::TcpStream> {
+        crate::framing::Inspected::new(
+            stream,
+            crate::framing::Inspector::new(flag, self.limits.max_header_bytes),
+        )
+    }
+
     /// Waits for a new connection's first byte for up to the header timeout; `false`
     /// (counted) when the client stayed silent.
     pub async fn first_byte(&self, stream: &tokio::net::TcpStream, m: &Metrics) -> bool {
@@ -449,7 +462,16 @@ impl<S> Shield<S> {
             .extensions()
             .get::<PeerAddr>()
             .map_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), |a| a.0);
-        if let Some(why) = framing_problem(req.headers()) {
+        let flagged = req
+            .extensions()
+            .get::<crate::framing::Flag>()
+            .is_some_and(crate::framing::Flag::is_raised);
+        let why = if flagged {
+            Some("ambiguous framing (Content-Length and Transfer-Encoding together, or repeated)")
+        } else {
+            framing_problem(req.headers())
+        };
+        if let Some(why) = why {
             tracing::debug!(headers = %p.hygiene.redacted(req.headers()), "ambiguous framing");
             return Err(self.reject(
                 "bad_framing",

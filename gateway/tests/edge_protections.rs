@@ -1,0 +1,700 @@
+//! In-process tests of the edge protections: a real `Application` on port 0 in front of
+//! fake instances (axum on port 0) that echo what reached them, so every test can tell
+//! whether a refused request ever got to a service. Raw TCP is used wherever the bytes on
+//! the wire matter (smuggling, slow clients).
+
+use axum::{Router, extract::State, response::IntoResponse};
+use hotel_gateway::{
+    Application, Config, Settings,
+    auth::{KeySettings, hash_key},
+    ratelimit::Limit,
+    settings::{PolicySettings, ServiceSettings},
+};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::oneshot,
+};
+
+const WEB_KEY: &str = "web-key-0123456789abcdef";
+const OPS_KEY: &str = "ops-key-0123456789abcdef";
+const OLD_KEY: &str = "old-key-0123456789abcdef";
+
+#[derive(Clone)]
+struct Fake {
+    /// Longest time a request is held; `release` ends every hold at once.
+    delay: Duration,
+    release: tokio::sync::watch::Receiver<bool>,
+    hits: Arc<AtomicUsize>,
+}
+
+/// Echoes the headers it received; answers with headers a service should not leak.
+async fn echo(State(f): State<Fake>, req: axum::extract::Request) -> axum::response::Response {
+    f.hits.fetch_add(1, Ordering::SeqCst);
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
+            )
+        })
+        .collect();
+    let body = axum::body::to_bytes(req.into_body(), 4 << 20)
+        .await
+        .unwrap_or_default();
+    if !f.delay.is_zero() {
+        let mut release = f.release.clone();
+        let _ = tokio::time::timeout(f.delay, release.wait_for(|r| *r)).await;
+    }
+    (
+        [
+            ("server", "room/1.0 internal"),
+            ("x-internal-addr", "10.9.8.7:9001"),
+            ("x-upstream", "u1"),
+        ],
+        axum::Json(serde_json::json!({"headers": headers, "body_len": body.len()})),
+    )
+        .into_response()
+}
+
+struct Upstream {
+    url: String,
+    hits: Arc<AtomicUsize>,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+/// A fake instance holding each request for up to `delay` (until released).
+async fn upstream(delay: Duration) -> Upstream {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (release, rx) = tokio::sync::watch::channel(false);
+    let app = Router::new().fallback(echo).with_state(Fake {
+        delay,
+        release: rx,
+        hits: hits.clone(),
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    Upstream {
+        url: format!("http://{addr}"),
+        hits,
+        release,
+    }
+}
+
+struct Gw {
+    addr: SocketAddr,
+    admin: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Gw {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn metrics(&self) -> String {
+        client()
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+fn key(client: &str, k: &str, revoked: bool) -> KeySettings {
+    KeySettings {
+        client: client.into(),
+        sha256: hash_key(k),
+        revoked,
+    }
+}
+
+/// A gateway in front of `room` (and `customer`, when given), with three keys: `web`,
+/// `ops`, and a revoked one of `web`.
+async fn gateway(
+    room: &Upstream,
+    customer: Option<&Upstream>,
+    tweak: impl FnOnce(&mut Settings),
+) -> Gw {
+    let mut s = Settings::default();
+    s.listen = "127.0.0.1:0".parse().unwrap();
+    s.admin_listen = "127.0.0.1:0".parse().unwrap();
+    // One attempt per request, so upstream hit counts are request counts.
+    let policy = PolicySettings {
+        retries: Some(0),
+        hedge: Some(false),
+        ..Default::default()
+    };
+    s.services.insert(
+        "room".into(),
+        ServiceSettings {
+            instances: vec![room.url.clone()],
+            policy: policy.clone(),
+        },
+    );
+    if let Some(c) = customer {
+        s.services.insert(
+            "customer".into(),
+            ServiceSettings {
+                instances: vec![c.url.clone()],
+                policy,
+            },
+        );
+    }
+    s.auth.keys = vec![
+        key("web", WEB_KEY, false),
+        key("ops", OPS_KEY, false),
+        key("web", OLD_KEY, true),
+    ];
+    tweak(&mut s);
+    let app = Application::build(Config::try_from(s).unwrap())
+        .await
+        .unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let (addr, admin) = (app.local_addr(), app.admin_addr());
+    tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    Gw {
+        addr,
+        admin,
+        _stop: tx,
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn json(r: reqwest::Response) -> serde_json::Value {
+    r.json().await.unwrap()
+}
+
+/// Writes `bytes` on a fresh connection and reads until the gateway closes it (or 10 s).
+async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // The gateway may close before reading everything; what it answered is what counts.
+    let _ = s.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Polls `check` until it holds or `within` passes.
+async fn eventually(within: Duration, mut check: impl FnMut() -> bool) {
+    let end = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < end, "condition not met within {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_request_without_a_key_gets_401_problem_json_with_a_challenge_and_never_reaches_a_service()
+ {
+    let room = upstream(Duration::ZERO).await;
+    let gw = gateway(&room, None, |_| {}).await;
+    let r = client().get(gw.url("/api/rooms")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"hotel\"");
+    assert!(r.headers().contains_key("x-request-id"));
+    let p = json(r).await;
+    assert!(p["detail"].as_str().unwrap().contains("x-api-key"), "{p}");
+    assert_eq!(room.hits.load(Ordering::SeqCst), 0);
+    // The index is public by default.
+    let r = client().get(gw.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_wrong_key_and_a_revoked_key_are_refused_and_counted_by_reason_and_client() {
+    let room = upstream(Duration::ZERO).await;
+    let gw = gateway(&room, None, |_| {}).await;
+    let r = client()
+        .get(gw.url("/api/rooms"))
+        .bearer_auth("web-key-0123456789abcdeX")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    assert!(
+        json(r).await["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not valid")
+    );
+    let r = client()
+        .get(gw.url("/api/rooms"))
+        .header("x-api-key", OLD_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        json(r).await["detail"]
+            .as_str()
+            .unwrap()
+            .contains("revoked")
+    );
+    assert_eq!(room.hits.load(Ordering::SeqCst), 0);
+    let m = gw.metrics().await;
+    assert!(
+        m.contains(
+            r#"gateway_edge_rejections_total{reason="invalid_key",client="unauthenticated"} 1"#
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"gateway_edge_rejections_total{reason="revoked_key",client="web"} 1"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_valid_key_reaches_the_service_as_its_client_and_a_forged_client_name_is_overwritten() {
+    let room = upstream(Duration::ZERO).await;
+    let gw = gateway(&room, None, |_| {}).await;
+    for (how, value) in [
+        ("authorization", format!("Bearer {OPS_KEY}")),
+        ("x-api-key", OPS_KEY.to_owned()),
+    ] {
+        let r = client()
+            .get(gw.url("/api/rooms"))
+            .header(how, &value)
+            .header("x-hotel-client", "admin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{how}");
+        let seen = &json(r).await["headers"];
+        assert_eq!(seen["x-hotel-client"], "ops", "{how}: {seen}");
+        // The key itself stays at the edge.
+        assert!(
+            seen.get("authorization").is_none() && seen.get("x-api-key").is_none(),
+            "{seen}"
+        );
+    }
+    // Without a key nothing reaches the service, whatever client name it claims.
+    let r = client()
+        .get(gw.url("/api/rooms/1"))
+        .header("x-hotel-client", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(room.hits.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_client_past_its_burst_gets_429_with_retry_after_while_another_client_is_not_limited() {
+    let room = upstream(Duration::ZERO).await;
+    let gw = gateway(&room, None, |s| {
+        s.rate_limit.clients.insert(
+            "web".into(),
+            Limit {
+                rate: 0.05,
+                burst: 3,
+            },
+        );
+    })
+    .await;
+    let c = client();
+    let send = |k: &'static str| c.get(gw.url("/api/rooms")).bearer_auth(k).send();
+    for left in (0..3).rev() {
+        let r = send(WEB_KEY).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["ratelimit-limit"], "3");
+        assert_eq!(
+            r.headers()["ratelimit-remaining"],
+            left.to_string().as_str()
+        );
+    }
+    let r = send(WEB_KEY).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "20");
+    assert_eq!(r.headers()["ratelimit-remaining"], "0");
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    // `ops` has the default limit and is untouched by `web`'s noise.
+    for _ in 0..20 {
+        assert_eq!(send(WEB_KEY).await.unwrap().status(), 429);
+        assert_eq!(send(OPS_KEY).await.unwrap().status(), 200);
+    }
+    assert_eq!(room.hits.load(Ordering::SeqCst), 23);
+    let m = gw.metrics().await;
+    assert!(
+        m.contains(r#"gateway_edge_rejections_total{reason="rate_limited",client="web"} 21"#),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_in_flight_limit_are_shed_at_once_with_503_and_nothing_queues() {
+    // Held until released (at most 60 s): far longer than any shed answer may take.
+    let delay = Duration::from_secs(60);
+    let room = upstream(delay).await;
+    let gw = gateway(&room, None, |s| {
+        s.auth.keys.clear();
+        s.limits.max_in_flight = 4;
+    })
+    .await;
+    let c = client();
+    let held: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(c.get(gw.url("/api/rooms")).send()))
+        .collect();
+    eventually(Duration::from_secs(20), || {
+        room.hits.load(Ordering::SeqCst) == 4
+    })
+    .await;
+    let mut worst = Duration::ZERO;
+    let mut total = Duration::ZERO;
+    let n = 1000;
+    for i in 0..n {
+        let t = Instant::now();
+        let r = c
+            .get(gw.url(&format!("/api/rooms/{i}")))
+            .send()
+            .await
+            .unwrap();
+        let took = t.elapsed();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+        worst = worst.max(took);
+        total += took;
+    }
+    assert!(
+        held.iter().all(|h| !h.is_finished()),
+        "a held request finished early"
+    );
+    eprintln!(
+        "shed {n} requests: mean {:?}, worst {worst:?} (upstream held for the whole run)",
+        total / n
+    );
+    assert!(worst < Duration::from_secs(2), "shedding took {worst:?}");
+    // Nothing queued behind the limit: exactly the admitted requests are in flight.
+    let m = gw.metrics().await;
+    assert!(m.contains("gateway_edge_in_flight 4\n"), "{m}");
+    assert_eq!(
+        room.hits.load(Ordering::SeqCst),
+        4,
+        "shed requests reached the service"
+    );
+    room.release.send_replace(true);
+    for h in held {
+        assert_eq!(h.await.unwrap().unwrap().status(), 200);
+    }
+    let m = gw.metrics().await;
+    assert!(
+        m.contains(&format!(
+            r#"gateway_edge_rejections_total{{reason="overloaded",client="anonymous"}} {n}"#
+        )),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_service_sheds_its_own_routes_while_another_service_keeps_answering() {
+    let room = upstream(Duration::from_secs(60)).await;
+    let customer = upstream(Duration::ZERO).await;
+    let gw = gateway(&room, Some(&customer), |s| {
+        s.limits.max_in_flight_per_service = 2;
+    })
+    .await;
+    let c = client();
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(c.get(gw.url("/api/rooms")).bearer_auth(WEB_KEY).send()))
+        .collect();
+    eventually(Duration::from_secs(20), || {
+        room.hits.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    let r = c
+        .get(gw.url("/api/rooms"))
+        .bearer_auth(WEB_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    for _ in 0..5 {
+        let r = c
+            .get(gw.url("/api/customers"))
+            .bearer_auth(WEB_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    room.release.send_replace(true);
+    for h in held {
+        assert_eq!(h.await.unwrap().unwrap().status(), 200);
+    }
+    assert!(
+        gw.metrics()
+            .await
+            .contains(r#"reason="service_overloaded",client="web""#)
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_gets_413_before_it_is_read_and_never_reaches_a_service() {
+    let room = upstream(Duration::ZERO).await;
+    let gw = gateway(&room, None, |s| s.limits.max_body_bytes = 1000).await;
+    let r = client()
+        .post(gw.url("/api/rooms"))
+        .bearer_auth(WEB_KEY)
+        .body(vec![b'x'; 1001])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let r = client()
+        .post(gw.url("/api/rooms"))
+        .bearer_auth(WEB_KEY)
+        .body(vec![b'x'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r).await["body_len"], 1000);
+    assert_eq!(room.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn smuggling_shaped_requests_are_refused_and_never_reach_a_service() {
+    let room = upstream(Duration::ZERO).await;
+    let gw = gateway(&room, None, |s| s.auth.keys.clear()).await;
+    let head = "POST /api/rooms HTTP/1.1\r\nhost: gw\r\n";
+    let smuggled = "GET /api/rooms/smuggled HTTP/1.1\r\nhost: gw\r\n\r\n";
+    let cases = [
+        // CL.TE: a front end trusting Content-Length would see one request, a back end
+        // trusting chunked two.
+        format!("{head}content-length: 6\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+        // TE.CL, with the TE header first.
+        format!(
+            "{head}transfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n8\r\nSMUGGLED\r\n0\r\n\r\n"
+        ),
+        // Two Content-Lengths, equal and different.
+        format!("{head}content-length: 5\r\ncontent-length: 5\r\n\r\nhello"),
+        format!("{head}content-length: 5\r\ncontent-length: 50\r\n\r\nhello"),
+        // Obfuscated Transfer-Encoding.
+        format!("{head}transfer-encoding: xchunked\r\n\r\n0\r\n\r\n"),
+        format!("{head}transfer-encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+        format!("{head}transfer-encoding : chunked\r\n\r\n0\r\n\r\n"),
+        format!("{head}transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"),
+        // Invalid chunk sizes.
+        format!("{head}transfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
+        format!("{head}transfer-encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n"),
+        format!("{head}transfer-encoding: chunked\r\n\r\nffffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+    ];
+    for (i, req) in cases.iter().enumerate() {
+        let out = raw(gw.addr, req.as_bytes()).await;
+        let status = out.get(9..12).unwrap_or("");
+        assert!(
+            out.is_empty() || status.starts_with('4'),
+            "case {i} was answered {out:?}"
+        );
+        // One answer at most: nothing after the refusal was read as a second request.
+        assert!(out.matches("HTTP/1.1 ").count() <= 1, "case {i}: {out}");
+    }
+    assert_eq!(
+        room.hits.load(Ordering::SeqCst),
+        0,
+        "a smuggling-shaped request reached a service"
+    );
+    // A well-framed chunked request still goes through.
+    let ok = raw(
+        gw.addr,
+        format!(
+            "{head}transfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert_eq!(room.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_client_sending_its_headers_a_byte_at_a_time_is_cut_off_after_the_header_timeout() {
+    let room = upstream(Duration::ZERO).await;
+    let timeout = Duration::from_millis(500);
+    let gw = gateway(&room, None, |s| s.limits.header_timeout = timeout).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let start = Instant::now();
+    let head = format!(
+        "GET /api/rooms HTTP/1.1\r\nhost: gw\r\nx-api-key: {WEB_KEY}\r\nx-pad: {}\r\n\r\n",
+        "a".repeat(200)
+    );
+    let mut cut = None;
+    for b in head.bytes() {
+        if s.write_all(&[b]).await.is_err() {
+            cut = Some(start.elapsed());
+            break;
+        }
+        // Poll for the close between bytes.
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(50), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut = Some(start.elapsed());
+                break;
+            }
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    let cut = cut.expect("the slow client was never cut off");
+    eprintln!("slow client cut off after {cut:?} (header timeout {timeout:?})");
+    assert!(cut >= timeout, "cut off too early: {cut:?}");
+    assert!(cut < timeout * 8, "cut off too late: {cut:?}");
+    assert_eq!(room.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_header_timeout() {
+    let room = upstream(Duration::ZERO).await;
+    let gw = gateway(&room, None, |s| {
+        s.limits.header_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let start = Instant::now();
+    let mut silent = TcpStream::connect(gw.addr).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut [0u8; 16]))
+        .await
+        .expect("a silent connection stayed open")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    let m = gw.metrics().await;
+    assert!(
+        m.contains(r#"gateway_edge_connections_refused_total{reason="slow"} 1"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_are_closed_without_an_answer() {
+    let room = upstream(Duration::ZERO).await;
+    let gw = gateway(&room, None, |s| s.limits.max_connections = 2).await;
+    // Two open keep-alive connections fill the gateway; a third is closed at once.
+    let mut a = TcpStream::connect(gw.addr).await.unwrap();
+    let mut b = TcpStream::connect(gw.addr).await.unwrap();
+    for s in [&mut a, &mut b] {
+        s.write_all(b"GET / HTTP/1.1\r\nhost: gw\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(s.read(&mut [0u8; 1024]).await.unwrap() > 0);
+    }
+    let third = raw(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(third, "", "a connection past the limit was served");
+    let m = gw.metrics().await;
+    assert!(
+        m.contains(r#"gateway_edge_connections_refused_total{reason="limit"} 1"#),
+        "{m}"
+    );
+    assert!(m.contains("gateway_edge_connections 2"), "{m}");
+    // Closing one frees its slot.
+    drop(a);
+    let addr = gw.addr;
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = raw(
+            addr,
+            b"GET / HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        if out.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < end, "the freed slot was never reused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(b);
+}
+
+#[tokio::test]
+async fn forwarding_headers_are_the_gateways_own_and_upstream_identity_is_not_leaked() {
+    let room = upstream(Duration::ZERO).await;
+    let gw = gateway(&room, None, |_| {}).await;
+    let r = client()
+        .get(gw.url("/api/rooms"))
+        .bearer_auth(WEB_KEY)
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-proto", "https")
+        .header("forwarded", "for=6.6.6.6")
+        .header("connection", "x-hop")
+        .header("x-hop", "secret")
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert!(
+        h.get("server").is_none() && h.get("x-internal-addr").is_none(),
+        "{h:?}"
+    );
+    assert_eq!(h["x-upstream"], "u1");
+    let seen = json(r).await["headers"].clone();
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["forwarded"], "for=127.0.0.1;proto=http");
+    assert!(seen.get("x-hop").is_none(), "{seen}");
+    let rid = seen["x-request-id"].as_str().unwrap();
+    assert_ne!(rid, "bad id with spaces");
+    assert_eq!(h["x-request-id"], rid);
+    // A well-formed request id is kept.
+    let r = client()
+        .get(gw.url("/api/rooms"))
+        .bearer_auth(WEB_KEY)
+        .header("x-request-id", "req-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await["headers"]["x-request-id"], "req-42");
+}
+
+#[tokio::test]
+async fn a_trusted_proxys_forwarding_headers_are_kept_and_appended_to() {
+    let room = upstream(Duration::ZERO).await;
+    let gw = gateway(&room, None, |s| {
+        s.headers.trusted_proxies = vec!["127.0.0.0/8".into()]
+    })
+    .await;
+    let r = client()
+        .get(gw.url("/api/rooms"))
+        .bearer_auth(WEB_KEY)
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let seen = json(r).await["headers"].clone();
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "https");
+}
