@@ -125,8 +125,8 @@ static EXPORTING_DISPATCH: OnceLock<WeakDispatch> = OnceLock::new();
 /// leaves the first subscriber in place and returns an inert guard.
 pub fn init(identity: &Identity, format: LogFormat) -> TelemetryGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let log_filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let log_filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let logs = log_layer(format).with_filter(log_filter);
 
     let export = ExportSettings::from_vars(|k| std::env::var(k).ok());
@@ -302,9 +302,18 @@ pub fn record_error(span: &Span, message: impl Into<String>) {
     span.record("otel.status_description", message.as_str());
 }
 
+/// Renames `span` (its OpenTelemetry name and the `otel.name` field), also after it has
+/// started: for a name known only once the request is routed, such as the gateway's
+/// `GET /api/rooms`. (Recording `otel.name` alone is ignored once a span has started.)
+pub fn set_span_name(span: &Span, name: impl Into<String>) {
+    let name = name.into();
+    span.record("otel.name", name.as_str());
+    span.context().span().update_name(name);
+}
+
 /// Axum middleware: the server span of one request (`http.request.method`, `http.route`,
 /// `url.path`, `http.response.status_code`), parented on the caller's W3C `traceparent`
-/// when present, status ERROR on 5xx. Installed by [`crate::http::finish`] with
+/// when present, status ERROR on 5xx; health probes at DEBUG. Installed by [`crate::http::finish`] with
 /// `Router::layer`, so the route template (`/rooms/{id}`) is known here.
 pub async fn server_span(
     axum::extract::State(role): axum::extract::State<&'static str>,
@@ -323,18 +332,31 @@ pub async fn server_span(
         Some(r) => format!("{method} {r}"),
         None => method.to_string(),
     };
-    let span = tracing::info_span!(
-        "request",
-        otel.name = %name,
-        otel.kind = "server",
-        service = role,
-        http.request.method = %method,
-        http.route = Empty,
-        url.path = %req.uri().path(),
-        http.response.status_code = Empty,
-        otel.status_code = Empty,
-        otel.status_description = Empty,
-    );
+    // Probes (`/healthz`, `/readyz`) arrive every second from launchers and load
+    // balancers: their spans are at DEBUG, below the export filter's default `info`, so
+    // they do not bury real traffic in Jaeger.
+    let probe = matches!(route.as_deref(), Some("/healthz" | "/readyz"));
+    macro_rules! request_span {
+        ($level:ident) => {
+            tracing::$level!(
+                "request",
+                otel.name = %name,
+                otel.kind = "server",
+                service = role,
+                http.request.method = %method,
+                http.route = Empty,
+                url.path = %req.uri().path(),
+                http.response.status_code = Empty,
+                otel.status_code = Empty,
+                otel.status_description = Empty,
+            )
+        };
+    }
+    let span = if probe {
+        request_span!(debug_span)
+    } else {
+        request_span!(info_span)
+    };
     if let Some(r) = &route {
         span.record("http.route", r.as_str());
     }

@@ -330,7 +330,7 @@ mod in_process {
     use opentelemetry::trace::TracerProvider as _;
     use opentelemetry_otlp::WithExportConfig;
     use tower::ServiceExt;
-    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::{Layer, layer::SubscriberExt};
 
     fn app() -> Router {
         let routes = Router::new()
@@ -340,7 +340,7 @@ mod in_process {
     }
 
     #[tokio::test]
-    async fn server_span_marks_5xx_as_error_names_routes_by_template_and_unmatched_paths_by_method()
+    async fn server_span_marks_5xx_as_error_names_routes_by_template_and_leaves_health_probes_out()
     {
         let receiver = Receiver::start().await;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -351,12 +351,18 @@ mod in_process {
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        // The production span filter, so that what it leaves out is left out here too.
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("test"))
+                .with_filter(tracing_subscriber::EnvFilter::new(
+                    hotel_common::telemetry::DEFAULT_TRACE_FILTER,
+                )),
+        );
         let _local = tracing::subscriber::set_default(subscriber);
 
         let (trace_id, caller) = new_caller();
-        for path in ["/boom", "/items/42", "/nowhere"] {
+        for path in ["/boom", "/items/42", "/nowhere", "/healthz"] {
             let req = http::Request::get(path)
                 .header("traceparent", traceparent(&trace_id, &caller, true))
                 .body(axum::body::Body::empty())
@@ -364,7 +370,7 @@ mod in_process {
             let res = app().oneshot(req).await.expect("infallible");
             let expected = match path {
                 "/boom" => 500,
-                "/items/42" => 200,
+                "/items/42" | "/healthz" => 200,
                 _ => 404,
             };
             assert_eq!(res.status(), expected, "{path}");
@@ -378,6 +384,12 @@ mod in_process {
                 otel.status_code = tracing::field::Empty,
             );
             hotel_common::telemetry::record_error(&attempt, "connection refused");
+        }
+        // A span renamed after it started (the gateway learns its route late).
+        {
+            let late = tracing::info_span!("late", otel.name = "GET", otel.kind = "internal");
+            late.in_scope(|| {});
+            hotel_common::telemetry::set_span_name(&late, "GET /api/rooms");
         }
         let flushed = tokio::task::spawn_blocking(move || {
             let r = provider.force_flush();
@@ -401,6 +413,18 @@ mod in_process {
         assert_eq!(attempt.name, "GET room");
         assert_eq!(attempt.status_code, STATUS_ERROR);
         assert_eq!(attempt.status_message, "connection refused");
+        assert!(
+            spans
+                .iter()
+                .any(|s| s.name == "GET /api/rooms" && s.kind == 1),
+            "renamed span:\n{}",
+            dump(&spans)
+        );
+        assert!(
+            !spans.iter().any(|s| s.attr("url.path") == "/healthz"),
+            "health probes are not exported:\n{}",
+            dump(&spans)
+        );
         let spans: Vec<_> = spans
             .into_iter()
             .filter(|s| s.kind == KIND_SERVER)
