@@ -5,9 +5,15 @@
 //! work ends its response is stored with the key (a 201 in the same transaction as the
 //! booking itself) and every later request with that key and the same body gets that
 //! response again, marked `Idempotent-Replayed: true`; the same key with another body is a
-//! 422. A 5xx is not stored: the key is released so the client can retry. A reservation
-//! whose process died is taken over once [`IN_FLIGHT_LEASE_MS`] has passed. Keys are kept
+//! 422. A 5xx is not stored: the key is released so the client can retry. Keys are kept
 //! for the configured retention (24 h) and then purged.
+//!
+//! A reservation is a lease the owner renews every [`RENEW_EVERY`] while it works. When
+//! a replica is killed mid-request, the client's retry lands on another replica: that one
+//! takes the key over at once when the owner's process is gone from this host (replicas
+//! sharing one SQLite file share a host), or after [`IN_FLIGHT_LEASE_MS`] without renewal
+//! when the owner is frozen. Completion and release touch only the owner's own
+//! reservation, so a late owner cannot overwrite the answer of the one that took over.
 
 use crate::{error::BookingError, model::NewBooking};
 use axum::{
@@ -23,9 +29,10 @@ use tracing::Instrument;
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The response header marking a replayed response.
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
-/// How long an in-flight reservation is honoured. Far longer than any request can take
-/// (peer timeouts are seconds), so only a reservation whose process died is taken over.
-pub const IN_FLIGHT_LEASE_MS: i64 = 60_000;
+/// How long an in-flight reservation is honoured without renewal.
+pub const IN_FLIGHT_LEASE_MS: i64 = 3_000;
+/// How often the owner of a reservation renews it while working.
+pub const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// The longest key accepted.
 pub const MAX_KEY_LEN: usize = 255;
 
@@ -124,8 +131,9 @@ impl StoredResponse {
 /// What the key's row says about a new request with it.
 #[derive(Debug)]
 pub enum Reservation {
-    /// The key is ours: do the work, then [`complete`] or [`release`] it.
-    Reserved,
+    /// The key is ours under this owner token: do the work (renewing with [`renew`]),
+    /// then [`complete`] or [`release`] it.
+    Reserved(String),
     /// The key's request finished: answer this again.
     Replay(StoredResponse),
 }
@@ -140,6 +148,44 @@ struct KeyRow {
     body: Option<Vec<u8>>,
     created_at: i64,
     locked_at: i64,
+    owner: String,
+}
+
+/// A fresh owner token for a reservation made by this process: `<host>/<pid>/<random>`.
+pub fn new_owner() -> String {
+    format!(
+        "{}/{}/{}",
+        host_name(),
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+fn host_name() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default()
+    })
+}
+
+/// Whether `owner` names a process on this host that no longer exists. Unknown hosts,
+/// old rows without an owner, and systems without `/proc` answer false: the lease
+/// decides then.
+pub fn owner_is_gone(owner: &str) -> bool {
+    let mut parts = owner.splitn(3, '/');
+    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    let proc_fs = std::path::Path::new("/proc/self");
+    !host.is_empty()
+        && host == host_name()
+        && proc_fs.exists()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Reserves `key` for a request with body hash `hash`, at `now_ms` (Unix ms); rows older
@@ -156,42 +202,52 @@ pub async fn reserve(
         .instrument(db::span("BEGIN IMMEDIATE", "idempotency_keys"))
         .await?;
     let row: Option<KeyRow> = sqlx::query_as(
-        "SELECT request_hash, state, status, content_type, location, body, created_at, locked_at \
-         FROM idempotency_keys WHERE key = ?1",
+        "SELECT request_hash, state, status, content_type, location, body, created_at, locked_at, \
+         owner FROM idempotency_keys WHERE key = ?1",
     )
     .bind(key)
     .fetch_optional(&mut *tx)
     .instrument(db::span("SELECT", "idempotency_keys"))
     .await?;
     let row = row.filter(|r| r.created_at >= now_ms - retention_ms);
+    let owner = new_owner();
     let outcome = match row {
         None => {
             sqlx::query(
                 "INSERT OR REPLACE INTO idempotency_keys \
-                 (key, request_hash, state, created_at, locked_at) \
-                 VALUES (?1, ?2, 'in_flight', ?3, ?3)",
+                 (key, request_hash, state, created_at, locked_at, owner) \
+                 VALUES (?1, ?2, 'in_flight', ?3, ?3, ?4)",
             )
             .bind(key)
             .bind(hash)
             .bind(now_ms)
+            .bind(&owner)
             .execute(&mut *tx)
             .instrument(db::span("INSERT", "idempotency_keys"))
             .await?;
-            Ok(Reservation::Reserved)
+            Ok(Reservation::Reserved(owner))
         }
         Some(r) if r.request_hash != hash => Err(BookingError::IdempotencyKeyReused),
         Some(r) if r.state == "in_flight" => {
-            if r.locked_at > now_ms - IN_FLIGHT_LEASE_MS {
+            let gone = owner_is_gone(&r.owner);
+            if !gone && r.locked_at > now_ms - IN_FLIGHT_LEASE_MS {
                 Err(BookingError::IdempotencyKeyInFlight)
             } else {
-                tracing::warn!("taking over an abandoned idempotency key reservation");
-                sqlx::query("UPDATE idempotency_keys SET locked_at = ?2 WHERE key = ?1")
-                    .bind(key)
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .instrument(db::span("UPDATE", "idempotency_keys"))
-                    .await?;
-                Ok(Reservation::Reserved)
+                tracing::warn!(
+                    previous_owner = %r.owner,
+                    owner_gone = gone,
+                    "taking over an abandoned idempotency key reservation"
+                );
+                sqlx::query(
+                    "UPDATE idempotency_keys SET locked_at = ?2, owner = ?3 WHERE key = ?1",
+                )
+                .bind(key)
+                .bind(now_ms)
+                .bind(&owner)
+                .execute(&mut *tx)
+                .instrument(db::span("UPDATE", "idempotency_keys"))
+                .await?;
+                Ok(Reservation::Reserved(owner))
             }
         }
         Some(r) => Ok(Reservation::Replay(StoredResponse {
@@ -214,18 +270,42 @@ pub async fn reserve(
     outcome
 }
 
-/// Stores the final response of `key` inside an open transaction.
+/// Renews `owner`'s reservation of `key`; false when it is no longer `owner`'s.
+pub async fn renew(
+    pool: &SqlitePool,
+    key: &str,
+    owner: &str,
+    now_ms: i64,
+) -> Result<bool, BookingError> {
+    let done = sqlx::query(
+        "UPDATE idempotency_keys SET locked_at = ?3 \
+         WHERE key = ?1 AND owner = ?2 AND state = 'in_flight'",
+    )
+    .bind(key)
+    .bind(owner)
+    .bind(now_ms)
+    .execute(pool)
+    .instrument(db::span("UPDATE", "idempotency_keys"))
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Stores the final response of `owner`'s reservation of `key` inside an open
+/// transaction; false when the reservation was taken over meanwhile (then nothing is
+/// written and the caller must not commit its work).
 pub async fn complete_in(
     tx: &mut Transaction<'static, Sqlite>,
     key: &str,
+    owner: &str,
     response: &StoredResponse,
-) -> Result<(), BookingError> {
-    sqlx::query(
+) -> Result<bool, BookingError> {
+    let done = sqlx::query(
         "UPDATE idempotency_keys \
-         SET state = 'completed', status = ?2, content_type = ?3, location = ?4, body = ?5 \
-         WHERE key = ?1",
+         SET state = 'completed', status = ?3, content_type = ?4, location = ?5, body = ?6 \
+         WHERE key = ?1 AND owner = ?2 AND state = 'in_flight'",
     )
     .bind(key)
+    .bind(owner)
     .bind(i64::from(response.status))
     .bind(&response.content_type)
     .bind(&response.location)
@@ -233,32 +313,37 @@ pub async fn complete_in(
     .execute(&mut **tx)
     .instrument(db::span("UPDATE", "idempotency_keys"))
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
-/// Stores the final response of `key`.
+/// Stores the final response of `owner`'s reservation of `key`; false when it was taken
+/// over meanwhile.
 pub async fn complete(
     pool: &SqlitePool,
     key: &str,
+    owner: &str,
     response: &StoredResponse,
-) -> Result<(), BookingError> {
+) -> Result<bool, BookingError> {
     let mut tx = db::begin_immediate(pool)
         .instrument(db::span("BEGIN IMMEDIATE", "idempotency_keys"))
         .await?;
-    complete_in(&mut tx, key, response).await?;
+    let completed = complete_in(&mut tx, key, owner, response).await?;
     tx.commit()
         .instrument(db::span("COMMIT", "idempotency_keys"))
         .await?;
-    Ok(())
+    Ok(completed)
 }
 
-/// Forgets a reservation whose request failed with a 5xx, so a retry runs again.
-pub async fn release(pool: &SqlitePool, key: &str) -> Result<(), BookingError> {
-    sqlx::query("DELETE FROM idempotency_keys WHERE key = ?1 AND state = 'in_flight'")
-        .bind(key)
-        .execute(pool)
-        .instrument(db::span("DELETE", "idempotency_keys"))
-        .await?;
+/// Forgets `owner`'s reservation of `key` after a 5xx, so a retry runs again.
+pub async fn release(pool: &SqlitePool, key: &str, owner: &str) -> Result<(), BookingError> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE key = ?1 AND owner = ?2 AND state = 'in_flight'",
+    )
+    .bind(key)
+    .bind(owner)
+    .execute(pool)
+    .instrument(db::span("DELETE", "idempotency_keys"))
+    .await?;
     Ok(())
 }
 
@@ -307,6 +392,22 @@ mod tests {
         assert!(key_from(&headers(&[b"caf\xc3\xa9"])).is_err());
         assert!(key_from(&headers(&[b"tab\there"])).is_err());
         assert!(key_from(&headers(&[b"a", b"b"])).is_err());
+    }
+
+    #[test]
+    fn an_owner_on_this_host_without_a_process_is_gone() {
+        let mine = new_owner();
+        assert!(!owner_is_gone(&mine), "{mine}");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(owner_is_gone(&format!("{}/{pid}/x", host_name())));
+        assert!(!owner_is_gone(&format!(
+            "elsewhere-{}/{pid}/x",
+            host_name()
+        )));
+        assert!(!owner_is_gone(""));
+        assert!(!owner_is_gone("host/notapid/x"));
     }
 
     #[test]

@@ -111,29 +111,13 @@ async fn create_booking(
     {
         Err(e) => e.into_response(),
         Ok(Reservation::Replay(stored)) => stored.into_response(true),
-        Ok(Reservation::Reserved) => {
-            // The key is reserved: finish the work and settle the key even if the client
-            // hangs up (axum drops the handler future then), or the key would stay
-            // in flight until its lease ends.
+        Ok(Reservation::Reserved(owner)) => {
+            // Finish the work and settle the key even if the client hangs up (axum drops
+            // the handler future then), or the key would stay in flight until its lease
+            // runs out.
             let ctx = hotel_common::context::current();
-            let work = async move {
-                match create(&app, &req, &prefix, Some(&key)).await {
-                    Ok(stored) => stored,
-                    Err(e) => {
-                        let stored = StoredResponse::problem(&e.to_problem());
-                        let settled = if stored.status >= 500 {
-                            idempotency::release(app.store.pool(), &key).await
-                        } else {
-                            idempotency::complete(app.store.pool(), &key, &stored).await
-                        };
-                        if let Err(e) = settled {
-                            tracing::error!(error = %e, "could not settle an idempotency key");
-                        }
-                        stored
-                    }
-                }
-            }
-            .instrument(tracing::Span::current());
+            let work =
+                run_reserved(app, req, prefix, key, owner).instrument(tracing::Span::current());
             let task = match ctx {
                 Some(ctx) => tokio::spawn(hotel_common::context::scope(ctx, work)),
                 None => tokio::spawn(work),
@@ -146,13 +130,58 @@ async fn create_booking(
     }
 }
 
-/// Validates, asks customer and room, and books. With a key, the 201 is stored with the
-/// key in the booking's own transaction.
+/// Does the work of a request whose key `owner` reserved, renewing the reservation
+/// meanwhile, and settles the key: a 201 is stored with the booking, another 4xx after
+/// it, a 5xx releases the key.
+async fn run_reserved(
+    app: AppState,
+    req: NewBooking,
+    prefix: String,
+    key: String,
+    owner: String,
+) -> StoredResponse {
+    let renewal = {
+        let (pool, key, owner) = (app.store.pool().clone(), key.clone(), owner.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(idempotency::RENEW_EVERY).await;
+                match idempotency::renew(&pool, &key, &owner, idempotency::now_ms()).await {
+                    Ok(true) => {}
+                    // Settled, or taken over: nothing left to renew.
+                    Ok(false) => break,
+                    Err(e) => tracing::warn!(error = %e, "could not renew an idempotency key"),
+                }
+            }
+        })
+    };
+    let stored = match create(&app, &req, &prefix, Some((&key, &owner))).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            let stored = StoredResponse::problem(&e.to_problem());
+            let settled = if stored.status >= 500 {
+                idempotency::release(app.store.pool(), &key, &owner).await
+            } else {
+                idempotency::complete(app.store.pool(), &key, &owner, &stored)
+                    .await
+                    .map(|_| ())
+            };
+            if let Err(e) = settled {
+                tracing::error!(error = %e, "could not settle an idempotency key");
+            }
+            stored
+        }
+    };
+    renewal.abort();
+    stored
+}
+
+/// Validates, asks customer and room, and books. With a key (and its reservation's
+/// owner), the 201 is stored with the key in the booking's own transaction.
 async fn create(
     app: &AppState,
     req: &NewBooking,
     location_prefix: &str,
-    key: Option<&str>,
+    key: Option<(&str, &str)>,
 ) -> Result<StoredResponse, BookingError> {
     check_guests(req.guests)?;
     let stay = Stay::parse(&req.check_in, &req.check_out, today_utc())?;
@@ -206,7 +235,7 @@ async fn create(
     );
     let booking = app
         .store
-        .insert_if_free(&draft, key.map(|k| (k, &stored)))
+        .insert_if_free(&draft, key.map(|(k, owner)| (k, owner, &stored)))
         .await?;
     tracing::info!(booking.id = %booking.id, room.id = %booking.room_id, "booked");
     Ok(stored)

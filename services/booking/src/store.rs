@@ -128,13 +128,13 @@ impl Store {
     }
 
     /// Writes `draft` unless a confirmed booking of the same room overlaps its nights
-    /// (409 naming that booking's dates). When `idempotency` is given, the key's row is
-    /// completed with that response in the same transaction, so a booking and its
-    /// replayable response exist together or not at all.
+    /// (409 naming that booking's dates). When `idempotency` (key, owner, response) is
+    /// given, the key's row is completed with that response in the same transaction, so a
+    /// booking and its replayable response exist together or not at all.
     pub async fn insert_if_free(
         &self,
         draft: &Draft,
-        idempotency: Option<(&str, &StoredResponse)>,
+        idempotency: Option<(&str, &str, &StoredResponse)>,
     ) -> Result<Booking, BookingError> {
         let check_in = format_date(draft.stay.check_in);
         let check_out = format_date(draft.stay.check_out);
@@ -178,8 +178,11 @@ impl Store {
         .execute(&mut *tx)
         .instrument(db::span("INSERT", "bookings"))
         .await?;
-        if let Some((key, response)) = idempotency {
-            crate::idempotency::complete_in(&mut tx, key, response).await?;
+        if let Some((key, owner, response)) = idempotency {
+            // Lost the key to a takeover: roll back, the owner now answers for it.
+            if !crate::idempotency::complete_in(&mut tx, key, owner, response).await? {
+                return Err(BookingError::IdempotencyKeyInFlight);
+            }
         }
         tx.commit()
             .instrument(db::span("COMMIT", "bookings"))

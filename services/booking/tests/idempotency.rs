@@ -272,3 +272,123 @@ async fn a_key_past_its_retention_is_forgotten_and_purged() {
     );
     assert_eq!(count().await, 0);
 }
+
+/// Puts an in-flight reservation of `key` for `body` into the app's database, as a
+/// replica that is still working (or died) would have left it.
+async fn plant_reservation(app: &TestApp, key: &str, body: &Value, owner: &str, age_ms: i64) {
+    let any: std::net::SocketAddr = ([127, 0, 0, 1], 1).into();
+    let pool = hotel_booking::open_database(&support::settings(&app.dir, any, any))
+        .await
+        .unwrap();
+    let req: hotel_booking::model::NewBooking = serde_json::from_value(body.clone()).unwrap();
+    let now = hotel_booking::idempotency::now_ms();
+    sqlx::query(
+        "INSERT INTO idempotency_keys (key, request_hash, state, created_at, locked_at, owner) \
+         VALUES (?1, ?2, 'in_flight', ?3, ?4, ?5)",
+    )
+    .bind(key)
+    .bind(hotel_booking::idempotency::request_hash(&req))
+    .bind(now - age_ms)
+    .bind(now - age_ms)
+    .bind(owner)
+    .execute(&pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_reservation_whose_process_died_is_taken_over_at_once() {
+    let app = TestApp::spawn().await;
+    let (body, room) = app.booking_body(4, 2);
+    let host = hotel_booking::idempotency::new_owner()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = child.id();
+    child.wait().unwrap();
+    plant_reservation(&app, "orphan", &body, &format!("{host}/{dead_pid}/x"), 0).await;
+    let (status, headers, b) = app
+        .send(
+            "POST",
+            "/bookings",
+            Some(&body.to_string()),
+            &[(KEY, "orphan")],
+        )
+        .await;
+    assert_eq!(status, 201, "{b}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    let (_, _, list) = app
+        .send("GET", &format!("/bookings?room_id={room}"), None, &[])
+        .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_live_owners_reservation_is_honoured_until_its_lease_runs_out() {
+    let app = TestApp::spawn().await;
+    let (body, _) = app.booking_body(4, 2);
+    let live = hotel_booking::idempotency::new_owner();
+    plant_reservation(&app, "busy", &body, &live, 0).await;
+    let (status, headers, p) = app
+        .send(
+            "POST",
+            "/bookings",
+            Some(&body.to_string()),
+            &[(KEY, "busy")],
+        )
+        .await;
+    assert_eq!(status, 409, "{p}");
+    assert_eq!(headers["retry-after"], "1");
+    // A reservation not renewed for longer than the lease belongs to a frozen owner.
+    let stale = hotel_booking::idempotency::IN_FLIGHT_LEASE_MS + 1_000;
+    let (body, _) = app.booking_body(8, 2);
+    plant_reservation(&app, "frozen", &body, &live, stale).await;
+    let (status, _, b) = app
+        .send(
+            "POST",
+            "/bookings",
+            Some(&body.to_string()),
+            &[(KEY, "frozen")],
+        )
+        .await;
+    assert_eq!(status, 201, "{b}");
+}
+
+#[tokio::test]
+async fn a_request_slower_than_the_lease_keeps_its_key_by_renewing_it() {
+    let app = TestApp::spawn_with(|s| s.peer_timeout = std::time::Duration::from_secs(30)).await;
+    let (body, room) = app.booking_body(4, 2);
+    let body = body.to_string();
+    let lease =
+        std::time::Duration::from_millis(hotel_booking::idempotency::IN_FLIGHT_LEASE_MS as u64);
+    app.peers
+        .customer_delay_ms
+        .store(lease.as_millis() as u64 + 1_500, Ordering::SeqCst);
+    let slow = {
+        let (router, body) = (app.router.clone(), body.clone());
+        tokio::spawn(async move {
+            send(&router, "POST", "/bookings", Some(&body), &[(KEY, "slow")]).await
+        })
+    };
+    // Waiting is the point: the first request must outlive its lease.
+    tokio::time::sleep(lease + std::time::Duration::from_millis(500)).await;
+    app.peers.customer_delay_ms.store(0, Ordering::SeqCst);
+    let (status, _, p) = app
+        .send("POST", "/bookings", Some(&body), &[(KEY, "slow")])
+        .await;
+    assert_eq!(status, 409, "the renewed reservation must still hold: {p}");
+    let (status, headers, first) = slow.await.unwrap();
+    assert_eq!(status, 201, "{first}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    let (status, headers, again) = app
+        .send("POST", "/bookings", Some(&body), &[(KEY, "slow")])
+        .await;
+    assert_eq!((status.as_u16(), again), (201, first));
+    assert_eq!(headers["idempotent-replayed"], "true");
+    let (_, _, list) = app
+        .send("GET", &format!("/bookings?room_id={room}"), None, &[])
+        .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}

@@ -19,7 +19,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
 };
 use tower::ServiceExt;
@@ -38,6 +38,8 @@ pub struct Peers {
     pub failing: AtomicBool,
     /// Calls received, for checking that work was (not) repeated.
     pub calls: AtomicUsize,
+    /// Milliseconds every customer lookup waits before answering.
+    pub customer_delay_ms: AtomicU64,
 }
 
 impl Peers {
@@ -76,6 +78,10 @@ impl Peers {
 fn fake_router(peers: Arc<Peers>) -> Router {
     async fn customer(State(p): State<Arc<Peers>>, Path(id): Path<String>) -> Response {
         p.calls.fetch_add(1, Ordering::SeqCst);
+        let delay = p.customer_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         if p.failing.load(Ordering::SeqCst) {
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
