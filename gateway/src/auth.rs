@@ -274,6 +274,64 @@ pub fn is_public(public: &[String], path: &str) -> bool {
     })
 }
 
+/// `hotel gateway hash-key` / `hotel gateway new-key`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum KeyCommand {
+    /// Print the SHA-256 of a key for `[[auth.keys]] sha256` (reads the key from stdin
+    /// when not given, so it stays out of shell history).
+    HashKey {
+        /// The key; omit to read one line from stdin.
+        key: Option<String>,
+    },
+    /// Generate a new random key for a client and print it with its config entry.
+    NewKey {
+        /// Client name the key belongs to.
+        #[arg(long, default_value = "default")]
+        client: String,
+    },
+}
+
+/// Runs a [`KeyCommand`], printing to stdout.
+pub fn run_key_command(cmd: &KeyCommand) -> Result<(), hotel_common::process::BoxError> {
+    match cmd {
+        KeyCommand::HashKey { key } => {
+            let key = match key {
+                Some(k) => k.clone(),
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            if key.is_empty() {
+                return Err("the key is empty".into());
+            }
+            println!("{}", hash_key(&key));
+        }
+        KeyCommand::NewKey { client } => {
+            if !valid_client(client) {
+                return Err(format!(
+                    "client {client:?} must be 1-64 letters, digits, '-', '_' or '.'"
+                )
+                .into());
+            }
+            let key = new_key();
+            println!("key (give it to the client; it is not stored anywhere): {key}");
+            println!();
+            println!(
+                "[[auth.keys]]\nclient = \"{client}\"\nsha256 = \"{}\"",
+                hash_key(&key)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A fresh random key: `hk_` and 32 bytes of randomness in hex.
+pub fn new_key() -> String {
+    format!("hk_{}", hex::encode(rand::random::<[u8; 32]>()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,6 +471,21 @@ mod tests {
         let e = Keys::from_settings(&s, false).unwrap_err();
         assert!(e.contains("line 1"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn new_keys_are_random_and_hash_to_64_hex_digits() {
+        let (a, b) = (new_key(), new_key());
+        assert_ne!(a, b);
+        assert!(a.starts_with("hk_") && a.len() == 67, "{a}");
+        let h = hash_key(&a);
+        assert_eq!(h.len(), 64);
+        assert!(parse_digest(&h).is_some());
+        // The well-known SHA-256 of "abc".
+        assert_eq!(
+            hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

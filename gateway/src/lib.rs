@@ -59,6 +59,9 @@ pub struct GatewayArgs {
     /// Tokio worker threads for the gateway (0: one per core); overrides `worker_threads`.
     #[arg(long)]
     pub worker_threads: Option<usize>,
+    /// API key tools (`hash-key`, `new-key`) instead of serving.
+    #[command(subcommand)]
+    pub command: Option<auth::KeyCommand>,
 }
 
 /// Loads the settings of `hotel gateway` (defaults < file < env < command line).
@@ -85,6 +88,9 @@ pub fn load_settings(args: &GatewayArgs) -> Result<Settings, BoxError> {
 
 /// Runs the gateway until a shutdown signal.
 pub async fn run(args: GatewayArgs) -> Result<(), BoxError> {
+    if let Some(cmd) = &args.command {
+        return auth::run_key_command(cmd);
+    }
     let settings = load_settings(&args)?;
     let config = Config::try_from(settings)?;
     let _telemetry = hotel_common::telemetry::init(
@@ -121,6 +127,13 @@ async fn serve(config: Config) -> Result<(), BoxError> {
     let app = Application::build(config).await?;
     hotel_common::process::announce(app.local_addr());
     tracing::info!(addr = %app.local_addr(), admin = %app.admin_addr(), "gateway listening");
+    if !app.gateway.protections().0.auth_required() {
+        tracing::warn!(
+            addr = %app.local_addr(),
+            "no API keys configured: every client that can reach this address may call /api \
+             (configure [[auth.keys]] or auth.keys_file; see `hotel gateway new-key`)"
+        );
+    }
     app.run_until(hotel_common::server::shutdown_signal())
         .await?;
     Ok(())
