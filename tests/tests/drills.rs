@@ -13,7 +13,10 @@ use cluster_support::{Cluster, assert_no_failures, measured};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-/// Retryable requests only: reads, and bookings and cancellations carrying an
+/// How long the load runs steadily before and after a disruption.
+const STEADY: Duration = Duration::from_secs(3);
+
+/// Only retryable requests: reads, and bookings and cancellations carrying an
 /// `Idempotency-Key` (the gateway may resend them to another instance).
 const RETRYABLE_MIX: &str = "availability=3,room=3,customer=2,book=2,cancel=1";
 
@@ -72,6 +75,7 @@ async fn drill_1_kill_9_of_one_of_three_replicas_under_load_fails_no_request() {
     c.wait_traffic_to("room-2", Duration::from_secs(30))
         .await
         .unwrap();
+    tokio::time::sleep(STEADY).await;
     let killed_at = Instant::now();
     c.control(&["kill", "room-2"]);
     // Keep the load running a few seconds past the kill, then end it.
@@ -177,9 +181,18 @@ async fn drill_3_with_every_room_replica_dead_room_routes_fail_fast_and_a_new_on
     c.control(&["kill", "room-1"]);
     c.control(&["kill", "room-2"]);
 
-    // Room routes: 503 problem+json, fast (once the gateway has seen them go).
+    // Room routes: while the gateway learns that the instances are gone (connect
+    // refused) it may answer 502; from then on 503 problem+json, fast. Never a hang, a
+    // 500 or a 504.
+    let killed_at = Instant::now();
+    let mut first_503 = None;
     let mut worst = Duration::ZERO;
-    for _ in 0..10 {
+    let mut fast_503s = 0;
+    while fast_503s < 10 {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(15),
+            "room routes never settled on 503 (first 503 at {first_503:?})"
+        );
         let t = Instant::now();
         let res = http
             .get(format!("{gw}/api/rooms/{room}"))
@@ -187,7 +200,7 @@ async fn drill_3_with_every_room_replica_dead_room_routes_fail_fast_and_a_new_on
             .send()
             .await
             .unwrap();
-        worst = worst.max(t.elapsed());
+        let took = t.elapsed();
         let status = res.status().as_u16();
         let ctype = res
             .headers()
@@ -195,20 +208,33 @@ async fn drill_3_with_every_room_replica_dead_room_routes_fail_fast_and_a_new_on
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        assert_eq!(
-            status,
-            503,
-            "room route with no room instance: {status} {}",
-            res.text().await.unwrap_or_default()
+        let body = res.text().await.unwrap_or_default();
+        assert!(
+            ctype.starts_with("application/problem+json"),
+            "{status} {ctype} {body}"
         );
-        assert!(ctype.starts_with("application/problem+json"), "{ctype}");
+        match (status, first_503) {
+            (502, None) => {}
+            (503, _) => {
+                first_503.get_or_insert(killed_at.elapsed());
+                worst = worst.max(took);
+                fast_503s += 1;
+            }
+            _ => panic!("room route with no room instance answered {status}: {body}"),
+        }
     }
+    let first_503 = first_503.unwrap_or_default();
     measured(
         drill,
-        "slowest 503 with no room instance",
-        format!("{worst:?}"),
+        "first 503 after the last room died",
+        format!("{first_503:?}"),
     );
-    assert!(worst <= Duration::from_secs(3), "503 took {worst:?}");
+    measured(drill, "slowest of ten 503s", format!("{worst:?}"));
+    assert!(
+        first_503 <= Duration::from_secs(5),
+        "503 only after {first_503:?}"
+    );
+    assert!(worst <= Duration::from_secs(1), "a 503 took {worst:?}");
 
     // Other services are unaffected.
     for _ in 0..10 {
@@ -342,6 +368,7 @@ async fn drill_5_a_graceful_stop_during_load_with_unkeyed_posts_fails_no_request
     c.wait_traffic_to("customer-2", Duration::from_secs(30))
         .await
         .unwrap();
+    tokio::time::sleep(STEADY).await;
     let t = Instant::now();
     c.control(&["stop", "customer-2"]);
     measured(drill, "hotel stop took", format!("{:?}", t.elapsed()));
@@ -374,6 +401,7 @@ async fn drill_6_a_rolling_restart_of_every_booking_replica_under_load_fails_no_
     c.wait_traffic_to("booking-1", Duration::from_secs(30))
         .await
         .unwrap();
+    tokio::time::sleep(STEADY).await;
     let t = Instant::now();
     for name in ["booking-1", "booking-2"] {
         let old = c.instance(name).unwrap()["pid"].clone();
@@ -386,6 +414,8 @@ async fn drill_6_a_rolling_restart_of_every_booking_replica_under_load_fails_no_
             .unwrap();
     }
     measured(drill, "rolling restart took", format!("{:?}", t.elapsed()));
+    // Load on the new instances only for a while.
+    tokio::time::sleep(STEADY).await;
     let summary = load.stop().unwrap();
     assert_no_failures(drill, &summary, "");
 }
