@@ -1,7 +1,8 @@
 //! System test of DESIGN.md drill 5 with real processes: one customer, one room and two
 //! booking processes sharing ONE database file. Many concurrent conflicting bookings
 //! split between the two booking processes: exactly one wins; a retried POST with the
-//! same `Idempotency-Key`, sent to both processes at once, books once.
+//! same `Idempotency-Key`, sent to both processes at once, books once; and a keyed
+//! request whose process is killed mid-way can be retried on the other one at once.
 //!
 //! Run: `cargo build -p hotel && cargo test -p hotel-tests --test booking_processes -- --nocapture`
 
@@ -21,7 +22,7 @@ const SAME_KEY: usize = 20;
 
 /// The processes of one test: they are killed by PID when dropped.
 struct Cluster {
-    _customer: Proc,
+    customer: Proc,
     _room: Proc,
     bookings: Vec<Proc>,
     customer_url: String,
@@ -58,6 +59,10 @@ async fn start_cluster(client: &reqwest::Client) -> Result<Cluster> {
     let env = [
         ("HOTEL_BOOKING__CUSTOMER_URL", customer_url.as_str()),
         ("HOTEL_BOOKING__ROOM_URL", room_url.as_str()),
+        // Long enough that a request stuck on a frozen customer outlives the kill below.
+        ("HOTEL_BOOKING__PEER_TIMEOUT", "30s"),
+        // The "idempotency key reserved" line tells when a keyed request has started.
+        ("RUST_LOG", "info,hotel_booking=debug"),
     ];
     // Started one after the other only because `Proc::spawn` waits for the address line;
     // both open the same `<data>/booking.db`.
@@ -74,7 +79,7 @@ async fn start_cluster(client: &reqwest::Client) -> Result<Cluster> {
         .await?;
     }
     Ok(Cluster {
-        _customer: customer,
+        customer,
         _room: room,
         bookings,
         customer_url,
@@ -136,6 +141,23 @@ async fn bookings_of_room(
     Ok(page["items"].as_array().cloned().unwrap_or_default())
 }
 
+/// One customer and one room, created through their services; returns their ids.
+async fn seed(client: &reqwest::Client, cluster: &Cluster) -> Result<(Value, Value)> {
+    let customer = post(
+        client,
+        &format!("{}/customers", cluster.customer_url),
+        &json!({"name": "Grace", "email": "grace@example.com"}),
+    )
+    .await?;
+    let room = post(
+        client,
+        &format!("{}/rooms", cluster.room_url),
+        &json!({"number": "301", "kind": "double", "capacity": 2, "nightly_rate_cents": 12_500}),
+    )
+    .await?;
+    Ok((customer["id"].clone(), room["id"].clone()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conflicting_bookings_across_two_processes_on_one_database_book_exactly_once() -> Result<()>
 {
@@ -143,19 +165,7 @@ async fn conflicting_bookings_across_two_processes_on_one_database_book_exactly_
         .timeout(Duration::from_secs(60))
         .build()?;
     let cluster = start_cluster(&client).await?;
-    let customer = post(
-        &client,
-        &format!("{}/customers", cluster.customer_url),
-        &json!({"name": "Grace", "email": "grace@example.com"}),
-    )
-    .await?;
-    let room = post(
-        &client,
-        &format!("{}/rooms", cluster.room_url),
-        &json!({"number": "301", "kind": "double", "capacity": 2, "nightly_rate_cents": 12_500}),
-    )
-    .await?;
-    let (customer_id, room_id) = (customer["id"].clone(), room["id"].clone());
+    let (customer_id, room_id) = seed(&client, &cluster).await?;
     let room_id_str = room_id.as_str().context("room id")?.to_owned();
 
     // Different but pairwise-overlapping stays: each covers the night of 2035-06-12.
@@ -283,5 +293,82 @@ async fn conflicting_bookings_across_two_processes_on_one_database_book_exactly_
                 .is_some_and(|v| v == "true")
         );
     }
+    Ok(())
+}
+
+/// Kill -9 a booking process while it holds a key mid-request (stuck on a frozen customer
+/// service): the client's retry on the other process books at once, because the
+/// reservation's owner is gone, instead of answering 409 until a lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keyed_retry_after_its_owner_is_killed_mid_request_books_on_the_other_process_at_once()
+-> Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let mut cluster = start_cluster(&client).await?;
+    let (customer_id, room_id) = seed(&client, &cluster).await?;
+    let room_id_str = room_id.as_str().context("room id")?.to_owned();
+    let orphan = json!({
+        "customer_id": customer_id, "room_id": room_id,
+        "check_in": "2035-08-01", "check_out": "2035-08-02", "guests": 1,
+    });
+    cluster.customer.pause();
+    let stuck = {
+        let (client, url, body) = (
+            client.clone(),
+            format!("{}/bookings", cluster.bookings[0].url()),
+            orphan.clone(),
+        );
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .header("Idempotency-Key", "killed-mid-flight")
+                .json(&body)
+                .send()
+                .await
+        })
+    };
+    let reserved = hotel_tests::eventually(
+        Duration::from_secs(30),
+        "booking-1 to reserve the key",
+        || async {
+            cluster.bookings[0]
+                .log_text()
+                .contains("idempotency key reserved")
+                .then_some(())
+        },
+    )
+    .await;
+    cluster.bookings[0].kill9();
+    cluster.customer.resume();
+    reserved?;
+    ensure!(
+        stuck.await?.is_err(),
+        "the killed process cannot have answered"
+    );
+    let retried_at = Instant::now();
+    let res = client
+        .post(format!("{}/bookings", cluster.bookings[1].url()))
+        .header("Idempotency-Key", "killed-mid-flight")
+        .json(&orphan)
+        .send()
+        .await?;
+    let took = retried_at.elapsed();
+    let status = res.status();
+    let replayed = res.headers().get("idempotent-replayed").is_some();
+    let body: Value = res.json().await?;
+    println!(
+        "retry after kill -9 of the key's owner -> {status} in {:.0} ms",
+        took.as_secs_f64() * 1000.0
+    );
+    ensure!(
+        status == 201 && !replayed,
+        "the retry must run and book: {status} {body}"
+    );
+    let items = bookings_of_room(&client, &cluster.bookings[1].url(), &room_id_str).await?;
+    ensure!(
+        items.len() == 1,
+        "expected exactly the retried booking: {items:?}"
+    );
     Ok(())
 }

@@ -112,6 +112,7 @@ async fn create_booking(
         Err(e) => e.into_response(),
         Ok(Reservation::Replay(stored)) => stored.into_response(true),
         Ok(Reservation::Reserved(owner)) => {
+            tracing::debug!(%owner, "idempotency key reserved");
             // Finish the work and settle the key even if the client hangs up (axum drops
             // the handler future then), or the key would stay in flight until its lease
             // runs out.
