@@ -269,6 +269,32 @@ async fn a_new_up_replaces_the_lock_of_a_killed_one_and_ends_its_orphans() {
     assert!(status.success(), "{status}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_otlp_endpoint_reaches_every_instance_and_the_banner_names_jaeger() {
+    // Nothing listens there: export fails quietly, which is all this test needs.
+    let endpoint = "http://127.0.0.1:9";
+    let mut c = Cluster::up(&["--replicas", "1", "--otlp-endpoint", endpoint])
+        .await
+        .unwrap();
+    assert!(
+        c.up_output().contains("http://127.0.0.1:16686"),
+        "{}",
+        c.up_output()
+    );
+    assert_eq!(c.file().unwrap()["jaeger_url"], "http://127.0.0.1:16686");
+    for i in c.file().unwrap()["instances"].as_array().unwrap() {
+        let environ = std::fs::read(format!("/proc/{}/environ", i["pid"])).unwrap();
+        let environ = String::from_utf8_lossy(&environ);
+        assert!(
+            environ
+                .split('\0')
+                .any(|kv| kv == format!("OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}")),
+            "{} has no OTLP endpoint",
+            i["name"]
+        );
+    }
+}
+
 #[test]
 fn control_commands_without_a_cluster_say_how_to_start_one() {
     let dir = hotel_tests::TempDir::new("hotel-nocluster");
