@@ -150,10 +150,16 @@ pub fn init(identity: &Identity, format: LogFormat) -> TelemetryGuard {
         Some(provider) => {
             use opentelemetry::trace::TracerProvider as _;
             let tracer = provider.tracer("hotel");
-            let span_filter = std::env::var("HOTEL_TRACE_FILTER")
-                .ok()
-                .and_then(|f| EnvFilter::try_new(f).ok())
-                .unwrap_or_else(|| EnvFilter::new(DEFAULT_TRACE_FILTER));
+            let span_filter = match std::env::var("HOTEL_TRACE_FILTER") {
+                Ok(f) => EnvFilter::try_new(&f).unwrap_or_else(|e| {
+                    problems.push(format!(
+                        "HOTEL_TRACE_FILTER={f:?} is not a valid filter ({e}); \
+                         exporting with {DEFAULT_TRACE_FILTER:?}"
+                    ));
+                    EnvFilter::new(DEFAULT_TRACE_FILTER)
+                }),
+                Err(_) => EnvFilter::new(DEFAULT_TRACE_FILTER),
+            };
             let otel = tracing_opentelemetry::layer()
                 .with_tracer(tracer)
                 .with_error_records_to_exceptions(true)
@@ -302,6 +308,21 @@ pub fn record_error(span: &Span, message: impl Into<String>) {
     span.record("otel.status_description", message.as_str());
 }
 
+/// Whether a request is routine control-plane traffic rather than work (see
+/// [`server_span`]).
+fn is_chatter(method: &http::Method, route: Option<&str>, query: Option<&str>) -> bool {
+    let blocking_watch = || {
+        method == http::Method::GET
+            && query.is_some_and(|q| q.split('&').any(|kv| kv.split('=').next() == Some("index")))
+    };
+    match route {
+        Some("/healthz" | "/readyz") => true,
+        Some(r) if r.ends_with("/heartbeat") => true,
+        Some(_) => blocking_watch(),
+        None => false,
+    }
+}
+
 /// Renames `span` (its OpenTelemetry name and the `otel.name` field), also after it has
 /// started: for a name known only once the request is routed, such as the gateway's
 /// `GET /api/rooms`. (Recording `otel.name` alone is ignored once a span has started.)
@@ -313,7 +334,8 @@ pub fn set_span_name(span: &Span, name: impl Into<String>) {
 
 /// Axum middleware: the server span of one request (`http.request.method`, `http.route`,
 /// `url.path`, `http.response.status_code`), parented on the caller's W3C `traceparent`
-/// when present, status ERROR on 5xx; health probes at DEBUG. Installed by [`crate::http::finish`] with
+/// when present, status ERROR on 5xx; health probes, heartbeats and blocking watches at
+/// DEBUG (not exported by default). Installed by [`crate::http::finish`] with
 /// `Router::layer`, so the route template (`/rooms/{id}`) is known here.
 pub async fn server_span(
     axum::extract::State(role): axum::extract::State<&'static str>,
@@ -332,10 +354,11 @@ pub async fn server_span(
         Some(r) => format!("{method} {r}"),
         None => method.to_string(),
     };
-    // Probes (`/healthz`, `/readyz`) arrive every second from launchers and load
-    // balancers: their spans are at DEBUG, below the export filter's default `info`, so
-    // they do not bury real traffic in Jaeger.
-    let probe = matches!(route.as_deref(), Some("/healthz" | "/readyz"));
+    // Control-plane chatter arrives every second whatever users do: health probes,
+    // registry heartbeats and Consul-style blocking watches (`?index=`). Their spans are
+    // at DEBUG, below the export filter's default `info`, so they do not bury real
+    // traffic in Jaeger (`HOTEL_TRACE_FILTER=debug` shows them).
+    let probe = is_chatter(&method, route.as_deref(), req.uri().query());
     macro_rules! request_span {
         ($level:ident) => {
             tracing::$level!(

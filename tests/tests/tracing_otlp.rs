@@ -335,12 +335,16 @@ mod in_process {
     fn app() -> Router {
         let routes = Router::new()
             .route("/boom", get(|| async { Problem::internal() }))
-            .route("/items/{id}", get(|| async { "ok" }));
+            .route("/items/{id}", get(|| async { "ok" }))
+            .route(
+                "/instances/{id}/heartbeat",
+                axum::routing::put(|| async { "ok" }),
+            );
         finish("demo", routes, health::always_ready(), 1024)
     }
 
     #[tokio::test]
-    async fn server_span_marks_5xx_as_error_names_routes_by_template_and_leaves_health_probes_out()
+    async fn server_span_marks_5xx_as_error_names_routes_by_template_and_leaves_control_plane_chatter_out()
     {
         let receiver = Receiver::start().await;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -362,16 +366,30 @@ mod in_process {
         let _local = tracing::subscriber::set_default(subscriber);
 
         let (trace_id, caller) = new_caller();
-        for path in ["/boom", "/items/42", "/nowhere", "/healthz"] {
-            let req = http::Request::get(path)
+        for path in [
+            "/boom",
+            "/items/42",
+            "/nowhere",
+            "/healthz",
+            "/items/43?index=7&wait=1s",
+            "/instances/1/heartbeat",
+        ] {
+            let method = if path.ends_with("/heartbeat") {
+                "PUT"
+            } else {
+                "GET"
+            };
+            let req = http::Request::builder()
+                .method(method)
+                .uri(path)
                 .header("traceparent", traceparent(&trace_id, &caller, true))
                 .body(axum::body::Body::empty())
                 .expect("request");
             let res = app().oneshot(req).await.expect("infallible");
             let expected = match path {
                 "/boom" => 500,
-                "/items/42" | "/healthz" => 200,
-                _ => 404,
+                "/nowhere" => 404,
+                _ => 200,
             };
             assert_eq!(res.status(), expected, "{path}");
         }
@@ -421,8 +439,10 @@ mod in_process {
             dump(&spans)
         );
         assert!(
-            !spans.iter().any(|s| s.attr("url.path") == "/healthz"),
-            "health probes are not exported:\n{}",
+            !spans.iter().any(|s| {
+                ["/healthz", "/items/43", "/instances/1/heartbeat"].contains(&s.attr("url.path"))
+            }),
+            "probes, blocking watches and heartbeats are not exported:\n{}",
             dump(&spans)
         );
         let spans: Vec<_> = spans
