@@ -100,7 +100,13 @@ pub fn print_banner(file: &ClusterFile, instances: &[InstanceView], data_dir: &P
         "\ntry:\n  curl -s -H \"Authorization: Bearer {key}\" {gateway}/api/rooms\n  curl -s -H \"Authorization: Bearer {key}\" -H 'content-type: application/json' \\\n       -d '{{\"number\":\"101\",\"kind\":\"double\",\"capacity\":2,\"nightly_rate_cents\":12000}}' {gateway}/api/rooms\n",
         key = file.api_key
     ));
-    let dir_flag = format!(" --data-dir {}", data_dir.display());
+    // The control commands default to ./.hotel; name the directory only when it differs.
+    let default_dir = std::fs::canonicalize(".hotel").ok();
+    let dir_flag = if default_dir.as_deref() == Some(data_dir) {
+        String::new()
+    } else {
+        format!(" --data-dir {}", data_dir.display())
+    };
     text.push_str(&format!(
         "\nfrom another terminal:\n  hotel status{dir_flag}\n  hotel load{dir_flag} --duration 30s\n  hotel kill room-1{dir_flag}    (also: stop, pause, resume, start room, scale room=3)\n\nCtrl-C stops everything.\n"
     ));
