@@ -7,8 +7,8 @@
 //!   they were logged in;
 //! - the OpenTelemetry layer, installed only when an OTLP endpoint is configured
 //!   (`OTEL_EXPORTER_OTLP_ENDPOINT` and friends, see [`ExportSettings`]), filtered by
-//!   `HOTEL_TRACE_FILTER` (default [`DEFAULT_TRACE_FILTER`]) so that turning logs down
-//!   never silences the spans Jaeger needs.
+//!   `HOTEL_TRACE_FILTER` (default [`DEFAULT_TRACE_FILTER`]; see [`trace_filter`]) so
+//!   that turning logs down never silences the spans Jaeger needs.
 //!
 //! Without an endpoint nothing is exported and no OpenTelemetry layer exists at all; a
 //! tiny layer still gives every span W3C ids so logs, `x-trace-id` and `traceparent` keep
@@ -38,11 +38,20 @@ use tracing::{Dispatch, Span, dispatcher::WeakDispatch};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt};
 
-/// Which spans are exported when `HOTEL_TRACE_FILTER` is unset: everything at `info` from
-/// our crates, nothing from the transport crates (the exporter's own HTTP/gRPC calls
-/// would otherwise trace themselves).
-pub const DEFAULT_TRACE_FILTER: &str = "info,h2=off,hyper=off,hyper_util=off,tonic=off,\
-tower=off,reqwest=off,opentelemetry=off,sqlx=warn";
+/// Which spans are exported when `HOTEL_TRACE_FILTER` is unset: everything at `info`.
+pub const DEFAULT_TRACE_FILTER: &str = "info,sqlx=warn";
+
+/// Appended to every span filter, the user's too: the transport crates' spans are never
+/// exported, since the exporter's own HTTP/gRPC calls would otherwise trace themselves
+/// in an endless loop.
+const NEVER_EXPORTED: &str =
+    "h2=off,hyper=off,hyper_util=off,tonic=off,tower=off,reqwest=off,opentelemetry=off";
+
+/// The span filter for `spec` (`tracing` filter syntax, as in `HOTEL_TRACE_FILTER`),
+/// with the transport crates always off.
+pub fn trace_filter(spec: &str) -> Result<EnvFilter, String> {
+    EnvFilter::try_new(format!("{spec},{NEVER_EXPORTED}")).map_err(|e| e.to_string())
+}
 
 /// The log filter when `RUST_LOG` is unset: our `info`, and only the OpenTelemetry
 /// SDK's warnings (a failed export, a full queue).
@@ -150,15 +159,17 @@ pub fn init(identity: &Identity, format: LogFormat) -> TelemetryGuard {
         Some(provider) => {
             use opentelemetry::trace::TracerProvider as _;
             let tracer = provider.tracer("hotel");
+            let default_filter =
+                || EnvFilter::new(format!("{DEFAULT_TRACE_FILTER},{NEVER_EXPORTED}"));
             let span_filter = match std::env::var("HOTEL_TRACE_FILTER") {
-                Ok(f) => EnvFilter::try_new(&f).unwrap_or_else(|e| {
+                Ok(f) => trace_filter(&f).unwrap_or_else(|e| {
                     problems.push(format!(
                         "HOTEL_TRACE_FILTER={f:?} is not a valid filter ({e}); \
                          exporting with {DEFAULT_TRACE_FILTER:?}"
                     ));
-                    EnvFilter::new(DEFAULT_TRACE_FILTER)
+                    default_filter()
                 }),
-                Err(_) => EnvFilter::new(DEFAULT_TRACE_FILTER),
+                Err(_) => default_filter(),
             };
             let otel = tracing_opentelemetry::layer()
                 .with_tracer(tracer)
@@ -430,6 +441,35 @@ mod tests {
                 "our own span is the parent: {tp}"
             );
         });
+    }
+
+    /// Records the targets of the spans it is shown.
+    struct Seen(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Seen {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            _: &tracing::span::Id,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(attrs.metadata().target().to_owned());
+            }
+        }
+    }
+
+    #[test]
+    fn transport_crates_stay_out_of_export_even_when_the_user_asks_for_everything() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let layer = Seen(seen.clone()).with_filter(trace_filter("trace").unwrap());
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            let _a = tracing::trace_span!(target: "hotel_room::store", "query");
+            let _b = tracing::debug_span!(target: "hyper::client", "connect");
+            let _c = tracing::debug_span!(target: "opentelemetry_otlp::exporter", "export");
+        });
+        assert_eq!(*seen.lock().unwrap(), vec!["hotel_room::store".to_owned()]);
+        assert!(trace_filter("info,[").is_err(), "a bad filter is reported");
     }
 
     #[test]

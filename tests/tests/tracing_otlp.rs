@@ -345,7 +345,7 @@ mod in_process {
 
     #[tokio::test]
     async fn server_span_marks_5xx_as_error_names_routes_by_template_and_leaves_control_plane_chatter_out()
-    {
+     {
         let receiver = Receiver::start().await;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
@@ -359,9 +359,12 @@ mod in_process {
         let subscriber = tracing_subscriber::registry().with(
             tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer("test"))
-                .with_filter(tracing_subscriber::EnvFilter::new(
-                    hotel_common::telemetry::DEFAULT_TRACE_FILTER,
-                )),
+                .with_filter(
+                    hotel_common::telemetry::trace_filter(
+                        hotel_common::telemetry::DEFAULT_TRACE_FILTER,
+                    )
+                    .expect("default filter"),
+                ),
         );
         let _local = tracing::subscriber::set_default(subscriber);
 
