@@ -3,6 +3,8 @@
 //!
 //! Run with `cargo build -p hotel && cargo test -p hotel-tests --test cluster_cli`.
 
+#![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+
 mod cluster_support;
 
 use cluster_support::{Cluster, until};

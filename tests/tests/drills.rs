@@ -7,6 +7,8 @@
 //!
 //! Run with `cargo build -p hotel && cargo test -p hotel-tests --test drills`.
 
+#![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+
 mod cluster_support;
 
 use cluster_support::{Cluster, assert_no_failures, measured};

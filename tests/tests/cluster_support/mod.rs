@@ -6,7 +6,7 @@
 //! alive afterwards (a child of a `hotel up` that was killed) is SIGKILLed by pid, and
 //! only after checking that the pid still runs with this test's data directory.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)] // Shared by two test binaries; each uses a part.
 
 use anyhow::{Context, Result, bail};
 use hotel_tests::{TempDir, eventually, hotel_bin};
@@ -68,12 +68,12 @@ impl Cluster {
                     std::fs::read_to_string(&up_log).unwrap_or_default()
                 );
             }
-            if let Ok(text) = std::fs::read_to_string(&file) {
-                if let Ok(v) = serde_json::from_str::<Value>(&text) {
-                    cluster.remember(&v);
-                    if v["ready"] == Value::Bool(true) {
-                        return Ok(cluster);
-                    }
+            if let Ok(text) = std::fs::read_to_string(&file)
+                && let Ok(v) = serde_json::from_str::<Value>(&text)
+            {
+                cluster.remember(&v);
+                if v["ready"] == Value::Bool(true) {
+                    return Ok(cluster);
                 }
             }
             if Instant::now() >= deadline {
