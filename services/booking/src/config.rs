@@ -19,7 +19,8 @@ pub struct Settings {
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// Base URL of the customer service (`http://127.0.0.1:7001`); the service's own paths
-    /// (`/customers/{id}`) are appended. Required until calls go through discovery.
+    /// (`/customers/{id}`) are appended. Leave both URLs unset and set `registry.url` to
+    /// call every discovered replica through the resilient upstream client instead.
     #[serde(default)]
     pub customer_url: Option<String>,
     /// Base URL of the room service; `/rooms...` is appended.
@@ -66,7 +67,11 @@ impl Settings {
 /// Checks a peer base URL from the settings, naming the key when it is missing or wrong.
 pub(crate) fn peer_url(key: &str, value: Option<&str>) -> Result<reqwest::Url, String> {
     let env = format!("HOTEL_BOOKING__{}", key.to_ascii_uppercase());
-    let raw = value.ok_or_else(|| format!("{key} is not set (config key {key} or {env})"))?;
+    let raw = value.ok_or_else(|| {
+        format!(
+            "{key} is not set (config key {key} or {env}; or set only registry.url to discover it)"
+        )
+    })?;
     let url = reqwest::Url::parse(raw).map_err(|e| format!("{key} {raw:?} is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(format!("{key} {raw:?} must be an http(s) URL with a host"));

@@ -1,14 +1,19 @@
 //! How booking asks the customer and room services what it needs to know.
 //!
-//! Handlers see only the [`Directory`] trait, so the plain HTTP client here
-//! ([`HttpDirectory`], static base URLs from the settings) can be replaced by the
-//! gateway's resilient, discovered upstream client without touching a handler. Every
-//! failure to get an answer is a [`PeerError`], which the handlers turn into 503 (try
-//! again) or 502 (the peer answered nonsense), never a 500.
+//! Handlers see only the [`Directory`] trait. Two implementations:
+//! - [`UpstreamDirectory`]: the gateway's resilient client (registry discovery, p2c over
+//!   peak-EWMA, per-instance breakers, budgeted retries, hedging, deadlines), so booking
+//!   calls customer and room replicas directly, as the gateway does (DESIGN.md section 1).
+//! - [`HttpDirectory`]: plain pooled HTTP to one static base URL per service (a single
+//!   instance, or a gateway's `/api`).
+//!
+//! Every failure to get an answer is a [`PeerError`], which the handlers turn into 503
+//! (try again) or 502 (the peer answered nonsense), never a 500.
 
 use crate::model::{Customer, Room};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use futures::future::BoxFuture;
+use hotel_gateway::{UpstreamClient, settings::PolicySettings, upstream::Discovery};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 use tracing::Instrument;
@@ -191,33 +196,89 @@ impl HttpDirectory {
             })?;
         let status = res.status();
         tracing::Span::current().record("http.response.status_code", status.as_u16());
-        if status == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(PeerError::Unavailable {
-                service,
-                status: status.as_u16(),
-            });
-        }
-        if !status.is_success() {
-            return Err(PeerError::Unexpected {
-                service,
-                reason: format!("status {status}"),
-            });
-        }
         // A body cut off by a dying peer is "unreachable", a body of the wrong shape is not.
         let bytes = res.bytes().await.map_err(|e| PeerError::Unreachable {
             service,
             reason: error_chain(&e),
         })?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| PeerError::Unexpected {
-                service,
-                reason: format!("body: {e}"),
-            })
+        decode(service, status, &bytes)
     }
+}
+
+/// Reads a peer's answer: 404 is `None`, 5xx and 429 are unavailable, any other non-2xx
+/// or a body of the wrong shape is unexpected.
+fn decode<T: DeserializeOwned>(
+    service: &'static str,
+    status: StatusCode,
+    body: &[u8],
+) -> Result<Option<T>, PeerError> {
+    if status == StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        return Err(PeerError::Unavailable {
+            service,
+            status: status.as_u16(),
+        });
+    }
+    if !status.is_success() {
+        return Err(PeerError::Unexpected {
+            service,
+            reason: format!("status {status}"),
+        });
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|e| PeerError::Unexpected {
+            service,
+            reason: format!("body: {e}"),
+        })
+}
+
+/// The query of one page of available rooms holding `min_capacity`.
+fn rooms_query(min_capacity: i64, cursor: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut query = vec![
+        ("min_capacity", min_capacity.to_string()),
+        ("status", "available".to_owned()),
+        ("limit", "100".to_owned()),
+    ];
+    if let Some(c) = cursor {
+        query.push(("cursor", c.to_owned()));
+    }
+    query
+}
+
+/// Walks every page of `GET /rooms`, `fetch` getting one page for a query.
+async fn all_rooms<F, Fut>(min_capacity: i64, mut fetch: F) -> Result<Vec<Room>, PeerError>
+where
+    F: FnMut(Vec<(&'static str, String)>) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<RoomPage>, PeerError>>,
+{
+    let mut rooms = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_ROOM_PAGES {
+        let page = fetch(rooms_query(min_capacity, cursor.as_deref()))
+            .await?
+            .ok_or_else(|| PeerError::Unexpected {
+                service: "room",
+                reason: "GET /rooms answered 404".into(),
+            })?;
+        rooms.extend(page.items);
+        match page.next_cursor {
+            Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
+            Some(_) => {
+                return Err(PeerError::Unexpected {
+                    service: "room",
+                    reason: "GET /rooms repeated its cursor".into(),
+                });
+            }
+            None => return Ok(rooms),
+        }
+    }
+    Err(PeerError::Unexpected {
+        service: "room",
+        reason: format!("GET /rooms had more than {MAX_ROOM_PAGES} pages"),
+    })
 }
 
 /// The error and its sources on one line (reqwest's own Display hides the cause).
@@ -244,42 +305,144 @@ impl Directory for HttpDirectory {
     }
 
     fn rooms(&self, min_capacity: i64) -> BoxFuture<'_, Result<Vec<Room>, PeerError>> {
-        Box::pin(async move {
-            let mut rooms = Vec::new();
-            let mut cursor: Option<String> = None;
-            for _ in 0..MAX_ROOM_PAGES {
-                let mut query = vec![
-                    ("min_capacity", min_capacity.to_string()),
-                    ("status", "available".to_owned()),
-                    ("limit", "100".to_owned()),
-                ];
-                if let Some(c) = &cursor {
-                    query.push(("cursor", c.clone()));
-                }
-                let url = Self::url(&self.room_url, "/rooms", &query);
-                let page: RoomPage = self.get("room", "/rooms", url).await?.ok_or_else(|| {
-                    PeerError::Unexpected {
-                        service: "room",
-                        reason: "GET /rooms answered 404".into(),
-                    }
-                })?;
-                rooms.extend(page.items);
-                match page.next_cursor {
-                    Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
-                    Some(_) => {
-                        return Err(PeerError::Unexpected {
-                            service: "room",
-                            reason: "GET /rooms repeated its cursor".into(),
-                        });
-                    }
-                    None => return Ok(rooms),
-                }
-            }
-            Err(PeerError::Unexpected {
-                service: "room",
-                reason: format!("GET /rooms had more than {MAX_ROOM_PAGES} pages"),
-            })
+        Box::pin(all_rooms(min_capacity, move |query| {
+            let url = Self::url(&self.room_url, "/rooms", &query);
+            self.get("room", "/rooms", url)
+        }))
+    }
+}
+
+/// [`Directory`] over the gateway's resilient upstream client, one per service.
+#[derive(Clone)]
+pub struct UpstreamDirectory {
+    customer: UpstreamClient,
+    room: UpstreamClient,
+}
+
+impl std::fmt::Debug for UpstreamDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamDirectory").finish_non_exhaustive()
+    }
+}
+
+impl UpstreamDirectory {
+    /// Clients of the customer and room services found through `customer` / `room`
+    /// discovery, with the gateway's default policy except for the overall `deadline` of
+    /// one call (and half of it per try). Must be called inside a tokio runtime.
+    pub fn new(
+        customer: Discovery,
+        room: Discovery,
+        deadline: Duration,
+    ) -> Result<Self, hotel_common::process::BoxError> {
+        // Customer and room answer from one SQLite lookup: half the deadline per try
+        // leaves room for a retry or a hedge on another instance.
+        let policy = PolicySettings {
+            deadline: Some(deadline),
+            per_try_timeout: Some(deadline / 2),
+            ..PolicySettings::default()
+        };
+        Ok(UpstreamDirectory {
+            customer: UpstreamClient::new("customer", customer, &policy)?,
+            room: UpstreamClient::new("room", room, &policy)?,
         })
+    }
+
+    /// Both services discovered through the registry at `url`.
+    pub fn from_registry(
+        url: &str,
+        token: Option<String>,
+        deadline: Duration,
+    ) -> Result<Self, hotel_common::process::BoxError> {
+        let discovery = || Discovery::Registry {
+            url: url.to_owned(),
+            token: token.clone(),
+        };
+        Self::new(discovery(), discovery(), deadline)
+    }
+
+    /// One GET of `path_and_query` inside a span; `Ok(None)` on 404.
+    async fn get<T: DeserializeOwned>(
+        &self,
+        service: &'static str,
+        route: &'static str,
+        path_and_query: String,
+    ) -> Result<Option<T>, PeerError> {
+        // The upstream client records one client span per attempt beneath this one.
+        let span = tracing::info_span!(
+            "peer",
+            otel.name = %format_args!("GET {route}"),
+            peer.service = service,
+            http.request.method = "GET",
+            url.path = %path_and_query,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let client = if service == "customer" {
+            &self.customer
+        } else {
+            &self.room
+        };
+        let call = async {
+            let mut req = axum::http::Request::get(path_and_query.as_str());
+            if let Some(ctx) = hotel_common::context::current() {
+                req = req.header(hotel_common::context::REQUEST_ID, ctx.request_id);
+            }
+            let req = req
+                .body(axum::body::Bytes::new())
+                .map_err(|e| PeerError::Unexpected {
+                    service,
+                    reason: e.to_string(),
+                })?;
+            match client.send(req).await {
+                Ok(res) => {
+                    tracing::Span::current()
+                        .record("http.response.status_code", res.status().as_u16());
+                    decode(service, res.status(), res.body())
+                }
+                // 502/503/504 from the client: no instance, breakers open, connect
+                // failures or the deadline, all after its retries. Worth a retry later.
+                Err(problem) => Err(PeerError::Unreachable {
+                    service,
+                    reason: problem.detail,
+                }),
+            }
+        };
+        let result = call.instrument(span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    }
+}
+
+/// `path?query` with the query form-encoded.
+fn with_query(path: &str, query: &[(&str, String)]) -> String {
+    let encoded = reqwest::Url::parse("http://peer").map(|mut url| {
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        url.query().map(str::to_owned)
+    });
+    match encoded {
+        Ok(Some(q)) => format!("{path}?{q}"),
+        _ => path.to_owned(),
+    }
+}
+
+impl Directory for UpstreamDirectory {
+    fn customer(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Customer>, PeerError>> {
+        Box::pin(self.get("customer", "/customers/{id}", format!("/customers/{id}")))
+    }
+
+    fn room(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Room>, PeerError>> {
+        Box::pin(self.get("room", "/rooms/{id}", format!("/rooms/{id}")))
+    }
+
+    fn rooms(&self, min_capacity: i64) -> BoxFuture<'_, Result<Vec<Room>, PeerError>> {
+        Box::pin(all_rooms(min_capacity, move |query| {
+            self.get("room", "/rooms", with_query("/rooms", &query))
+        }))
     }
 }
 
@@ -298,5 +461,10 @@ mod tests {
             HttpDirectory::url(&base, "/customers/x", &[]).as_str(),
             "http://127.0.0.1:9/customers/x"
         );
+        assert_eq!(
+            with_query("/rooms", &[("cursor", "a b&c".to_owned())]),
+            "/rooms?cursor=a+b%26c"
+        );
+        assert_eq!(with_query("/rooms/1", &[]), "/rooms/1");
     }
 }

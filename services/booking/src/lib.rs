@@ -16,7 +16,7 @@ pub mod routes;
 pub mod store;
 
 pub use config::Settings;
-pub use directory::{Directory, HttpDirectory, PeerError};
+pub use directory::{Directory, HttpDirectory, PeerError, UpstreamDirectory};
 pub use error::BookingError;
 pub use routes::{ApiDoc, AppState, document as openapi};
 
@@ -59,6 +59,33 @@ pub async fn open_database(settings: &Settings) -> Result<sqlx::SqlitePool, BoxE
     Ok(pool)
 }
 
+/// How booking reaches customer and room: static `customer_url` and `room_url` when set
+/// (plain HTTP), otherwise every replica discovered through `registry.url` with the
+/// gateway's resilient client. Must be called inside a tokio runtime.
+pub fn directory_from(settings: &Settings) -> Result<Arc<dyn Directory>, BoxError> {
+    let statics = (
+        settings.customer_url.as_deref(),
+        settings.room_url.as_deref(),
+    );
+    if let ((None, None), Some(registry)) = (statics, settings.registry.url.as_deref()) {
+        let directory = UpstreamDirectory::from_registry(
+            registry,
+            settings.registry.token.clone(),
+            settings.peer_timeout,
+        )?;
+        return Ok(Arc::new(directory));
+    }
+    let customer_url = config::peer_url("customer_url", statics.0)?;
+    let room_url = config::peer_url("room_url", statics.1)?;
+    let directory = HttpDirectory::new(
+        customer_url,
+        room_url,
+        settings.peer_timeout,
+        settings.peer_connect_timeout,
+    )?;
+    Ok(Arc::new(directory))
+}
+
 /// A bound, ready-to-run booking service (zero2prod style: tests use port 0).
 pub struct Application {
     listener: TcpListener,
@@ -69,18 +96,11 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the database, builds the HTTP directory from `customer_url`/`room_url` and
-    /// binds the listener.
+    /// Opens the database, builds the [`Directory`] the settings ask for (see
+    /// [`directory_from`]) and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, BoxError> {
-        let customer_url = config::peer_url("customer_url", settings.customer_url.as_deref())?;
-        let room_url = config::peer_url("room_url", settings.room_url.as_deref())?;
-        let directory = HttpDirectory::new(
-            customer_url,
-            room_url,
-            settings.peer_timeout,
-            settings.peer_connect_timeout,
-        )?;
-        Self::build_with_directory(settings, Arc::new(directory)).await
+        let directory = directory_from(&settings)?;
+        Self::build_with_directory(settings, directory).await
     }
 
     /// Like [`Application::build`] with a given [`Directory`] (the resilient upstream
