@@ -319,12 +319,14 @@ async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
         r = sup.start_all() => Some(r),
         () = &mut shutdown => None,
     };
-    let code = match started {
+    let mut code = match started {
         Some(Ok(())) => {
             sup.mark_ready();
             output::print_banner(&sup.cluster_file(), &sup.instances(), &data_dir);
             shutdown.await;
-            output::line("stopping: services, then the gateway, then the registry");
+            output::line(
+                "stopping: services, then the gateway, then the registry (Ctrl-C again to kill them)",
+            );
             ExitCode::SUCCESS
         }
         Some(Err(e)) => {
@@ -334,7 +336,15 @@ async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
         }
         None => ExitCode::SUCCESS,
     };
-    sup.shutdown().await;
+    // A second Ctrl-C while draining kills what is left, as docker compose does.
+    tokio::select! {
+        () = sup.shutdown() => {}
+        () = hotel_common::server::shutdown_signal() => {
+            output::line("second signal: killing every instance now");
+            sup.kill_all().await;
+            code = ExitCode::FAILURE;
+        }
+    }
     stop_control.cancel();
     let _ = control.await;
     sup.remove_cluster_file();

@@ -969,6 +969,20 @@ impl Supervisor {
         Ok(changed)
     }
 
+    /// SIGKILLs every live instance and waits until each is reaped.
+    pub async fn kill_all(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let names: Vec<String> = {
+            let st = self.lock();
+            st.instances
+                .iter()
+                .filter(|i| i.state.is_live())
+                .map(|i| i.name.clone())
+                .collect()
+        };
+        futures::future::join_all(names.iter().map(|n| self.kill(n))).await;
+    }
+
     /// Removes `cluster.json` for good: the cluster is gone.
     pub fn remove_cluster_file(&self) {
         let mut st = self.lock();
