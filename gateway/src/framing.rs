@@ -13,6 +13,10 @@
 //! [`Flag`]. The shield refuses every request of a flagged connection with 400 and
 //! closes it, so neither the request nor anything smuggled behind it reaches a service.
 //!
+//! It also counts the bytes of chunked bodies, whose size no header announces: past
+//! `max_body` the connection reads as ended (hyper fails the body) and the flag says why, so the shield
+//! answers 413 instead of letting an endless upload stream through.
+//!
 //! The inspector never changes bytes. It stops following (and never flags) on HTTP/2,
 //! on upgrades, and on input it cannot frame, which hyper refuses by itself anyway.
 
@@ -27,18 +31,23 @@ use std::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Raised when a request head on the connection had ambiguous framing.
+/// What the inspector found on a connection, shared with the requests read from it.
 #[derive(Debug, Clone, Default)]
-pub struct Flag(Arc<AtomicBool>);
+pub struct Flag(Arc<(AtomicBool, AtomicBool)>);
 
 impl Flag {
     /// Whether an ambiguous head was seen.
     pub fn is_raised(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.0.load(Ordering::Acquire)
+    }
+
+    /// Whether a chunked body ran past the body limit.
+    pub fn body_too_large(&self) -> bool {
+        self.0.1.load(Ordering::Acquire)
     }
 
     fn raise(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0.0.store(true, Ordering::Release);
     }
 }
 
@@ -118,24 +127,43 @@ fn parse_head(head: &[u8]) -> Head {
 pub struct Inspector {
     state: State,
     max_head: usize,
+    max_body: u64,
+    /// Chunk data of the current chunked body so far.
+    body: u64,
     flag: Flag,
 }
 
 impl Inspector {
-    /// An inspector raising `flag`; heads longer than `max_head` are left to hyper.
-    pub fn new(flag: Flag, max_head: usize) -> Self {
+    /// An inspector raising `flag`; heads longer than `max_head` are left to hyper;
+    /// chunked bodies longer than `max_body` fail the read.
+    pub fn new(flag: Flag, max_head: usize, max_body: u64) -> Self {
         Inspector {
             state: State::Head(Vec::new()),
             max_head,
+            max_body,
+            body: 0,
             flag,
         }
     }
 
-    /// Feeds the next bytes of the stream.
-    pub fn feed(&mut self, mut bytes: &[u8]) {
+    /// Feeds the next bytes of the stream; when a chunked body passes the limit, `Err`
+    /// with how many of `bytes` came before the chunk that passed it.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), BodyTooLarge> {
+        if self.flag.body_too_large() {
+            return Err(BodyTooLarge(0));
+        }
+        match self.follow(bytes) {
+            Some(kept) => Err(BodyTooLarge(kept)),
+            None => Ok(()),
+        }
+    }
+
+    /// Follows `bytes`; `Some(offset)` when a chunk at `offset` passed the body limit.
+    fn follow(&mut self, mut bytes: &[u8]) -> Option<usize> {
+        let total = bytes.len();
         while !bytes.is_empty() {
             match &mut self.state {
-                State::Done => return,
+                State::Done => return None,
                 State::Head(buf) => {
                     // Empty lines between messages are allowed (RFC 9112 2.2).
                     if buf.is_empty() {
@@ -145,7 +173,7 @@ impl Inspector {
                             .unwrap_or(bytes.len());
                         bytes = &bytes[skip..];
                         if bytes.is_empty() {
-                            return;
+                            return None;
                         }
                     }
                     let Some(end) = find_head_end(buf, bytes) else {
@@ -153,7 +181,7 @@ impl Inspector {
                         if buf.len() > self.max_head {
                             self.state = State::Done;
                         }
-                        return;
+                        return None;
                     };
                     buf.extend_from_slice(&bytes[..end]);
                     bytes = &bytes[end..];
@@ -164,7 +192,10 @@ impl Inspector {
                         }
                         Head::NoBody => State::Head(Vec::new()),
                         Head::Fixed(n) => State::Fixed(n),
-                        Head::Chunked => State::ChunkSize(Vec::new()),
+                        Head::Chunked => {
+                            self.body = 0;
+                            State::ChunkSize(Vec::new())
+                        }
                         Head::Stop => State::Done,
                     };
                 }
@@ -182,7 +213,7 @@ impl Inspector {
                         if line.len() > 1024 {
                             self.state = State::Done;
                         }
-                        return;
+                        return None;
                     };
                     line.extend_from_slice(&bytes[..nl]);
                     bytes = &bytes[nl + 1..];
@@ -191,7 +222,15 @@ impl Inspector {
                     self.state = match u64::from_str_radix(size, 16) {
                         Ok(0) => State::Trailers(Vec::new()),
                         // The data, then its CRLF.
-                        Ok(n) if n < u64::MAX / 2 => State::ChunkData(n + 2),
+                        Ok(n) if n < u64::MAX / 2 => {
+                            self.body = self.body.saturating_add(n);
+                            if self.body > self.max_body {
+                                self.flag.0.1.store(true, Ordering::Release);
+                                self.state = State::Done;
+                                return Some(total - bytes.len());
+                            }
+                            State::ChunkData(n + 2)
+                        }
                         _ => State::Done,
                     };
                 }
@@ -209,7 +248,7 @@ impl Inspector {
                         if line.len() > self.max_head {
                             self.state = State::Done;
                         }
-                        return;
+                        return None;
                     };
                     let empty = line.iter().chain(&bytes[..nl]).all(|b| *b == b'\r');
                     bytes = &bytes[nl + 1..];
@@ -221,8 +260,14 @@ impl Inspector {
                 }
             }
         }
+        None
     }
 }
+
+/// A chunked request body passed the body limit; the bytes of the read to keep (what
+/// came before the offending chunk's data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTooLarge(pub usize);
 
 /// The index in `next` just past the blank line that ends a head (`\n\n` or `\n\r\n`),
 /// looking across the boundary with what `buf` already holds.
@@ -269,9 +314,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for Inspected<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
+        if this.inspector.flag.body_too_large() {
+            // The client sees the end of its input: hyper ends the body with an error and
+            // can still write the 413.
+            return Poll::Ready(Ok(()));
+        }
         let res = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &res {
-            this.inspector.feed(&buf.filled()[before..]);
+            if let Err(BodyTooLarge(kept)) = this.inspector.feed(&buf.filled()[before..]) {
+                buf.set_filled(before + kept);
+            }
         }
         res
     }
@@ -313,9 +365,9 @@ mod tests {
 
     fn flagged(chunks: &[&[u8]]) -> bool {
         let flag = Flag::default();
-        let mut i = Inspector::new(flag.clone(), 64 * 1024);
+        let mut i = Inspector::new(flag.clone(), 64 * 1024, 1 << 20);
         for c in chunks {
-            i.feed(c);
+            let _ = i.feed(c);
         }
         flag.is_raised()
     }
@@ -347,6 +399,23 @@ mod tests {
             b"POST / HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 1\r\n\r\nx",
         );
         assert!(flagged(&[&all]));
+    }
+
+    #[test]
+    fn a_chunked_body_past_the_limit_fails_the_read_and_says_so() {
+        let flag = Flag::default();
+        let mut i = Inspector::new(flag.clone(), 64 * 1024, 10);
+        let ok: &[u8] = b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n";
+        assert_eq!(i.feed(ok), Ok(()));
+        // The count starts again with each body.
+        assert_eq!(i.feed(ok), Ok(()));
+        let over: &[u8] =
+            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\nworld!\r\n";
+        // Kept: the head, the first chunk and the size line of the one past the limit.
+        let kept = over.len() - b"world!\r\n".len();
+        assert_eq!(i.feed(over), Err(BodyTooLarge(kept)));
+        assert!(flag.body_too_large() && !flag.is_raised());
+        assert_eq!(i.feed(b"0\r\n\r\n"), Err(BodyTooLarge(0)));
     }
 
     #[test]

@@ -281,7 +281,11 @@ impl Protections {
     ) -> crate::framing::Inspected<tokio::net::TcpStream> {
         crate::framing::Inspected::new(
             stream,
-            crate::framing::Inspector::new(flag, self.limits.max_header_bytes),
+            crate::framing::Inspector::new(
+                flag,
+                self.limits.max_header_bytes,
+                self.limits.max_body_bytes,
+            ),
         )
     }
 
@@ -396,6 +400,14 @@ fn refusal(p: Problem, close: bool) -> Response<GatewayBody> {
     res
 }
 
+fn too_large(limit: u64) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        format!("the request body is larger than {limit} bytes"),
+    )
+}
+
 fn rate_headers(h: &mut http::HeaderMap, d: &Decision) {
     h.insert("ratelimit-limit", HeaderValue::from(d.limit));
     h.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
@@ -488,14 +500,7 @@ impl<S> Shield<S> {
             return Err(self.reject(
                 "body_too_large",
                 &p.unauthenticated,
-                Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body-too-large",
-                    format!(
-                        "the request body is larger than {} bytes",
-                        p.limits.max_body_bytes
-                    ),
-                ),
+                too_large(p.limits.max_body_bytes),
                 true,
             ));
         }
@@ -579,6 +584,8 @@ impl<S> Shield<S> {
         };
         self.metrics.edge.in_flight.set(p.global.current() as i64);
         Ok(Admitted {
+            client: client.name.clone(),
+            flag: req.extensions().get::<crate::framing::Flag>().cloned(),
             _guards: (global, service_guard),
             decision: decision.filter(|_| p.limiter.headers),
         })
@@ -587,6 +594,9 @@ impl<S> Shield<S> {
 
 /// A request that got past the checks: its in-flight slots and rate-limit state.
 struct Admitted {
+    client: Arc<String>,
+    /// The connection's framing flag: a chunked body past the limit is noticed there.
+    flag: Option<crate::framing::Flag>,
     _guards: (InFlightGuard, Option<InFlightGuard>),
     decision: Option<Decision>,
 }
@@ -616,8 +626,27 @@ where
         let mut inner = std::mem::replace(&mut self.inner, inner);
         let p = self.p.clone();
         let metrics = self.metrics.clone();
+        let this = Shield {
+            inner: (),
+            p: self.p.clone(),
+            metrics: self.metrics.clone(),
+        };
         Box::pin(async move {
             let Ok(mut res) = inner.call(req).await;
+            if admitted
+                .flag
+                .as_ref()
+                .is_some_and(crate::framing::Flag::body_too_large)
+            {
+                // The inspector cut the upload off; whatever the router made of the broken
+                // body, the client's answer is 413.
+                return Ok(this.reject(
+                    "body_too_large",
+                    &admitted.client,
+                    too_large(p.limits.max_body_bytes),
+                    true,
+                ));
+            }
             p.hygiene.clean_response(res.headers_mut());
             if let Some(d) = &admitted.decision {
                 rate_headers(res.headers_mut(), d);

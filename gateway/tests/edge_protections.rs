@@ -483,6 +483,42 @@ async fn a_body_over_the_limit_gets_413_before_it_is_read_and_never_reaches_a_se
 }
 
 #[tokio::test]
+async fn a_chunked_body_running_past_the_limit_gets_413_and_never_reaches_a_service() {
+    let room = upstream(Duration::ZERO).await;
+    let gw = gateway(&room, None, |s| {
+        s.auth.keys.clear();
+        s.limits.max_body_bytes = 1000;
+    })
+    .await;
+    let head = "POST /api/rooms HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\n\r\n";
+    // Under the limit in total: passes.
+    let ok = raw(
+        gw.addr,
+        format!(
+            "{}\r\nconnection: close\r\n\r\n3e8\r\n{}\r\n0\r\n\r\n",
+            head.trim_end_matches("\r\n"),
+            "x".repeat(1000)
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    // Many small chunks adding up past it, and one chunk announcing too much.
+    let many: String = (0..40)
+        .map(|_| format!("32\r\n{}\r\n", "y".repeat(50)))
+        .collect();
+    for body in [
+        format!("{many}0\r\n\r\n"),
+        format!("100000\r\n{}", "z".repeat(4000)),
+    ] {
+        let out = raw(gw.addr, format!("{head}{body}").as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+        assert!(out.contains("body-too-large"), "{out}");
+    }
+    assert_eq!(room.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn smuggling_shaped_requests_are_refused_and_never_reach_a_service() {
     let room = upstream(Duration::ZERO).await;
     let gw = gateway(&room, None, |s| s.auth.keys.clear()).await;
