@@ -3,6 +3,8 @@
 //! split between the two booking processes: exactly one wins; a retried POST with the
 //! same `Idempotency-Key`, sent to both processes at once, books once; and a keyed
 //! request whose process is killed mid-way can be retried on the other one at once.
+//! A third test lets booking discover customer and room through a real registry and
+//! kills one of two room replicas under it.
 //!
 //! Run: `cargo build -p hotel && cargo test -p hotel-tests --test booking_processes -- --nocapture`
 
@@ -142,16 +144,20 @@ async fn bookings_of_room(
 }
 
 /// One customer and one room, created through their services; returns their ids.
-async fn seed(client: &reqwest::Client, cluster: &Cluster) -> Result<(Value, Value)> {
+async fn seed(
+    client: &reqwest::Client,
+    customer_url: &str,
+    room_url: &str,
+) -> Result<(Value, Value)> {
     let customer = post(
         client,
-        &format!("{}/customers", cluster.customer_url),
+        &format!("{customer_url}/customers"),
         &json!({"name": "Grace", "email": "grace@example.com"}),
     )
     .await?;
     let room = post(
         client,
-        &format!("{}/rooms", cluster.room_url),
+        &format!("{room_url}/rooms"),
         &json!({"number": "301", "kind": "double", "capacity": 2, "nightly_rate_cents": 12_500}),
     )
     .await?;
@@ -165,7 +171,7 @@ async fn conflicting_bookings_across_two_processes_on_one_database_book_exactly_
         .timeout(Duration::from_secs(60))
         .build()?;
     let cluster = start_cluster(&client).await?;
-    let (customer_id, room_id) = seed(&client, &cluster).await?;
+    let (customer_id, room_id) = seed(&client, &cluster.customer_url, &cluster.room_url).await?;
     let room_id_str = room_id.as_str().context("room id")?.to_owned();
 
     // Different but pairwise-overlapping stays: each covers the night of 2035-06-12.
@@ -306,7 +312,7 @@ async fn a_keyed_retry_after_its_owner_is_killed_mid_request_books_on_the_other_
         .timeout(Duration::from_secs(60))
         .build()?;
     let mut cluster = start_cluster(&client).await?;
-    let (customer_id, room_id) = seed(&client, &cluster).await?;
+    let (customer_id, room_id) = seed(&client, &cluster.customer_url, &cluster.room_url).await?;
     let room_id_str = room_id.as_str().context("room id")?.to_owned();
     let orphan = json!({
         "customer_id": customer_id, "room_id": room_id,
@@ -369,6 +375,137 @@ async fn a_keyed_retry_after_its_owner_is_killed_mid_request_books_on_the_other_
     ensure!(
         items.len() == 1,
         "expected exactly the retried booking: {items:?}"
+    );
+    Ok(())
+}
+
+/// With only `registry.url` set, booking finds customer and room replicas through the
+/// registry and calls them with the resilient client: a room replica killed with -9
+/// costs no booking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn booking_discovers_its_peers_in_the_registry_and_a_killed_room_replica_costs_nothing()
+-> Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let dir = TempDir::new("hotel-booking-discovery");
+    let data = dir.path().to_str().context("utf-8 temp dir")?.to_owned();
+    let logs = dir.path();
+    let args = |role: &str, name: &str| -> Vec<String> {
+        let mut v: Vec<String> = if role == "registry" {
+            vec!["registry".into()]
+        } else {
+            vec!["service".into(), role.into()]
+        };
+        v.extend(
+            [
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                &data,
+                "--name",
+                name,
+            ]
+            .map(String::from),
+        );
+        v
+    };
+    let spawn = |name: &str, args: Vec<String>, env: &[(&str, &str)]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn(name, &args, env, logs)
+    };
+    let registry = spawn("registry", args("registry", "registry"), &[])?;
+    let url = registry.url();
+    let customer = spawn(
+        "customer-1",
+        args("customer", "customer-1"),
+        &[("HOTEL_CUSTOMER__REGISTRY__URL", &url)],
+    )?;
+    let mut room_1 = spawn(
+        "room-1",
+        args("room", "room-1"),
+        &[("HOTEL_ROOM__REGISTRY__URL", &url)],
+    )?;
+    let room_2 = spawn(
+        "room-2",
+        args("room", "room-2"),
+        &[("HOTEL_ROOM__REGISTRY__URL", &url)],
+    )?;
+    let booking = spawn(
+        "booking-1",
+        args("booking", "booking-1"),
+        &[("HOTEL_BOOKING__REGISTRY__URL", &url)],
+    )?;
+    for p in [&registry, &customer, &room_1, &room_2, &booking] {
+        wait_ready(
+            &client,
+            &format!("{}/readyz", p.url()),
+            Duration::from_secs(30),
+        )
+        .await?;
+    }
+    let (customer_id, room_id) = seed(&client, &customer.url(), &room_1.url()).await?;
+    let book = |n: u32| {
+        let (client, url) = (client.clone(), format!("{}/bookings", booking.url()));
+        let body = json!({
+            "customer_id": customer_id, "room_id": room_id,
+            "check_in": format!("2036-01-{:02}", n), "check_out": format!("2036-01-{:02}", n + 1),
+            "guests": 1,
+        });
+        async move {
+            let res = client
+                .post(url)
+                .header("Idempotency-Key", format!("discovery-{n}"))
+                .json(&body)
+                .send()
+                .await?;
+            let status = res.status().as_u16();
+            let body: Value = res.json().await.unwrap_or(Value::Null);
+            anyhow::Ok((status, body))
+        }
+    };
+    // Discovery takes a moment after the instances register: the first booking waits for
+    // it (same key each try, so it books once).
+    let started = Instant::now();
+    hotel_tests::eventually(
+        Duration::from_secs(30),
+        "booking to reach customer and room",
+        || async { matches!(book(1).await, Ok((201, _))).then_some(()) },
+    )
+    .await?;
+    println!(
+        "booking reached its discovered peers {:.0} ms after start",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+
+    room_1.kill9();
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    for n in 2..=21 {
+        let (status, body) = book(n).await?;
+        if status != 201 {
+            failures.push((n, status, body));
+        }
+    }
+    println!(
+        "after kill -9 of room-1: 20 bookings, {} failed, in {:.0} ms",
+        failures.len(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    ensure!(
+        failures.is_empty(),
+        "bookings failed after room-1 died: {failures:?}"
+    );
+    let items = bookings_of_room(
+        &client,
+        &booking.url(),
+        room_id.as_str().context("room id")?,
+    )
+    .await?;
+    ensure!(
+        items.len() == 21,
+        "expected 21 bookings, got {}",
+        items.len()
     );
     Ok(())
 }
