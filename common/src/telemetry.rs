@@ -207,16 +207,16 @@ pub fn init(identity: &Identity, format: LogFormat) -> TelemetryGuard {
     for p in problems {
         tracing::warn!("{p}");
     }
-    if let Ok(Some(settings)) = &export {
-        if guard.exporting() {
-            tracing::info!(
-                endpoint = %settings.traces_url(),
-                protocol = ?settings.protocol,
-                role = %identity.role,
-                instance = %identity.instance,
-                "exporting spans over OTLP"
-            );
-        }
+    if let Ok(Some(settings)) = &export
+        && guard.exporting()
+    {
+        tracing::info!(
+            endpoint = %settings.traces_url(),
+            protocol = ?settings.protocol,
+            role = %identity.role,
+            instance = %identity.instance,
+            "exporting spans over OTLP"
+        );
     }
     guard
 }
@@ -413,6 +413,7 @@ pub async fn server_span(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use tracing_subscriber::layer::SubscriberExt;

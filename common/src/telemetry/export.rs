@@ -137,6 +137,7 @@ pub fn provider(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use std::collections::HashMap;

@@ -70,8 +70,7 @@ pub(crate) fn ids_of(span: &tracing::Span) -> Option<Ids> {
     span.with_subscriber(|(id, d)| {
         let registry = d.downcast_ref::<Registry>()?;
         let data = registry.span(id)?;
-        let ids = data.extensions().get::<Ids>().copied();
-        ids
+        data.extensions().get::<Ids>().copied()
     })
     .flatten()
 }
@@ -113,6 +112,7 @@ fn random_span_id() -> SpanId {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use tracing_subscriber::layer::SubscriberExt;
