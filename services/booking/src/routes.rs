@@ -78,7 +78,10 @@ fn declared() -> OpenApiRouter<AppState> {
         (status = 201, description = "Booked (or replayed, with `Idempotent-Replayed: true`)", body = Booking),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The room is booked on some of those nights, or the key's first request is still running", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid (named in `errors`), or the key was used with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "Customer or room service answered something unexpected", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Customer or room service unavailable; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -349,7 +352,8 @@ async fn cancel_booking(
         (status = 200, description = "Available rooms", body = Availability),
         (status = 400, description = "A parameter is missing or not a number", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad dates or guests (named)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Room service unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "Room service answered something unexpected", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Room service unavailable; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn availability(
