@@ -220,8 +220,11 @@ fn table(instances: &[Instance]) -> String {
     let rows: Vec<[String; 7]> = instances
         .iter()
         .map(|i| {
+            // Whole seconds: the table is for reading, the JSON keeps full precision.
             let registered = i
                 .registered_at
+                .replace_nanosecond(0)
+                .unwrap_or(i.registered_at)
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default();
             let metadata: Vec<String> =

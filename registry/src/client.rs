@@ -419,7 +419,7 @@ async fn keep_registered(
 /// only after watchers have stopped sending new requests. Without a registry URL it
 /// resolves when `signal` does (standalone mode).
 ///
-/// ```ignore
+/// ```text
 /// let shutdown = hotel_registry::client::register_until(
 ///     &settings.registry, "room", &instance, addr, hotel_common::server::shutdown_signal())?;
 /// hotel_common::server::serve(listener, router, shutdown, grace).await?;
