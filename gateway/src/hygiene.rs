@@ -170,8 +170,46 @@ impl Hygiene {
         client
     }
 
-    /// Rewrites the forwarding headers of a request from `peer` (see the module docs).
-    pub fn set_forwarded(&self, headers: &mut HeaderMap, peer: SocketAddr) {
+    /// The forwarding headers every request from `peer` gets, made once per connection;
+    /// `None` for a trusted proxy, whose requests extend their own headers.
+    pub fn peer_headers(&self, peer: SocketAddr) -> Option<PeerHeaders> {
+        if self.is_trusted(peer.ip()) {
+            return None;
+        }
+        let ip = peer.ip().to_canonical();
+        let fwd = match ip {
+            IpAddr::V4(a) => format!("for={a};proto=http"),
+            IpAddr::V6(a) => format!("for=\"[{a}]\";proto=http"),
+        };
+        Some(PeerHeaders {
+            xff: HeaderValue::try_from(ip.to_string()).ok()?,
+            forwarded: HeaderValue::try_from(fwd).ok()?,
+        })
+    }
+
+    /// Rewrites the forwarding headers of a request from `peer` (see the module docs),
+    /// using `pre` (from [`Hygiene::peer_headers`]) when the peer is untrusted.
+    pub fn set_forwarded(
+        &self,
+        headers: &mut HeaderMap,
+        peer: SocketAddr,
+        pre: Option<&PeerHeaders>,
+    ) {
+        if let Some(pre) = pre {
+            for name in [
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "x-real-ip",
+                "forwarded",
+            ] {
+                headers.remove(name);
+            }
+            headers.insert("x-forwarded-for", pre.xff.clone());
+            headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+            headers.insert(header::FORWARDED, pre.forwarded.clone());
+            return;
+        }
         let trusted = self.is_trusted(peer.ip());
         let ip = peer.ip().to_canonical();
         let forwarded_for = match ip {
@@ -219,6 +257,10 @@ impl Hygiene {
     /// Marks credentials sensitive so no `Debug` print of the headers shows them.
     pub fn mark_sensitive(&self, headers: &mut HeaderMap) {
         for name in &self.sensitive {
+            // `entry` may grow the map; look first so absent names cost a lookup only.
+            if !headers.contains_key(name) {
+                continue;
+            }
             if let http::header::Entry::Occupied(mut e) = headers.entry(name) {
                 for v in e.iter_mut() {
                     v.set_sensitive(true);
@@ -261,6 +303,13 @@ fn join(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .collect();
     (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// Forwarding headers precomputed for an untrusted peer.
+#[derive(Debug, Clone)]
+pub struct PeerHeaders {
+    xff: HeaderValue,
+    forwarded: HeaderValue,
 }
 
 /// Removes every header named by a `Connection` header (and `Connection` itself): they
@@ -339,11 +388,28 @@ mod tests {
         m.insert("x-forwarded-proto", "https".parse().unwrap());
         m.insert("forwarded", "for=1.2.3.4".parse().unwrap());
         let peer: SocketAddr = "192.0.2.7:5555".parse().unwrap();
-        h.set_forwarded(&mut m, peer);
+        h.set_forwarded(&mut m, peer, None);
         assert_eq!(m["x-forwarded-for"], "192.0.2.7");
         assert_eq!(m["x-forwarded-proto"], "http");
         assert_eq!(m["forwarded"], "for=192.0.2.7;proto=http");
         assert_eq!(h.client_ip(&m, peer.ip()), peer.ip());
+    }
+
+    #[test]
+    fn per_connection_forwarding_headers_equal_the_per_request_ones() {
+        let h = hygiene(&["10.0.0.0/8"]);
+        assert!(h.peer_headers("10.0.0.1:1".parse().unwrap()).is_none());
+        for peer in ["192.0.2.7:5555", "[2001:db8::1]:80", "[::ffff:192.0.2.9]:1"] {
+            let peer: SocketAddr = peer.parse().unwrap();
+            let pre = h.peer_headers(peer).unwrap();
+            let mut spoofed = HeaderMap::new();
+            spoofed.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+            spoofed.insert("forwarded", "for=1.2.3.4".parse().unwrap());
+            let (mut a, mut b) = (spoofed.clone(), spoofed);
+            h.set_forwarded(&mut a, peer, None);
+            h.set_forwarded(&mut b, peer, Some(&pre));
+            assert_eq!(a, b, "{peer}");
+        }
     }
 
     #[test]
@@ -357,13 +423,13 @@ mod tests {
             h.client_ip(&m, peer.ip()),
             "203.0.113.9".parse::<IpAddr>().unwrap()
         );
-        h.set_forwarded(&mut m, peer);
+        h.set_forwarded(&mut m, peer, None);
         assert_eq!(m["x-forwarded-for"], "203.0.113.9, 10.0.0.3, 10.0.0.2");
         assert_eq!(m["x-forwarded-proto"], "https");
         assert_eq!(m["forwarded"], "for=10.0.0.2;proto=https");
         let v6: SocketAddr = "[2001:db8::1]:80".parse().unwrap();
         let mut m = HeaderMap::new();
-        hygiene(&[]).set_forwarded(&mut m, v6);
+        hygiene(&[]).set_forwarded(&mut m, v6, None);
         assert_eq!(m["forwarded"], "for=\"[2001:db8::1]\";proto=http");
     }
 

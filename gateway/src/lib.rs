@@ -296,13 +296,11 @@ impl Application {
                         }
                         // Each request learns its peer and whether its connection showed
                         // smuggling-shaped framing (see `framing`).
-                        let flag = framing::Flag::default();
-                        let io = shield.inspect(stream, flag.clone());
+                        let (io, conn_info) = shield.connection(stream, peer);
                         let svc = tower::ServiceExt::map_request(
                             edge,
                             move |mut r: http::Request<hyper::body::Incoming>| {
-                                r.extensions_mut().insert(shield::PeerAddr(peer));
-                                r.extensions_mut().insert(flag.clone());
+                                r.extensions_mut().insert(conn_info.clone());
                                 r
                             },
                         );

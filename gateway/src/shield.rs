@@ -38,9 +38,21 @@ use std::{
 };
 use tower::Service;
 
-/// The client's socket address, put on each request by the accept loop.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
+/// What every request of one client connection shares, built once per connection by
+/// [`Protections::connection`] and put on each request by the accept loop.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The client's socket address.
+    pub peer: SocketAddr,
+    /// What the framing inspector found on the connection.
+    pub flag: crate::framing::Flag,
+    /// The forwarding headers of an untrusted peer, made once instead of per request.
+    forwarded: Option<crate::hygiene::PeerHeaders>,
+}
+
+/// A request's [`ConnInfo`] (a request extension).
+#[derive(Debug, Clone)]
+pub struct Conn(pub Arc<ConnInfo>);
 
 /// Labels of a refused request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -272,21 +284,28 @@ impl Protections {
         }
     }
 
-    /// Wraps a client connection so its request framing is followed (see
-    /// [`crate::framing`]); `flag` is raised on a smuggling-shaped head.
-    pub fn inspect(
+    /// Wraps a client connection from `peer` so its request framing is followed (see
+    /// [`crate::framing`]), and returns what its requests share.
+    pub fn connection(
         &self,
         stream: tokio::net::TcpStream,
-        flag: crate::framing::Flag,
-    ) -> crate::framing::Inspected<tokio::net::TcpStream> {
-        crate::framing::Inspected::new(
+        peer: SocketAddr,
+    ) -> (crate::framing::Inspected<tokio::net::TcpStream>, Conn) {
+        let flag = crate::framing::Flag::default();
+        let io = crate::framing::Inspected::new(
             stream,
             crate::framing::Inspector::new(
-                flag,
+                flag.clone(),
                 self.limits.max_header_bytes,
                 self.limits.max_body_bytes,
             ),
-        )
+        );
+        let info = ConnInfo {
+            peer,
+            flag,
+            forwarded: self.hygiene.peer_headers(peer),
+        };
+        (io, Conn(Arc::new(info)))
     }
 
     /// Waits for a new connection's first byte for up to the header timeout; `false`
@@ -470,14 +489,11 @@ impl<S> Shield<S> {
     #[allow(clippy::result_large_err)]
     fn admit(&self, req: &mut Request<Incoming>) -> Result<Admitted, Response<GatewayBody>> {
         let p = &*self.p;
-        let peer = req
-            .extensions()
-            .get::<PeerAddr>()
-            .map_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), |a| a.0);
-        let flagged = req
-            .extensions()
-            .get::<crate::framing::Flag>()
-            .is_some_and(crate::framing::Flag::is_raised);
+        let conn = req.extensions().get::<Conn>().map(|c| c.0.clone());
+        let peer = conn
+            .as_ref()
+            .map_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), |c| c.peer);
+        let flagged = conn.as_ref().is_some_and(|c| c.flag.is_raised());
         let why = if flagged {
             Some("ambiguous framing (Content-Length and Transfer-Encoding together, or repeated)")
         } else {
@@ -509,7 +525,11 @@ impl<S> Shield<S> {
         let headers = req.headers_mut();
         crate::hygiene::remove_connection_listed(headers);
         p.hygiene.mark_sensitive(headers);
-        p.hygiene.set_forwarded(headers, peer);
+        p.hygiene.set_forwarded(
+            headers,
+            peer,
+            conn.as_ref().and_then(|c| c.forwarded.as_ref()),
+        );
         // Who is asking: a configured client (by index), or nobody in particular.
         let who: Option<u32> = if p.keys.is_empty() {
             None
@@ -585,7 +605,7 @@ impl<S> Shield<S> {
         self.metrics.edge.in_flight.set(p.global.current() as i64);
         Ok(Admitted {
             client: client.name.clone(),
-            flag: req.extensions().get::<crate::framing::Flag>().cloned(),
+            conn,
             _guards: (global, service_guard),
             decision: decision.filter(|_| p.limiter.headers),
         })
@@ -595,8 +615,8 @@ impl<S> Shield<S> {
 /// A request that got past the checks: its in-flight slots and rate-limit state.
 struct Admitted {
     client: Arc<String>,
-    /// The connection's framing flag: a chunked body past the limit is noticed there.
-    flag: Option<crate::framing::Flag>,
+    /// The connection: a chunked body past the limit is noticed on its framing flag.
+    conn: Option<Arc<ConnInfo>>,
     _guards: (InFlightGuard, Option<InFlightGuard>),
     decision: Option<Decision>,
 }
@@ -634,9 +654,9 @@ where
         Box::pin(async move {
             let Ok(mut res) = inner.call(req).await;
             if admitted
-                .flag
+                .conn
                 .as_ref()
-                .is_some_and(crate::framing::Flag::body_too_large)
+                .is_some_and(|c| c.flag.body_too_large())
             {
                 // The inspector cut the upload off; whatever the router made of the broken
                 // body, the client's answer is 413.
