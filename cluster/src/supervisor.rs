@@ -231,6 +231,8 @@ fn child_env(role: Role, cfg: &UpConfig, urls: &ChildUrls) -> Vec<(String, Strin
             if let Some(a) = urls.admin {
                 env.push((format!("{prefix}ADMIN_LISTEN"), a.to_string()));
             }
+            // Accepted only while the gateway listens on loopback, as it does here.
+            env.push((format!("{prefix}AUTH__DEV_KEY"), cfg.api_key.clone()));
         }
         _ => {
             env.push((format!("{prefix}REGISTRY__URL"), urls.registry.clone()));
@@ -240,20 +242,14 @@ fn child_env(role: Role, cfg: &UpConfig, urls: &ChildUrls) -> Vec<(String, Strin
             ));
         }
     }
-    // Booking reaches customer and room through the gateway (its `/api` prefix) until it
-    // discovers them itself: the gateway already balances and fails over.
-    if let (Role::Booking, Some(gw)) = (role, urls.gateway) {
-        env.push((format!("{prefix}CUSTOMER_URL"), format!("http://{gw}/api")));
-        env.push((format!("{prefix}ROOM_URL"), format!("http://{gw}/api")));
-    }
     if let Some(endpoint) = &cfg.otlp_endpoint {
         env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone()));
     }
     env
 }
 
-/// `127.0.0.1:port`, or a currently free loopback port for port 0. Used for the gateway,
-/// whose address other processes must know before it starts (it announces only one).
+/// `127.0.0.1:port`, or a currently free loopback port for port 0. Used for the gateway's
+/// admin listener, which the gateway does not announce.
 fn loopback_or_free(port: u16) -> std::io::Result<SocketAddr> {
     let port = match port {
         0 => std::net::TcpListener::bind(("127.0.0.1", 0))?
@@ -268,8 +264,6 @@ fn loopback_or_free(port: u16) -> std::io::Result<SocketAddr> {
 struct ChildUrls {
     /// `http://ADDR` of the registry.
     registry: String,
-    /// The gateway's public address.
-    gateway: Option<SocketAddr>,
     /// The gateway's admin address.
     admin: Option<SocketAddr>,
 }
@@ -427,11 +421,6 @@ impl Supervisor {
             let mut st = self.lock();
             st.file.registry_url = Some(format!("http://{registry}"));
             st.fixed.insert(Role::Registry, registry);
-            // Booking is told the gateway's address before the gateway starts.
-            let gateway = loopback_or_free(ports.gateway).map_err(|e| {
-                ControlError::StartFailed(format!("no free port for the gateway: {e}"))
-            })?;
-            st.fixed.insert(Role::Gateway, gateway);
             self.persist(&st);
         }
         for group in [&[Role::Customer, Role::Room][..], &[Role::Booking][..]] {
@@ -445,12 +434,11 @@ impl Supervisor {
                 result?;
             }
         }
-        let listen = self.lock().fixed.get(&Role::Gateway).copied();
         let gateway = self
             .launch(
                 Role::Gateway,
                 1,
-                listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+                SocketAddr::from(([127, 0, 0, 1], ports.gateway)),
             )
             .await?;
         let mut st = self.lock();
@@ -508,7 +496,6 @@ impl Supervisor {
         };
         let urls = ChildUrls {
             registry: self.registry_url(),
-            gateway: self.lock().fixed.get(&Role::Gateway).copied(),
             admin,
         };
         let env = child_env(role, &self.cfg, &urls);
@@ -1028,7 +1015,6 @@ mod tests {
         };
         let urls = |admin| ChildUrls {
             registry: "http://r".into(),
-            gateway: Some(SocketAddr::from(([127, 0, 0, 1], 8))),
             admin,
         };
         let room = child_env(Role::Room, &cfg, &urls(None));
@@ -1043,11 +1029,14 @@ mod tests {
             &cfg,
             &urls(Some(SocketAddr::from(([127, 0, 0, 1], 9)))),
         );
+        assert!(gw.contains(&("HOTEL_GATEWAY__AUTH__DEV_KEY".into(), "key".into())));
+        // Booking discovers customer and room through the registry, like the gateway.
         let booking = child_env(Role::Booking, &cfg, &urls(None));
-        assert!(booking.contains(&(
-            "HOTEL_BOOKING__ROOM_URL".into(),
-            "http://127.0.0.1:8/api".into()
-        )));
+        assert!(
+            booking
+                .iter()
+                .all(|(k, _)| !k.ends_with("_URL") || k.contains("REGISTRY"))
+        );
         assert!(gw.contains(&("HOTEL_GATEWAY__ADMIN_LISTEN".into(), "127.0.0.1:9".into())));
         assert!(gw.contains(&("HOTEL_GATEWAY__ADMIN_TOKEN".into(), "at".into())));
         let reg = child_env(Role::Registry, &cfg, &urls(None));

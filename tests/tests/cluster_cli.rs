@@ -297,6 +297,30 @@ async fn an_otlp_endpoint_reaches_every_instance_and_the_banner_names_jaeger() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_demands_the_printed_dev_api_key() {
+    let mut c = Cluster::up(&["--replicas", "1"]).await.unwrap();
+    let (gw, key) = (c.gateway().unwrap(), c.api_key().unwrap());
+    let http = reqwest::Client::new();
+    let url = format!("{gw}/api/rooms");
+    let without = http.get(&url).send().await.unwrap();
+    assert_eq!(without.status(), 401);
+    let wrong = http
+        .get(&url)
+        .bearer_auth("hk_dev_wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let with = http.get(&url).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(
+        with.status(),
+        200,
+        "{}",
+        with.text().await.unwrap_or_default()
+    );
+}
+
 #[test]
 fn control_commands_without_a_cluster_say_how_to_start_one() {
     let dir = hotel_tests::TempDir::new("hotel-nocluster");
