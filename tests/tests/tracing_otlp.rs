@@ -320,6 +320,38 @@ async fn parent_based_ratio_sampler_follows_the_callers_decision_and_drops_unpar
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_endpoint_nothing_is_exported_but_the_callers_trace_id_still_reaches_problem_bodies() {
+    let dir = TempDir::new("tracing-off");
+    let room = spawn_service("room", "room-4", &dir, &[], &[]);
+    let client = reqwest::Client::new();
+    let (trace_id, caller) = new_caller();
+    let res = client
+        .get(format!("{}/rooms/{}", room.url(), uuid::Uuid::new_v4()))
+        .header("traceparent", traceparent(&trace_id, &caller, true))
+        .send()
+        .await
+        .expect("GET unknown room");
+    assert_eq!(res.status(), 404);
+    let problem: serde_json::Value = res.json().await.expect("problem json");
+    assert_eq!(problem["trace_id"], trace_id.as_str(), "{problem}");
+    assert!(
+        !room.log_text().contains("exporting spans"),
+        "no exporter without an endpoint:\n{}",
+        room.log_text()
+    );
+    // A request without a traceparent gets a fresh trace id of its own.
+    let res = client
+        .get(format!("{}/rooms/not-a-uuid", room.url()))
+        .send()
+        .await
+        .expect("GET bad id");
+    let problem: serde_json::Value = res.json().await.expect("problem json");
+    let own = problem["trace_id"].as_str().unwrap_or_default();
+    assert_eq!(own.len(), 32, "{problem}");
+    assert_ne!(own, trace_id);
+}
+
 /// In-process: the shared server span middleware on a router built by
 /// `hotel_common::http::finish`, exporting over OTLP/HTTP to the receiver through a
 /// subscriber local to this test.
