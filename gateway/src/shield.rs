@@ -638,10 +638,6 @@ where
     }
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
-        let admitted = match self.admit(&mut req) {
-            Ok(a) => a,
-            Err(res) => return Box::pin(async move { Ok(res) }),
-        };
         let inner = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, inner);
         let p = self.p.clone();
@@ -651,7 +647,13 @@ where
             p: self.p.clone(),
             metrics: self.metrics.clone(),
         };
+        // The checks run inside the future, so their log events belong to the request's
+        // span and their problems carry its request id.
         Box::pin(async move {
+            let admitted = match this.admit(&mut req) {
+                Ok(a) => a,
+                Err(res) => return Ok(res),
+            };
             let Ok(mut res) = inner.call(req).await;
             if admitted
                 .conn

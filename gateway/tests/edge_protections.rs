@@ -215,8 +215,9 @@ async fn a_request_without_a_key_gets_401_problem_json_with_a_challenge_and_neve
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"hotel\"");
-    assert!(r.headers().contains_key("x-request-id"));
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     let p = json(r).await;
+    assert_eq!(p["request_id"], rid.as_str(), "{p}");
     assert!(p["detail"].as_str().unwrap().contains("x-api-key"), "{p}");
     assert_eq!(room.hits.load(Ordering::SeqCst), 0);
     // The index is public by default.
