@@ -37,6 +37,9 @@ use tracing::Instrument;
 /// Response header carrying the W3C trace id.
 pub const TRACE_ID: &str = "x-trace-id";
 
+/// The path prefix the gateway strips, for the instance's links.
+const X_FORWARDED_PREFIX: &str = "x-forwarded-prefix";
+
 /// Headers that describe one connection, not the message: never forwarded (RFC 9110 7.6.1).
 const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
@@ -60,6 +63,9 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     retry_buffer: usize,
     index: Bytes,
+    /// Per route, what the rewrite strips (`/api`), sent as `X-Forwarded-Prefix` so an
+    /// instance can build links as clients address them.
+    forwarded_prefix: Vec<Option<HeaderValue>>,
     unrouted: Arc<String>,
     protections: Arc<crate::shield::Protections>,
 }
@@ -72,6 +78,16 @@ impl Gateway {
         metrics: Arc<Metrics>,
         retry_buffer: usize,
     ) -> Self {
+        let forwarded_prefix = table
+            .routes()
+            .iter()
+            .map(|r| {
+                r.prefix
+                    .strip_suffix(r.rewrite.as_str())
+                    .filter(|p| !p.is_empty())
+                    .and_then(|p| HeaderValue::from_str(p).ok())
+            })
+            .collect();
         let routes: Vec<serde_json::Value> = table
             .routes()
             .iter()
@@ -97,6 +113,7 @@ impl Gateway {
             retry_buffer,
             index,
             unrouted: Arc::new("none".to_owned()),
+            forwarded_prefix,
             protections: Arc::new(crate::shield::Protections::open()),
         }
     }
@@ -161,6 +178,23 @@ fn new_trace_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// The client's request id when well formed, else a new UUID v4 drawn from the
+/// thread-local generator (`Uuid::new_v4` costs a `getrandom` syscall per request).
+fn request_id_of(headers: &http::HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| hotel_common::context::is_well_formed_request_id(v))
+        .map_or_else(
+            || {
+                uuid::Builder::from_random_bytes(rand::random())
+                    .into_uuid()
+                    .to_string()
+            },
+            str::to_owned,
+        )
+}
+
 impl<S> Service<Request<Incoming>> for RequestContext<S>
 where
     S: Service<Request<Incoming>, Response = Response<GatewayBody>, Error = Infallible>
@@ -179,7 +213,7 @@ where
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         let start = Instant::now();
-        let request_id = hotel_common::context::request_id_of(req.headers());
+        let request_id = request_id_of(req.headers());
         let rid_value = HeaderValue::from_str(&request_id).ok();
         if let Some(v) = &rid_value {
             req.headers_mut().insert(REQUEST_ID, v.clone());
@@ -347,6 +381,10 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<GatewayBody
         }
     }
     strip_hop_by_hop(&mut parts.headers);
+    match &gw.forwarded_prefix[index] {
+        Some(p) => parts.headers.insert(X_FORWARDED_PREFIX, p.clone()),
+        None => parts.headers.remove(X_FORWARDED_PREFIX),
+    };
     let result = gw.upstreams[index]
         .send(Request::from_parts(parts, body))
         .await;

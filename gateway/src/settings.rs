@@ -345,9 +345,21 @@ impl Default for BreakerPolicy {
 
 impl Default for Policy {
     fn default() -> Self {
-        let (p, _) = validate_policy("policy", &PolicySettings::builtin())
-            .unwrap_or_else(|_| unreachable!("the built-in policy is valid"));
-        p
+        // The same values as `PolicySettings::builtin()` (a test checks they agree).
+        Policy {
+            deadline: Duration::from_secs(10),
+            per_try_timeout: Duration::from_secs(2),
+            retries: 2,
+            retry_backoff: Duration::from_millis(10),
+            retry_backoff_max: Duration::from_millis(250),
+            budget_percent: 20.0,
+            budget_min_per_sec: 10,
+            hedge: Some(HedgePolicy {
+                percentile: 95.0,
+                min_delay: Duration::from_millis(20),
+                max_delay: Duration::from_millis(500),
+            }),
+        }
     }
 }
 
@@ -744,6 +756,13 @@ impl TryFrom<Settings> for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_policy_is_the_validated_builtin_block() {
+        let (p, b) = validate_policy("policy", &PolicySettings::builtin()).unwrap();
+        assert_eq!(p, Policy::default());
+        assert_eq!(b, BreakerPolicy::default());
+    }
 
     #[test]
     fn default_settings_validate_into_four_routes_and_three_services() {

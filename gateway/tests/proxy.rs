@@ -41,10 +41,22 @@ async fn handler(State(f): State<Fake>, req: axum::extract::Request) -> axum::re
     f.hits.fetch_add(1, Ordering::SeqCst);
     let method = req.method().to_string();
     let path = req.uri().to_string();
-    let rid = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let body: Bytes = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+    let (rid, fwd) = {
+        let header = |n: &str| {
+            req.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        (header("x-request-id"), header("x-forwarded-prefix"))
+    };
+    let body: Bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
     let answer = serde_json::json!({
         "instance": f.name, "method": method, "path": path, "body_len": body.len(), "request_id": rid,
+        "forwarded_prefix": fwd,
     });
     match f.behave {
         Behave::Ok => axum::Json(answer).into_response(),
@@ -58,11 +70,18 @@ async fn handler(State(f): State<Fake>, req: axum::extract::Request) -> axum::re
 
 async fn upstream(name: &'static str, behave: Behave) -> Upstream {
     let hits = Arc::new(AtomicUsize::new(0));
-    let app = Router::new().fallback(handler).with_state(Fake { name, behave, hits: hits.clone() });
+    let app = Router::new().fallback(handler).with_state(Fake {
+        name,
+        behave,
+        hits: hits.clone(),
+    });
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    Upstream { url: format!("http://{addr}"), hits }
+    Upstream {
+        url: format!("http://{addr}"),
+        hits,
+    }
 }
 
 /// An address nothing listens on: connecting is refused.
@@ -89,7 +108,13 @@ fn settings(room: &[String], tweak: impl FnOnce(&mut Settings)) -> Settings {
     let mut s = Settings::default();
     s.listen = "127.0.0.1:0".parse().unwrap();
     s.admin_listen = "127.0.0.1:0".parse().unwrap();
-    s.services.insert("room".into(), ServiceSettings { instances: room.to_vec(), policy: PolicySettings::default() });
+    s.services.insert(
+        "room".into(),
+        ServiceSettings {
+            instances: room.to_vec(),
+            policy: PolicySettings::default(),
+        },
+    );
     tweak(&mut s);
     s
 }
@@ -100,7 +125,11 @@ async fn start(app: Application) -> Gw {
     tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
-    Gw { addr, admin, _stop: tx }
+    Gw {
+        addr,
+        admin,
+        _stop: tx,
+    }
 }
 
 async fn gateway(room: &[String], tweak: impl FnOnce(&mut Settings)) -> Gw {
@@ -120,7 +149,10 @@ async fn raw_get(addr: SocketAddr, path: &str) -> String {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 async fn json(r: reqwest::Response) -> serde_json::Value {
@@ -138,6 +170,7 @@ async fn retries_idempotent_get_on_another_instance_after_connect_refused() {
         let body = json(r).await;
         assert_eq!(body["instance"], "good");
         assert_eq!(body["path"], "/rooms/7?x=1", "prefix rewritten, query kept");
+        assert_eq!(body["forwarded_prefix"], "/api");
     }
     assert_eq!(good.hits.load(Ordering::SeqCst), 30);
 }
@@ -152,14 +185,22 @@ async fn a_get_answered_503_is_retried_on_another_instance() {
         let r = c.get(gw.url("/api/rooms")).send().await.unwrap();
         assert_eq!(r.status(), 200);
     }
-    assert!(sick.hits.load(Ordering::SeqCst) >= 1, "p2c should have tried the sick one at least once");
+    assert!(
+        sick.hits.load(Ordering::SeqCst) >= 1,
+        "p2c should have tried the sick one at least once"
+    );
 }
 
 #[tokio::test]
 async fn a_post_without_idempotency_key_is_not_resent_after_a_503() {
     let sick = upstream("sick", Behave::Status(503)).await;
     let gw = gateway(&[sick.url.clone()], |_| {}).await;
-    let r = client().post(gw.url("/api/rooms")).body("{}").send().await.unwrap();
+    let r = client()
+        .post(gw.url("/api/rooms"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503, "the instance's answer is passed through");
     assert_eq!(sick.hits.load(Ordering::SeqCst), 1);
     let r = client()
@@ -170,7 +211,11 @@ async fn a_post_without_idempotency_key_is_not_resent_after_a_503() {
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
-    assert_eq!(sick.hits.load(Ordering::SeqCst), 1 + 3, "with a key: one attempt and two retries");
+    assert_eq!(
+        sick.hits.load(Ordering::SeqCst),
+        1 + 3,
+        "with a key: one attempt and two retries"
+    );
 }
 
 #[tokio::test]
@@ -179,7 +224,12 @@ async fn a_post_is_retried_when_the_connection_was_refused() {
     let gw = gateway(&[dead(), good.url.clone()], |_| {}).await;
     let c = client();
     for _ in 0..20 {
-        let r = c.post(gw.url("/api/rooms")).body("{\"n\":1}").send().await.unwrap();
+        let r = c
+            .post(gw.url("/api/rooms"))
+            .body("{\"n\":1}")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(json(r).await["body_len"], 7);
     }
@@ -241,7 +291,11 @@ async fn all_instances_down_answers_503_fast_with_retry_after() {
 async fn a_service_without_instances_answers_503_at_once() {
     let gw = gateway(&[], |_| {}).await;
     let t = Instant::now();
-    let r = client().get(gw.url("/api/customers/1")).send().await.unwrap();
+    let r = client()
+        .get(gw.url("/api/customers/1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     assert!(t.elapsed() < Duration::from_millis(500));
     let p = json(r).await;
@@ -266,7 +320,12 @@ async fn traversal_is_refused_and_unknown_routes_are_404_problems() {
         assert!(head.starts_with("HTTP/1.1 400"), "{p}: {head}");
         assert!(head.contains("application/problem+json"), "{p}: {head}");
     }
-    let r = c.get(gw.url("/api/nothing")).header("x-request-id", "my-id-1").send().await.unwrap();
+    let r = c
+        .get(gw.url("/api/nothing"))
+        .header("x-request-id", "my-id-1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["x-request-id"], "my-id-1");
     assert_eq!(r.headers()["x-trace-id"].len(), 32);
@@ -278,7 +337,12 @@ async fn traversal_is_refused_and_unknown_routes_are_404_problems() {
 async fn the_request_id_reaches_the_instance_and_comes_back() {
     let good = upstream("good", Behave::Ok).await;
     let gw = gateway(&[good.url.clone()], |_| {}).await;
-    let r = client().get(gw.url("/api/rooms")).header("x-request-id", "req-42").send().await.unwrap();
+    let r = client()
+        .get(gw.url("/api/rooms"))
+        .header("x-request-id", "req-42")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["x-request-id"], "req-42");
     assert!(r.headers().contains_key("x-trace-id"));
     assert_eq!(json(r).await["request_id"], "req-42");
@@ -290,8 +354,18 @@ async fn the_index_lists_the_routes() {
     let r = client().get(gw.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let v = json(r).await;
-    let prefixes: Vec<&str> = v["routes"].as_array().unwrap().iter().map(|r| r["prefix"].as_str().unwrap()).collect();
-    for p in ["/api/customers", "/api/rooms", "/api/bookings", "/api/availability"] {
+    let prefixes: Vec<&str> = v["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["prefix"].as_str().unwrap())
+        .collect();
+    for p in [
+        "/api/customers",
+        "/api/rooms",
+        "/api/bookings",
+        "/api/availability",
+    ] {
         assert!(prefixes.contains(&p), "{prefixes:?}");
     }
 }
@@ -322,7 +396,12 @@ async fn a_hung_instance_costs_little_thanks_to_hedging() {
 async fn a_body_over_the_replay_buffer_is_streamed_through_once() {
     let good = upstream("good", Behave::Ok).await;
     let gw = gateway(&[good.url.clone()], |s| s.retry_buffer_bytes = 1024).await;
-    let r = client().post(gw.url("/api/rooms")).body(vec![b'x'; 100_000]).send().await.unwrap();
+    let r = client()
+        .post(gw.url("/api/rooms"))
+        .body(vec![b'x'; 100_000])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(json(r).await["body_len"], 100_000);
 }
@@ -331,7 +410,10 @@ async fn a_body_over_the_replay_buffer_is_streamed_through_once() {
 async fn admin_endpoints_need_the_token_and_report_instances_and_metrics() {
     let good = upstream("good", Behave::Ok).await;
     let token = "admin-token-0123456789";
-    let gw = gateway(&[good.url.clone(), dead()], |s| s.admin_token = Some(token.into())).await;
+    let gw = gateway(&[good.url.clone(), dead()], |s| {
+        s.admin_token = Some(token.into())
+    })
+    .await;
     let c = client();
     for _ in 0..10 {
         c.get(gw.url("/api/rooms")).send().await.unwrap();
@@ -340,18 +422,49 @@ async fn admin_endpoints_need_the_token_and_report_instances_and_metrics() {
     let r = c.get(admin("/admin/status")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.headers().contains_key("www-authenticate"));
-    let r = c.get(admin("/admin/status")).bearer_auth("wrong-token-0123456789").send().await.unwrap();
+    let r = c
+        .get(admin("/admin/status"))
+        .bearer_auth("wrong-token-0123456789")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = c.get(admin("/admin/status")).bearer_auth(token).send().await.unwrap();
+    let r = c
+        .get(admin("/admin/status"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v = json(r).await;
-    let room = v["services"].as_array().unwrap().iter().find(|s| s["service"] == "room").unwrap().clone();
+    let room = v["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "room")
+        .unwrap()
+        .clone();
     assert_eq!(room["known"], 2);
     let instances = room["instances"].as_array().unwrap();
-    let total: u64 = instances.iter().map(|i| i["requests"].as_u64().unwrap()).sum();
+    let total: u64 = instances
+        .iter()
+        .map(|i| i["requests"].as_u64().unwrap())
+        .sum();
     assert!(total >= 10, "{room}");
-    assert!(instances.iter().all(|i| i["breaker"].is_string() && i["address"].is_string()));
-    let m = c.get(admin("/metrics")).bearer_auth(token).send().await.unwrap().text().await.unwrap();
+    assert!(
+        instances
+            .iter()
+            .all(|i| i["breaker"].is_string() && i["address"].is_string())
+    );
+    let m = c
+        .get(admin("/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for name in [
         "gateway_requests_total",
         "gateway_request_duration_seconds",
@@ -368,21 +481,38 @@ async fn admin_endpoints_need_the_token_and_report_instances_and_metrics() {
 async fn a_new_instance_takes_traffic_as_soon_as_discovery_publishes_it() {
     let a = upstream("a", Behave::Ok).await;
     let b = upstream("b", Behave::Ok).await;
-    let target = |name: &str, url: &str| Target { name: name.into(), origin: Origin::parse(url).unwrap() };
+    let target = |name: &str, url: &str| Target {
+        name: name.into(),
+        origin: Origin::parse(url).unwrap(),
+    };
     let (tx, rx) = watch::channel::<Targets>(Arc::new(vec![target("room-1", &a.url)]));
     let cfg = Config::try_from(settings(&[], |_| {})).unwrap();
     let app = Application::build_with(cfg, |name, _| {
-        if name == "room" { Source::Watch(rx.clone()) } else { Source::Fixed(vec![]) }
+        if name == "room" {
+            Source::Watch(rx.clone())
+        } else {
+            Source::Fixed(vec![])
+        }
     })
     .await
     .unwrap();
     let gw = start(app).await;
     let c = client();
-    assert_eq!(json(c.get(gw.url("/api/rooms")).send().await.unwrap()).await["instance"], "a");
-    tx.send(Arc::new(vec![target("room-1", &a.url), target("room-2", &b.url)])).unwrap();
+    assert_eq!(
+        json(c.get(gw.url("/api/rooms")).send().await.unwrap()).await["instance"],
+        "a"
+    );
+    tx.send(Arc::new(vec![
+        target("room-1", &a.url),
+        target("room-2", &b.url),
+    ]))
+    .unwrap();
     let t = Instant::now();
     while b.hits.load(Ordering::SeqCst) == 0 {
-        assert!(t.elapsed() < Duration::from_secs(5), "room-2 never got traffic");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "room-2 never got traffic"
+        );
         c.get(gw.url("/api/rooms")).send().await.unwrap();
     }
     tx.send(Arc::new(vec![])).unwrap();
