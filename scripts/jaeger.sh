@@ -77,12 +77,17 @@ running_pid() {
     echo "$pid"
 }
 
+need_curl() {
+    command -v curl >/dev/null 2>&1 || { say "curl is required to check readiness"; return 1; }
+}
+
 ready() {
     curl -fsS --max-time 2 "$HEALTH_URL" >/dev/null 2>&1 &&
         curl -fsS --max-time 2 "$UI_URL/api/services" >/dev/null 2>&1
 }
 
 start() {
+    need_curl || return 1
     local pid
     if pid="$(running_pid)"; then
         say "already running (pid $pid), UI $UI_URL"
@@ -144,6 +149,7 @@ stop() {
 }
 
 status() {
+    need_curl || return 1
     local pid
     if pid="$(running_pid)"; then
         if ready; then

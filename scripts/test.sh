@@ -24,24 +24,26 @@ jaeger_unavailable() {
     echo "test.sh: running without Jaeger ($*); the end-to-end tracing test will be skipped" >&2
 }
 
-if ./scripts/jaeger.sh install; then
-    if ./scripts/jaeger.sh status >/dev/null 2>&1; then
-        # Someone's own Jaeger from `scripts/jaeger.sh start`: use it, leave it running.
-        echo "test.sh: using the Jaeger that is already running" >&2
-        jaeger_ready=yes
-    elif ./scripts/jaeger.sh start; then
+ui="http://127.0.0.1:${JAEGER_UI_PORT:-16686}"
+jaeger_ready=""
+if curl -fsS --max-time 2 "$ui/api/services" >/dev/null 2>&1; then
+    # A Jaeger is already up (scripts/jaeger.sh start, or the container): use it and
+    # leave it running.
+    echo "test.sh: using the Jaeger already answering on $ui" >&2
+    jaeger_ready=yes
+elif ./scripts/jaeger.sh install; then
+    if ./scripts/jaeger.sh start; then
         jaeger_pid_we_started="$(cat tools/jaeger/jaeger.pid)"
         jaeger_ready=yes
     else
-        jaeger_ready=""
         jaeger_unavailable "it did not start"
-    fi
-    if [ -n "$jaeger_ready" ]; then
-        export HOTEL_TEST_JAEGER="http://127.0.0.1:${JAEGER_UI_PORT:-16686}"
-        export HOTEL_TEST_OTLP_ENDPOINT="http://127.0.0.1:${JAEGER_OTLP_GRPC_PORT:-4317}"
     fi
 else
     jaeger_unavailable "it could not be installed"
+fi
+if [ -n "$jaeger_ready" ]; then
+    export HOTEL_TEST_JAEGER="$ui"
+    export HOTEL_TEST_OTLP_ENDPOINT="http://127.0.0.1:${JAEGER_OTLP_GRPC_PORT:-4317}"
 fi
 
 cargo test --workspace "$@"
