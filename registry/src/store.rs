@@ -451,6 +451,22 @@ impl Store {
         Ok(self.lock().snapshot(service, Instant::now()))
     }
 
+    /// Restarts every lease from `now` (after a stall); answers how many there are.
+    fn restart_leases(&self, now: Instant) -> usize {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.deadlines.clear();
+        for (service, svc) in st.services.iter_mut() {
+            for (name, e) in svc.instances.iter_mut() {
+                st.next_seq += 1;
+                let key = (now + e.lease, st.next_seq);
+                e.deadline_key = key;
+                st.deadlines.insert(key, (service.clone(), name.clone()));
+            }
+        }
+        st.deadlines.len()
+    }
+
     /// Removes every instance whose deadline is at or before `now`; answers the earliest
     /// remaining deadline.
     fn evict_expired(&self, now: Instant) -> Option<Instant> {
@@ -483,14 +499,37 @@ impl Store {
     }
 }
 
+/// How late the reaper may wake before we conclude the registry itself was stopped.
+const STALL: Duration = Duration::from_secs(1);
+
 /// The reaper: sleeps until the earliest lease deadline (or until a registration brings
 /// an earlier one), evicts what expired, repeats.
+///
+/// If it wakes more than [`STALL`] after it meant to, the registry process was frozen
+/// (SIGSTOP, a suspended VM) or starved, and the heartbeats of that time were never
+/// read, not missing. Evicting then would empty every service at once; instead every
+/// lease restarts from now, as etcd does after a leader change.
 async fn reap(store: Weak<Inner>, wake: Arc<Notify>, closing: CancellationToken) {
+    let mut planned: Option<Instant> = None;
     loop {
         let next = match store.upgrade() {
-            Some(inner) => Store { inner }.evict_expired(Instant::now()),
+            Some(inner) => {
+                let store = Store { inner };
+                let now = Instant::now();
+                if let Some(late) = planned.map(|p| now.saturating_duration_since(p)) {
+                    if late > STALL {
+                        let renewed = store.restart_leases(now);
+                        tracing::warn!(
+                            stalled = %humantime::format_duration(late), renewed,
+                            "the registry was not running for a while; restarted every lease instead of evicting"
+                        );
+                    }
+                }
+                store.evict_expired(now)
+            }
             None => return,
         };
+        planned = next;
         let sleep = async {
             match next {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -533,6 +572,30 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(2)).await;
         assert!(store.instances("room").unwrap().instances.is_empty());
         assert_eq!(store.services().services[0].instances, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_registry_frozen_past_every_lease_restarts_them_instead_of_evicting() {
+        let store = Store::start(&Settings::default());
+        store
+            .register("room", "room-1", req("http://127.0.0.1:1"))
+            .unwrap();
+        store
+            .register("room", "room-2", req("http://127.0.0.1:2"))
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // The whole process stops for 10 s (SIGSTOP): time jumps past every lease.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(
+            names(&store.instances("room").unwrap()),
+            ["room-1", "room-2"]
+        );
+        // Leases now run from the resume: room-1 heartbeats, room-2 does not.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        store.heartbeat("room", "room-1").unwrap();
+        tokio::time::sleep(Duration::from_millis(1_001)).await;
+        assert_eq!(names(&store.instances("room").unwrap()), ["room-1"]);
     }
 
     #[tokio::test(start_paused = true)]
