@@ -20,6 +20,7 @@
 //! The inspector never changes bytes. It stops following (and never flags) on HTTP/2,
 //! on upgrades, and on input it cannot frame, which hyper refuses by itself anyway.
 
+use std::future::Future;
 use std::{
     io,
     pin::Pin,
@@ -144,6 +145,11 @@ impl Inspector {
             body: 0,
             flag,
         }
+    }
+
+    /// Whether part of a request head has arrived but not all of it.
+    pub fn head_in_progress(&self) -> bool {
+        matches!(&self.state, State::Head(buf) if !buf.is_empty())
     }
 
     /// Feeds the next bytes of the stream; when a chunked body passes the limit, `Err`
@@ -297,12 +303,26 @@ fn find_head_end(buf: &[u8], next: &[u8]) -> Option<usize> {
 pub struct Inspected<T> {
     io: T,
     inspector: Inspector,
+    /// How long a request head may take from its first byte to its blank line.
+    head_timeout: std::time::Duration,
+    /// Armed while a head is in progress (one allocation per connection, then reset).
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
 }
 
 impl<T> Inspected<T> {
-    /// Wraps `io`.
-    pub fn new(io: T, inspector: Inspector) -> Self {
-        Inspected { io, inspector }
+    /// Wraps `io`; a request head must arrive within `head_timeout` of its first byte,
+    /// or reads fail with `TimedOut` (hyper then drops the connection). This is the
+    /// slow-loris bound; idle time between requests is bounded separately (hyper's
+    /// header timer, `limits.idle_timeout`).
+    pub fn new(io: T, inspector: Inspector, head_timeout: std::time::Duration) -> Self {
+        Inspected {
+            io,
+            inspector,
+            head_timeout,
+            deadline: None,
+            armed: false,
+        }
     }
 }
 
@@ -323,6 +343,28 @@ impl<T: AsyncRead + Unpin> AsyncRead for Inspected<T> {
         if let Poll::Ready(Ok(())) = &res {
             if let Err(BodyTooLarge(kept)) = this.inspector.feed(&buf.filled()[before..]) {
                 buf.set_filled(before + kept);
+            }
+        }
+        match (this.inspector.head_in_progress(), this.armed) {
+            (true, false) => {
+                let at = tokio::time::Instant::now() + this.head_timeout;
+                match &mut this.deadline {
+                    Some(d) => d.as_mut().reset(at),
+                    None => this.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
+                }
+                this.armed = true;
+            }
+            (false, true) => this.armed = false,
+            _ => {}
+        }
+        if res.is_pending() && this.armed {
+            if let Some(d) = &mut this.deadline {
+                if d.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "request head not received within the header timeout",
+                    )));
+                }
             }
         }
         res

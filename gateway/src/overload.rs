@@ -5,8 +5,9 @@
 //!   add per limit, released when the response head is ready.
 //! - Connection limit: past `max_connections` a new connection is closed on accept.
 //! - Slow clients: a connection must send its first byte within `header_timeout`, and
-//!   hyper closes one whose request head takes longer than `header_timeout` (which also
-//!   closes idle keep-alive connections after that long).
+//!   each request head must be complete within `header_timeout` of its first byte
+//!   (enforced by [`crate::framing::Inspected`]); a keep-alive connection idle for
+//!   `idle_timeout` between requests is closed (hyper's header timer).
 //! - Size limits: request bodies past `max_body_bytes` (by `Content-Length`) get 413,
 //!   request heads past `max_header_bytes` get 431 from hyper.
 
@@ -29,10 +30,13 @@ pub struct LimitSettings {
     pub max_in_flight_per_service: usize,
     /// Open client connections; more are closed on accept.
     pub max_connections: usize,
-    /// A client must send a request head within this (and its first byte within this
-    /// after connecting); idle keep-alive connections are closed after it too.
+    /// A request head must be complete within this of its first byte, and a new
+    /// connection must send its first byte within this (slow-loris defence).
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// Largest request body, by `Content-Length` (413 past it).
     pub max_body_bytes: u64,
     /// Largest request head (request line and headers); hyper answers 431 past it.
@@ -49,7 +53,8 @@ impl Default for LimitSettings {
             max_in_flight: 4096,
             max_in_flight_per_service: 1024,
             max_connections: 8192,
-            header_timeout: Duration::from_secs(15),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             max_body_bytes: 1024 * 1024,
             max_header_bytes: 64 * 1024,
             max_h2_streams: 256,
@@ -72,6 +77,9 @@ impl LimitSettings {
         }
         if self.header_timeout < Duration::from_millis(10) {
             return Err("limits.header_timeout: must be at least 10ms".into());
+        }
+        if self.idle_timeout < Duration::from_millis(10) {
+            return Err("limits.idle_timeout: must be at least 10ms".into());
         }
         if self.max_header_bytes < 8192 {
             return Err("limits.max_header_bytes: must be at least 8192".into());

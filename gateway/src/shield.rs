@@ -256,7 +256,10 @@ impl Protections {
     pub fn configure<E>(&self, b: &mut hyper_util::server::conn::auto::Builder<E>) {
         b.http1()
             .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(self.limits.header_timeout)
+            // hyper's timer runs from the moment it waits for a head, idle time included:
+            // it is the keep-alive bound. The head itself is timed from its first byte by
+            // the framing inspector (`header_timeout`).
+            .header_read_timeout(self.limits.idle_timeout.max(self.limits.header_timeout))
             .max_buf_size(self.limits.max_header_bytes);
         b.http2()
             .timer(hyper_util::rt::TokioTimer::new())
@@ -299,6 +302,7 @@ impl Protections {
                 self.limits.max_header_bytes,
                 self.limits.max_body_bytes,
             ),
+            self.limits.header_timeout,
         );
         let info = ConnInfo {
             peer,

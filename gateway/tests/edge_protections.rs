@@ -609,6 +609,39 @@ async fn a_client_sending_its_headers_a_byte_at_a_time_is_cut_off_after_the_head
 }
 
 #[tokio::test]
+async fn a_keep_alive_connection_may_idle_past_the_header_timeout_until_the_idle_timeout() {
+    let room = upstream(Duration::ZERO).await;
+    let gw = gateway(&room, None, |s| {
+        s.limits.header_timeout = Duration::from_millis(200);
+        s.limits.idle_timeout = Duration::from_millis(1500);
+    })
+    .await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nhost: gw\r\n\r\n")
+            .await
+            .unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        // Idle longer than the header timeout: the connection stays usable.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    let idle = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+        .await
+        .expect("an idle connection was never closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    // 1.5 s after hyper began waiting, of which 0.6 s passed before `idle` started.
+    assert!(
+        idle.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        idle.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn a_silent_connection_is_closed_after_the_header_timeout() {
     let room = upstream(Duration::ZERO).await;
     let gw = gateway(&room, None, |s| {
