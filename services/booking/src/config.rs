@@ -35,6 +35,11 @@ pub struct Settings {
     /// How long an `Idempotency-Key` and its stored response are kept (24 h, like Stripe).
     #[serde(with = "humantime_serde")]
     pub idempotency_retention: Duration,
+    /// How long a duplicate of a request still in flight (a client retry, a gateway
+    /// hedge) waits for the first one to finish and replays its answer, before giving up
+    /// with 409.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_wait: Duration,
     /// The registry this instance registers with, when `registry.url` is set.
     #[serde(default)]
     pub registry: RegistryLink,
@@ -52,6 +57,7 @@ impl Default for Settings {
             peer_timeout: Duration::from_secs(2),
             peer_connect_timeout: Duration::from_millis(500),
             idempotency_retention: Duration::from_secs(24 * 60 * 60),
+            idempotency_wait: Duration::from_secs(2),
             registry: RegistryLink::default(),
         }
     }
@@ -114,6 +120,7 @@ mod tests {
         assert_eq!(s.peer_timeout, d.peer_timeout);
         assert_eq!(s.peer_connect_timeout, d.peer_connect_timeout);
         assert_eq!(s.idempotency_retention, d.idempotency_retention);
+        assert_eq!(s.idempotency_wait, d.idempotency_wait);
         assert_eq!(s.registry.heartbeat, d.registry.heartbeat);
     }
 

@@ -5,7 +5,9 @@
 //! work ends its response is stored with the key (a 201 in the same transaction as the
 //! booking itself) and every later request with that key and the same body gets that
 //! response again, marked `Idempotent-Replayed: true`; the same key with another body is a
-//! 422. A 5xx is not stored: the key is released so the client can retry. Keys are kept
+//! 422. A duplicate arriving while the first still runs (a client's retry after a
+//! timeout, a gateway's hedge) waits a little for the first to finish and then replays
+//! its answer; only when the first is still running after that wait is it refused (409). A 5xx is not stored: the key is released so the client can retry. Keys are kept
 //! for the configured retention (24 h) and then purged.
 //!
 //! A reservation is a lease the owner renews every [`RENEW_EVERY`] while it works. When
@@ -268,6 +270,41 @@ pub async fn reserve(
         .instrument(db::span("COMMIT", "idempotency_keys"))
         .await?;
     outcome
+}
+
+/// Waits until `key`'s reservation may have changed hands: it was settled or released,
+/// its owner is gone, or its lease ran out; or until `deadline`. Reads only, so many
+/// waiting duplicates do not compete for the write lock.
+pub async fn wait_for_change(
+    pool: &SqlitePool,
+    key: &str,
+    deadline: tokio::time::Instant,
+) -> Result<(), BookingError> {
+    const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep_until((now + POLL).min(deadline)).await;
+        let row: Option<(String, i64, String)> =
+            sqlx::query_as("SELECT state, locked_at, owner FROM idempotency_keys WHERE key = ?1")
+                .bind(key)
+                .fetch_optional(pool)
+                .instrument(db::span("SELECT", "idempotency_keys"))
+                .await?;
+        let settled = match row {
+            None => true,
+            Some((state, locked_at, owner)) => {
+                state != "in_flight"
+                    || locked_at <= now_ms() - IN_FLIGHT_LEASE_MS
+                    || owner_is_gone(&owner)
+            }
+        };
+        if settled {
+            return Ok(());
+        }
+    }
 }
 
 /// Renews `owner`'s reservation of `key`; false when it is no longer `owner`'s.

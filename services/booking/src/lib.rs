@@ -114,6 +114,7 @@ impl Application {
             store: store::Store::new(pool),
             directory,
             idempotency_retention: settings.idempotency_retention,
+            idempotency_wait: settings.idempotency_wait,
         };
         let router = app_router(state.clone());
         let (listener, addr) = hotel_common::server::bind(settings.listen).await?;

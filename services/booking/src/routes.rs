@@ -36,6 +36,8 @@ pub struct AppState {
     pub directory: Arc<dyn Directory>,
     /// How long idempotency keys are honoured.
     pub idempotency_retention: Duration,
+    /// How long a duplicate waits for the in-flight first request before a 409.
+    pub idempotency_wait: Duration,
 }
 
 /// The booking routes (without the shared layers) and the OpenAPI document describing
@@ -102,16 +104,7 @@ async fn create_booking(
         };
     };
     let hash = idempotency::request_hash(&req);
-    let retention_ms = i64::try_from(app.idempotency_retention.as_millis()).unwrap_or(i64::MAX);
-    match idempotency::reserve(
-        app.store.pool(),
-        &key,
-        &hash,
-        idempotency::now_ms(),
-        retention_ms,
-    )
-    .await
-    {
+    match reserve_or_wait(&app, &key, &hash).await {
         Err(e) => e.into_response(),
         Ok(Reservation::Replay(stored)) => stored.into_response(true),
         Ok(Reservation::Reserved(owner)) => {
@@ -130,6 +123,26 @@ async fn create_booking(
                 Ok(stored) => stored.into_response(false),
                 Err(e) => BookingError::Internal(format!("booking task: {e}")).into_response(),
             }
+        }
+    }
+}
+
+/// Reserves `key`; while another request holds it, waits (up to `idempotency_wait`) for
+/// that one to settle, so a duplicate gets the first answer instead of a 409.
+async fn reserve_or_wait(
+    app: &AppState,
+    key: &str,
+    hash: &str,
+) -> Result<Reservation, BookingError> {
+    let retention_ms = i64::try_from(app.idempotency_retention.as_millis()).unwrap_or(i64::MAX);
+    let deadline = tokio::time::Instant::now() + app.idempotency_wait;
+    loop {
+        let pool = app.store.pool();
+        match idempotency::reserve(pool, key, hash, idempotency::now_ms(), retention_ms).await {
+            Err(BookingError::IdempotencyKeyInFlight) if tokio::time::Instant::now() < deadline => {
+                idempotency::wait_for_change(pool, key, deadline).await?;
+            }
+            other => return other,
         }
     }
 }

@@ -44,8 +44,9 @@ async fn a_repeated_key_replays_the_first_response_and_books_once() {
 }
 
 #[tokio::test]
-async fn the_same_key_sent_twenty_times_at_once_books_once() {
-    let app = TestApp::spawn().await;
+async fn the_same_key_sent_twenty_times_at_once_books_once_even_without_waiting() {
+    // No waiting for the first: duplicates that find it in flight are refused at once.
+    let app = TestApp::spawn_with(|s| s.idempotency_wait = std::time::Duration::ZERO).await;
     let (body, room) = app.booking_body(6, 3);
     let body = body.to_string();
     let mut tasks = Vec::new();
@@ -327,7 +328,8 @@ async fn a_reservation_whose_process_died_is_taken_over_at_once() {
 
 #[tokio::test]
 async fn a_live_owners_reservation_is_honoured_until_its_lease_runs_out() {
-    let app = TestApp::spawn().await;
+    let app =
+        TestApp::spawn_with(|s| s.idempotency_wait = std::time::Duration::from_millis(200)).await;
     let (body, _) = app.booking_body(4, 2);
     let live = hotel_booking::idempotency::new_owner();
     plant_reservation(&app, "busy", &body, &live, 0).await;
@@ -358,7 +360,11 @@ async fn a_live_owners_reservation_is_honoured_until_its_lease_runs_out() {
 
 #[tokio::test]
 async fn a_request_slower_than_the_lease_keeps_its_key_by_renewing_it() {
-    let app = TestApp::spawn_with(|s| s.peer_timeout = std::time::Duration::from_secs(30)).await;
+    let app = TestApp::spawn_with(|s| {
+        s.peer_timeout = std::time::Duration::from_secs(30);
+        s.idempotency_wait = std::time::Duration::from_millis(200);
+    })
+    .await;
     let (body, room) = app.booking_body(4, 2);
     let body = body.to_string();
     let lease =
@@ -387,6 +393,46 @@ async fn a_request_slower_than_the_lease_keeps_its_key_by_renewing_it() {
         .await;
     assert_eq!((status.as_u16(), again), (201, first));
     assert_eq!(headers["idempotent-replayed"], "true");
+    let (_, _, list) = app
+        .send("GET", &format!("/bookings?room_id={room}"), None, &[])
+        .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn twenty_duplicates_sent_at_once_all_get_the_first_answer_by_waiting_for_it() {
+    // A generous wait so that a loaded machine still lets the first finish in time.
+    let app =
+        TestApp::spawn_with(|s| s.idempotency_wait = std::time::Duration::from_secs(20)).await;
+    app.peers.customer_delay_ms.store(300, Ordering::SeqCst);
+    let (body, room) = app.booking_body(6, 3);
+    let body = body.to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (router, body) = (app.router.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            send(
+                &router,
+                "POST",
+                "/bookings",
+                Some(&body),
+                &[(KEY, "hedged")],
+            )
+            .await
+        }));
+    }
+    let mut fresh = 0;
+    let mut bodies = std::collections::HashSet::new();
+    for t in tasks {
+        let (status, headers, b) = t.await.unwrap();
+        assert_eq!(status, 201, "{b}");
+        if headers.get("idempotent-replayed").is_none() {
+            fresh += 1;
+        }
+        bodies.insert(b.to_string());
+    }
+    assert_eq!(fresh, 1, "one request ran, nineteen replayed it");
+    assert_eq!(bodies.len(), 1, "every answer is the same booking");
     let (_, _, list) = app
         .send("GET", &format!("/bookings?room_id={room}"), None, &[])
         .await;
