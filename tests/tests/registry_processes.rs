@@ -1,7 +1,8 @@
 //! The registry with real processes: `hotel registry` and `hotel service customer`
 //! replicas that register through `HOTEL_CUSTOMER__REGISTRY__*`. A replica killed with
 //! SIGKILL leaves when its lease ends; a registry killed and restarted on the same address
-//! gets every live replica back within about a heartbeat; SIGTERM deregisters at once.
+//! gets every live replica back within about a heartbeat; a registry frozen (SIGSTOP) past
+//! every lease keeps them all on resume; SIGTERM deregisters at once.
 //!
 //! Run with `cargo build -p hotel && cargo test -p hotel-tests --test registry_processes`.
 
@@ -265,5 +266,52 @@ async fn a_replica_stopped_with_sigterm_deregisters_at_once() -> Result<()> {
     let (clean, c1) = stopped.await?;
     assert!(clean, "customer-1 did not exit cleanly:\n{}", c1.log_text());
     assert!(c1.log_text().contains("deregistered"), "{}", c1.log_text());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_registry_frozen_past_every_lease_keeps_its_instances_on_resume() -> Result<()> {
+    let dir = TempDir::new("registry-freeze");
+    let registry = start_registry(&dir, "registry", "127.0.0.1:0")?;
+    let _c1 = start_customer(&dir, "customer-1", &registry, "1s", "3s")?;
+    let _c2 = start_customer(&dir, "customer-2", &registry, "1s", "3s")?;
+    let http = reqwest::Client::new();
+    wait_for_names(
+        &http,
+        &registry.url(),
+        &["customer-1", "customer-2"],
+        Duration::from_secs(30),
+    )
+    .await?;
+
+    registry.pause();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    registry.resume();
+    // The heartbeats of the freeze were never read, not missing: the first answer after
+    // the resume must still list both (without the stall rule they would all be evicted
+    // and come back a heartbeat later).
+    let first = eventually(
+        Duration::from_secs(10),
+        "registry to answer after SIGCONT",
+        || async { listed(&http, &registry.url()).await },
+    )
+    .await?;
+    assert_eq!(
+        names(&first),
+        ["customer-1", "customer-2"],
+        "{}",
+        registry.log_text()
+    );
+    // And they stay, since their heartbeats resume.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let later = listed(&http, &registry.url())
+        .await
+        .context("registry answers")?;
+    assert_eq!(names(&later), ["customer-1", "customer-2"]);
+    assert!(
+        registry.log_text().contains("restarted every lease"),
+        "{}",
+        registry.log_text()
+    );
     Ok(())
 }
