@@ -98,12 +98,12 @@ async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Result<Value
     Ok(body)
 }
 
-/// Sends every request at once (behind a barrier) and returns the statuses per booking
-/// process and the wall time of the burst.
+/// Sends every request at once (behind a barrier) and returns, per request, the booking
+/// process, the status, whether it was a replay and the body; and the burst's wall time.
 async fn burst(
     client: &reqwest::Client,
     targets: Vec<(usize, String, Value, Option<String>)>,
-) -> Result<(Vec<(usize, u16, Value)>, Duration)> {
+) -> Result<(Vec<(usize, u16, bool, Value)>, Duration)> {
     let barrier = Arc::new(Barrier::new(targets.len()));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -118,8 +118,9 @@ async fn burst(
             }
             let res = req.send().await?;
             let status = res.status().as_u16();
+            let replayed = res.headers().contains_key("idempotent-replayed");
             let body: Value = res.json().await.unwrap_or(Value::Null);
-            anyhow::Ok((process, status, body))
+            anyhow::Ok((process, status, replayed, body))
         }));
     }
     let mut out = Vec::new();
@@ -197,10 +198,10 @@ async fn conflicting_bookings_across_two_processes_on_one_database_book_exactly_
         })
         .collect();
     let (results, wall) = burst(&client, targets).await?;
-    let created: Vec<_> = results.iter().filter(|(_, s, _)| *s == 201).collect();
-    let conflicts = results.iter().filter(|(_, s, _)| *s == 409).count();
+    let created: Vec<_> = results.iter().filter(|(_, s, _, _)| *s == 201).collect();
+    let conflicts = results.iter().filter(|(_, s, _, _)| *s == 409).count();
     let per_process: Vec<usize> = (0..2)
-        .map(|p| results.iter().filter(|(q, _, _)| *q == p).count())
+        .map(|p| results.iter().filter(|(q, _, _, _)| *q == p).count())
         .collect();
     println!(
         "booking race: {CONFLICTING} conflicting requests ({} to booking-1, {} to booking-2) -> \
@@ -213,7 +214,7 @@ async fn conflicting_bookings_across_two_processes_on_one_database_book_exactly_
     );
     let others: Vec<_> = results
         .iter()
-        .filter(|(_, s, _)| *s != 201 && *s != 409)
+        .filter(|(_, s, _, _)| *s != 201 && *s != 409)
         .collect();
     ensure!(others.is_empty(), "unexpected answers: {others:?}");
     ensure!(
@@ -221,7 +222,7 @@ async fn conflicting_bookings_across_two_processes_on_one_database_book_exactly_
         "expected exactly one booking, got {created:?}"
     );
     ensure!(conflicts == CONFLICTING - 1);
-    for (_, _, p) in results.iter().filter(|(_, s, _)| *s == 409) {
+    for (_, _, _, p) in results.iter().filter(|(_, s, _, _)| *s == 409) {
         let detail = p["detail"].as_str().unwrap_or_default();
         ensure!(
             detail.contains("2035-06-1"),
@@ -237,11 +238,12 @@ async fn conflicting_bookings_across_two_processes_on_one_database_book_exactly_
             p.name,
             items.len()
         );
-        ensure!(items[0]["id"] == created[0].2["id"]);
+        ensure!(items[0]["id"] == created[0].3["id"]);
     }
 
     // A retried POST with one Idempotency-Key, sent to both processes at the same moment,
-    // books once: one 201 that ran, the rest replays of it or 409 "still in progress".
+    // books once: one 201 that ran, the rest replays of it (duplicates wait for the first
+    // answer) or, only past that wait, 409 "still in progress".
     let later = json!({
         "customer_id": customer_id, "room_id": room_id,
         "check_in": "2035-07-01", "check_out": "2035-07-03", "guests": 1,
@@ -259,8 +261,12 @@ async fn conflicting_bookings_across_two_processes_on_one_database_book_exactly_
         })
         .collect();
     let (results, wall) = burst(&client, targets).await?;
-    let ok = results.iter().filter(|(_, s, _)| *s == 201).count();
-    let in_flight = results.iter().filter(|(_, s, _)| *s == 409).count();
+    let ok = results.iter().filter(|(_, s, _, _)| *s == 201).count();
+    let ran = results
+        .iter()
+        .filter(|(_, s, replayed, _)| *s == 201 && !replayed)
+        .count();
+    let in_flight = results.iter().filter(|(_, s, _, _)| *s == 409).count();
     println!(
         "same Idempotency-Key x{SAME_KEY} across both processes -> {ok} x 201 (first or replayed), \
          {in_flight} x 409 in flight, in {:.0} ms",
@@ -270,10 +276,14 @@ async fn conflicting_bookings_across_two_processes_on_one_database_book_exactly_
         ok + in_flight == SAME_KEY,
         "unexpected answers: {results:?}"
     );
+    ensure!(
+        ran == 1,
+        "exactly one request must have run, {ran} did: {results:?}"
+    );
     let ids: std::collections::HashSet<String> = results
         .iter()
-        .filter(|(_, s, _)| *s == 201)
-        .map(|(_, _, b)| b["id"].to_string())
+        .filter(|(_, s, _, _)| *s == 201)
+        .map(|(_, _, _, b)| b["id"].to_string())
         .collect();
     ensure!(
         ids.len() == 1,
