@@ -149,6 +149,7 @@ pub fn from_registry(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use futures::StreamExt;

@@ -139,6 +139,7 @@ where
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use crate::{latency::LatencyWindow, metrics::Metrics, settings::Policy};

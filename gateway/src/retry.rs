@@ -187,10 +187,10 @@ impl<RB> tower::retry::Policy<Request<ProxyBody>, Response<RB>, BoxError> for Re
             return None;
         }
         let backoff = self.backoff();
-        if let Some(Deadline(d)) = req.extensions().get::<Deadline>() {
-            if Instant::now() + backoff >= *d {
-                return None;
-            }
+        if let Some(Deadline(d)) = req.extensions().get::<Deadline>()
+            && Instant::now() + backoff >= *d
+        {
+            return None;
         }
         if !self.shared.withdraw("retry") {
             return None;
@@ -230,6 +230,7 @@ impl<RB> tower::retry::Policy<Request<ProxyBody>, Response<RB>, BoxError> for Re
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use crate::settings::Policy;

@@ -613,10 +613,8 @@ impl TryFrom<Settings> for Config {
                 ),
             ));
         }
-        if let Some(t) = &admin_token {
-            if t.len() < 16 {
-                return Err(bad("admin_token", "must be at least 16 characters"));
-            }
+        if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(bad("admin_token", "must be at least 16 characters"));
         }
         if s.retry_buffer_bytes > 16 * 1024 * 1024 {
             return Err(bad("retry_buffer_bytes", "must be 16 MiB or less"));
@@ -712,7 +710,7 @@ impl TryFrom<Settings> for Config {
                 policy,
             });
         }
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         let registry = match s.registry.url.filter(|u| !u.is_empty()) {
             Some(url) => {
                 Origin::parse(url.trim_end_matches('/')).map_err(|e| bad("registry.url", e))?;
@@ -754,6 +752,7 @@ impl TryFrom<Settings> for Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
 

@@ -1,6 +1,12 @@
 //! In-process tests of the whole gateway: a real `Application` on port 0 in front of
 //! small fake instances (axum on port 0) that fail, stall or vanish on purpose.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::field_reassign_with_default,
+    clippy::cloned_ref_to_slice_refs
+)]
+
 use axum::{Router, body::Bytes, extract::State, http::StatusCode, response::IntoResponse};
 use hotel_gateway::{
     Application, Config, Settings,

@@ -4,6 +4,12 @@
 //!
 //! Run with `cargo build -p hotel && cargo test -p hotel-tests --test gateway_processes`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::field_reassign_with_default,
+    clippy::cloned_ref_to_slice_refs
+)]
+
 use anyhow::{Context, Result, bail};
 use hotel_tests::{Proc, TempDir, eventually};
 use serde_json::{Value, json};
@@ -34,11 +40,20 @@ fn spawn_registry(dir: &Path) -> Result<Proc> {
     )
 }
 
-fn spawn_replica(service: &str, n: usize, data: &Path, registry: Option<&str>, dir: &Path) -> Result<Proc> {
+fn spawn_replica(
+    service: &str,
+    n: usize,
+    data: &Path,
+    registry: Option<&str>,
+    dir: &Path,
+) -> Result<Proc> {
     let name = format!("{service}-{n}");
     let data = data.to_str().context("utf-8 path")?;
     let upper = service.to_ascii_uppercase();
-    let (url_key, token_key) = (format!("HOTEL_{upper}__REGISTRY__URL"), format!("HOTEL_{upper}__REGISTRY__TOKEN"));
+    let (url_key, token_key) = (
+        format!("HOTEL_{upper}__REGISTRY__URL"),
+        format!("HOTEL_{upper}__REGISTRY__TOKEN"),
+    );
     let mut envs = vec![];
     if let Some(r) = registry {
         envs.push((url_key.as_str(), r));
@@ -46,20 +61,43 @@ fn spawn_replica(service: &str, n: usize, data: &Path, registry: Option<&str>, d
     }
     Proc::spawn(
         &name,
-        &["service", service, "--listen", "127.0.0.1:0", "--data-dir", data, "--name", &name],
+        &[
+            "service",
+            service,
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data,
+            "--name",
+            &name,
+        ],
         &envs,
         dir,
     )
 }
 
 /// Waits until the gateway's admin status lists `n` instances of `service`.
-async fn wait_known(c: &reqwest::Client, admin: &str, service: &str, n: u64, within: Duration) -> Result<()> {
+async fn wait_known(
+    c: &reqwest::Client,
+    admin: &str,
+    service: &str,
+    n: u64,
+    within: Duration,
+) -> Result<()> {
     let url = format!("{admin}/admin/status");
-    eventually(within, &format!("{n} instances of {service} in {url}"), || async {
-        let v: Value = c.get(&url).send().await.ok()?.json().await.ok()?;
-        let known = v["services"].as_array()?.iter().find(|s| s["service"] == service)?["known"].as_u64()?;
-        (known == n).then_some(())
-    })
+    eventually(
+        within,
+        &format!("{n} instances of {service} in {url}"),
+        || async {
+            let v: Value = c.get(&url).send().await.ok()?.json().await.ok()?;
+            let known = v["services"]
+                .as_array()?
+                .iter()
+                .find(|s| s["service"] == service)?["known"]
+                .as_u64()?;
+            (known == n).then_some(())
+        },
+    )
     .await
 }
 
@@ -83,7 +121,11 @@ async fn steady_gets(
                 let t = Instant::now();
                 match c.get(&url).send().await {
                     Ok(r) if r.status() == 200 => ok += 1,
-                    Ok(r) => failed.push(format!("{} {}", r.status(), r.text().await.unwrap_or_default())),
+                    Ok(r) => failed.push(format!(
+                        "{} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )),
                     Err(e) => failed.push(e.to_string()),
                 }
                 worst = worst.max(t.elapsed());
@@ -103,7 +145,11 @@ async fn steady_gets(
 }
 
 /// Kills one of three running replicas in the middle of steady GETs of `get_url`.
-async fn kill_one_under_load(c: &reqwest::Client, replicas: &mut [Proc], get_url: String) -> Result<()> {
+async fn kill_one_under_load(
+    c: &reqwest::Client,
+    replicas: &mut [Proc],
+    get_url: String,
+) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(steady_gets(c.clone(), get_url, 4, stop.clone()));
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -120,7 +166,11 @@ async fn kill_one_under_load(c: &reqwest::Client, replicas: &mut [Proc], get_url
         killed_at.elapsed()
     );
     if !failed.is_empty() {
-        bail!("{} requests failed after kill -9, first: {:?}", failed.len(), &failed[..failed.len().min(5)]);
+        bail!(
+            "{} requests failed after kill -9, first: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
     }
     if ok < 50 {
         bail!("only {ok} requests went through: the load did not run");
@@ -129,7 +179,8 @@ async fn kill_one_under_load(c: &reqwest::Client, replicas: &mut [Proc], get_url
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_one_of_three_registered_replicas_under_steady_gets_fails_no_request() -> Result<()> {
+async fn killing_one_of_three_registered_replicas_under_steady_gets_fails_no_request() -> Result<()>
+{
     let dir = TempDir::new("gateway-processes");
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
@@ -137,17 +188,34 @@ async fn killing_one_of_three_registered_replicas_under_steady_gets_fails_no_req
     let reg_url = registry.url();
     let mut replicas = Vec::new();
     for n in 1..=3 {
-        replicas.push(spawn_replica("customer", n, &data, Some(&reg_url), dir.path())?);
+        replicas.push(spawn_replica(
+            "customer",
+            n,
+            &data,
+            Some(&reg_url),
+            dir.path(),
+        )?);
     }
     let admin = format!("127.0.0.1:{}", free_port());
     let gateway = Proc::spawn(
         "gateway",
-        &["gateway", "--listen", "127.0.0.1:0", "--admin-listen", &admin],
-        &[("HOTEL_GATEWAY__REGISTRY__URL", reg_url.as_str()), ("HOTEL_GATEWAY__REGISTRY__TOKEN", REGISTRY_TOKEN)],
+        &[
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            &admin,
+        ],
+        &[
+            ("HOTEL_GATEWAY__REGISTRY__URL", reg_url.as_str()),
+            ("HOTEL_GATEWAY__REGISTRY__TOKEN", REGISTRY_TOKEN),
+        ],
         dir.path(),
     )?;
     let admin = format!("http://{admin}");
-    let c = reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?;
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()?;
     wait_known(&c, &admin, "customer", 3, Duration::from_secs(30)).await?;
 
     let created = c
@@ -156,31 +224,66 @@ async fn killing_one_of_three_registered_replicas_under_steady_gets_fails_no_req
         .send()
         .await?;
     if created.status() != 201 {
-        bail!("create answered {}: {}\ngateway log:\n{}", created.status(), created.text().await?, gateway.log_text());
+        bail!(
+            "create answered {}: {}\ngateway log:\n{}",
+            created.status(),
+            created.text().await?,
+            gateway.log_text()
+        );
     }
-    let id = created.json::<Value>().await?["id"].as_str().context("id")?.to_owned();
-    kill_one_under_load(&c, &mut replicas, format!("{}/api/customers/{id}", gateway.url())).await?;
+    let id = created.json::<Value>().await?["id"]
+        .as_str()
+        .context("id")?
+        .to_owned();
+    kill_one_under_load(
+        &c,
+        &mut replicas,
+        format!("{}/api/customers/{id}", gateway.url()),
+    )
+    .await?;
 
     // The registry dropped the dead replica, and the gateway followed.
     wait_known(&c, &admin, "customer", 2, Duration::from_secs(15)).await?;
     // A new replica takes traffic soon after it registers.
-    replicas.push(spawn_replica("customer", 4, &data, Some(&reg_url), dir.path())?);
+    replicas.push(spawn_replica(
+        "customer",
+        4,
+        &data,
+        Some(&reg_url),
+        dir.path(),
+    )?);
     wait_known(&c, &admin, "customer", 3, Duration::from_secs(15)).await?;
     let status_url = format!("{admin}/admin/status");
-    eventually(Duration::from_secs(15), "customer-4 to take traffic", || async {
-        let _ = c.get(format!("{}/api/customers/{id}", gateway.url())).send().await;
-        let v: Value = c.get(&status_url).send().await.ok()?.json().await.ok()?;
-        let svc = v["services"].as_array()?.iter().find(|s| s["service"] == "customer")?.clone();
-        let n = svc["instances"].as_array()?.iter().find(|i| i["instance"] == "customer-4")?["requests"].as_u64()?;
-        (n > 0).then_some(())
-    })
+    eventually(
+        Duration::from_secs(15),
+        "customer-4 to take traffic",
+        || async {
+            let _ = c
+                .get(format!("{}/api/customers/{id}", gateway.url()))
+                .send()
+                .await;
+            let v: Value = c.get(&status_url).send().await.ok()?.json().await.ok()?;
+            let svc = v["services"]
+                .as_array()?
+                .iter()
+                .find(|s| s["service"] == "customer")?
+                .clone();
+            let n = svc["instances"]
+                .as_array()?
+                .iter()
+                .find(|i| i["instance"] == "customer-4")?["requests"]
+                .as_u64()?;
+            (n > 0).then_some(())
+        },
+    )
     .await?;
     drop(registry);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_one_of_three_static_room_replicas_under_steady_gets_fails_no_request() -> Result<()> {
+async fn killing_one_of_three_static_room_replicas_under_steady_gets_fails_no_request() -> Result<()>
+{
     let dir = TempDir::new("gateway-processes-static");
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
@@ -188,7 +291,10 @@ async fn killing_one_of_three_static_room_replicas_under_steady_gets_fails_no_re
     for n in 1..=3 {
         replicas.push(spawn_replica("room", n, &data, None, dir.path())?);
     }
-    let instances: Vec<String> = replicas.iter().map(|p| format!("\"{}\"", p.url())).collect();
+    let instances: Vec<String> = replicas
+        .iter()
+        .map(|p| format!("\"{}\"", p.url()))
+        .collect();
     let config = dir.path().join("gateway.toml");
     std::fs::write(
         &config,
@@ -200,19 +306,40 @@ async fn killing_one_of_three_static_room_replicas_under_steady_gets_fails_no_re
     )?;
     let gateway = Proc::spawn(
         "gateway",
-        &["gateway", "--config", config.to_str().context("utf-8 path")?],
+        &[
+            "gateway",
+            "--config",
+            config.to_str().context("utf-8 path")?,
+        ],
         &[],
         dir.path(),
     )?;
-    let c = reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?;
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()?;
     let created = c
         .post(format!("{}/api/rooms", gateway.url()))
-        .json(&json!({"number": "101", "kind": "double", "capacity": 2, "nightly_rate_cents": 12000}))
+        .json(
+            &json!({"number": "101", "kind": "double", "capacity": 2, "nightly_rate_cents": 12000}),
+        )
         .send()
         .await?;
     if created.status() != 201 {
-        bail!("create answered {}: {}\ngateway log:\n{}", created.status(), created.text().await?, gateway.log_text());
+        bail!(
+            "create answered {}: {}\ngateway log:\n{}",
+            created.status(),
+            created.text().await?,
+            gateway.log_text()
+        );
     }
-    let id = created.json::<Value>().await?["id"].as_str().context("id")?.to_owned();
-    kill_one_under_load(&c, &mut replicas, format!("{}/api/rooms/{id}", gateway.url())).await
+    let id = created.json::<Value>().await?["id"]
+        .as_str()
+        .context("id")?
+        .to_owned();
+    kill_one_under_load(
+        &c,
+        &mut replicas,
+        format!("{}/api/rooms/{id}", gateway.url()),
+    )
+    .await
 }
