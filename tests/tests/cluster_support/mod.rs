@@ -217,6 +217,18 @@ impl Cluster {
             .with_context(|| format!("the gateway reports no request count for {name}: {row}"))
     }
 
+    /// Requests the gateway has sent to every instance of `service` it reports.
+    pub fn requests_to_service(&mut self, service: &str) -> Result<u64> {
+        let s = self.status()?;
+        Ok(s["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["service"] == service)
+            .filter_map(|i| i["gateway"]["requests"].as_u64())
+            .sum())
+    }
+
     /// Waits until the gateway has sent `name` at least one more request than `base`.
     pub async fn wait_traffic_to(&mut self, name: &str, within: Duration) -> Result<Duration> {
         let start = Instant::now();
@@ -375,6 +387,36 @@ impl Load {
             signal(c.id(), Signal::SIGINT);
         }
         self.finish(Duration::from_secs(30))
+    }
+
+    /// Waits until the load phase runs (its seed data is made and its first per-second
+    /// line is out), so a disruption hits steady load rather than the seeding.
+    pub async fn wait_running(&mut self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if self
+                .progress()
+                .lines()
+                .any(|l| l.trim_start().starts_with("1s "))
+            {
+                return Ok(());
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                bail!(
+                    "hotel load exited ({status}) before its load phase:\n{}",
+                    self.progress()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "hotel load did not start its load phase within {within:?}:\n{}",
+                    self.progress()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Its per-second lines so far.
