@@ -516,14 +516,13 @@ async fn reap(store: Weak<Inner>, wake: Arc<Notify>, closing: CancellationToken)
             Some(inner) => {
                 let store = Store { inner };
                 let now = Instant::now();
-                if let Some(late) = planned.map(|p| now.saturating_duration_since(p)) {
-                    if late > STALL {
-                        let renewed = store.restart_leases(now);
-                        tracing::warn!(
-                            stalled = %humantime::format_duration(late), renewed,
-                            "the registry was not running for a while; restarted every lease instead of evicting"
-                        );
-                    }
+                let late = planned.map(|p| now.saturating_duration_since(p));
+                if let Some(late) = late.filter(|l| *l > STALL) {
+                    let renewed = store.restart_leases(now);
+                    tracing::warn!(
+                        stalled = %humantime::format_duration(late), renewed,
+                        "the registry was not running for a while; restarted every lease instead of evicting"
+                    );
                 }
                 store.evict_expired(now)
             }
