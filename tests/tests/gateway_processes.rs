@@ -343,3 +343,111 @@ async fn killing_one_of_three_static_room_replicas_under_steady_gets_fails_no_re
     )
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_replica_costs_steady_gets_no_error_and_little_latency() -> Result<()> {
+    let dir = TempDir::new("gateway-processes-frozen");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let mut replicas = Vec::new();
+    for n in 1..=3 {
+        replicas.push(spawn_replica("room", n, &data, None, dir.path())?);
+    }
+    let instances: Vec<String> = replicas
+        .iter()
+        .map(|p| format!("\"{}\"", p.url()))
+        .collect();
+    let admin_port = free_port();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\n[services.room]\ninstances = [{}]\n",
+            instances.join(", ")
+        ),
+    )?;
+    let gateway = Proc::spawn(
+        "gateway",
+        &[
+            "gateway",
+            "--config",
+            config.to_str().context("utf-8 path")?,
+        ],
+        &[],
+        dir.path(),
+    )?;
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()?;
+    let created = c
+        .post(format!("{}/api/rooms", gateway.url()))
+        .json(
+            &json!({"number": "202", "kind": "suite", "capacity": 4, "nightly_rate_cents": 30000}),
+        )
+        .send()
+        .await?;
+    if created.status() != 201 {
+        bail!(
+            "create answered {}: {}",
+            created.status(),
+            created.text().await?
+        );
+    }
+    let id = created.json::<Value>().await?["id"]
+        .as_str()
+        .context("id")?
+        .to_owned();
+    let url = format!("{}/api/rooms/{id}", gateway.url());
+    // Warm up so the hedge delay follows real latency.
+    for _ in 0..50 {
+        c.get(&url).send().await?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(steady_gets(c.clone(), url.clone(), 4, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    replicas[0].pause();
+    let frozen_at = Instant::now();
+    let status_url = format!("http://127.0.0.1:{admin_port}/admin/status");
+    // Its breaker opens once its attempts time out (per-try timeout 2 s, 5 failures).
+    let opened = eventually(
+        Duration::from_secs(20),
+        "the frozen replica's breaker to open",
+        || async {
+            let v: Value = c.get(&status_url).send().await.ok()?.json().await.ok()?;
+            let svc = v["services"]
+                .as_array()?
+                .iter()
+                .find(|s| s["service"] == "room")?
+                .clone();
+            let inst = svc["instances"]
+                .as_array()?
+                .iter()
+                .find(|i| i["instance"] == "room-static-1")?
+                .clone();
+            (inst["breaker"] != "closed").then_some(())
+        },
+    )
+    .await;
+    let opened_after = frozen_at.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    replicas[0].resume();
+    let (ok, failed, worst) = load.await?;
+    println!(
+        "SIGSTOP of room-1 under load: {ok} ok, {} failed, worst latency {worst:?}, breaker left closed after {opened_after:?}",
+        failed.len()
+    );
+    opened?;
+    if !failed.is_empty() {
+        bail!(
+            "{} requests failed with a frozen replica, first: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+    }
+    // Hedging answers from another replica: nobody waits for the 2 s per-try timeout.
+    if worst >= Duration::from_millis(1500) {
+        bail!("worst latency {worst:?}: a frozen replica stalled clients");
+    }
+    Ok(())
+}
