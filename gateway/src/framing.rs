@@ -340,10 +340,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Inspected<T> {
             return Poll::Ready(Ok(()));
         }
         let res = Pin::new(&mut this.io).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &res {
-            if let Err(BodyTooLarge(kept)) = this.inspector.feed(&buf.filled()[before..]) {
-                buf.set_filled(before + kept);
-            }
+        if let Poll::Ready(Ok(())) = &res
+            && let Err(BodyTooLarge(kept)) = this.inspector.feed(&buf.filled()[before..])
+        {
+            buf.set_filled(before + kept);
         }
         match (this.inspector.head_in_progress(), this.armed) {
             (true, false) => {
@@ -357,15 +357,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for Inspected<T> {
             (false, true) => this.armed = false,
             _ => {}
         }
-        if res.is_pending() && this.armed {
-            if let Some(d) = &mut this.deadline {
-                if d.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "request head not received within the header timeout",
-                    )));
-                }
-            }
+        if res.is_pending()
+            && this.armed
+            && let Some(d) = &mut this.deadline
+            && d.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request head not received within the header timeout",
+            )));
         }
         res
     }
@@ -402,6 +402,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Inspected<T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -353,6 +353,7 @@ impl std::fmt::Display for Redacted<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -150,6 +150,7 @@ pub async fn first_byte(stream: &tokio::net::TcpStream, timeout: Duration) -> bo
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

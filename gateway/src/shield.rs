@@ -394,10 +394,10 @@ fn framing_problem(h: &http::HeaderMap) -> Option<&'static str> {
     if te > 1 {
         return Some("more than one Transfer-Encoding");
     }
-    if let Some(v) = h.get(header::TRANSFER_ENCODING) {
-        if !v.as_bytes().eq_ignore_ascii_case(b"chunked") {
-            return Some("a Transfer-Encoding other than chunked");
-        }
+    if let Some(v) = h.get(header::TRANSFER_ENCODING)
+        && !v.as_bytes().eq_ignore_ascii_case(b"chunked")
+    {
+        return Some("a Transfer-Encoding other than chunked");
     }
     None
 }
@@ -685,6 +685,7 @@ where
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -3,6 +3,8 @@
 //! whether a refused request ever got to a service. Raw TCP is used wherever the bytes on
 //! the wire matter (smuggling, slow clients).
 
+#![allow(clippy::unwrap_used)]
+
 use axum::{Router, extract::State, response::IntoResponse};
 use hotel_gateway::{
     Application, Config, Settings,
@@ -130,9 +132,11 @@ async fn gateway(
     customer: Option<&Upstream>,
     tweak: impl FnOnce(&mut Settings),
 ) -> Gw {
-    let mut s = Settings::default();
-    s.listen = "127.0.0.1:0".parse().unwrap();
-    s.admin_listen = "127.0.0.1:0".parse().unwrap();
+    let mut s = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
     // One attempt per request, so upstream hit counts are request counts.
     let policy = PolicySettings {
         retries: Some(0),

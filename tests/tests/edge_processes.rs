@@ -3,6 +3,8 @@
 //! upstream (a fake in this test process) holds every request, and the refusal to serve
 //! a public address without keys.
 
+#![allow(clippy::unwrap_used)]
+
 use axum::{Router, extract::State};
 use hotel_tests::{Proc, TempDir, eventually, hotel_bin};
 use std::{
