@@ -68,9 +68,7 @@ async fn seed(c: &mut Cluster) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_1_kill_9_of_one_of_three_replicas_under_load_fails_no_request() {
     let drill = "drill 1 (kill -9 one of three)";
-    let mut c = Cluster::up(&["--replicas", "customer=1,room=3,booking=1"])
-        .await
-        .unwrap();
+    let mut c = Cluster::up(&["--replicas", "room=3"]).await.unwrap();
     let mut load = c
         .load(&["--rate", "40", "--duration", "12s", "--mix", RETRYABLE_MIX])
         .unwrap();
@@ -105,9 +103,7 @@ async fn drill_1_kill_9_of_one_of_three_replicas_under_load_fails_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_2_a_frozen_replica_loses_its_traffic_fast_and_wins_it_back_after_sigcont() {
     let drill = "drill 2 (SIGSTOP one of three)";
-    let mut c = Cluster::up(&["--replicas", "customer=1,room=3,booking=1"])
-        .await
-        .unwrap();
+    let mut c = Cluster::up(&["--replicas", "room=3"]).await.unwrap();
     let mut load = c
         .load(&[
             "--rate",
@@ -135,7 +131,8 @@ async fn drill_2_a_frozen_replica_loses_its_traffic_fast_and_wins_it_back_after_
             c.status().unwrap()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = c.requests_to("room-2").unwrap();
+        // Once its lease has run out the gateway forgets it: no traffic for sure.
+        let now = c.requests_to("room-2").unwrap_or(last);
         if now != last {
             last = now;
             last_change = Instant::now();
@@ -284,9 +281,7 @@ async fn drill_3_with_every_room_replica_dead_room_routes_fail_fast_and_a_new_on
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_4_traffic_survives_the_registry_and_instances_re_register_when_it_returns() {
     let drill = "drill 4 (kill -9 the registry)";
-    let mut c = Cluster::up(&["--replicas", "customer=1,room=2,booking=1"])
-        .await
-        .unwrap();
+    let mut c = Cluster::up(&["--replicas", "2"]).await.unwrap();
     let registry_url = c.file().unwrap()["registry_url"].clone();
     let mut load = c
         .load(&["--rate", "30", "--duration", "60s", "--mix", RETRYABLE_MIX])
@@ -359,9 +354,7 @@ async fn drill_4_traffic_survives_the_registry_and_instances_re_register_when_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_5_a_graceful_stop_during_load_with_unkeyed_posts_fails_no_request() {
     let drill = "drill 5 (graceful stop, POSTs without key)";
-    let mut c = Cluster::up(&["--replicas", "customer=3,room=1,booking=1"])
-        .await
-        .unwrap();
+    let mut c = Cluster::up(&["--replicas", "customer=3"]).await.unwrap();
     let mut load = c
         .load(&[
             "--rate",
@@ -393,9 +386,7 @@ async fn drill_5_a_graceful_stop_during_load_with_unkeyed_posts_fails_no_request
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_6_a_rolling_restart_of_every_booking_replica_under_load_fails_no_request() {
     let drill = "drill 6 (rolling restart of booking)";
-    let mut c = Cluster::up(&["--replicas", "customer=1,room=1,booking=2"])
-        .await
-        .unwrap();
+    let mut c = Cluster::up(&["--replicas", "2"]).await.unwrap();
     let mut load = c
         .load(&[
             "--rate",
