@@ -24,8 +24,9 @@ pub const PUBLIC: &str = "public";
 /// Client name of `auth.dev_key`.
 pub const DEV_CLIENT: &str = "dev";
 
-/// `[auth]` as written in TOML.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// `[auth]` as written in TOML. `Debug` hides `dev_key`, so logging the settings never
+/// prints a key.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     /// Keys, by client. Authentication is required on every non-public path as soon as
@@ -45,6 +46,19 @@ pub struct AuthSettings {
     /// Header carrying the authenticated client name to the services; always overwritten,
     /// so a client cannot forge it.
     pub client_header: String,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("keys", &self.keys)
+            .field("keys_file", &self.keys_file)
+            .field("dev_key", &self.dev_key.as_ref().map(|_| "[redacted]"))
+            .field("public", &self.public)
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field("client_header", &self.client_header)
+            .finish()
+    }
 }
 
 impl Default for AuthSettings {
@@ -441,6 +455,7 @@ mod tests {
         );
         let k = Keys::from_settings(&s, true).unwrap();
         assert_eq!(k.check(Some(b"hk_dev_0123456789abcdef")), Ok(0));
+        assert!(!format!("{s:?}").contains("hk_dev_0123456789abcdef"));
         assert_eq!(k.clients()[0].as_str(), DEV_CLIENT);
     }
 
