@@ -564,10 +564,11 @@ impl Tally {
         }
     }
 
-    fn line(&mut self, second: u64) -> String {
+    /// One progress line; `label` is the second (`  3s`) or `end` for the last, partial one.
+    fn line(&mut self, label: &str) -> String {
         let l = self.latency();
         let mut s = format!(
-            "{second:>4}s  ok {:>5}  err {:>4}  p50 {:>7.1}ms  p99 {:>7.1}ms",
+            "{label:>5}  ok {:>5}  err {:>4}  p50 {:>7.1}ms  p99 {:>7.1}ms",
             self.ok, self.errors, l.p50_ms, l.p99_ms
         );
         if !self.errors_by_kind.is_empty() {
@@ -674,14 +675,15 @@ pub async fn execute(plan: Plan) -> Result<Summary, BoxError> {
                 _ = tick.tick() => {
                     second += 1;
                     if progress {
-                        emit(window.line(second));
+                        emit(window.line(&format!("{second}s")));
                     }
                     window = Tally::default();
                 }
             }
         }
         if progress && (window.ok + window.errors) > 0 {
-            emit(window.line(second + 1));
+            // Requests that finished after the last full second.
+            emit(window.line("end"));
         }
         total
     });
