@@ -220,6 +220,11 @@ impl Keys {
         self.entries.is_empty()
     }
 
+    /// How many keys (revoked ones included).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Every client name, by index.
     pub fn clients(&self) -> &[Arc<String>] {
         &self.clients

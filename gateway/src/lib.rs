@@ -243,6 +243,11 @@ impl Application {
         self.admin_addr
     }
 
+    /// The edge protections (keys, limits), e.g. to reload the keys file.
+    pub fn protections(&self) -> &Arc<shield::Protections> {
+        self.gateway.protections().0
+    }
+
     /// The services with their live state (what `/admin/status` shows).
     pub fn services(&self) -> &[Arc<upstream::ServiceUpstream>] {
         &self.services
@@ -267,6 +272,7 @@ impl Application {
         let edge = edge::stack(self.gateway);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         shield.configure(&mut builder);
+        let reload_keys = shield.reload_on_sighup();
         let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -322,6 +328,7 @@ impl Application {
                 tracing::warn!(grace = ?self.grace, "grace period over; dropping remaining connections");
             }
         }
+        reload_keys.abort();
         token.fire();
         let _ = admin.await;
         Ok(())

@@ -3,7 +3,8 @@
 //! client's own word. Clients never share state: a noisy client spins only on its own
 //! atomic and cannot slow the others.
 //!
-//! Authenticated clients have one bucket each (built at startup from the key set).
+//! Authenticated clients have one bucket each ([`RateLimiter::bucket_for`], made when
+//! the key set is loaded and kept across key reloads by client name).
 //! Unauthenticated traffic (auth off, or public paths) can be limited per source IP with
 //! `rate_limit.per_ip`; those buckets live in sharded maps bounded in size — a full
 //! bucket is the same as no bucket, so full ones are dropped when a shard fills.
@@ -13,7 +14,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -155,7 +156,7 @@ fn ceil_secs(ns: u64) -> u64 {
 /// One client's bucket: its theoretical arrival time, in nanoseconds since the limiter's
 /// epoch.
 #[derive(Debug)]
-struct Bucket {
+pub struct Bucket {
     gcra: Gcra,
     tat: AtomicU64,
 }
@@ -226,16 +227,17 @@ impl IpBuckets {
 #[derive(Debug)]
 pub struct RateLimiter {
     epoch: Instant,
-    /// By client index (see [`crate::auth::Keys::clients`]); `None` is unlimited.
-    clients: Vec<Option<Bucket>>,
+    default: Limit,
+    per_client: BTreeMap<String, Limit>,
+    dev_unlimited: bool,
     per_ip: Option<IpBuckets>,
     /// Whether to add the `RateLimit-*` headers.
     pub headers: bool,
 }
 
 impl RateLimiter {
-    /// Buckets for `clients` (by index) under `s`; an unknown name in `s.clients` is an
-    /// error naming the key.
+    /// The limiter of `s`; a name in `s.clients` that is not among `clients` (the clients
+    /// of the configured keys) is an error naming the key.
     pub fn new(s: &RateLimitSettings, clients: &[std::sync::Arc<String>]) -> Result<Self, String> {
         validate("rate_limit.default", &s.default)?;
         for (name, l) in &s.clients {
@@ -267,25 +269,11 @@ impl RateLimiter {
             }
             None => None,
         };
-        let clients = clients
-            .iter()
-            .map(|c| {
-                let limit = match s.clients.get(c.as_str()) {
-                    Some(l) => *l,
-                    None if c.as_str() == crate::auth::DEV_CLIENT && s.dev_unlimited => {
-                        return None;
-                    }
-                    None => s.default,
-                };
-                Some(Bucket {
-                    gcra: Gcra::new(limit),
-                    tat: AtomicU64::new(0),
-                })
-            })
-            .collect();
         Ok(RateLimiter {
             epoch: Instant::now(),
-            clients,
+            default: s.default,
+            per_client: s.clients.clone(),
+            dev_unlimited: s.dev_unlimited,
             per_ip,
             headers: s.headers,
         })
@@ -297,11 +285,23 @@ impl RateLimiter {
             + Duration::from_secs(1 << 20).as_nanos() as u64
     }
 
-    /// Checks (and on success takes) one request from client `index`; `None` when the
-    /// client is unlimited.
-    pub fn check_client(&self, index: u32) -> Option<Decision> {
-        let b = self.clients.get(index as usize)?.as_ref()?;
-        Some(b.check(self.now()))
+    /// A new, full bucket for client `name` under its limit; `None` when it is unlimited
+    /// (the dev client, unless configured).
+    pub fn bucket_for(&self, name: &str) -> Option<Arc<Bucket>> {
+        let limit = match self.per_client.get(name) {
+            Some(l) => *l,
+            None if name == crate::auth::DEV_CLIENT && self.dev_unlimited => return None,
+            None => self.default,
+        };
+        Some(Arc::new(Bucket {
+            gcra: Gcra::new(limit),
+            tat: AtomicU64::new(0),
+        }))
+    }
+
+    /// Checks (and on success takes) one request from the client of bucket `b`.
+    pub fn check_bucket(&self, b: &Bucket) -> Decision {
+        b.check(self.now())
     }
 
     /// Checks one unauthenticated request from `ip`; `None` when `per_ip` is off.
@@ -314,18 +314,28 @@ impl RateLimiter {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
-    fn limiter(default: Limit, clients: &[&str]) -> RateLimiter {
+    /// A limiter and one bucket per client, by position.
+    struct Buckets(RateLimiter, Vec<Option<Arc<Bucket>>>);
+
+    impl Buckets {
+        fn check_client(&self, i: usize) -> Option<Decision> {
+            self.1[i].as_ref().map(|b| self.0.check_bucket(b))
+        }
+    }
+
+    fn limiter(default: Limit, clients: &[&str]) -> Buckets {
         let names: Vec<Arc<String>> = clients.iter().map(|c| Arc::new((*c).to_owned())).collect();
-        RateLimiter::new(
+        let rl = RateLimiter::new(
             &RateLimitSettings {
                 default,
                 ..Default::default()
             },
             &names,
         )
-        .unwrap()
+        .unwrap();
+        let b = clients.iter().map(|c| rl.bucket_for(c)).collect();
+        Buckets(rl, b)
     }
 
     #[tokio::test(start_paused = true)]
@@ -404,9 +414,13 @@ mod tests {
             },
         );
         let rl = RateLimiter::new(&s, &names).unwrap();
-        assert_eq!(rl.check_client(0), None);
-        assert!(rl.check_client(1).unwrap().allowed);
-        assert!(!rl.check_client(1).unwrap().allowed);
+        assert!(rl.bucket_for("dev").is_none());
+        let web = rl.bucket_for("web").unwrap();
+        assert!(rl.check_bucket(&web).allowed);
+        assert!(!rl.check_bucket(&web).allowed);
+        // A client that appears later (a reloaded key file) gets the default.
+        let later = rl.bucket_for("later").unwrap();
+        assert_eq!(rl.check_bucket(&later).limit, 200);
         s.clients.insert(
             "nobody".into(),
             Limit {

@@ -18,7 +18,7 @@ use crate::{
     hygiene::{HeaderSettings, Hygiene},
     metrics::Metrics,
     overload::{InFlight, InFlightGuard, LimitSettings},
-    ratelimit::{Decision, RateLimitSettings, RateLimiter},
+    ratelimit::{Bucket, Decision, RateLimitSettings, RateLimiter},
     settings::Route,
 };
 use futures::future::BoxFuture;
@@ -31,9 +31,13 @@ use prometheus_client::{
     registry::Registry,
 };
 use std::{
+    cell::RefCell,
     convert::Infallible,
     net::{Ipv4Addr, SocketAddr},
-    sync::Arc,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
 };
 use tower::Service;
@@ -124,11 +128,112 @@ impl Client {
     }
 }
 
+/// The key set and what hangs off it: the clients and their rate-limit buckets.
+/// Replaced as a whole when the keys file is reloaded.
+#[derive(Debug)]
+struct KeyState {
+    keys: Keys,
+    /// By client index of `keys`.
+    clients: Vec<Client>,
+    /// By client index; `None` is unlimited.
+    buckets: Vec<Option<Arc<Bucket>>>,
+}
+
+impl KeyState {
+    /// The state for `keys`; clients already in `before` keep their buckets (a reload
+    /// must not refill a limited client's bucket).
+    fn new(keys: Keys, limiter: &RateLimiter, before: Option<&KeyState>) -> KeyState {
+        let clients: Vec<Client> = keys.clients().iter().cloned().map(Client::new).collect();
+        let buckets = clients
+            .iter()
+            .map(|c| {
+                let kept = before.and_then(|b| {
+                    b.clients
+                        .iter()
+                        .position(|o| o.name == c.name)
+                        .map(|i| b.buckets[i].clone())
+                });
+                kept.unwrap_or_else(|| limiter.bucket_for(&c.name))
+            })
+            .collect();
+        KeyState {
+            keys,
+            clients,
+            buckets,
+        }
+    }
+}
+
+/// The current [`KeyState`], read without locks on the request path: each worker thread
+/// caches the `Arc` and reloads it only when the generation moved.
+#[derive(Debug)]
+struct KeyCell {
+    id: u64,
+    generation: AtomicU64,
+    slot: RwLock<Arc<KeyState>>,
+}
+
+static CELL_IDS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// (cell id, generation, state) per cell this thread has read.
+    static KEY_CACHE: RefCell<Vec<(u64, u64, Arc<KeyState>)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl KeyCell {
+    fn new(state: KeyState) -> KeyCell {
+        KeyCell {
+            id: CELL_IDS.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+            slot: RwLock::new(Arc::new(state)),
+        }
+    }
+
+    fn current(&self) -> Arc<KeyState> {
+        match self.slot.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn replace(&self, state: KeyState) {
+        let state = Arc::new(state);
+        match self.slot.write() {
+            Ok(mut g) => *g = state,
+            Err(poisoned) => *poisoned.into_inner() = state,
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Runs `f` on the current state (this thread's cached copy when still current).
+    fn with<R>(&self, f: impl FnOnce(&KeyState) -> R) -> R {
+        let generation = self.generation.load(Ordering::Acquire);
+        KEY_CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let i = match cache.iter().position(|e| e.0 == self.id) {
+                Some(i) => {
+                    if cache[i].1 != generation {
+                        cache[i] = (self.id, generation, self.current());
+                    }
+                    i
+                }
+                None => {
+                    cache.push((self.id, generation, self.current()));
+                    cache.len() - 1
+                }
+            };
+            f(&cache[i].2)
+        })
+    }
+}
+
 /// Everything the protections need, validated.
 #[derive(Debug)]
 pub struct Protections {
-    keys: Keys,
-    clients: Vec<Client>,
+    state: KeyCell,
+    /// `[auth]` as loaded, to read the keys file again on reload.
+    auth: AuthSettings,
+    loopback: bool,
     anonymous: Client,
     public_client: Client,
     unauthenticated: Arc<String>,
@@ -208,8 +313,9 @@ impl Protections {
             .map(|_| InFlight::new(s.limits.max_in_flight_per_service))
             .collect();
         Ok(Protections {
-            clients: keys.clients().iter().cloned().map(Client::new).collect(),
-            keys,
+            state: KeyCell::new(KeyState::new(keys, &limiter, None)),
+            auth: s.auth.clone(),
+            loopback,
             anonymous: Client::new(Arc::new(auth::ANONYMOUS.to_owned())),
             public_client: Client::new(Arc::new(auth::PUBLIC.to_owned())),
             unauthenticated: Arc::new("unauthenticated".to_owned()),
@@ -249,7 +355,49 @@ impl Protections {
 
     /// Whether API keys are required (some key is configured).
     pub fn auth_required(&self) -> bool {
-        !self.keys.is_empty()
+        self.state.with(|st| !st.keys.is_empty())
+    }
+
+    /// Reads the keys again (`[[auth.keys]]` as loaded at startup plus the keys file as
+    /// it is now) and swaps them in; clients keep their rate-limit buckets. Returns the
+    /// number of keys. A key set that fails validation, or that would leave no key when
+    /// there were some (turning authentication off), is refused and the old one stays.
+    pub fn reload_keys(&self) -> Result<usize, String> {
+        let keys = Keys::from_settings(&self.auth, self.loopback)?;
+        let before = self.state.current();
+        if keys.is_empty() && !before.keys.is_empty() {
+            return Err(
+                "auth.keys_file: the reloaded key set is empty; refusing to turn \
+                        authentication off (restart without keys to do that)"
+                    .to_owned(),
+            );
+        }
+        let n = keys.len();
+        self.state
+            .replace(KeyState::new(keys, &self.limiter, Some(&before)));
+        Ok(n)
+    }
+
+    /// Reloads the keys on every SIGHUP (like `nginx -s reload` for the key file), until
+    /// the returned task is aborted.
+    pub fn reload_on_sighup(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let p = self.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                tracing::warn!("SIGHUP handler unavailable: API keys reload only on restart");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match p.reload_keys() {
+                    Ok(n) => tracing::info!(keys = n, "API keys reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "API keys not reloaded; the old ones stay")
+                    }
+                }
+            }
+        })
     }
 
     /// The connection-level limits: timer, header timeout, head size, HTTP/2 streams.
@@ -462,7 +610,7 @@ impl<S> Shield<S> {
         refusal(p, close)
     }
 
-    fn unauthorized(&self, e: AuthError) -> Response<GatewayBody> {
+    fn unauthorized(&self, st: &KeyState, e: AuthError) -> Response<GatewayBody> {
         let p = &*self.p;
         let (who, detail, challenge) = match e {
             AuthError::Missing => (
@@ -476,7 +624,7 @@ impl<S> Shield<S> {
                 "Bearer realm=\"hotel\", error=\"invalid_token\"",
             ),
             AuthError::Revoked(c) => (
-                &p.clients[c as usize].name,
+                &st.clients[c as usize].name,
                 "the API key has been revoked",
                 "Bearer realm=\"hotel\", error=\"invalid_token\", error_description=\"revoked\"",
             ),
@@ -534,31 +682,36 @@ impl<S> Shield<S> {
             peer,
             conn.as_ref().and_then(|c| c.forwarded.as_ref()),
         );
-        // Who is asking: a configured client (by index), or nobody in particular.
-        let who: Option<u32> = if p.keys.is_empty() {
-            None
-        } else {
-            match p.keys.check(auth::presented_key(headers)) {
-                Ok(i) => Some(i),
-                Err(_) if public => None,
-                Err(e) => return Err(self.unauthorized(e)),
-            }
-        };
-        let client = match who {
-            Some(i) => &p.clients[i as usize],
-            None if p.keys.is_empty() => &p.anonymous,
-            None => &p.public_client,
-        };
+        // Who is asking: a configured client, or nobody in particular; and that client's
+        // rate-limit decision. Read from this thread's copy of the key state.
+        let outcome = p.state.with(|st| {
+            let who: Option<usize> = if st.keys.is_empty() {
+                None
+            } else {
+                match st.keys.check(auth::presented_key(headers)) {
+                    Ok(i) => Some(i as usize),
+                    Err(_) if public => None,
+                    Err(e) => return Err(self.unauthorized(st, e)),
+                }
+            };
+            let client = match who {
+                Some(i) => st.clients[i].clone(),
+                None if st.keys.is_empty() => p.anonymous.clone(),
+                None => p.public_client.clone(),
+            };
+            let decision = match who {
+                Some(i) => st.buckets[i].as_ref().map(|b| p.limiter.check_bucket(b)),
+                None => p.limiter.check_ip(p.hygiene.client_ip(headers, peer.ip())),
+            };
+            Ok((client, decision, who.is_some()))
+        });
+        let (client, decision, authenticated) = outcome?;
         // The services must never see the key, nor a client name the client chose.
-        if who.is_some() {
+        if authenticated {
             headers.remove(header::AUTHORIZATION);
             headers.remove("x-api-key");
         }
         headers.insert(p.client_header.clone(), client.header.clone());
-        let decision = match who {
-            Some(i) => p.limiter.check_client(i),
-            None => p.limiter.check_ip(p.hygiene.client_ip(headers, peer.ip())),
-        };
         if let Some(d) = decision.filter(|d| !d.allowed) {
             let mut res = self.reject(
                 "rate_limited",

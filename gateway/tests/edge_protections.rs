@@ -97,6 +97,7 @@ async fn upstream(delay: Duration) -> Upstream {
 struct Gw {
     addr: SocketAddr,
     admin: SocketAddr,
+    protections: Arc<hotel_gateway::shield::Protections>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -170,12 +171,14 @@ async fn gateway(
         .unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let (addr, admin) = (app.local_addr(), app.admin_addr());
+    let protections = app.protections().clone();
     tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
     Gw {
         addr,
         admin,
+        protections,
         _stop: tx,
     }
 }
@@ -771,4 +774,72 @@ async fn a_trusted_proxys_forwarding_headers_are_kept_and_appended_to() {
     let seen = json(r).await["headers"].clone();
     assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(seen["x-forwarded-proto"], "https");
+}
+
+#[tokio::test]
+async fn reloading_the_keys_file_revokes_and_adds_keys_and_keeps_each_clients_bucket() {
+    let room = upstream(Duration::ZERO).await;
+    let dir = std::env::temp_dir().join(format!("edge-keys-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("keys");
+    let (a, b) = ("file-key-a-0123456789", "file-key-b-0123456789");
+    std::fs::write(&file, format!("web:{}\n", hash_key(a))).unwrap();
+    let gw = gateway(&room, None, |s| {
+        s.auth.keys.clear();
+        s.auth.keys_file = Some(file.clone());
+        s.rate_limit.clients.insert(
+            "web".into(),
+            Limit {
+                rate: 0.01,
+                burst: 2,
+            },
+        );
+    })
+    .await;
+    let c = client();
+    let status = |k: &'static str| {
+        let r = c.get(gw.url("/api/rooms")).bearer_auth(k).send();
+        async move { r.await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        (status(a).await, status(a).await, status(a).await),
+        (200, 200, 429)
+    );
+    assert_eq!(status(b).await, 401);
+    // A new client appears; `web` stays limited: its bucket survives the reload.
+    std::fs::write(
+        &file,
+        format!("web:{}\nmobile:{}\n", hash_key(a), hash_key(b)),
+    )
+    .unwrap();
+    assert_eq!(gw.protections.reload_keys(), Ok(2));
+    assert_eq!(status(a).await, 429);
+    assert_eq!(status(b).await, 200);
+    // Revoking `web`'s key takes effect at once.
+    std::fs::write(
+        &file,
+        format!("!web:{}\nmobile:{}\n", hash_key(a), hash_key(b)),
+    )
+    .unwrap();
+    assert_eq!(gw.protections.reload_keys(), Ok(2));
+    let r = c
+        .get(gw.url("/api/rooms"))
+        .bearer_auth(a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        json(r).await["detail"]
+            .as_str()
+            .unwrap()
+            .contains("revoked")
+    );
+    // A broken or empty file is refused and the keys in force stay.
+    std::fs::write(&file, "mobile deadbeef\n").unwrap();
+    assert!(gw.protections.reload_keys().unwrap_err().contains("line 1"));
+    std::fs::write(&file, "# nothing\n").unwrap();
+    assert!(gw.protections.reload_keys().unwrap_err().contains("empty"));
+    assert_eq!(status(b).await, 200);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
