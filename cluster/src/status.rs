@@ -216,9 +216,9 @@ pub async fn gather(data_dir: &Path) -> Result<Status, BoxError> {
                 };
                 by_address
                     .or_else(|| {
-                        entries.iter().find(|(keys, _)| {
-                            !has_address(keys) && keys.iter().any(|k| *k == inst.name)
-                        })
+                        entries
+                            .iter()
+                            .find(|(keys, _)| !has_address(keys) && keys.contains(&inst.name))
                     })
                     .map(|(_, v)| v.clone())
             });
