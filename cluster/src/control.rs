@@ -295,10 +295,126 @@ fn encode(segment: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::{settings::UpSettings, supervisor::UpConfig};
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
 
     #[test]
     fn path_segments_are_encoded() {
         assert_eq!(encode("room-2"), "room-2");
         assert_eq!(encode("a/b c"), "a%2Fb%20c");
+    }
+
+    /// A control API over a supervisor that has started nothing.
+    fn app() -> Router {
+        let cfg = UpConfig {
+            settings: UpSettings::default(),
+            data_dir: std::env::temp_dir(),
+            exe: "/nonexistent/hotel".into(),
+            otlp_endpoint: None,
+            registry_token: "r".into(),
+            admin_token: "a".into(),
+            api_key: "k".into(),
+            control_token: "secret".into(),
+        };
+        router(
+            Supervisor::new(cfg, "http://127.0.0.1:1".into(), None),
+            "secret".into(),
+        )
+    }
+
+    async fn call(
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut req = axum::http::Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let res = app()
+            .oneshot(req.body(Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn every_call_needs_the_control_token() {
+        assert_eq!(
+            call("GET", "/v1/instances", None, "").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            call("GET", "/v1/instances", Some("guess"), "").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let (status, body) = call("GET", "/v1/instances", Some("secret"), "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["instances"], serde_json::json!([]));
+    }
+
+    #[tokio::test]
+    async fn unknown_instances_services_and_actions_are_named_in_the_problem() {
+        let (status, body) = call("POST", "/v1/instances/room-9/kill", Some("secret"), "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(
+            body["detail"].as_str().unwrap().contains("room-9"),
+            "{body}"
+        );
+        let (status, body) = call("POST", "/v1/instances/room-9/explode", Some("secret"), "").await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body["errors"][0]["field"], "action");
+        let (status, body) = call("POST", "/v1/services/spa/start", Some("secret"), "").await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body["errors"][0]["field"], "service");
+    }
+
+    #[tokio::test]
+    async fn scale_bodies_are_checked_before_anything_starts() {
+        let (status, body) = call(
+            "POST",
+            "/v1/services/gateway/scale",
+            Some("secret"),
+            r#"{"replicas":2}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            body["detail"].as_str().unwrap().contains("exactly one"),
+            "{body}"
+        );
+        let (status, body) = call(
+            "POST",
+            "/v1/services/room/scale",
+            Some("secret"),
+            r#"{"replicas":99}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let (status, body) = call(
+            "POST",
+            "/v1/services/room/scale",
+            Some("secret"),
+            r#"{"replicas":"two"}"#,
+        )
+        .await;
+        assert!(status.is_client_error(), "{status} {body}");
+        assert!(body.to_string().contains("replicas"), "{body}");
+        let (status, _) = call(
+            "POST",
+            "/v1/services/room/scale",
+            Some("secret"),
+            r#"{"replicas":1,"x":1}"#,
+        )
+        .await;
+        assert!(status.is_client_error());
     }
 }
