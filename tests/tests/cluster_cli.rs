@@ -301,7 +301,7 @@ async fn an_otlp_endpoint_reaches_every_instance_and_the_banner_names_jaeger() {
 async fn the_gateway_demands_the_printed_dev_api_key() {
     let mut c = Cluster::up(&["--replicas", "1"]).await.unwrap();
     let (gw, key) = (c.gateway().unwrap(), c.api_key().unwrap());
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let url = format!("{gw}/api/rooms");
     let without = http.get(&url).send().await.unwrap();
     assert_eq!(without.status(), 401);
