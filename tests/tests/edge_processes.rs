@@ -191,3 +191,34 @@ fn a_gateway_on_a_public_address_without_keys_refuses_to_start_and_says_why() {
     assert!(err.contains("auth.keys"), "{err}");
     assert!(err.contains("allow_anonymous"), "{err}");
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_keys_file_so_a_new_key_works_and_a_revoked_one_stops() {
+    let dir = TempDir::new("edge-hup");
+    let up = held_upstream().await;
+    up.release.send_replace(true);
+    let (old, new) = ("hk_old_0123456789abcdef", "hk_new_0123456789abcdef");
+    let cfg = gateway_config(&dir, &up.url, &format!("app:{}\n", hash_key(old)), "");
+    let gw = Proc::spawn("gateway", &["gateway", "--config", &cfg], &[], dir.path()).unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/rooms", gw.url());
+    let status = |key: &'static str| {
+        let r = client.get(&url).bearer_auth(key).send();
+        async move { r.await.map(|r| r.status().as_u16()).unwrap_or(0) }
+    };
+    assert_eq!(status(old).await, 200);
+    assert_eq!(status(new).await, 401);
+    std::fs::write(
+        dir.path().join("keys"),
+        format!("!app:{}\napp:{}\n", hash_key(old), hash_key(new)),
+    )
+    .unwrap();
+    gw.signal(nix::sys::signal::Signal::SIGHUP);
+    eventually(Duration::from_secs(30), "the new key to work", || async {
+        (status(new).await == 200).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status(old).await, 401);
+    assert!(gw.log_text().contains("API keys reloaded"));
+}
