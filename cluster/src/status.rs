@@ -25,6 +25,30 @@ pub struct GatewayView {
     pub requests: Option<u64>,
     /// Failed requests so far.
     pub failures: Option<u64>,
+    /// The latest failure: what it was and when (`connect_error`, Unix milliseconds).
+    #[serde(default)]
+    pub last_error: Option<LastError>,
+}
+
+/// The latest failure the gateway saw on an instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastError {
+    /// connect_error, timeout, http_5xx, ...
+    pub kind: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+}
+
+impl LastError {
+    /// `timeout 4s ago`.
+    fn describe(&self) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let ago = Duration::from_secs(now.saturating_sub(self.at_unix_ms) / 1000);
+        format!("{} {} ago", self.kind, humantime::format_duration(ago))
+    }
 }
 
 /// One row of `hotel status`.
@@ -137,6 +161,9 @@ fn collect_gateway(value: &Value, out: &mut Vec<(Vec<String>, GatewayView)>) {
                         .and_then(Value::as_f64),
                         requests: num(&["requests", "requests_total", "total"]),
                         failures: num(&["failures", "failures_total", "errors"]),
+                        last_error: obj
+                            .get("last_error")
+                            .and_then(|e| serde_json::from_value(e.clone()).ok()),
                     },
                 ));
             }
@@ -262,6 +289,10 @@ pub fn render(status: &Status) -> String {
                     .unwrap_or_else(|| "-".into()),
                 opt(g.requests),
                 opt(g.failures),
+                g.last_error
+                    .as_ref()
+                    .map(LastError::describe)
+                    .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
@@ -277,6 +308,7 @@ pub fn render(status: &Status) -> String {
             "EWMA",
             "REQUESTS",
             "FAILURES",
+            "LAST ERROR",
         ],
         &rows,
     );
@@ -314,7 +346,8 @@ mod tests {
                 "room": {"instances": [
                     {"instance": "room-1", "address": "http://127.0.0.1:5001", "breaker": "closed",
                      "in_flight": 2, "ewma_ms": 3.5, "requests": 10, "failures": 1},
-                    {"url": "http://127.0.0.1:5002/", "breaker": {"state": "open"}, "requests": 4}
+                    {"url": "http://127.0.0.1:5002/", "breaker": {"state": "open"}, "requests": 4,
+                     "last_error": {"kind": "timeout", "at_unix_ms": 1}}
                 ]}
             }
         });
@@ -326,5 +359,9 @@ mod tests {
         assert_eq!(out[0].1.ewma_ms, Some(3.5));
         assert_eq!(out[1].0, vec!["127.0.0.1:5002".to_owned()]);
         assert_eq!(out[1].1.breaker.as_deref(), Some("open"));
+        assert_eq!(
+            out[1].1.last_error.as_ref().map(|e| e.kind.as_str()),
+            Some("timeout")
+        );
     }
 }
