@@ -43,7 +43,7 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"
 
 wait_http() {
     local deadline=$((SECONDS + 30))
-    until curl -fsS -o /dev/null --max-time 1 "$1"; do
+    until curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null; do
         [ "$SECONDS" -lt "$deadline" ] || { echo "bench-tracing: $1 not ready" >&2; exit 1; }
         sleep 0.1
     done
