@@ -147,9 +147,15 @@ impl Inspector {
         }
     }
 
-    /// Whether part of a request head has arrived but not all of it.
-    pub fn head_in_progress(&self) -> bool {
-        matches!(&self.state, State::Head(buf) if !buf.is_empty())
+    /// Where the current request stands: between requests, in its head, in its body.
+    pub fn phase(&self) -> Phase {
+        match &self.state {
+            State::Head(buf) if !buf.is_empty() => Phase::Head,
+            State::Head(_) | State::Done => Phase::Idle,
+            State::Fixed(_) | State::ChunkSize(_) | State::ChunkData(_) | State::Trailers(_) => {
+                Phase::Body
+            }
+        }
     }
 
     /// Feeds the next bytes of the stream; when a chunked body passes the limit, `Err`
@@ -298,30 +304,52 @@ fn find_head_end(buf: &[u8], next: &[u8]) -> Option<usize> {
     None
 }
 
+/// Where a request stands in the byte stream, for the read deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Between requests (or no longer followed).
+    Idle,
+    /// Part of a head has arrived.
+    Head,
+    /// The head is complete and the body is arriving.
+    Body,
+}
+
+/// How long a request's head and body may take to arrive.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// From a head's first byte to its blank line.
+    pub head: std::time::Duration,
+    /// From the end of the head to the end of the body.
+    pub body: std::time::Duration,
+}
+
 /// A client connection whose reads pass through an [`Inspector`].
 #[derive(Debug)]
 pub struct Inspected<T> {
     io: T,
     inspector: Inspector,
-    /// How long a request head may take from its first byte to its blank line.
-    head_timeout: std::time::Duration,
-    /// Armed while a head is in progress (one allocation per connection, then reset).
+    deadlines: Deadlines,
+    /// Armed while a head or body is in progress (one allocation per connection, then
+    /// reset).
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    armed: bool,
+    /// The phase the deadline was armed for.
+    armed: Phase,
 }
 
 impl<T> Inspected<T> {
-    /// Wraps `io`; a request head must arrive within `head_timeout` of its first byte,
-    /// or reads fail with `TimedOut` (hyper then drops the connection). This is the
-    /// slow-loris bound; idle time between requests is bounded separately (hyper's
-    /// header timer, `limits.idle_timeout`).
-    pub fn new(io: T, inspector: Inspector, head_timeout: std::time::Duration) -> Self {
+    /// Wraps `io`. A request head must arrive within `deadlines.head` of its first byte
+    /// and its body within `deadlines.body` of the head, or reads fail with `TimedOut`
+    /// (hyper then drops the connection): the bounds on slow-loris heads and slow-POST
+    /// bodies. Idle time between requests is bounded separately (hyper's header timer,
+    /// `limits.idle_timeout`).
+    pub fn new(io: T, inspector: Inspector, deadlines: Deadlines) -> Self {
         Inspected {
             io,
             inspector,
-            head_timeout,
+            deadlines,
             deadline: None,
-            armed: false,
+            armed: Phase::Idle,
         }
     }
 }
@@ -345,27 +373,32 @@ impl<T: AsyncRead + Unpin> AsyncRead for Inspected<T> {
         {
             buf.set_filled(before + kept);
         }
-        match (this.inspector.head_in_progress(), this.armed) {
-            (true, false) => {
-                let at = tokio::time::Instant::now() + this.head_timeout;
+        let phase = this.inspector.phase();
+        if phase != this.armed {
+            let limit = match phase {
+                Phase::Head => Some(this.deadlines.head),
+                Phase::Body => Some(this.deadlines.body),
+                Phase::Idle => None,
+            };
+            if let Some(limit) = limit {
+                let at = tokio::time::Instant::now() + limit;
                 match &mut this.deadline {
                     Some(d) => d.as_mut().reset(at),
                     None => this.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
                 }
-                this.armed = true;
             }
-            (false, true) => this.armed = false,
-            _ => {}
+            this.armed = phase;
         }
         if res.is_pending()
-            && this.armed
+            && this.armed != Phase::Idle
             && let Some(d) = &mut this.deadline
             && d.as_mut().poll(cx).is_ready()
         {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "request head not received within the header timeout",
-            )));
+            let what = match this.armed {
+                Phase::Body => "request body not received within the body timeout",
+                _ => "request head not received within the header timeout",
+            };
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
         }
         res
     }

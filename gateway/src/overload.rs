@@ -6,7 +6,8 @@
 //! - Connection limit: past `max_connections` a new connection is closed on accept.
 //! - Slow clients: a connection must send its first byte within `header_timeout`, and
 //!   each request head must be complete within `header_timeout` of its first byte
-//!   (enforced by [`crate::framing::Inspected`]); a keep-alive connection idle for
+//!   (enforced by [`crate::framing::Inspected`]), and its body within `body_timeout`
+//!   of the head (slow POST); a keep-alive connection idle for
 //!   `idle_timeout` between requests is closed (hyper's header timer).
 //! - Size limits: request bodies past `max_body_bytes` (by `Content-Length`) get 413,
 //!   request heads past `max_header_bytes` get 431 from hyper.
@@ -34,6 +35,10 @@ pub struct LimitSettings {
     /// connection must send its first byte within this (slow-loris defence).
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// A request body must be complete within this of the end of its head (slow-POST
+    /// defence).
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
     /// A keep-alive connection with no request for this long is closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
@@ -54,6 +59,7 @@ impl Default for LimitSettings {
             max_in_flight_per_service: 1024,
             max_connections: 8192,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             max_body_bytes: 1024 * 1024,
             max_header_bytes: 64 * 1024,
@@ -77,6 +83,9 @@ impl LimitSettings {
         }
         if self.header_timeout < Duration::from_millis(10) {
             return Err("limits.header_timeout: must be at least 10ms".into());
+        }
+        if self.body_timeout < Duration::from_millis(10) {
+            return Err("limits.body_timeout: must be at least 10ms".into());
         }
         if self.idle_timeout < Duration::from_millis(10) {
             return Err("limits.idle_timeout: must be at least 10ms".into());

@@ -450,7 +450,10 @@ impl Protections {
                 self.limits.max_header_bytes,
                 self.limits.max_body_bytes,
             ),
-            self.limits.header_timeout,
+            crate::framing::Deadlines {
+                head: self.limits.header_timeout,
+                body: self.limits.body_timeout,
+            },
         );
         let info = ConnInfo {
             peer,

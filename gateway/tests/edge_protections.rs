@@ -649,6 +649,45 @@ async fn a_keep_alive_connection_may_idle_past_the_header_timeout_until_the_idle
 }
 
 #[tokio::test]
+async fn a_client_trickling_its_body_is_cut_off_after_the_body_timeout() {
+    let room = upstream(Duration::ZERO).await;
+    let timeout = Duration::from_millis(500);
+    let gw = gateway(&room, None, |s| {
+        s.auth.keys.clear();
+        s.limits.body_timeout = timeout;
+    })
+    .await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"POST /api/rooms HTTP/1.1\r\nhost: gw\r\ncontent-length: 100\r\n\r\n")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut cut = None;
+    for _ in 0..100 {
+        if s.write_all(b"x").await.is_err() {
+            cut = Some(start.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut = Some(start.elapsed());
+                break;
+            }
+            Ok(Ok(n)) => {
+                // An answer before the body is complete can only be a refusal.
+                assert!(buf[..n].starts_with(b"HTTP/1.1 4"), "{:?}", &buf[..n]);
+            }
+            Err(_) => {}
+        }
+    }
+    let cut = cut.expect("the trickling client was never cut off");
+    eprintln!("slow body cut off after {cut:?} (body timeout {timeout:?})");
+    assert!(cut >= timeout && cut < timeout * 8, "{cut:?}");
+    assert_eq!(room.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
 async fn a_silent_connection_is_closed_after_the_header_timeout() {
     let room = upstream(Duration::ZERO).await;
     let gw = gateway(&room, None, |s| {
