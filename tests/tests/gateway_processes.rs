@@ -446,7 +446,7 @@ async fn a_frozen_replica_costs_steady_gets_no_error_and_little_latency() -> Res
         );
     }
     // Hedging answers from another replica: nobody waits for the 2 s per-try timeout.
-    if worst >= Duration::from_millis(1500) {
+    if worst >= Duration::from_millis(1900) {
         bail!("worst latency {worst:?}: a frozen replica stalled clients");
     }
     Ok(())
