@@ -526,3 +526,36 @@ async fn a_new_instance_takes_traffic_as_soon_as_discovery_publishes_it() {
     let r = c.get(gw.url("/api/rooms")).send().await.unwrap();
     assert_eq!(r.status(), 503, "an emptied set answers 503");
 }
+
+#[tokio::test]
+async fn the_upstream_client_reaches_a_service_with_the_same_failover() {
+    use hotel_gateway::upstream::{Discovery, UpstreamClient};
+    let good = upstream("good", Behave::Ok).await;
+    let rooms = UpstreamClient::new(
+        "room",
+        Discovery::Static(vec![dead(), good.url.clone()]),
+        &PolicySettings::default(),
+    )
+    .unwrap();
+    for _ in 0..10 {
+        let res = rooms
+            .send(http::Request::get("/rooms/9").body(Bytes::new()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let v: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
+        assert_eq!(v["path"], "/rooms/9");
+    }
+    assert_eq!(rooms.endpoints().len(), 2);
+    let nobody = UpstreamClient::new(
+        "room",
+        Discovery::Static(vec![]),
+        &PolicySettings::default(),
+    )
+    .unwrap();
+    let p = nobody
+        .send(http::Request::get("/rooms").body(Bytes::new()).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!((p.status, p.retry_after), (503, Some(1)));
+}
