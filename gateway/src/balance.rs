@@ -202,3 +202,56 @@ where
         }
     }
 }
+
+/// One service's balancer shared by every request without a task hop: each call locks
+/// it briefly, applies discovery changes, re-polls the endpoints that were not ready and
+/// picks one. A `tower::buffer::Buffer` would do the same through a channel and a worker
+/// task (two wake-ups per request).
+///
+/// Polling happens with a no-op waker on purpose: the balancer never makes a request
+/// wait (no ready endpoint answers 503 at once), so nobody needs waking; endpoints that
+/// become ready (a breaker's open period ends, a probe returns) are noticed by the next
+/// call, which polls them again. Timers and probes still wake their own entries inside
+/// the ready cache, so the next poll finds them.
+pub struct SharedBalancer<S> {
+    inner: Arc<std::sync::Mutex<S>>,
+}
+
+impl<S> Clone for SharedBalancer<S> {
+    fn clone(&self) -> Self {
+        SharedBalancer {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S> SharedBalancer<S> {
+    /// Shares `balancer`.
+    pub fn new(balancer: S) -> Self {
+        SharedBalancer {
+            inner: Arc::new(std::sync::Mutex::new(balancer)),
+        }
+    }
+}
+
+impl<S, Req> Service<Req> for SharedBalancer<S>
+where
+    S: Service<Req, Error = BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> S::Future {
+        // A panic while holding the lock leaves a usable balancer behind: recover it.
+        let mut b = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cx = Context::from_waker(Waker::noop());
+        // P2c is always ready; its poll_ready only does the bookkeeping.
+        let _ = b.poll_ready(&mut cx);
+        b.call(req)
+    }
+}

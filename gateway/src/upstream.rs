@@ -4,7 +4,8 @@
 //! deadline          tower::timeout::Timeout, the route's overall deadline     -> 504
 //!  retry            tower::retry::Retry + RetryPolicy (TpsBudget, backoff, safety)
 //!   hedge           Hedge: one more attempt after the service's recent p95
-//!    buffer         tower::buffer::Buffer: shares the one balancer of the service
+//!    shared         SharedBalancer: the one balancer of the service, shared by its
+//!                   routes under a short lock (no Buffer task hop)
 //!     balance       P2c over tower::load::PeakEwma, excluding tried instances -> 503
 //!      breaker      Breaker: per-instance readiness gate, ejection cap
 //!       observe     Observe: absolute URI, trace context, client span, stats
@@ -46,7 +47,6 @@ use std::{
 use tokio::sync::watch;
 use tower::{
     Layer, ServiceExt,
-    buffer::Buffer,
     load::{CompleteOnResponse, PeakEwma},
     retry::Retry,
 };
@@ -58,8 +58,7 @@ pub type HttpClient = Client<HttpConnector, ProxyBody>;
 pub type EndpointService = PeakEwma<Breaker<Observe<Timeout<HttpClient>>>>;
 
 type Balancer = P2c<DiscoverTargets<MakeEndpointStack>, Request<ProxyBody>>;
-type BalancerFuture = <Balancer as tower::Service<Request<ProxyBody>>>::Future;
-type Shared = Buffer<Request<ProxyBody>, BalancerFuture>;
+type Shared = crate::balance::SharedBalancer<Balancer>;
 
 /// A route's stack over its service's shared balancer.
 pub type RouteService = tower::timeout::Timeout<Retry<RetryPolicy, Hedge<Shared>>>;
@@ -298,7 +297,7 @@ impl ServiceUpstream {
             cap.clone(),
             gauge,
         );
-        let shared = Buffer::new(balancer, 1024);
+        let shared = crate::balance::SharedBalancer::new(balancer);
         Arc::new(ServiceUpstream {
             name,
             shared,

@@ -24,9 +24,11 @@ use std::{
 };
 use tokio::sync::{oneshot, watch};
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Behave {
     Ok,
+    /// 503 until the flag is set.
+    SickUntil(Arc<std::sync::atomic::AtomicBool>),
     Status(u16),
     Delay(Duration),
 }
@@ -66,6 +68,10 @@ async fn handler(State(f): State<Fake>, req: axum::extract::Request) -> axum::re
     });
     match f.behave {
         Behave::Ok => axum::Json(answer).into_response(),
+        Behave::SickUntil(ref healed) if !healed.load(Ordering::SeqCst) => {
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(answer)).into_response()
+        }
+        Behave::SickUntil(_) => axum::Json(answer).into_response(),
         Behave::Status(s) => (StatusCode::from_u16(s).unwrap(), axum::Json(answer)).into_response(),
         Behave::Delay(d) => {
             tokio::time::sleep(d).await;
@@ -558,4 +564,59 @@ async fn the_upstream_client_reaches_a_service_with_the_same_failover() {
         .await
         .unwrap_err();
     assert_eq!((p.status, p.retry_after), (503, Some(1)));
+}
+
+#[tokio::test]
+async fn an_open_breaker_lets_a_probe_through_after_its_backoff_and_closes_on_success() {
+    let healed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flaky = upstream("flaky", Behave::SickUntil(healed.clone())).await;
+    let gw = gateway(&[flaky.url.clone()], |s| {
+        let p = &mut s.services.get_mut("room").unwrap().policy;
+        p.breaker_failures = Some(2);
+        p.breaker_backoff = Some(Duration::from_millis(200));
+    })
+    .await;
+    let c = client();
+    // The instance's own 503s open its breaker; then the gateway answers 503 itself.
+    let mut gateway_503 = false;
+    for _ in 0..10 {
+        let r = c.get(gw.url("/api/rooms")).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        if json(r).await["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no healthy instance")
+        {
+            gateway_503 = true;
+            break;
+        }
+    }
+    assert!(gateway_503, "the breaker never opened");
+    healed.store(true, Ordering::SeqCst);
+    let t = Instant::now();
+    loop {
+        let r = c.get(gw.url("/api/rooms")).send().await.unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "no probe got through");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status: serde_json::Value = c
+        .get(format!("http://{}/admin/status", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let room = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "room")
+        .unwrap()
+        .clone();
+    assert_eq!(room["instances"][0]["breaker"], "closed");
+    assert!(room["instances"][0]["ejections"].as_u64().unwrap() >= 1);
 }
