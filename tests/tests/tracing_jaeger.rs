@@ -8,8 +8,9 @@
 //! and optionally `HOTEL_TEST_OTLP_ENDPOINT` (default `http://127.0.0.1:4317`). Without
 //! them the tests say why they are skipped and pass; CI always sets them.
 
+mod tracing_support;
+
 use anyhow::{Context, Result, bail};
-use hotel_tests::{TempDir, hotel_bin};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
@@ -17,9 +18,9 @@ use nix::{
 use serde_json::{Value, json};
 use std::{
     collections::HashMap,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+use tracing_support::Cluster;
 
 /// Both tests start a whole cluster; on two shared cores they take turns.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -40,137 +41,6 @@ fn jaeger() -> Option<(String, String)> {
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "http://127.0.0.1:4317".to_owned());
     Some((query.trim_end_matches('/').to_owned(), otlp))
-}
-
-/// A running `hotel up`. On drop: SIGTERM (children drain and flush their spans), then
-/// SIGKILL for it and for every instance it listed, so nothing outlives the test.
-struct Cluster {
-    child: Child,
-    dir: TempDir,
-    gateway: String,
-    api_key: String,
-}
-
-impl Cluster {
-    async fn up(otlp: &str, test: &str) -> Result<Cluster> {
-        let dir = TempDir::new(test);
-        let log = std::fs::File::create(dir.path().join("up.log"))?;
-        let child = Command::new(hotel_bin())
-            .args(["up", "--data-dir"])
-            .arg(dir.path())
-            .args(["--replicas", "customer=1,room=2,booking=1"])
-            .args([
-                "--gateway-port",
-                "0",
-                "--admin-port",
-                "0",
-                "--registry-port",
-                "0",
-            ])
-            .args(["--otlp-endpoint", otlp])
-            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-            // Short batches: spans reach Jaeger within a fraction of a second.
-            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .env_remove("OTEL_TRACES_SAMPLER")
-            .env_remove("OTEL_SERVICE_NAME")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .context("spawn hotel up")?;
-        let mut cluster = Cluster {
-            child,
-            dir,
-            gateway: String::new(),
-            api_key: String::new(),
-        };
-        let file = cluster.dir.path().join("cluster.json");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let ready = loop {
-            let v: Option<Value> = std::fs::read_to_string(&file)
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok());
-            if let Some(v) = v.filter(|v| v["ready"] == true && v["gateway_url"].is_string()) {
-                break v;
-            }
-            if let Ok(Some(status)) = cluster.child.try_wait() {
-                bail!(
-                    "hotel up exited ({status}) before its cluster was ready; log:\n{}",
-                    cluster.log()
-                );
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "cluster not ready within 120 s; hotel up log:\n{}",
-                    cluster.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        cluster.gateway = ready["gateway_url"]
-            .as_str()
-            .unwrap_or_default()
-            .trim_end_matches('/')
-            .to_owned();
-        cluster.api_key = ready["api_key"].as_str().unwrap_or_default().to_owned();
-        Ok(cluster)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default()
-    }
-
-    fn instances(&self) -> Vec<(String, String, u32)> {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("cluster.json")).unwrap_or_default();
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        v["instances"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|i| {
-                        Some((
-                            i["name"].as_str()?.to_owned(),
-                            i["service"].as_str()?.to_owned(),
-                            u32::try_from(i["pid"].as_u64()?).ok()?,
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn request(
-        &self,
-        client: &reqwest::Client,
-        method: reqwest::Method,
-        path: &str,
-    ) -> reqwest::RequestBuilder {
-        client
-            .request(method, format!("{}{path}", self.gateway))
-            .bearer_auth(&self.api_key)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let instances = self.instances();
-        let pid = Pid::from_raw(self.child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for (_, _, pid) in instances {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        }
-    }
 }
 
 /// One span as Jaeger returns it (OTLP JSON from the v3 API).
@@ -409,7 +279,11 @@ async fn a_booking_through_the_gateway_is_one_trace_in_jaeger_from_the_gateway_t
                 .iter()
                 .any(|s| s.service == service && s.attr("db.system.name") == "sqlite")
         };
-        has("gateway", SERVER)
+        // The root (the gateway's edge span) ends last of the gateway's spans, and each
+        // process sends its spans in order, so with it the gateway's part is complete.
+        spans
+            .iter()
+            .any(|s| s.service == "gateway" && s.kind == SERVER && s.parent.is_empty())
             && has("booking", SERVER)
             && has("customer", SERVER)
             && has("room", SERVER)
@@ -556,20 +430,25 @@ async fn a_request_retried_after_an_instance_is_killed_shows_the_failed_attempt_
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL)?;
 
     // Right after the kill the gateway still lists the victim: some first attempts go to
-    // it and fail, and their retries go to the other replica. Bounded in count and time.
+    // it and fail, and their retries go to the other replica. Requests go in concurrent
+    // bursts, so that balancing by in-flight load spreads them over both instances (one
+    // at a time, the lower-latency instance would take them all). Bounded in count and
+    // time.
     let mut traces = Vec::new();
     let started = Instant::now();
     while traces.len() < 60 && started.elapsed() < Duration::from_secs(5) {
-        let res = cluster
-            .request(&client, reqwest::Method::GET, &path)
-            .send()
-            .await?;
-        assert_eq!(
-            res.status(),
-            200,
-            "a killed replica costs GET clients nothing"
-        );
-        traces.push(trace_id_of(&res)?);
+        let burst: Vec<_> = (0..6)
+            .map(|_| tokio::spawn(cluster.request(&client, reqwest::Method::GET, &path).send()))
+            .collect();
+        for handle in burst {
+            let res = handle.await??;
+            assert_eq!(
+                res.status(),
+                200,
+                "a killed replica costs GET clients nothing"
+            );
+            traces.push(trace_id_of(&res)?);
+        }
     }
 
     let retried = |spans: &[JSpan]| -> Option<(JSpan, JSpan)> {
@@ -581,7 +460,11 @@ async fn a_request_retried_after_an_instance_is_killed_shows_the_failed_attempt_
         let ok = attempts
             .iter()
             .find(|s| s.status != ERROR && s.attr("hotel.outcome") == "success")?;
-        // Wait for the surviving room's span too: each process exports on its own clock.
+        // Wait for the gateway's server span (it ends last, so it may come in a later
+        // batch) and the surviving room's span (each process exports on its own clock).
+        spans
+            .iter()
+            .find(|s| s.service == "gateway" && s.kind == SERVER)?;
         spans
             .iter()
             .find(|s| s.service == "room" && s.kind == SERVER && s.parent == ok.span_id)?;

@@ -352,6 +352,93 @@ async fn without_an_endpoint_the_callers_trace_id_still_reaches_problem_bodies()
     assert_ne!(own, trace_id);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_continues_a_callers_traceparent_through_its_attempt_into_the_service() {
+    let receiver = Receiver::start().await;
+    let cluster = tracing_support::Cluster::up(&receiver.grpc_url, "tracing-gateway")
+        .await
+        .expect("hotel up");
+    let client = reqwest::Client::new();
+    let (trace_id, caller) = new_caller();
+    // The gateway learns the rooms from the registry just after start-up: 503 until then.
+    let deadline = std::time::Instant::now() + WAIT;
+    let res = loop {
+        let res = cluster
+            .request(&client, reqwest::Method::POST, "/api/rooms")
+            .header("traceparent", traceparent(&trace_id, &caller, true))
+            .json(&json!({"number": "12", "kind": "suite", "capacity": 4, "nightly_rate_cents": 30000}))
+            .send()
+            .await
+            .expect("POST /api/rooms");
+        if res.status() != 503 || std::time::Instant::now() >= deadline {
+            break res;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(res.status(), 201, "{}", cluster.log());
+    assert_eq!(
+        res.headers()
+            .get("x-trace-id")
+            .and_then(|v| v.to_str().ok()),
+        Some(trace_id.as_str()),
+        "x-trace-id names the caller's trace"
+    );
+
+    let spans = receiver
+        .wait_until(WAIT, "gateway, attempt, room and INSERT spans", |spans| {
+            let t: Vec<_> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
+            t.iter()
+                .any(|s| s.service() == "gateway" && s.kind == KIND_SERVER)
+                && t.iter()
+                    .any(|s| s.service() == "room" && s.kind == KIND_SERVER)
+                && t.iter().any(|s| s.attr("db.operation.name") == "INSERT")
+        })
+        .await;
+    let trace: Vec<_> = spans
+        .into_iter()
+        .filter(|s| s.trace_id == trace_id)
+        .collect();
+    let edge = trace
+        .iter()
+        .find(|s| s.service() == "gateway" && s.kind == KIND_SERVER)
+        .expect("gateway span");
+    assert_eq!(edge.parent_span_id, caller, "{}", dump(&trace));
+    assert_eq!(edge.attr("http.request.method"), "POST");
+    let room = trace
+        .iter()
+        .find(|s| s.service() == "room" && s.kind == KIND_SERVER)
+        .expect("room span");
+    assert_eq!(room.name, "POST /rooms");
+    let attempt = trace
+        .iter()
+        .find(|s| s.span_id == room.parent_span_id)
+        .unwrap_or_else(|| panic!("the room's parent is in the trace:\n{}", dump(&trace)));
+    assert_eq!(
+        (attempt.service(), attempt.kind),
+        ("gateway", KIND_CLIENT),
+        "{}",
+        dump(&trace)
+    );
+    assert_eq!(attempt.parent_span_id, edge.span_id, "{}", dump(&trace));
+    assert_eq!(
+        attempt.attr("hotel.instance"),
+        room.resource
+            .get("service.instance.id")
+            .map_or("", String::as_str),
+        "the attempt names the instance that answered"
+    );
+    assert_eq!(attempt.attr("hotel.attempt"), "1");
+    let insert = trace
+        .iter()
+        .find(|s| s.attr("db.operation.name") == "INSERT")
+        .expect("INSERT span");
+    assert!(
+        descends_from(&trace, insert, &room.span_id),
+        "{}",
+        dump(&trace)
+    );
+}
+
 /// In-process: the shared server span middleware on a router built by
 /// `hotel_common::http::finish`, exporting over OTLP/HTTP to the receiver through a
 /// subscriber local to this test.

@@ -4,18 +4,26 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+use anyhow::{Context, Result, bail};
+use hotel_tests::{TempDir, hotel_bin};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
         trace_service_server::{TraceService, TraceServiceServer},
     },
-    common::v1::{AnyValue, KeyValue, any_value::Value},
+    common::v1::{AnyValue, KeyValue, any_value::Value as OtlpValue},
 };
 use prost::Message;
+use serde_json::Value;
 use std::{
     collections::HashMap,
+    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 /// One received span with its resource, ids as lowercase hex.
@@ -127,10 +135,10 @@ fn hex(bytes: &[u8]) -> String {
 
 fn value(v: &Option<AnyValue>) -> String {
     match v.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(Value::StringValue(s)) => s.clone(),
-        Some(Value::IntValue(i)) => i.to_string(),
-        Some(Value::BoolValue(b)) => b.to_string(),
-        Some(Value::DoubleValue(d)) => d.to_string(),
+        Some(OtlpValue::StringValue(s)) => s.clone(),
+        Some(OtlpValue::IntValue(i)) => i.to_string(),
+        Some(OtlpValue::BoolValue(b)) => b.to_string(),
+        Some(OtlpValue::DoubleValue(d)) => d.to_string(),
         Some(other) => format!("{other:?}"),
         None => String::new(),
     }
@@ -140,7 +148,7 @@ fn ints(kvs: &[KeyValue]) -> HashMap<String, i64> {
     kvs.iter()
         .filter_map(
             |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(Value::IntValue(i)) => Some((kv.key.clone(), *i)),
+                Some(OtlpValue::IntValue(i)) => Some((kv.key.clone(), *i)),
                 _ => None,
             },
         )
@@ -297,4 +305,142 @@ pub fn descends_from(spans: &[RSpan], span: &RSpan, ancestor_id: &str) -> bool {
         }
     }
     false
+}
+
+/// A running `hotel up`. On drop: SIGTERM (children drain and flush their spans), then
+/// SIGKILL for it and for every instance it listed, so nothing outlives the test.
+pub struct Cluster {
+    child: Child,
+    dir: TempDir,
+    /// `http://127.0.0.1:PORT` of the gateway.
+    pub gateway: String,
+    /// The development API key.
+    pub api_key: String,
+}
+
+impl Cluster {
+    /// Starts `hotel up` (customer=1, room=2, booking=1) exporting over OTLP/gRPC to
+    /// `otlp`, and waits until `cluster.json` says it is ready.
+    pub async fn up(otlp: &str, test: &str) -> Result<Cluster> {
+        let dir = TempDir::new(test);
+        let log = std::fs::File::create(dir.path().join("up.log"))?;
+        let child = Command::new(hotel_bin())
+            .args(["up", "--data-dir"])
+            .arg(dir.path())
+            .args(["--replicas", "customer=1,room=2,booking=1"])
+            .args([
+                "--gateway-port",
+                "0",
+                "--admin-port",
+                "0",
+                "--registry-port",
+                "0",
+            ])
+            .args(["--otlp-endpoint", otlp])
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+            // Short batches: spans reach Jaeger within a fraction of a second.
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_TRACES_SAMPLER")
+            .env_remove("OTEL_SERVICE_NAME")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("spawn hotel up")?;
+        let mut cluster = Cluster {
+            child,
+            dir,
+            gateway: String::new(),
+            api_key: String::new(),
+        };
+        let file = cluster.dir.path().join("cluster.json");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let ready = loop {
+            let v: Option<Value> = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+            if let Some(v) = v.filter(|v| v["ready"] == true && v["gateway_url"].is_string()) {
+                break v;
+            }
+            if let Ok(Some(status)) = cluster.child.try_wait() {
+                bail!(
+                    "hotel up exited ({status}) before its cluster was ready; log:\n{}",
+                    cluster.log()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "cluster not ready within 120 s; hotel up log:\n{}",
+                    cluster.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        cluster.gateway = ready["gateway_url"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_owned();
+        cluster.api_key = ready["api_key"].as_str().unwrap_or_default().to_owned();
+        Ok(cluster)
+    }
+
+    /// The supervisor's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default()
+    }
+
+    /// (name, service, pid) of every instance in `cluster.json`.
+    pub fn instances(&self) -> Vec<(String, String, u32)> {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("cluster.json")).unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        v["instances"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| {
+                        Some((
+                            i["name"].as_str()?.to_owned(),
+                            i["service"].as_str()?.to_owned(),
+                            u32::try_from(i["pid"].as_u64()?).ok()?,
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A request to the gateway with the API key.
+    pub fn request(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        client
+            .request(method, format!("{}{path}", self.gateway))
+            .bearer_auth(&self.api_key)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let instances = self.instances();
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for (_, _, pid) in instances {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
 }
