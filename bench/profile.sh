@@ -51,17 +51,22 @@ log "load for ${DURATION} s, sampling the gateway (pid $GW) for $((DURATION - 2)
 wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$BENCH_DIR/wrk-report.lua" "$url" >"$OUT/profile-wrk.txt" &
 BENCH_PIDS+=($!)
 wrk_pid=$!
-perf record -q -e cpu-clock -F 1999 -g -p "$GW" -o "$OUT/perf.data" -- sleep $((DURATION - 2)) 2>/dev/null
+# DWARF unwinding: release builds keep no frame pointers, so -g alone loses callers.
+perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$GW" -o "$OUT/perf.data" -- sleep $((DURATION - 2)) 2>/dev/null
 wait "$wrk_pid" || true
 grep '^BENCH' "$OUT/profile-wrk.txt" || true
 
+# perf pads every line to the terminal-less default width: trim it.
+tidy() { grep -v '^#' | grep -v '^$' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' | cut -c1-200; }
 {
-	echo "== self time (top 40) =="
-	perf report -i "$OUT/perf.data" --no-children --sort symbol --stdio -g none --percent-limit 0.4 2>/dev/null |
-		grep -v '^#' | grep -v '^$' | head -40
+	echo "== where the time goes (by binary) =="
+	perf report -i "$OUT/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | tidy | head -8
 	echo
-	echo "== with children (top 40) =="
-	perf report -i "$OUT/perf.data" --children --sort symbol --stdio -g none --percent-limit 1 2>/dev/null |
-		grep -v '^#' | grep -v '^$' | head -40
+	echo "== self time (top 40) =="
+	perf report -i "$OUT/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null | tidy | head -40
+	echo
+	echo "== with callees, gateway and library frames (top 60) =="
+	perf report -i "$OUT/perf.data" --children --sort symbol --stdio -g none 2>/dev/null | tidy |
+		grep -E 'hotel|tower|hyper|tracing|tokio|http|bytes|prometheus|opentelemetry' | head -60
 } | tee "$OUT/profile.txt"
 log "perf data in $OUT/perf.data (perf report -i $OUT/perf.data)"

@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Steady load with an optional failure and restore; prints per-window figures.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Prints N free TCP ports on 127.0.0.1, one per line.
     Ports {
         /// How many.
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(*args).await,
             Command::Ports { count } => ports(count),
             Command::Wait { url, timeout } => wait(&url, timeout).await,
         }

@@ -443,7 +443,7 @@ mod tests {
             if (1200..1300).contains(&ms) {
                 continue;
             }
-            let upstream = if ms >= 1500 || ms < 1200 {
+            let upstream = if !(1200..1500).contains(&ms) {
                 [1, 2, 3][(ms / 10 % 3) as usize]
             } else {
                 1
