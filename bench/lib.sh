@@ -341,6 +341,23 @@ cpu_ticks() {
 # busy_ticks: clock ticks all CPUs spent not idle, from /proc/stat.
 busy_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
 
+# wait_quiet MAX_PCT SECONDS: waits (up to SECONDS) for a one-second span in which the
+# whole machine is busy less than MAX_PCT % (our servers idle meanwhile); 1 if none came.
+wait_quiet() {
+	local max=$1 until=$((SECONDS + $2)) hz ncpu b0 b1
+	hz=$(getconf CLK_TCK)
+	ncpu=$(nproc)
+	while ((SECONDS < until)); do
+		b0=$(busy_ticks)
+		sleep 1
+		b1=$(busy_ticks)
+		if awk -v d="$((b1 - b0))" -v hz="$hz" -v n="$ncpu" -v m="$max" 'BEGIN { exit !(100 * d / (hz * n) < m) }'; then
+			return 0
+		fi
+	done
+	return 1
+}
+
 # rss_kb PID...: peak resident memory (VmHWM) of those processes and descendants, in KiB.
 rss_kb() {
 	local total=0 p q v
