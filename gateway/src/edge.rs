@@ -249,9 +249,9 @@ where
             let route = res.extensions_mut().remove::<MatchedRoute>().map(|r| r.0);
             if let Some(r) = &route {
                 span.record("http.route", r.as_str());
-                span.record("otel.name", format!("{method} {r}"));
+                hotel_common::telemetry::set_span_name(&span, format!("{method} {r}"));
             }
-            span.record("http.response.status_code", status.as_u16());
+            span.record("http.response.status_code", i64::from(status.as_u16()));
             if status.is_server_error() {
                 hotel_common::telemetry::record_error(&span, format!("HTTP {status}"));
             }

@@ -356,10 +356,14 @@ impl Finish {
         }
         self.span.record("hotel.outcome", outcome);
         if let Some(s) = status {
-            self.span.record("http.response.status_code", s);
+            self.span.record("http.response.status_code", i64::from(s));
         }
         if outcome != "success" {
-            self.span.record("otel.status_code", "ERROR");
+            let message = match status {
+                Some(s) => format!("{outcome}: HTTP {s}"),
+                None => outcome.to_owned(),
+            };
+            hotel_common::telemetry::record_error(&self.span, message);
         }
     }
 }

@@ -1,18 +1,21 @@
-//! Hedging: when an idempotent request's attempt has not answered by the service's
-//! recent p95 (clamped to `[hedge_min_delay, hedge_max_delay]`), one more attempt goes to
+//! Hedging: when a request with an idempotent method (GET, HEAD, PUT, DELETE, OPTIONS)
+//! has not answered by the service's recent p95 (clamped to
+//! `[hedge_min_delay, hedge_max_delay]`), one more attempt goes to
 //! another instance and the first good answer wins. A frozen instance then costs a client
 //! the hedge delay instead of a whole per-try timeout.
 //!
 //! Hedges are paid from the route's retry budget. The losing attempt is not cancelled:
 //! it runs to its own end (bounded by the per-try timeout) in a task, so a hung instance
-//! still collects the timeouts that open its breaker.
+//! still collects the timeouts that open its breaker. A POST with an `Idempotency-Key` is
+//! retried after a failure but never hedged: the hedge would reach the service while the
+//! first attempt still holds the key.
 
 use crate::{
     body::ProxyBody,
     endpoint::AttemptKind,
     error::BoxError,
     metrics::RouteLabels,
-    retry::{RouteShared, clone_request, is_idempotent},
+    retry::{RouteShared, clone_request, has_idempotent_method},
 };
 use futures::future::BoxFuture;
 use http::{Request, Response};
@@ -85,7 +88,7 @@ where
 
     fn call(&mut self, req: Request<ProxyBody>) -> Self::Future {
         let plan = match self.shared.hedge_delay() {
-            Some(delay) if is_idempotent(&req) => clone_request(&req).map(|mut r| {
+            Some(delay) if has_idempotent_method(&req) => clone_request(&req).map(|mut r| {
                 r.extensions_mut().insert(AttemptKind::Hedge);
                 (delay, r)
             }),
@@ -212,6 +215,22 @@ mod tests {
         first.send_response(Response::new(()));
         call.await.unwrap().unwrap();
         assert!(no_request_within(&mut handle, Duration::from_secs(5)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_post_with_an_idempotency_key_is_not_hedged_either() {
+        // A key makes a POST safe to retry after a failure, but a hedge would reach the
+        // service while the first attempt still holds the key and double its work.
+        let (svc, mut handle) = mock::pair::<Request<ProxyBody>, Res>();
+        let svc = tower::Layer::layer(&layer(), svc);
+        let mut r = req(http::Method::POST);
+        r.headers_mut()
+            .insert("idempotency-key", http::HeaderValue::from_static("k-1"));
+        let call = tokio::spawn(svc.oneshot(r));
+        let (_, first) = handle.next_request().await.unwrap();
+        assert!(no_request_within(&mut handle, Duration::from_secs(5)).await);
+        first.send_response(Response::new(()));
+        call.await.unwrap().unwrap();
     }
 
     #[tokio::test(start_paused = true)]

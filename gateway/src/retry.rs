@@ -100,13 +100,19 @@ impl RouteShared {
     }
 }
 
-/// Whether the request may be sent twice.
-pub fn is_idempotent<B>(req: &Request<B>) -> bool {
+/// Whether the method is idempotent by definition (RFC 9110 9.2.2).
+pub fn has_idempotent_method<B>(req: &Request<B>) -> bool {
     use http::Method;
     matches!(
         *req.method(),
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
-    ) || req.headers().contains_key("idempotency-key")
+    )
+}
+
+/// Whether the request may be sent again after a failed attempt: an idempotent method, or
+/// a request whose `Idempotency-Key` lets the service recognise the repeat.
+pub fn is_idempotent<B>(req: &Request<B>) -> bool {
+    has_idempotent_method(req) || req.headers().contains_key("idempotency-key")
 }
 
 /// Why a failed attempt may be retried, or `None`.

@@ -89,7 +89,10 @@ impl Proc {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(err_file))
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            );
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -99,7 +102,11 @@ impl Proc {
         let log_copy = log.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
-            let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&log_copy).ok();
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_copy)
+                .ok();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("listening on http://") {
                     if let (Some(tx), Ok(a)) = (tx.take(), rest.trim().parse::<SocketAddr>()) {
@@ -120,7 +127,12 @@ impl Proc {
                 bail!("{name} did not print its address within 60 s; log:\n{text}");
             }
         };
-        Ok(Proc { name: name.to_owned(), addr, log, child })
+        Ok(Proc {
+            name: name.to_owned(),
+            addr,
+            log,
+            child,
+        })
     }
 
     /// `http://ADDR`.

@@ -408,23 +408,37 @@ async fn a_frozen_replica_costs_steady_gets_no_error_and_little_latency() -> Res
     replicas[0].pause();
     let frozen_at = Instant::now();
     let status_url = format!("http://127.0.0.1:{admin_port}/admin/status");
-    // Its breaker opens once its attempts time out (per-try timeout 2 s, 5 failures).
+    // Traffic must leave the frozen replica: either its breaker opens (its attempts time
+    // out: per-try timeout 2 s, 5 failures), or p2c over peak-EWMA stops picking it, since
+    // its in-flight attempts never finish. Either way, it gets no new attempt for a whole
+    // second.
+    let room_1 = |v: Value| -> Option<Value> {
+        let svc = v["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["service"] == "room")?
+            .clone();
+        svc["instances"]
+            .as_array()?
+            .iter()
+            .find(|i| i["instance"] == "room-static-1")
+            .cloned()
+    };
     let opened = eventually(
         Duration::from_secs(20),
-        "the frozen replica's breaker to open",
+        "traffic to leave the frozen replica",
         || async {
             let v: Value = c.get(&status_url).send().await.ok()?.json().await.ok()?;
-            let svc = v["services"]
-                .as_array()?
-                .iter()
-                .find(|s| s["service"] == "room")?
-                .clone();
-            let inst = svc["instances"]
-                .as_array()?
-                .iter()
-                .find(|i| i["instance"] == "room-static-1")?
-                .clone();
-            (inst["breaker"] != "closed").then_some(())
+            let before = room_1(v)?;
+            if before["breaker"] != "closed" {
+                return Some(());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let v: Value = c.get(&status_url).send().await.ok()?.json().await.ok()?;
+            let after = room_1(v)?;
+            (after["breaker"] != "closed"
+                || (after["requests"].is_u64() && after["requests"] == before["requests"]))
+                .then_some(())
         },
     )
     .await;
@@ -434,7 +448,7 @@ async fn a_frozen_replica_costs_steady_gets_no_error_and_little_latency() -> Res
     replicas[0].resume();
     let (ok, failed, worst) = load.await?;
     println!(
-        "SIGSTOP of room-1 under load: {ok} ok, {} failed, worst latency {worst:?}, breaker left closed after {opened_after:?}",
+        "SIGSTOP of room-1 under load: {ok} ok, {} failed, worst latency {worst:?}, traffic left it after {opened_after:?}",
         failed.len()
     );
     opened?;

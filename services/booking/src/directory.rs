@@ -195,7 +195,7 @@ impl HttpDirectory {
                 reason: error_chain(&e),
             })?;
         let status = res.status();
-        tracing::Span::current().record("http.response.status_code", status.as_u16());
+        tracing::Span::current().record("http.response.status_code", i64::from(status.as_u16()));
         // A body cut off by a dying peer is "unreachable", a body of the wrong shape is not.
         let bytes = res.bytes().await.map_err(|e| PeerError::Unreachable {
             service,
@@ -395,8 +395,10 @@ impl UpstreamDirectory {
                 })?;
             match client.send(req).await {
                 Ok(res) => {
-                    tracing::Span::current()
-                        .record("http.response.status_code", res.status().as_u16());
+                    tracing::Span::current().record(
+                        "http.response.status_code",
+                        i64::from(res.status().as_u16()),
+                    );
                     decode(service, res.status(), res.body())
                 }
                 // 502/503/504 from the client: no instance, breakers open, connect
