@@ -56,6 +56,8 @@ perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$GW" -o "$OUT/pe
 wait "$wrk_pid" || true
 grep '^BENCH' "$OUT/profile-wrk.txt" || true
 
+# head closes its pipe early on purpose; that must not end the script.
+set +o pipefail
 # perf pads every line to the terminal-less default width: trim it.
 tidy() { grep -v '^#' | grep -v '^$' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' | cut -c1-200; }
 {
