@@ -537,6 +537,11 @@ impl Supervisor {
             cmd.env_remove(var);
         }
         cmd.envs(env);
+        // The child stops (gracefully) if this supervisor dies, even by SIGKILL.
+        cmd.env(
+            hotel_common::process::SUPERVISOR_PID_ENV,
+            std::process::id().to_string(),
+        );
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => return Err(fail(format!("could not be spawned: {e}"))),

@@ -34,7 +34,9 @@ fn parse_log_format(s: &str) -> Result<crate::telemetry::LogFormat, String> {
     match s {
         "text" => Ok(crate::telemetry::LogFormat::Text),
         "json" => Ok(crate::telemetry::LogFormat::Json),
-        other => Err(format!("unknown log format {other:?}; expected text or json")),
+        other => Err(format!(
+            "unknown log format {other:?}; expected text or json"
+        )),
     }
 }
 
@@ -55,4 +57,38 @@ pub fn announce(addr: SocketAddr) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "listening on http://{addr}");
     let _ = out.flush();
+}
+
+/// Environment variable through which `hotel up` tells a child its supervisor's pid.
+pub const SUPERVISOR_PID_ENV: &str = "HOTEL_SUPERVISOR_PID";
+
+/// When started by `hotel up`, ask the kernel to send us SIGTERM if the supervisor dies,
+/// so a supervisor killed with SIGKILL leaves no orphan instances behind: each one shuts
+/// down gracefully (deregisters, drains) instead. Returns whether the link is in place.
+///
+/// The check of the parent pid after `prctl` closes the race where the supervisor died
+/// between spawning us and this call (then we were re-parented already and exit at once).
+pub fn follow_supervisor() -> bool {
+    let Some(pid) = std::env::var(SUPERVISOR_PID_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return false;
+    };
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::signal::Signal;
+        if nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).is_err() {
+            return false;
+        }
+        if nix::unistd::getppid().as_raw() != pid {
+            let _ = nix::sys::signal::raise(Signal::SIGTERM);
+        }
+        true
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        false
+    }
 }
