@@ -159,7 +159,10 @@ mod tests {
     }
 
     fn defaults() -> Demo {
-        Demo { timeout: Duration::from_millis(250), port: 1 }
+        Demo {
+            timeout: Duration::from_millis(250),
+            port: 1,
+        }
     }
 
     #[test]
@@ -167,8 +170,20 @@ mod tests {
         let dir = tempdir();
         let path = dir.join("demo.toml");
         std::fs::write(&path, "timeout = \"2s\"\nport = 5\n").unwrap();
-        let d: Demo = load_with_env(&defaults(), Some(&path), "demo", &[("HOTEL_DEMO__PORT", "7")]).unwrap();
-        assert_eq!(d, Demo { timeout: Duration::from_secs(2), port: 7 });
+        let d: Demo = load_with_env(
+            &defaults(),
+            Some(&path),
+            "demo",
+            &[("HOTEL_DEMO__PORT", "7")],
+        )
+        .unwrap();
+        assert_eq!(
+            d,
+            Demo {
+                timeout: Duration::from_secs(2),
+                port: 7
+            }
+        );
     }
 
     #[test]
@@ -183,7 +198,13 @@ mod tests {
 
     #[test]
     fn bad_duration_names_the_key() {
-        let err = load_with_env(&defaults(), None, "demo", &[("HOTEL_DEMO__TIMEOUT", "fast")]).unwrap_err();
+        let err = load_with_env(
+            &defaults(),
+            None,
+            "demo",
+            &[("HOTEL_DEMO__TIMEOUT", "fast")],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("timeout"), "{err}");
     }
 

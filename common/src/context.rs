@@ -37,7 +37,8 @@ pub async fn scope<F: std::future::Future>(ctx: RequestContext, fut: F) -> F::Ou
 pub fn is_well_formed_request_id(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 128
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 /// Takes the request's id from a well-formed header or makes a new one.

@@ -32,7 +32,9 @@ pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {
 
 /// Starts a write transaction that takes SQLite's write lock at once (`BEGIN IMMEDIATE`),
 /// so no other connection or process can write between our reads and our writes.
-pub async fn begin_immediate(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+pub async fn begin_immediate(
+    pool: &SqlitePool,
+) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
     pool.begin_with("BEGIN IMMEDIATE").await
 }
 
@@ -95,7 +97,8 @@ pub async fn migrate(
 /// Whether `e` is a UNIQUE (or primary key) constraint violation: the request conflicts
 /// with a row that exists, a 409 for the client rather than a 500.
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error().is_some_and(|d| d.is_unique_violation())
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
 }
 
 /// Whether `e` is worth retrying elsewhere or later: the pool had no free connection in

@@ -32,7 +32,12 @@ where
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|ct| {
-                let ct = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                let ct = ct
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 ct == "application/json" || ct.ends_with("+json")
             })
             .unwrap_or(false);
@@ -43,7 +48,9 @@ where
                 "the body must be JSON with Content-Type: application/json",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(body_problem)?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_problem)?;
         // serde lets a struct be read from an array of its fields in order, so
         // `["Ada", "ada@example.com"]` would pass as a body. Request bodies here are
         // objects; refuse arrays before that quirk can apply.
@@ -82,10 +89,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             let inner = err.into_inner();
             use serde_json::error::Category;
             match inner.classify() {
-                Category::Syntax | Category::Eof | Category::Io => Err(Problem::bad_request(
-                    format!("malformed JSON: {inner}"),
-                )
-                .with_title("Malformed JSON")),
+                Category::Syntax | Category::Eof | Category::Io => {
+                    Err(Problem::bad_request(format!("malformed JSON: {inner}"))
+                        .with_title("Malformed JSON"))
+                }
                 Category::Data => {
                     let message = strip_position(&inner.to_string());
                     let field = if path == "." {
@@ -259,7 +266,13 @@ mod non_null_tests {
     #[test]
     fn an_explicit_null_is_a_422_naming_the_field_and_absence_is_none() {
         assert_eq!(parse_json::<Patch>(br#"{}"#).unwrap().name, None);
-        assert_eq!(parse_json::<Patch>(br#"{"name":"x"}"#).unwrap().name.as_deref(), Some("x"));
+        assert_eq!(
+            parse_json::<Patch>(br#"{"name":"x"}"#)
+                .unwrap()
+                .name
+                .as_deref(),
+            Some("x")
+        );
         let p = parse_json::<Patch>(br#"{"name":null}"#).unwrap_err();
         assert_eq!((p.status, p.errors[0].field.as_str()), (422, "name"));
     }

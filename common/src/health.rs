@@ -11,7 +11,10 @@ pub type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>>
 /// A router with `/healthz` and `/readyz`; merge it into a service's router.
 pub fn router(check: ReadinessCheck) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/readyz", get(readyz))
         .with_state(check)
 }

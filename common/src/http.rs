@@ -18,9 +18,7 @@ pub fn finish(
 ) -> Router {
     routes
         .merge(health::router(readiness))
-        .fallback(|| async {
-            Problem::new(StatusCode::NOT_FOUND, "no-route", "no such route")
-        })
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no-route", "no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -30,5 +28,8 @@ pub fn finish(
         })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(context::request_context))
-        .layer(middleware::from_fn_with_state(role, crate::telemetry::server_span))
+        .layer(middleware::from_fn_with_state(
+            role,
+            crate::telemetry::server_span,
+        ))
 }

@@ -82,7 +82,11 @@ impl Problem {
 
     /// 404 for the named resource.
     pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not-found", format!("{what} {id} does not exist"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("{what} {id} does not exist"),
+        )
     }
 
     /// 409: the request conflicts with the current state.
@@ -150,7 +154,8 @@ impl Problem {
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(secs) = self.retry_after {
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         res
     }
