@@ -65,10 +65,10 @@ impl From<figment::Error> for ConfigError {
     fn from(e: figment::Error) -> Self {
         // figment's Display already names the key path and the source ("in file x.toml").
         let mut msg = e.to_string();
-        if let Some(src) = e.metadata.as_ref().map(|m| m.name.to_string()) {
-            if !msg.contains(&src) {
-                msg.push_str(&format!(" (from {src})"));
-            }
+        if let Some(src) = e.metadata.as_ref().map(|m| m.name.to_string())
+            && !msg.contains(&src)
+        {
+            msg.push_str(&format!(" (from {src})"));
         }
         ConfigError(msg.replace('\n', " "))
     }

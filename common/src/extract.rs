@@ -80,6 +80,7 @@ fn body_problem(e: BytesRejection) -> Problem {
 }
 
 /// Parses a JSON document, naming the field that failed.
+#[allow(clippy::result_large_err)] // the error path is the rare one; a Problem is its body
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(de) {
