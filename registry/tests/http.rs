@@ -89,6 +89,23 @@ async fn register(app: &Router, service: &str, instance: &str, body: Value) -> A
     send(app, Method::PUT, &uri, Some(TOKEN), Some(body.to_string())).await
 }
 
+/// Registers `room-1` of service `room` with `body`.
+async fn register_room_1(app: &Router, body: Value) -> Answer {
+    register(app, "room", "room-1", body).await
+}
+
+/// A bodiless request carrying the right token.
+async fn authed(app: &Router, method: Method, uri: &str) -> Answer {
+    send(app, method, uri, Some(TOKEN), None).await
+}
+
+/// Asserts `a` is a problem+json answer with `status` whose `errors` name exactly `fields`.
+fn assert_problem(a: &Answer, status: StatusCode, fields: &[&str]) {
+    assert_eq!(a.status, status, "{}", a.text);
+    assert!(a.is_problem(), "{}", a.text);
+    assert_eq!(a.problem_fields(), fields, "{}", a.text);
+}
+
 #[tokio::test]
 async fn requests_without_a_token_get_401_with_a_bearer_challenge() {
     let app = app();
@@ -140,7 +157,7 @@ async fn a_wrong_token_gets_401_invalid_token_and_is_never_echoed() {
     )
     .await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
-    let a = send(&app, Method::GET, "/v1/services", Some(TOKEN), None).await;
+    let a = authed(&app, Method::GET, "/v1/services").await;
     assert_eq!(a.status, StatusCode::OK);
 }
 
@@ -184,7 +201,7 @@ async fn register_renew_list_and_deregister_round_trip() {
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(again.json()["index"], index);
 
-    let list = send(&app, Method::GET, "/v1/services/room", Some(TOKEN), None).await;
+    let list = authed(&app, Method::GET, "/v1/services/room").await;
     assert_eq!(list.status, StatusCode::OK);
     let v = list.json();
     assert_eq!(v["index"], index);
@@ -193,45 +210,20 @@ async fn register_renew_list_and_deregister_round_trip() {
     assert_eq!(v["instances"][0]["lease_ms"], 3000);
     assert_eq!(list.headers["x-registry-index"], index.to_string().as_str());
 
-    let services = send(&app, Method::GET, "/v1/services", Some(TOKEN), None)
-        .await
-        .json();
+    let services = authed(&app, Method::GET, "/v1/services").await.json();
     assert_eq!(
         services["services"],
         json!([{"service": "room", "instances": 1, "index": index}])
     );
 
-    let hb = send(
-        &app,
-        Method::PUT,
-        "/v1/instances/room/room-1/heartbeat",
-        Some(TOKEN),
-        None,
-    )
-    .await;
+    let hb = authed(&app, Method::PUT, "/v1/instances/room/room-1/heartbeat").await;
     assert_eq!(hb.status, StatusCode::OK);
 
-    let del = send(
-        &app,
-        Method::DELETE,
-        "/v1/instances/room/room-1",
-        Some(TOKEN),
-        None,
-    )
-    .await;
+    let del = authed(&app, Method::DELETE, "/v1/instances/room/room-1").await;
     assert_eq!(del.status, StatusCode::NO_CONTENT);
-    let del = send(
-        &app,
-        Method::DELETE,
-        "/v1/instances/room/room-1",
-        Some(TOKEN),
-        None,
-    )
-    .await;
+    let del = authed(&app, Method::DELETE, "/v1/instances/room/room-1").await;
     assert_eq!(del.status, StatusCode::NOT_FOUND);
-    let v = send(&app, Method::GET, "/v1/services/room", Some(TOKEN), None)
-        .await
-        .json();
+    let v = authed(&app, Method::GET, "/v1/services/room").await.json();
     assert!(v["index"].as_u64().unwrap() > index);
     assert_eq!(v["instances"], json!([]));
 }
@@ -239,14 +231,7 @@ async fn register_renew_list_and_deregister_round_trip() {
 #[tokio::test]
 async fn a_heartbeat_for_an_unknown_instance_answers_404_problem() {
     let app = app();
-    let a = send(
-        &app,
-        Method::PUT,
-        "/v1/instances/room/room-9/heartbeat",
-        Some(TOKEN),
-        None,
-    )
-    .await;
+    let a = authed(&app, Method::PUT, "/v1/instances/room/room-9/heartbeat").await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert!(a.is_problem());
     assert!(a.json()["detail"].as_str().unwrap().contains("room-9"));
@@ -257,17 +242,14 @@ async fn bad_service_and_instance_names_answer_400_naming_the_field() {
     let app = app();
     let url = json!({"url": "http://127.0.0.1:1"});
     let a = register(&app, "Room", "room-1", url.clone()).await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert_eq!(a.problem_fields(), ["service"]);
+    assert_problem(&a, StatusCode::BAD_REQUEST, &["service"]);
     let long = "a".repeat(64);
     let a = register(&app, "room", &long, url.clone()).await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert_eq!(a.problem_fields(), ["instance"]);
+    assert_problem(&a, StatusCode::BAD_REQUEST, &["instance"]);
     let a = register(&app, "room", "room_1", url).await;
-    assert_eq!(a.problem_fields(), ["instance"]);
-    let a = send(&app, Method::GET, "/v1/services/ROOM", Some(TOKEN), None).await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert_eq!(a.problem_fields(), ["service"]);
+    assert_problem(&a, StatusCode::BAD_REQUEST, &["instance"]);
+    let a = authed(&app, Method::GET, "/v1/services/ROOM").await;
+    assert_problem(&a, StatusCode::BAD_REQUEST, &["service"]);
 }
 
 #[tokio::test]
@@ -279,18 +261,11 @@ async fn a_bad_url_answers_422_naming_url() {
         "http://u:p@127.0.0.1:1",
         "nonsense",
     ] {
-        let a = register(&app, "room", "room-1", json!({"url": bad})).await;
-        assert_eq!(
-            a.status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{bad}: {}",
-            a.text
-        );
-        assert_eq!(a.problem_fields(), ["url"], "{bad}");
+        let a = register_room_1(&app, json!({"url": bad})).await;
+        assert_problem(&a, StatusCode::UNPROCESSABLE_ENTITY, &["url"]);
     }
-    let a = register(&app, "room", "room-1", json!({"url": 5})).await;
-    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(a.problem_fields(), ["url"]);
+    let a = register_room_1(&app, json!({"url": 5})).await;
+    assert_problem(&a, StatusCode::UNPROCESSABLE_ENTITY, &["url"]);
 }
 
 #[tokio::test]
@@ -298,35 +273,15 @@ async fn oversized_metadata_is_refused_naming_the_field() {
     let app = app();
     let many: serde_json::Map<String, Value> =
         (0..33).map(|i| (format!("k{i}"), json!("v"))).collect();
-    let a = register(
-        &app,
-        "room",
-        "room-1",
-        json!({"url": "http://127.0.0.1:1", "metadata": many}),
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(a.problem_fields(), ["metadata"]);
+    let a = register_room_1(&app, json!({"url": "http://127.0.0.1:1", "metadata": many})).await;
+    assert_problem(&a, StatusCode::UNPROCESSABLE_ENTITY, &["metadata"]);
 
-    let long = "x".repeat(600);
-    let a = register(
-        &app,
-        "room",
-        "room-1",
-        json!({"url": "http://127.0.0.1:1", "metadata": {"zone": long}}),
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(a.problem_fields(), ["metadata.zone"]);
+    let zone = json!({"zone": "x".repeat(600)});
+    let a = register_room_1(&app, json!({"url": "http://127.0.0.1:1", "metadata": zone})).await;
+    assert_problem(&a, StatusCode::UNPROCESSABLE_ENTITY, &["metadata.zone"]);
 
-    let huge = "x".repeat(5000);
-    let a = register(
-        &app,
-        "room",
-        "room-1",
-        json!({"url": "http://127.0.0.1:1", "metadata": {"blob": huge}}),
-    )
-    .await;
+    let blob = json!({"blob": "x".repeat(5000)});
+    let a = register_room_1(&app, json!({"url": "http://127.0.0.1:1", "metadata": blob})).await;
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(a.is_problem());
 }
@@ -334,33 +289,20 @@ async fn oversized_metadata_is_refused_naming_the_field() {
 #[tokio::test]
 async fn unknown_fields_wrong_types_and_bad_leases_name_the_field() {
     let app = app();
-    let a = register(
-        &app,
-        "room",
-        "room-1",
-        json!({"url": "http://127.0.0.1:1", "ttl": "3s"}),
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(a.problem_fields(), ["ttl"]);
-    let a = register(
-        &app,
-        "room",
-        "room-1",
-        json!({"url": "http://127.0.0.1:1", "metadata": {"zone": 1}}),
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(a.problem_fields(), ["metadata.zone"]);
-    let a = register(
-        &app,
-        "room",
-        "room-1",
-        json!({"url": "http://127.0.0.1:1", "lease": "10ms"}),
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(a.problem_fields(), ["lease"]);
+    for (body, field) in [
+        (json!({"url": "http://127.0.0.1:1", "ttl": "3s"}), "ttl"),
+        (
+            json!({"url": "http://127.0.0.1:1", "metadata": {"zone": 1}}),
+            "metadata.zone",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:1", "lease": "10ms"}),
+            "lease",
+        ),
+    ] {
+        let a = register_room_1(&app, body).await;
+        assert_problem(&a, StatusCode::UNPROCESSABLE_ENTITY, &[field]);
+    }
     let a = send(
         &app,
         Method::PUT,
@@ -376,56 +318,30 @@ async fn unknown_fields_wrong_types_and_bad_leases_name_the_field() {
 #[tokio::test]
 async fn bad_watch_parameters_answer_400_naming_the_parameter() {
     let app = app();
-    let a = send(
-        &app,
-        Method::GET,
-        "/v1/services/room?index=1&wait=soon",
-        Some(TOKEN),
-        None,
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert_eq!(a.problem_fields(), ["wait"]);
-    let a = send(
-        &app,
-        Method::GET,
-        "/v1/services/room?index=-1",
-        Some(TOKEN),
-        None,
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert_eq!(a.problem_fields(), ["index"]);
-    let a = send(
-        &app,
-        Method::GET,
-        "/v1/services/room?idx=1",
-        Some(TOKEN),
-        None,
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert_eq!(a.problem_fields(), ["idx"]);
+    for (query, field) in [
+        ("index=1&wait=soon", "wait"),
+        ("index=-1", "index"),
+        ("idx=1", "idx"),
+    ] {
+        let a = authed(&app, Method::GET, &format!("/v1/services/room?{query}")).await;
+        assert_problem(&a, StatusCode::BAD_REQUEST, &[field]);
+    }
 }
 
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_problems() {
     let app = app();
-    let a = send(&app, Method::GET, "/v2/nothing", Some(TOKEN), None).await;
-    assert_eq!(a.status, StatusCode::NOT_FOUND);
-    assert!(a.is_problem());
-    let a = send(&app, Method::POST, "/v1/services", Some(TOKEN), None).await;
-    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert!(a.is_problem());
+    let a = authed(&app, Method::GET, "/v2/nothing").await;
+    assert_problem(&a, StatusCode::NOT_FOUND, &[]);
+    let a = authed(&app, Method::POST, "/v1/services").await;
+    assert_problem(&a, StatusCode::METHOD_NOT_ALLOWED, &[]);
 }
 
 #[tokio::test]
 async fn the_root_page_lists_instances_with_heartbeat_age_and_metadata() {
     let app = app();
-    register(
+    register_room_1(
         &app,
-        "room",
-        "room-1",
         json!({"url": "http://127.0.0.1:4001", "metadata": {"zone": "b"}}),
     )
     .await;
@@ -436,7 +352,7 @@ async fn the_root_page_lists_instances_with_heartbeat_age_and_metadata() {
         json!({"url": "http://127.0.0.1:4002"}),
     )
     .await;
-    let a = send(&app, Method::GET, "/", Some(TOKEN), None).await;
+    let a = authed(&app, Method::GET, "/").await;
     assert_eq!(a.status, StatusCode::OK);
     assert!(
         a.headers[header::CONTENT_TYPE]
@@ -460,15 +376,13 @@ async fn the_root_page_lists_instances_with_heartbeat_age_and_metadata() {
 #[tokio::test]
 async fn a_blocking_watch_over_http_returns_when_an_instance_registers() {
     let app = app();
-    let first = send(&app, Method::GET, "/v1/services/room", Some(TOKEN), None)
-        .await
-        .json();
+    let first = authed(&app, Method::GET, "/v1/services/room").await.json();
     let index = first["index"].as_u64().unwrap();
     let waiter = {
         let app = app.clone();
         tokio::spawn(async move {
             let uri = format!("/v1/services/room?index={index}&wait=20s");
-            send(&app, Method::GET, &uri, Some(TOKEN), None).await
+            authed(&app, Method::GET, &uri).await
         })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -476,13 +390,7 @@ async fn a_blocking_watch_over_http_returns_when_an_instance_registers() {
         !waiter.is_finished(),
         "the watch must block while nothing changes"
     );
-    register(
-        &app,
-        "room",
-        "room-1",
-        json!({"url": "http://127.0.0.1:4001"}),
-    )
-    .await;
+    register_room_1(&app, json!({"url": "http://127.0.0.1:4001"})).await;
     let a = tokio::time::timeout(Duration::from_secs(5), waiter)
         .await
         .unwrap()
@@ -495,36 +403,42 @@ async fn a_blocking_watch_over_http_returns_when_an_instance_registers() {
 #[tokio::test]
 async fn a_blocking_watch_that_times_out_answers_the_same_index() {
     let app = app();
-    register(
-        &app,
-        "room",
-        "room-1",
-        json!({"url": "http://127.0.0.1:4001"}),
-    )
-    .await;
-    let index = send(&app, Method::GET, "/v1/services/room", Some(TOKEN), None)
-        .await
-        .json()["index"]
+    register_room_1(&app, json!({"url": "http://127.0.0.1:4001"})).await;
+    let index = authed(&app, Method::GET, "/v1/services/room").await.json()["index"]
         .as_u64()
         .unwrap();
     let started = Instant::now();
     let uri = format!("/v1/services/room?index={index}&wait=300ms");
-    let a = send(&app, Method::GET, &uri, Some(TOKEN), None).await;
+    let a = authed(&app, Method::GET, &uri).await;
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(a.json()["index"], index);
     assert_eq!(a.headers["x-registry-index"], index.to_string().as_str());
 }
 
-async fn start_registry(
-    settings: Settings,
-) -> (
-    String,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
+/// A whole registry serving on a port in this process.
+struct Running {
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Its `host:port`, to restart a registry at the same address.
+    fn addr(&self) -> std::net::SocketAddr {
+        self.url.trim_start_matches("http://").parse().unwrap()
+    }
+
+    /// Shuts it down and waits until it has stopped serving.
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap();
+    }
+}
+
+async fn start_registry(settings: Settings) -> Running {
     let app = Application::build(settings).await.unwrap();
     let url = app.url();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         app.run_until(async move {
             let _ = rx.await;
@@ -532,7 +446,25 @@ async fn start_registry(
         .await
         .unwrap();
     });
-    (url, tx, task)
+    Running { url, stop, task }
+}
+
+/// Starts a registry on `addr`, where an earlier one ran.
+async fn restart_registry(addr: std::net::SocketAddr) -> Running {
+    start_registry(Settings {
+        listen: addr,
+        ..settings()
+    })
+    .await
+}
+
+/// A registration request for `url` with no metadata and the default lease.
+fn register_request(url: String) -> hotel_registry::model::RegisterRequest {
+    hotel_registry::model::RegisterRequest {
+        url,
+        metadata: Default::default(),
+        lease: None,
+    }
 }
 
 fn client(url: &str) -> RegistryClient {
@@ -564,7 +496,8 @@ async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
 
 #[tokio::test]
 async fn a_watcher_sees_a_registration_within_milliseconds() {
-    let (url, stop, task) = start_registry(settings()).await;
+    let registry = start_registry(settings()).await;
+    let url = registry.url.clone();
     let watcher = Watcher::start(client(&url), "room");
     assert!(watcher.wait_synced(Duration::from_secs(10)).await);
     let mut rx = watcher.subscribe();
@@ -577,11 +510,7 @@ async fn a_watcher_sees_a_registration_within_milliseconds() {
             .register(
                 "room",
                 &name,
-                &hotel_registry::model::RegisterRequest {
-                    url: format!("http://127.0.0.1:{}", 2000 + i),
-                    metadata: Default::default(),
-                    lease: None,
-                },
+                &register_request(format!("http://127.0.0.1:{}", 2000 + i)),
             )
             .await
             .unwrap();
@@ -604,14 +533,14 @@ async fn a_watcher_sees_a_registration_within_milliseconds() {
         samples.len()
     );
     assert!(max < Duration::from_secs(2));
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    registry.stop().await;
 }
 
 #[tokio::test]
 async fn a_registration_comes_back_after_the_registry_restarts_and_watchers_keep_the_last_set() {
-    let (url, stop, task) = start_registry(settings()).await;
-    let addr = url.trim_start_matches("http://").to_owned();
+    let registry = start_registry(settings()).await;
+    let url = registry.url.clone();
+    let addr = registry.addr();
     let heartbeat = Duration::from_millis(200);
     let reg = Registration::start(client(&url), spec("room-1", heartbeat));
     assert!(reg.wait_registered(Duration::from_secs(10)).await);
@@ -622,19 +551,14 @@ async fn a_registration_comes_back_after_the_registry_restarts_and_watchers_keep
     let watcher = Watcher::with_options(client(&url), "room", options);
     assert!(eventually(Duration::from_secs(10), || watcher.current().len() == 1).await);
 
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    registry.stop().await;
     // The registry is gone: the heartbeat fails, the watcher keeps what it knew.
     assert!(eventually(Duration::from_secs(10), || !reg.is_registered()).await);
     assert_eq!(watcher.current().len(), 1);
 
     let restarted_at = Instant::now();
-    let (url2, stop2, task2) = start_registry(Settings {
-        listen: addr.parse().unwrap(),
-        ..settings()
-    })
-    .await;
-    assert_eq!(url2, url);
+    let registry = restart_registry(addr).await;
+    assert_eq!(registry.url, url);
     let c = client(&url);
     let mut back = None;
     while restarted_at.elapsed() < Duration::from_secs(10) {
@@ -659,20 +583,16 @@ async fn a_registration_comes_back_after_the_registry_restarts_and_watchers_keep
 
     reg.shutdown().await;
     assert!(eventually(Duration::from_secs(5), || watcher.current().is_empty()).await);
-    stop2.send(()).unwrap();
-    task2.await.unwrap();
+    registry.stop().await;
 }
 
 #[tokio::test]
 async fn a_watcher_drops_instances_that_do_not_return_after_a_registry_restart() {
-    let (url, stop, task) = start_registry(settings()).await;
-    let addr = url.trim_start_matches("http://").to_owned();
+    let registry = start_registry(settings()).await;
+    let url = registry.url.clone();
+    let addr = registry.addr();
     let c = client(&url);
-    let body = hotel_registry::model::RegisterRequest {
-        url: "http://127.0.0.1:3999".into(),
-        metadata: Default::default(),
-        lease: None,
-    };
+    let body = register_request("http://127.0.0.1:3999".into());
     c.register("room", "room-7", &body).await.unwrap();
     let options = WatchOptions {
         settle: Duration::from_millis(300),
@@ -680,22 +600,17 @@ async fn a_watcher_drops_instances_that_do_not_return_after_a_registry_restart()
     };
     let watcher = Watcher::with_options(c.clone(), "room", options);
     assert!(eventually(Duration::from_secs(10), || watcher.current().len() == 1).await);
-    stop.send(()).unwrap();
-    task.await.unwrap();
-    let (_url, stop2, task2) = start_registry(Settings {
-        listen: addr.parse().unwrap(),
-        ..settings()
-    })
-    .await;
+    registry.stop().await;
+    let registry = restart_registry(addr).await;
     // Nobody re-registers room-7: after the settle period the watcher lets it go.
     assert!(eventually(Duration::from_secs(10), || watcher.current().is_empty()).await);
-    stop2.send(()).unwrap();
-    task2.await.unwrap();
+    registry.stop().await;
 }
 
 #[tokio::test]
 async fn shutting_down_a_registration_deregisters_at_once() {
-    let (url, stop, task) = start_registry(settings()).await;
+    let registry = start_registry(settings()).await;
+    let url = registry.url.clone();
     let reg = Registration::start(client(&url), spec("room-2", Duration::from_secs(1)));
     assert!(reg.wait_registered(Duration::from_secs(10)).await);
     let watcher = Watcher::start(client(&url), "room");
@@ -705,13 +620,13 @@ async fn shutting_down_a_registration_deregisters_at_once() {
     // Gone well before the 3 s lease could have ended.
     assert!(eventually(Duration::from_secs(2), || watcher.current().is_empty()).await);
     assert!(started.elapsed() < Duration::from_millis(2_500));
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    registry.stop().await;
 }
 
 #[tokio::test]
 async fn a_registration_with_a_wrong_token_keeps_retrying_without_failing() {
-    let (url, stop, task) = start_registry(settings()).await;
+    let registry = start_registry(settings()).await;
+    let url = registry.url.clone();
     let bad = RegistryClient::new(&url, Some("wrong".into())).unwrap();
     let reg = Registration::start(bad, spec("room-3", Duration::from_millis(100)));
     assert!(!reg.wait_registered(Duration::from_millis(500)).await);
@@ -724,13 +639,13 @@ async fn a_registration_with_a_wrong_token_keeps_retrying_without_failing() {
             .is_empty()
     );
     drop(reg);
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    registry.stop().await;
 }
 
 #[tokio::test]
 async fn the_client_reports_auth_and_not_found_as_distinct_errors() {
-    let (url, stop, task) = start_registry(settings()).await;
+    let registry = start_registry(settings()).await;
+    let url = registry.url.clone();
     let anon = RegistryClient::new(&url, None).unwrap();
     assert!(matches!(
         anon.services().await,
@@ -748,6 +663,5 @@ async fn the_client_reports_auth_and_not_found_as_distinct_errors() {
             ..
         })
     ));
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    registry.stop().await;
 }
