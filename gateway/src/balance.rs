@@ -234,6 +234,19 @@ impl<S> SharedBalancer<S> {
     }
 }
 
+impl<S> SharedBalancer<S> {
+    /// Applies discovery changes and re-polls waiting endpoints without sending anything:
+    /// the balancer otherwise does this only when a request comes, and status pages must
+    /// show an instance from the moment it is discovered (and not once it has left).
+    pub fn refresh<Req>(&self)
+    where
+        S: Service<Req>,
+    {
+        let mut b = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = b.poll_ready(&mut Context::from_waker(Waker::noop()));
+    }
+}
+
 impl<S, Req> Service<Req> for SharedBalancer<S>
 where
     S: Service<Req, Error = BoxError>,

@@ -314,8 +314,12 @@ impl ServiceUpstream {
         &self.name
     }
 
-    /// Its instances with their statistics.
+    /// Its instances with their statistics: every instance discovery knows now, with
+    /// zero counters until it has had traffic.
     pub fn endpoints(&self) -> Vec<EndpointView> {
+        // Discovery changes reach the balancer (and so the view) when it is used; an idle
+        // service must not hide its instances, nor keep showing ones that left.
+        self.shared.refresh::<Request<ProxyBody>>();
         self.view.endpoints()
     }
 

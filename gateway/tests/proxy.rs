@@ -620,3 +620,76 @@ async fn an_open_breaker_lets_a_probe_through_after_its_backoff_and_closes_on_su
     assert_eq!(room["instances"][0]["breaker"], "closed");
     assert!(room["instances"][0]["ejections"].as_u64().unwrap() >= 1);
 }
+
+#[tokio::test]
+async fn admin_status_lists_every_discovered_instance_before_any_traffic_and_drops_those_that_left()
+{
+    let a = upstream("a", Behave::Ok).await;
+    let b = upstream("b", Behave::Ok).await;
+    let target = |name: &str, url: &str| Target {
+        name: name.into(),
+        origin: Origin::parse(url).unwrap(),
+    };
+    let (tx, rx) = watch::channel::<Targets>(Arc::new(vec![
+        target("room-1", &a.url),
+        target("room-2", &b.url),
+    ]));
+    let cfg = Config::try_from(settings(&[], |_| {})).unwrap();
+    let app = Application::build_with(cfg, |name, _| {
+        if name == "room" {
+            Source::Watch(rx.clone())
+        } else {
+            Source::Fixed(vec![])
+        }
+    })
+    .await
+    .unwrap();
+    let gw = start(app).await;
+    let c = client();
+    let room = || async {
+        let v = json(
+            c.get(format!("http://{}/admin/status", gw.admin))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        v["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == "room")
+            .unwrap()
+            .clone()
+    };
+    // No request has been sent: both instances are listed, closed, with zero counters.
+    let r = room().await;
+    let instances = r["instances"].as_array().unwrap();
+    let names: Vec<&str> = instances
+        .iter()
+        .map(|i| i["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["room-1", "room-2"], "{r}");
+    for i in instances {
+        assert_eq!(i["breaker"], "closed", "{i}");
+        assert_eq!(i["requests"], 0, "{i}");
+        assert_eq!(i["failures"], 0, "{i}");
+        assert_eq!(i["in_flight"], 0, "{i}");
+    }
+    assert_eq!(a.hits.load(Ordering::SeqCst) + b.hits.load(Ordering::SeqCst), 0);
+    // One joins, one leaves, still without traffic.
+    tx.send(Arc::new(vec![
+        target("room-2", &b.url),
+        target("room-3", &a.url),
+    ]))
+    .unwrap();
+    let r = room().await;
+    let names: Vec<&str> = r["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["room-2", "room-3"], "{r}");
+    assert_eq!(r["known"], 2);
+}
