@@ -2,13 +2,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use hotel_customer::{Application, Settings, connect, router};
+use hotel_service_testing::{TempDir, TestApp};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use support::{TempDir, TestApp};
 
 async fn app() -> TestApp {
     let dir = TempDir::new();
@@ -377,7 +375,7 @@ async fn unknown_routes_and_methods_answer_problems() {
 #[tokio::test]
 async fn the_openapi_document_lists_exactly_the_routes_served() {
     let app = app().await;
-    support::assert_openapi_matches_routes(&app).await;
+    hotel_service_testing::assert_openapi_matches_routes(&app).await;
     let doc = app.get("/openapi.json").await.body;
     for (path, method) in [
         ("/customers", "post"),

@@ -2,13 +2,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use hotel_room::{Application, Settings, connect, router};
+use hotel_service_testing::{TempDir, TestApp};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use support::{TempDir, TestApp};
 
 async fn app() -> TestApp {
     let dir = TempDir::new();
@@ -309,7 +307,7 @@ async fn lists_filter_by_kind_capacity_and_status() {
         json!({"number": "3", "kind": "suite", "capacity": 6, "nightly_rate_cents": 90000}),
     )
     .await;
-    let ids = |r: &support::Reply| -> Vec<Value> {
+    let ids = |r: &hotel_service_testing::Reply| -> Vec<Value> {
         r.body["items"]
             .as_array()
             .unwrap()
@@ -490,7 +488,7 @@ async fn unknown_routes_and_methods_answer_problems() {
 #[tokio::test]
 async fn the_openapi_document_lists_exactly_the_routes_served() {
     let app = app().await;
-    support::assert_openapi_matches_routes(&app).await;
+    hotel_service_testing::assert_openapi_matches_routes(&app).await;
     let doc = app.get("/openapi.json").await.body;
     for (path, method) in [
         ("/rooms", "post"),

@@ -1,0 +1,216 @@
+//! Test harness shared by the domain services' in-process tests: a router over a fresh
+//! database file in its own temporary directory, called with `oneshot`, and assertions
+//! on the problem+json answers and the OpenAPI document every service serves.
+//!
+//! A dev-dependency only; it panics on anything unexpected because that is how a test
+//! fails.
+
+#![allow(clippy::expect_used)]
+
+use axum::{Router, body::Body};
+use http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use tower::ServiceExt;
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh, empty directory under the system temp dir.
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("hotel-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    /// Where the directory is.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a test reads back from one call.
+#[derive(Debug)]
+pub struct Reply {
+    /// The response status.
+    pub status: StatusCode,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// The JSON body; `Null` when empty, a string when not JSON.
+    pub body: Value,
+}
+
+impl Reply {
+    /// Asserts a problem+json answer with `status` and returns its body.
+    pub fn problem(&self, status: u16) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "{:?}", self.body);
+        assert_eq!(
+            self.headers[header::CONTENT_TYPE],
+            "application/problem+json",
+            "{:?}",
+            self.body
+        );
+        assert_eq!(self.body["status"], status);
+        &self.body
+    }
+
+    /// Asserts a 422 (or `status`) problem naming `field` in `errors`.
+    pub fn names_field(&self, status: u16, field: &str) {
+        let body = self.problem(status);
+        let named = body["errors"]
+            .as_array()
+            .is_some_and(|errs| errs.iter().any(|e| e["field"] == field));
+        assert!(named, "expected {field} named in {body}");
+    }
+}
+
+/// A service router over its own database file.
+pub struct TestApp {
+    /// The service's whole router (not served; called with `oneshot`).
+    pub router: Router,
+    /// The directory of its database, removed with the app.
+    pub dir: TempDir,
+}
+
+impl TestApp {
+    /// Wraps `router`, which keeps its database in `dir`.
+    pub fn new(router: Router, dir: TempDir) -> Self {
+        TestApp { router, dir }
+    }
+
+    /// Sends a request with an optional JSON body.
+    pub async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
+        let mut req = Request::builder().method(method).uri(uri);
+        let body = match body {
+            Some(v) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Body::from(serde_json::to_vec(&v).expect("serialise"))
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).expect("request")).await
+    }
+
+    /// Sends raw bytes as a JSON body.
+    pub async fn call_raw(&self, method: Method, uri: &str, bytes: impl Into<Vec<u8>>) -> Reply {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(bytes.into()))
+            .expect("request");
+        self.send(req).await
+    }
+
+    /// Sends one request and reads the whole answer.
+    pub async fn send(&self, req: Request<Body>) -> Reply {
+        let res = self.router.clone().oneshot(req).await.expect("infallible");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.expect("body").to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// `GET uri`.
+    pub async fn get(&self, uri: &str) -> Reply {
+        self.call(Method::GET, uri, None).await
+    }
+
+    /// `POST uri` with a JSON body.
+    pub async fn post(&self, uri: &str, body: Value) -> Reply {
+        self.call(Method::POST, uri, Some(body)).await
+    }
+
+    /// `PATCH uri` with a JSON body.
+    pub async fn patch(&self, uri: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, uri, Some(body)).await
+    }
+
+    /// `DELETE uri`.
+    pub async fn delete(&self, uri: &str) -> Reply {
+        self.call(Method::DELETE, uri, None).await
+    }
+}
+
+/// Replaces `{...}` path parameters of an OpenAPI path with a fresh UUID.
+pub fn concrete(path: &str) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let end = start + rest[start..].find('}').expect("closing brace");
+        out.push_str(&uuid::Uuid::new_v4().to_string());
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Checks that every documented path+method is served and that on every documented path
+/// the methods left undocumented answer 405: the document and the router agree.
+pub async fn assert_openapi_matches_routes(app: &TestApp) {
+    let doc = app.get("/openapi.json").await;
+    assert_eq!(doc.status, 200);
+    assert_eq!(
+        doc.body["openapi"].as_str().map(|v| v.starts_with("3.")),
+        Some(true)
+    );
+    let paths = doc.body["paths"].as_object().expect("paths");
+    assert!(!paths.is_empty());
+    let all = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ];
+    for (path, item) in paths {
+        for method in &all {
+            let documented = item.get(method.as_str().to_ascii_lowercase()).is_some();
+            let body = matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+                .then(|| serde_json::json!({}));
+            let reply = app.call(method.clone(), &concrete(path), body).await;
+            let no_route = reply.body["type"] == "/problems/no-route";
+            let not_allowed = reply.status == StatusCode::METHOD_NOT_ALLOWED;
+            if documented {
+                assert!(
+                    !no_route && !not_allowed,
+                    "{method} {path} is documented but not served: {reply:?}"
+                );
+            } else {
+                assert!(
+                    not_allowed,
+                    "{method} {path} is served but not documented: {reply:?}"
+                );
+            }
+            assert!(
+                !reply.status.is_server_error(),
+                "{method} {path}: {reply:?}"
+            );
+        }
+    }
+}
