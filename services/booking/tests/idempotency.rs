@@ -5,28 +5,71 @@
 
 mod support;
 
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use std::sync::atomic::Ordering;
 use support::{TestApp, field, send, stay};
+use uuid::Uuid;
 
 const KEY: &str = "idempotency-key";
+
+/// `POST /bookings` with `body` under the idempotency key `key`.
+async fn post_keyed(app: &TestApp, body: &str, key: &str) -> (StatusCode, HeaderMap, Value) {
+    app.send("POST", "/bookings", Some(body), &[(KEY, key)])
+        .await
+}
+
+/// Sends `POST /bookings` with `body` under `key` `n` times at once; the answers in
+/// sending order.
+async fn post_keyed_at_once(
+    app: &TestApp,
+    body: &str,
+    key: &'static str,
+    n: usize,
+) -> Vec<(StatusCode, HeaderMap, Value)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (router, body) = (app.router.clone(), body.to_owned());
+            tokio::spawn(async move {
+                send(&router, "POST", "/bookings", Some(&body), &[(KEY, key)]).await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    answers
+}
+
+/// Asserts that `room` holds exactly one booking: however the key was used, it booked once.
+async fn assert_booked_once(app: &TestApp, room: Uuid) {
+    let (_, _, list) = app
+        .send("GET", &format!("/bookings?room_id={room}"), None, &[])
+        .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+}
+
+/// Opens the app's own database, as another replica sharing it would.
+async fn database(app: &TestApp) -> sqlx::SqlitePool {
+    let any: std::net::SocketAddr = ([127, 0, 0, 1], 1).into();
+    hotel_booking::open_database(&support::settings(&app.dir, any, any))
+        .await
+        .unwrap()
+}
 
 #[tokio::test]
 async fn a_repeated_key_replays_the_first_response_and_books_once() {
     let app = TestApp::spawn().await;
     let (body, room) = app.booking_body(4, 2);
     let body = body.to_string();
-    let (status, headers, first) = app
-        .send("POST", "/bookings", Some(&body), &[(KEY, "k-1")])
-        .await;
+    let (status, headers, first) = post_keyed(&app, &body, "k-1").await;
     assert_eq!(status, 201, "{first}");
     assert!(headers.get("idempotent-replayed").is_none());
     let first_location = headers["location"].clone();
     let calls = app.peers.calls.load(Ordering::SeqCst);
     for _ in 0..3 {
-        let (status, headers, again) = app
-            .send("POST", "/bookings", Some(&body), &[(KEY, "k-1")])
-            .await;
+        let (status, headers, again) = post_keyed(&app, &body, "k-1").await;
         assert_eq!(status, 201);
         assert_eq!(headers["idempotent-replayed"], "true");
         assert_eq!(headers["location"], first_location);
@@ -37,10 +80,7 @@ async fn a_repeated_key_replays_the_first_response_and_books_once() {
         calls,
         "a replay must not redo the work"
     );
-    let (_, _, list) = app
-        .send("GET", &format!("/bookings?room_id={room}"), None, &[])
-        .await;
-    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_booked_once(&app, room).await;
 }
 
 #[tokio::test]
@@ -49,25 +89,9 @@ async fn the_same_key_sent_twenty_times_at_once_books_once_even_without_waiting(
     let app = TestApp::spawn_with(|s| s.idempotency_wait = std::time::Duration::ZERO).await;
     let (body, room) = app.booking_body(6, 3);
     let body = body.to_string();
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        let router = app.router.clone();
-        let body = body.clone();
-        tasks.push(tokio::spawn(async move {
-            send(
-                &router,
-                "POST",
-                "/bookings",
-                Some(&body),
-                &[(KEY, "together")],
-            )
-            .await
-        }));
-    }
     let mut created = Vec::new();
     let mut in_flight = 0;
-    for t in tasks {
-        let (status, headers, b) = t.await.unwrap();
+    for (status, headers, b) in post_keyed_at_once(&app, &body, "together", 20).await {
         match status.as_u16() {
             201 => created.push((
                 headers.get("idempotent-replayed").is_some(),
@@ -90,32 +114,20 @@ async fn the_same_key_sent_twenty_times_at_once_books_once_even_without_waiting(
         created.iter().map(|(_, id)| id.to_string()).collect();
     assert_eq!(ids.len(), 1, "every 201 names the same booking");
     // After the first finished, a retry of one refused in flight gets the replay.
-    let (status, headers, _) = app
-        .send("POST", "/bookings", Some(&body), &[(KEY, "together")])
-        .await;
+    let (status, headers, _) = post_keyed(&app, &body, "together").await;
     assert_eq!(status, 201);
     assert_eq!(headers["idempotent-replayed"], "true");
-    let (_, _, list) = app
-        .send("GET", &format!("/bookings?room_id={room}"), None, &[])
-        .await;
-    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_booked_once(&app, room).await;
 }
 
 #[tokio::test]
 async fn the_same_key_with_another_body_is_a_422() {
     let app = TestApp::spawn().await;
     let (body, _) = app.booking_body(4, 2);
-    assert_eq!(
-        app.send("POST", "/bookings", Some(&body.to_string()), &[(KEY, "k")])
-            .await
-            .0,
-        201
-    );
+    assert_eq!(post_keyed(&app, &body.to_string(), "k").await.0, 201);
     let mut other = body.clone();
     other["guests"] = Value::from(1);
-    let (status, _, p) = app
-        .send("POST", "/bookings", Some(&other.to_string()), &[(KEY, "k")])
-        .await;
+    let (status, _, p) = post_keyed(&app, &other.to_string(), "k").await;
     assert_eq!(status, 422, "{p}");
     assert_eq!(field(&p), "Idempotency-Key");
     // The same body written differently is still the same request.
@@ -123,9 +135,7 @@ async fn the_same_key_with_another_body_is_a_422() {
         r#"{{ "guests": {}, "check_out": {}, "check_in": {}, "room_id": {}, "customer_id": {} }}"#,
         body["guests"], body["check_out"], body["check_in"], body["room_id"], body["customer_id"]
     );
-    let (status, headers, _) = app
-        .send("POST", "/bookings", Some(&reordered), &[(KEY, "k")])
-        .await;
+    let (status, headers, _) = post_keyed(&app, &reordered, "k").await;
     assert_eq!(status, 201);
     assert_eq!(headers["idempotent-replayed"], "true");
 }
@@ -137,19 +147,12 @@ async fn a_malformed_key_is_a_400_naming_the_header() {
     let body = body.to_string();
     let long = "k".repeat(256);
     for key in ["", long.as_str(), "tab\tinside"] {
-        let (status, _, p) = app
-            .send("POST", "/bookings", Some(&body), &[(KEY, key)])
-            .await;
+        let (status, _, p) = post_keyed(&app, &body, key).await;
         assert_eq!(status, 400, "{key:?}: {p}");
         assert_eq!(field(&p), "Idempotency-Key");
     }
     let max = "k".repeat(255);
-    assert_eq!(
-        app.send("POST", "/bookings", Some(&body), &[(KEY, max.as_str())])
-            .await
-            .0,
-        201
-    );
+    assert_eq!(post_keyed(&app, &body, &max).await.0, 201);
 }
 
 #[tokio::test]
@@ -158,26 +161,17 @@ async fn a_client_error_is_stored_and_replayed_like_a_success() {
     let customer = app.peers.add_customer();
     let room = app.peers.add_room(2, 5_000, "maintenance");
     let body = stay(customer, room, 3, 1, 1).to_string();
-    let (status, _, first) = app
-        .send("POST", "/bookings", Some(&body), &[(KEY, "m")])
-        .await;
+    let (status, _, first) = post_keyed(&app, &body, "m").await;
     assert_eq!(status, 422);
     // Even once the room is back, the key keeps answering what it answered.
     app.peers.set_room_status(room, "available");
-    let (status, headers, again) = app
-        .send("POST", "/bookings", Some(&body), &[(KEY, "m")])
-        .await;
+    let (status, headers, again) = post_keyed(&app, &body, "m").await;
     assert_eq!(status, 422);
     assert_eq!(headers["idempotent-replayed"], "true");
     assert_eq!(headers["content-type"], "application/problem+json");
     assert_eq!(again, first);
     // A new key books.
-    assert_eq!(
-        app.send("POST", "/bookings", Some(&body), &[(KEY, "m2")])
-            .await
-            .0,
-        201
-    );
+    assert_eq!(post_keyed(&app, &body, "m2").await.0, 201);
 }
 
 #[tokio::test]
@@ -186,24 +180,17 @@ async fn a_server_error_releases_the_key_so_a_retry_books() {
     let (body, room) = app.booking_body(4, 2);
     let body = body.to_string();
     app.peers.failing.store(true, Ordering::SeqCst);
-    let (status, headers, _) = app
-        .send("POST", "/bookings", Some(&body), &[(KEY, "retry-me")])
-        .await;
+    let (status, headers, _) = post_keyed(&app, &body, "retry-me").await;
     assert_eq!(status, 503);
     assert!(headers.get("idempotent-replayed").is_none());
     app.peers.failing.store(false, Ordering::SeqCst);
-    let (status, headers, _) = app
-        .send("POST", "/bookings", Some(&body), &[(KEY, "retry-me")])
-        .await;
+    let (status, headers, _) = post_keyed(&app, &body, "retry-me").await;
     assert_eq!(status, 201);
     assert!(
         headers.get("idempotent-replayed").is_none(),
         "the retry ran, it was not a replay"
     );
-    let (_, _, list) = app
-        .send("GET", &format!("/bookings?room_id={room}"), None, &[])
-        .await;
-    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_booked_once(&app, room).await;
 }
 
 #[tokio::test]
@@ -211,52 +198,19 @@ async fn a_key_past_its_retention_is_forgotten_and_purged() {
     let retention = std::time::Duration::from_millis(300);
     let app = TestApp::spawn_with(|s| s.idempotency_retention = retention).await;
     let (body, _) = app.booking_body(4, 2);
-    assert_eq!(
-        app.send(
-            "POST",
-            "/bookings",
-            Some(&body.to_string()),
-            &[(KEY, "old")]
-        )
-        .await
-        .0,
-        201
-    );
+    assert_eq!(post_keyed(&app, &body.to_string(), "old").await.0, 201);
     let mut other = body.clone();
     other["check_in"] = Value::from(support::day(20));
     other["check_out"] = Value::from(support::day(21));
     // Within the retention the key is bound to its first body.
-    assert_eq!(
-        app.send(
-            "POST",
-            "/bookings",
-            Some(&other.to_string()),
-            &[(KEY, "old")]
-        )
-        .await
-        .0,
-        422
-    );
+    assert_eq!(post_keyed(&app, &other.to_string(), "old").await.0, 422);
     // Waiting is the point here: the key must age past its retention.
     tokio::time::sleep(retention * 2).await;
-    let (status, headers, _) = app
-        .send(
-            "POST",
-            "/bookings",
-            Some(&other.to_string()),
-            &[(KEY, "old")],
-        )
-        .await;
+    let (status, headers, _) = post_keyed(&app, &other.to_string(), "old").await;
     assert_eq!(status, 201);
     assert!(headers.get("idempotent-replayed").is_none());
 
-    let pool = hotel_booking::open_database(&support::settings(
-        &app.dir,
-        ([127, 0, 0, 1], 1).into(),
-        ([127, 0, 0, 1], 1).into(),
-    ))
-    .await
-    .unwrap();
+    let pool = database(&app).await;
     let count = || async {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM idempotency_keys")
             .fetch_one(&pool)
@@ -277,10 +231,7 @@ async fn a_key_past_its_retention_is_forgotten_and_purged() {
 /// Puts an in-flight reservation of `key` for `body` into the app's database, as a
 /// replica that is still working (or died) would have left it.
 async fn plant_reservation(app: &TestApp, key: &str, body: &Value, owner: &str, age_ms: i64) {
-    let any: std::net::SocketAddr = ([127, 0, 0, 1], 1).into();
-    let pool = hotel_booking::open_database(&support::settings(&app.dir, any, any))
-        .await
-        .unwrap();
+    let pool = database(app).await;
     let req: hotel_booking::model::NewBooking = serde_json::from_value(body.clone()).unwrap();
     let now = hotel_booking::idempotency::now_ms();
     sqlx::query(
@@ -310,20 +261,10 @@ async fn a_reservation_whose_process_died_is_taken_over_at_once() {
     let dead_pid = child.id();
     child.wait().unwrap();
     plant_reservation(&app, "orphan", &body, &format!("{host}/{dead_pid}/x"), 0).await;
-    let (status, headers, b) = app
-        .send(
-            "POST",
-            "/bookings",
-            Some(&body.to_string()),
-            &[(KEY, "orphan")],
-        )
-        .await;
+    let (status, headers, b) = post_keyed(&app, &body.to_string(), "orphan").await;
     assert_eq!(status, 201, "{b}");
     assert!(headers.get("idempotent-replayed").is_none());
-    let (_, _, list) = app
-        .send("GET", &format!("/bookings?room_id={room}"), None, &[])
-        .await;
-    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_booked_once(&app, room).await;
 }
 
 #[tokio::test]
@@ -333,28 +274,14 @@ async fn a_live_owners_reservation_is_honoured_until_its_lease_runs_out() {
     let (body, _) = app.booking_body(4, 2);
     let live = hotel_booking::idempotency::new_owner();
     plant_reservation(&app, "busy", &body, &live, 0).await;
-    let (status, headers, p) = app
-        .send(
-            "POST",
-            "/bookings",
-            Some(&body.to_string()),
-            &[(KEY, "busy")],
-        )
-        .await;
+    let (status, headers, p) = post_keyed(&app, &body.to_string(), "busy").await;
     assert_eq!(status, 409, "{p}");
     assert_eq!(headers["retry-after"], "1");
     // A reservation not renewed for longer than the lease belongs to a frozen owner.
     let stale = hotel_booking::idempotency::IN_FLIGHT_LEASE_MS + 1_000;
     let (body, _) = app.booking_body(8, 2);
     plant_reservation(&app, "frozen", &body, &live, stale).await;
-    let (status, _, b) = app
-        .send(
-            "POST",
-            "/bookings",
-            Some(&body.to_string()),
-            &[(KEY, "frozen")],
-        )
-        .await;
+    let (status, _, b) = post_keyed(&app, &body.to_string(), "frozen").await;
     assert_eq!(status, 201, "{b}");
 }
 
@@ -381,22 +308,15 @@ async fn a_request_slower_than_the_lease_keeps_its_key_by_renewing_it() {
     // Waiting is the point: the first request must outlive its lease.
     tokio::time::sleep(lease + std::time::Duration::from_millis(500)).await;
     app.peers.customer_delay_ms.store(0, Ordering::SeqCst);
-    let (status, _, p) = app
-        .send("POST", "/bookings", Some(&body), &[(KEY, "slow")])
-        .await;
+    let (status, _, p) = post_keyed(&app, &body, "slow").await;
     assert_eq!(status, 409, "the renewed reservation must still hold: {p}");
     let (status, headers, first) = slow.await.unwrap();
     assert_eq!(status, 201, "{first}");
     assert!(headers.get("idempotent-replayed").is_none());
-    let (status, headers, again) = app
-        .send("POST", "/bookings", Some(&body), &[(KEY, "slow")])
-        .await;
+    let (status, headers, again) = post_keyed(&app, &body, "slow").await;
     assert_eq!((status.as_u16(), again), (201, first));
     assert_eq!(headers["idempotent-replayed"], "true");
-    let (_, _, list) = app
-        .send("GET", &format!("/bookings?room_id={room}"), None, &[])
-        .await;
-    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_booked_once(&app, room).await;
 }
 
 #[tokio::test]
@@ -407,24 +327,9 @@ async fn twenty_duplicates_sent_at_once_all_get_the_first_answer_by_waiting_for_
     app.peers.customer_delay_ms.store(300, Ordering::SeqCst);
     let (body, room) = app.booking_body(6, 3);
     let body = body.to_string();
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        let (router, body) = (app.router.clone(), body.clone());
-        tasks.push(tokio::spawn(async move {
-            send(
-                &router,
-                "POST",
-                "/bookings",
-                Some(&body),
-                &[(KEY, "hedged")],
-            )
-            .await
-        }));
-    }
     let mut fresh = 0;
     let mut bodies = std::collections::HashSet::new();
-    for t in tasks {
-        let (status, headers, b) = t.await.unwrap();
+    for (status, headers, b) in post_keyed_at_once(&app, &body, "hedged", 20).await {
         assert_eq!(status, 201, "{b}");
         if headers.get("idempotent-replayed").is_none() {
             fresh += 1;
@@ -433,8 +338,5 @@ async fn twenty_duplicates_sent_at_once_all_get_the_first_answer_by_waiting_for_
     }
     assert_eq!(fresh, 1, "one request ran, nineteen replayed it");
     assert_eq!(bodies.len(), 1, "every answer is the same booking");
-    let (_, _, list) = app
-        .send("GET", &format!("/bookings?room_id={room}"), None, &[])
-        .await;
-    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_booked_once(&app, room).await;
 }
