@@ -13,6 +13,7 @@ pub mod page;
 pub mod problem;
 pub mod process;
 pub mod server;
+pub mod service;
 pub mod telemetry;
 
 pub use problem::Problem;

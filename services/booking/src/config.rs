@@ -1,7 +1,7 @@
 //! The booking service's settings: defaults < `config/booking.toml` < `HOTEL_BOOKING__*`
 //! environment < command line.
 
-use hotel_common::config::RegistryLink;
+use hotel_common::{config::RegistryLink, process::ProcessArgs, service::ServiceConfig};
 use serde::{Deserialize, Serialize};
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -67,6 +67,32 @@ impl Settings {
     /// The database file: `<data_dir>/booking.db`.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("booking.db")
+    }
+}
+
+// What the shared service runner reads; the keys themselves stay in `Settings` (see
+// `hotel_common::service` on why booking does not flatten `ServiceSettings`).
+impl ServiceConfig for Settings {
+    const ROLE: &'static str = crate::ROLE;
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+    fn shutdown_grace(&self) -> Duration {
+        self.shutdown_grace
+    }
+    fn registry(&self) -> &RegistryLink {
+        &self.registry
+    }
+    fn apply(&mut self, args: &ProcessArgs) {
+        hotel_common::service::apply_args(
+            args,
+            &mut self.listen,
+            &mut self.data_dir,
+            &mut self.instance,
+        );
     }
 }
 

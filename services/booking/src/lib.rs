@@ -183,15 +183,7 @@ async fn purge_keys(state: AppState) {
 pub async fn run(args: ProcessArgs) -> Result<(), BoxError> {
     let mut settings: Settings =
         hotel_common::config::load(&Settings::default(), args.config_file(), ROLE)?;
-    if let Some(listen) = args.listen {
-        settings.listen = listen;
-    }
-    if let Some(dir) = &args.data_dir {
-        settings.data_dir = dir.clone();
-    }
-    if let Some(name) = &args.instance {
-        settings.instance = name.clone();
-    }
+    hotel_common::service::ServiceConfig::apply(&mut settings, &args);
     let _telemetry = hotel_common::telemetry::init(
         &hotel_common::telemetry::Identity {
             role: ROLE.to_owned(),

@@ -1,64 +1,27 @@
 //! Configuration of a customer instance: `[customer]`-scoped TOML keys and
-//! `HOTEL_CUSTOMER__<KEY>` environment variables over these defaults.
+//! `HOTEL_CUSTOMER__<KEY>` environment variables over these defaults (the keys every
+//! domain service shares: [`ServiceSettings`]).
 
-use hotel_common::{config::RegistryLink, process::ProcessArgs};
-use serde::{Deserialize, Serialize};
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use hotel_common::service::{Role, ServiceSettings};
+
+/// The customer role, as a type: names the config section and the database file.
+#[derive(Debug)]
+pub struct Customer;
+
+impl Role for Customer {
+    const NAME: &'static str = crate::ROLE;
+}
 
 /// Everything a customer instance is configured with.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Settings {
-    /// Address to listen on; port 0 picks a free port (the default: replicas share a host).
-    pub listen: SocketAddr,
-    /// Directory holding `customer.db`, shared by every replica.
-    pub data_dir: PathBuf,
-    /// Instance name such as `customer-2`, used in logs, traces and the registry.
-    pub instance: String,
-    /// How long in-flight requests may run after a shutdown signal.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_grace: Duration,
-    /// Where to register; not registering at all when `registry.url` is unset.
-    pub registry: RegistryLink,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: PathBuf::from(".hotel"),
-            instance: crate::ROLE.to_owned(),
-            shutdown_grace: Duration::from_secs(10),
-            registry: RegistryLink::default(),
-        }
-    }
-}
-
-impl Settings {
-    /// The database file every replica opens.
-    pub fn database_path(&self) -> PathBuf {
-        self.data_dir.join(format!("{}.db", crate::ROLE))
-    }
-
-    /// Applies the command-line options, which win over file and environment.
-    pub fn apply(&mut self, args: &ProcessArgs) {
-        if let Some(listen) = args.listen {
-            self.listen = listen;
-        }
-        if let Some(dir) = &args.data_dir {
-            self.data_dir = dir.clone();
-        }
-        if let Some(name) = &args.instance {
-            self.instance = name.clone();
-        }
-    }
-}
+pub type Settings = ServiceSettings<Customer>;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use hotel_common::config::load_with_env;
+    use hotel_common::process::ProcessArgs;
+    use std::{path::PathBuf, time::Duration};
 
     #[test]
     fn environment_overrides_defaults_and_unknown_keys_fail() {
