@@ -10,7 +10,7 @@ use std::{
     io::{BufRead, BufReader, Write},
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
@@ -33,6 +33,47 @@ pub fn hotel_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The `hotel up` flags that put every listener of a cluster on an ephemeral port, so that
+/// tests can run side by side; the real addresses are in its `cluster.json`.
+pub const UP_EPHEMERAL_PORTS: [&str; 8] = [
+    "--gateway-port",
+    "0",
+    "--admin-port",
+    "0",
+    "--registry-port",
+    "0",
+    "--control-port",
+    "0",
+];
+
+/// A loopback port that was free a moment ago, for a listener that a process does not
+/// announce on stdout (such as the gateway's admin listener).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    l.local_addr().expect("local address").port()
+}
+
+/// Sends `sig` to process `pid`; a process that is already gone is not an error.
+pub fn signal_pid(pid: u32, sig: Signal) {
+    if let Ok(raw) = i32::try_from(pid) {
+        let _ = kill(Pid::from_raw(raw), sig);
+    }
+}
+
+/// Polls `child` every 20 ms for up to `within`; its exit status if it exited by then.
+pub fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A temporary directory removed on drop.
@@ -147,7 +188,7 @@ impl Proc {
 
     /// Sends a signal.
     pub fn signal(&self, sig: Signal) {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), sig);
+        signal_pid(self.child.id(), sig);
     }
 
     /// SIGKILL and reap.
@@ -161,12 +202,8 @@ impl Proc {
     pub fn stop(&mut self, within: Duration) -> bool {
         self.signal(Signal::SIGCONT);
         self.signal(Signal::SIGTERM);
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(status) = wait_exit(&mut self.child, within) {
+            return status.success();
         }
         self.kill9();
         false

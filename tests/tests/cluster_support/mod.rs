@@ -9,11 +9,10 @@
 #![allow(dead_code, clippy::unwrap_used)] // Shared by two test binaries; each uses a part.
 
 use anyhow::{Context, Result, bail};
-use hotel_tests::{TempDir, eventually, hotel_bin};
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
+use hotel_tests::{
+    TempDir, UP_EPHEMERAL_PORTS, eventually, hotel_bin, signal_pid as signal, wait_exit,
 };
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::{
     collections::BTreeSet,
@@ -33,12 +32,6 @@ pub struct Cluster {
     up_log: PathBuf,
     /// Every pid seen in cluster.json, to clean up after a supervisor that died.
     seen: BTreeSet<u32>,
-}
-
-fn signal(pid: u32, sig: Signal) {
-    if let Ok(raw) = i32::try_from(pid) {
-        let _ = kill(Pid::from_raw(raw), sig);
-    }
 }
 
 /// Whether `pid` is alive and was started with `marker` on its command line.
@@ -95,16 +88,7 @@ impl Cluster {
         cmd.arg("up")
             .arg("--data-dir")
             .arg(dir.path())
-            .args([
-                "--gateway-port",
-                "0",
-                "--admin-port",
-                "0",
-                "--registry-port",
-                "0",
-                "--control-port",
-                "0",
-            ])
+            .args(UP_EPHEMERAL_PORTS)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(out.try_clone()?))
@@ -275,26 +259,12 @@ impl Cluster {
     /// SIGTERM to `hotel up`; waits up to `within` and returns whether it exited 0.
     pub fn shutdown(&mut self, within: Duration) -> bool {
         signal(self.up.id(), Signal::SIGTERM);
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.up.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        wait_exit(&mut self.up, within).is_some_and(|status| status.success())
     }
 
     /// Waits up to `within` for `hotel up` to exit by itself; its status, if it did.
     pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.up.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        wait_exit(&mut self.up, within)
     }
 
     /// SIGKILL to `hotel up` alone: its children are orphaned, as after a crash.
@@ -360,14 +330,7 @@ impl Load {
     /// Waits for the load to end (or SIGINTs it after `within`) and returns its summary.
     pub fn finish(mut self, within: Duration) -> Result<Value> {
         let mut child = self.child.take().context("load already finished")?;
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if child.try_wait()?.is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if child.try_wait()?.is_none() {
+        if wait_exit(&mut child, within).is_none() {
             signal(child.id(), Signal::SIGINT);
         }
         let out = child.wait_with_output()?;

@@ -5,11 +5,8 @@
 #![allow(dead_code)] // each test file uses a different part
 
 use anyhow::{Context, Result, bail};
-use hotel_tests::{TempDir, hotel_bin};
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
-};
+use hotel_tests::{TempDir, UP_EPHEMERAL_PORTS, hotel_bin, signal_pid, wait_exit};
+use nix::sys::signal::Signal;
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -328,14 +325,7 @@ impl Cluster {
             .args(["up", "--data-dir"])
             .arg(dir.path())
             .args(["--replicas", "customer=1,room=2,booking=1"])
-            .args([
-                "--gateway-port",
-                "0",
-                "--admin-port",
-                "0",
-                "--registry-port",
-                "0",
-            ])
+            .args(UP_EPHEMERAL_PORTS)
             .args(["--otlp-endpoint", otlp])
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
             // Short batches: spans reach Jaeger within a fraction of a second.
@@ -428,19 +418,12 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let instances = self.instances();
-        let pid = Pid::from_raw(self.child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        signal_pid(self.child.id(), Signal::SIGTERM);
+        wait_exit(&mut self.child, Duration::from_secs(30));
         let _ = self.child.kill();
         let _ = self.child.wait();
         for (_, _, pid) in instances {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            signal_pid(pid, Signal::SIGKILL);
         }
     }
 }
