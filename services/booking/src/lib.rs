@@ -22,12 +22,11 @@ pub use routes::{ApiDoc, AppState, document as openapi};
 
 use axum::Router;
 use hotel_common::{
-    db, health,
-    http::{SERVICE_BODY_LIMIT, finish},
+    db,
     process::{BoxError, ProcessArgs},
 };
+use hotel_registry::service::{Service, ServiceInstance};
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
-use tokio::net::TcpListener;
 
 /// The role name: config section, span names, registry service name.
 pub const ROLE: &str = "booking";
@@ -39,13 +38,8 @@ const PURGE_EVERY: Duration = Duration::from_secs(600);
 /// request context and server span.
 pub fn app_router(state: AppState) -> Router {
     let pool = state.store.pool().clone();
-    let readiness: health::ReadinessCheck = Arc::new(move || {
-        let pool = pool.clone();
-        Box::pin(async move { db::ping(&pool).await })
-    });
     let (routes, doc) = routes::api(state);
-    let routes = hotel_common::openapi::serve(routes, doc);
-    finish(ROLE, routes, readiness, SERVICE_BODY_LIMIT)
+    hotel_common::service::service_router(ROLE, routes, doc, pool)
 }
 
 /// Opens `<data_dir>/booking.db` and brings its schema up to date (under a file lock:
@@ -88,11 +82,8 @@ pub fn directory_from(settings: &Settings) -> Result<Arc<dyn Directory>, BoxErro
 
 /// A bound, ready-to-run booking service (zero2prod style: tests use port 0).
 pub struct Application {
-    listener: TcpListener,
-    addr: SocketAddr,
-    router: Router,
+    instance: ServiceInstance,
     state: AppState,
-    settings: Settings,
 }
 
 impl Application {
@@ -116,51 +107,46 @@ impl Application {
             idempotency_retention: settings.idempotency_retention,
             idempotency_wait: settings.idempotency_wait,
         };
-        let router = app_router(state.clone());
-        let (listener, addr) = hotel_common::server::bind(settings.listen).await?;
-        Ok(Application {
-            listener,
-            addr,
-            router,
-            state,
-            settings,
-        })
+        let instance = ServiceInstance::bind(&settings, app_router(state.clone())).await?;
+        Ok(Application { instance, state })
     }
 
     /// The bound address (the real port when `listen` had port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.instance.local_addr()
     }
 
     /// The router, for `oneshot` tests.
     pub fn router(&self) -> Router {
-        self.router.clone()
+        self.instance.router()
     }
 
-    /// Serves until `shutdown` resolves, then drains for `shutdown_grace`.
+    /// Serves until `shutdown` resolves, then drains for `shutdown_grace`; registered
+    /// with the registry meanwhile when `registry.url` is set.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), BoxError> {
         let purge = tokio::spawn(purge_keys(self.state.clone()));
-        // With `registry.url` set, register now that the port is bound, and on shutdown
-        // deregister before draining so watchers stop sending new requests first.
-        let shutdown = hotel_registry::client::register_until(
-            &self.settings.registry,
-            ROLE,
-            &self.settings.instance,
-            self.addr,
-            shutdown,
-        )?;
-        let served = hotel_common::server::serve(
-            self.listener,
-            self.router,
-            shutdown,
-            self.settings.shutdown_grace,
-        )
-        .await;
+        let served = self.instance.run_until(shutdown).await;
         purge.abort();
-        served.map_err(Into::into)
+        served
+    }
+}
+
+impl Service for Application {
+    type Settings = Settings;
+    fn build(settings: Settings) -> impl Future<Output = Result<Self, BoxError>> + Send {
+        Application::build(settings)
+    }
+    fn local_addr(&self) -> SocketAddr {
+        Application::local_addr(self)
+    }
+    fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        Application::run_until(self, shutdown)
     }
 }
 
@@ -181,19 +167,5 @@ async fn purge_keys(state: AppState) {
 /// Loads the settings (defaults < config file < `HOTEL_BOOKING__*` < command line), starts
 /// telemetry, serves until SIGTERM/Ctrl-C.
 pub async fn run(args: ProcessArgs) -> Result<(), BoxError> {
-    let mut settings: Settings =
-        hotel_common::config::load(&Settings::default(), args.config_file(), ROLE)?;
-    hotel_common::service::ServiceConfig::apply(&mut settings, &args);
-    let _telemetry = hotel_common::telemetry::init(
-        &hotel_common::telemetry::Identity {
-            role: ROLE.to_owned(),
-            instance: settings.instance.clone(),
-        },
-        args.log_format,
-    );
-    let app = Application::build(settings).await?;
-    let addr = app.local_addr();
-    tracing::info!(%addr, "booking service listening");
-    hotel_common::process::announce(addr);
-    app.run_until(hotel_common::server::shutdown_signal()).await
+    hotel_registry::service::run::<Application>(args).await
 }

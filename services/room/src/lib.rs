@@ -16,27 +16,12 @@ pub mod store;
 pub use settings::Settings;
 pub use startup::{Application, connect, openapi, router};
 
-use hotel_common::{
-    config,
-    process::{self, BoxError, ProcessArgs},
-    server, telemetry,
-};
+use hotel_common::process::{BoxError, ProcessArgs};
 
 /// The role name: config section, span service name, database file stem.
 pub const ROLE: &str = "room";
 
 /// Runs a room instance until SIGTERM or Ctrl-C (`hotel service room`).
 pub async fn run(args: ProcessArgs) -> Result<(), BoxError> {
-    let mut settings: Settings = config::load(&Settings::default(), args.config_file(), ROLE)?;
-    settings.apply(&args);
-    let _telemetry = telemetry::init(
-        &telemetry::Identity {
-            role: ROLE.to_owned(),
-            instance: settings.instance.clone(),
-        },
-        args.log_format,
-    );
-    let app = Application::build(settings).await?;
-    process::announce(app.local_addr());
-    app.run_until(server::shutdown_signal()).await
+    hotel_registry::service::run::<Application>(args).await
 }

@@ -3,15 +3,10 @@
 
 use crate::{ROLE, Settings, routes};
 use axum::Router;
-use hotel_common::{
-    db, health,
-    http::{SERVICE_BODY_LIMIT, finish},
-    process::BoxError,
-    server,
-};
+use hotel_common::{db, process::BoxError};
+use hotel_registry::service::{Service, ServiceInstance};
 use sqlx::SqlitePool;
-use std::{future::Future, net::SocketAddr, sync::Arc};
-use tokio::net::TcpListener;
+use std::{future::Future, net::SocketAddr};
 
 /// The migrations compiled into the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -35,19 +30,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The whole HTTP surface: room routes, `/openapi.json`, health and the shared layers.
 pub fn router(pool: SqlitePool) -> Router {
     let (routes, doc) = routes::api(pool.clone());
-    let routes = hotel_common::openapi::serve(routes, doc);
-    let readiness: health::ReadinessCheck = Arc::new(move || {
-        let pool = pool.clone();
-        Box::pin(async move { db::ping(&pool).await })
-    });
-    finish(ROLE, routes, readiness, SERVICE_BODY_LIMIT)
+    hotel_common::service::service_router(ROLE, routes, doc, pool)
 }
 
 /// A room instance whose listener is bound and database ready, not yet serving.
 pub struct Application {
-    listener: TcpListener,
-    addr: SocketAddr,
-    router: Router,
+    instance: ServiceInstance,
     settings: Settings,
 }
 
@@ -55,18 +43,13 @@ impl Application {
     /// Opens the database and binds `settings.listen` (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Self, BoxError> {
         let pool = connect(&settings).await?;
-        let (listener, addr) = server::bind(settings.listen).await?;
-        Ok(Application {
-            listener,
-            addr,
-            router: router(pool),
-            settings,
-        })
+        let instance = ServiceInstance::bind(&settings, router(pool)).await?;
+        Ok(Application { instance, settings })
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.instance.local_addr()
     }
 
     /// The settings this instance runs with.
@@ -75,28 +58,27 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then drains in-flight requests for up to
-    /// `shutdown_grace`.
+    /// `shutdown_grace`; registered with the registry meanwhile when `registry.url` is set.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), BoxError> {
-        // With `registry.url` set, register now that the port is bound, heartbeat while
-        // serving, and on shutdown deregister before draining.
-        let shutdown = hotel_registry::client::register_until(
-            &self.settings.registry,
-            "room",
-            &self.settings.instance,
-            self.addr,
-            shutdown,
-        )?;
-        tracing::info!(instance = %self.settings.instance, addr = %self.addr, "room serving");
-        server::serve(
-            self.listener,
-            self.router,
-            shutdown,
-            self.settings.shutdown_grace,
-        )
-        .await?;
-        Ok(())
+        self.instance.run_until(shutdown).await
+    }
+}
+
+impl Service for Application {
+    type Settings = Settings;
+    fn build(settings: Settings) -> impl Future<Output = Result<Self, BoxError>> + Send {
+        Application::build(settings)
+    }
+    fn local_addr(&self) -> SocketAddr {
+        Application::local_addr(self)
+    }
+    fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        Application::run_until(self, shutdown)
     }
 }

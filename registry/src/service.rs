@@ -1,0 +1,111 @@
+//! Running a domain service instance (customer, room, booking) the one way they all run:
+//! load settings (defaults < file < `HOTEL_<ROLE>__*` < command line), start telemetry,
+//! build, announce the bound address, and serve until SIGTERM/Ctrl-C, registered with
+//! the registry while serving when `registry.url` is set.
+//!
+//! It lives here rather than in `hotel-common` because serving includes the
+//! registration ([`register_until`]), and common cannot depend on the registry crate.
+
+use crate::client::register_until;
+use axum::Router;
+use hotel_common::{
+    config,
+    config::RegistryLink,
+    process::{self, BoxError, ProcessArgs},
+    server,
+    service::ServiceConfig,
+    telemetry,
+};
+use std::{future::Future, net::SocketAddr, time::Duration};
+use tokio::net::TcpListener;
+
+/// A service instance whose listener is bound, not yet serving.
+pub struct ServiceInstance {
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+    role: &'static str,
+    instance: String,
+    registry: RegistryLink,
+    shutdown_grace: Duration,
+}
+
+impl ServiceInstance {
+    /// Binds `settings.listen()` (port 0 picks a free port) for `router`.
+    pub async fn bind<S: ServiceConfig>(settings: &S, router: Router) -> Result<Self, BoxError> {
+        let (listener, addr) = server::bind(settings.listen()).await?;
+        Ok(ServiceInstance {
+            listener,
+            addr,
+            router,
+            role: S::ROLE,
+            instance: settings.instance().to_owned(),
+            registry: settings.registry().clone(),
+            shutdown_grace: settings.shutdown_grace(),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The router it serves, for `oneshot` tests.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests for up to
+    /// `shutdown_grace`.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), BoxError> {
+        // With `registry.url` set, register now that the port is bound, heartbeat while
+        // serving, and on shutdown deregister before draining so watchers stop sending
+        // new requests first.
+        let shutdown = register_until(
+            &self.registry,
+            self.role,
+            &self.instance,
+            self.addr,
+            shutdown,
+        )?;
+        tracing::info!(instance = %self.instance, addr = %self.addr, "{} serving", self.role);
+        server::serve(self.listener, self.router, shutdown, self.shutdown_grace).await?;
+        Ok(())
+    }
+}
+
+/// A domain service application that [`run`] can build and serve.
+pub trait Service: Sized {
+    /// Its settings.
+    type Settings: ServiceConfig;
+    /// Opens what it needs and binds its listener.
+    fn build(settings: Self::Settings) -> impl Future<Output = Result<Self, BoxError>> + Send;
+    /// The address actually bound.
+    fn local_addr(&self) -> SocketAddr;
+    /// Serves until `shutdown` resolves, then drains.
+    fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// Runs an instance of service `A` until SIGTERM or Ctrl-C (`hotel service <role>`).
+pub async fn run<A: Service>(args: ProcessArgs) -> Result<(), BoxError> {
+    let role = <A::Settings as ServiceConfig>::ROLE;
+    let mut settings: A::Settings =
+        config::load(&A::Settings::default(), args.config_file(), role)?;
+    settings.apply(&args);
+    let _telemetry = telemetry::init(
+        &telemetry::Identity {
+            role: role.to_owned(),
+            instance: settings.instance().to_owned(),
+        },
+        args.log_format,
+    );
+    let app = A::build(settings).await?;
+    process::announce(app.local_addr());
+    app.run_until(server::shutdown_signal()).await
+}
