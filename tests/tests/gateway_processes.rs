@@ -11,7 +11,7 @@
 )]
 
 use anyhow::{Context, Result, bail};
-use hotel_tests::{Proc, TempDir, eventually};
+use hotel_tests::{Proc, TempDir, eventually, free_port};
 use serde_json::{Value, json};
 use std::{
     path::Path,
@@ -23,13 +23,6 @@ use std::{
 };
 
 const REGISTRY_TOKEN: &str = "gateway-processes-registry-token";
-
-/// A loopback port that was free a moment ago (for the admin listener, which the
-/// gateway does not announce on stdout).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 fn spawn_registry(dir: &Path) -> Result<Proc> {
     Proc::spawn(
@@ -144,6 +137,92 @@ async fn steady_gets(
     (ok, failed, worst)
 }
 
+/// `POST {gateway}/api/{path}` with `body`; the id of what it created.
+async fn create_through(
+    c: &reqwest::Client,
+    gateway: &Proc,
+    path: &str,
+    body: Value,
+) -> Result<String> {
+    let created = c
+        .post(format!("{}/api/{path}", gateway.url()))
+        .json(&body)
+        .send()
+        .await?;
+    if created.status() != 201 {
+        bail!(
+            "create answered {}: {}\ngateway log:\n{}",
+            created.status(),
+            created.text().await?,
+            gateway.log_text()
+        );
+    }
+    Ok(created.json::<Value>().await?["id"]
+        .as_str()
+        .context("id")?
+        .to_owned())
+}
+
+/// Three room replicas on one database behind a gateway that lists them statically (no
+/// registry), with one room created through it.
+struct StaticRooms {
+    replicas: Vec<Proc>,
+    gateway: Proc,
+    /// The gateway's admin port (it does not announce its admin address on stdout).
+    admin_port: u16,
+    client: reqwest::Client,
+    /// `GATEWAY/api/rooms/ID` of the room created.
+    room_url: String,
+    /// Last, so that it is removed after the processes are gone.
+    dir: TempDir,
+}
+
+async fn static_rooms(test: &str, room: Value) -> Result<StaticRooms> {
+    let dir = TempDir::new(test);
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let mut replicas = Vec::new();
+    for n in 1..=3 {
+        replicas.push(spawn_replica("room", n, &data, None, dir.path())?);
+    }
+    let instances: Vec<String> = replicas
+        .iter()
+        .map(|p| format!("\"{}\"", p.url()))
+        .collect();
+    let admin_port = free_port();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\n[services.room]\ninstances = [{}]\n",
+            instances.join(", ")
+        ),
+    )?;
+    let gateway = Proc::spawn(
+        "gateway",
+        &[
+            "gateway",
+            "--config",
+            config.to_str().context("utf-8 path")?,
+        ],
+        &[],
+        dir.path(),
+    )?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()?;
+    let id = create_through(&client, &gateway, "rooms", room).await?;
+    let room_url = format!("{}/api/rooms/{id}", gateway.url());
+    Ok(StaticRooms {
+        replicas,
+        gateway,
+        admin_port,
+        client,
+        room_url,
+        dir,
+    })
+}
+
 /// Kills one of three running replicas in the middle of steady GETs of `get_url`.
 async fn kill_one_under_load(
     c: &reqwest::Client,
@@ -218,23 +297,8 @@ async fn killing_one_of_three_registered_replicas_under_steady_gets_fails_no_req
         .build()?;
     wait_known(&c, &admin, "customer", 3, Duration::from_secs(30)).await?;
 
-    let created = c
-        .post(format!("{}/api/customers", gateway.url()))
-        .json(&json!({"name": "Ada Lovelace", "email": "ada@example.com"}))
-        .send()
-        .await?;
-    if created.status() != 201 {
-        bail!(
-            "create answered {}: {}\ngateway log:\n{}",
-            created.status(),
-            created.text().await?,
-            gateway.log_text()
-        );
-    }
-    let id = created.json::<Value>().await?["id"]
-        .as_str()
-        .context("id")?
-        .to_owned();
+    let ada = json!({"name": "Ada Lovelace", "email": "ada@example.com"});
+    let id = create_through(&c, &gateway, "customers", ada).await?;
     kill_one_under_load(
         &c,
         &mut replicas,
@@ -284,120 +348,25 @@ async fn killing_one_of_three_registered_replicas_under_steady_gets_fails_no_req
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_three_static_room_replicas_under_steady_gets_fails_no_request() -> Result<()>
 {
-    let dir = TempDir::new("gateway-processes-static");
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data)?;
-    let mut replicas = Vec::new();
-    for n in 1..=3 {
-        replicas.push(spawn_replica("room", n, &data, None, dir.path())?);
-    }
-    let instances: Vec<String> = replicas
-        .iter()
-        .map(|p| format!("\"{}\"", p.url()))
-        .collect();
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:{}\"\n\n[services.room]\ninstances = [{}]\n",
-            free_port(),
-            instances.join(", ")
-        ),
-    )?;
-    let gateway = Proc::spawn(
-        "gateway",
-        &[
-            "gateway",
-            "--config",
-            config.to_str().context("utf-8 path")?,
-        ],
-        &[],
-        dir.path(),
-    )?;
-    let c = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()?;
-    let created = c
-        .post(format!("{}/api/rooms", gateway.url()))
-        .json(
-            &json!({"number": "101", "kind": "double", "capacity": 2, "nightly_rate_cents": 12000}),
-        )
-        .send()
-        .await?;
-    if created.status() != 201 {
-        bail!(
-            "create answered {}: {}\ngateway log:\n{}",
-            created.status(),
-            created.text().await?,
-            gateway.log_text()
-        );
-    }
-    let id = created.json::<Value>().await?["id"]
-        .as_str()
-        .context("id")?
-        .to_owned();
-    kill_one_under_load(
-        &c,
-        &mut replicas,
-        format!("{}/api/rooms/{id}", gateway.url()),
-    )
-    .await
+    let room =
+        json!({"number": "101", "kind": "double", "capacity": 2, "nightly_rate_cents": 12000});
+    let mut rooms = static_rooms("gateway-processes-static", room).await?;
+    kill_one_under_load(&rooms.client, &mut rooms.replicas, rooms.room_url.clone()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_replica_costs_steady_gets_no_error_and_little_latency() -> Result<()> {
-    let dir = TempDir::new("gateway-processes-frozen");
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data)?;
-    let mut replicas = Vec::new();
-    for n in 1..=3 {
-        replicas.push(spawn_replica("room", n, &data, None, dir.path())?);
-    }
-    let instances: Vec<String> = replicas
-        .iter()
-        .map(|p| format!("\"{}\"", p.url()))
-        .collect();
-    let admin_port = free_port();
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\n[services.room]\ninstances = [{}]\n",
-            instances.join(", ")
-        ),
-    )?;
-    let gateway = Proc::spawn(
-        "gateway",
-        &[
-            "gateway",
-            "--config",
-            config.to_str().context("utf-8 path")?,
-        ],
-        &[],
-        dir.path(),
-    )?;
-    let c = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()?;
-    let created = c
-        .post(format!("{}/api/rooms", gateway.url()))
-        .json(
-            &json!({"number": "202", "kind": "suite", "capacity": 4, "nightly_rate_cents": 30000}),
-        )
-        .send()
-        .await?;
-    if created.status() != 201 {
-        bail!(
-            "create answered {}: {}",
-            created.status(),
-            created.text().await?
-        );
-    }
-    let id = created.json::<Value>().await?["id"]
-        .as_str()
-        .context("id")?
-        .to_owned();
-    let url = format!("{}/api/rooms/{id}", gateway.url());
+    let room =
+        json!({"number": "202", "kind": "suite", "capacity": 4, "nightly_rate_cents": 30000});
+    let StaticRooms {
+        replicas,
+        admin_port,
+        client: c,
+        room_url: url,
+        // Bound, not ignored: the gateway and the directory must live to the end.
+        gateway: _gateway,
+        dir: _dir,
+    } = static_rooms("gateway-processes-frozen", room).await?;
     // Warm up so the hedge delay follows real latency.
     for _ in 0..50 {
         c.get(&url).send().await?;
