@@ -11,7 +11,7 @@
 
 mod cluster_support;
 
-use cluster_support::{Cluster, assert_no_failures, measured};
+use cluster_support::{Cluster, Load, assert_no_failures, measured};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -35,47 +35,63 @@ async fn seed(c: &mut Cluster) -> (String, String) {
     let (gw, key) = (c.gateway().unwrap(), c.api_key().unwrap());
     let http = http();
     let suffix = uuid::Uuid::new_v4().simple().to_string();
-    let customer: Value = http
-        .post(format!("{gw}/api/customers"))
-        .bearer_auth(&key)
-        .json(&serde_json::json!({"name": "Drill Guest", "email": format!("drill-{suffix}@example.test")}))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let room: Value = http
-        .post(format!("{gw}/api/rooms"))
-        .bearer_auth(&key)
-        .json(&serde_json::json!({"number": format!("D{}", &suffix[..8]), "kind": "double", "capacity": 2, "nightly_rate_cents": 10000}))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        customer["id"].as_str().unwrap().to_owned(),
-        room["id"].as_str().unwrap().to_owned(),
+    // Creates one resource, failing the drill unless the gateway answers 2xx.
+    let create = |path: &str, body: Value| {
+        let request = http
+            .post(format!("{gw}/api/{path}"))
+            .bearer_auth(&key)
+            .json(&body);
+        async move {
+            let created: Value = request
+                .send()
+                .await
+                .unwrap()
+                .error_for_status()
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            created["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let customer = create(
+        "customers",
+        serde_json::json!({"name": "Drill Guest", "email": format!("drill-{suffix}@example.test")}),
     )
+    .await;
+    let room = create(
+        "rooms",
+        serde_json::json!({"number": format!("D{}", &suffix[..8]), "kind": "double", "capacity": 2, "nightly_rate_cents": 10000}),
+    )
+    .await;
+    (customer, room)
+}
+
+/// Starts a cluster with `--replicas REPLICAS` and `hotel load` against it at `rate`
+/// requests a second for `duration` with `mix`, and returns once the load phase runs and
+/// the gateway sends traffic to the instance `busy` (the one the drill will disturb).
+async fn under_load(
+    replicas: &str,
+    rate: &str,
+    duration: &str,
+    mix: &str,
+    busy: &str,
+) -> (Cluster, Load) {
+    let mut c = Cluster::up(&["--replicas", replicas]).await.unwrap();
+    let mut load = c
+        .load(&["--rate", rate, "--duration", duration, "--mix", mix])
+        .unwrap();
+    load.wait_running(Duration::from_secs(60)).await.unwrap();
+    c.wait_traffic_to(busy, Duration::from_secs(30))
+        .await
+        .unwrap();
+    (c, load)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_1_kill_9_of_one_of_three_replicas_under_load_fails_no_request() {
     let drill = "drill 1 (kill -9 one of three)";
-    let mut c = Cluster::up(&["--replicas", "room=3"]).await.unwrap();
-    let mut load = c
-        .load(&["--rate", "40", "--duration", "12s", "--mix", RETRYABLE_MIX])
-        .unwrap();
-    load.wait_running(Duration::from_secs(60)).await.unwrap();
-    c.wait_traffic_to("room-2", Duration::from_secs(30))
-        .await
-        .unwrap();
+    let (mut c, load) = under_load("room=3", "40", "12s", RETRYABLE_MIX, "room-2").await;
     tokio::time::sleep(STEADY).await;
     let killed_at = Instant::now();
     c.control(&["kill", "room-2"]);
@@ -103,21 +119,8 @@ async fn drill_1_kill_9_of_one_of_three_replicas_under_load_fails_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_2_a_frozen_replica_loses_its_traffic_fast_and_wins_it_back_after_sigcont() {
     let drill = "drill 2 (SIGSTOP one of three)";
-    let mut c = Cluster::up(&["--replicas", "room=3"]).await.unwrap();
-    let mut load = c
-        .load(&[
-            "--rate",
-            "40",
-            "--duration",
-            "60s",
-            "--mix",
-            "room=3,availability=2,customer=1,book=1",
-        ])
-        .unwrap();
-    load.wait_running(Duration::from_secs(60)).await.unwrap();
-    c.wait_traffic_to("room-2", Duration::from_secs(30))
-        .await
-        .unwrap();
+    let mix = "room=3,availability=2,customer=1,book=1";
+    let (mut c, load) = under_load("room=3", "40", "60s", mix, "room-2").await;
 
     c.control(&["pause", "room-2"]);
     let paused_at = Instant::now();
@@ -281,15 +284,8 @@ async fn drill_3_with_every_room_replica_dead_room_routes_fail_fast_and_a_new_on
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_4_traffic_survives_the_registry_and_instances_re_register_when_it_returns() {
     let drill = "drill 4 (kill -9 the registry)";
-    let mut c = Cluster::up(&["--replicas", "2"]).await.unwrap();
+    let (mut c, load) = under_load("2", "30", "60s", RETRYABLE_MIX, "room-1").await;
     let registry_url = c.file().unwrap()["registry_url"].clone();
-    let mut load = c
-        .load(&["--rate", "30", "--duration", "60s", "--mix", RETRYABLE_MIX])
-        .unwrap();
-    load.wait_running(Duration::from_secs(60)).await.unwrap();
-    c.wait_traffic_to("room-1", Duration::from_secs(30))
-        .await
-        .unwrap();
     c.control(&["kill", "registry"]);
     // Traffic continues with the registry gone: the gateway routes to the instances it
     // last knew (which of them is the balancer's choice).
@@ -354,21 +350,8 @@ async fn drill_4_traffic_survives_the_registry_and_instances_re_register_when_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_5_a_graceful_stop_during_load_with_unkeyed_posts_fails_no_request() {
     let drill = "drill 5 (graceful stop, POSTs without key)";
-    let mut c = Cluster::up(&["--replicas", "customer=3"]).await.unwrap();
-    let mut load = c
-        .load(&[
-            "--rate",
-            "40",
-            "--duration",
-            "60s",
-            "--mix",
-            "signup=4,customer=3,availability=1,book=1",
-        ])
-        .unwrap();
-    load.wait_running(Duration::from_secs(60)).await.unwrap();
-    c.wait_traffic_to("customer-2", Duration::from_secs(30))
-        .await
-        .unwrap();
+    let mix = "signup=4,customer=3,availability=1,book=1";
+    let (mut c, load) = under_load("customer=3", "40", "60s", mix, "customer-2").await;
     tokio::time::sleep(STEADY).await;
     let t = Instant::now();
     c.control(&["stop", "customer-2"]);
@@ -386,21 +369,8 @@ async fn drill_5_a_graceful_stop_during_load_with_unkeyed_posts_fails_no_request
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_6_a_rolling_restart_of_every_booking_replica_under_load_fails_no_request() {
     let drill = "drill 6 (rolling restart of booking)";
-    let mut c = Cluster::up(&["--replicas", "2"]).await.unwrap();
-    let mut load = c
-        .load(&[
-            "--rate",
-            "30",
-            "--duration",
-            "120s",
-            "--mix",
-            "book=3,cancel=1,availability=2",
-        ])
-        .unwrap();
-    load.wait_running(Duration::from_secs(60)).await.unwrap();
-    c.wait_traffic_to("booking-1", Duration::from_secs(30))
-        .await
-        .unwrap();
+    let mix = "book=3,cancel=1,availability=2";
+    let (mut c, load) = under_load("2", "30", "120s", mix, "booking-1").await;
     tokio::time::sleep(STEADY).await;
     let t = Instant::now();
     for name in ["booking-1", "booking-2"] {
