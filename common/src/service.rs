@@ -175,3 +175,17 @@ pub fn service_router(
     });
     finish(role, routes, readiness, SERVICE_BODY_LIMIT)
 }
+
+/// The problem a failed database call answers: 503 with `Retry-After: 1` and `busy` as
+/// the detail when the failure is transient (the file is locked by another replica past
+/// the busy timeout), otherwise 500. Either way the SQL error is logged here and never
+/// sent to the client.
+pub fn database_problem(e: &sqlx::Error, busy: &str) -> crate::Problem {
+    if db::is_transient(e) {
+        tracing::warn!(error = %e, "database busy");
+        crate::Problem::unavailable(busy, 1)
+    } else {
+        tracing::error!(error = %e, "database error");
+        crate::Problem::internal()
+    }
+}

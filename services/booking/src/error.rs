@@ -9,7 +9,7 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use hotel_common::{Problem, problem::FieldError};
+use hotel_common::{Problem, problem::FieldError, service::database_problem};
 use uuid::Uuid;
 
 /// A failed booking operation.
@@ -164,13 +164,8 @@ impl BookingError {
                     )
                 }
             }
-            BookingError::Database(e) if hotel_common::db::is_transient(e) => {
-                tracing::warn!(error = %e, "database busy");
-                Problem::unavailable("the booking database is busy; retry later", 1)
-            }
             BookingError::Database(e) => {
-                tracing::error!(error = %e, "database error");
-                Problem::internal()
+                database_problem(e, "the booking database is busy; retry later")
             }
             BookingError::Internal(why) => {
                 tracing::error!(error = %why, "internal error");

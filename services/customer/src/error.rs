@@ -1,7 +1,7 @@
 //! Everything a customer request can fail with, turned into problem+json in one `match`.
 
 use axum::response::{IntoResponse, Response};
-use hotel_common::{Problem, db};
+use hotel_common::{Problem, service::database_problem};
 use uuid::Uuid;
 
 /// Why a customer request failed.
@@ -48,13 +48,8 @@ impl Error {
                 Problem::conflict("another customer already uses this email (emails ignore case)")
             }
             Error::Client(p) => p.as_ref().clone(),
-            Error::Database(e) if db::is_transient(e) => {
-                tracing::warn!(error = %e, "database busy");
-                Problem::unavailable("the customer database is busy; retry shortly", 1)
-            }
             Error::Database(e) => {
-                tracing::error!(error = %e, "database error");
-                Problem::internal()
+                database_problem(e, "the customer database is busy; retry shortly")
             }
         }
     }

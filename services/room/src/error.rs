@@ -1,7 +1,7 @@
 //! Everything a room request can fail with, turned into problem+json in one `match`.
 
 use axum::response::{IntoResponse, Response};
-use hotel_common::{Problem, db};
+use hotel_common::{Problem, service::database_problem};
 use uuid::Uuid;
 
 /// Why a room request failed.
@@ -54,14 +54,7 @@ impl Error {
                 Problem::conflict(format!("room {id} is retired and can no longer be changed"))
             }
             Error::Client(p) => p.as_ref().clone(),
-            Error::Database(e) if db::is_transient(e) => {
-                tracing::warn!(error = %e, "database busy");
-                Problem::unavailable("the room database is busy; retry shortly", 1)
-            }
-            Error::Database(e) => {
-                tracing::error!(error = %e, "database error");
-                Problem::internal()
-            }
+            Error::Database(e) => database_problem(e, "the room database is busy; retry shortly"),
         }
     }
 }
