@@ -149,6 +149,49 @@ async fn gateway(room: &[String], tweak: impl FnOnce(&mut Settings)) -> Gw {
     start(Application::build(cfg).await.unwrap()).await
 }
 
+/// A discovered instance of `room` named `name` at `url`.
+fn target(name: &str, url: &str) -> Target {
+    Target {
+        name: name.into(),
+        origin: Origin::parse(url).unwrap(),
+    }
+}
+
+/// A gateway whose `room` instances come from a discovery feed (as from the registry),
+/// starting with `initial`; the sender publishes new sets.
+async fn discovering_gateway(initial: Vec<Target>) -> (Gw, watch::Sender<Targets>) {
+    let (tx, rx) = watch::channel::<Targets>(Arc::new(initial));
+    let cfg = Config::try_from(settings(&[], |_| {})).unwrap();
+    let app = Application::build_with(cfg, |name, _| {
+        if name == "room" {
+            Source::Watch(rx.clone())
+        } else {
+            Source::Fixed(vec![])
+        }
+    })
+    .await
+    .unwrap();
+    (start(app).await, tx)
+}
+
+/// The `room` entry of the gateway's `/admin/status`.
+async fn room_status(c: &reqwest::Client, gw: &Gw) -> serde_json::Value {
+    let status = json(
+        c.get(format!("http://{}/admin/status", gw.admin))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "room")
+        .unwrap_or_else(|| panic!("no room in {status}"))
+        .clone()
+}
+
 /// Sends `GET path` byte for byte and returns the response head and body.
 async fn raw_get(addr: SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -494,22 +537,7 @@ async fn admin_endpoints_need_the_token_and_report_instances_and_metrics() {
 async fn a_new_instance_takes_traffic_as_soon_as_discovery_publishes_it() {
     let a = upstream("a", Behave::Ok).await;
     let b = upstream("b", Behave::Ok).await;
-    let target = |name: &str, url: &str| Target {
-        name: name.into(),
-        origin: Origin::parse(url).unwrap(),
-    };
-    let (tx, rx) = watch::channel::<Targets>(Arc::new(vec![target("room-1", &a.url)]));
-    let cfg = Config::try_from(settings(&[], |_| {})).unwrap();
-    let app = Application::build_with(cfg, |name, _| {
-        if name == "room" {
-            Source::Watch(rx.clone())
-        } else {
-            Source::Fixed(vec![])
-        }
-    })
-    .await
-    .unwrap();
-    let gw = start(app).await;
+    let (gw, tx) = discovering_gateway(vec![target("room-1", &a.url)]).await;
     let c = client();
     assert_eq!(
         json(c.get(gw.url("/api/rooms")).send().await.unwrap()).await["instance"],
@@ -602,21 +630,7 @@ async fn an_open_breaker_lets_a_probe_through_after_its_backoff_and_closes_on_su
         assert!(t.elapsed() < Duration::from_secs(5), "no probe got through");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let status: serde_json::Value = c
-        .get(format!("http://{}/admin/status", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let room = status["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["service"] == "room")
-        .unwrap()
-        .clone();
+    let room = room_status(&c, &gw).await;
     assert_eq!(room["instances"][0]["breaker"], "closed");
     assert!(room["instances"][0]["ejections"].as_u64().unwrap() >= 1);
 }
@@ -626,44 +640,11 @@ async fn admin_status_lists_every_discovered_instance_before_any_traffic_and_dro
 {
     let a = upstream("a", Behave::Ok).await;
     let b = upstream("b", Behave::Ok).await;
-    let target = |name: &str, url: &str| Target {
-        name: name.into(),
-        origin: Origin::parse(url).unwrap(),
-    };
-    let (tx, rx) = watch::channel::<Targets>(Arc::new(vec![
-        target("room-1", &a.url),
-        target("room-2", &b.url),
-    ]));
-    let cfg = Config::try_from(settings(&[], |_| {})).unwrap();
-    let app = Application::build_with(cfg, |name, _| {
-        if name == "room" {
-            Source::Watch(rx.clone())
-        } else {
-            Source::Fixed(vec![])
-        }
-    })
-    .await
-    .unwrap();
-    let gw = start(app).await;
+    let (gw, tx) =
+        discovering_gateway(vec![target("room-1", &a.url), target("room-2", &b.url)]).await;
     let c = client();
-    let room = || async {
-        let v = json(
-            c.get(format!("http://{}/admin/status", gw.admin))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        v["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["service"] == "room")
-            .unwrap()
-            .clone()
-    };
     // No request has been sent: both instances are listed, closed, with zero counters.
-    let r = room().await;
+    let r = room_status(&c, &gw).await;
     let instances = r["instances"].as_array().unwrap();
     let names: Vec<&str> = instances
         .iter()
@@ -676,14 +657,17 @@ async fn admin_status_lists_every_discovered_instance_before_any_traffic_and_dro
         assert_eq!(i["failures"], 0, "{i}");
         assert_eq!(i["in_flight"], 0, "{i}");
     }
-    assert_eq!(a.hits.load(Ordering::SeqCst) + b.hits.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        a.hits.load(Ordering::SeqCst) + b.hits.load(Ordering::SeqCst),
+        0
+    );
     // One joins, one leaves, still without traffic.
     tx.send(Arc::new(vec![
         target("room-2", &b.url),
         target("room-3", &a.url),
     ]))
     .unwrap();
-    let r = room().await;
+    let r = room_status(&c, &gw).await;
     let names: Vec<&str> = r["instances"]
         .as_array()
         .unwrap()
