@@ -103,6 +103,22 @@ impl<T> Page<T> {
             next_cursor: self.next_cursor,
         }
     }
+
+    /// Builds a page from database rows fetched in [`Keyset`] order with
+    /// `LIMIT limit + 1`, `convert` turning each row into its item and key. Every row is
+    /// converted, the extra one too, so a corrupt stored row fails the page rather than
+    /// hiding behind the cursor.
+    pub fn from_keyset_rows<R, E>(
+        rows: Vec<R>,
+        limit: u32,
+        convert: impl FnMut(R) -> Result<(T, Keyset), E>,
+    ) -> Result<Self, E> {
+        let keyed = rows
+            .into_iter()
+            .map(convert)
+            .collect::<Result<Vec<_>, E>>()?;
+        Ok(Page::from_rows(keyed, limit, |(_, key)| *key).map(|(item, _)| item))
+    }
 }
 
 /// The current time in microseconds since the Unix epoch: the `created_at` stored in rows

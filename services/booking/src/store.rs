@@ -232,11 +232,7 @@ impl Store {
         .fetch_all(&self.pool)
         .instrument(db::span("SELECT", "bookings"))
         .await?;
-        let rows = rows
-            .into_iter()
-            .map(BookingRow::into_booking)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_rows(rows, limit, |(_, key)| *key).map(|(b, _)| b))
+        Page::from_keyset_rows(rows, limit, BookingRow::into_booking)
     }
 
     /// Cancels a booking, freeing its nights; cancelling a cancelled booking changes

@@ -101,14 +101,13 @@ pub async fn list(
     .fetch_all(pool)
     .instrument(db::span("SELECT", TABLE))
     .await?;
-    let keyed = rows
-        .into_iter()
-        .map(|r| {
-            let t = r.created_at;
-            r.into_customer().map(|c| (Keyset { t, id: c.id }, c))
+    Page::from_keyset_rows(rows, limit, |r| {
+        let t = r.created_at;
+        r.into_customer().map(|c| {
+            let id = c.id;
+            (c, Keyset { t, id })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Page::from_rows(keyed, limit, |(k, _)| *k).map(|(_, c)| c))
+    })
 }
 
 /// Applies the given changes (already valid) in one write transaction.

@@ -151,14 +151,13 @@ pub async fn list(
     .fetch_all(pool)
     .instrument(db::span("SELECT", TABLE))
     .await?;
-    let keyed = rows
-        .into_iter()
-        .map(|r| {
-            let t = r.created_at;
-            r.into_room().map(|room| (Keyset { t, id: room.id }, room))
+    Page::from_keyset_rows(rows, limit, |r| {
+        let t = r.created_at;
+        r.into_room().map(|room| {
+            let id = room.id;
+            (room, Keyset { t, id })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Page::from_rows(keyed, limit, |(k, _)| *k).map(|(_, room)| room))
+    })
 }
 
 /// Changes to a room, already valid. `status` is never `Retired` here.
