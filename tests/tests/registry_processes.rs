@@ -109,13 +109,23 @@ async fn wait_for_names(
     Ok(started.elapsed())
 }
 
-#[tokio::test]
-async fn replicas_register_with_their_real_address_and_a_killed_one_leaves_when_its_lease_ends()
--> Result<()> {
-    let dir = TempDir::new("registry-kill");
+/// A registry with two customer replicas registered in it.
+struct TwoReplicas {
+    registry: Proc,
+    c1: Proc,
+    c2: Proc,
+    http: reqwest::Client,
+    /// Last, so that it is removed after the processes are gone.
+    dir: TempDir,
+}
+
+/// Starts a registry and `customer-1` and `customer-2` heartbeating every second with
+/// `lease`, and returns once the registry lists both.
+async fn two_replicas(test: &str, lease: &str) -> Result<TwoReplicas> {
+    let dir = TempDir::new(test);
     let registry = start_registry(&dir, "registry", "127.0.0.1:0")?;
-    let mut c1 = start_customer(&dir, "customer-1", &registry, "1s", "3s")?;
-    let c2 = start_customer(&dir, "customer-2", &registry, "1s", "3s")?;
+    let c1 = start_customer(&dir, "customer-1", &registry, "1s", lease)?;
+    let c2 = start_customer(&dir, "customer-2", &registry, "1s", lease)?;
     let http = reqwest::Client::new();
     wait_for_names(
         &http,
@@ -124,6 +134,25 @@ async fn replicas_register_with_their_real_address_and_a_killed_one_leaves_when_
         Duration::from_secs(30),
     )
     .await?;
+    Ok(TwoReplicas {
+        registry,
+        c1,
+        c2,
+        http,
+        dir,
+    })
+}
+
+#[tokio::test]
+async fn replicas_register_with_their_real_address_and_a_killed_one_leaves_when_its_lease_ends()
+-> Result<()> {
+    let TwoReplicas {
+        registry,
+        mut c1,
+        c2,
+        http,
+        dir: _dir,
+    } = two_replicas("registry-kill", "3s").await?;
     let list = listed(&http, &registry.url())
         .await
         .context("registry answers")?;
@@ -162,20 +191,15 @@ async fn replicas_register_with_their_real_address_and_a_killed_one_leaves_when_
 #[tokio::test]
 async fn a_registry_killed_and_restarted_on_its_address_gets_every_live_replica_back() -> Result<()>
 {
-    let dir = TempDir::new("registry-restart");
-    let mut registry = start_registry(&dir, "registry", "127.0.0.1:0")?;
+    let TwoReplicas {
+        mut registry,
+        c1: _c1,
+        c2: _c2,
+        http,
+        dir,
+    } = two_replicas("registry-restart", "3s").await?;
     let registry_url = registry.url();
     let addr = registry.addr.to_string();
-    let _c1 = start_customer(&dir, "customer-1", &registry, "1s", "3s")?;
-    let _c2 = start_customer(&dir, "customer-2", &registry, "1s", "3s")?;
-    let http = reqwest::Client::new();
-    wait_for_names(
-        &http,
-        &registry_url,
-        &["customer-1", "customer-2"],
-        Duration::from_secs(30),
-    )
-    .await?;
 
     registry.kill9();
     // The replicas keep serving without a registry.
@@ -201,19 +225,14 @@ async fn a_registry_killed_and_restarted_on_its_address_gets_every_live_replica_
 
 #[tokio::test]
 async fn a_replica_stopped_with_sigterm_deregisters_at_once() -> Result<()> {
-    let dir = TempDir::new("registry-stop");
-    let registry = start_registry(&dir, "registry", "127.0.0.1:0")?;
     // A 60 s lease: if the replica vanishes within seconds, only deregistration did it.
-    let mut c1 = start_customer(&dir, "customer-1", &registry, "1s", "60s")?;
-    let _c2 = start_customer(&dir, "customer-2", &registry, "1s", "60s")?;
-    let http = reqwest::Client::new();
-    wait_for_names(
-        &http,
-        &registry.url(),
-        &["customer-1", "customer-2"],
-        Duration::from_secs(30),
-    )
-    .await?;
+    let TwoReplicas {
+        registry,
+        mut c1,
+        c2: _c2,
+        http,
+        dir: _dir,
+    } = two_replicas("registry-stop", "60s").await?;
     let index: u64 = {
         let v: Value = http
             .get(format!("{}/v1/services/customer", registry.url()))
@@ -271,18 +290,13 @@ async fn a_replica_stopped_with_sigterm_deregisters_at_once() -> Result<()> {
 
 #[tokio::test]
 async fn a_registry_frozen_past_every_lease_keeps_its_instances_on_resume() -> Result<()> {
-    let dir = TempDir::new("registry-freeze");
-    let registry = start_registry(&dir, "registry", "127.0.0.1:0")?;
-    let _c1 = start_customer(&dir, "customer-1", &registry, "1s", "3s")?;
-    let _c2 = start_customer(&dir, "customer-2", &registry, "1s", "3s")?;
-    let http = reqwest::Client::new();
-    wait_for_names(
-        &http,
-        &registry.url(),
-        &["customer-1", "customer-2"],
-        Duration::from_secs(30),
-    )
-    .await?;
+    let TwoReplicas {
+        registry,
+        c1: _c1,
+        c2: _c2,
+        http,
+        dir: _dir,
+    } = two_replicas("registry-freeze", "3s").await?;
 
     registry.pause();
     tokio::time::sleep(Duration::from_secs(5)).await;
