@@ -32,31 +32,51 @@ struct Cluster {
     _dir: TempDir,
 }
 
+/// The client of every test: a generous timeout, since a stuck request is a failure the
+/// test reports rather than waits out.
+fn client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?)
+}
+
+/// Spawns `hotel registry` (for role `registry`) or `hotel service ROLE` as instance
+/// `name` on a loopback ephemeral port, with its data and log in `dir`.
+fn spawn_role(dir: &TempDir, role: &str, name: &str, env: &[(&str, &str)]) -> Result<Proc> {
+    let data = dir.path().to_str().context("utf-8 temp dir")?;
+    let mut args = if role == "registry" {
+        vec!["registry"]
+    } else {
+        vec!["service", role]
+    };
+    args.extend([
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+        "--name",
+        name,
+    ]);
+    Proc::spawn(name, &args, env, dir.path())
+}
+
+/// Waits until every process answers `/readyz`.
+async fn wait_all_ready(client: &reqwest::Client, procs: &[&Proc]) -> Result<()> {
+    for p in procs {
+        wait_ready(
+            client,
+            &format!("{}/readyz", p.url()),
+            Duration::from_secs(30),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 async fn start_cluster(client: &reqwest::Client) -> Result<Cluster> {
     let dir = TempDir::new("hotel-booking-processes");
-    let data = dir.path().to_str().context("utf-8 temp dir")?.to_owned();
-    let logs = dir.path();
-    let common = |role: &'static str, name: &str| -> Vec<String> {
-        [
-            "service",
-            role,
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &data,
-            "--name",
-            name,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    let spawn = |name: &str, args: Vec<String>, env: &[(&str, &str)]| {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Proc::spawn(name, &args, env, logs)
-    };
-    let customer = spawn("customer-1", common("customer", "customer-1"), &[])?;
-    let room = spawn("room-1", common("room", "room-1"), &[])?;
+    let customer = spawn_role(&dir, "customer", "customer-1", &[])?;
+    let room = spawn_role(&dir, "room", "room-1", &[])?;
     let (customer_url, room_url) = (customer.url(), room.url());
     let env = [
         ("HOTEL_BOOKING__CUSTOMER_URL", customer_url.as_str()),
@@ -69,17 +89,10 @@ async fn start_cluster(client: &reqwest::Client) -> Result<Cluster> {
     // Started one after the other only because `Proc::spawn` waits for the address line;
     // both open the same `<data>/booking.db`.
     let bookings = vec![
-        spawn("booking-1", common("booking", "booking-1"), &env)?,
-        spawn("booking-2", common("booking", "booking-2"), &env)?,
+        spawn_role(&dir, "booking", "booking-1", &env)?,
+        spawn_role(&dir, "booking", "booking-2", &env)?,
     ];
-    for p in [&customer, &room].into_iter().chain(bookings.iter()) {
-        wait_ready(
-            client,
-            &format!("{}/readyz", p.url()),
-            Duration::from_secs(30),
-        )
-        .await?;
-    }
+    wait_all_ready(client, &[&customer, &room, &bookings[0], &bookings[1]]).await?;
     Ok(Cluster {
         customer,
         _room: room,
@@ -168,9 +181,7 @@ async fn seed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conflicting_bookings_across_two_processes_on_one_database_book_exactly_once() -> Result<()>
 {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
+    let client = client()?;
     let cluster = start_cluster(&client).await?;
     let (customer_id, room_id) = seed(&client, &cluster.customer_url, &cluster.room_url).await?;
     let room_id_str = room_id.as_str().context("room id")?.to_owned();
@@ -318,9 +329,7 @@ async fn conflicting_bookings_across_two_processes_on_one_database_book_exactly_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_keyed_retry_after_its_owner_is_killed_mid_request_books_on_the_other_process_at_once()
 -> Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
+    let client = client()?;
     let mut cluster = start_cluster(&client).await?;
     let (customer_id, room_id) = seed(&client, &cluster.customer_url, &cluster.room_url).await?;
     let room_id_str = room_id.as_str().context("room id")?.to_owned();
@@ -395,65 +404,26 @@ async fn a_keyed_retry_after_its_owner_is_killed_mid_request_books_on_the_other_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn booking_discovers_its_peers_in_the_registry_and_a_killed_room_replica_costs_nothing()
 -> Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
+    let client = client()?;
     let dir = TempDir::new("hotel-booking-discovery");
-    let data = dir.path().to_str().context("utf-8 temp dir")?.to_owned();
-    let logs = dir.path();
-    let args = |role: &str, name: &str| -> Vec<String> {
-        let mut v: Vec<String> = if role == "registry" {
-            vec!["registry".into()]
-        } else {
-            vec!["service".into(), role.into()]
-        };
-        v.extend(
-            [
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                &data,
-                "--name",
-                name,
-            ]
-            .map(String::from),
-        );
-        v
-    };
-    let spawn = |name: &str, args: Vec<String>, env: &[(&str, &str)]| {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Proc::spawn(name, &args, env, logs)
-    };
-    let registry = spawn("registry", args("registry", "registry"), &[])?;
+    let registry = spawn_role(&dir, "registry", "registry", &[])?;
     let url = registry.url();
-    let customer = spawn(
+    let customer = spawn_role(
+        &dir,
+        "customer",
         "customer-1",
-        args("customer", "customer-1"),
         &[("HOTEL_CUSTOMER__REGISTRY__URL", &url)],
     )?;
-    let mut room_1 = spawn(
-        "room-1",
-        args("room", "room-1"),
-        &[("HOTEL_ROOM__REGISTRY__URL", &url)],
-    )?;
-    let room_2 = spawn(
-        "room-2",
-        args("room", "room-2"),
-        &[("HOTEL_ROOM__REGISTRY__URL", &url)],
-    )?;
-    let booking = spawn(
+    let room_env = [("HOTEL_ROOM__REGISTRY__URL", url.as_str())];
+    let mut room_1 = spawn_role(&dir, "room", "room-1", &room_env)?;
+    let room_2 = spawn_role(&dir, "room", "room-2", &room_env)?;
+    let booking = spawn_role(
+        &dir,
+        "booking",
         "booking-1",
-        args("booking", "booking-1"),
         &[("HOTEL_BOOKING__REGISTRY__URL", &url)],
     )?;
-    for p in [&registry, &customer, &room_1, &room_2, &booking] {
-        wait_ready(
-            &client,
-            &format!("{}/readyz", p.url()),
-            Duration::from_secs(30),
-        )
-        .await?;
-    }
+    wait_all_ready(&client, &[&registry, &customer, &room_1, &room_2, &booking]).await?;
     let (customer_id, room_id) = seed(&client, &customer.url(), &room_1.url()).await?;
     let book = |n: u32| {
         let (client, url) = (client.clone(), format!("{}/bookings", booking.url()));
