@@ -106,6 +106,15 @@ impl Gw {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `GET /api/rooms` with `key` as a bearer token.
+    async fn rooms_as(&self, c: &reqwest::Client, key: &str) -> reqwest::Response {
+        c.get(self.url("/api/rooms"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+    }
+
     async fn metrics(&self) -> String {
         client()
             .get(format!("http://{}/metrics", self.admin))
@@ -204,6 +213,23 @@ async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Limits client `web` to `burst` requests at once, refilled at `rate` a second.
+fn limit_web(s: &mut Settings, rate: f64, burst: u32) {
+    s.rate_limit
+        .clients
+        .insert("web".into(), Limit { rate, burst });
+}
+
+/// Asserts that `r` is a 401 whose problem detail says `why`.
+async fn assert_unauthorized(r: reqwest::Response, why: &str) {
+    assert_eq!(r.status(), 401);
+    let p = json(r).await;
+    assert!(
+        p["detail"].as_str().unwrap_or_default().contains(why),
+        "{p}"
+    );
+}
+
 /// Polls `check` until it holds or `within` passes.
 async fn eventually(within: Duration, mut check: impl FnMut() -> bool) {
     let end = Instant::now() + within;
@@ -236,38 +262,21 @@ async fn a_request_without_a_key_gets_401_problem_json_with_a_challenge_and_neve
 async fn a_wrong_key_and_a_revoked_key_are_refused_and_counted_by_reason_and_client() {
     let room = upstream(Duration::ZERO).await;
     let gw = gateway(&room, None, |_| {}).await;
-    let r = client()
-        .get(gw.url("/api/rooms"))
-        .bearer_auth("web-key-0123456789abcdeX")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    let r = gw.rooms_as(&client(), "web-key-0123456789abcdeX").await;
     assert!(
         r.headers()["www-authenticate"]
             .to_str()
             .unwrap()
             .contains("invalid_token")
     );
-    assert!(
-        json(r).await["detail"]
-            .as_str()
-            .unwrap()
-            .contains("not valid")
-    );
+    assert_unauthorized(r, "not valid").await;
     let r = client()
         .get(gw.url("/api/rooms"))
         .header("x-api-key", OLD_KEY)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 401);
-    assert!(
-        json(r).await["detail"]
-            .as_str()
-            .unwrap()
-            .contains("revoked")
-    );
+    assert_unauthorized(r, "revoked").await;
     assert_eq!(room.hits.load(Ordering::SeqCst), 0);
     let m = gw.metrics().await;
     assert!(
@@ -320,16 +329,7 @@ async fn a_valid_key_reaches_the_service_as_its_client_and_a_forged_client_name_
 #[tokio::test]
 async fn a_client_past_its_burst_gets_429_with_retry_after_while_another_client_is_not_limited() {
     let room = upstream(Duration::ZERO).await;
-    let gw = gateway(&room, None, |s| {
-        s.rate_limit.clients.insert(
-            "web".into(),
-            Limit {
-                rate: 0.05,
-                burst: 3,
-            },
-        );
-    })
-    .await;
+    let gw = gateway(&room, None, |s| limit_web(s, 0.05, 3)).await;
     let c = client();
     let send = |k: &'static str| c.get(gw.url("/api/rooms")).bearer_auth(k).send();
     for left in (0..3).rev() {
@@ -826,19 +826,13 @@ async fn reloading_the_keys_file_revokes_and_adds_keys_and_keeps_each_clients_bu
     let gw = gateway(&room, None, |s| {
         s.auth.keys.clear();
         s.auth.keys_file = Some(file.clone());
-        s.rate_limit.clients.insert(
-            "web".into(),
-            Limit {
-                rate: 0.01,
-                burst: 2,
-            },
-        );
+        limit_web(s, 0.01, 2);
     })
     .await;
     let c = client();
     let status = |k: &'static str| {
-        let r = c.get(gw.url("/api/rooms")).bearer_auth(k).send();
-        async move { r.await.unwrap().status().as_u16() }
+        let r = gw.rooms_as(&c, k);
+        async move { r.await.status().as_u16() }
     };
     assert_eq!(
         (status(a).await, status(a).await, status(a).await),
@@ -861,19 +855,7 @@ async fn reloading_the_keys_file_revokes_and_adds_keys_and_keeps_each_clients_bu
     )
     .unwrap();
     assert_eq!(gw.protections.reload_keys(), Ok(2));
-    let r = c
-        .get(gw.url("/api/rooms"))
-        .bearer_auth(a)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    assert!(
-        json(r).await["detail"]
-            .as_str()
-            .unwrap()
-            .contains("revoked")
-    );
+    assert_unauthorized(gw.rooms_as(&c, a).await, "revoked").await;
     // A broken or empty file is refused and the keys in force stay.
     std::fs::write(&file, "mobile deadbeef\n").unwrap();
     assert!(gw.protections.reload_keys().unwrap_err().contains("line 1"));
