@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use axum::{Router, extract::State, response::IntoResponse};
 use hotel_gateway::{
     Application, Config, Settings,
@@ -20,6 +22,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use support::{client, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -190,17 +193,6 @@ async fn gateway(
         protections,
         _stop: tx,
     }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-async fn json(r: reqwest::Response) -> serde_json::Value {
-    r.json().await.unwrap()
 }
 
 /// Writes `bytes` on a fresh connection and reads until the gateway closes it (or 10 s).

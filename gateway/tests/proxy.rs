@@ -7,6 +7,8 @@
     clippy::cloned_ref_to_slice_refs
 )]
 
+mod support;
+
 use axum::{Router, body::Bytes, extract::State, http::StatusCode, response::IntoResponse};
 use hotel_gateway::{
     Application, Config, Settings,
@@ -22,6 +24,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use support::{client, json};
 use tokio::sync::{oneshot, watch};
 
 #[derive(Clone)]
@@ -201,17 +204,6 @@ async fn raw_get(addr: SocketAddr, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-async fn json(r: reqwest::Response) -> serde_json::Value {
-    r.json().await.unwrap()
 }
 
 #[tokio::test]
@@ -598,41 +590,57 @@ async fn the_upstream_client_reaches_a_service_with_the_same_failover() {
 async fn an_open_breaker_lets_a_probe_through_after_its_backoff_and_closes_on_success() {
     let healed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flaky = upstream("flaky", Behave::SickUntil(healed.clone())).await;
-    let gw = gateway(&[flaky.url.clone()], |s| {
+    // A second instance: errors never eject the last one in rotation.
+    let good = upstream("good", Behave::Ok).await;
+    let gw = gateway(&[flaky.url.clone(), good.url.clone()], |s| {
         let p = &mut s.services.get_mut("room").unwrap().policy;
         p.breaker_failures = Some(2);
         p.breaker_backoff = Some(Duration::from_millis(200));
     })
     .await;
     let c = client();
-    // The instance's own 503s open its breaker; then the gateway answers 503 itself.
-    let mut gateway_503 = false;
-    for _ in 0..10 {
+    let flaky_status = || async {
+        let status: serde_json::Value = c
+            .get(format!("http://{}/admin/status", gw.admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        status["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == "room")
+            .unwrap()["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["instance"] == "room-static-1")
+            .unwrap()
+            .clone()
+    };
+    // The instance's own 503s open its breaker; its requests are retried on the other.
+    let t = Instant::now();
+    while flaky_status().await["ejections"] == 0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "the breaker never opened");
         let r = c.get(gw.url("/api/rooms")).send().await.unwrap();
-        assert_eq!(r.status(), 503);
-        if json(r).await["detail"]
-            .as_str()
-            .unwrap_or("")
-            .contains("no healthy instance")
-        {
-            gateway_503 = true;
-            break;
-        }
+        assert_eq!(r.status(), 200);
     }
-    assert!(gateway_503, "the breaker never opened");
     healed.store(true, Ordering::SeqCst);
     let t = Instant::now();
     loop {
         let r = c.get(gw.url("/api/rooms")).send().await.unwrap();
-        if r.status() == 200 {
+        assert_eq!(r.status(), 200);
+        let i = flaky_status().await;
+        if i["breaker"] == "closed" {
+            assert!(i["ejections"].as_u64().unwrap() >= 1);
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "no probe got through");
+        assert!(t.elapsed() < Duration::from_secs(5), "no probe got through: {i}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let room = room_status(&c, &gw).await;
-    assert_eq!(room["instances"][0]["breaker"], "closed");
-    assert!(room["instances"][0]["ejections"].as_u64().unwrap() >= 1);
 }
 
 #[tokio::test]
