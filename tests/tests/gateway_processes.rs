@@ -265,16 +265,8 @@ async fn killing_one_of_three_registered_replicas_under_steady_gets_fails_no_req
     std::fs::create_dir_all(&data)?;
     let registry = spawn_registry(dir.path())?;
     let reg_url = registry.url();
-    let mut replicas = Vec::new();
-    for n in 1..=3 {
-        replicas.push(spawn_replica(
-            "customer",
-            n,
-            &data,
-            Some(&reg_url),
-            dir.path(),
-        )?);
-    }
+    let customer = |n| spawn_replica("customer", n, &data, Some(&reg_url), dir.path());
+    let mut replicas = vec![customer(1)?, customer(2)?, customer(3)?];
     let admin = format!("127.0.0.1:{}", free_port());
     let gateway = Proc::spawn(
         "gateway",
@@ -309,13 +301,7 @@ async fn killing_one_of_three_registered_replicas_under_steady_gets_fails_no_req
     // The registry dropped the dead replica, and the gateway followed.
     wait_known(&c, &admin, "customer", 2, Duration::from_secs(15)).await?;
     // A new replica takes traffic soon after it registers.
-    replicas.push(spawn_replica(
-        "customer",
-        4,
-        &data,
-        Some(&reg_url),
-        dir.path(),
-    )?);
+    replicas.push(customer(4)?);
     wait_known(&c, &admin, "customer", 3, Duration::from_secs(15)).await?;
     let status_url = format!("{admin}/admin/status");
     eventually(
