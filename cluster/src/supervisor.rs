@@ -248,18 +248,6 @@ fn child_env(role: Role, cfg: &UpConfig, urls: &ChildUrls) -> Vec<(String, Strin
     env
 }
 
-/// `127.0.0.1:port`, or a currently free loopback port for port 0. Used for the gateway's
-/// admin listener, which the gateway does not announce.
-fn loopback_or_free(port: u16) -> std::io::Result<SocketAddr> {
-    let port = match port {
-        0 => std::net::TcpListener::bind(("127.0.0.1", 0))?
-            .local_addr()?
-            .port(),
-        p => p,
-    };
-    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
-}
-
 /// The addresses a child is told about.
 struct ChildUrls {
     /// `http://ADDR` of the registry.
@@ -457,16 +445,17 @@ impl Supervisor {
         }
     }
 
-    /// A free port on loopback for the gateway's admin listener when port 0 is asked for:
-    /// the gateway announces only its public address.
-    fn admin_addr(&self) -> Option<SocketAddr> {
-        let mut st = self.lock();
-        if let Some(url) = &st.file.admin_url {
-            return url.trim_start_matches("http://").parse().ok();
-        }
-        let addr = loopback_or_free(self.cfg.settings.ports.admin).ok()?;
-        st.file.admin_url = Some(format!("http://{addr}"));
-        Some(addr)
+    /// Where the gateway's admin listener binds: the address it had before (a restarted
+    /// gateway keeps its admin URL), else the configured port on loopback. Port 0 lets the
+    /// gateway pick a free port, which it announces (`admin listening on http://ADDR`):
+    /// no port is picked here and released for the gateway to race for.
+    fn admin_listen(&self) -> SocketAddr {
+        let st = self.lock();
+        st.file
+            .admin_url
+            .as_deref()
+            .and_then(|u| u.trim_start_matches("http://").parse().ok())
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], self.cfg.settings.ports.admin)))
     }
 
     /// Spawns one instance, waits for its address and its `/readyz`, and returns the
@@ -490,7 +479,7 @@ impl Supervisor {
             ))
         };
         let admin = if role == Role::Gateway {
-            self.admin_addr()
+            Some(self.admin_listen())
         } else {
             None
         };
@@ -574,15 +563,25 @@ impl Supervisor {
         tracing::info!(instance = %name, pid, "started");
 
         // Copies the child's stdout into its log and reports the announced address.
+        // The gateway also announces its admin address, on a line of its own.
         let (addr_tx, addr_rx) = oneshot::channel();
+        let (admin_tx, admin_rx) = oneshot::channel();
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(async move {
                 let mut addr_tx = Some(addr_tx);
+                let mut admin_tx = Some(admin_tx);
                 let mut lines = BufReader::new(stdout).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     if let Some(rest) = line.strip_prefix("listening on http://")
                         && let Ok(a) = rest.trim().parse::<SocketAddr>()
                         && let Some(tx) = addr_tx.take()
+                    {
+                        let _ = tx.send(a);
+                    }
+                    if let Some(rest) =
+                        line.strip_prefix(hotel_common::process::ADMIN_ANNOUNCE_PREFIX)
+                        && let Ok(a) = rest.trim().parse::<SocketAddr>()
+                        && let Some(tx) = admin_tx.take()
                     {
                         let _ = tx.send(a);
                     }
@@ -635,6 +634,33 @@ impl Supervisor {
             }
             self.persist(&st);
         }
+        // The gateway's admin address is the one it announces (its port may have been 0).
+        let admin = match admin {
+            None => None,
+            Some(_) => match tokio::time::timeout_at(deadline, admin_rx).await {
+                Ok(Ok(a)) => {
+                    let mut st = self.lock();
+                    st.file.admin_url = Some(format!("http://{a}"));
+                    self.persist(&st);
+                    Some(a)
+                }
+                Ok(Err(_)) => {
+                    self.mark_failed(&name, pid);
+                    signal(pid, Signal::SIGKILL);
+                    return Err(fail(
+                        "closed its output without announcing its admin address".into(),
+                    ));
+                }
+                Err(_) => {
+                    self.mark_failed(&name, pid);
+                    signal(pid, Signal::SIGKILL);
+                    return Err(fail(format!(
+                        "did not print its admin address within {}",
+                        humantime::format_duration(self.cfg.settings.ready_timeout)
+                    )));
+                }
+            },
+        };
         // The gateway serves its health on the admin listener.
         let ready_url = match admin {
             Some(a) => format!("http://{a}/readyz"),

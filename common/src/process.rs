@@ -59,6 +59,18 @@ pub fn announce(addr: SocketAddr) {
     let _ = out.flush();
 }
 
+/// Prints `admin listening on http://ADDR` to stdout and flushes: a process with a second
+/// (admin) listener announces it after its `listening on` line, so launchers that bind
+/// it to port 0 learn the real address (`hotel up`).
+pub fn announce_admin(addr: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{ADMIN_ANNOUNCE_PREFIX}{addr}");
+    let _ = out.flush();
+}
+
+/// The start of the line [`announce_admin`] prints, before the address.
+pub const ADMIN_ANNOUNCE_PREFIX: &str = "admin listening on http://";
+
 /// Environment variable through which `hotel up` tells a child its supervisor's pid.
 pub const SUPERVISOR_PID_ENV: &str = "HOTEL_SUPERVISOR_PID";
 

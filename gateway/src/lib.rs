@@ -126,6 +126,8 @@ pub async fn run(args: GatewayArgs) -> Result<(), BoxError> {
 async fn serve(config: Config) -> Result<(), BoxError> {
     let app = Application::build(config).await?;
     hotel_common::process::announce(app.local_addr());
+    // Second, so launchers reading the first `listening on` line still get the edge.
+    hotel_common::process::announce_admin(app.admin_addr());
     tracing::info!(addr = %app.local_addr(), admin = %app.admin_addr(), "gateway listening");
     if !app.gateway.protections().0.auth_required() {
         tracing::warn!(

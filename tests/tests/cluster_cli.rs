@@ -8,6 +8,7 @@
 mod cluster_support;
 
 use cluster_support::{Cluster, until};
+use hotel_tests::UP_EPHEMERAL_PORTS;
 
 use std::{process::Command, time::Duration};
 
@@ -53,6 +54,34 @@ async fn up_reports_real_addresses_writes_logs_and_sigterm_stops_every_instance(
             "no log for {i}"
         );
     }
+    // The admin URL is the one the gateway announced (it bound port 0): it answers, and
+    // lists every discovered instance, traffic or not.
+    let admin_url = file["admin_url"].as_str().unwrap();
+    let status: serde_json::Value = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .get(format!("{admin_url}/admin/status"))
+        .bearer_auth(file["admin_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<&str> = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["instances"].as_array().unwrap())
+        .map(|i| i["instance"].as_str().unwrap())
+        .collect();
+    for name in ["customer-1", "room-1", "booking-1"] {
+        assert!(listed.contains(&name), "{name} not in {status}");
+    }
     let out = c.up_output();
     for needle in [
         "room-1",
@@ -91,17 +120,8 @@ async fn up_reports_real_addresses_writes_logs_and_sigterm_stops_every_instance(
 async fn a_second_up_on_the_same_data_dir_is_refused_while_the_first_runs() {
     let c = Cluster::up(&["--replicas", "1"]).await.unwrap();
     let out = Command::new(hotel_tests::hotel_bin())
-        .args([
-            "up",
-            "--data-dir",
-            &c.data_dir(),
-            "--gateway-port",
-            "0",
-            "--admin-port",
-            "0",
-            "--registry-port",
-            "0",
-        ])
+        .args(["up", "--data-dir", &c.data_dir()])
+        .args(UP_EPHEMERAL_PORTS)
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -239,14 +259,7 @@ async fn instances_follow_a_killed_hotel_up_down_and_a_new_up_replaces_its_lock(
 
     let mut again = Command::new(hotel_tests::hotel_bin())
         .args(["up", "--replicas", "1", "--data-dir", &c.data_dir()])
-        .args([
-            "--gateway-port",
-            "0",
-            "--admin-port",
-            "0",
-            "--registry-port",
-            "0",
-        ])
+        .args(UP_EPHEMERAL_PORTS)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
