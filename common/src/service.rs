@@ -105,6 +105,26 @@ impl<R: Role> ServiceSettings<R> {
     }
 }
 
+/// A service whose whole state is its SQLite database (customer, room): everything the
+/// shared application (`hotel_registry::service::DatabaseApp`) needs to know of it.
+pub trait DatabaseService: Role {
+    /// The migrations compiled into the service.
+    fn migrator() -> &'static sqlx::migrate::Migrator;
+    /// The whole HTTP surface over the database (see [`service_router`]).
+    fn router(pool: SqlitePool) -> Router;
+}
+
+/// Opens `<data_dir>/<role>.db` (shared with the other replicas) and brings its schema up
+/// to date.
+pub async fn connect<R: DatabaseService>(
+    settings: &ServiceSettings<R>,
+) -> Result<SqlitePool, crate::process::BoxError> {
+    let path = settings.database_path();
+    let pool = db::open(&path).await?;
+    db::migrate(&pool, &path, R::migrator()).await?;
+    Ok(pool)
+}
+
 /// Applies `--listen`, `--data-dir` and `--name`, which win over file and environment, to
 /// the settings fields they override.
 pub fn apply_args(
