@@ -54,6 +54,34 @@ async fn up_reports_real_addresses_writes_logs_and_sigterm_stops_every_instance(
             "no log for {i}"
         );
     }
+    // The admin URL is the one the gateway announced (it bound port 0): it answers, and
+    // lists every discovered instance, traffic or not.
+    let admin_url = file["admin_url"].as_str().unwrap();
+    let status: serde_json::Value = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .get(format!("{admin_url}/admin/status"))
+        .bearer_auth(file["admin_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<&str> = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["instances"].as_array().unwrap())
+        .map(|i| i["instance"].as_str().unwrap())
+        .collect();
+    for name in ["customer-1", "room-1", "booking-1"] {
+        assert!(listed.contains(&name), "{name} not in {status}");
+    }
     let out = c.up_output();
     for needle in [
         "room-1",
