@@ -209,3 +209,83 @@ pub fn database_problem(e: &sqlx::Error, busy: &str) -> crate::Problem {
         crate::Problem::internal()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::load_with_env;
+
+    /// A role for the tests; every role behaves the same.
+    #[derive(Debug)]
+    struct Room;
+
+    impl Role for Room {
+        const NAME: &'static str = "room";
+    }
+
+    type Settings = ServiceSettings<Room>;
+
+    #[test]
+    fn environment_overrides_defaults_and_unknown_keys_fail() {
+        let s: Settings = load_with_env(
+            &Settings::default(),
+            None,
+            "room",
+            &[
+                ("HOTEL_ROOM__SHUTDOWN_GRACE", "3s"),
+                ("HOTEL_ROOM__REGISTRY__URL", "http://127.0.0.1:8761"),
+                ("HOTEL_ROOM__REGISTRY__HEARTBEAT", "500ms"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(s.registry.url.as_deref(), Some("http://127.0.0.1:8761"));
+        assert_eq!(s.registry.heartbeat, Duration::from_millis(500));
+        assert_eq!(s.registry.lease, Duration::from_secs(3));
+        assert_eq!(s.data_dir, PathBuf::from(".hotel"));
+        let err = load_with_env(
+            &Settings::default(),
+            None,
+            "room",
+            &[("HOTEL_ROOM__LISTNE", "x")],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn a_file_with_every_key_loads() {
+        let path = std::env::temp_dir().join(format!("hotel-room-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7100\"\ndata_dir = \"/var/lib/hotel\"\ninstance = \"room-1\"\n\
+             shutdown_grace = \"2s\"\n[registry]\nurl = \"http://127.0.0.1:8761\"\n\
+             token = \"t\"\nheartbeat = \"2s\"\nlease = \"6s\"\n",
+        )
+        .unwrap();
+        let loaded = load_with_env(&Settings::default(), Some(&path), "room", &[]);
+        let _ = std::fs::remove_file(&path);
+        let s: Settings = loaded.unwrap();
+        assert_eq!(s.listen.port(), 7100);
+        assert_eq!(s.instance, "room-1");
+        assert_eq!(s.shutdown_grace, Duration::from_secs(2));
+        assert_eq!(s.registry.token.as_deref(), Some("t"));
+        assert_eq!(s.registry.lease, Duration::from_secs(6));
+    }
+
+    #[test]
+    fn command_line_wins_over_configuration() {
+        let mut s = Settings::default();
+        let args = ProcessArgs {
+            listen: Some("127.0.0.1:7001".parse().unwrap()),
+            data_dir: Some("/tmp/x".into()),
+            instance: Some("room-3".into()),
+            ..ProcessArgs::default()
+        };
+        s.apply(&args);
+        assert_eq!(s.listen.port(), 7001);
+        assert_eq!(s.database_path(), PathBuf::from("/tmp/x/room.db"));
+        assert_eq!(s.instance, "room-3");
+    }
+}

@@ -15,75 +15,38 @@ impl Role for Customer {
 /// Everything a customer instance is configured with.
 pub type Settings = ServiceSettings<Customer>;
 
+// How the keys load, what they default to and how the command line wins is tested once,
+// in `hotel_common::service`; here only what is the customer service's own.
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use hotel_common::config::load_with_env;
-    use hotel_common::process::ProcessArgs;
     use std::{path::PathBuf, time::Duration};
 
     #[test]
-    fn environment_overrides_defaults_and_unknown_keys_fail() {
+    fn the_shipped_config_file_loads_to_the_defaults() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/customer.toml");
+        let s: Settings =
+            load_with_env(&Settings::default(), Some(&path), "customer", &[]).unwrap();
+        assert_eq!(s, Settings::default());
+        assert_eq!(s.instance, "customer");
+    }
+
+    #[test]
+    fn keys_come_from_the_customer_environment_prefix_and_the_database_is_customer_db() {
         let s: Settings = load_with_env(
             &Settings::default(),
             None,
             "customer",
             &[
                 ("HOTEL_CUSTOMER__SHUTDOWN_GRACE", "3s"),
-                ("HOTEL_CUSTOMER__REGISTRY__URL", "http://127.0.0.1:8761"),
-                ("HOTEL_CUSTOMER__REGISTRY__HEARTBEAT", "500ms"),
+                ("HOTEL_CUSTOMER__DATA_DIR", "/tmp/x"),
             ],
         )
         .unwrap();
         assert_eq!(s.shutdown_grace, Duration::from_secs(3));
-        assert_eq!(s.registry.url.as_deref(), Some("http://127.0.0.1:8761"));
-        assert_eq!(s.registry.heartbeat, Duration::from_millis(500));
-        assert_eq!(s.registry.lease, Duration::from_secs(3));
-        assert_eq!(s.data_dir, PathBuf::from(".hotel"));
-        let err = load_with_env(
-            &Settings::default(),
-            None,
-            "customer",
-            &[("HOTEL_CUSTOMER__LISTNE", "x")],
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("listne"), "{err}");
-    }
-
-    #[test]
-    fn a_file_with_every_key_loads() {
-        let path =
-            std::env::temp_dir().join(format!("hotel-customer-{}.toml", uuid::Uuid::new_v4()));
-        std::fs::write(
-            &path,
-            "listen = \"127.0.0.1:7100\"\ndata_dir = \"/var/lib/hotel\"\ninstance = \"customer-1\"\n\
-             shutdown_grace = \"2s\"\n[registry]\nurl = \"http://127.0.0.1:8761\"\n\
-             token = \"t\"\nheartbeat = \"2s\"\nlease = \"6s\"\n",
-        )
-        .unwrap();
-        let loaded = load_with_env(&Settings::default(), Some(&path), "customer", &[]);
-        let _ = std::fs::remove_file(&path);
-        let s: Settings = loaded.unwrap();
-        assert_eq!(s.listen.port(), 7100);
-        assert_eq!(s.instance, "customer-1");
-        assert_eq!(s.shutdown_grace, Duration::from_secs(2));
-        assert_eq!(s.registry.token.as_deref(), Some("t"));
-        assert_eq!(s.registry.lease, Duration::from_secs(6));
-    }
-
-    #[test]
-    fn command_line_wins_over_configuration() {
-        let mut s = Settings::default();
-        let args = ProcessArgs {
-            listen: Some("127.0.0.1:7001".parse().unwrap()),
-            data_dir: Some("/tmp/x".into()),
-            instance: Some("customer-3".into()),
-            ..ProcessArgs::default()
-        };
-        s.apply(&args);
-        assert_eq!(s.listen.port(), 7001);
         assert_eq!(s.database_path(), PathBuf::from("/tmp/x/customer.db"));
-        assert_eq!(s.instance, "customer-3");
     }
 }
