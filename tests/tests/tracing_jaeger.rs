@@ -20,7 +20,7 @@ use std::{
     collections::HashMap,
     time::{Duration, Instant},
 };
-use tracing_support::Cluster;
+use tracing_support::{Cluster, SpanLink, descends_from};
 
 /// Both tests start a whole cluster; on two shared cores they take turns.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -167,21 +167,14 @@ fn dump(spans: &[JSpan]) -> String {
         .join("\n")
 }
 
-fn descends_from(spans: &[JSpan], span: &JSpan, ancestor: &str) -> bool {
-    let mut parent = span.parent.clone();
-    for _ in 0..64 {
-        if parent.is_empty() {
-            return false;
-        }
-        if parent == ancestor {
-            return true;
-        }
-        match spans.iter().find(|s| s.span_id == parent) {
-            Some(p) => parent = p.parent.clone(),
-            None => return false,
-        }
+impl SpanLink for JSpan {
+    fn id(&self) -> &str {
+        &self.span_id
     }
-    false
+
+    fn parent_id(&self) -> &str {
+        &self.parent
+    }
 }
 
 fn trace_id_of(res: &reqwest::Response) -> Result<String> {
