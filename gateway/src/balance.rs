@@ -91,11 +91,6 @@ where
                 Poll::Pending => break,
             }
         }
-        if changed {
-            let n = self.cache.len();
-            self.cap.set_total(n);
-            self.instances.set(n as i64);
-        }
         loop {
             match self.cache.poll_pending(cx) {
                 Poll::Ready(Ok(())) | Poll::Pending => break,
@@ -104,6 +99,14 @@ where
                     tracing::warn!(service = %self.service, error = %failed, "endpoint failed; dropped");
                 }
             }
+        }
+        // Counted after `poll_pending`: an evicted endpoint that was pending (its breaker
+        // open) stays in the cache's count until then, and a stale total lets the
+        // ejection cap eject the last real instance.
+        if changed {
+            let n = self.cache.len();
+            self.cap.set_total(n);
+            self.instances.set(n as i64);
         }
     }
 

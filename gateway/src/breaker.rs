@@ -11,8 +11,11 @@
 //!
 //! The ejection cap keeps a burst of errors from emptying a service: opening for
 //! errors is refused when it would eject more than `max_ejection_percent` of the
-//! service's instances (at least one may always go). An instance that refuses
-//! connections is not capacity, so it is ejected regardless.
+//! service's instances (at least one may go), and errors never eject the last instance
+//! left in rotation. That one is slow or failing, but it is all there is: ejecting it
+//! turns a moment of slowness (per-try timeouts on a loaded machine) into "no healthy
+//! instance" 503s for a whole open period, as Envoy's panic threshold also avoids. An
+//! instance that refuses connections is not capacity, so it is ejected regardless.
 
 use crate::error::{BoxError, FailureKind};
 use crate::settings::BreakerPolicy;
@@ -93,9 +96,13 @@ impl EjectionCap {
         self.ejected.load(Ordering::Relaxed)
     }
 
+    /// How many instances errors may eject: the percentage (at least one), but never
+    /// all of them (ejections for refused connections count too).
     fn allowed(&self) -> usize {
         let total = self.total.load(Ordering::Relaxed);
-        (total * self.max_percent as usize / 100).max(1)
+        (total * self.max_percent as usize / 100)
+            .max(1)
+            .min(total.saturating_sub(1))
     }
 
     /// Takes an ejection slot; `force` takes one past the cap.
@@ -653,6 +660,23 @@ mod tests {
             "50 % of 2 instances is one ejection"
         );
         assert!(b.poll_ready().is_ready());
+        assert_eq!(cap.ejected(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn errors_never_eject_the_last_instance_but_refused_connections_do() {
+        // Even at 100 %: the only instance keeps its traffic through timeouts and 5xx.
+        let cap = cap_of(1, 100);
+        let (mut svc, mut handle, shared) = breaker(cap.clone());
+        handle.allow(10);
+        for _ in 0..5 {
+            fail_once(&mut svc, &mut handle).await;
+        }
+        assert_eq!(shared.state(), BreakerState::Closed);
+        assert!(svc.poll_ready().is_ready());
+        // A refused connection is no capacity at all: it is ejected regardless.
+        shared.record(Some(FailureKind::Connect), false);
+        assert_eq!(shared.state(), BreakerState::Open);
         assert_eq!(cap.ejected(), 1);
     }
 }

@@ -624,7 +624,10 @@ async fn an_open_breaker_lets_a_probe_through_after_its_backoff_and_closes_on_su
     // The instance's own 503s open its breaker; its requests are retried on the other.
     let t = Instant::now();
     while flaky_status().await["ejections"] == 0 {
-        assert!(t.elapsed() < Duration::from_secs(5), "the breaker never opened");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the breaker never opened"
+        );
         let r = c.get(gw.url("/api/rooms")).send().await.unwrap();
         assert_eq!(r.status(), 200);
     }
@@ -638,7 +641,10 @@ async fn an_open_breaker_lets_a_probe_through_after_its_backoff_and_closes_on_su
             assert!(i["ejections"].as_u64().unwrap() >= 1);
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "no probe got through: {i}");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "no probe got through: {i}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
