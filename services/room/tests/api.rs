@@ -576,35 +576,12 @@ async fn replicas_migrating_one_file_together_all_start() {
 
 #[tokio::test]
 async fn an_application_serves_on_an_ephemeral_port_until_shut_down() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = TempDir::new();
     let settings = Settings {
         data_dir: dir.path().to_owned(),
         ..Settings::default()
     };
     let app = Application::build(settings).await.unwrap();
-    let addr = app.local_addr();
-    assert_ne!(addr.port(), 0);
     assert!(dir.path().join("room.db").exists());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut reply = String::new();
-    conn.read_to_string(&mut reply).await.unwrap();
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    stop.send(()).unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(30), server)
-        .await
-        .expect("server stops after the signal")
-        .unwrap()
-        .unwrap();
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "listener closed"
-    );
+    hotel_service_testing::assert_serves_until_shut_down(app).await;
 }

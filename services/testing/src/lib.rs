@@ -214,3 +214,36 @@ pub async fn assert_openapi_matches_routes(app: &TestApp) {
         }
     }
 }
+
+/// Checks the life of a built application: it is bound to a real (ephemeral) port,
+/// answers `/readyz` 200 over plain TCP while serving, stops within 30 s of its shutdown
+/// signal without error, and then no longer accepts connections.
+pub async fn assert_serves_until_shut_down<A>(app: A)
+where
+    A: hotel_registry::service::Service + Send + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.local_addr();
+    assert_ne!(addr.port(), 0);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write request");
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).await.expect("read reply");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    stop.send(()).expect("server still waiting for its signal");
+    tokio::time::timeout(std::time::Duration::from_secs(30), server)
+        .await
+        .expect("server stops after the signal")
+        .expect("server task")
+        .expect("server ends without error");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed"
+    );
+}
