@@ -231,6 +231,35 @@ impl Drop for Proc {
     }
 }
 
+/// Spawns one instance as `hotel up` would: `hotel service ROLE` (or `hotel registry` for
+/// role `registry`) named `name`, on a loopback ephemeral port, with its data in `data`
+/// and `extra` arguments after those; see [`Proc::spawn`] for `envs` and `log_dir`.
+pub fn spawn_instance(
+    role: &str,
+    name: &str,
+    data: &Path,
+    envs: &[(&str, &str)],
+    extra: &[&str],
+    log_dir: &Path,
+) -> Result<Proc> {
+    let data = data.to_str().context("the data directory is not UTF-8")?;
+    let mut args = if role == "registry" {
+        vec!["registry"]
+    } else {
+        vec!["service", role]
+    };
+    args.extend([
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+        "--name",
+        name,
+    ]);
+    args.extend_from_slice(extra);
+    Proc::spawn(name, &args, envs, log_dir)
+}
+
 /// Polls `check` every 20 ms until it returns `Some` or `within` passes.
 pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> Result<T>
 where

@@ -9,7 +9,7 @@
 //! Run: `cargo build -p hotel && cargo test -p hotel-tests --test booking_processes -- --nocapture`
 
 use anyhow::{Context, Result, ensure};
-use hotel_tests::{Proc, TempDir, wait_ready};
+use hotel_tests::{Proc, TempDir, spawn_instance, wait_ready};
 use serde_json::{Value, json};
 use std::{
     sync::Arc,
@@ -43,21 +43,7 @@ fn client() -> Result<reqwest::Client> {
 /// Spawns `hotel registry` (for role `registry`) or `hotel service ROLE` as instance
 /// `name` on a loopback ephemeral port, with its data and log in `dir`.
 fn spawn_role(dir: &TempDir, role: &str, name: &str, env: &[(&str, &str)]) -> Result<Proc> {
-    let data = dir.path().to_str().context("utf-8 temp dir")?;
-    let mut args = if role == "registry" {
-        vec!["registry"]
-    } else {
-        vec!["service", role]
-    };
-    args.extend([
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data,
-        "--name",
-        name,
-    ]);
-    Proc::spawn(name, &args, env, dir.path())
+    spawn_instance(role, name, dir.path(), env, &[], dir.path())
 }
 
 /// Waits until every process answers `/readyz`.

@@ -11,7 +11,7 @@
 )]
 
 use anyhow::{Context, Result, bail};
-use hotel_tests::{Proc, TempDir, eventually, free_port};
+use hotel_tests::{Proc, TempDir, eventually, free_port, spawn_instance};
 use serde_json::{Value, json};
 use std::{
     path::Path,
@@ -41,7 +41,6 @@ fn spawn_replica(
     dir: &Path,
 ) -> Result<Proc> {
     let name = format!("{service}-{n}");
-    let data = data.to_str().context("utf-8 path")?;
     let upper = service.to_ascii_uppercase();
     let (url_key, token_key) = (
         format!("HOTEL_{upper}__REGISTRY__URL"),
@@ -52,21 +51,7 @@ fn spawn_replica(
         envs.push((url_key.as_str(), r));
         envs.push((token_key.as_str(), REGISTRY_TOKEN));
     }
-    Proc::spawn(
-        &name,
-        &[
-            "service",
-            service,
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data,
-            "--name",
-            &name,
-        ],
-        &envs,
-        dir,
-    )
+    spawn_instance(service, &name, data, &envs, &[], dir)
 }
 
 /// Waits until the gateway's admin status lists `n` instances of `service`.

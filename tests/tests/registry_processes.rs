@@ -7,7 +7,7 @@
 //! Run with `cargo build -p hotel && cargo test -p hotel-tests --test registry_processes`.
 
 use anyhow::{Context, Result};
-use hotel_tests::{Proc, TempDir, eventually};
+use hotel_tests::{Proc, TempDir, eventually, spawn_instance};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -29,27 +29,18 @@ fn start_customer(
     heartbeat: &str,
     lease: &str,
 ) -> Result<Proc> {
-    let data = dir.path().join("data");
-    let data = data.to_str().context("temp path is not UTF-8")?;
     let url = registry.url();
-    Proc::spawn(
+    spawn_instance(
+        "customer",
         name,
-        &[
-            "service",
-            "customer",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data,
-            "--name",
-            name,
-        ],
+        &dir.path().join("data"),
         &[
             ("HOTEL_CUSTOMER__REGISTRY__URL", url.as_str()),
             ("HOTEL_CUSTOMER__REGISTRY__TOKEN", TOKEN),
             ("HOTEL_CUSTOMER__REGISTRY__HEARTBEAT", heartbeat),
             ("HOTEL_CUSTOMER__REGISTRY__LEASE", lease),
         ],
+        &[],
         dir.path(),
     )
 }

@@ -5,7 +5,7 @@
 
 mod tracing_support;
 
-use hotel_tests::{Proc, TempDir};
+use hotel_tests::{Proc, TempDir, spawn_instance};
 use serde_json::json;
 use std::time::Duration;
 use tracing_support::{
@@ -29,18 +29,7 @@ fn spawn_service(
     extra: &[&str],
 ) -> Proc {
     let data = dir.path().join("data");
-    let mut args = vec![
-        "service",
-        which,
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().expect("utf-8 temp dir"),
-        "--name",
-        name,
-    ];
-    args.extend_from_slice(extra);
-    Proc::spawn(name, &args, envs, dir.path()).expect("service starts")
+    spawn_instance(which, name, &data, envs, extra, dir.path()).expect("service starts")
 }
 
 async fn create_room(client: &reqwest::Client, base: &str, tp: Option<&str>) -> serde_json::Value {
