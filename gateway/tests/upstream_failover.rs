@@ -171,9 +171,11 @@ async fn drill_with_discovery(what: &str, hiccup: bool) {
         target("room-3", &frozen_url),
     ]));
     let base = booking_policy();
-    let mut policy = Policy::default();
-    policy.deadline = base.deadline.unwrap();
-    policy.per_try_timeout = base.per_try_timeout.unwrap();
+    let policy = Policy {
+        deadline: base.deadline.unwrap(),
+        per_try_timeout: base.per_try_timeout.unwrap(),
+        ..Policy::default()
+    };
     let cfg = ServiceConfig {
         name: "room".into(),
         instances: vec![],
