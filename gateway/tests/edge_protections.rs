@@ -22,7 +22,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use support::{client, json};
+use support::{client, json, serve};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -87,11 +87,8 @@ async fn upstream(delay: Duration) -> Upstream {
         release: rx,
         hits: hits.clone(),
     });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
     Upstream {
-        url: format!("http://{addr}"),
+        url: serve(app).await,
         hits,
         release,
     }

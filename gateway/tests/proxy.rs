@@ -24,7 +24,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use support::{client, json};
+use support::{client, json, serve};
 use tokio::sync::{oneshot, watch};
 
 #[derive(Clone)]
@@ -90,11 +90,8 @@ async fn upstream(name: &'static str, behave: Behave) -> Upstream {
         behave,
         hits: hits.clone(),
     });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
     Upstream {
-        url: format!("http://{addr}"),
+        url: serve(app).await,
         hits,
     }
 }

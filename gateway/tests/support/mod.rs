@@ -4,6 +4,14 @@
 
 use std::time::Duration;
 
+/// Serves `app` on a loopback ephemeral port for the rest of the test; its `http://ADDR`.
+pub async fn serve(app: axum::Router) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
 /// An HTTP client for talking to a test gateway; the timeout turns a hang into a failure.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
