@@ -149,10 +149,10 @@ impl Proc {
                 .open(&log_copy)
                 .ok();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("listening on http://") {
-                    if let (Some(tx), Ok(a)) = (tx.take(), rest.trim().parse::<SocketAddr>()) {
-                        let _ = tx.send(a);
-                    }
+                if let Some(rest) = line.strip_prefix("listening on http://")
+                    && let (Some(tx), Ok(a)) = (tx.take(), rest.trim().parse::<SocketAddr>())
+                {
+                    let _ = tx.send(a);
                 }
                 if let Some(f) = out.as_mut() {
                     let _ = writeln!(f, "{line}");
