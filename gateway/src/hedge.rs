@@ -15,7 +15,7 @@ use crate::{
     endpoint::AttemptKind,
     error::BoxError,
     metrics::RouteLabels,
-    retry::{RouteShared, clone_request, has_idempotent_method},
+    retry::{Replay, RouteShared, clone_request, has_idempotent_method},
 };
 use futures::future::BoxFuture;
 use http::{Request, Response};
@@ -65,6 +65,14 @@ impl RouteShared {
     }
 }
 
+/// Where the hedge's request comes from.
+enum HedgeCopy {
+    /// Rebuilt from the request's replay when the hedge fires.
+    Later(Arc<Replay>),
+    /// Copied up front (a request without a replay, as in unit tests of this layer).
+    Now(Request<ProxyBody>),
+}
+
 fn acceptable<RB>(r: &Result<Response<RB>, BoxError>) -> bool {
     matches!(r, Ok(res) if !res.status().is_server_error())
 }
@@ -87,15 +95,17 @@ where
     }
 
     fn call(&mut self, req: Request<ProxyBody>) -> Self::Future {
-        let plan = match self.shared.hedge_delay() {
-            Some(delay) if has_idempotent_method(&req) => clone_request(&req).map(|mut r| {
-                r.extensions_mut().insert(AttemptKind::Hedge);
-                (delay, r)
-            }),
+        // The method first: it is free, the delay takes a lock. With a `Replay` the hedge's
+        // copy is made only if the hedge fires.
+        let plan = match has_idempotent_method(&req).then(|| self.shared.hedge_delay()) {
+            Some(Some(delay)) => match req.extensions().get::<Arc<Replay>>() {
+                Some(r) => Some((delay, HedgeCopy::Later(r.clone()))),
+                None => clone_request(&req).map(|r| (delay, HedgeCopy::Now(r))),
+            },
             _ => None,
         };
         let first = self.inner.call(req);
-        let Some((delay, hedge_req)) = plan else {
+        let Some((delay, copy)) = plan else {
             return Box::pin(first);
         };
         let inner = self.inner.clone();
@@ -118,6 +128,11 @@ where
                 })
                 .inc();
             tracing::debug!(route = %shared.route, delay_ms = delay.as_millis() as u64, "hedging");
+            let mut hedge_req = match copy {
+                HedgeCopy::Later(r) => r.request(),
+                HedgeCopy::Now(r) => r,
+            };
+            hedge_req.extensions_mut().insert(AttemptKind::Hedge);
             let mut second = Box::pin(inner.oneshot(hedge_req));
             tokio::select! {
                 r = &mut first => {

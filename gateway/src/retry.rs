@@ -18,7 +18,8 @@ use crate::{
     settings::Policy,
     timeout::TryTimeout,
 };
-use http::{Request, Response};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use std::sync::{
     Arc,
     atomic::{AtomicBool, Ordering},
@@ -102,9 +103,12 @@ impl RouteShared {
 
 /// Whether the method is idempotent by definition (RFC 9110 9.2.2).
 pub fn has_idempotent_method<B>(req: &Request<B>) -> bool {
-    use http::Method;
+    idempotent_method(req.method())
+}
+
+fn idempotent_method(m: &Method) -> bool {
     matches!(
-        *req.method(),
+        *m,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
     )
 }
@@ -112,7 +116,11 @@ pub fn has_idempotent_method<B>(req: &Request<B>) -> bool {
 /// Whether the request may be sent again after a failed attempt: an idempotent method, or
 /// a request whose `Idempotency-Key` lets the service recognise the repeat.
 pub fn is_idempotent<B>(req: &Request<B>) -> bool {
-    has_idempotent_method(req) || req.headers().contains_key("idempotency-key")
+    idempotent(req.method(), req.headers())
+}
+
+fn idempotent(method: &Method, headers: &HeaderMap) -> bool {
+    idempotent_method(method) || headers.contains_key("idempotency-key")
 }
 
 /// Why a failed attempt may be retried, or `None`.
@@ -120,19 +128,99 @@ pub fn retry_reason<B, RB>(
     req: &Request<B>,
     result: &Result<Response<RB>, BoxError>,
 ) -> Option<&'static str> {
+    reason_of(req.method(), req.headers(), result)
+}
+
+/// [`retry_reason`] for a request known by its method and headers.
+fn reason_of<RB>(
+    method: &Method,
+    headers: &HeaderMap,
+    result: &Result<Response<RB>, BoxError>,
+) -> Option<&'static str> {
+    // Guards run only for a failure, so a success never looks at the headers.
+    let idem = || idempotent(method, headers);
     match result {
         Ok(res) => match res.status().as_u16() {
-            502 if is_idempotent(req) => Some("http_502"),
-            503 if is_idempotent(req) => Some("http_503"),
-            504 if is_idempotent(req) => Some("http_504"),
+            502 if idem() => Some("http_502"),
+            503 if idem() => Some("http_503"),
+            504 if idem() => Some("http_504"),
             _ => None,
         },
         Err(e) => match FailureKind::of(e.as_ref()) {
             FailureKind::Connect => Some("connect_error"),
-            FailureKind::Timeout if is_idempotent(req) => Some("timeout"),
-            FailureKind::Transport if is_idempotent(req) => Some("transport_error"),
+            FailureKind::Timeout if idem() => Some("timeout"),
+            FailureKind::Transport if idem() => Some("transport_error"),
             _ => None,
         },
+    }
+}
+
+/// Request extension: the request as the route's stack received it, copied once (see
+/// [`crate::upstream::RouteUpstream::send`]), so that retries and hedges rebuild an
+/// attempt from it only when one actually fires. Without it every request paid for a
+/// copy of its headers for the retry layer and another for the hedge layer, although
+/// almost none is ever resent.
+#[derive(Debug)]
+pub struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+    attempts: Option<Arc<Attempts>>,
+    try_timeout: Option<TryTimeout>,
+    deadline: Option<Deadline>,
+}
+
+impl Replay {
+    /// The replayable copy of `req` (with the extensions an attempt needs), or `None`
+    /// when its body is streamed and so cannot be sent twice.
+    pub fn of(req: &Request<ProxyBody>) -> Option<Arc<Replay>> {
+        let ProxyBody::Buffered(body) = req.body() else {
+            return None;
+        };
+        let ext = req.extensions();
+        Some(Arc::new(Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+            body: body.clone(),
+            attempts: ext.get::<Arc<Attempts>>().cloned(),
+            try_timeout: ext.get::<TryTimeout>().copied(),
+            deadline: ext.get::<Deadline>().copied(),
+        }))
+    }
+
+    /// A new attempt's request: what [`clone_request`] would have copied, carrying this
+    /// replay on for later retries and hedges.
+    pub fn request(self: &Arc<Self>) -> Request<ProxyBody> {
+        let mut r = Request::new(ProxyBody::Buffered(self.body.clone()));
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.version_mut() = self.version;
+        *r.headers_mut() = self.headers.clone();
+        let out = r.extensions_mut();
+        if let Some(a) = &self.attempts {
+            out.insert(a.clone());
+        }
+        if let Some(t) = self.try_timeout {
+            out.insert(t);
+        }
+        if let Some(d) = self.deadline {
+            out.insert(d);
+        }
+        out.insert(self.clone());
+        r
+    }
+
+    /// What the retry layer keeps while the attempt runs: no copy, only this replay
+    /// (rebuilt into a request by [`RetryPolicy`] if a retry fires).
+    fn placeholder(self: &Arc<Self>) -> Request<ProxyBody> {
+        let mut r = Request::new(ProxyBody::empty());
+        *r.method_mut() = self.method.clone();
+        r.extensions_mut().insert(self.clone());
+        r
     }
 }
 
@@ -188,18 +276,30 @@ impl<RB> tower::retry::Policy<Request<ProxyBody>, Response<RB>, BoxError> for Re
         req: &mut Request<ProxyBody>,
         result: &mut Result<Response<RB>, BoxError>,
     ) -> Option<Sleep> {
-        let reason = retry_reason(req, result)?;
+        // `req` may be a placeholder (see `Replay`): the replay knows the request.
+        let replay = req.extensions().get::<Arc<Replay>>();
+        let reason = match replay {
+            Some(r) => reason_of(&r.method, &r.headers, result),
+            None => retry_reason(req, result),
+        }?;
         if self.retries >= self.shared.policy.retries {
             return None;
         }
         let backoff = self.backoff();
-        if let Some(Deadline(d)) = req.extensions().get::<Deadline>()
-            && Instant::now() + backoff >= *d
+        let deadline = match replay {
+            Some(r) => r.deadline,
+            None => req.extensions().get::<Deadline>().copied(),
+        };
+        if let Some(Deadline(d)) = deadline
+            && Instant::now() + backoff >= d
         {
             return None;
         }
         if !self.shared.withdraw("retry") {
             return None;
+        }
+        if let Some(r) = replay.cloned() {
+            *req = r.request();
         }
         self.retries += 1;
         req.extensions_mut().insert(AttemptKind::Retry(reason));
@@ -231,7 +331,10 @@ impl<RB> tower::retry::Policy<Request<ProxyBody>, Response<RB>, BoxError> for Re
         if self.shared.policy.retries == 0 {
             return None;
         }
-        clone_request(req)
+        match req.extensions().get::<Arc<Replay>>() {
+            Some(r) => Some(r.placeholder()),
+            None => clone_request(req),
+        }
     }
 }
 

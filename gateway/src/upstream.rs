@@ -27,7 +27,7 @@ use crate::{
     hedge::{Hedge, HedgeLayer},
     latency::LatencyWindow,
     metrics::{InstanceLabels, Metrics, ServiceLabels, TransitionLabels},
-    retry::{Deadline, RetryPolicy, RouteShared},
+    retry::{Deadline, Replay, RetryPolicy, RouteShared},
     settings::{BreakerPolicy, Origin, Policy, PolicySettings, ServiceConfig},
     timeout::{Timeout, TimeoutLayer, TryTimeout},
 };
@@ -389,6 +389,13 @@ impl RouteUpstream {
         ext.insert(Arc::new(Attempts::default()));
         ext.insert(TryTimeout(p.per_try_timeout));
         ext.insert(Deadline(tokio::time::Instant::now() + p.deadline));
+        // One copy for every retry and hedge this request may need, made after the
+        // extensions above so attempts rebuilt from it carry them.
+        if (p.retries > 0 || p.hedge.is_some())
+            && let Some(r) = Replay::of(&req)
+        {
+            req.extensions_mut().insert(r);
+        }
         self.svc.clone().oneshot(req)
     }
 }
