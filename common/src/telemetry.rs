@@ -263,11 +263,14 @@ fn ids_of_span_id(id: &tracing::span::Id, fallback: Option<ids::Ids>) -> Option<
 ///
 /// With export on this starts the OpenTelemetry span, so call [`set_parent_from`] first.
 pub fn span_context_of(span: &Span) -> Option<SpanContext> {
-    let sc = span.context().span().span_context().clone();
-    if sc.is_valid() {
-        return Some(sc);
+    // The fallback ids first: they exist exactly when no OpenTelemetry layer does (see
+    // `init`), and reading them is a lookup, where asking for an OpenTelemetry context
+    // builds an empty one to say there is none.
+    if let Some(ids) = ids::ids_of(span) {
+        return Some(ids.span_context());
     }
-    ids::ids_of(span).map(|ids| ids.span_context())
+    let sc = span.context().span().span_context().clone();
+    sc.is_valid().then_some(sc)
 }
 
 /// The W3C trace id (32 lowercase hex digits) of `span`.
@@ -290,6 +293,10 @@ pub fn extract_parent(headers: &http::HeaderMap) -> Context {
 /// Makes `span` the child of the caller's span named by `traceparent` in `headers`.
 /// Call right after creating the span, before entering it or logging in it.
 pub fn set_parent_from(span: &Span, headers: &http::HeaderMap) {
+    // Most requests have no caller span: skip building a context to learn that.
+    if !headers.contains_key(TRACEPARENT) {
+        return;
+    }
     let cx = extract_parent(headers);
     let remote = cx.span().span_context().clone();
     if !remote.is_valid() {
@@ -306,9 +313,39 @@ pub fn inject_span(span: &Span, headers: &mut http::HeaderMap) {
     let Some(sc) = span_context_of(span) else {
         return;
     };
-    let cx = Context::new().with_remote_span_context(sc);
-    TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+    inject_context(&sc, headers);
 }
+
+/// `traceparent` (and `tracestate`, possibly empty) exactly as the W3C propagator writes
+/// them, but formatted in place under static header names: the propagator allocates the
+/// names, a `String` and a `Context` for every outgoing request.
+fn inject_context(sc: &SpanContext, headers: &mut http::HeaderMap) {
+    use std::io::Write;
+    if !sc.is_valid() {
+        return;
+    }
+    // "00-" + 32 + "-" + 16 + "-" + 2 = 55 bytes.
+    let mut buf = [0u8; 55];
+    let mut w = &mut buf[..];
+    let flags = (sc.trace_flags() & opentelemetry::trace::TraceFlags::SAMPLED).to_u8();
+    if write!(w, "00-{}-{}-{flags:02x}", sc.trace_id(), sc.span_id()).is_err() || !w.is_empty() {
+        // Cannot happen with valid ids; the propagator is the reference.
+        let cx = Context::new().with_remote_span_context(sc.clone());
+        TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+        return;
+    }
+    if let Ok(v) = http::HeaderValue::from_bytes(&buf) {
+        headers.insert(http::HeaderName::from_static(TRACEPARENT), v);
+    }
+    let state = sc.trace_state().header();
+    if let Ok(v) = http::HeaderValue::from_str(&state) {
+        headers.insert(http::HeaderName::from_static(TRACESTATE), v);
+    }
+}
+
+/// W3C trace context header names.
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
 
 /// Writes the current span's W3C trace context into outgoing headers.
 pub fn inject(headers: &mut http::HeaderMap) {
@@ -477,6 +514,33 @@ mod tests {
         });
         assert_eq!(*seen.lock().unwrap(), vec!["hotel_room::store".to_owned()]);
         assert!(trace_filter("info,[").is_err(), "a bad filter is reported");
+    }
+
+    #[test]
+    fn injected_headers_are_byte_for_byte_what_the_w3c_propagator_writes() {
+        use opentelemetry::trace::{TraceFlags, TraceState};
+        for (flags, state) in [
+            (TraceFlags::SAMPLED, TraceState::NONE),
+            (TraceFlags::default(), TraceState::NONE),
+            (
+                TraceFlags::SAMPLED,
+                TraceState::from_key_value([("vendor", "v1")]).unwrap(),
+            ),
+        ] {
+            let sc = SpanContext::new(
+                TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+                SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+                flags,
+                false,
+                state,
+            );
+            let mut ours = http::HeaderMap::new();
+            inject_context(&sc, &mut ours);
+            let mut reference = http::HeaderMap::new();
+            let cx = Context::new().with_remote_span_context(sc);
+            TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut reference));
+            assert_eq!(ours, reference);
+        }
     }
 
     #[test]
