@@ -318,7 +318,14 @@ where
         if let AttemptKind::Retry(reason) = kind {
             span.record("hotel.retry.reason", reason);
         }
-        span.in_scope(|| hotel_common::telemetry::inject(req.headers_mut()));
+        if span.is_disabled() {
+            // No attempt span: the caller's context, as `inject` finds it.
+            hotel_common::telemetry::inject(req.headers_mut());
+        } else {
+            // The attempt span's context directly: entering it just to read it back as
+            // the current span costs an enter and an exit in every layer.
+            hotel_common::telemetry::inject_span(&span, req.headers_mut());
+        }
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         self.stats.handles.in_flight.inc();
