@@ -70,7 +70,7 @@ enum HedgeCopy {
     /// Rebuilt from the request's replay when the hedge fires.
     Later(Arc<Replay>),
     /// Copied up front (a request without a replay, as in unit tests of this layer).
-    Now(Request<ProxyBody>),
+    Now(Box<Request<ProxyBody>>),
 }
 
 fn acceptable<RB>(r: &Result<Response<RB>, BoxError>) -> bool {
@@ -100,7 +100,7 @@ where
         let plan = match has_idempotent_method(&req).then(|| self.shared.hedge_delay()) {
             Some(Some(delay)) => match req.extensions().get::<Arc<Replay>>() {
                 Some(r) => Some((delay, HedgeCopy::Later(r.clone()))),
-                None => clone_request(&req).map(|r| (delay, HedgeCopy::Now(r))),
+                None => clone_request(&req).map(|r| (delay, HedgeCopy::Now(Box::new(r)))),
             },
             _ => None,
         };
@@ -130,7 +130,7 @@ where
             tracing::debug!(route = %shared.route, delay_ms = delay.as_millis() as u64, "hedging");
             let mut hedge_req = match copy {
                 HedgeCopy::Later(r) => r.request(),
-                HedgeCopy::Now(r) => r,
+                HedgeCopy::Now(r) => *r,
             };
             hedge_req.extensions_mut().insert(AttemptKind::Hedge);
             let mut second = Box::pin(inner.oneshot(hedge_req));
