@@ -23,11 +23,36 @@ pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
-    SqlitePoolOptions::new()
+    // The first connection to a new file switches it to WAL, which takes an exclusive
+    // lock that SQLite's busy handler does not wait for: replicas starting together would
+    // fail with "database is locked". The same file lock as migrations serialises it.
+    let lock = file_lock(path).await.map_err(sqlx::Error::Io)?;
+    let pool = SqlitePoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(opts)
-        .await
+        .await;
+    drop(lock);
+    pool
+}
+
+/// Takes an exclusive `flock` on `<db>.migrate.lock` (waiting on a blocking thread); the
+/// lock is held until the returned file is dropped. It coordinates processes that open or
+/// migrate one database file at the same moment.
+async fn file_lock(db_path: &Path) -> std::io::Result<std::fs::File> {
+    let mut lock_path = db_path.as_os_str().to_owned();
+    lock_path.push(".migrate.lock");
+    tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Starts a write transaction that takes SQLite's write lock at once (`BEGIN IMMEDIATE`),
@@ -73,22 +98,8 @@ pub async fn migrate(
     db_path: &Path,
     migrator: &sqlx::migrate::Migrator,
 ) -> Result<(), sqlx::migrate::MigrateError> {
-    let mut lock_path = db_path.as_os_str().to_owned();
-    lock_path.push(".migrate.lock");
     let io_err = |e: std::io::Error| sqlx::migrate::MigrateError::Execute(sqlx::Error::Io(e));
-    // Blocking `flock` on a blocking thread; the returned file holds the lock until dropped.
-    let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)?;
-        file.lock()?;
-        Ok(file)
-    })
-    .await
-    .map_err(|e| io_err(std::io::Error::other(e)))?
-    .map_err(io_err)?;
+    let lock = file_lock(db_path).await.map_err(io_err)?;
     let result = migrator.run(pool).await;
     drop(lock);
     result
