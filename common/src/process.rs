@@ -45,11 +45,6 @@ impl ProcessArgs {
     pub fn config_file(&self) -> Option<&Path> {
         self.config.as_deref()
     }
-
-    /// The instance name, or `default` (usually the role).
-    pub fn instance_or(&self, default: &str) -> String {
-        self.instance.clone().unwrap_or_else(|| default.to_owned())
-    }
 }
 
 /// Prints `listening on http://ADDR` to stdout and flushes: launchers and tests read it.

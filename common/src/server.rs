@@ -35,18 +35,6 @@ pub async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// A token cancelled on SIGTERM/Ctrl-C; children of it stop their background tasks.
-pub fn shutdown_token() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutdown signal received");
-        t.cancel();
-    });
-    token
-}
-
 /// Serves `router` on `listener` until `shutdown` resolves, then drains for up to `grace`.
 pub async fn serve(
     listener: TcpListener,
