@@ -115,10 +115,6 @@ fn idempotent_method(m: &Method) -> bool {
 
 /// Whether the request may be sent again after a failed attempt: an idempotent method, or
 /// a request whose `Idempotency-Key` lets the service recognise the repeat.
-pub fn is_idempotent<B>(req: &Request<B>) -> bool {
-    idempotent(req.method(), req.headers())
-}
-
 fn idempotent(method: &Method, headers: &HeaderMap) -> bool {
     idempotent_method(method) || headers.contains_key("idempotency-key")
 }

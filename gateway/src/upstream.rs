@@ -28,7 +28,7 @@ use crate::{
     latency::LatencyWindow,
     metrics::{InstanceLabels, Metrics, ServiceLabels, TransitionLabels},
     retry::{Deadline, Replay, RetryPolicy, RouteShared},
-    settings::{BreakerPolicy, Origin, Policy, PolicySettings, ServiceConfig},
+    settings::{BreakerPolicy, Policy, PolicySettings, ServiceConfig},
     timeout::{Timeout, TimeoutLayer, TryTimeout},
 };
 use bytes::Bytes;
@@ -418,7 +418,6 @@ impl RouteUpstream {
 pub struct UpstreamClient {
     service: Arc<ServiceUpstream>,
     route: RouteUpstream,
-    metrics: Arc<Metrics>,
 }
 
 /// Where an [`UpstreamClient`] finds its instances.
@@ -487,11 +486,10 @@ impl UpstreamClient {
             http_client(ClientOptions::default()),
             metrics.clone(),
         );
-        let route = upstream.route(service, scfg.policy.clone(), metrics.clone());
+        let route = upstream.route(service, scfg.policy.clone(), metrics);
         Ok(UpstreamClient {
             service: upstream,
             route,
-            metrics,
         })
     }
 
@@ -534,22 +532,4 @@ impl UpstreamClient {
     pub fn endpoints(&self) -> Vec<EndpointView> {
         self.service.endpoints()
     }
-
-    /// This client's metrics in Prometheus text format.
-    pub fn metrics_text(&self) -> String {
-        self.metrics.encode()
-    }
-}
-
-/// Parses base URLs into targets named `<service>-static-<n>` (tests, static config).
-pub fn static_targets(service: &str, urls: &[String]) -> Result<Vec<Target>, String> {
-    urls.iter()
-        .enumerate()
-        .map(|(i, u)| {
-            Ok(Target {
-                name: format!("{service}-static-{}", i + 1).into(),
-                origin: Origin::parse(u)?,
-            })
-        })
-        .collect()
 }

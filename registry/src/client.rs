@@ -290,12 +290,6 @@ impl Registration {
         }
     }
 
-    /// Sets how long [`Registration::shutdown`] waits after deregistering (default 200 ms).
-    pub fn with_linger(mut self, linger: Duration) -> Registration {
-        self.linger = linger;
-        self
-    }
-
     /// Whether the registry held the instance at the last attempt.
     pub fn is_registered(&self) -> bool {
         *self.registered.borrow()
@@ -546,11 +540,6 @@ impl Watcher {
     /// The instance set now (empty until the registry first answered).
     pub fn current(&self) -> Arc<Vec<Instance>> {
         self.instances.borrow().clone()
-    }
-
-    /// Whether the registry has answered at least once.
-    pub fn is_synced(&self) -> bool {
-        *self.synced.borrow()
     }
 
     /// Waits up to `within` for the first answer from the registry; answers whether it came.
