@@ -108,10 +108,19 @@ pub async fn run(args: GatewayArgs) -> Result<(), BoxError> {
     let threads = config.worker_threads;
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
-        .name("gateway-rt".into())
+        .name("gateway-worker".into())
         .spawn(move || {
-            let result = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
+            // One worker: a current-thread runtime on this thread. Every wake-up is then a
+            // local queue push, with no cross-thread notification or work-stealing
+            // bookkeeping per task switch (a few per request).
+            let mut builder = if threads == 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(threads);
+                b
+            };
+            let result = builder
                 .thread_name("gateway-worker")
                 .enable_all()
                 .build()
