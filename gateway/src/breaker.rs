@@ -16,16 +16,36 @@
 //! turns a moment of slowness (per-try timeouts on a loaded machine) into "no healthy
 //! instance" 503s for a whole open period, as Envoy's panic threshold also avoids. An
 //! instance that refuses connections is not capacity, so it is ejected regardless.
+//!
+//! Stalls: a hung instance (frozen process, stuck event loop) answers nothing, and
+//! waiting for `failures` per-try timeouts costs seconds. So the gate also tracks the
+//! attempts in flight and the last moment one of them finished: when attempts are in
+//! flight and none has finished for `stall_after` (and for four times the service's
+//! recent p99, so a slow service is not called stalled), the instance is ejected at
+//! once (within the cap), its in-flight attempts are left to the hedges and per-try
+//! timeouts above, and one health probe (`GET /healthz`, see [`Prober`]) is sent to
+//! it. The probe waits as long as `backoff_max`: a frozen instance answers it the moment
+//! it resumes, which closes the breaker, so the instance is back in rotation within
+//! milliseconds of recovering while receiving nothing else in between. A late success of
+//! any attempt closes it too. A probe answered with an error (or not at all) turns the
+//! stall into an ordinary open period with backoff.
+//!
+//! Refused connections: nothing listens, so a probe costs a refused connect. Such an
+//! instance is watched by health probes every [`REFUSED_PROBE_INTERVAL`] (jittered)
+//! instead of an open period that grows, so one restarted on its address (static
+//! instances, or a quick restart inside its registry lease) is back within a fraction of
+//! a second.
 
 use crate::error::{BoxError, FailureKind};
 use crate::settings::BreakerPolicy;
+use futures::future::BoxFuture;
 use pin_project_lite::pin_project;
 use std::{
     future::Future,
     pin::Pin,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, Weak,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll, Waker},
     time::Duration,
@@ -141,11 +161,40 @@ impl TransitionSink for () {
     fn transition(&self, _: BreakerState) {}
 }
 
+/// How often health probes look for a restart of an instance that refuses connections
+/// (jittered +-25 %).
+pub const REFUSED_PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Sends one health probe to the instance (the gateway's: `GET /healthz` through the
+/// shared client) and returns the answer's status.
+pub trait Prober: Send + Sync + 'static {
+    /// The probe; it may take long (a hung instance), the breaker bounds it.
+    fn probe(&self) -> BoxFuture<'static, Result<http::StatusCode, BoxError>>;
+}
+
+/// What stall detection needs: the threshold, the service's latency, the prober.
+pub struct StallWatch {
+    /// The floor of the stall threshold.
+    pub after: Duration,
+    /// The service's recent attempt latency (the threshold is at least 4 x its p99).
+    pub latency: Arc<crate::latency::LatencyWindow>,
+    /// Health probes to a stalled instance.
+    pub prober: Arc<dyn Prober>,
+}
+
 #[derive(Debug, Clone, Copy)]
 enum State {
-    Closed { consecutive: u32 },
-    Open { until: Instant },
-    HalfOpen { probing: bool },
+    Closed {
+        consecutive: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    HalfOpen {
+        probing: bool,
+    },
+    /// Ejected as stalled or refusing connections: health probes own its recovery.
+    Probing,
 }
 
 #[derive(Debug)]
@@ -170,6 +219,13 @@ pub struct BreakerShared {
     inner: Mutex<Inner>,
     ejections: AtomicU64,
     sink: Box<dyn TransitionSink>,
+    /// Attempts in flight through the gate.
+    in_flight: AtomicU32,
+    /// When an attempt last finished (or the first of a busy period started), in
+    /// nanoseconds since `epoch`.
+    progress_ns: AtomicU64,
+    epoch: Instant,
+    stall: Option<StallWatch>,
 }
 
 impl std::fmt::Debug for BreakerShared {
@@ -189,6 +245,17 @@ impl BreakerShared {
         cap: Arc<EjectionCap>,
         sink: Box<dyn TransitionSink>,
     ) -> Arc<Self> {
+        Self::build(service, instance, policy, cap, sink, None)
+    }
+
+    fn build(
+        service: Arc<str>,
+        instance: Arc<str>,
+        policy: BreakerPolicy,
+        cap: Arc<EjectionCap>,
+        sink: Box<dyn TransitionSink>,
+        stall: Option<StallWatch>,
+    ) -> Arc<Self> {
         Arc::new(BreakerShared {
             instance,
             service,
@@ -202,7 +269,186 @@ impl BreakerShared {
             }),
             ejections: AtomicU64::new(0),
             sink,
+            in_flight: AtomicU32::new(0),
+            progress_ns: AtomicU64::new(0),
+            epoch: Instant::now(),
+            stall,
         })
+    }
+
+    /// The same breaker with stall detection (see the module docs).
+    pub fn with_stall_watch(
+        service: Arc<str>,
+        instance: Arc<str>,
+        policy: BreakerPolicy,
+        cap: Arc<EjectionCap>,
+        sink: Box<dyn TransitionSink>,
+        stall: StallWatch,
+    ) -> Arc<Self> {
+        Self::build(service, instance, policy, cap, sink, Some(stall))
+    }
+
+    fn now_ns(&self) -> u64 {
+        Instant::now().duration_since(self.epoch).as_nanos() as u64
+    }
+
+    fn started(&self) {
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.progress_ns.store(self.now_ns(), Ordering::Relaxed);
+        }
+    }
+
+    /// An attempt ended; `answered` when it finished rather than being dropped.
+    fn ended(&self, answered: bool) {
+        if answered {
+            self.progress_ns.store(self.now_ns(), Ordering::Relaxed);
+        }
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// How long attempts have been in flight without any finishing, when that makes
+    /// the instance stalled.
+    fn stalled_for(&self) -> Option<Duration> {
+        let watch = self.stall.as_ref()?;
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let since = Duration::from_nanos(
+            self.now_ns()
+                .saturating_sub(self.progress_ns.load(Ordering::Relaxed)),
+        );
+        if since < watch.after {
+            return None;
+        }
+        // Only now the (locked) percentile: a slow service is not a stalled one.
+        let p99 = watch.latency.percentile(99.0).unwrap_or_default();
+        (since >= p99 * 4).then_some(since)
+    }
+
+    /// Ejects a stalled instance (within the cap) and sends the health probe.
+    fn eject_stalled(self: &Arc<Self>, g: &mut Inner, since: Duration) -> bool {
+        if self.stall.is_none() {
+            return false;
+        }
+        if !self.cap.try_acquire(false) {
+            if !self.cap.capped_logged.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    service = %self.service,
+                    instance = %self.instance,
+                    max_ejection_percent = self.policy.max_ejection_percent,
+                    "ejection cap reached: keeping a stalled instance in rotation"
+                );
+            }
+            return false;
+        }
+        g.holds_slot = true;
+        g.state = State::Probing;
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            service = %self.service,
+            instance = %self.instance,
+            reason = "stalled",
+            in_flight = self.in_flight.load(Ordering::Relaxed),
+            silent_ms = since.as_millis() as u64,
+            "breaker opened: no answer from the instance; one health probe watches it"
+        );
+        self.sink.transition(BreakerState::Open);
+        self.spawn_probes(Duration::ZERO);
+        true
+    }
+
+    /// Ejects an instance that refuses connections: nothing listens, so probing is
+    /// cheap (a refused connect), and a restarted instance should be back at once.
+    fn eject_refused(self: &Arc<Self>, g: &mut Inner) {
+        g.state = State::Probing;
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            service = %self.service,
+            instance = %self.instance,
+            reason = FailureKind::Connect.as_str(),
+            probe_every_ms = REFUSED_PROBE_INTERVAL.as_millis() as u64,
+            "breaker opened: connections refused; health probes watch for a restart"
+        );
+        self.sink.transition(BreakerState::Open);
+        self.spawn_probes(REFUSED_PROBE_INTERVAL);
+    }
+
+    /// Health probes until one is answered: after `first`, then every
+    /// [`REFUSED_PROBE_INTERVAL`] while connections are refused. The task holds the
+    /// breaker weakly, so an instance that leaves discovery ends it.
+    fn spawn_probes(self: &Arc<Self>, first: Duration) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let limit = self.policy.backoff_max;
+        tokio::spawn(async move {
+            let mut delay = first;
+            loop {
+                if !delay.is_zero() {
+                    tokio::time::sleep(Self::jittered(delay)).await;
+                }
+                let probe = {
+                    let Some(b) = weak.upgrade() else { return };
+                    if !matches!(b.lock().state, State::Probing) {
+                        return;
+                    }
+                    let Some(watch) = &b.stall else { return };
+                    watch.prober.probe()
+                };
+                let answer = tokio::time::timeout(limit, probe).await;
+                let Some(b) = weak.upgrade() else { return };
+                if !b.probe_answered(answer) {
+                    return;
+                }
+                delay = REFUSED_PROBE_INTERVAL;
+            }
+        });
+    }
+
+    /// A health probe came back (or ran out of time); whether to probe again (only
+    /// while connections are refused).
+    fn probe_answered(
+        &self,
+        answer: Result<Result<http::StatusCode, BoxError>, tokio::time::error::Elapsed>,
+    ) -> bool {
+        let mut g = self.lock();
+        if !matches!(g.state, State::Probing) {
+            return false;
+        }
+        match answer {
+            Ok(Ok(status)) if !status.is_server_error() => {
+                self.close(&mut g, "health probe answered");
+                false
+            }
+            Ok(Ok(_)) => {
+                self.open(&mut g, "probe_http_5xx");
+                false
+            }
+            Ok(Err(e)) => match FailureKind::of(e.as_ref()) {
+                FailureKind::Connect => true,
+                kind => {
+                    self.open(&mut g, kind.as_str());
+                    false
+                }
+            },
+            Err(_) => {
+                self.open(&mut g, "probe_timeout");
+                false
+            }
+        }
+    }
+
+    fn close(&self, g: &mut Inner, why: &str) {
+        g.state = State::Closed { consecutive: 0 };
+        g.backoff = self.policy.backoff;
+        if std::mem::take(&mut g.holds_slot) {
+            self.cap.release();
+        }
+        // The answer is progress: a stall needs a whole new silent period.
+        self.progress_ns.store(self.now_ns(), Ordering::Relaxed);
+        tracing::info!(service = %self.service, instance = %self.instance, reason = why, "breaker closed");
+        self.sink.transition(BreakerState::Closed);
+        if let Some(w) = g.waiter.take() {
+            w.wake();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -215,6 +461,7 @@ impl BreakerShared {
         match self.lock().state {
             State::Closed { .. } => BreakerState::Closed,
             State::Open { until } if Instant::now() < until => BreakerState::Open,
+            State::Probing => BreakerState::Open,
             State::Open { .. } | State::HalfOpen { .. } => BreakerState::HalfOpen,
         }
     }
@@ -247,7 +494,7 @@ impl BreakerShared {
     }
 
     /// Records the outcome of a request; `probe` says whether it was the half-open probe.
-    fn record(&self, failure: Option<FailureKind>, probe: bool) {
+    fn record(self: &Arc<Self>, failure: Option<FailureKind>, probe: bool) {
         let mut g = self.lock();
         match (g.state, failure) {
             (State::Closed { .. }, None) => g.state = State::Closed { consecutive: 0 },
@@ -260,7 +507,11 @@ impl BreakerShared {
                 let force = kind == FailureKind::Connect;
                 if self.cap.try_acquire(force) {
                     g.holds_slot = true;
-                    self.open(&mut g, kind.as_str());
+                    if force && self.stall.is_some() {
+                        self.eject_refused(&mut g);
+                    } else {
+                        self.open(&mut g, kind.as_str());
+                    }
                 } else {
                     g.state = State::Closed { consecutive: n };
                     if !self.cap.capped_logged.swap(true, Ordering::Relaxed) {
@@ -273,20 +524,15 @@ impl BreakerShared {
                     }
                 }
             }
-            (State::HalfOpen { .. }, None) if probe => {
-                g.state = State::Closed { consecutive: 0 };
-                g.backoff = self.policy.backoff;
-                if std::mem::take(&mut g.holds_slot) {
-                    self.cap.release();
-                }
-                tracing::info!(service = %self.service, instance = %self.instance, "breaker closed");
-                self.sink.transition(BreakerState::Closed);
-                if let Some(w) = g.waiter.take() {
-                    w.wake();
-                }
-            }
+            (State::HalfOpen { .. }, None) if probe => self.close(&mut g, "probe succeeded"),
+            // A stalled instance that answers again is not stalled.
+            (State::Probing, None) => self.close(&mut g, "answered again"),
             (State::HalfOpen { .. }, Some(kind)) if probe => {
-                self.open(&mut g, kind.as_str());
+                if kind == FailureKind::Connect && self.stall.is_some() {
+                    self.eject_refused(&mut g);
+                } else {
+                    self.open(&mut g, kind.as_str());
+                }
                 if let Some(w) = g.waiter.take() {
                     w.wake();
                 }
@@ -350,6 +596,14 @@ pub struct Breaker<S> {
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
+impl<S: tower::load::Load> tower::load::Load for Breaker<S> {
+    type Metric = S::Metric;
+
+    fn load(&self) -> S::Metric {
+        self.inner.load()
+    }
+}
+
 /// Whether a response counts as a failure: 5xx does.
 pub trait Outcome {
     /// The failure this result represents, if any.
@@ -379,8 +633,17 @@ where
         loop {
             let mut g = self.shared.lock();
             match g.state {
-                State::Closed { .. } | State::HalfOpen { probing: false } => break,
-                State::HalfOpen { probing: true } => {
+                State::Closed { .. } => {
+                    if let Some(since) = self.shared.stalled_for()
+                        && self.shared.eject_stalled(&mut g, since)
+                    {
+                        g.waiter = Some(cx.waker().clone());
+                        return Poll::Pending;
+                    }
+                    break;
+                }
+                State::HalfOpen { probing: false } => break,
+                State::HalfOpen { probing: true } | State::Probing => {
                     g.waiter = Some(cx.waker().clone());
                     return Poll::Pending;
                 }
@@ -424,6 +687,7 @@ where
                 false
             }
         };
+        self.shared.started();
         BreakerFuture {
             inner: self.inner.call(req),
             guard: Recorder {
@@ -445,6 +709,7 @@ struct Recorder {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
+        self.shared.ended(self.done);
         if self.probe && !self.done {
             self.shared.probe_abandoned();
         }
@@ -497,6 +762,7 @@ mod tests {
             backoff: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
             max_ejection_percent: 100,
+            stall_after: Duration::from_millis(250),
         }
     }
 
@@ -678,5 +944,163 @@ mod tests {
         shared.record(Some(FailureKind::Connect), false);
         assert_eq!(shared.state(), BreakerState::Open);
         assert_eq!(cap.ejected(), 1);
+    }
+    /// A prober whose answer the test sends, counting probes.
+    #[derive(Default)]
+    struct ScriptedProber {
+        calls: AtomicUsize,
+        reply: Mutex<Option<tokio::sync::oneshot::Receiver<u16>>>,
+    }
+
+    impl Prober for ScriptedProber {
+        fn probe(&self) -> BoxFuture<'static, Result<http::StatusCode, BoxError>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let rx = self.reply.lock().unwrap().take();
+            Box::pin(async move {
+                match rx {
+                    Some(rx) => Ok(http::StatusCode::from_u16(rx.await?)?),
+                    None => std::future::pending().await,
+                }
+            })
+        }
+    }
+
+    /// A watched breaker, its mock, state, prober and the sender of the probe's answer.
+    type Watched = (
+        tower_test::mock::Spawn<Breaker<Mapped>>,
+        mock::Handle<&'static str, Res>,
+        Arc<BreakerShared>,
+        Arc<ScriptedProber>,
+        tokio::sync::oneshot::Sender<u16>,
+    );
+
+    fn watched(cap: Arc<EjectionCap>) -> Watched {
+        let (svc, handle) = mock::pair::<&'static str, Res>();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let prober = Arc::new(ScriptedProber::default());
+        *prober.reply.lock().unwrap() = Some(rx);
+        let shared = BreakerShared::with_stall_watch(
+            "room".into(),
+            "room-1".into(),
+            policy(),
+            cap,
+            Box::new(()),
+            StallWatch {
+                after: Duration::from_millis(250),
+                latency: Arc::new(crate::latency::LatencyWindow::default()),
+                prober: prober.clone(),
+            },
+        );
+        let svc = tower::Layer::layer(&BreakerLayer::new(shared.clone()), Mapped(svc));
+        (mock::Spawn::new(svc), handle, shared, prober, tx)
+    }
+
+    /// Lets spawned tasks (the probe) run.
+    async fn settle() {
+        for _ in 0..5 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_instance_is_ejected_at_once_and_one_probe_brings_it_back() {
+        let (mut svc, mut handle, shared, prober, tx) = watched(cap_of(3, 100));
+        handle.allow(10);
+        assert!(svc.poll_ready().is_ready());
+        let _hung = svc.call("hung");
+        let (_req, _never) = handle.next_request().await.unwrap();
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(
+            svc.poll_ready().is_ready(),
+            "200 ms of silence is not a stall"
+        );
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(
+            svc.poll_ready().is_pending(),
+            "250 ms without an answer ejects"
+        );
+        assert_eq!(shared.state(), BreakerState::Open);
+        assert_eq!(shared.ejections(), 1);
+        settle().await;
+        assert_eq!(prober.calls.load(Ordering::SeqCst), 1);
+        // However long it stays silent: no traffic, and no second probe.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(svc.poll_ready().is_pending());
+        settle().await;
+        assert_eq!(prober.calls.load(Ordering::SeqCst), 1);
+        // It resumes and answers the probe: back in rotation at once.
+        tx.send(200).unwrap();
+        settle().await;
+        assert_eq!(shared.state(), BreakerState::Closed);
+        assert!(svc.poll_ready().is_ready());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_instance_that_keeps_answering_is_not_stalled() {
+        let (mut svc, mut handle, shared, prober, _tx) = watched(cap_of(3, 100));
+        handle.allow(10);
+        assert!(svc.poll_ready().is_ready());
+        let first = svc.call("a");
+        let (_, a) = handle.next_request().await.unwrap();
+        for name in ["b", "c", "d"] {
+            tokio::time::advance(Duration::from_millis(200)).await;
+            assert!(svc.poll_ready().is_ready());
+            let next = svc.call(name);
+            let (_, r) = handle.next_request().await.unwrap();
+            r.send_response(status(200));
+            next.await.unwrap();
+        }
+        // "a" is 600 ms old, but the instance answered 0 ms ago.
+        assert!(svc.poll_ready().is_ready());
+        assert_eq!(shared.state(), BreakerState::Closed);
+        assert_eq!(prober.calls.load(Ordering::SeqCst), 0);
+        a.send_response(status(200));
+        first.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_never_ejects_the_last_instance() {
+        let (mut svc, mut handle, shared, prober, _tx) = watched(cap_of(1, 100));
+        handle.allow(10);
+        assert!(svc.poll_ready().is_ready());
+        let _hung = svc.call("hung");
+        let _req = handle.next_request().await.unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(svc.poll_ready().is_ready());
+        assert_eq!(shared.state(), BreakerState::Closed);
+        assert_eq!(prober.calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_answered_with_an_error_opens_with_the_backoff() {
+        let (mut svc, mut handle, shared, _prober, tx) = watched(cap_of(3, 100));
+        handle.allow(10);
+        assert!(svc.poll_ready().is_ready());
+        let _hung = svc.call("hung");
+        let _req = handle.next_request().await.unwrap();
+        tokio::time::advance(Duration::from_millis(300)).await;
+        assert!(svc.poll_ready().is_pending());
+        tx.send(503).unwrap();
+        settle().await;
+        assert_eq!(shared.state(), BreakerState::Open);
+        // An ordinary open period (1 s +- 25 %), then a half-open probe as usual.
+        tokio::time::advance(Duration::from_millis(1300)).await;
+        assert!(svc.poll_ready().is_ready());
+        assert_eq!(shared.state(), BreakerState::HalfOpen);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_answer_from_a_stalled_instance_closes_its_breaker() {
+        let (mut svc, mut handle, shared, _prober, _tx) = watched(cap_of(3, 100));
+        handle.allow(10);
+        assert!(svc.poll_ready().is_ready());
+        let slow = svc.call("slow");
+        let (_, r) = handle.next_request().await.unwrap();
+        tokio::time::advance(Duration::from_millis(300)).await;
+        assert!(svc.poll_ready().is_pending());
+        r.send_response(status(200));
+        slow.await.unwrap();
+        assert_eq!(shared.state(), BreakerState::Closed);
+        assert!(svc.poll_ready().is_ready());
     }
 }

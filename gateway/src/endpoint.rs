@@ -106,6 +106,9 @@ pub struct EndpointStats {
     failures: AtomicU64,
     /// EWMA of attempt latency in microseconds, as f64 bits.
     ewma_us: AtomicU64,
+    /// When `ewma_us` last took a sample, in nanoseconds since `created`.
+    ewma_at_ns: AtomicU64,
+    created: Instant,
     last_error: Mutex<Option<LastError>>,
     handles: Handles,
 }
@@ -186,6 +189,8 @@ impl EndpointStats {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             ewma_us: AtomicU64::new(0f64.to_bits()),
+            ewma_at_ns: AtomicU64::new(0),
+            created: Instant::now(),
             last_error: Mutex::new(None),
             handles,
         })
@@ -225,15 +230,23 @@ impl EndpointStats {
             return;
         }
         self.handles.duration.observe(elapsed.as_secs_f64());
-        let sample = elapsed.as_secs_f64() * 1e6;
-        let old = f64::from_bits(self.ewma_us.load(Ordering::Relaxed));
-        let new = if old == 0.0 {
-            sample
+        if outcome == "success" {
+            // Answers only: a timeout says "slower than the per-try timeout" and a refused
+            // connection says nothing about speed. Counting them would leave a recovered
+            // instance (frozen, then resumed) looking seconds slow, so the balancer would
+            // starve it until the estimate decayed; its in-flight count already steers
+            // traffic away while it hangs.
+            let sample = elapsed.as_secs_f64() * 1e6;
+            let old = f64::from_bits(self.ewma_us.load(Ordering::Relaxed));
+            let new = if old == 0.0 {
+                sample
+            } else {
+                old * 0.8 + sample * 0.2
+            };
+            self.ewma_us.store(new.to_bits(), Ordering::Relaxed);
+            self.ewma_at_ns
+                .store(self.created.elapsed().as_nanos() as u64, Ordering::Relaxed);
         } else {
-            old * 0.8 + sample * 0.2
-        };
-        self.ewma_us.store(new.to_bits(), Ordering::Relaxed);
-        if outcome != "success" {
             self.failures.fetch_add(1, Ordering::Relaxed);
             let at_unix_ms = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -263,6 +276,40 @@ impl<S> Observe<S> {
             stats,
             latency,
         }
+    }
+}
+
+/// Latency assumed for an instance before its first answer when the service's median
+/// is not known yet either (tower's `PeakEwma` starts at the same 5 ms).
+const DEFAULT_LATENCY_US: f64 = 5_000.0;
+
+/// How fast an instance's estimate returns to the service's median without new samples.
+const ESTIMATE_DECAY_NS: f64 = 2e9;
+
+/// The balancer's load of an instance: its latency estimate times its attempts in flight
+/// plus one (peak-EWMA's cost function, from statistics kept here anyway, without a
+/// lock per request). The estimate is the EWMA of its answers, drifting back to the
+/// service's median while it takes no new samples: an instance p2c stopped choosing
+/// because it was slow once (or a new one, which starts at the median) gets tried again,
+/// as with peak-EWMA's decay.
+impl<S> tower::load::Load for Observe<S> {
+    type Metric = f64;
+
+    fn load(&self) -> f64 {
+        let stats = &self.stats;
+        let prior = self
+            .latency
+            .median()
+            .map_or(DEFAULT_LATENCY_US, |d| d.as_micros() as f64);
+        let ewma = f64::from_bits(stats.ewma_us.load(Ordering::Relaxed));
+        let estimate = if ewma == 0.0 {
+            prior
+        } else {
+            let now = stats.created.elapsed().as_nanos() as u64;
+            let idle = now.saturating_sub(stats.ewma_at_ns.load(Ordering::Relaxed)) as f64;
+            prior + (ewma - prior) * (-idle / ESTIMATE_DECAY_NS).exp()
+        };
+        estimate * (stats.in_flight.load(Ordering::Relaxed) + 1) as f64
     }
 }
 

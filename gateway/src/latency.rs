@@ -4,7 +4,13 @@
 //! lock and an index, writing is a lock and a store. Old samples fall out as new ones
 //! arrive, so the estimate follows the service.
 
-use std::{sync::Mutex, time::Duration};
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
 
 const WINDOW: usize = 512;
 const RESORT_EVERY: u32 = 32;
@@ -23,6 +29,9 @@ struct Ring {
 #[derive(Debug)]
 pub struct LatencyWindow {
     ring: Mutex<Ring>,
+    /// The median of the last sort in microseconds (0: not known yet), readable without
+    /// the lock: the balancer reads it for every pick.
+    median_us: AtomicU32,
 }
 
 impl Default for LatencyWindow {
@@ -34,6 +43,7 @@ impl Default for LatencyWindow {
                 since_sort: 0,
                 sorted: Vec::new(),
             }),
+            median_us: AtomicU32::new(0),
         }
     }
 }
@@ -57,7 +67,19 @@ impl LatencyWindow {
             s.clear();
             s.extend_from_slice(&r.samples);
             s.sort_unstable();
+            if s.len() >= MIN_SAMPLES {
+                self.median_us
+                    .store(s[s.len() / 2].max(1), Ordering::Relaxed);
+            }
             r.sorted = s;
+        }
+    }
+
+    /// The service's median attempt latency, once enough samples are known.
+    pub fn median(&self) -> Option<Duration> {
+        match self.median_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(u64::from(us))),
         }
     }
 

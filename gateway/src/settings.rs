@@ -150,6 +150,15 @@ pub struct PolicySettings {
     /// (at least one); instances that refuse connections are ejected regardless.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ejection_percent: Option<u8>,
+    /// An instance with attempts in flight that has answered none of them for this long
+    /// (and for four times the service's recent p99) is ejected as stalled at once,
+    /// without waiting for per-try timeouts, and watched by one health probe.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub breaker_stall_after: Option<Duration>,
 }
 
 /// One route: requests whose path starts with `prefix` go to `service`.
@@ -235,6 +244,7 @@ impl PolicySettings {
             breaker_backoff: Some(Duration::from_secs(1)),
             breaker_backoff_max: Some(Duration::from_secs(30)),
             max_ejection_percent: Some(50),
+            breaker_stall_after: Some(Duration::from_millis(250)),
         }
     }
 
@@ -258,7 +268,8 @@ impl PolicySettings {
             breaker_failures,
             breaker_backoff,
             breaker_backoff_max,
-            max_ejection_percent
+            max_ejection_percent,
+            breaker_stall_after
         )
     }
 
@@ -272,6 +283,8 @@ impl PolicySettings {
             Some("breaker_backoff_max")
         } else if self.max_ejection_percent.is_some() {
             Some("max_ejection_percent")
+        } else if self.breaker_stall_after.is_some() {
+            Some("breaker_stall_after")
         } else {
             None
         }
@@ -330,6 +343,8 @@ pub struct BreakerPolicy {
     pub backoff_max: Duration,
     /// Percentage of a service's instances that may be ejected for errors at once.
     pub max_ejection_percent: u8,
+    /// No answer for this long with attempts in flight ejects an instance as stalled.
+    pub stall_after: Duration,
 }
 
 impl Default for BreakerPolicy {
@@ -339,6 +354,7 @@ impl Default for BreakerPolicy {
             backoff: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
             max_ejection_percent: 50,
+            stall_after: Duration::from_millis(250),
         }
     }
 }
@@ -458,6 +474,13 @@ fn validate_policy(
             "must be between 0 and 100",
         ));
     }
+    let stall_after = need(key, "breaker_stall_after", s.breaker_stall_after)?;
+    if stall_after.is_zero() {
+        return Err(bad(
+            format!("{key}.breaker_stall_after"),
+            "must be above zero",
+        ));
+    }
     Ok((
         Policy {
             deadline,
@@ -474,6 +497,7 @@ fn validate_policy(
             backoff: b_backoff,
             backoff_max: b_max,
             max_ejection_percent: ejection,
+            stall_after,
         },
     ))
 }

@@ -6,7 +6,7 @@
 //!   hedge           Hedge: one more attempt after the service's recent p95
 //!    shared         SharedBalancer: the one balancer of the service, shared by its
 //!                   routes under a short lock (no Buffer task hop)
-//!     balance       P2c over tower::load::PeakEwma, excluding tried instances -> 503
+//!     balance       P2c over latency EWMA x in-flight, excluding tried instances -> 503
 //!      breaker      Breaker: per-instance readiness gate, ejection cap
 //!       observe     Observe: absolute URI, trace context, client span, stats
 //!        try        timeout::Timeout: the per-try timeout
@@ -20,7 +20,10 @@
 use crate::{
     balance::P2c,
     body::ProxyBody,
-    breaker::{Breaker, BreakerLayer, BreakerShared, BreakerState, EjectionCap, TransitionSink},
+    breaker::{
+        Breaker, BreakerLayer, BreakerShared, BreakerState, EjectionCap, Prober, StallWatch,
+        TransitionSink,
+    },
     discovery::{DiscoverTargets, MakeEndpoint, Target, Targets},
     endpoint::{Attempts, EndpointStats, EndpointView, Observe},
     error::BoxError,
@@ -45,17 +48,13 @@ use std::{
     time::Duration,
 };
 use tokio::sync::watch;
-use tower::{
-    Layer, ServiceExt,
-    load::{CompleteOnResponse, PeakEwma},
-    retry::Retry,
-};
+use tower::{Layer, ServiceExt, retry::Retry};
 
 /// The one HTTP client every instance of every service is reached through.
 pub type HttpClient = Client<HttpConnector, ProxyBody>;
 
 /// One instance's stack, as the balancer holds it.
-pub type EndpointService = PeakEwma<Breaker<Observe<Timeout<HttpClient>>>>;
+pub type EndpointService = Breaker<Observe<Timeout<HttpClient>>>;
 
 type Balancer = P2c<DiscoverTargets<MakeEndpointStack>, Request<ProxyBody>>;
 type Shared = crate::balance::SharedBalancer<Balancer>;
@@ -95,6 +94,34 @@ pub fn http_client(o: ClientOptions) -> HttpClient {
         .pool_idle_timeout(o.pool_idle_timeout)
         .pool_max_idle_per_host(o.pool_max_idle_per_host)
         .build(connector)
+}
+
+/// What the breaker's health probe asks a stalled instance for: every hotel service
+/// answers it (liveness, no database work).
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// `GET /healthz` on one instance through the shared client.
+struct HealthProbe {
+    client: HttpClient,
+    uri: Option<http::Uri>,
+}
+
+impl Prober for HealthProbe {
+    fn probe(&self) -> futures::future::BoxFuture<'static, Result<http::StatusCode, BoxError>> {
+        let client = self.client.clone();
+        let uri = self.uri.clone();
+        Box::pin(async move {
+            let uri = uri.ok_or_else(|| BoxError::from("the instance has no valid URL"))?;
+            let mut req = Request::new(ProxyBody::empty());
+            *req.uri_mut() = uri;
+            req.headers_mut().insert(
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static("hotel-gateway-health-probe"),
+            );
+            let res = client.request(req).await?;
+            Ok(res.status())
+        })
+    }
 }
 
 /// Sets breaker gauges and transition counters of one instance.
@@ -174,12 +201,20 @@ impl MakeEndpoint for MakeEndpointStack {
             to_closed: transition("closed"),
         };
         sink.state.set(0);
-        let breaker = BreakerShared::new(
+        let breaker = BreakerShared::with_stall_watch(
             self.service.clone(),
             t.name.clone(),
             self.breaker,
             self.cap.clone(),
             Box::new(sink),
+            StallWatch {
+                after: self.breaker.stall_after,
+                latency: self.latency.clone(),
+                prober: Arc::new(HealthProbe {
+                    client: self.client.clone(),
+                    uri: format!("{}{HEALTH_PATH}", t.origin).parse().ok(),
+                }),
+            },
         );
         let stats = EndpointStats::new(
             self.service.clone(),
@@ -195,14 +230,8 @@ impl MakeEndpoint for MakeEndpointStack {
             .insert(t.name.clone(), stats.clone());
         let svc = TimeoutLayer::new(self.per_try).layer(self.client.clone());
         let svc = Observe::new(svc, stats, self.latency.clone());
-        let svc = BreakerLayer::new(breaker).layer(svc);
-        // A new instance starts at 5 ms so it gets traffic; peaks decay over 10 s.
-        PeakEwma::new(
-            svc,
-            Duration::from_millis(5),
-            10e9,
-            CompleteOnResponse::default(),
-        )
+        // The balancer's load is the instance's own statistics (see `Observe`'s `Load`).
+        BreakerLayer::new(breaker).layer(svc)
     }
 
     fn removed(&self, name: &str) {

@@ -243,3 +243,184 @@ async fn a_last_instance_slower_than_the_per_try_timeout_for_a_moment_is_not_eje
     // healthy instance" 503s for a whole open period (and longer if the probe is slow).
     drill_with_discovery("last instance stalls 1.2 s", true).await;
 }
+
+/// An instance that can be frozen and resumed like a SIGSTOPped process: while paused it
+/// answers nothing (health probes included); on resume everything it holds is answered.
+/// `hits` counts the requests that are not health probes.
+struct Pausable {
+    url: String,
+    paused: watch::Sender<bool>,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn pausable(listener: Option<tokio::net::TcpListener>) -> Pausable {
+    let (paused, rx) = watch::channel(false);
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = Router::new().fallback(move |uri: http::Uri| {
+        let mut rx = rx.clone();
+        let counted = counted.clone();
+        async move {
+            if uri.path() != "/healthz" {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            let _ = rx.wait_for(|p| !*p).await;
+            axum::Json(serde_json::json!({"ok": true}))
+        }
+    });
+    let l = match listener {
+        Some(l) => l,
+        None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    Pausable {
+        url: format!("http://{addr}"),
+        paused,
+        hits,
+    }
+}
+
+/// Calls `rooms` from 8 tasks until `stop` is set; returns the failures.
+fn background_load(
+    rooms: UpstreamClient,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (rooms, stop) = (rooms.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut failures = Vec::new();
+                    // Bounded in count as well as by `stop`.
+                    for _ in 0..100_000 {
+                        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        }
+                        let r = rooms
+                            .send(http::Request::get("/rooms/7").body(Bytes::new()).unwrap())
+                            .await;
+                        if let Err(p) = r {
+                            failures.push(format!("{} {}", p.status, p.detail));
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    })
+}
+
+/// Polls `check` every 10 ms until it holds, for at most `limit`; returns how long it took.
+async fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while !check() {
+        assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    t.elapsed()
+}
+
+fn breaker_of(rooms: &UpstreamClient, url: &str) -> hotel_gateway::breaker::BreakerState {
+    rooms
+        .endpoints()
+        .into_iter()
+        .find(|e| e.address == url)
+        .unwrap()
+        .breaker
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_instance_gets_nothing_while_silent_and_is_back_as_soon_as_it_answers() {
+    use hotel_gateway::breaker::BreakerState;
+    use std::sync::atomic::Ordering;
+    let frozen = pausable(None).await;
+    let rooms = UpstreamClient::new(
+        "room",
+        Discovery::Static(vec![frozen.url.clone(), healthy().await, healthy().await]),
+        &booking_policy(),
+    )
+    .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = background_load(rooms.clone(), stop.clone());
+    within(
+        Duration::from_secs(10),
+        "traffic reaches every instance",
+        || frozen.hits.load(Ordering::SeqCst) > 20,
+    )
+    .await;
+    frozen.paused.send_replace(true);
+    // Ejected for its silence long before any per-try timeout (1 s) could say so.
+    let ejected = within(
+        Duration::from_secs(5),
+        "the silent instance is ejected",
+        || breaker_of(&rooms, &frozen.url) == BreakerState::Open,
+    )
+    .await;
+    println!("MEASURED ejected {ejected:?} after the freeze");
+    // While it stays silent it receives nothing new (its one health probe is not
+    // counted): sample the count, wait, sample again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = frozen.hits.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        frozen.hits.load(Ordering::SeqCst),
+        before,
+        "requests reached the frozen instance after its ejection"
+    );
+    // It resumes: the waiting health probe is answered and traffic returns.
+    frozen.paused.send_replace(false);
+    let back = within(
+        Duration::from_secs(5),
+        "the resumed instance is back",
+        || {
+            breaker_of(&rooms, &frozen.url) == BreakerState::Closed
+                && frozen.hits.load(Ordering::SeqCst) > before
+        },
+    )
+    .await;
+    println!("MEASURED back in rotation {back:?} after the resume");
+    stop.store(true, Ordering::SeqCst);
+    let failures = load.await.unwrap();
+    assert!(failures.is_empty(), "failed calls: {failures:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instance_is_back_in_rotation_soon_after_it_restarts_on_its_address() {
+    use hotel_gateway::breaker::BreakerState;
+    use std::sync::atomic::Ordering;
+    let dead = killed();
+    let addr = dead.trim_start_matches("http://").to_owned();
+    let rooms = UpstreamClient::new(
+        "room",
+        Discovery::Static(vec![dead.clone(), healthy().await, healthy().await]),
+        &booking_policy(),
+    )
+    .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = background_load(rooms.clone(), stop.clone());
+    within(
+        Duration::from_secs(10),
+        "refused connections eject it",
+        || breaker_of(&rooms, &dead) == BreakerState::Open,
+    )
+    .await;
+    // Long enough for an exponential backoff to have grown past a few seconds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let restarted = pausable(Some(tokio::net::TcpListener::bind(&addr).await.unwrap())).await;
+    let back = within(
+        Duration::from_secs(5),
+        "the restarted instance is back",
+        || restarted.hits.load(Ordering::SeqCst) > 0,
+    )
+    .await;
+    println!("MEASURED back in rotation {back:?} after the restart");
+    stop.store(true, Ordering::SeqCst);
+    let failures = load.await.unwrap();
+    assert!(failures.is_empty(), "failed calls: {failures:#?}");
+}
