@@ -221,9 +221,12 @@ pub struct BreakerShared {
     sink: Box<dyn TransitionSink>,
     /// Attempts in flight through the gate.
     in_flight: AtomicU32,
-    /// When an attempt last finished (or the first of a busy period started), in
-    /// nanoseconds since `epoch`.
-    progress_ns: AtomicU64,
+    /// Since when the instance owes an answer, in nanoseconds since `epoch`: its last
+    /// answer, or the start of a busy period that followed one.
+    quiet_since_ns: AtomicU64,
+    /// Attempts ended without an answer (per-try timeouts, broken connections) since the
+    /// last answer: the silence goes on even with nothing in flight.
+    owes: AtomicBool,
     epoch: Instant,
     stall: Option<StallWatch>,
 }
@@ -270,7 +273,8 @@ impl BreakerShared {
             ejections: AtomicU64::new(0),
             sink,
             in_flight: AtomicU32::new(0),
-            progress_ns: AtomicU64::new(0),
+            quiet_since_ns: AtomicU64::new(0),
+            owes: AtomicBool::new(false),
             epoch: Instant::now(),
             stall,
         })
@@ -293,29 +297,34 @@ impl BreakerShared {
     }
 
     fn started(&self) {
-        if self.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
-            self.progress_ns.store(self.now_ns(), Ordering::Relaxed);
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) == 0 && !self.owes.load(Ordering::Relaxed)
+        {
+            self.quiet_since_ns.store(self.now_ns(), Ordering::Relaxed);
         }
     }
 
-    /// An attempt ended; `answered` when it finished rather than being dropped.
-    fn ended(&self, answered: bool) {
-        if answered {
-            self.progress_ns.store(self.now_ns(), Ordering::Relaxed);
+    fn ended(&self, end: AttemptEnd) {
+        match end {
+            AttemptEnd::Answered => {
+                self.quiet_since_ns.store(self.now_ns(), Ordering::Relaxed);
+                self.owes.store(false, Ordering::Relaxed);
+            }
+            AttemptEnd::Unanswered => self.owes.store(true, Ordering::Relaxed),
+            AttemptEnd::Dropped => {}
         }
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// How long attempts have been in flight without any finishing, when that makes
-    /// the instance stalled.
+    /// How long the instance has owed an answer, when that makes it stalled: attempts
+    /// in flight (or ended unanswered) and no answer for the threshold.
     fn stalled_for(&self) -> Option<Duration> {
         let watch = self.stall.as_ref()?;
-        if self.in_flight.load(Ordering::Relaxed) == 0 {
+        if self.in_flight.load(Ordering::Relaxed) == 0 && !self.owes.load(Ordering::Relaxed) {
             return None;
         }
         let since = Duration::from_nanos(
             self.now_ns()
-                .saturating_sub(self.progress_ns.load(Ordering::Relaxed)),
+                .saturating_sub(self.quiet_since_ns.load(Ordering::Relaxed)),
         );
         if since < watch.after {
             return None;
@@ -443,7 +452,8 @@ impl BreakerShared {
             self.cap.release();
         }
         // The answer is progress: a stall needs a whole new silent period.
-        self.progress_ns.store(self.now_ns(), Ordering::Relaxed);
+        self.quiet_since_ns.store(self.now_ns(), Ordering::Relaxed);
+        self.owes.store(false, Ordering::Relaxed);
         tracing::info!(service = %self.service, instance = %self.instance, reason = why, "breaker closed");
         self.sink.transition(BreakerState::Closed);
         if let Some(w) = g.waiter.take() {
@@ -694,22 +704,36 @@ where
                 shared: self.shared.clone(),
                 probe,
                 done: false,
+                end: AttemptEnd::Dropped,
             },
         }
     }
 }
 
-/// Reports a probe that was dropped before it finished, so the gate does not stay shut.
+/// How an attempt through the gate ended, for stall detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttemptEnd {
+    /// The instance answered (any status).
+    Answered,
+    /// It finished without an answer: per-try timeout, broken or refused connection.
+    Unanswered,
+    /// Dropped by the caller before finishing: says nothing about the instance.
+    Dropped,
+}
+
+/// Counts the attempt out when it ends, and reports a probe that was dropped before it
+/// finished, so the gate does not stay shut.
 #[derive(Debug)]
 struct Recorder {
     shared: Arc<BreakerShared>,
     probe: bool,
     done: bool,
+    end: AttemptEnd,
 }
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        self.shared.ended(self.done);
+        self.shared.ended(self.end);
         if self.probe && !self.done {
             self.shared.probe_abandoned();
         }
@@ -737,6 +761,11 @@ where
         let this = self.project();
         let out = std::task::ready!(this.inner.poll(cx));
         this.guard.done = true;
+        this.guard.end = if out.is_ok() {
+            AttemptEnd::Answered
+        } else {
+            AttemptEnd::Unanswered
+        };
         this.guard.shared.record(out.failure(), this.guard.probe);
         Poll::Ready(out)
     }
@@ -1033,6 +1062,29 @@ mod tests {
         settle().await;
         assert_eq!(shared.state(), BreakerState::Closed);
         assert!(svc.poll_ready().is_ready());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_that_ended_unanswered_leave_the_instance_stalled_with_nothing_in_flight() {
+        // Its hung attempts hit their per-try timeouts: nothing is in flight any more,
+        // but nothing was answered either, so it must not get the next request.
+        let (mut svc, mut handle, shared, prober, _tx) = watched(cap_of(3, 100));
+        handle.allow(10);
+        assert!(svc.poll_ready().is_ready());
+        let hung = svc.call("hung");
+        let (_, r) = handle.next_request().await.unwrap();
+        tokio::time::advance(Duration::from_millis(100)).await;
+        r.send_error(BoxError::from("per-try timeout"));
+        assert!(hung.await.is_err());
+        assert!(
+            svc.poll_ready().is_ready(),
+            "100 ms of silence is not a stall"
+        );
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(svc.poll_ready().is_pending());
+        assert_eq!(shared.state(), BreakerState::Open);
+        settle().await;
+        assert_eq!(prober.calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test(start_paused = true)]
