@@ -43,7 +43,15 @@ where
     cache: ReadyCache<D::Key, D::Service, Req>,
     cap: Arc<EjectionCap>,
     instances: Gauge,
+    /// When every ready endpoint's gate was last polled (see [`SWEEP_EVERY`]).
+    last_sweep: Option<tokio::time::Instant>,
 }
+
+/// How often the balancer polls the gates of all ready endpoints, not only the one a
+/// request picks: p2c rarely picks an instance whose attempts hang (its in-flight count
+/// makes it look loaded), so without the sweep its breaker would notice the stall only
+/// when the attempts time out, and eject (and probe) it that late.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(25);
 
 impl<D, Req> P2c<D, Req>
 where
@@ -60,6 +68,7 @@ where
             cache: ReadyCache::default(),
             cap,
             instances,
+            last_sweep: None,
         }
     }
 }
@@ -97,6 +106,20 @@ where
                 Poll::Ready(Err(failed)) => {
                     // Endpoints never fail readiness (breakers stay Pending); log if one does.
                     tracing::warn!(service = %self.service, error = %failed, "endpoint failed; dropped");
+                }
+            }
+        }
+        let now = tokio::time::Instant::now();
+        if self
+            .last_sweep
+            .is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY)
+        {
+            self.last_sweep = Some(now);
+            // From the end: an endpoint found not ready is swapped out with the last one,
+            // which was checked already.
+            for i in (0..self.cache.ready_len()).rev() {
+                if let Err(e) = self.cache.check_ready_index(cx, i) {
+                    tracing::warn!(service = %self.service, error = %e, "endpoint failed; dropped");
                 }
             }
         }

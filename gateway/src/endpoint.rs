@@ -279,10 +279,6 @@ impl<S> Observe<S> {
     }
 }
 
-/// Latency assumed for an instance before its first answer when the service's median
-/// is not known yet either (tower's `PeakEwma` starts at the same 5 ms).
-const DEFAULT_LATENCY_US: f64 = 5_000.0;
-
 /// How fast an instance's estimate returns to the service's median without new samples.
 const ESTIMATE_DECAY_NS: f64 = 2e9;
 
@@ -292,15 +288,16 @@ const ESTIMATE_DECAY_NS: f64 = 2e9;
 /// service's median while it takes no new samples: an instance p2c stopped choosing
 /// because it was slow once (or a new one, which starts at the median) gets tried again,
 /// as with peak-EWMA's decay.
+///
+/// Before the service has a median, an instance without answers is tried first.
 impl<S> tower::load::Load for Observe<S> {
     type Metric = f64;
 
     fn load(&self) -> f64 {
         let stats = &self.stats;
-        let prior = self
-            .latency
-            .median()
-            .map_or(DEFAULT_LATENCY_US, |d| d.as_micros() as f64);
+        // Before the service has a median, an instance without answers is tried first
+        // (it gets samples at once; its breaker handles one that only fails).
+        let prior = self.latency.median().map_or(0.0, |d| d.as_micros() as f64);
         let ewma = f64::from_bits(stats.ewma_us.load(Ordering::Relaxed));
         let estimate = if ewma == 0.0 {
             prior
