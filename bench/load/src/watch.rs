@@ -102,11 +102,13 @@ pub fn receive_queues(proc_net_tcp: &str, port: u16) -> HashMap<u64, u32> {
 }
 
 /// How many connections hold more unread bytes now than at the previous sample (a new
-/// connection counts when it holds any).
+/// connection counts when it holds any). A growth by exactly one is not a request: the
+/// queue counts sequence numbers, and a FIN (the proxy closing a connection it gave up
+/// on) takes one.
 pub fn grown_connections(previous: &HashMap<u64, u32>, current: &HashMap<u64, u32>) -> u32 {
     let grown = current
         .iter()
-        .filter(|(key, rx)| **rx > previous.get(key).copied().unwrap_or(0))
+        .filter(|(key, rx)| **rx > previous.get(key).copied().unwrap_or(0).saturating_add(1))
         .count();
     u32::try_from(grown).unwrap_or(u32::MAX)
 }
@@ -149,10 +151,13 @@ mod tests {
     #[test]
     fn a_connection_counts_as_an_arrival_only_when_its_queue_grew() {
         let before: HashMap<u64, u32> = [(1, 0), (2, 78), (3, 78)].into_iter().collect();
-        let after: HashMap<u64, u32> = [(1, 78), (2, 78), (3, 0), (4, 78), (5, 0)]
+        let after: HashMap<u64, u32> = [(1, 78), (2, 78), (3, 0), (4, 78), (5, 0), (6, 1)]
             .into_iter()
             .collect();
         // 1 grew, 4 is new with bytes; 2 unchanged, 3 drained, 5 new but empty.
         assert_eq!(grown_connections(&before, &after), 2);
+        // A FIN on a stuck connection is one more sequence number, not a request.
+        let closed: HashMap<u64, u32> = [(2, 79)].into_iter().collect();
+        assert_eq!(grown_connections(&before, &closed), 0);
     }
 }
