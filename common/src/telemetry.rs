@@ -129,6 +129,12 @@ fn shutdown_provider(provider: &SdkTracerProvider) {
 /// dispatcher is not reachable.
 static EXPORTING_DISPATCH: OnceLock<WeakDispatch> = OnceLock::new();
 
+/// Whether this process exports spans (an OTLP endpoint is configured and the exporter
+/// started). Spans that only matter in a trace viewer can be skipped when it does not.
+pub fn is_exporting() -> bool {
+    EXPORTING_DISPATCH.get().is_some()
+}
+
 /// Installs the global subscriber (logs, and span export when configured) and the W3C
 /// propagator. Call once, from a role's `run`, inside the tokio runtime. A second call
 /// leaves the first subscriber in place and returns an inert guard.

@@ -344,21 +344,28 @@ where
         }
         // Instances speak HTTP/1.1 whatever the client spoke to the gateway.
         *req.version_mut() = http::Version::HTTP_11;
-        let span = tracing::info_span!(
-            "upstream attempt",
-            otel.name = %format_args!("{} {}", req.method(), self.stats.service),
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            http.request.method = %req.method(),
-            http.response.status_code = tracing::field::Empty,
-            server.address = %origin.authority,
-            peer.service = %self.stats.service,
-            hotel.instance = %self.stats.instance,
-            hotel.attempt = no,
-            hotel.attempt.kind = kind.as_str(),
-            hotel.retry.reason = tracing::field::Empty,
-            hotel.outcome = tracing::field::Empty,
-        );
+        // The attempt span exists for trace viewers only.
+        let span = if hotel_common::telemetry::is_exporting() {
+            tracing::info_span!(
+                "upstream attempt",
+                otel.name = %format_args!("{} {}", req.method(), self.stats.service),
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                http.request.method = %req.method(),
+                http.response.status_code = tracing::field::Empty,
+                server.address = %origin.authority,
+                peer.service = %self.stats.service,
+                hotel.instance = %self.stats.instance,
+                hotel.attempt = no,
+                hotel.attempt.kind = kind.as_str(),
+                hotel.retry.reason = tracing::field::Empty,
+                hotel.outcome = tracing::field::Empty,
+            )
+        } else {
+            // Nothing exports spans: the attempt needs none (logs carry the request span
+            // ids, and `traceparent` continues the request span). Saves a span per attempt.
+            Span::none()
+        };
         if let AttemptKind::Retry(reason) = kind {
             span.record("hotel.retry.reason", reason);
         }
