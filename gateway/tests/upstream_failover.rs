@@ -281,13 +281,23 @@ async fn pausable(listener: Option<tokio::net::TcpListener>) -> Pausable {
     }
 }
 
-/// Calls `rooms` from 8 tasks until `stop` is set; returns the failures.
-fn background_load(
+/// Steady calls from 8 tasks through a client of `first` and two healthy instances.
+struct Background {
     rooms: UpstreamClient,
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> tokio::task::JoinHandle<Vec<String>> {
-    tokio::spawn(async move {
-        let tasks: Vec<_> = (0..8)
+    tasks: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl Background {
+    async fn start(first: &str) -> Background {
+        let rooms = UpstreamClient::new(
+            "room",
+            Discovery::Static(vec![first.to_owned(), healthy().await, healthy().await]),
+            &booking_policy(),
+        )
+        .unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..8)
             .map(|_| {
                 let (rooms, stop) = (rooms.clone(), stop.clone());
                 tokio::spawn(async move {
@@ -308,12 +318,18 @@ fn background_load(
                 })
             })
             .collect();
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await.unwrap());
+        Background { rooms, stop, tasks }
+    }
+
+    /// Stops the calls; every one of them must have succeeded.
+    async fn finish(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut failures = Vec::new();
+        for t in self.tasks {
+            failures.extend(t.await.unwrap());
         }
-        all
-    })
+        assert!(failures.is_empty(), "failed calls: {failures:#?}");
+    }
 }
 
 /// Polls `check` every 10 ms until it holds, for at most `limit`; returns how long it took.
@@ -340,14 +356,8 @@ async fn a_frozen_instance_gets_nothing_while_silent_and_is_back_as_soon_as_it_a
     use hotel_gateway::breaker::BreakerState;
     use std::sync::atomic::Ordering;
     let frozen = pausable(None).await;
-    let rooms = UpstreamClient::new(
-        "room",
-        Discovery::Static(vec![frozen.url.clone(), healthy().await, healthy().await]),
-        &booking_policy(),
-    )
-    .unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = background_load(rooms.clone(), stop.clone());
+    let load = Background::start(&frozen.url).await;
+    let rooms = &load.rooms;
     within(
         Duration::from_secs(10),
         "traffic reaches every instance",
@@ -359,7 +369,7 @@ async fn a_frozen_instance_gets_nothing_while_silent_and_is_back_as_soon_as_it_a
     let ejected = within(
         Duration::from_secs(5),
         "the silent instance is ejected",
-        || breaker_of(&rooms, &frozen.url) == BreakerState::Open,
+        || breaker_of(rooms, &frozen.url) == BreakerState::Open,
     )
     .await;
     println!("MEASURED ejected {ejected:?} after the freeze");
@@ -379,15 +389,13 @@ async fn a_frozen_instance_gets_nothing_while_silent_and_is_back_as_soon_as_it_a
         Duration::from_secs(5),
         "the resumed instance is back",
         || {
-            breaker_of(&rooms, &frozen.url) == BreakerState::Closed
+            breaker_of(rooms, &frozen.url) == BreakerState::Closed
                 && frozen.hits.load(Ordering::SeqCst) > before
         },
     )
     .await;
     println!("MEASURED back in rotation {back:?} after the resume");
-    stop.store(true, Ordering::SeqCst);
-    let failures = load.await.unwrap();
-    assert!(failures.is_empty(), "failed calls: {failures:#?}");
+    load.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,18 +404,12 @@ async fn a_killed_instance_is_back_in_rotation_soon_after_it_restarts_on_its_add
     use std::sync::atomic::Ordering;
     let dead = killed();
     let addr = dead.trim_start_matches("http://").to_owned();
-    let rooms = UpstreamClient::new(
-        "room",
-        Discovery::Static(vec![dead.clone(), healthy().await, healthy().await]),
-        &booking_policy(),
-    )
-    .unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = background_load(rooms.clone(), stop.clone());
+    let load = Background::start(&dead).await;
+    let rooms = &load.rooms;
     within(
         Duration::from_secs(10),
         "refused connections eject it",
-        || breaker_of(&rooms, &dead) == BreakerState::Open,
+        || breaker_of(rooms, &dead) == BreakerState::Open,
     )
     .await;
     // Long enough for an exponential backoff to have grown past a few seconds.
@@ -420,7 +422,5 @@ async fn a_killed_instance_is_back_in_rotation_soon_after_it_restarts_on_its_add
     )
     .await;
     println!("MEASURED back in rotation {back:?} after the restart");
-    stop.store(true, Ordering::SeqCst);
-    let failures = load.await.unwrap();
-    assert!(failures.is_empty(), "failed calls: {failures:#?}");
+    load.finish().await;
 }
