@@ -19,13 +19,15 @@
 //!
 //! Stalls: a hung instance (frozen process, stuck event loop) answers nothing, and
 //! waiting for `failures` per-try timeouts costs seconds. So the gate also tracks the
-//! attempts in flight and the last moment one of them finished: when attempts are in
-//! flight and none has finished for `stall_after` (and for four times the service's
-//! recent p99, so a slow service is not called stalled), the instance is ejected at
-//! once (within the cap), its in-flight attempts are left to the hedges and per-try
-//! timeouts above, and one health probe (`GET /healthz`, see [`Prober`]) is sent to
-//! it. The probe waits as long as `backoff_max`: a frozen instance answers it the moment
-//! it resumes, which closes the breaker, so the instance is back in rotation within
+//! attempts in flight and the last moment the instance answered. When attempts are in
+//! flight (or ended unanswered) and nothing has been answered for `stall_after` (and for
+//! four times the service's recent p99, so a slow service is not called stalled), one
+//! health probe (`GET /healthz`, see [`Prober`]) is sent. An instance that is only slow,
+//! its requests waiting on something else, answers it at once and stays in rotation. One
+//! that leaves the probe unanswered for [`STALL_CONFIRM`] is ejected (within the cap); its
+//! in-flight attempts are left to the hedges and per-try timeouts above, and the probe
+//! keeps waiting, as long as `backoff_max`: a frozen instance answers it the moment it
+//! resumes, which closes the breaker, so the instance is back in rotation within
 //! milliseconds of recovering while receiving nothing else in between. A late success of
 //! any attempt closes it too. A probe answered with an error (or not at all) turns the
 //! stall into an ordinary open period with backoff.
@@ -161,6 +163,11 @@ impl TransitionSink for () {
     fn transition(&self, _: BreakerState) {}
 }
 
+/// How long a silent instance's health probe may go unanswered before the instance is
+/// ejected as stalled. A live process answers `/healthz` in a few milliseconds even when
+/// its real requests wait on something else.
+pub const STALL_CONFIRM: Duration = Duration::from_millis(50);
+
 /// How often health probes look for a restart of an instance that refuses connections
 /// (jittered +-25 %).
 pub const REFUSED_PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -206,6 +213,9 @@ struct Inner {
     holds_slot: bool,
     /// The gate's waker while it waits for a probe to finish.
     waiter: Option<Waker>,
+    /// Since when a silent, still closed instance has had a health probe in flight: it
+    /// is ejected if the probe is not answered within [`STALL_CONFIRM`].
+    suspect_since: Option<Instant>,
 }
 
 /// State shared by a breaker service and its in-flight response futures.
@@ -269,6 +279,7 @@ impl BreakerShared {
                 backoff: policy.backoff,
                 holds_slot: false,
                 waiter: None,
+                suspect_since: None,
             }),
             ejections: AtomicU64::new(0),
             sink,
@@ -352,6 +363,7 @@ impl BreakerShared {
         }
         g.holds_slot = true;
         g.state = State::Probing;
+        g.suspect_since = None;
         self.ejections.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             service = %self.service,
@@ -359,11 +371,28 @@ impl BreakerShared {
             reason = "stalled",
             in_flight = self.in_flight.load(Ordering::Relaxed),
             silent_ms = since.as_millis() as u64,
-            "breaker opened: no answer from the instance; one health probe watches it"
+            "breaker opened: no answer from the instance, not even to a health probe; \
+             the probe keeps waiting for it"
         );
         self.sink.transition(BreakerState::Open);
-        self.spawn_probes(Duration::ZERO);
         true
+    }
+
+    /// A silent instance: send it a health probe before ejecting it. An instance that is
+    /// only slow (waiting on its own dependencies, say) answers at once and stays in
+    /// rotation; a hung one does not, and is ejected [`STALL_CONFIRM`] later.
+    fn suspect(self: &Arc<Self>, g: &mut Inner, since: Duration) {
+        if self.stall.is_none() {
+            return;
+        }
+        g.suspect_since = Some(Instant::now());
+        tracing::debug!(
+            service = %self.service,
+            instance = %self.instance,
+            silent_ms = since.as_millis() as u64,
+            "no answer from the instance; sending a health probe"
+        );
+        self.spawn_probes(Duration::ZERO, true);
     }
 
     /// Ejects an instance that refuses connections: nothing listens, so probing is
@@ -379,24 +408,27 @@ impl BreakerShared {
             "breaker opened: connections refused; health probes watch for a restart"
         );
         self.sink.transition(BreakerState::Open);
-        self.spawn_probes(REFUSED_PROBE_INTERVAL);
+        self.spawn_probes(REFUSED_PROBE_INTERVAL, false);
     }
 
     /// Health probes until one is answered: after `first`, then every
     /// [`REFUSED_PROBE_INTERVAL`] while connections are refused. The task holds the
     /// breaker weakly, so an instance that leaves discovery ends it.
-    fn spawn_probes(self: &Arc<Self>, first: Duration) {
+    fn spawn_probes(self: &Arc<Self>, first: Duration, suspicion: bool) {
         let weak: Weak<Self> = Arc::downgrade(self);
         let limit = self.policy.backoff_max;
         tokio::spawn(async move {
             let mut delay = first;
+            let mut suspicion = suspicion;
             loop {
                 if !delay.is_zero() {
                     tokio::time::sleep(Self::jittered(delay)).await;
                 }
                 let probe = {
                     let Some(b) = weak.upgrade() else { return };
-                    if !matches!(b.lock().state, State::Probing) {
+                    // The first probe of a suspicion goes while the breaker is closed.
+                    if !std::mem::take(&mut suspicion) && !matches!(b.lock().state, State::Probing)
+                    {
                         return;
                     }
                     let Some(watch) = &b.stall else { return };
@@ -415,10 +447,14 @@ impl BreakerShared {
     /// A health probe came back (or ran out of time); whether to probe again (only
     /// while connections are refused).
     fn probe_answered(
-        &self,
+        self: &Arc<Self>,
         answer: Result<Result<http::StatusCode, BoxError>, tokio::time::error::Elapsed>,
     ) -> bool {
         let mut g = self.lock();
+        if matches!(g.state, State::Closed { .. }) && g.suspect_since.is_some() {
+            self.suspicion_answered(&mut g, answer);
+            return false;
+        }
         if !matches!(g.state, State::Probing) {
             return false;
         }
@@ -445,8 +481,43 @@ impl BreakerShared {
         }
     }
 
+    /// The health probe of a suspected (silent, still closed) instance came back.
+    fn suspicion_answered(
+        self: &Arc<Self>,
+        g: &mut Inner,
+        answer: Result<Result<http::StatusCode, BoxError>, tokio::time::error::Elapsed>,
+    ) {
+        g.suspect_since = None;
+        let failure = match answer {
+            Ok(Ok(status)) if !status.is_server_error() => {
+                // Alive, only slow: a stall needs a whole new silent period.
+                self.quiet_since_ns.store(self.now_ns(), Ordering::Relaxed);
+                self.owes.store(false, Ordering::Relaxed);
+                tracing::debug!(
+                    service = %self.service,
+                    instance = %self.instance,
+                    "the silent instance answered its health probe: slow, not stalled"
+                );
+                return;
+            }
+            Ok(Ok(_)) => FailureKind::Transport,
+            Ok(Err(e)) => FailureKind::of(e.as_ref()),
+            Err(_) => FailureKind::Timeout,
+        };
+        let refused = failure == FailureKind::Connect;
+        if self.cap.try_acquire(refused) {
+            g.holds_slot = true;
+            if refused {
+                self.eject_refused(g);
+            } else {
+                self.open(g, failure.as_str());
+            }
+        }
+    }
+
     fn close(&self, g: &mut Inner, why: &str) {
         g.state = State::Closed { consecutive: 0 };
+        g.suspect_since = None;
         g.backoff = self.policy.backoff;
         if std::mem::take(&mut g.holds_slot) {
             self.cap.release();
@@ -644,11 +715,17 @@ where
             let mut g = self.shared.lock();
             match g.state {
                 State::Closed { .. } => {
-                    if let Some(since) = self.shared.stalled_for()
-                        && self.shared.eject_stalled(&mut g, since)
-                    {
-                        g.waiter = Some(cx.waker().clone());
-                        return Poll::Pending;
+                    match (g.suspect_since, self.shared.stalled_for()) {
+                        // Silent, and its health probe unanswered for long enough.
+                        (Some(t), Some(silent))
+                            if t.elapsed() >= STALL_CONFIRM
+                                && self.shared.eject_stalled(&mut g, silent) =>
+                        {
+                            g.waiter = Some(cx.waker().clone());
+                            return Poll::Pending;
+                        }
+                        (None, Some(silent)) => self.shared.suspect(&mut g, silent),
+                        _ => {}
                     }
                     break;
                 }
@@ -1031,6 +1108,19 @@ mod tests {
         }
     }
 
+    /// From a silent instance's first suspicion to its ejection: the gate sends a health
+    /// probe and stays open for traffic until the probe is unanswered for STALL_CONFIRM.
+    async fn confirm_stall(svc: &mut mock::Spawn<Breaker<Mapped>>, prober: &ScriptedProber) {
+        assert!(svc.poll_ready().is_ready(), "suspected, not yet ejected");
+        settle().await;
+        assert_eq!(prober.calls.load(Ordering::SeqCst), 1, "one health probe");
+        tokio::time::advance(STALL_CONFIRM).await;
+        assert!(
+            svc.poll_ready().is_pending(),
+            "the probe went unanswered: ejected"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_silent_instance_is_ejected_at_once_and_one_probe_brings_it_back() {
         let (mut svc, mut handle, shared, prober, tx) = watched(cap_of(3, 100));
@@ -1044,14 +1134,9 @@ mod tests {
             "200 ms of silence is not a stall"
         );
         tokio::time::advance(Duration::from_millis(100)).await;
-        assert!(
-            svc.poll_ready().is_pending(),
-            "250 ms without an answer ejects"
-        );
+        confirm_stall(&mut svc, &prober).await;
         assert_eq!(shared.state(), BreakerState::Open);
         assert_eq!(shared.ejections(), 1);
-        settle().await;
-        assert_eq!(prober.calls.load(Ordering::SeqCst), 1);
         // However long it stays silent: no traffic, and no second probe.
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(svc.poll_ready().is_pending());
@@ -1081,8 +1166,32 @@ mod tests {
             "100 ms of silence is not a stall"
         );
         tokio::time::advance(Duration::from_millis(200)).await;
-        assert!(svc.poll_ready().is_pending());
+        confirm_stall(&mut svc, &prober).await;
         assert_eq!(shared.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_instance_that_answers_its_health_probe_stays_in_rotation() {
+        // Its requests wait on something else (booking on a frozen room), but the
+        // process itself answers: not stalled, not ejected, nothing logged above DEBUG.
+        let (mut svc, mut handle, shared, prober, tx) = watched(cap_of(3, 100));
+        handle.allow(10);
+        assert!(svc.poll_ready().is_ready());
+        let _slow = svc.call("slow");
+        let _req = handle.next_request().await.unwrap();
+        tokio::time::advance(Duration::from_millis(300)).await;
+        assert!(svc.poll_ready().is_ready());
+        settle().await;
+        assert_eq!(prober.calls.load(Ordering::SeqCst), 1);
+        tx.send(200).unwrap();
+        settle().await;
+        tokio::time::advance(STALL_CONFIRM * 2).await;
+        assert!(svc.poll_ready().is_ready());
+        assert_eq!(shared.state(), BreakerState::Closed);
+        assert_eq!(shared.ejections(), 0);
+        // Still silent: the next probe only after another whole silent period.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(svc.poll_ready().is_ready());
         settle().await;
         assert_eq!(prober.calls.load(Ordering::SeqCst), 1);
     }
@@ -1125,13 +1234,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_probe_answered_with_an_error_opens_with_the_backoff() {
-        let (mut svc, mut handle, shared, _prober, tx) = watched(cap_of(3, 100));
+        let (mut svc, mut handle, shared, prober, tx) = watched(cap_of(3, 100));
         handle.allow(10);
         assert!(svc.poll_ready().is_ready());
         let _hung = svc.call("hung");
         let _req = handle.next_request().await.unwrap();
         tokio::time::advance(Duration::from_millis(300)).await;
-        assert!(svc.poll_ready().is_pending());
+        confirm_stall(&mut svc, &prober).await;
         tx.send(503).unwrap();
         settle().await;
         assert_eq!(shared.state(), BreakerState::Open);
@@ -1143,13 +1252,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_late_answer_from_a_stalled_instance_closes_its_breaker() {
-        let (mut svc, mut handle, shared, _prober, _tx) = watched(cap_of(3, 100));
+        let (mut svc, mut handle, shared, prober, _tx) = watched(cap_of(3, 100));
         handle.allow(10);
         assert!(svc.poll_ready().is_ready());
         let slow = svc.call("slow");
         let (_, r) = handle.next_request().await.unwrap();
         tokio::time::advance(Duration::from_millis(300)).await;
-        assert!(svc.poll_ready().is_pending());
+        confirm_stall(&mut svc, &prober).await;
         r.send_response(status(200));
         slow.await.unwrap();
         assert_eq!(shared.state(), BreakerState::Closed);
