@@ -15,7 +15,8 @@
 //! left in rotation. That one is slow or failing, but it is all there is: ejecting it
 //! turns a moment of slowness (per-try timeouts on a loaded machine) into "no healthy
 //! instance" 503s for a whole open period, as Envoy's panic threshold also avoids. An
-//! instance that refuses connections is not capacity, so it is ejected regardless.
+//! instance that refuses connections is not capacity, so it is ejected regardless and
+//! is left out of the count: the cap applies to the instances that accept connections.
 //!
 //! Stalls: a hung instance (frozen process, stuck event loop) answers nothing, and
 //! waiting for `failures` per-try timeouts costs seconds. So the gate also tracks the
@@ -91,10 +92,22 @@ impl BreakerState {
 #[derive(Debug)]
 pub struct EjectionCap {
     total: AtomicUsize,
+    /// Ejected for errors or stalls: what the cap limits.
     ejected: AtomicUsize,
+    /// Ejected because they refuse connections: no capacity at all, never capped.
+    refused: AtomicUsize,
     max_percent: u8,
     /// Set while the cap holds an instance in rotation, so the log says it once.
     capped_logged: AtomicBool,
+}
+
+/// Which count an ejected breaker holds a place in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Within the cap (errors, stalls).
+    Capped,
+    /// Refused connections.
+    Refused,
 }
 
 impl EjectionCap {
@@ -103,6 +116,7 @@ impl EjectionCap {
         Arc::new(EjectionCap {
             total: AtomicUsize::new(0),
             ejected: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
             max_percent,
             capped_logged: AtomicBool::new(false),
         })
@@ -113,42 +127,53 @@ impl EjectionCap {
         self.total.store(n, Ordering::Relaxed);
     }
 
-    /// Instances ejected now.
+    /// Instances ejected now, for any reason.
     pub fn ejected(&self) -> usize {
-        self.ejected.load(Ordering::Relaxed)
+        self.ejected.load(Ordering::Relaxed) + self.refused.load(Ordering::Relaxed)
     }
 
-    /// How many instances errors may eject: the percentage (at least one), but never
-    /// all of them (ejections for refused connections count too).
+    /// How many instances errors and stalls may eject: the percentage (at least one) of
+    /// the instances that still accept connections, but never all of those. An instance
+    /// that refuses connections is no capacity, so it does not use up the allowance of
+    /// the others (a killed instance must not keep a frozen one in rotation).
     fn allowed(&self) -> usize {
-        let total = self.total.load(Ordering::Relaxed);
-        (total * self.max_percent as usize / 100)
+        let live = self
+            .total
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.refused.load(Ordering::Relaxed));
+        (live * self.max_percent as usize / 100)
             .max(1)
-            .min(total.saturating_sub(1))
+            .min(live.saturating_sub(1))
     }
 
-    /// Takes an ejection slot; `force` takes one past the cap.
-    fn try_acquire(&self, force: bool) -> bool {
+    /// Takes an ejection slot: within the cap, or (`refused`) always.
+    fn try_acquire(&self, refused: bool) -> Option<Slot> {
+        if refused {
+            self.refused.fetch_add(1, Ordering::AcqRel);
+            return Some(Slot::Refused);
+        }
         let allowed = self.allowed();
         let mut cur = self.ejected.load(Ordering::Relaxed);
         loop {
-            if !force && cur >= allowed {
-                return false;
+            if cur >= allowed {
+                return None;
             }
             match self
                 .ejected
                 .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed)
             {
-                Ok(_) => return true,
+                Ok(_) => return Some(Slot::Capped),
                 Err(now) => cur = now,
             }
         }
     }
 
-    fn release(&self) {
-        let _ = self
-            .ejected
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| v.checked_sub(1));
+    fn release(&self, slot: Slot) {
+        let count = match slot {
+            Slot::Capped => &self.ejected,
+            Slot::Refused => &self.refused,
+        };
+        let _ = count.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| v.checked_sub(1));
         self.capped_logged.store(false, Ordering::Relaxed);
     }
 }
@@ -209,8 +234,8 @@ struct Inner {
     state: State,
     /// The open period to use next time it opens.
     backoff: Duration,
-    /// Whether this breaker holds an ejection slot.
-    holds_slot: bool,
+    /// The ejection slot this breaker holds, if any.
+    holds_slot: Option<Slot>,
     /// The gate's waker while it waits for a probe to finish.
     waiter: Option<Waker>,
     /// Since when a silent, still closed instance has had a health probe in flight: it
@@ -277,7 +302,7 @@ impl BreakerShared {
             inner: Mutex::new(Inner {
                 state: State::Closed { consecutive: 0 },
                 backoff: policy.backoff,
-                holds_slot: false,
+                holds_slot: None,
                 waiter: None,
                 suspect_since: None,
             }),
@@ -350,7 +375,7 @@ impl BreakerShared {
         if self.stall.is_none() {
             return false;
         }
-        if !self.cap.try_acquire(false) {
+        let Some(slot) = self.cap.try_acquire(false) else {
             if !self.cap.capped_logged.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     service = %self.service,
@@ -360,8 +385,8 @@ impl BreakerShared {
                 );
             }
             return false;
-        }
-        g.holds_slot = true;
+        };
+        g.holds_slot = Some(slot);
         g.state = State::Probing;
         g.suspect_since = None;
         self.ejections.fetch_add(1, Ordering::Relaxed);
@@ -505,8 +530,8 @@ impl BreakerShared {
             Err(_) => FailureKind::Timeout,
         };
         let refused = failure == FailureKind::Connect;
-        if self.cap.try_acquire(refused) {
-            g.holds_slot = true;
+        if let Some(slot) = self.cap.try_acquire(refused) {
+            g.holds_slot = Some(slot);
             if refused {
                 self.eject_refused(g);
             } else {
@@ -519,8 +544,8 @@ impl BreakerShared {
         g.state = State::Closed { consecutive: 0 };
         g.suspect_since = None;
         g.backoff = self.policy.backoff;
-        if std::mem::take(&mut g.holds_slot) {
-            self.cap.release();
+        if let Some(slot) = g.holds_slot.take() {
+            self.cap.release(slot);
         }
         // The answer is progress: a stall needs a whole new silent period.
         self.quiet_since_ns.store(self.now_ns(), Ordering::Relaxed);
@@ -586,8 +611,8 @@ impl BreakerShared {
                     return;
                 }
                 let force = kind == FailureKind::Connect;
-                if self.cap.try_acquire(force) {
-                    g.holds_slot = true;
+                if let Some(slot) = self.cap.try_acquire(force) {
+                    g.holds_slot = Some(slot);
                     if force && self.stall.is_some() {
                         self.eject_refused(&mut g);
                     } else {
@@ -638,8 +663,8 @@ impl BreakerShared {
 impl Drop for BreakerShared {
     fn drop(&mut self) {
         let g = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
-        if g.holds_slot {
-            self.cap.release();
+        if let Some(slot) = g.holds_slot {
+            self.cap.release(slot);
         }
     }
 }
@@ -1033,6 +1058,36 @@ mod tests {
         );
         assert!(b.poll_ready().is_ready());
         assert_eq!(cap.ejected(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_killed_instance_does_not_use_up_the_allowance_of_the_others() {
+        // Three instances, 50 %: one may go for errors. The killed one refuses
+        // connections, which is no capacity, so a failing second one may still go; the
+        // third, the last that accepts connections, stays.
+        let cap = cap_of(3, 50);
+        let (_a, _ha, killed) = breaker(cap.clone());
+        let (mut b, mut hb, sb) = breaker(cap.clone());
+        let (mut c, mut hc, sc) = breaker(cap.clone());
+        hb.allow(10);
+        hc.allow(10);
+        killed.record(Some(FailureKind::Connect), false);
+        killed.record(Some(FailureKind::Connect), false);
+        killed.record(Some(FailureKind::Connect), false);
+        assert_eq!(killed.state(), BreakerState::Open);
+        for _ in 0..3 {
+            fail_once(&mut b, &mut hb).await;
+        }
+        assert_eq!(sb.state(), BreakerState::Open);
+        for _ in 0..3 {
+            fail_once(&mut c, &mut hc).await;
+        }
+        assert_eq!(
+            sc.state(),
+            BreakerState::Closed,
+            "the last live instance stays"
+        );
+        assert_eq!(cap.ejected(), 2);
     }
 
     #[tokio::test(start_paused = true)]
