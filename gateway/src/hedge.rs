@@ -6,7 +6,9 @@
 //!
 //! Hedges are paid from the route's retry budget. The losing attempt is not cancelled:
 //! it runs to its own end (bounded by the per-try timeout) in a task, so a hung instance
-//! still collects the timeouts that open its breaker. A POST with an `Idempotency-Key` is
+//! still collects the timeouts that open its breaker. A hedge that fails fast (a refused
+//! connection) is sent once more, elsewhere, while the first attempt may still hang.
+//! A POST with an `Idempotency-Key` is
 //! retried after a failure but never hedged: the hedge would reach the service while the
 //! first attempt still holds the key.
 
@@ -120,35 +122,48 @@ where
             if !shared.withdraw("hedge") {
                 return first.await;
             }
-            shared
-                .metrics
-                .hedges
-                .get_or_create(&RouteLabels {
-                    route: shared.route.clone(),
-                })
-                .inc();
-            tracing::debug!(route = %shared.route, delay_ms = delay.as_millis() as u64, "hedging");
-            let mut hedge_req = match copy {
-                HedgeCopy::Later(r) => r.request(),
-                HedgeCopy::Now(r) => *r,
+            // A hedge that fails fast (a refused connection to an instance not ejected yet)
+            // says nothing about the first attempt, which may still hang: hedge once more,
+            // elsewhere (the balancer skips the instances tried), if the budget allows. Only
+            // a request with a replay can be copied twice.
+            let (mut once, replay) = match copy {
+                HedgeCopy::Later(r) => (None, Some(r)),
+                HedgeCopy::Now(r) => (Some(r), None),
             };
-            hedge_req.extensions_mut().insert(AttemptKind::Hedge);
-            let mut second = Box::pin(inner.oneshot(hedge_req));
-            tokio::select! {
-                r = &mut first => {
-                    if acceptable(&r) {
-                        tokio::spawn(async move { let _ = second.await; });
-                        r
-                    } else {
-                        second.await
+            let mut again = replay.is_some();
+            loop {
+                let mut hedge_req = match (once.take(), &replay) {
+                    (Some(r), _) => *r,
+                    (None, Some(r)) => r.request(),
+                    (None, None) => return first.await,
+                };
+                shared
+                    .metrics
+                    .hedges
+                    .get_or_create(&RouteLabels {
+                        route: shared.route.clone(),
+                    })
+                    .inc();
+                tracing::debug!(route = %shared.route, delay_ms = delay.as_millis() as u64, "hedging");
+                hedge_req.extensions_mut().insert(AttemptKind::Hedge);
+                let mut second = Box::pin(inner.clone().oneshot(hedge_req));
+                tokio::select! {
+                    r = &mut first => {
+                        return if acceptable(&r) {
+                            tokio::spawn(async move { let _ = second.await; });
+                            r
+                        } else {
+                            second.await
+                        };
                     }
-                }
-                r = &mut second => {
-                    if acceptable(&r) {
-                        tokio::spawn(async move { let _ = first.await; });
-                        r
-                    } else {
-                        first.await
+                    r = &mut second => {
+                        if acceptable(&r) {
+                            tokio::spawn(async move { let _ = first.await; });
+                            return r;
+                        }
+                        if !(std::mem::take(&mut again) && shared.withdraw("hedge")) {
+                            return first.await;
+                        }
                     }
                 }
             }
@@ -219,6 +234,34 @@ mod tests {
         second.send_response(Response::new(()));
         assert_eq!(call.await.unwrap().unwrap().status(), 200);
         drop(first);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hedge_that_fails_fast_is_sent_once_more_but_not_twice() {
+        let (svc, mut handle) = mock::pair::<Request<ProxyBody>, Res>();
+        let svc = tower::Layer::layer(&layer(), svc);
+        let mut r = req(http::Method::GET);
+        let replay = Replay::of(&r).unwrap();
+        r.extensions_mut().insert(replay);
+        let call = tokio::spawn(svc.oneshot(r));
+        // The first attempt hangs (a frozen instance); the hedge is refused at once (a
+        // killed one not ejected yet): one more hedge goes out.
+        let (_, first) = handle.next_request().await.unwrap();
+        let (_, refused) = handle.next_request().await.unwrap();
+        refused.send_error(BoxError::from("connection refused"));
+        let (again, second) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+            .await
+            .expect("no second hedge after a hedge that failed fast")
+            .unwrap();
+        assert_eq!(
+            again.extensions().get::<crate::endpoint::AttemptKind>(),
+            Some(&crate::endpoint::AttemptKind::Hedge)
+        );
+        // That one fails fast too: no third hedge; the first attempt decides.
+        second.send_error(BoxError::from("connection refused"));
+        assert!(no_request_within(&mut handle, Duration::from_secs(5)).await);
+        first.send_response(Response::new(()));
+        assert_eq!(call.await.unwrap().unwrap().status(), 200);
     }
 
     #[tokio::test(start_paused = true)]
