@@ -97,11 +97,19 @@ async fn upstream(name: &'static str, behave: Behave) -> Upstream {
 }
 
 /// An address nothing listens on: connecting is refused.
-fn dead() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    format!("http://{addr}")
+fn dead() -> Dead {
+    // Bound but not listening: connecting is refused, and no other test's server can
+    // take the port while this test runs (a freed port can be handed out again at once).
+    let hold = tokio::net::TcpSocket::new_v4().unwrap();
+    hold.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", hold.local_addr().unwrap());
+    Dead { url, _hold: hold }
+}
+
+/// An address where connections are refused, reserved while this lives.
+struct Dead {
+    url: String,
+    _hold: tokio::net::TcpSocket,
 }
 
 struct Gw {
@@ -206,7 +214,8 @@ async fn raw_get(addr: SocketAddr, path: &str) -> String {
 #[tokio::test]
 async fn retries_idempotent_get_on_another_instance_after_connect_refused() {
     let good = upstream("good", Behave::Ok).await;
-    let gw = gateway(&[dead(), good.url.clone()], |_| {}).await;
+    let refused = dead();
+    let gw = gateway(&[refused.url.clone(), good.url.clone()], |_| {}).await;
     let c = client();
     for _ in 0..30 {
         let r = c.get(gw.url("/api/rooms/7?x=1")).send().await.unwrap();
@@ -265,7 +274,8 @@ async fn a_post_without_idempotency_key_is_not_resent_after_a_503() {
 #[tokio::test]
 async fn a_post_is_retried_when_the_connection_was_refused() {
     let good = upstream("good", Behave::Ok).await;
-    let gw = gateway(&[dead(), good.url.clone()], |_| {}).await;
+    let refused = dead();
+    let gw = gateway(&[refused.url.clone(), good.url.clone()], |_| {}).await;
     let c = client();
     for _ in 0..20 {
         let r = c
@@ -306,7 +316,8 @@ async fn a_passed_deadline_answers_504_problem_json() {
 
 #[tokio::test]
 async fn all_instances_down_answers_503_fast_with_retry_after() {
-    let gw = gateway(&[dead(), dead()], |s| {
+    let (refused_1, refused_2) = (dead(), dead());
+    let gw = gateway(&[refused_1.url.clone(), refused_2.url.clone()], |s| {
         s.services.get_mut("room").unwrap().policy.breaker_failures = Some(1);
     })
     .await;
@@ -455,7 +466,8 @@ async fn a_body_over_the_replay_buffer_is_streamed_through_once() {
 async fn admin_endpoints_need_the_token_and_report_instances_and_metrics() {
     let good = upstream("good", Behave::Ok).await;
     let token = "admin-token-0123456789";
-    let gw = gateway(&[good.url.clone(), dead()], |s| {
+    let refused = dead();
+    let gw = gateway(&[good.url.clone(), refused.url.clone()], |s| {
         s.admin_token = Some(token.into())
     })
     .await;
@@ -554,9 +566,10 @@ async fn a_new_instance_takes_traffic_as_soon_as_discovery_publishes_it() {
 async fn the_upstream_client_reaches_a_service_with_the_same_failover() {
     use hotel_gateway::upstream::{Discovery, UpstreamClient};
     let good = upstream("good", Behave::Ok).await;
+    let refused = dead();
     let rooms = UpstreamClient::new(
         "room",
-        Discovery::Static(vec![dead(), good.url.clone()]),
+        Discovery::Static(vec![refused.url.clone(), good.url.clone()]),
         &PolicySettings::default(),
     )
     .unwrap();

@@ -47,12 +47,14 @@ async fn healthy_with_hiccup(stall_until: Arc<Mutex<Option<Instant>>>) -> String
     format!("http://{addr}")
 }
 
-/// An address nothing listens on (a SIGKILLed instance): connecting is refused.
-fn killed() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    format!("http://{addr}")
+/// An address nothing listens on (a SIGKILLed instance): connecting is refused. The
+/// socket is bound but not listening, so no other test's server takes the port while the
+/// returned holder lives (a freed port can be handed out again at once).
+fn killed() -> (tokio::net::TcpSocket, String) {
+    let hold = tokio::net::TcpSocket::new_v4().unwrap();
+    hold.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", hold.local_addr().unwrap());
+    (hold, url)
 }
 
 /// A listener that never accepts (a SIGSTOPped instance): the kernel completes the
@@ -128,9 +130,10 @@ fn report(what: &str, latencies: &[Duration], failures: &[String]) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_one_instance_killed_and_one_frozen_every_concurrent_call_reaches_the_healthy_one() {
     let (_frozen, frozen_url) = frozen();
+    let (_killed, killed_url) = killed();
     let rooms = UpstreamClient::new(
         "room",
-        Discovery::Static(vec![killed(), frozen_url, healthy().await]),
+        Discovery::Static(vec![killed_url, frozen_url, healthy().await]),
         &booking_policy(),
     )
     .unwrap();
@@ -165,9 +168,10 @@ async fn drill_with_discovery(what: &str, hiccup: bool) {
         origin: Origin::parse(url).unwrap(),
     };
     let room_1 = target("room-1", &healthy_with_hiccup(stall_until.clone()).await);
+    let (_killed, killed_url) = killed();
     let (tx, rx) = watch::channel::<Targets>(Arc::new(vec![
         room_1.clone(),
-        target("room-2", &killed()),
+        target("room-2", &killed_url),
         target("room-3", &frozen_url),
     ]));
     let base = booking_policy();
@@ -402,7 +406,7 @@ async fn a_frozen_instance_gets_nothing_while_silent_and_is_back_as_soon_as_it_a
 async fn a_killed_instance_is_back_in_rotation_soon_after_it_restarts_on_its_address() {
     use hotel_gateway::breaker::BreakerState;
     use std::sync::atomic::Ordering;
-    let dead = killed();
+    let (hold, dead) = killed();
     let addr = dead.trim_start_matches("http://").to_owned();
     let load = Background::start(&dead).await;
     let rooms = &load.rooms;
@@ -414,6 +418,8 @@ async fn a_killed_instance_is_back_in_rotation_soon_after_it_restarts_on_its_add
     .await;
     // Long enough for an exponential backoff to have grown past a few seconds.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // The instance comes back on its address.
+    drop(hold);
     let restarted = pausable(Some(tokio::net::TcpListener::bind(&addr).await.unwrap())).await;
     let back = within(
         Duration::from_secs(5),
