@@ -5,6 +5,12 @@ use futures::future::BoxFuture;
 use http::StatusCode;
 use std::sync::Arc;
 
+/// The liveness path every process answers (also what the gateway's health probes ask).
+pub const LIVENESS_PATH: &str = "/healthz";
+
+/// The readiness path.
+pub const READINESS_PATH: &str = "/readyz";
+
 /// Answers whether the process can serve now (database reachable, dependencies known).
 pub type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
@@ -12,10 +18,10 @@ pub type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>>
 pub fn router(check: ReadinessCheck) -> Router {
     Router::new()
         .route(
-            "/healthz",
+            LIVENESS_PATH,
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
-        .route("/readyz", get(readyz))
+        .route(READINESS_PATH, get(readyz))
         .with_state(check)
 }
 

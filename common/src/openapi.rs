@@ -37,12 +37,12 @@ pub fn document_shared_routes(doc: &mut OpenApi) {
         b.build()
     };
     doc.paths.add_path_operation(
-        "/healthz",
+        crate::health::LIVENESS_PATH,
         vec![HttpMethod::Get],
         op("Liveness: the process answers", "alive", None),
     );
     doc.paths.add_path_operation(
-        "/readyz",
+        crate::health::READINESS_PATH,
         vec![HttpMethod::Get],
         op(
             "Readiness: dependencies such as the database answer",

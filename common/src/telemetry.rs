@@ -376,7 +376,7 @@ fn is_chatter(method: &http::Method, route: Option<&str>, query: Option<&str>) -
             && query.is_some_and(|q| q.split('&').any(|kv| kv.split('=').next() == Some("index")))
     };
     match route {
-        Some("/healthz" | "/readyz") => true,
+        Some(crate::health::LIVENESS_PATH | crate::health::READINESS_PATH) => true,
         Some(r) if r.ends_with("/heartbeat") => true,
         Some(_) => blocking_watch(),
         None => false,

@@ -96,10 +96,6 @@ pub fn http_client(o: ClientOptions) -> HttpClient {
         .build(connector)
 }
 
-/// What the breaker's health probe asks a stalled instance for: every hotel service
-/// answers it (liveness, no database work).
-pub const HEALTH_PATH: &str = "/healthz";
-
 /// `GET /healthz` on one instance through the shared client.
 struct HealthProbe {
     client: HttpClient,
@@ -212,7 +208,9 @@ impl MakeEndpoint for MakeEndpointStack {
                 latency: self.latency.clone(),
                 prober: Arc::new(HealthProbe {
                     client: self.client.clone(),
-                    uri: format!("{}{HEALTH_PATH}", t.origin).parse().ok(),
+                    uri: format!("{}{}", t.origin, hotel_common::health::LIVENESS_PATH)
+                        .parse()
+                        .ok(),
                 }),
             },
         );
