@@ -123,6 +123,105 @@ pub async fn eventually_true(
     .await
 }
 
+/// Checks a shipped config file (`config/<role>.toml`) against the built-in defaults of
+/// its settings type `S`, so the file, the code and the docs pointing at the file cannot
+/// drift apart:
+/// - the whole parsed file equals `S::default()` (compared as JSON, so durations and
+///   addresses compare by their configured spelling);
+/// - every key the defaults have is written out in the file (keys whose default is
+///   unset, such as tokens, appear only as comments and are not required).
+///
+/// Unknown keys need no check here: every settings type denies them when parsing.
+///
+/// # Panics
+/// With a message naming the file and the keys that differ or are missing.
+pub fn assert_config_file_lists_the_defaults<S>(path: &Path)
+where
+    S: serde::de::DeserializeOwned + serde::Serialize + Default,
+{
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let parsed: S =
+        toml::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+    let json = |s: &S| serde_json::to_value(s).unwrap_or_else(|e| panic!("settings to JSON: {e}"));
+    let (file, code) = (json(&parsed), json(&S::default()));
+    let mut differ = Vec::new();
+    diff_paths("", &file, &code, &mut differ);
+    assert!(
+        differ.is_empty(),
+        "{} says other values than the built-in defaults at: {}",
+        path.display(),
+        differ.join(", ")
+    );
+    let written: toml::Value =
+        toml::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+    let defaults =
+        toml::Value::try_from(S::default()).unwrap_or_else(|e| panic!("defaults to TOML: {e}"));
+    let (mut have, mut want) = (Vec::new(), Vec::new());
+    key_paths("", &written, &mut have);
+    key_paths("", &defaults, &mut want);
+    let missing: Vec<_> = want.iter().filter(|k| !have.contains(k)).cloned().collect();
+    assert!(
+        missing.is_empty(),
+        "{} does not list these keys with their defaults: {}",
+        path.display(),
+        missing.join(", ")
+    );
+}
+
+/// The dotted paths (`policy.deadline`, `routes[2].policy.per_try_timeout`) of every
+/// leaf value in `v`.
+fn key_paths(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+    match v {
+        toml::Value::Table(t) if !t.is_empty() => {
+            for (k, v) in t {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                key_paths(&p, v, out);
+            }
+        }
+        toml::Value::Array(a) if a.iter().all(toml::Value::is_table) && !a.is_empty() => {
+            for (i, v) in a.iter().enumerate() {
+                key_paths(&format!("{prefix}[{i}]"), v, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+/// The paths at which two JSON values differ.
+fn diff_paths(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<_> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                diff_paths(
+                    &p,
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                diff_paths(&format!("{prefix}[{i}]"), x, y, out);
+            }
+        }
+        _ if a != b => out.push(format!("{prefix} (file {a}, code {b})")),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +265,60 @@ mod tests {
         }
         drop(d);
         assert!(!p.exists());
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    #[serde(deny_unknown_fields, default)]
+    struct Demo {
+        port: u16,
+        token: Option<String>,
+        limits: DemoLimits,
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    #[serde(deny_unknown_fields, default)]
+    struct DemoLimits {
+        max: u32,
+    }
+
+    impl Default for Demo {
+        fn default() -> Self {
+            Demo {
+                port: 80,
+                token: None,
+                limits: DemoLimits::default(),
+            }
+        }
+    }
+
+    impl Default for DemoLimits {
+        fn default() -> Self {
+            DemoLimits { max: 7 }
+        }
+    }
+
+    fn check_demo(text: &str) -> Result<(), String> {
+        let d = TempDir::new("testkit-config");
+        let p = d.path().join("demo.toml");
+        std::fs::write(&p, text).map_err(|e| e.to_string())?;
+        std::panic::catch_unwind(|| assert_config_file_lists_the_defaults::<Demo>(&p))
+            .map_err(|e| e.downcast_ref::<String>().cloned().unwrap_or_default())
+    }
+
+    #[test]
+    fn a_config_file_passes_only_when_it_lists_every_default_with_its_value() {
+        assert_eq!(
+            check_demo("port = 80\n# token = \"...\"\n[limits]\nmax = 7\n"),
+            Ok(())
+        );
+        let missing = check_demo("port = 80\n").err().unwrap_or_default();
+        assert!(
+            missing.contains("does not list these keys with their defaults: limits.max"),
+            "{missing}"
+        );
+        let differs = check_demo("port = 81\n[limits]\nmax = 7\n")
+            .err()
+            .unwrap_or_default();
+        assert!(differs.contains("port (file 81, code 80)"), "{differs}");
     }
 }
