@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A local Jaeger (v2.13, in-memory storage, loopback only) for reading hotel traces.
+# A local Jaeger (v2.12, in-memory storage, loopback only) for reading hotel traces.
 #
 #   scripts/jaeger.sh install   build tools/bin/jaeger with Go if it is missing
 #   scripts/jaeger.sh start     start it in the background and wait until it is ready
@@ -13,13 +13,16 @@
 #   health 13133 (JAEGER_HEALTH_PORT).
 # Without Go, run the official image instead:
 #   docker run --rm -p 127.0.0.1:16686:16686 -p 127.0.0.1:4317:4317 \
-#     -p 127.0.0.1:4318:4318 jaegertracing/jaeger:2.13.0
+#     -p 127.0.0.1:4318:4318 jaegertracing/jaeger:2.12.0
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-# The Go module v1.76.0 of github.com/jaegertracing/jaeger is Jaeger v2.13.0.
+# The one place the Jaeger version is pinned. The Go module v1.75.0 of
+# github.com/jaegertracing/jaeger is Jaeger v2.12.0, the approved release (the module
+# proxy also serves v1.76.0, which is not an approved release).
 JAEGER_MODULE="github.com/jaegertracing/jaeger"
-JAEGER_MODULE_VERSION="v1.76.0"
+JAEGER_MODULE_VERSION="v1.75.0"
+JAEGER_VERSION="2.12.0"
 BIN="${JAEGER_BIN:-$ROOT/tools/bin/jaeger}"
 CONFIG="$ROOT/deploy/jaeger/config.yaml"
 STATE="$ROOT/tools/jaeger"
@@ -43,11 +46,11 @@ install() {
     fi
     if ! command -v go >/dev/null 2>&1; then
         say "Go is not installed, so $BIN cannot be built."
-        say "Install Go (https://go.dev/dl/) or run the image jaegertracing/jaeger:2.13.0."
+        say "Install Go (https://go.dev/dl/) or run the image jaegertracing/jaeger:$JAEGER_VERSION."
         return 1
     fi
     mkdir -p "$(dirname "$BIN")"
-    say "building Jaeger $JAEGER_MODULE_VERSION (Jaeger 2.13) into $BIN; this takes minutes"
+    say "building Jaeger $JAEGER_MODULE_VERSION (Jaeger $JAEGER_VERSION) into $BIN; this takes minutes"
     # `go install module@version` refuses this module (its go.mod has replace
     # directives), so build it from its own source in the module cache, where those
     # directives apply exactly as in Jaeger's release builds.
