@@ -408,7 +408,12 @@ impl Protections {
             // it is the keep-alive bound. The head itself is timed from its first byte by
             // the framing inspector (`header_timeout`).
             .header_read_timeout(self.limits.idle_timeout.max(self.limits.header_timeout))
-            .max_buf_size(self.limits.max_header_bytes);
+            .max_buf_size(self.limits.max_header_bytes)
+            // A client may shut down its write side once its request is out (`nc -q`,
+            // `shutdown(SHUT_WR)`) and still wait for the answer (RFC 9112 9.6). Without
+            // this, hyper reads that EOF while the response is pending, calls the message
+            // incomplete and drops the connection unanswered.
+            .half_close(true);
         b.http2()
             .timer(hyper_util::rt::TokioTimer::new())
             .max_concurrent_streams(self.limits.max_h2_streams)
