@@ -97,7 +97,7 @@ async fn upstream(delay: Duration) -> Upstream {
 struct Gw {
     addr: SocketAddr,
     admin: SocketAddr,
-    protections: Arc<hotel_gateway::shield::Protections>,
+    keys: Arc<hotel_gateway::auth::ApiKeys>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -180,14 +180,14 @@ async fn gateway(
         .unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let (addr, admin) = (app.local_addr(), app.admin_addr());
-    let protections = app.protections().clone();
+    let keys = app.api_keys().clone();
     tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
     Gw {
         addr,
         admin,
-        protections,
+        keys,
         _stop: tx,
     }
 }
@@ -888,7 +888,7 @@ async fn reloading_the_keys_file_revokes_and_adds_keys_and_keeps_each_clients_bu
         format!("web:{}\nmobile:{}\n", hash_key(a), hash_key(b)),
     )
     .unwrap();
-    assert_eq!(gw.protections.reload_keys(), Ok(2));
+    assert_eq!(gw.keys.reload(), Ok(2));
     assert_eq!(status(a).await, 429);
     assert_eq!(status(b).await, 200);
     // Revoking `web`'s key takes effect at once.
@@ -897,13 +897,13 @@ async fn reloading_the_keys_file_revokes_and_adds_keys_and_keeps_each_clients_bu
         format!("!web:{}\nmobile:{}\n", hash_key(a), hash_key(b)),
     )
     .unwrap();
-    assert_eq!(gw.protections.reload_keys(), Ok(2));
+    assert_eq!(gw.keys.reload(), Ok(2));
     assert_unauthorized(gw.rooms_as(&c, a).await, "revoked").await;
     // A broken or empty file is refused and the keys in force stay.
     std::fs::write(&file, "mobile deadbeef\n").unwrap();
-    assert!(gw.protections.reload_keys().unwrap_err().contains("line 1"));
+    assert!(gw.keys.reload().unwrap_err().contains("line 1"));
     std::fs::write(&file, "# nothing\n").unwrap();
-    assert!(gw.protections.reload_keys().unwrap_err().contains("empty"));
+    assert!(gw.keys.reload().unwrap_err().contains("empty"));
     assert_eq!(status(b).await, 200);
     std::fs::remove_dir_all(&dir).unwrap();
 }
