@@ -72,7 +72,7 @@ pub struct GatewayArgs {
 }
 
 /// Loads the settings of `hotel gateway` (defaults < file < env < command line).
-pub fn load_settings(args: &GatewayArgs) -> Result<Settings, BoxError> {
+fn load_settings(args: &GatewayArgs) -> Result<Settings, BoxError> {
     let mut s: Settings =
         hotel_common::config::load(&Settings::default(), args.process.config_file(), "gateway")?;
     if let Some(l) = args.process.listen {
@@ -170,7 +170,6 @@ pub struct Application {
     keys: Arc<auth::ApiKeys>,
     admin: axum::Router,
     grace: Duration,
-    services: Vec<Arc<upstream::ServiceUpstream>>,
 }
 
 impl Application {
@@ -248,7 +247,7 @@ impl Application {
         let services: Vec<_> = services.into_values().collect();
         let admin = admin::router(admin::AdminState {
             instance: config.instance.clone(),
-            services: services.clone(),
+            services,
             metrics,
             token: config.admin_token.as_deref().map(Arc::from),
         });
@@ -264,7 +263,6 @@ impl Application {
             keys,
             admin,
             grace: config.shutdown_grace,
-            services,
         })
     }
 
@@ -281,11 +279,6 @@ impl Application {
     /// The live API keys, e.g. to reload the keys file.
     pub fn api_keys(&self) -> &Arc<auth::ApiKeys> {
         &self.keys
-    }
-
-    /// The services with their live state (what `/admin/status` shows).
-    pub fn services(&self) -> &[Arc<upstream::ServiceUpstream>] {
-        &self.services
     }
 
     /// Serves until `shutdown` resolves: then stops accepting, lets in-flight requests
