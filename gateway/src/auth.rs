@@ -11,10 +11,22 @@
 //!
 //! Several keys may name the same client (rotation: add the new key, move clients over,
 //! revoke the old one); rate limits and metrics are per client, not per key.
+//!
+//! [`Keys`] is the validated key set (configuration data); [`ApiKeys`] is the live state a
+//! running gateway reads on every request and swaps whole when the keys file is reloaded
+//! (SIGHUP).
 
+use crate::ratelimit::{Bucket, RateLimiter};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    cell::RefCell,
+    path::PathBuf,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 /// Client name given to requests when authentication is off (no keys configured).
@@ -291,6 +303,203 @@ pub fn is_public(public: &[String], path: &str) -> bool {
         }
         None => path == p,
     })
+}
+
+/// A client as the edge knows it: its name and the header value sent to services.
+#[derive(Debug, Clone)]
+pub(crate) struct Client {
+    pub(crate) name: Arc<String>,
+    pub(crate) header: http::HeaderValue,
+}
+
+impl Client {
+    pub(crate) fn new(name: Arc<String>) -> Client {
+        let header =
+            http::HeaderValue::from_str(&name).unwrap_or(http::HeaderValue::from_static("invalid"));
+        Client { name, header }
+    }
+}
+
+/// The key set and what hangs off it: the clients and their rate-limit buckets.
+/// Replaced as a whole when the keys are reloaded.
+#[derive(Debug)]
+pub(crate) struct KeyState {
+    pub(crate) keys: Keys,
+    /// By client index of `keys`.
+    pub(crate) clients: Vec<Client>,
+    /// By client index; `None` is unlimited.
+    pub(crate) buckets: Vec<Option<Arc<Bucket>>>,
+}
+
+impl KeyState {
+    /// The state for `keys`; clients already in `before` keep their buckets (a reload
+    /// must not refill a limited client's bucket).
+    fn new(keys: Keys, limiter: &RateLimiter, before: Option<&KeyState>) -> KeyState {
+        let clients: Vec<Client> = keys.clients().iter().cloned().map(Client::new).collect();
+        let buckets = clients
+            .iter()
+            .map(|c| {
+                let kept = before.and_then(|b| {
+                    b.clients
+                        .iter()
+                        .position(|o| o.name == c.name)
+                        .map(|i| b.buckets[i].clone())
+                });
+                kept.unwrap_or_else(|| limiter.bucket_for(&c.name))
+            })
+            .collect();
+        KeyState {
+            keys,
+            clients,
+            buckets,
+        }
+    }
+}
+
+/// The current [`KeyState`], read without locks on the request path: each worker thread
+/// caches the `Arc` and reloads it only when the generation moved.
+#[derive(Debug)]
+struct KeyCell {
+    id: u64,
+    /// Bumped after each replacement: tells the threads' caches they are stale.
+    generation: AtomicU64,
+    slot: RwLock<Arc<KeyState>>,
+}
+
+static CELL_IDS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// (cell id, generation, state) per cell this thread has read.
+    static KEY_CACHE: RefCell<Vec<(u64, u64, Arc<KeyState>)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl KeyCell {
+    fn new(state: KeyState) -> KeyCell {
+        KeyCell {
+            id: CELL_IDS.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+            slot: RwLock::new(Arc::new(state)),
+        }
+    }
+
+    fn current(&self) -> Arc<KeyState> {
+        match self.slot.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn replace(&self, state: KeyState) {
+        let state = Arc::new(state);
+        match self.slot.write() {
+            Ok(mut g) => *g = state,
+            Err(poisoned) => *poisoned.into_inner() = state,
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Runs `f` on the current state (this thread's cached copy when still current).
+    fn with<R>(&self, f: impl FnOnce(&KeyState) -> R) -> R {
+        let generation = self.generation.load(Ordering::Acquire);
+        KEY_CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let i = match cache.iter().position(|e| e.0 == self.id) {
+                Some(i) => {
+                    if cache[i].1 != generation {
+                        cache[i] = (self.id, generation, self.current());
+                    }
+                    i
+                }
+                None => {
+                    cache.push((self.id, generation, self.current()));
+                    cache.len() - 1
+                }
+            };
+            f(&cache[i].2)
+        })
+    }
+}
+
+/// The live API keys of a running gateway: the current key set with its clients and
+/// their rate-limit buckets, swapped whole on reload (SIGHUP, or [`ApiKeys::reload`]).
+#[derive(Debug)]
+pub struct ApiKeys {
+    state: KeyCell,
+    /// `[auth]` as loaded, to read the keys file again on reload.
+    auth: AuthSettings,
+    loopback: bool,
+    /// Makes the buckets of clients that appear on reload.
+    limiter: Arc<RateLimiter>,
+}
+
+impl ApiKeys {
+    /// The keys validated at startup; `auth` and `loopback` are what they were validated
+    /// from, to validate a reload the same way.
+    pub fn new(
+        keys: Keys,
+        auth: AuthSettings,
+        loopback: bool,
+        limiter: Arc<RateLimiter>,
+    ) -> ApiKeys {
+        ApiKeys {
+            state: KeyCell::new(KeyState::new(keys, &limiter, None)),
+            auth,
+            loopback,
+            limiter,
+        }
+    }
+
+    /// Whether API keys are required (some key is configured).
+    pub fn required(&self) -> bool {
+        self.state.with(|st| !st.keys.is_empty())
+    }
+
+    /// Runs `f` on the current key state (lock-free on the request path).
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&KeyState) -> R) -> R {
+        self.state.with(f)
+    }
+
+    /// Reads the keys again (`[[auth.keys]]` as loaded at startup plus the keys file as
+    /// it is now) and swaps them in; clients keep their rate-limit buckets. Returns the
+    /// number of keys. A key set that fails validation, or that would leave no key when
+    /// there were some (turning authentication off), is refused and the old one stays.
+    pub fn reload(&self) -> Result<usize, String> {
+        let keys = Keys::from_settings(&self.auth, self.loopback)?;
+        let before = self.state.current();
+        if keys.is_empty() && !before.keys.is_empty() {
+            return Err(
+                "auth.keys_file: the reloaded key set is empty; refusing to turn \
+                        authentication off (restart without keys to do that)"
+                    .to_owned(),
+            );
+        }
+        let n = keys.len();
+        self.state
+            .replace(KeyState::new(keys, &self.limiter, Some(&before)));
+        Ok(n)
+    }
+
+    /// Reloads the keys on every SIGHUP (like `nginx -s reload` for the key file), until
+    /// the returned task is aborted.
+    pub fn reload_on_sighup(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let keys = self.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                tracing::warn!("SIGHUP handler unavailable: API keys reload only on restart");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match keys.reload() {
+                    Ok(n) => tracing::info!(keys = n, "API keys reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "API keys not reloaded; the old ones stay")
+                    }
+                }
+            }
+        })
+    }
 }
 
 /// `hotel gateway hash-key` / `hotel gateway new-key`.

@@ -16,14 +16,16 @@
 use crate::{
     body::{GatewayBody, ProxyBody, full},
     error::classify,
+    hygiene,
     metrics::{Metrics, RequestLabels, RouteLabels, method_label},
     routes::{RouteTable, normalise},
+    shield::{Protections, ShieldLayer},
     upstream::RouteUpstream,
 };
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use hotel_common::{Problem, context::REQUEST_ID};
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use std::{
     convert::Infallible,
@@ -39,16 +41,6 @@ pub const TRACE_ID: &str = "x-trace-id";
 
 /// The path prefix the gateway strips, for the instance's links.
 const X_FORWARDED_PREFIX: &str = "x-forwarded-prefix";
-
-/// Headers that describe one connection, not the message: never forwarded (RFC 9110 7.6.1).
-const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 /// The route a request matched, left on the response for the context layer's metrics.
 #[derive(Debug, Clone)]
@@ -67,14 +59,16 @@ pub struct Gateway {
     /// instance can build links as clients address them.
     forwarded_prefix: Vec<Option<HeaderValue>>,
     unrouted: Arc<String>,
-    protections: Arc<crate::shield::Protections>,
+    protections: Arc<Protections>,
 }
 
 impl Gateway {
-    /// The edge over `table`, whose routes are served by `upstreams` (same order).
-    pub fn new(
+    /// The edge over `table`, whose routes are served by `upstreams` (same order), behind
+    /// `protections`.
+    pub(crate) fn new(
         table: RouteTable,
         upstreams: Vec<RouteUpstream>,
+        protections: Arc<Protections>,
         metrics: Arc<Metrics>,
         retry_buffer: usize,
     ) -> Self {
@@ -114,20 +108,8 @@ impl Gateway {
             index,
             unrouted: Arc::new("none".to_owned()),
             forwarded_prefix,
-            protections: Arc::new(crate::shield::Protections::open()),
+            protections,
         }
-    }
-
-    /// The same edge with the configured protections (keys, limits, hygiene) instead of
-    /// the open defaults.
-    pub fn with_protections(mut self, p: Arc<crate::shield::Protections>) -> Self {
-        self.protections = p;
-        self
-    }
-
-    /// The protections and metrics, for the accept loop's connection limits.
-    pub fn protections(&self) -> (&Arc<crate::shield::Protections>, &Arc<Metrics>) {
-        (&self.protections, &self.metrics)
     }
 }
 
@@ -144,10 +126,7 @@ pub fn stack(
 + 'static {
     tower::ServiceBuilder::new()
         .layer(ContextLayer { gw: gw.clone() })
-        .layer(crate::shield::ShieldLayer::new(
-            gw.protections.clone(),
-            gw.metrics.clone(),
-        ))
+        .layer(ShieldLayer::new(gw.protections.clone(), gw.metrics.clone()))
         .service(Router { gw })
 }
 
@@ -380,7 +359,7 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<GatewayBody
             return res;
         }
     }
-    strip_hop_by_hop(&mut parts.headers);
+    hygiene::strip_hop_by_hop(&mut parts.headers);
     match &gw.forwarded_prefix[index] {
         Some(p) => parts.headers.insert(X_FORWARDED_PREFIX, p.clone()),
         None => parts.headers.remove(X_FORWARDED_PREFIX),
@@ -391,7 +370,7 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<GatewayBody
     let mut res = match result {
         Ok(res) => {
             let mut res = res.map(http_body_util::Either::Left);
-            strip_hop_by_hop(res.headers_mut());
+            hygiene::strip_hop_by_hop(res.headers_mut());
             res
         }
         Err(e) => {
@@ -402,12 +381,4 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<GatewayBody
     };
     res.extensions_mut().insert(MatchedRoute(label));
     res
-}
-
-fn strip_hop_by_hop(h: &mut http::HeaderMap) {
-    // Headers a `Connection` header names are hop-by-hop too (RFC 9110 7.6.1).
-    crate::hygiene::remove_connection_listed(h);
-    for name in HOP_BY_HOP.iter() {
-        h.remove(name);
-    }
 }

@@ -312,6 +312,25 @@ pub struct PeerHeaders {
     forwarded: HeaderValue,
 }
 
+/// Headers that describe one connection, not the message: never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop headers: the fixed list and whatever a `Connection` header
+/// names. Applied to the request sent upstream and to the response sent back.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    remove_connection_listed(h);
+    for name in HOP_BY_HOP.iter() {
+        h.remove(name);
+    }
+}
+
 /// Removes every header named by a `Connection` header (and `Connection` itself): they
 /// describe this hop only.
 pub fn remove_connection_listed(headers: &mut HeaderMap) {

@@ -4,10 +4,20 @@
 //! per instance, per-try timeouts and one pooled client (see [`upstream`]). Instances
 //! come from the registry (blocking queries) or from static config.
 //!
-//! Module map: [`settings`] (config, validated), [`edge`] (the client-facing layers),
-//! [`routes`] (path checks, matching), [`upstream`] (the stack, and [`UpstreamClient`]
-//! for service-to-service calls), [`balance`], [`breaker`], [`retry`], [`hedge`],
-//! [`timeout`], [`endpoint`], [`discovery`], [`metrics`], [`admin`].
+//! This crate is the gateway role and nothing else: the only dependents meant to exist
+//! are the `hotel` binary (through [`run`] and [`GatewayArgs`]) and tests (through
+//! [`Application`] on port 0 and the configuration types). Services that call each
+//! other use the outbound stack, not this crate; `services/booking` still reaches
+//! [`UpstreamClient`] here until that stack has a crate of its own.
+//!
+//! Module map. Configuration: [`settings`] (raw [`Settings`], validated [`Config`], plain
+//! data), with the edge sections in [`auth`], [`ratelimit`], [`overload`], [`hygiene`].
+//! The edge, outermost first: `listener` (connection admission, the accept loop),
+//! `framing` (raw-byte smuggling checks under hyper), `edge` (request context, layer
+//! order, router), `shield` (per-request protections), [`routes`] (path checks,
+//! matching). Upstream: [`upstream`] (the stack, and [`UpstreamClient`]), [`balance`],
+//! [`breaker`], [`retry`], [`hedge`], [`timeout`], [`endpoint`], [`discovery`].
+//! Operations: [`metrics`], [`admin`].
 
 pub mod admin;
 pub mod auth;
@@ -15,20 +25,21 @@ pub mod balance;
 pub mod body;
 pub mod breaker;
 pub mod discovery;
-pub mod edge;
+mod edge;
 pub mod endpoint;
 pub mod error;
-pub mod framing;
+mod framing;
 pub mod hedge;
 pub mod hygiene;
 pub mod latency;
+mod listener;
 pub mod metrics;
 pub mod overload;
 pub mod ratelimit;
 pub mod retry;
 pub mod routes;
 pub mod settings;
-pub mod shield;
+mod shield;
 pub mod timeout;
 pub mod upstream;
 
@@ -36,13 +47,9 @@ pub use settings::{Config, Settings};
 pub use upstream::UpstreamClient;
 
 use hotel_common::process::{BoxError, ProcessArgs};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::{conn::auto, graceful::GracefulShutdown},
-    service::TowerToHyperService,
-};
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// Command-line options of `hotel gateway`.
 #[derive(Debug, Clone, clap::Args)]
@@ -65,7 +72,7 @@ pub struct GatewayArgs {
 }
 
 /// Loads the settings of `hotel gateway` (defaults < file < env < command line).
-pub fn load_settings(args: &GatewayArgs) -> Result<Settings, BoxError> {
+fn load_settings(args: &GatewayArgs) -> Result<Settings, BoxError> {
     let mut s: Settings =
         hotel_common::config::load(&Settings::default(), args.process.config_file(), "gateway")?;
     if let Some(l) = args.process.listen {
@@ -138,7 +145,7 @@ async fn serve(config: Config) -> Result<(), BoxError> {
     // Second, so launchers reading the first `listening on` line still get the edge.
     hotel_common::process::announce_admin(app.admin_addr());
     tracing::info!(addr = %app.local_addr(), admin = %app.admin_addr(), "gateway listening");
-    if !app.gateway.protections().0.auth_required() {
+    if !app.api_keys().required() {
         tracing::warn!(
             addr = %app.local_addr(),
             "no API keys configured: every client that can reach this address may call /api \
@@ -150,16 +157,19 @@ async fn serve(config: Config) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// A gateway with its listeners bound (port 0 picks free ports), ready to serve.
+/// A gateway with its listeners bound (port 0 picks free ports) and its live state
+/// built, ready to serve.
 pub struct Application {
     listener: TcpListener,
     admin_listener: TcpListener,
     addr: SocketAddr,
     admin_addr: SocketAddr,
     gateway: Arc<edge::Gateway>,
+    /// The connection limits of `listener`.
+    admission: Arc<listener::Admission>,
+    keys: Arc<auth::ApiKeys>,
     admin: axum::Router,
     grace: Duration,
-    services: Vec<Arc<upstream::ServiceUpstream>>,
 }
 
 impl Application {
@@ -173,26 +183,27 @@ impl Application {
             )?),
             None => None,
         };
-        Self::build_with(config, |name, cfg| match &registry {
+        Self::build_with(config, |_, cfg| match &registry {
             Some(c) => upstream::Source::Registry(c.clone()),
-            None => {
-                let _ = name;
-                upstream::Source::Fixed(
-                    cfg.instances
-                        .iter()
-                        .map(|(n, o)| discovery::Target {
-                            name: n.as_str().into(),
-                            origin: o.clone(),
-                        })
-                        .collect(),
-                )
-            }
+            None => upstream::Source::Fixed(
+                cfg.instances
+                    .iter()
+                    .map(|(n, o)| discovery::Target {
+                        name: n.as_str().into(),
+                        origin: o.clone(),
+                    })
+                    .collect(),
+            ),
         })
         .await
     }
 
     /// Like [`Application::build`] with each service's instance source chosen by
     /// `source` (tests publish instance sets themselves).
+    ///
+    /// Every piece of live state is made here, from the plain data in `config`: the
+    /// metrics registry, the upstream stacks, the edge protections (key cell, rate-limit
+    /// buckets, in-flight counters) and the connection limits.
     pub async fn build_with(
         config: Config,
         mut source: impl FnMut(&str, &settings::ServiceConfig) -> upstream::Source,
@@ -218,15 +229,25 @@ impl Application {
             .iter()
             .map(|r| services[&r.service].route(&r.prefix, r.policy.clone(), metrics.clone()))
             .collect();
+        let protections = Arc::new(shield::Protections::new(&config.edge, &config.routes));
+        let keys = protections.keys().clone();
+        let admission = Arc::new(listener::Admission::new(
+            &config.edge.limits,
+            &config.edge.hygiene,
+            metrics.clone(),
+        ));
         let table = routes::RouteTable::new(config.routes.clone());
-        let gateway = Arc::new(
-            edge::Gateway::new(table, upstreams, metrics.clone(), config.retry_buffer_bytes)
-                .with_protections(config.protections.clone()),
-        );
+        let gateway = Arc::new(edge::Gateway::new(
+            table,
+            upstreams,
+            protections,
+            metrics.clone(),
+            config.retry_buffer_bytes,
+        ));
         let services: Vec<_> = services.into_values().collect();
         let admin = admin::router(admin::AdminState {
             instance: config.instance.clone(),
-            services: services.clone(),
+            services,
             metrics,
             token: config.admin_token.as_deref().map(Arc::from),
         });
@@ -238,9 +259,10 @@ impl Application {
             addr,
             admin_addr,
             gateway,
+            admission,
+            keys,
             admin,
             grace: config.shutdown_grace,
-            services,
         })
     }
 
@@ -254,121 +276,39 @@ impl Application {
         self.admin_addr
     }
 
-    /// The edge protections (keys, limits), e.g. to reload the keys file.
-    pub fn protections(&self) -> &Arc<shield::Protections> {
-        self.gateway.protections().0
-    }
-
-    /// The services with their live state (what `/admin/status` shows).
-    pub fn services(&self) -> &[Arc<upstream::ServiceUpstream>] {
-        &self.services
+    /// The live API keys, e.g. to reload the keys file.
+    pub fn api_keys(&self) -> &Arc<auth::ApiKeys> {
+        &self.keys
     }
 
     /// Serves until `shutdown` resolves: then stops accepting, lets in-flight requests
-    /// finish for up to the grace period, and returns.
+    /// finish for up to the grace period, and returns. The admin listener keeps answering
+    /// during the drain (status, metrics) and stops after it.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let token = tokio_util_free_token::Token::default();
-        let admin_stop = token.clone();
+        // Stops the admin server after the drain, or when this future is dropped.
+        let admin_stop = CancellationToken::new();
         let admin = tokio::spawn(hotel_common::server::serve(
             self.admin_listener,
             self.admin,
-            async move { admin_stop.wait().await },
+            admin_stop.clone().cancelled_owned(),
             Duration::from_secs(1),
         ));
-        let (shield, metrics) = self.gateway.protections();
-        let (shield, metrics) = (shield.clone(), metrics.clone());
-        let edge = edge::stack(self.gateway);
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        shield.configure(&mut builder);
-        let reload_keys = shield.reload_on_sighup();
-        let builder = Arc::new(builder);
-        let graceful = GracefulShutdown::new();
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(sp) => sp,
-                        Err(e) => {
-                            // Out of file descriptors and the like: back off instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    };
-                    // Past max_connections: close at once rather than queue.
-                    let Some(slot) = shield.admit_connection(&metrics) else {
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let (watcher, builder) = (graceful.watcher(), builder.clone());
-                    let (shield, metrics, edge) = (shield.clone(), metrics.clone(), edge.clone());
-                    tokio::spawn(async move {
-                        // A silent connection must not hold its slot forever.
-                        if !shield.first_byte(&stream, &metrics).await {
-                            return;
-                        }
-                        // Each request learns its peer and whether its connection showed
-                        // smuggling-shaped framing (see `framing`).
-                        let (io, conn_info) = shield.connection(stream, peer);
-                        let svc = tower::ServiceExt::map_request(
-                            edge,
-                            move |mut r: http::Request<hyper::body::Incoming>| {
-                                r.extensions_mut().insert(conn_info.clone());
-                                r
-                            },
-                        );
-                        let conn = builder
-                            .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
-                            .into_owned();
-                        let _ = watcher.watch(conn).await;
-                        drop(slot);
-                    });
-                }
-                () = &mut shutdown => break,
-            }
-        }
-        drop(self.listener);
-        tracing::info!("shutting down: draining in-flight requests");
-        tokio::select! {
-            () = graceful.shutdown() => {}
-            () = tokio::time::sleep(self.grace) => {
-                tracing::warn!(grace = ?self.grace, "grace period over; dropping remaining connections");
-            }
-        }
+        let admin_stop = admin_stop.drop_guard();
+        let reload_keys = self.keys.reload_on_sighup();
+        listener::serve(
+            self.listener,
+            self.admission,
+            edge::stack(self.gateway),
+            shutdown,
+            self.grace,
+        )
+        .await;
         reload_keys.abort();
-        token.fire();
+        drop(admin_stop);
         let _ = admin.await;
         Ok(())
-    }
-}
-
-/// A one-shot "stop now" signal between the edge and the admin server.
-mod tokio_util_free_token {
-    use std::sync::Arc;
-    use tokio::sync::Notify;
-
-    /// Fired once; every waiter (now or later) sees it.
-    #[derive(Clone, Default)]
-    pub struct Token(Arc<(Notify, std::sync::atomic::AtomicBool)>);
-
-    impl Token {
-        pub fn fire(&self) {
-            self.0.1.store(true, std::sync::atomic::Ordering::SeqCst);
-            self.0.0.notify_waiters();
-        }
-
-        pub async fn wait(&self) {
-            loop {
-                let notified = self.0.0.notified();
-                if self.0.1.load(std::sync::atomic::Ordering::SeqCst) {
-                    return;
-                }
-                notified.await;
-            }
-        }
     }
 }

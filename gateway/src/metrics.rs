@@ -1,6 +1,10 @@
 //! Prometheus metrics of one gateway (a `Registry` per app, so several apps can share a
 //! test process). Hot-path handles are created once per route or instance and cloned,
 //! so a request costs counter increments, not label allocations.
+//!
+//! Two groups of families: the upstream ones (requests, attempts, retries, hedges,
+//! breakers, instances) and the edge ones ([`EdgeMetrics`]: refusals, in-flight,
+//! connections).
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -74,6 +78,62 @@ pub struct ServiceLabels {
     pub service: Arc<String>,
 }
 
+/// Labels of a refused request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectionLabels {
+    /// Why: `missing_key`, `invalid_key`, `revoked_key`, `rate_limited`, `overloaded`,
+    /// `service_overloaded`, `body_too_large`, `bad_framing`.
+    pub reason: &'static str,
+    /// The client name (`anonymous`, `public`, `unauthenticated` before a key was read).
+    pub client: Arc<String>,
+}
+
+/// Labels of a refused connection.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnLabels {
+    /// `limit` (over `max_connections`) or `slow` (no first byte in time).
+    pub reason: &'static str,
+}
+
+/// Metrics of the edge protections (registered by [`Metrics::new`]).
+#[derive(Debug, Default)]
+pub struct EdgeMetrics {
+    /// Requests refused, by reason and client.
+    pub rejections: Family<RejectionLabels, Counter>,
+    /// Requests inside the global in-flight limit now.
+    pub in_flight: Gauge,
+    /// Client connections open now.
+    pub connections: Gauge,
+    /// Connections closed by the edge, by reason (`limit`, `slow`).
+    pub connections_refused: Family<ConnLabels, Counter>,
+}
+
+impl EdgeMetrics {
+    /// Registers every family in `r`.
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "edge_rejections",
+            "Requests refused at the edge, by reason and client",
+            self.rejections.clone(),
+        );
+        r.register(
+            "edge_in_flight",
+            "Requests inside the global in-flight limit",
+            self.in_flight.clone(),
+        );
+        r.register(
+            "edge_connections",
+            "Client connections open",
+            self.connections.clone(),
+        );
+        r.register(
+            "edge_connections_refused",
+            "Client connections closed by the edge, by reason",
+            self.connections_refused.clone(),
+        );
+    }
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
         0.0005, 2.0, 16,
@@ -107,7 +167,7 @@ pub struct Metrics {
     /// `gateway_instances{service}`: instances known from discovery.
     pub instances: Family<ServiceLabels, Gauge>,
     /// Edge protections: rejections by reason and client, in-flight, connections.
-    pub edge: crate::shield::EdgeMetrics,
+    pub edge: EdgeMetrics,
 }
 
 impl std::fmt::Debug for Metrics {

@@ -235,10 +235,14 @@ pub struct RateLimiter {
     pub headers: bool,
 }
 
-impl RateLimiter {
-    /// The limiter of `s`; a name in `s.clients` that is not among `clients` (the clients
-    /// of the configured keys) is an error naming the key.
-    pub fn new(s: &RateLimitSettings, clients: &[std::sync::Arc<String>]) -> Result<Self, String> {
+/// `[rate_limit]`, validated: what [`RateLimiter::new`] builds its buckets from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimits(RateLimitSettings);
+
+impl RateLimits {
+    /// Validates `s`; a name in `s.clients` that is not among `clients` (the clients of the
+    /// configured keys) is an error naming the key.
+    pub fn new(s: &RateLimitSettings, clients: &[Arc<String>]) -> Result<RateLimits, String> {
         validate("rate_limit.default", &s.default)?;
         for (name, l) in &s.clients {
             validate(&format!("rate_limit.clients.{name}"), l)?;
@@ -248,35 +252,47 @@ impl RateLimiter {
                 ));
             }
         }
-        let per_ip = match &s.per_ip {
-            Some(l) => {
-                validate("rate_limit.per_ip", l)?;
-                if s.max_tracked_ips < SHARDS {
-                    return Err(format!(
-                        "rate_limit.max_tracked_ips: must be at least {SHARDS}"
-                    ));
-                }
-                let g = Gcra::new(*l);
-                Some(IpBuckets {
-                    gcra: g,
-                    shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-                    per_shard: s.max_tracked_ips / SHARDS,
-                    overflow: Bucket {
-                        gcra: g,
-                        tat: AtomicU64::new(0),
-                    },
-                })
+        if let Some(l) = &s.per_ip {
+            validate("rate_limit.per_ip", l)?;
+            if s.max_tracked_ips < SHARDS {
+                return Err(format!(
+                    "rate_limit.max_tracked_ips: must be at least {SHARDS}"
+                ));
             }
-            None => None,
-        };
-        Ok(RateLimiter {
+        }
+        Ok(RateLimits(s.clone()))
+    }
+
+    /// Whether responses carry the `RateLimit-*` headers.
+    pub fn headers(&self) -> bool {
+        self.0.headers
+    }
+}
+
+impl RateLimiter {
+    /// The limiter of `limits`, every bucket full; time counts from now.
+    pub fn new(limits: &RateLimits) -> Self {
+        let s = &limits.0;
+        let per_ip = s.per_ip.map(|l| {
+            let g = Gcra::new(l);
+            IpBuckets {
+                gcra: g,
+                shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+                per_shard: s.max_tracked_ips / SHARDS,
+                overflow: Bucket {
+                    gcra: g,
+                    tat: AtomicU64::new(0),
+                },
+            }
+        });
+        RateLimiter {
             epoch: Instant::now(),
             default: s.default,
             per_client: s.clients.clone(),
             dev_unlimited: s.dev_unlimited,
             per_ip,
             headers: s.headers,
-        })
+        }
     }
 
     fn now(&self) -> u64 {
@@ -327,13 +343,15 @@ mod tests {
     fn limiter(default: Limit, clients: &[&str]) -> Buckets {
         let names: Vec<Arc<String>> = clients.iter().map(|c| Arc::new((*c).to_owned())).collect();
         let rl = RateLimiter::new(
-            &RateLimitSettings {
-                default,
-                ..Default::default()
-            },
-            &names,
-        )
-        .unwrap();
+            &RateLimits::new(
+                &RateLimitSettings {
+                    default,
+                    ..Default::default()
+                },
+                &names,
+            )
+            .unwrap(),
+        );
         let b = clients.iter().map(|c| rl.bucket_for(c)).collect();
         Buckets(rl, b)
     }
@@ -413,7 +431,7 @@ mod tests {
                 burst: 1,
             },
         );
-        let rl = RateLimiter::new(&s, &names).unwrap();
+        let rl = RateLimiter::new(&RateLimits::new(&s, &names).unwrap());
         assert!(rl.bucket_for("dev").is_none());
         let web = rl.bucket_for("web").unwrap();
         assert!(rl.check_bucket(&web).allowed);
@@ -428,12 +446,12 @@ mod tests {
                 burst: 1,
             },
         );
-        let e = RateLimiter::new(&s, &names).unwrap_err();
+        let e = RateLimits::new(&s, &names).unwrap_err();
         assert!(e.starts_with("rate_limit.clients.nobody"), "{e}");
         s.clients.clear();
         s.default.burst = 0;
         assert!(
-            RateLimiter::new(&s, &names)
+            RateLimits::new(&s, &names)
                 .unwrap_err()
                 .starts_with("rate_limit.default.burst")
         );
@@ -449,7 +467,7 @@ mod tests {
             max_tracked_ips: 32,
             ..Default::default()
         };
-        let rl = RateLimiter::new(&s, &[]).unwrap();
+        let rl = RateLimiter::new(&RateLimits::new(&s, &[]).unwrap());
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         assert!(rl.check_ip(a).unwrap().allowed);
         assert!(rl.check_ip(a).unwrap().allowed);

@@ -7,8 +7,17 @@
 //! message naming the key. Every check happens once, in `TryFrom`, so the rest of the
 //! crate works with types that cannot hold a bad combination.
 
+use crate::{
+    auth::{AuthSettings, Keys},
+    hygiene::{HeaderSettings, Hygiene},
+    overload::LimitSettings,
+    ratelimit::{RateLimitSettings, RateLimits},
+};
 use hotel_common::config::RegistryLink;
-use http::uri::{Authority, Scheme};
+use http::{
+    HeaderName,
+    uri::{Authority, Scheme},
+};
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
@@ -54,17 +63,17 @@ pub struct Settings {
     pub services: BTreeMap<String, ServiceSettings>,
     /// API keys and public paths (see [`crate::auth`]).
     #[serde(default)]
-    pub auth: crate::auth::AuthSettings,
+    pub auth: AuthSettings,
     /// Per-client rate limits (see [`crate::ratelimit`]).
     #[serde(default)]
-    pub rate_limit: crate::ratelimit::RateLimitSettings,
+    pub rate_limit: RateLimitSettings,
     /// In-flight, connection, timeout and size limits (see [`crate::overload`]).
     #[serde(default)]
-    pub limits: crate::overload::LimitSettings,
+    pub limits: LimitSettings,
     /// Forwarding headers, trusted proxies, stripped and sensitive headers (see
     /// [`crate::hygiene`]).
     #[serde(default)]
-    pub headers: crate::hygiene::HeaderSettings,
+    pub headers: HeaderSettings,
 }
 
 /// A policy block; every key is optional so a block overrides only what it names.
@@ -598,7 +607,74 @@ pub struct Config {
     /// Services named by routes, by name.
     pub services: BTreeMap<String, ServiceConfig>,
     /// The edge protections (API keys, rate limits, overload, header hygiene), validated.
-    pub protections: std::sync::Arc<crate::shield::Protections>,
+    pub edge: EdgeConfig,
+}
+
+/// The edge protections, validated. Plain data: the live state built from it (the key
+/// cell, rate-limit buckets, in-flight counters) belongs to the running gateway and is
+/// made by [`crate::Application::build`].
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// The API keys as read at startup (`[[auth.keys]]`, the keys file, the dev key).
+    pub keys: Keys,
+    /// `[auth]` as loaded: a reload reads the keys file again from it.
+    pub auth: AuthSettings,
+    /// Whether the public listener is on loopback (the dev key is accepted only then).
+    pub loopback: bool,
+    /// Header carrying the authenticated client name to the services.
+    pub client_header: HeaderName,
+    /// `[rate_limit]`.
+    pub rate_limits: RateLimits,
+    /// `[limits]`.
+    pub limits: LimitSettings,
+    /// `[headers]`.
+    pub hygiene: Hygiene,
+}
+
+impl EdgeConfig {
+    /// Validates the edge sections against the public listener. Errors name the key.
+    /// Refuses a gateway without any API key on a non-loopback listener unless
+    /// `auth.allow_anonymous` says so.
+    fn validate(
+        auth: &AuthSettings,
+        rate_limit: &RateLimitSettings,
+        limits: &LimitSettings,
+        headers: &HeaderSettings,
+        listen: SocketAddr,
+    ) -> Result<EdgeConfig, String> {
+        let loopback = listen.ip().is_loopback();
+        let keys = Keys::from_settings(auth, loopback)?;
+        if keys.is_empty() && !loopback && !auth.allow_anonymous {
+            return Err(format!(
+                "auth.keys: at least one API key is required when listen ({listen}) is not a \
+                 loopback address (or set auth.allow_anonymous = true to serve without keys)"
+            ));
+        }
+        for (i, p) in auth.public.iter().enumerate() {
+            if !p.starts_with('/') {
+                return Err(format!("auth.public[{i}]: {p:?} must start with '/'"));
+            }
+        }
+        let client_header =
+            HeaderName::try_from(auth.client_header.to_ascii_lowercase()).map_err(|_| {
+                format!(
+                    "auth.client_header: {:?} is not a header name",
+                    auth.client_header
+                )
+            })?;
+        limits.validate()?;
+        let rate_limits = RateLimits::new(rate_limit, keys.clients())?;
+        let hygiene = Hygiene::from_settings(headers)?;
+        Ok(EdgeConfig {
+            keys,
+            auth: auth.clone(),
+            loopback,
+            client_header,
+            rate_limits,
+            limits: limits.clone(),
+            hygiene,
+        })
+    }
 }
 
 fn check_prefix(key: &str, p: &str) -> Result<(), InvalidConfig> {
@@ -745,19 +821,10 @@ impl TryFrom<Settings> for Config {
             }
             None => None,
         };
-        let protections = crate::shield::Protections::from_settings(
-            crate::shield::EdgeSettings {
-                auth: &s.auth,
-                rate_limit: &s.rate_limit,
-                limits: &s.limits,
-                headers: &s.headers,
-            },
-            s.listen,
-            &routes,
-        )
-        .map_err(InvalidConfig)?;
+        let edge = EdgeConfig::validate(&s.auth, &s.rate_limit, &s.limits, &s.headers, s.listen)
+            .map_err(InvalidConfig)?;
         Ok(Config {
-            protections: std::sync::Arc::new(protections),
+            edge,
             listen: s.listen,
             admin_listen: s.admin_listen,
             admin_token,
@@ -835,6 +902,17 @@ mod tests {
         let e = Config::try_from(s).unwrap_err();
         assert!(e.0.contains("routes[2].policy.breaker_failures"), "{e}");
         assert!(e.0.contains("[services.booking.policy]"), "{e}");
+    }
+
+    #[test]
+    fn a_public_listener_without_keys_is_refused_unless_anonymous_is_allowed() {
+        let mut s = Settings::default();
+        s.listen = "0.0.0.0:8080".parse().unwrap();
+        let e = Config::try_from(s.clone()).unwrap_err();
+        assert!(e.0.starts_with("auth.keys"), "{e}");
+        s.auth.allow_anonymous = true;
+        let c = Config::try_from(s).unwrap();
+        assert!(c.edge.keys.is_empty());
     }
 
     #[test]

@@ -24,3 +24,16 @@ pub fn client() -> reqwest::Client {
 pub async fn json(r: reqwest::Response) -> serde_json::Value {
     r.json().await.unwrap()
 }
+
+/// Sends `request` on a fresh loopback connection to `addr`, then shuts down the write side
+/// (as `nc -q`, or any client calling `shutdown(SHUT_WR)` once its request is out), and
+/// reads until the server closes (or 10 s). What the server answered, as text.
+pub async fn half_closed(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}

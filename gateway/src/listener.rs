@@ -1,0 +1,232 @@
+//! The public listener: which client connections are admitted, and the accept loop that
+//! serves them.
+//!
+//! A connection is closed on accept past `max_connections`, closed unanswered when it
+//! sends nothing within `header_timeout`, and otherwise served by hyper's auto builder
+//! (HTTP/1.1 and h2) over a [`crate::framing::Inspected`] stream, so the smuggling checks
+//! and the head/body deadlines see every byte hyper reads. Each request carries a
+//! [`Conn`] with its peer and what the inspector found. On shutdown the listener stops
+//! accepting and open connections get the grace period to finish.
+
+use crate::{
+    body::GatewayBody,
+    framing::{self, Deadlines, Flag, Inspected, Inspector},
+    hygiene::{Hygiene, PeerHeaders},
+    metrics::{ConnLabels, Metrics},
+    overload::{InFlight, InFlightGuard, LimitSettings},
+};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use prometheus_client::metrics::gauge::Gauge;
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use tokio::net::{TcpListener, TcpStream};
+use tower::Service;
+
+/// What every request of one client connection shares, built once per connection and
+/// put on each of its requests.
+#[derive(Debug)]
+pub(crate) struct ConnInfo {
+    /// The client's socket address.
+    pub(crate) peer: SocketAddr,
+    /// What the framing inspector found on the connection.
+    pub(crate) flag: Flag,
+    /// The forwarding headers of an untrusted peer, made once instead of per request.
+    pub(crate) forwarded: Option<PeerHeaders>,
+}
+
+/// A request's [`ConnInfo`] (a request extension).
+#[derive(Debug, Clone)]
+pub(crate) struct Conn(pub(crate) Arc<ConnInfo>);
+
+/// The connection-level limits, applied on accept.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    limits: LimitSettings,
+    /// Makes each connection's forwarding headers.
+    hygiene: Hygiene,
+    /// Open connections, against `max_connections`.
+    connections: Arc<InFlight>,
+    metrics: Arc<Metrics>,
+}
+
+/// One open client connection; frees its slot when dropped.
+#[derive(Debug)]
+struct ConnectionSlot {
+    _guard: InFlightGuard,
+    gauge: Gauge,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+impl Admission {
+    /// The limits of `limits`, counting into `metrics`.
+    pub(crate) fn new(limits: &LimitSettings, hygiene: &Hygiene, metrics: Arc<Metrics>) -> Self {
+        Admission {
+            connections: InFlight::new(limits.max_connections),
+            limits: limits.clone(),
+            hygiene: hygiene.clone(),
+            metrics,
+        }
+    }
+
+    /// hyper's connection builder with the limits: timer, header timeout, head size,
+    /// half-close, HTTP/2 streams.
+    fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            // hyper's timer runs from the moment it waits for a head, idle time included:
+            // it is the keep-alive bound. The head itself is timed from its first byte by
+            // the framing inspector (`header_timeout`).
+            .header_read_timeout(self.limits.idle_timeout.max(self.limits.header_timeout))
+            .max_buf_size(self.limits.max_header_bytes)
+            // A client may shut down its write side once its request is out (`nc -q`,
+            // `shutdown(SHUT_WR)`) and still wait for the answer (RFC 9112 9.6). Without
+            // this, hyper reads that EOF while the response is pending, calls the message
+            // incomplete and drops the connection unanswered.
+            .half_close(true);
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.limits.max_h2_streams)
+            .max_header_list_size(u32::try_from(self.limits.max_header_bytes).unwrap_or(u32::MAX));
+        b
+    }
+
+    /// A slot for a new connection, or `None` past `max_connections` (counted).
+    fn admit(&self) -> Option<ConnectionSlot> {
+        let edge = &self.metrics.edge;
+        match self.connections.try_acquire() {
+            Some(g) => {
+                edge.connections.inc();
+                Some(ConnectionSlot {
+                    _guard: g,
+                    gauge: edge.connections.clone(),
+                })
+            }
+            None => {
+                edge.connections_refused
+                    .get_or_create(&ConnLabels { reason: "limit" })
+                    .inc();
+                None
+            }
+        }
+    }
+
+    /// Waits for a new connection's first byte for up to the header timeout; `false`
+    /// (counted) when the client stayed silent or closed without sending anything.
+    async fn first_byte(&self, stream: &TcpStream) -> bool {
+        let ok = crate::overload::first_byte(stream, self.limits.header_timeout).await;
+        if !ok {
+            self.metrics
+                .edge
+                .connections_refused
+                .get_or_create(&ConnLabels { reason: "slow" })
+                .inc();
+        }
+        ok
+    }
+
+    /// Wraps a client connection from `peer` so its request framing is followed (see
+    /// [`crate::framing`]), and returns what its requests share.
+    fn connection(&self, stream: TcpStream, peer: SocketAddr) -> (Inspected<TcpStream>, Conn) {
+        let flag = Flag::default();
+        let io = framing::Inspected::new(
+            stream,
+            Inspector::new(
+                flag.clone(),
+                self.limits.max_header_bytes,
+                self.limits.max_body_bytes,
+            ),
+            Deadlines {
+                head: self.limits.header_timeout,
+                body: self.limits.body_timeout,
+            },
+        );
+        let info = ConnInfo {
+            peer,
+            flag,
+            forwarded: self.hygiene.peer_headers(peer),
+        };
+        (io, Conn(Arc::new(info)))
+    }
+}
+
+/// Serves `edge` on `listener` until `shutdown` resolves; then stops accepting and lets
+/// open connections finish for up to `grace` before dropping them.
+pub(crate) async fn serve<S>(
+    listener: TcpListener,
+    admission: Arc<Admission>,
+    edge: S,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) where
+    S: Service<Request, Response = http::Response<GatewayBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let builder = Arc::new(admission.builder());
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(sp) => sp,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                // Past max_connections: close at once rather than queue.
+                let Some(slot) = admission.admit() else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let (watcher, builder) = (graceful.watcher(), builder.clone());
+                let (admission, edge) = (admission.clone(), edge.clone());
+                tokio::spawn(async move {
+                    // A silent connection must not hold its slot forever.
+                    if !admission.first_byte(&stream).await {
+                        return;
+                    }
+                    // Each request learns its peer and whether its connection showed
+                    // smuggling-shaped framing (see `framing`).
+                    let (io, conn) = admission.connection(stream, peer);
+                    let svc = tower::ServiceExt::map_request(edge, move |mut r: Request| {
+                        r.extensions_mut().insert(conn.clone());
+                        r
+                    });
+                    let served = builder
+                        .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
+                        .into_owned();
+                    let _ = watcher.watch(served).await;
+                    drop(slot);
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(?grace, "grace period over; dropping remaining connections");
+        }
+    }
+}
+
+/// A client request as hyper hands it to the edge.
+type Request = http::Request<Incoming>;
