@@ -68,6 +68,8 @@ pub struct Gateway {
     forwarded_prefix: Vec<Option<HeaderValue>>,
     unrouted: Arc<String>,
     protections: Arc<crate::shield::Protections>,
+    /// `/api/openapi.json` and `/api/docs`, when set (see [`crate::docs`]).
+    docs: Option<crate::docs::Docs>,
 }
 
 impl Gateway {
@@ -115,7 +117,14 @@ impl Gateway {
             unrouted: Arc::new("none".to_owned()),
             forwarded_prefix,
             protections: Arc::new(crate::shield::Protections::open()),
+            docs: None,
         }
+    }
+
+    /// The same edge answering the API documentation paths from `docs`.
+    pub fn with_docs(mut self, docs: crate::docs::Docs) -> Self {
+        self.docs = Some(docs);
+        self
     }
 
     /// The same edge with the configured protections (keys, limits, hygiene) instead of
@@ -324,6 +333,12 @@ fn decide(gw: &Gateway, req: &Request<Incoming>) -> Decision {
             )));
         }
     };
+    if let Some(d) = &gw.docs
+        && let Some(mut res) = d.answer(req.method(), path)
+    {
+        res.extensions_mut().insert(MatchedRoute(d.label.clone()));
+        return Decision::Answer(res);
+    }
     if path == "/" {
         if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
             return Decision::Answer(problem(Problem::new(

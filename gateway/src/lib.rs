@@ -7,7 +7,8 @@
 //! Module map: [`settings`] (config, validated), [`edge`] (the client-facing layers),
 //! [`routes`] (path checks, matching), [`upstream`] (the stack, and [`UpstreamClient`]
 //! for service-to-service calls), [`balance`], [`breaker`], [`retry`], [`hedge`],
-//! [`timeout`], [`endpoint`], [`discovery`], [`metrics`], [`admin`].
+//! [`timeout`], [`endpoint`], [`discovery`], [`metrics`], [`admin`], [`docs`] (the merged
+//! OpenAPI document and Swagger UI at `/api/openapi.json` and `/api/docs`).
 
 pub mod admin;
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod balance;
 pub mod body;
 pub mod breaker;
 pub mod discovery;
+pub mod docs;
 pub mod edge;
 pub mod endpoint;
 pub mod error;
@@ -62,6 +64,10 @@ pub struct GatewayArgs {
     /// API key tools (`hash-key`, `new-key`) instead of serving.
     #[command(subcommand)]
     pub command: Option<auth::KeyCommand>,
+    /// The services' OpenAPI documents for `/api/openapi.json`; not a command-line
+    /// option: the `hotel` binary fills it in (see [`docs`]).
+    #[arg(skip)]
+    pub api_docs: docs::ApiDocs,
 }
 
 /// Loads the settings of `hotel gateway` (defaults < file < env < command line).
@@ -100,8 +106,9 @@ pub async fn run(args: GatewayArgs) -> Result<(), BoxError> {
         },
         args.process.log_format,
     );
+    let api_docs = args.api_docs;
     if config.worker_threads == 0 {
-        return serve(config).await;
+        return serve(config, api_docs).await;
     }
     // A runtime of its own, so `worker_threads = 1` really is one thread (benchmarks
     // against single-worker proxies); the process runtime only waits for it.
@@ -125,15 +132,15 @@ pub async fn run(args: GatewayArgs) -> Result<(), BoxError> {
                 .enable_all()
                 .build()
                 .map_err(BoxError::from)
-                .and_then(|rt| rt.block_on(serve(config)));
+                .and_then(|rt| rt.block_on(serve(config, api_docs)));
             let _ = tx.send(result);
         })?;
     rx.await
         .map_err(|_| BoxError::from("the gateway runtime stopped unexpectedly"))?
 }
 
-async fn serve(config: Config) -> Result<(), BoxError> {
-    let app = Application::build(config).await?;
+async fn serve(config: Config, api_docs: docs::ApiDocs) -> Result<(), BoxError> {
+    let app = Application::build_with_docs(config, &api_docs).await?;
     hotel_common::process::announce(app.local_addr());
     // Second, so launchers reading the first `listening on` line still get the edge.
     hotel_common::process::announce_admin(app.admin_addr());
@@ -164,8 +171,18 @@ pub struct Application {
 
 impl Application {
     /// Builds the upstream stacks and binds both listeners. Instances come from the
-    /// registry when one is configured, else from `[services.<name>] instances`.
+    /// registry when one is configured, else from `[services.<name>] instances`. The
+    /// API document holds no service's paths (see [`Application::build_with_docs`]).
     pub async fn build(config: Config) -> Result<Application, BoxError> {
+        Self::build_with_docs(config, &docs::ApiDocs::new()).await
+    }
+
+    /// Like [`Application::build`], documenting the services in `api_docs` at
+    /// `/api/openapi.json`.
+    pub async fn build_with_docs(
+        config: Config,
+        api_docs: &docs::ApiDocs,
+    ) -> Result<Application, BoxError> {
         let registry = match &config.registry {
             Some((url, token)) => Some(hotel_registry::client::RegistryClient::new(
                 url,
@@ -173,7 +190,7 @@ impl Application {
             )?),
             None => None,
         };
-        Self::build_with(config, |name, cfg| match &registry {
+        Self::build_from(config, api_docs, |name, cfg| match &registry {
             Some(c) => upstream::Source::Registry(c.clone()),
             None => {
                 let _ = name;
@@ -195,6 +212,15 @@ impl Application {
     /// `source` (tests publish instance sets themselves).
     pub async fn build_with(
         config: Config,
+        source: impl FnMut(&str, &settings::ServiceConfig) -> upstream::Source,
+    ) -> Result<Application, BoxError> {
+        Self::build_from(config, &docs::ApiDocs::new(), source).await
+    }
+
+    /// Like [`Application::build_with`], documenting the services in `api_docs`.
+    pub async fn build_from(
+        config: Config,
+        api_docs: &docs::ApiDocs,
         mut source: impl FnMut(&str, &settings::ServiceConfig) -> upstream::Source,
     ) -> Result<Application, BoxError> {
         let metrics = metrics::Metrics::new();
@@ -219,9 +245,11 @@ impl Application {
             .map(|r| services[&r.service].route(&r.prefix, r.policy.clone(), metrics.clone()))
             .collect();
         let table = routes::RouteTable::new(config.routes.clone());
+        let api_docs = docs::Docs::build(api_docs, &table);
         let gateway = Arc::new(
             edge::Gateway::new(table, upstreams, metrics.clone(), config.retry_buffer_bytes)
-                .with_protections(config.protections.clone()),
+                .with_protections(config.protections.clone())
+                .with_docs(api_docs),
         );
         let services: Vec<_> = services.into_values().collect();
         let admin = admin::router(admin::AdminState {
