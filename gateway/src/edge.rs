@@ -4,6 +4,8 @@
 //! ```text
 //! context     request id, server span (parented on traceparent), x-request-id and
 //!             x-trace-id on every response, request metrics, the one error mapping
+//! cors        only with `[cors] allowed_origins`: preflights answered here, without
+//!             an API key; CORS headers on every answer (see [`crate::cors`])
 //! shield      framing (smuggling -> 400), body size (413), header hygiene, API keys
 //!             (401), per-client rate limits (429), in-flight limits (503): see
 //!             [`crate::shield`]
@@ -70,6 +72,8 @@ pub struct Gateway {
     protections: Arc<crate::shield::Protections>,
     /// `/api/openapi.json` and `/api/docs`, when set (see [`crate::docs`]).
     docs: Option<crate::docs::Docs>,
+    /// CORS in front of the protections, when origins are allowed.
+    cors: Option<crate::cors::EdgeCorsLayer>,
 }
 
 impl Gateway {
@@ -118,7 +122,14 @@ impl Gateway {
             forwarded_prefix,
             protections: Arc::new(crate::shield::Protections::open()),
             docs: None,
+            cors: None,
         }
+    }
+
+    /// The same edge answering CORS (preflights included) as `cors` says.
+    pub fn with_cors(mut self, cors: Option<crate::cors::EdgeCorsLayer>) -> Self {
+        self.cors = cors;
+        self
     }
 
     /// The same edge answering the API documentation paths from `docs`.
@@ -153,6 +164,7 @@ pub fn stack(
 + 'static {
     tower::ServiceBuilder::new()
         .layer(ContextLayer { gw: gw.clone() })
+        .option_layer(gw.cors.clone())
         .layer(crate::shield::ShieldLayer::new(
             gw.protections.clone(),
             gw.metrics.clone(),

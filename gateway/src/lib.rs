@@ -15,6 +15,7 @@ pub mod auth;
 pub mod balance;
 pub mod body;
 pub mod breaker;
+pub mod cors;
 pub mod discovery;
 pub mod docs;
 pub mod edge;
@@ -249,7 +250,8 @@ impl Application {
         let gateway = Arc::new(
             edge::Gateway::new(table, upstreams, metrics.clone(), config.retry_buffer_bytes)
                 .with_protections(config.protections.clone())
-                .with_docs(api_docs),
+                .with_docs(api_docs)
+                .with_cors(config.cors.clone()),
         );
         let services: Vec<_> = services.into_values().collect();
         let admin = admin::router(admin::AdminState {

@@ -65,6 +65,9 @@ pub struct Settings {
     /// [`crate::hygiene`]).
     #[serde(default)]
     pub headers: crate::hygiene::HeaderSettings,
+    /// Origins whose pages may call the API (see [`crate::cors`]).
+    #[serde(default)]
+    pub cors: crate::cors::CorsSettings,
 }
 
 /// A policy block; every key is optional so a block overrides only what it names.
@@ -221,6 +224,7 @@ impl Default for Settings {
             rate_limit: Default::default(),
             limits: Default::default(),
             headers: Default::default(),
+            cors: Default::default(),
         }
     }
 }
@@ -599,6 +603,8 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
     /// The edge protections (API keys, rate limits, overload, header hygiene), validated.
     pub protections: std::sync::Arc<crate::shield::Protections>,
+    /// CORS at the edge; `None` when no origin is allowed.
+    pub cors: Option<crate::cors::EdgeCorsLayer>,
 }
 
 fn check_prefix(key: &str, p: &str) -> Result<(), InvalidConfig> {
@@ -757,6 +763,7 @@ impl TryFrom<Settings> for Config {
         )
         .map_err(InvalidConfig)?;
         Ok(Config {
+            cors: s.cors.layer().map_err(InvalidConfig)?,
             protections: std::sync::Arc::new(protections),
             listen: s.listen,
             admin_listen: s.admin_listen,
