@@ -1,13 +1,55 @@
 //! The layers every service router gets, in one place: health endpoints, problem+json
 //! for unknown routes and methods, the body limit, the request context and the server
-//! span.
+//! span, credentials marked sensitive, and gzip for JSON bodies the client accepts gzip for.
+//!
+//! Compression happens here, at the services, not at the gateway: the gateway streams an
+//! instance's body through untouched (`Content-Encoding` included), so a compressed answer
+//! costs the gateway nothing, and clients that do not send `Accept-Encoding: gzip` (the
+//! gateway's own upstream client, booking's calls to customer and room, the tests) get
+//! the plain body as before.
 
 use crate::{Problem, context, health};
 use axum::{Router, extract::DefaultBodyLimit, middleware};
-use http::StatusCode;
+use http::{HeaderMap, HeaderName, StatusCode, Version, header};
+use tower_http::{
+    compression::{CompressionLayer, Predicate, predicate::SizeAbove},
+    sensitive_headers::SetSensitiveHeadersLayer,
+};
 
 /// Default request body limit of a service (64 KiB): bookings and customers are tiny.
 pub const SERVICE_BODY_LIMIT: usize = 64 * 1024;
+
+/// Bodies smaller than this are sent as they are: gzip would save a few bytes for a
+/// checksum and a header, at a CPU cost on every request.
+pub const COMPRESS_ABOVE_BYTES: u64 = 1024;
+
+/// Headers whose values are credentials: marked sensitive on requests and responses so a
+/// `Debug` print of the headers (a log line, a panic message) shows `Sensitive` instead.
+pub fn sensitive_headers() -> [HeaderName; 4] {
+    [
+        header::AUTHORIZATION,
+        HeaderName::from_static("x-api-key"),
+        header::COOKIE,
+        header::SET_COOKIE,
+    ]
+}
+
+/// Whether a response is compressed: JSON (`application/json`, `application/problem+json`)
+/// above [`COMPRESS_ABOVE_BYTES`], and nothing else (`/metrics` text, health answers).
+fn compress_json() -> impl Predicate {
+    let json = |_: StatusCode, _: Version, h: &HeaderMap, _: &http::Extensions| {
+        h.get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                let ct = ct.split(';').next().unwrap_or("").trim();
+                ct.eq_ignore_ascii_case("application/json")
+                    || ct.eq_ignore_ascii_case("application/problem+json")
+            })
+    };
+    // JSON only, so the default predicate's exclusions (images, gRPC, event streams)
+    // are implied.
+    SizeAbove::new(COMPRESS_ABOVE_BYTES).and(json)
+}
 
 /// Wraps a service's routes with the shared layers. `role` names the server span.
 pub fn finish(
@@ -27,9 +69,116 @@ pub fn finish(
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            CompressionLayer::new()
+                .gzip(true)
+                .compress_when(compress_json()),
+        )
         .layer(middleware::from_fn(context::request_context))
         .layer(middleware::from_fn_with_state(
             role,
             crate::telemetry::server_span,
         ))
+        // Outermost, so the headers are marked before any layer or handler can print them.
+        .layer(SetSensitiveHeadersLayer::new(sensitive_headers()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use axum::{body::Body, routing::get};
+    use http::Request;
+    use http_body_util::BodyExt;
+    use std::io::Read;
+    use tower::ServiceExt;
+
+    /// A service whose `/big` answers ~4 KiB of JSON, `/small` a few bytes, `/text` 4 KiB
+    /// of plain text, and `/seen` whether the request's credentials were marked sensitive.
+    fn app() -> Router {
+        let big = serde_json::json!({"items": vec!["room"; 800]});
+        let routes = Router::new()
+            .route("/big", get(move || async move { axum::Json(big) }))
+            .route(
+                "/small",
+                get(|| async { axum::Json(serde_json::json!({"ok": 1})) }),
+            )
+            .route("/text", get(|| async { "x".repeat(4096) }))
+            .route(
+                "/seen",
+                get(|h: HeaderMap| async move {
+                    let sensitive = |n: &str| h.get(n).is_some_and(|v| v.is_sensitive());
+                    axum::Json(serde_json::json!({
+                        "authorization": sensitive("authorization"),
+                        "x-api-key": sensitive("x-api-key"),
+                        "cookie": sensitive("cookie"),
+                        "accept": sensitive("accept"),
+                    }))
+                }),
+            );
+        finish("test", routes, health::always_ready(), SERVICE_BODY_LIMIT)
+    }
+
+    async fn get_with(path: &str, headers: &[(&str, &str)]) -> http::Response<Body> {
+        let mut req = Request::get(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        app()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    async fn bytes(res: http::Response<Body>) -> Vec<u8> {
+        res.into_body().collect().await.unwrap().to_bytes().to_vec()
+    }
+
+    #[tokio::test]
+    async fn json_above_the_floor_is_gzipped_when_the_client_accepts_gzip() {
+        let res = get_with("/big", &[("accept-encoding", "gzip")]).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()[header::CONTENT_ENCODING], "gzip");
+        let zipped = bytes(res).await;
+        let mut plain = String::new();
+        flate2::read::GzDecoder::new(&zipped[..])
+            .read_to_string(&mut plain)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&plain).unwrap();
+        assert_eq!(v["items"].as_array().unwrap().len(), 800);
+        assert!(zipped.len() < plain.len() / 4);
+    }
+
+    #[tokio::test]
+    async fn without_accept_encoding_small_bodies_or_non_json_nothing_is_compressed() {
+        let plain = get_with("/big", &[]).await;
+        assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
+        serde_json::from_slice::<serde_json::Value>(&bytes(plain).await).unwrap();
+        for path in ["/small", "/text", "/nope"] {
+            let res = get_with(path, &[("accept-encoding", "gzip")]).await;
+            assert!(
+                res.headers().get(header::CONTENT_ENCODING).is_none(),
+                "{path} was compressed"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_are_marked_sensitive_before_the_handler_sees_them() {
+        let res = get_with(
+            "/seen",
+            &[
+                ("authorization", "Bearer k"),
+                ("x-api-key", "k"),
+                ("cookie", "a=b"),
+                ("accept", "application/json"),
+            ],
+        )
+        .await;
+        let v: serde_json::Value = serde_json::from_slice(&bytes(res).await).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"authorization": true, "x-api-key": true, "cookie": true, "accept": false})
+        );
+    }
 }

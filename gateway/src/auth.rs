@@ -51,6 +51,8 @@ pub struct AuthSettings {
     #[serde(skip_serializing)]
     pub dev_key: Option<String>,
     /// Paths answered without a key: exact paths, or prefixes written `"/docs/*"`.
+    /// Default: the index (`/`) and the API documentation (`/api/openapi.json`,
+    /// `/api/docs/*`); setting the list replaces the default.
     pub public: Vec<String>,
     /// Without any key the gateway refuses to listen on a non-loopback address unless
     /// this is `true` (an explicitly open gateway, as behind another authenticating proxy).
@@ -79,7 +81,10 @@ impl Default for AuthSettings {
             keys: Vec::new(),
             keys_file: None,
             dev_key: None,
-            public: vec!["/".to_owned()],
+            // The index and the API documentation (see `crate::docs`).
+            public: ["/", crate::docs::OPENAPI_PATH, "/api/docs/*"]
+                .map(str::to_owned)
+                .to_vec(),
             allow_anonymous: false,
             client_header: "x-hotel-client".to_owned(),
         }

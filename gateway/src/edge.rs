@@ -4,6 +4,8 @@
 //! ```text
 //! context     request id, server span (parented on traceparent), x-request-id and
 //!             x-trace-id on every response, request metrics, the one error mapping
+//! cors        only with `[cors] allowed_origins`: preflights answered here, without
+//!             an API key; CORS headers on every answer (see [`crate::cors`])
 //! shield      framing (smuggling -> 400), body size (413), header hygiene, API keys
 //!             (401), per-client rate limits (429), in-flight limits (503): see
 //!             [`crate::shield`]
@@ -60,6 +62,10 @@ pub struct Gateway {
     forwarded_prefix: Vec<Option<HeaderValue>>,
     unrouted: Arc<String>,
     protections: Arc<Protections>,
+    /// `/api/openapi.json` and `/api/docs`, when set (see [`crate::docs`]).
+    docs: Option<crate::docs::Docs>,
+    /// CORS in front of the protections, when origins are allowed.
+    cors: Option<crate::cors::EdgeCorsLayer>,
 }
 
 impl Gateway {
@@ -109,7 +115,21 @@ impl Gateway {
             unrouted: Arc::new("none".to_owned()),
             forwarded_prefix,
             protections,
+            docs: None,
+            cors: None,
         }
+    }
+
+    /// The same edge answering CORS (preflights included) as `cors` says.
+    pub fn with_cors(mut self, cors: Option<crate::cors::EdgeCorsLayer>) -> Self {
+        self.cors = cors;
+        self
+    }
+
+    /// The same edge answering the API documentation paths from `docs`.
+    pub fn with_docs(mut self, docs: crate::docs::Docs) -> Self {
+        self.docs = Some(docs);
+        self
     }
 }
 
@@ -126,6 +146,7 @@ pub fn stack(
 + 'static {
     tower::ServiceBuilder::new()
         .layer(ContextLayer { gw: gw.clone() })
+        .option_layer(gw.cors.clone())
         .layer(ShieldLayer::new(gw.protections.clone(), gw.metrics.clone()))
         .service(Router { gw })
 }
@@ -303,6 +324,12 @@ fn decide(gw: &Gateway, req: &Request<Incoming>) -> Decision {
             )));
         }
     };
+    if let Some(d) = &gw.docs
+        && let Some(mut res) = d.answer(req.method(), path)
+    {
+        res.extensions_mut().insert(MatchedRoute(d.label.clone()));
+        return Decision::Answer(res);
+    }
     if path == "/" {
         if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
             return Decision::Answer(problem(Problem::new(

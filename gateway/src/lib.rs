@@ -17,14 +17,17 @@
 //! order, router), `shield` (per-request protections), [`routes`] (path checks,
 //! matching). Upstream: [`upstream`] (the stack, and [`UpstreamClient`]), [`balance`],
 //! [`breaker`], [`retry`], [`hedge`], [`timeout`], [`endpoint`], [`discovery`].
-//! Operations: [`metrics`], [`admin`].
+//! Operations: [`metrics`], [`admin`], [`docs`] (the merged OpenAPI document and Swagger
+//! UI at `/api/openapi.json` and `/api/docs`), [`cors`].
 
 pub mod admin;
 pub mod auth;
 pub mod balance;
 pub mod body;
 pub mod breaker;
+pub mod cors;
 pub mod discovery;
+pub mod docs;
 mod edge;
 pub mod endpoint;
 pub mod error;
@@ -69,6 +72,10 @@ pub struct GatewayArgs {
     /// API key tools (`hash-key`, `new-key`) instead of serving.
     #[command(subcommand)]
     pub command: Option<auth::KeyCommand>,
+    /// The services' OpenAPI documents for `/api/openapi.json`; not a command-line
+    /// option: the `hotel` binary fills it in (see [`docs`]).
+    #[arg(skip)]
+    pub api_docs: docs::ApiDocs,
 }
 
 /// Loads the settings of `hotel gateway` (defaults < file < env < command line).
@@ -107,8 +114,9 @@ pub async fn run(args: GatewayArgs) -> Result<(), BoxError> {
         },
         args.process.log_format,
     );
+    let api_docs = args.api_docs;
     if config.worker_threads == 0 {
-        return serve(config).await;
+        return serve(config, api_docs).await;
     }
     // A runtime of its own, so `worker_threads = 1` really is one thread (benchmarks
     // against single-worker proxies); the process runtime only waits for it.
@@ -132,15 +140,15 @@ pub async fn run(args: GatewayArgs) -> Result<(), BoxError> {
                 .enable_all()
                 .build()
                 .map_err(BoxError::from)
-                .and_then(|rt| rt.block_on(serve(config)));
+                .and_then(|rt| rt.block_on(serve(config, api_docs)));
             let _ = tx.send(result);
         })?;
     rx.await
         .map_err(|_| BoxError::from("the gateway runtime stopped unexpectedly"))?
 }
 
-async fn serve(config: Config) -> Result<(), BoxError> {
-    let app = Application::build(config).await?;
+async fn serve(config: Config, api_docs: docs::ApiDocs) -> Result<(), BoxError> {
+    let app = Application::build_with_docs(config, &api_docs).await?;
     hotel_common::process::announce(app.local_addr());
     // Second, so launchers reading the first `listening on` line still get the edge.
     hotel_common::process::announce_admin(app.admin_addr());
@@ -174,8 +182,18 @@ pub struct Application {
 
 impl Application {
     /// Builds the upstream stacks and binds both listeners. Instances come from the
-    /// registry when one is configured, else from `[services.<name>] instances`.
+    /// registry when one is configured, else from `[services.<name>] instances`. The
+    /// API document holds no service's paths (see [`Application::build_with_docs`]).
     pub async fn build(config: Config) -> Result<Application, BoxError> {
+        Self::build_with_docs(config, &docs::ApiDocs::new()).await
+    }
+
+    /// Like [`Application::build`], documenting the services in `api_docs` at
+    /// `/api/openapi.json`.
+    pub async fn build_with_docs(
+        config: Config,
+        api_docs: &docs::ApiDocs,
+    ) -> Result<Application, BoxError> {
         let registry = match &config.registry {
             Some((url, token)) => Some(hotel_registry::client::RegistryClient::new(
                 url,
@@ -183,7 +201,7 @@ impl Application {
             )?),
             None => None,
         };
-        Self::build_with(config, |_, cfg| match &registry {
+        Self::build_from(config, api_docs, |_, cfg| match &registry {
             Some(c) => upstream::Source::Registry(c.clone()),
             None => upstream::Source::Fixed(
                 cfg.instances
@@ -206,6 +224,15 @@ impl Application {
     /// buckets, in-flight counters) and the connection limits.
     pub async fn build_with(
         config: Config,
+        source: impl FnMut(&str, &settings::ServiceConfig) -> upstream::Source,
+    ) -> Result<Application, BoxError> {
+        Self::build_from(config, &docs::ApiDocs::new(), source).await
+    }
+
+    /// Like [`Application::build_with`], documenting the services in `api_docs`.
+    pub async fn build_from(
+        config: Config,
+        api_docs: &docs::ApiDocs,
         mut source: impl FnMut(&str, &settings::ServiceConfig) -> upstream::Source,
     ) -> Result<Application, BoxError> {
         let metrics = metrics::Metrics::new();
@@ -237,13 +264,18 @@ impl Application {
             metrics.clone(),
         ));
         let table = routes::RouteTable::new(config.routes.clone());
-        let gateway = Arc::new(edge::Gateway::new(
-            table,
-            upstreams,
-            protections,
-            metrics.clone(),
-            config.retry_buffer_bytes,
-        ));
+        let api_docs = docs::Docs::build(api_docs, &table);
+        let gateway = Arc::new(
+            edge::Gateway::new(
+                table,
+                upstreams,
+                protections,
+                metrics.clone(),
+                config.retry_buffer_bytes,
+            )
+            .with_docs(api_docs)
+            .with_cors(config.cors.clone()),
+        );
         let services: Vec<_> = services.into_values().collect();
         let admin = admin::router(admin::AdminState {
             instance: config.instance.clone(),

@@ -74,6 +74,9 @@ pub struct Settings {
     /// [`crate::hygiene`]).
     #[serde(default)]
     pub headers: HeaderSettings,
+    /// Origins whose pages may call the API (see [`crate::cors`]).
+    #[serde(default)]
+    pub cors: crate::cors::CorsSettings,
 }
 
 /// A policy block; every key is optional so a block overrides only what it names.
@@ -230,6 +233,7 @@ impl Default for Settings {
             rate_limit: Default::default(),
             limits: Default::default(),
             headers: Default::default(),
+            cors: Default::default(),
         }
     }
 }
@@ -608,6 +612,9 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
     /// The edge protections (API keys, rate limits, overload, header hygiene), validated.
     pub edge: EdgeConfig,
+    /// CORS at the edge (a tower-http layer: configuration only); `None` when no origin
+    /// is allowed.
+    pub cors: Option<crate::cors::EdgeCorsLayer>,
 }
 
 /// The edge protections, validated. Plain data: the live state built from it (the key
@@ -825,6 +832,7 @@ impl TryFrom<Settings> for Config {
             .map_err(InvalidConfig)?;
         Ok(Config {
             edge,
+            cors: s.cors.layer().map_err(InvalidConfig)?,
             listen: s.listen,
             admin_listen: s.admin_listen,
             admin_token,

@@ -36,6 +36,25 @@ enum ServiceKind {
     Booking,
 }
 
+/// The OpenAPI documents the services serve at `/openapi.json`, for the gateway's merged
+/// `/api/openapi.json`: built from the same code the instances run, so the gateway needs
+/// no running instance to document them (see `hotel_gateway::docs`).
+fn api_docs() -> Result<hotel_gateway::docs::ApiDocs, BoxError> {
+    Ok(hotel_gateway::docs::ApiDocs::new()
+        .with(
+            hotel_customer::ROLE,
+            serde_json::to_value(hotel_customer::openapi())?,
+        )
+        .with(
+            hotel_room::ROLE,
+            serde_json::to_value(hotel_room::openapi())?,
+        )
+        .with(
+            hotel_booking::ROLE,
+            serde_json::to_value(hotel_booking::openapi())?,
+        ))
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     hotel_common::process::follow_supervisor();
@@ -52,7 +71,10 @@ fn main() -> std::process::ExitCode {
     let result: Result<std::process::ExitCode, BoxError> = rt.block_on(async move {
         match cli.command {
             Command::Registry(args) => hotel_registry::run(args).await.map(|()| 0u8.into()),
-            Command::Gateway(args) => hotel_gateway::run(args).await.map(|()| 0u8.into()),
+            Command::Gateway(mut args) => {
+                args.api_docs = api_docs()?;
+                hotel_gateway::run(args).await.map(|()| 0u8.into())
+            }
             Command::Service { which, args } => match which {
                 ServiceKind::Customer => hotel_customer::run(args).await,
                 ServiceKind::Room => hotel_room::run(args).await,
@@ -68,5 +90,52 @@ fn main() -> std::process::ExitCode {
             eprintln!("hotel: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use hotel_gateway::{Config, Settings, docs, routes::RouteTable};
+
+    #[test]
+    fn the_gateway_documents_every_routed_service_under_its_public_paths() {
+        let config = Config::try_from(Settings::default()).unwrap();
+        let table = RouteTable::new(config.routes);
+        let docs = super::api_docs().unwrap();
+        let merged = docs::merge::merge(docs.documents(), &table, "test");
+        assert!(merged.missing.is_empty(), "{:?}", merged.missing);
+        let paths = merged.document["paths"].as_object().unwrap();
+        for p in [
+            "/api/customers",
+            "/api/customers/{id}",
+            "/api/rooms",
+            "/api/rooms/{id}",
+            "/api/bookings",
+            "/api/bookings/{id}",
+            "/api/bookings/{id}/cancel",
+            "/api/availability",
+        ] {
+            assert!(paths.contains_key(p), "{p} missing from {:?}", paths.keys());
+        }
+        // Only what the gateway routes: no health or per-instance document paths.
+        assert!(
+            paths.keys().all(|p| p.starts_with("/api/")),
+            "{:?}",
+            paths.keys()
+        );
+        // Every `$ref` names a component the document has.
+        let text = merged.document.to_string();
+        for r in text.split("\"$ref\":\"#/components/").skip(1) {
+            let r = &r[..r.find('"').unwrap()];
+            let (kind, name) = r.split_once('/').unwrap();
+            assert!(
+                merged.document["components"][kind].get(name).is_some(),
+                "dangling $ref {r}"
+            );
+        }
+        // Deterministic: the same inputs give the same bytes.
+        let again = docs::merge::merge(docs.documents(), &table, "test");
+        assert_eq!(text, again.document.to_string());
     }
 }
