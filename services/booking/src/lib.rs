@@ -16,8 +16,8 @@ pub mod routes;
 pub mod store;
 
 pub use config::Settings;
-pub use directory::{Directory, HttpDirectory, PeerError, UpstreamDirectory};
-pub use error::BookingError;
+pub use directory::{Directory, HttpDirectory, UpstreamDirectory};
+pub use error::{BookingError, PeerError};
 pub use routes::{ApiDoc, AppState, document as openapi};
 
 use axum::Router;
