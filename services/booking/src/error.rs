@@ -13,7 +13,8 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use hotel_common::{Problem, problem::FieldError, service::database_problem};
+use hotel_common::{Problem, problem::FieldError};
+use hotel_service::database_problem;
 use uuid::Uuid;
 
 /// Why a peer could not answer.

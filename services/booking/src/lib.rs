@@ -25,7 +25,7 @@ use hotel_common::{
     db,
     process::{BoxError, ProcessArgs},
 };
-use hotel_registry::service::{Service, ServiceInstance};
+use hotel_service::{Service, ServiceInstance};
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 /// The role name: config section, span names, registry service name.
@@ -39,7 +39,7 @@ const PURGE_EVERY: Duration = Duration::from_secs(600);
 pub fn app_router(state: AppState) -> Router {
     let pool = state.store.pool().clone();
     let (routes, doc) = routes::api(state);
-    hotel_common::service::service_router(ROLE, routes, doc, pool)
+    hotel_service::service_router(ROLE, routes, doc, pool)
 }
 
 /// Opens `<data_dir>/booking.db` and brings its schema up to date (under a file lock:
@@ -167,5 +167,5 @@ async fn purge_keys(state: AppState) {
 /// Loads the settings (defaults < config file < `HOTEL_BOOKING__*` < command line), starts
 /// telemetry, serves until SIGTERM/Ctrl-C.
 pub async fn run(args: ProcessArgs) -> Result<(), BoxError> {
-    hotel_registry::service::run::<Application>(args).await
+    hotel_service::run::<Application>(args).await
 }
