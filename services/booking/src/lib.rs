@@ -107,7 +107,9 @@ impl Application {
             idempotency_retention: settings.idempotency_retention,
             idempotency_wait: settings.idempotency_wait,
         };
-        let instance = ServiceInstance::bind(&settings, app_router(state.clone())).await?;
+        let readiness = hotel_service::database::database_readiness(state.store.pool().clone());
+        let instance =
+            ServiceInstance::bind(&settings, app_router(state.clone()), readiness).await?;
         Ok(Application { instance, state })
     }
 

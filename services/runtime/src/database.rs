@@ -86,7 +86,8 @@ impl<R: DatabaseService> DatabaseApp<R> {
     /// port).
     pub async fn build(settings: ServiceSettings<R>) -> Result<Self, BoxError> {
         let pool = connect(&settings).await?;
-        let instance = ServiceInstance::bind(&settings, R::router(pool)).await?;
+        let readiness = database_readiness(pool.clone());
+        let instance = ServiceInstance::bind(&settings, R::router(pool), readiness).await?;
         Ok(DatabaseApp { instance, settings })
     }
 

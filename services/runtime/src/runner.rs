@@ -8,6 +8,7 @@ use axum::Router;
 use hotel_common::{
     config,
     config::RegistryLink,
+    health::ReadinessCheck,
     process::{self, BoxError, ProcessArgs},
     server, telemetry,
 };
@@ -20,6 +21,8 @@ pub struct ServiceInstance {
     listener: TcpListener,
     addr: SocketAddr,
     router: Router,
+    /// The check `/readyz` answers with, run again before every heartbeat.
+    readiness: ReadinessCheck,
     role: &'static str,
     instance: String,
     registry: RegistryLink,
@@ -27,13 +30,20 @@ pub struct ServiceInstance {
 }
 
 impl ServiceInstance {
-    /// Binds `settings.listen()` (port 0 picks a free port) for `router`.
-    pub async fn bind<S: ServiceConfig>(settings: &S, router: Router) -> Result<Self, BoxError> {
+    /// Binds `settings.listen()` (port 0 picks a free port) for `router`, whose `/readyz`
+    /// answers with `readiness`: the same check is reported to the registry with every
+    /// heartbeat, so an instance that is not ready stops getting traffic.
+    pub async fn bind<S: ServiceConfig>(
+        settings: &S,
+        router: Router,
+        readiness: ReadinessCheck,
+    ) -> Result<Self, BoxError> {
         let (listener, addr) = server::bind(settings.listen()).await?;
         Ok(ServiceInstance {
             listener,
             addr,
             router,
+            readiness,
             role: S::ROLE,
             instance: settings.instance().to_owned(),
             registry: settings.registry().clone(),
@@ -58,13 +68,14 @@ impl ServiceInstance {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), BoxError> {
         // With `registry.url` set, register now that the port is bound, heartbeat while
-        // serving, and on shutdown deregister before draining so watchers stop sending
-        // new requests first.
+        // serving (each carrying the readiness check's result), and on shutdown
+        // deregister before draining so watchers stop sending new requests first.
         let shutdown = register_until(
             &self.registry,
             self.role,
             &self.instance,
             self.addr,
+            self.readiness,
             shutdown,
         )?;
         tracing::info!(instance = %self.instance, addr = %self.addr, "{} serving", self.role);
