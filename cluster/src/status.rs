@@ -57,8 +57,12 @@ pub struct StatusRow {
     /// The supervisor's record.
     #[serde(flatten)]
     pub instance: InstanceView,
-    /// `registered` (with heartbeat age), `absent`, or `unknown` when the registry is down.
+    /// `registered` (with heartbeat age), `critical` (registered, but its readiness check
+    /// fails, so it gets no traffic), `absent`, or `unknown` when the registry is down.
     pub registry: String,
+    /// Why its readiness check fails, when `registry` is `critical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_reason: Option<String>,
     /// Milliseconds since its last heartbeat, when registered.
     pub heartbeat_age_ms: Option<u64>,
     /// The gateway's view, when the gateway knows the instance.
@@ -78,12 +82,20 @@ pub struct Status {
     pub instances: Vec<StatusRow>,
 }
 
-/// Registry entries by instance name: heartbeat age.
+/// What the registry holds of one instance.
+struct RegistryEntry {
+    /// Milliseconds since its last heartbeat.
+    age: u64,
+    /// The reason of a `critical` status; `None` when passing.
+    critical: Option<String>,
+}
+
+/// Registry entries by instance name.
 async fn registry_view(
     http: &reqwest::Client,
     url: &str,
     token: &str,
-) -> Option<BTreeMap<String, u64>> {
+) -> Option<BTreeMap<String, RegistryEntry>> {
     let mut seen = BTreeMap::new();
     for role in Role::SERVICES {
         let res = http
@@ -107,7 +119,12 @@ async fn registry_view(
                     .get("last_heartbeat_age_ms")
                     .and_then(Value::as_u64)
                     .unwrap_or(0);
-                seen.insert(name.to_owned(), age);
+                let critical = (inst.get("status").and_then(Value::as_str) == Some("critical"))
+                    .then(|| {
+                        let reason = inst.get("reason").and_then(Value::as_str);
+                        reason.unwrap_or("").to_owned()
+                    });
+                seen.insert(name.to_owned(), RegistryEntry { age, critical });
             }
         }
     }
@@ -218,15 +235,22 @@ pub async fn gather(data_dir: &Path) -> Result<Status, BoxError> {
     let rows = instances
         .into_iter()
         .map(|inst| {
-            let (registry_state, age) =
+            let (registry_state, age, reason) =
                 if !Role::SERVICES.iter().any(|r| r.as_str() == inst.service) {
-                    ("-".to_owned(), None)
+                    ("-".to_owned(), None, None)
                 } else {
                     match &registry {
-                        None => ("unknown".to_owned(), None),
+                        None => ("unknown".to_owned(), None, None),
                         Some(map) => match map.get(&inst.name) {
-                            Some(age) => ("registered".to_owned(), Some(*age)),
-                            None => ("absent".to_owned(), None),
+                            Some(RegistryEntry {
+                                age,
+                                critical: None,
+                            }) => ("registered".to_owned(), Some(*age), None),
+                            Some(RegistryEntry {
+                                age,
+                                critical: Some(why),
+                            }) => ("critical".to_owned(), Some(*age), Some(why.clone())),
+                            None => ("absent".to_owned(), None, None),
                         },
                     }
                 };
@@ -252,6 +276,7 @@ pub async fn gather(data_dir: &Path) -> Result<Status, BoxError> {
             StatusRow {
                 instance: inst,
                 registry: registry_state,
+                registry_reason: reason,
                 heartbeat_age_ms: age,
                 gateway: gw,
             }
@@ -281,7 +306,10 @@ pub fn render(status: &Status) -> String {
                 r.instance.pid.to_string(),
                 r.instance.address.clone().unwrap_or_else(|| "-".into()),
                 r.instance.state.as_str().to_owned(),
-                r.registry.clone(),
+                match &r.registry_reason {
+                    Some(why) => format!("{} ({why})", r.registry),
+                    None => r.registry.clone(),
+                },
                 opt(g.breaker),
                 opt(g.in_flight),
                 g.ewma_ms

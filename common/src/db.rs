@@ -63,8 +63,19 @@ pub async fn begin_immediate(
     pool.begin_with("BEGIN IMMEDIATE").await
 }
 
-/// Readiness: the database answers a trivial query.
+/// Readiness: the database file is still where the instance opened it, and the
+/// database answers a trivial query.
+///
+/// The file check matters because SQLite keeps working on an open file that was removed
+/// or renamed: the instance would go on answering from (and writing to) a file that
+/// the other replicas no longer see. In-memory databases have no file to check.
 pub async fn ping(pool: &SqlitePool) -> Result<(), String> {
+    let options = pool.connect_options();
+    let path = options.get_filename();
+    let in_memory = path == Path::new(":memory:") || path.to_string_lossy().starts_with("file:");
+    if !in_memory && let Err(e) = tokio::fs::symlink_metadata(path).await {
+        return Err(format!("database file {} is gone: {e}", path.display()));
+    }
     sqlx::query("SELECT 1")
         .execute(pool)
         .await

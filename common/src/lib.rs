@@ -13,7 +13,6 @@ pub mod page;
 pub mod problem;
 pub mod process;
 pub mod server;
-pub mod service;
 pub mod telemetry;
 
 pub use problem::Problem;

@@ -153,6 +153,8 @@ async fn drive() -> Result<(), Box<dyn std::error::Error>> {
                 url: format!("http://127.0.0.1:{}", 10_000 + i),
                 metadata: [("version".to_owned(), "1.0.0".to_owned())].into(),
                 lease: None,
+                status: Default::default(),
+                reason: None,
             };
             tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 1000)).await;
             let mut registered = false;
@@ -163,7 +165,10 @@ async fn drive() -> Result<(), Box<dyn std::error::Error>> {
                     _ = stop.cancelled() => return,
                 }
                 let r = if registered {
-                    client.heartbeat(&svc, &name).await.map(|_| ())
+                    client
+                        .heartbeat(&svc, &name, &Default::default())
+                        .await
+                        .map(|_| ())
                 } else {
                     client.register(&svc, &name, &body).await.map(|_| ())
                 };
@@ -245,6 +250,8 @@ async fn drive() -> Result<(), Box<dyn std::error::Error>> {
                     url: format!("http://127.0.0.1:{}", 30_000 + k),
                     metadata: Default::default(),
                     lease: Some(Duration::from_secs(60)),
+                    status: Default::default(),
+                    reason: None,
                 };
                 client.register(&svc, &probe, &body).await.map(|_| ())
             } else {

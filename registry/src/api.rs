@@ -2,8 +2,8 @@
 //!
 //! | method | path | what |
 //! | --- | --- | --- |
-//! | `PUT` | `/v1/instances/{service}/{instance}` | register (body `{url, metadata?, lease?}`): 201 new, 200 renewed |
-//! | `PUT` | `/v1/instances/{service}/{instance}/heartbeat` | renew the lease; 404 if unknown |
+//! | `PUT` | `/v1/instances/{service}/{instance}` | register (body `{url, metadata?, lease?, status?, reason?}`): 201 new, 200 renewed |
+//! | `PUT` | `/v1/instances/{service}/{instance}/heartbeat` | renew the lease and report readiness (optional body `{status: "passing" \| "critical", reason?}`; none = passing); 404 if unknown |
 //! | `DELETE` | `/v1/instances/{service}/{instance}` | deregister: 204; 404 if unknown |
 //! | `GET` | `/v1/services` | services with instance counts and indexes |
 //! | `GET` | `/v1/services/{service}?index=N&wait=30s` | instances; blocks while the index is `N` |
@@ -11,15 +11,23 @@
 //! | `GET` | `/healthz`, `/readyz` | liveness and readiness, no token needed |
 //!
 //! Every other endpoint needs `Authorization: Bearer <token>` when a token is configured.
+//!
+//! Health follows Consul: each instance runs its own readiness check (the one its
+//! `/readyz` answers) before every heartbeat and reports `passing` or `critical` with a
+//! reason. Instances carry `status` (and `reason` when critical) in every answer; a
+//! change of status moves the service's index, so blocking watches wake at once. The
+//! lists show every instance; the client's `Watcher` publishes only passing ones, so a
+//! critical instance keeps its registration (and its lease) but gets no traffic.
 
 use crate::{
     error::RegistryError,
-    model::{INDEX_HEADER, Instance, RegisterRequest, ServiceList},
+    model::{HealthReport, INDEX_HEADER, Instance, RegisterRequest, ServiceList},
     settings::Settings,
     store::{Outcome, Store},
 };
 use axum::{
     Router,
+    body::Bytes,
     extract::{Request, State},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -133,10 +141,21 @@ async fn register(
 async fn heartbeat(
     State(state): State<AppState>,
     Path((service, instance)): Path<(String, String)>,
-) -> Result<Response, RegistryError> {
-    let renewed = state.store.heartbeat(&service, &instance)?;
-    let index = renewed.index;
-    Ok(with_index(index, Json(renewed).into_response()))
+    body: Bytes,
+) -> Response {
+    // No body is a plain lease renewal from a client that reports no status: passing.
+    let report = if body.iter().all(u8::is_ascii_whitespace) {
+        HealthReport::passing()
+    } else {
+        match hotel_common::extract::parse_json::<HealthReport>(&body) {
+            Ok(report) => report,
+            Err(problem) => return problem.into_response(),
+        }
+    };
+    match state.store.heartbeat(&service, &instance, report) {
+        Ok(renewed) => with_index(renewed.index, Json(renewed).into_response()),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn deregister(
@@ -214,10 +233,11 @@ fn table(instances: &[Instance]) -> String {
         "URL",
         "HEARTBEAT",
         "LEASE",
+        "STATUS",
         "REGISTERED",
         "METADATA",
     ];
-    let rows: Vec<[String; 7]> = instances
+    let rows: Vec<[String; 8]> = instances
         .iter()
         .map(|i| {
             // Whole seconds: the table is for reading, the JSON keeps full precision.
@@ -235,6 +255,10 @@ fn table(instances: &[Instance]) -> String {
                 i.url.clone(),
                 format!("{:.1}s ago", i.last_heartbeat_age_ms as f64 / 1000.0),
                 humantime::format_duration(Duration::from_millis(i.lease_ms)).to_string(),
+                match &i.reason {
+                    Some(why) => format!("{} ({why})", i.status.as_str()),
+                    None => i.status.as_str().to_owned(),
+                },
                 registered,
                 metadata.join(" "),
             ]

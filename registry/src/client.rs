@@ -2,6 +2,12 @@
 //! registered ([`Registration`], [`register_until`]) and following a service's instances
 //! ([`Watcher`]).
 //!
+//! A registration runs the instance's readiness check (the one its `/readyz` answers)
+//! before every heartbeat and reports the result; a watcher publishes only the instances
+//! whose last report passed, so an instance that is alive but not ready (its database is
+//! gone) stops getting traffic within about one heartbeat, and gets it back at the first
+//! heartbeat after it recovers.
+//!
 //! Both background loops are built so that the registry is never a single point of
 //! failure: a registration retries with jittered backoff while the registry is
 //! unreachable and registers again the moment it answers (a restarted registry is empty);
@@ -10,9 +16,10 @@
 //! lease, so a registry restart never empties a gateway's endpoint set.
 
 use crate::model::{
-    self, Instance, Metadata, RegisterRequest, Registered, ServiceInstances, ServiceList,
+    self, HealthReport, HealthStatus, Instance, Metadata, RegisterRequest, Registered,
+    ServiceInstances, ServiceList,
 };
-use hotel_common::config::RegistryLink;
+use hotel_common::{config::RegistryLink, health::ReadinessCheck};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -109,7 +116,7 @@ impl RegistryClient {
         &self,
         method: Method,
         path: &str,
-        body: Option<&RegisterRequest>,
+        body: Option<serde_json::Value>,
         timeout: Duration,
     ) -> Result<reqwest::Response, ClientError> {
         let mut headers = http::HeaderMap::new();
@@ -123,7 +130,7 @@ impl RegistryClient {
             req = req.bearer_auth(token);
         }
         if let Some(body) = body {
-            req = req.json(body);
+            req = req.json(&body);
         }
         let res = req.send().await.map_err(ClientError::Unreachable)?;
         match res.status() {
@@ -156,20 +163,26 @@ impl RegistryClient {
         req: &RegisterRequest,
     ) -> Result<Registered, ClientError> {
         let path = instance_path(service, instance)?;
+        let body = serde_json::to_value(req).map_err(|e| ClientError::Decode(e.to_string()))?;
         let res = self
-            .call(Method::PUT, &path, Some(req), CALL_TIMEOUT)
+            .call(Method::PUT, &path, Some(body), CALL_TIMEOUT)
             .await?;
         Self::json(res).await
     }
 
-    /// Renews an instance's lease; [`ClientError::NotRegistered`] means register again.
+    /// Renews an instance's lease and reports its readiness;
+    /// [`ClientError::NotRegistered`] means register again.
     pub async fn heartbeat(
         &self,
         service: &str,
         instance: &str,
+        report: &HealthReport,
     ) -> Result<Registered, ClientError> {
         let path = format!("{}/heartbeat", instance_path(service, instance)?);
-        let res = self.call(Method::PUT, &path, None, CALL_TIMEOUT).await?;
+        let body = serde_json::to_value(report).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let res = self
+            .call(Method::PUT, &path, Some(body), CALL_TIMEOUT)
+            .await?;
         Self::json(res).await
     }
 
@@ -253,6 +266,19 @@ pub struct RegistrationSpec {
     pub lease: Duration,
 }
 
+/// Runs `check` for at most `within`: the report the next registration or heartbeat
+/// carries. A check that does not answer in time is critical.
+async fn run_check(check: &ReadinessCheck, within: Duration) -> HealthReport {
+    match tokio::time::timeout(within, check()).await {
+        Ok(Ok(())) => HealthReport::passing(),
+        Ok(Err(why)) => HealthReport::critical(&why),
+        Err(_) => HealthReport::critical(&format!(
+            "readiness check did not answer within {}",
+            humantime::format_duration(within)
+        )),
+    }
+}
+
 /// Keeps one instance registered until [`Registration::shutdown`] (which deregisters) or
 /// drop (which only stops heartbeating; the lease then runs out).
 pub struct Registration {
@@ -269,14 +295,28 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Starts registering and heartbeating in the background. Never fails: while the
-    /// registry is unreachable or refuses, the loop retries and logs state changes.
+    /// Starts registering and heartbeating in the background, always reporting
+    /// passing. Never fails: while the registry is unreachable or refuses, the loop
+    /// retries and logs state changes.
     pub fn start(client: RegistryClient, spec: RegistrationSpec) -> Registration {
+        Registration::with_check(client, spec, hotel_common::health::always_ready())
+    }
+
+    /// Like [`Registration::start`], running `check` (the instance's readiness check, the
+    /// one its `/readyz` answers) before every registration and heartbeat and reporting
+    /// its result: passing, or critical with the check's error as the reason. A check
+    /// gets at most half a heartbeat interval to answer.
+    pub fn with_check(
+        client: RegistryClient,
+        spec: RegistrationSpec,
+        check: ReadinessCheck,
+    ) -> Registration {
         let stop = CancellationToken::new();
         let (tx, registered) = watch::channel(false);
         let task = tokio::spawn(keep_registered(
             client.clone(),
             spec.clone(),
+            check,
             stop.clone(),
             tx,
         ));
@@ -336,27 +376,49 @@ impl Drop for Registration {
 async fn keep_registered(
     client: RegistryClient,
     spec: RegistrationSpec,
+    check: ReadinessCheck,
     stop: CancellationToken,
     registered: watch::Sender<bool>,
 ) {
     let RegistrationSpec {
         service, instance, ..
     } = &spec;
-    let body = RegisterRequest {
-        url: spec.url.clone(),
-        metadata: spec.metadata.clone(),
-        lease: Some(spec.lease),
-    };
     let mut known = false;
     let mut failures = 0u32;
+    // What the check said last time, to log only its transitions.
+    let mut last_status = HealthStatus::Passing;
     loop {
         let started = Instant::now();
         // While the registry is (or was just) unreachable we register rather than
         // heartbeat: registering is idempotent and a restarted registry is empty.
         let call = async {
+            let report = run_check(&check, spec.heartbeat / 2).await;
+            if report.status != last_status {
+                last_status = report.status;
+                match &report.reason {
+                    Some(reason) => tracing::warn!(
+                        service,
+                        instance,
+                        reason,
+                        "readiness check fails; reporting critical to the registry"
+                    ),
+                    None => tracing::info!(
+                        service,
+                        instance,
+                        "readiness check passes again; reporting passing to the registry"
+                    ),
+                }
+            }
             if known {
-                client.heartbeat(service, instance).await
+                client.heartbeat(service, instance, &report).await
             } else {
+                let body = RegisterRequest {
+                    url: spec.url.clone(),
+                    metadata: spec.metadata.clone(),
+                    lease: Some(spec.lease),
+                    status: report.status,
+                    reason: report.reason,
+                };
                 client.register(service, instance, &body).await
             }
         };
@@ -408,14 +470,15 @@ async fn keep_registered(
 
 /// Wires a service replica into the registry. When `link.url` is set, registers
 /// `service/instance` at `http://<addr>` (with `version` and `pid` metadata) and keeps it
-/// registered; returns the future to hand to the server as its shutdown signal: it
+/// registered, reporting the result of `readiness` with every heartbeat; returns the future to hand to the server as its shutdown signal: it
 /// resolves once `signal` fired and the instance is deregistered, so the server drains
 /// only after watchers have stopped sending new requests. Without a registry URL it
 /// resolves when `signal` does (standalone mode).
 ///
 /// ```text
 /// let shutdown = hotel_registry::client::register_until(
-///     &settings.registry, "room", &instance, addr, hotel_common::server::shutdown_signal())?;
+///     &settings.registry, "room", &instance, addr, readiness,
+///     hotel_common::server::shutdown_signal())?;
 /// hotel_common::server::serve(listener, router, shutdown, grace).await?;
 /// ```
 pub fn register_until(
@@ -423,6 +486,7 @@ pub fn register_until(
     service: &str,
     instance: &str,
     addr: SocketAddr,
+    readiness: ReadinessCheck,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<impl Future<Output = ()> + Send + 'static, ClientError> {
     let registration = match RegistryClient::from_link(link)? {
@@ -448,7 +512,7 @@ pub fn register_until(
                 heartbeat: link.heartbeat,
                 lease: link.lease,
             };
-            Some(Registration::start(client, spec))
+            Some(Registration::with_check(client, spec, readiness))
         }
     };
     Ok(async move {
@@ -495,9 +559,11 @@ impl Default for WatchOptions {
     }
 }
 
-/// Follows the instances of one service: publishes the current set as soon as the
-/// registry answers, then every change, within milliseconds (blocking queries). While
-/// the registry is unreachable the last known set stays published. Stops when dropped.
+/// Follows the passing instances of one service: publishes the current set as soon as
+/// the registry answers, then every change, within milliseconds (blocking queries). An
+/// instance whose readiness check fails (status `critical`) is left out while it stays
+/// registered, and is back once it reports passing. While the registry is unreachable
+/// the last known set stays published. Stops when dropped.
 pub struct Watcher {
     instances: watch::Receiver<Arc<Vec<Instance>>>,
     synced: watch::Receiver<bool>,
@@ -602,9 +668,11 @@ async fn follow(
                 failures = 0;
                 index = Some(found.index);
                 let mut next = found.instances;
-                // An instance is carried only until the registry reports it again; after
-                // that, the registry's word (including a later removal) is final.
+                // An instance is carried only until the registry reports it again (passing
+                // or not); after that, the registry's word (including a later removal) is
+                // final.
                 carried.retain(|o| !next.iter().any(|n| n.instance == o.instance));
+                next.retain(|i| i.status == HealthStatus::Passing);
                 if !carried.is_empty() {
                     next.extend(carried.iter().cloned());
                     next.sort_by(|a, b| a.instance.cmp(&b.instance));

@@ -10,14 +10,14 @@
 //!
 //! Codemap: [`settings`] (configuration), [`model`] (wire types and validation),
 //! [`store`] (leases, indexes, watches), [`api`] (HTTP routes and auth), [`client`]
-//! (`RegistryClient`, `Registration`, `Watcher`, `register_until`), [`error`], and
-//! [`service`] (the runner every domain service uses).
+//! (`RegistryClient`, `Registration`, `Watcher`, `register_until`) and [`error`]. The
+//! runner every domain service uses, which registers through the client, is in the
+//! `hotel-service` crate.
 
 pub mod api;
 pub mod client;
 pub mod error;
 pub mod model;
-pub mod service;
 pub mod settings;
 pub mod store;
 

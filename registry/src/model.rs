@@ -26,11 +26,98 @@ pub struct Instance {
     pub last_heartbeat_age_ms: u64,
     /// The lease in milliseconds: without a heartbeat for this long the instance is removed.
     pub lease_ms: u64,
+    /// The result of the instance's own readiness check, as its last registration or
+    /// heartbeat reported it. Watchers ([`crate::Watcher`]) follow only `passing`
+    /// instances; lists show every one. Absent (from an older registry) means passing.
+    #[serde(default)]
+    pub status: HealthStatus,
+    /// Why the check fails, when `status` is `critical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What an instance's own readiness check (the one its `/readyz` answers) last said, in
+/// Consul's words.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Ready: send it traffic.
+    #[default]
+    Passing,
+    /// Not ready (its database is gone, say): keep it registered, send it nothing.
+    Critical,
+}
+
+impl HealthStatus {
+    /// `passing` or `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Passing => "passing",
+            HealthStatus::Critical => "critical",
+        }
+    }
+}
+
+/// Body of `PUT /v1/instances/{service}/{instance}/heartbeat` (optional: a heartbeat
+/// without a body reports `passing`, as heartbeats did before they carried a status).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthReport {
+    /// The result of the instance's readiness check.
+    #[serde(default)]
+    pub status: HealthStatus,
+    /// Why it fails (at most [`MAX_REASON_LEN`] bytes, no control characters); only
+    /// meaningful with `critical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl HealthReport {
+    /// A passing report.
+    pub fn passing() -> HealthReport {
+        HealthReport::default()
+    }
+
+    /// A critical report with `reason`, made fit for the registry: control characters
+    /// become spaces and it is cut to [`MAX_REASON_LEN`] bytes.
+    pub fn critical(reason: &str) -> HealthReport {
+        let mut clean: String = reason
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        if clean.len() > MAX_REASON_LEN {
+            let mut end = MAX_REASON_LEN;
+            while !clean.is_char_boundary(end) {
+                end -= 1;
+            }
+            clean.truncate(end);
+        }
+        HealthReport {
+            status: HealthStatus::Critical,
+            reason: Some(clean),
+        }
+    }
+}
+
+/// Longest `reason` the registry accepts, in bytes.
+pub const MAX_REASON_LEN: usize = 512;
+
+/// Checks a report's reason; the error is the message for field `reason`.
+pub fn check_reason(reason: Option<&str>) -> Result<(), String> {
+    match reason {
+        Some(r) if r.len() > MAX_REASON_LEN => Err(format!("at most {MAX_REASON_LEN} bytes")),
+        Some(r) if r.chars().any(char::is_control) => {
+            Err("must not contain control characters".to_owned())
+        }
+        _ => Ok(()),
+    }
 }
 
 impl Instance {
-    /// Whether two reports describe the same endpoint with the same labels (ages and
-    /// registration times aside): what a watcher compares to decide that something changed.
+    /// Whether two reports describe the same endpoint with the same labels (ages,
+    /// registration times and health aside): what a watcher compares to decide that
+    /// something changed (it publishes passing instances only, so health changes show as
+    /// instances leaving and coming back).
     pub fn same_endpoint(&self, other: &Instance) -> bool {
         self.service == other.service
             && self.instance == other.instance
@@ -44,10 +131,11 @@ impl Instance {
 pub struct ServiceInstances {
     /// The service name.
     pub service: String,
-    /// Moves forward whenever the set of instances (or one's URL or metadata) changes;
+    /// Moves forward whenever the set of instances (or one's URL, metadata or status)
+    /// changes;
     /// pass it back as `?index=` to wait for the next change. Also in `X-Registry-Index`.
     pub index: u64,
-    /// The live instances, sorted by instance name.
+    /// The live instances, passing or not, sorted by instance name.
     pub instances: Vec<Instance>,
 }
 
@@ -58,6 +146,9 @@ pub struct ServiceSummary {
     pub service: String,
     /// How many instances are registered now (0 once all have left).
     pub instances: usize,
+    /// How many of them are passing their readiness check.
+    #[serde(default)]
+    pub passing: usize,
     /// The service's index.
     pub index: u64,
 }
@@ -87,6 +178,12 @@ pub struct RegisterRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub lease: Option<Duration>,
+    /// The instance's readiness when registering; passing when absent.
+    #[serde(default)]
+    pub status: HealthStatus,
+    /// Why it is not ready, with `critical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Answer to register and heartbeat: the instance as stored now.

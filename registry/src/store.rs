@@ -19,8 +19,8 @@
 use crate::{
     error::RegistryError,
     model::{
-        self, Instance, Metadata, RegisterRequest, Registered, ServiceInstances, ServiceList,
-        ServiceSummary,
+        self, HealthReport, HealthStatus, Instance, Metadata, RegisterRequest, Registered,
+        ServiceInstances, ServiceList, ServiceSummary,
     },
     settings::Settings,
 };
@@ -88,6 +88,10 @@ struct Entry {
     last_seen: Instant,
     lease: Duration,
     deadline_key: (Instant, u64),
+    /// What the instance's own readiness check last said.
+    status: HealthStatus,
+    /// Why it fails, with `Critical`.
+    reason: Option<String>,
 }
 
 impl State {
@@ -138,6 +142,34 @@ fn view(service: &str, name: &str, e: &Entry, now: Instant) -> Instance {
         registered_at: e.registered_at,
         last_heartbeat_age_ms: millis(now.saturating_duration_since(e.last_seen)),
         lease_ms: millis(e.lease),
+        status: e.status,
+        reason: e.reason.clone(),
+    }
+}
+
+/// Logs an instance's readiness turning, once per transition.
+fn log_transition(service: &str, instance: &str, status: HealthStatus, reason: Option<&str>) {
+    let reason = reason.unwrap_or("");
+    match status {
+        HealthStatus::Critical => {
+            tracing::warn!(service, instance, reason, "instance not ready");
+        }
+        HealthStatus::Passing => tracing::info!(service, instance, "instance ready again"),
+    }
+}
+
+fn check_report(report: &HealthReport) -> Result<(), RegistryError> {
+    model::check_reason(report.reason.as_deref()).map_err(|message| RegistryError::InvalidField {
+        field: "reason".into(),
+        message,
+    })
+}
+
+/// The reason kept for a report: only a critical one has one.
+fn kept_reason(report: HealthReport) -> Option<String> {
+    match report.status {
+        HealthStatus::Passing => None,
+        HealthStatus::Critical => report.reason,
     }
 }
 
@@ -215,6 +247,13 @@ impl Store {
         })?;
         model::check_metadata(&req.metadata, s.max_metadata_keys, s.max_metadata_value_len)
             .map_err(|(field, message)| RegistryError::InvalidField { field, message })?;
+        let report = HealthReport {
+            status: req.status,
+            reason: req.reason,
+        };
+        check_report(&report)?;
+        let status = report.status;
+        let reason = kept_reason(report);
         let lease = req.lease.unwrap_or(s.default_lease);
         if lease < s.min_lease || lease > s.max_lease {
             return Err(RegistryError::InvalidField {
@@ -253,7 +292,9 @@ impl Store {
                 )));
             }
         }
-        let changed = existing.is_none_or(|e| e.url != url || e.metadata != req.metadata);
+        let changed = existing
+            .is_none_or(|e| e.url != url || e.metadata != req.metadata || e.status != status);
+        let turned = existing.is_some_and(|e| e.status != status);
         let registered_at = match existing {
             Some(e) if !changed => e.registered_at,
             _ => time::OffsetDateTime::now_utc(),
@@ -270,6 +311,8 @@ impl Store {
             last_seen: now,
             lease,
             deadline_key,
+            status,
+            reason,
         };
         let svc = st
             .services
@@ -295,7 +338,10 @@ impl Store {
             self.inner.reaper_wake.notify_one();
         }
         if changed {
-            tracing::info!(service, instance, url = %stored.url, index, ?outcome, "instance registered");
+            tracing::info!(service, instance, url = %stored.url, index, ?outcome, status = status.as_str(), "instance registered");
+        }
+        if turned {
+            log_transition(service, instance, status, stored.reason.as_deref());
         }
         Ok((
             Registered {
@@ -306,10 +352,20 @@ impl Store {
         ))
     }
 
-    /// Renews an instance's lease. Unknown instances answer
+    /// Renews an instance's lease and records its readiness `report`. A change of status
+    /// moves the service's index (so watchers see a critical instance leave and a passing
+    /// one return); a new reason alone does not. Unknown instances answer
     /// [`RegistryError::UnknownInstance`] so the client registers again.
-    pub fn heartbeat(&self, service: &str, instance: &str) -> Result<Registered, RegistryError> {
+    pub fn heartbeat(
+        &self,
+        service: &str,
+        instance: &str,
+        report: HealthReport,
+    ) -> Result<Registered, RegistryError> {
         check_names(service, instance)?;
+        check_report(&report)?;
+        let status = report.status;
+        let reason = kept_reason(report);
         let now = Instant::now();
         let mut st = self.lock();
         let unknown = || RegistryError::UnknownInstance {
@@ -327,12 +383,24 @@ impl Store {
         st.deadlines.remove(&old_key);
         let key = st.schedule(service, instance, now + lease);
         let svc = st.services.get_mut(service).ok_or_else(unknown)?;
-        let index = svc.index;
         let e = svc.instances.get_mut(instance).ok_or_else(unknown)?;
         e.last_seen = now;
         e.deadline_key = key;
+        let turned = e.status != status;
+        e.status = status;
+        e.reason = reason;
+        let stored = view(service, instance, e, now);
+        let index = if turned {
+            st.bump(service)
+        } else {
+            st.services[service].index
+        };
+        drop(st);
+        if turned {
+            log_transition(service, instance, status, stored.reason.as_deref());
+        }
         Ok(Registered {
-            instance: view(service, instance, e, now),
+            instance: stored,
             index,
         })
     }
@@ -370,6 +438,11 @@ impl Store {
                 .map(|(name, e)| ServiceSummary {
                     service: name.clone(),
                     instances: e.instances.len(),
+                    passing: e
+                        .instances
+                        .values()
+                        .filter(|i| i.status == HealthStatus::Passing)
+                        .count(),
                     index: e.index,
                 })
                 .collect(),
@@ -553,6 +626,8 @@ mod tests {
             url: url.to_owned(),
             metadata: Metadata::new(),
             lease: None,
+            status: HealthStatus::Passing,
+            reason: None,
         }
     }
 
@@ -592,7 +667,9 @@ mod tests {
         );
         // Leases now run from the resume: room-1 heartbeats, room-2 does not.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        store.heartbeat("room", "room-1").unwrap();
+        store
+            .heartbeat("room", "room-1", HealthReport::passing())
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(1_001)).await;
         assert_eq!(names(&store.instances("room").unwrap()), ["room-1"]);
     }
@@ -605,14 +682,18 @@ mod tests {
             .unwrap();
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            store.heartbeat("room", "room-1").unwrap();
+            store
+                .heartbeat("room", "room-1", HealthReport::passing())
+                .unwrap();
         }
         // 10 s after registering, alive thanks to the last heartbeat at 10 s.
         tokio::time::sleep(Duration::from_millis(2_999)).await;
         assert_eq!(names(&store.instances("room").unwrap()), ["room-1"]);
         tokio::time::sleep(Duration::from_millis(2)).await;
         assert!(store.instances("room").unwrap().instances.is_empty());
-        let err = store.heartbeat("room", "room-1").unwrap_err();
+        let err = store
+            .heartbeat("room", "room-1", HealthReport::passing())
+            .unwrap_err();
         assert!(matches!(err, RegistryError::UnknownInstance { .. }));
     }
 
@@ -720,6 +801,51 @@ mod tests {
         let started = Instant::now();
         assert!(waiter.await.unwrap().is_ok());
         assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_critical_heartbeat_moves_the_index_keeps_the_instance_listed_and_passing_brings_it_back()
+     {
+        let store = Store::start(&Settings::default());
+        let (reg, _) = store
+            .register("room", "room-1", req("http://127.0.0.1:1"))
+            .unwrap();
+        let waiter = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .watch("room", Some(reg.index), Duration::from_secs(30))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sick = store
+            .heartbeat("room", "room-1", HealthReport::critical("database gone"))
+            .unwrap();
+        assert!(sick.index > reg.index);
+        let seen = waiter.await.unwrap().unwrap();
+        assert_eq!(seen.index, sick.index);
+        assert_eq!(seen.instances[0].status, HealthStatus::Critical);
+        assert_eq!(seen.instances[0].reason.as_deref(), Some("database gone"));
+        assert_eq!(store.services().services[0].passing, 0);
+        // The same status with another reason updates the reason without waking watchers.
+        let again = store
+            .heartbeat("room", "room-1", HealthReport::critical("still gone"))
+            .unwrap();
+        assert_eq!(again.index, sick.index);
+        assert_eq!(again.instance.reason.as_deref(), Some("still gone"));
+        let well = store
+            .heartbeat("room", "room-1", HealthReport::passing())
+            .unwrap();
+        assert!(well.index > sick.index);
+        assert_eq!(well.instance.status, HealthStatus::Passing);
+        assert_eq!(well.instance.reason, None);
+        // A registration reports its status too; a too-long reason is refused.
+        let mut sick_again = req("http://127.0.0.1:1");
+        sick_again.status = HealthStatus::Critical;
+        sick_again.reason = Some("x".repeat(model::MAX_REASON_LEN + 1));
+        let err = store.register("room", "room-1", sick_again).unwrap_err();
+        assert!(matches!(err, RegistryError::InvalidField { .. }));
     }
 
     #[tokio::test(start_paused = true)]

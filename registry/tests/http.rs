@@ -213,7 +213,7 @@ async fn register_renew_list_and_deregister_round_trip() {
     let services = authed(&app, Method::GET, "/v1/services").await.json();
     assert_eq!(
         services["services"],
-        json!([{"service": "room", "instances": 1, "index": index}])
+        json!([{"service": "room", "instances": 1, "passing": 1, "index": index}])
     );
 
     let hb = authed(&app, Method::PUT, "/v1/instances/room/room-1/heartbeat").await;
@@ -464,6 +464,8 @@ fn register_request(url: String) -> hotel_registry::model::RegisterRequest {
         url,
         metadata: Default::default(),
         lease: None,
+        status: Default::default(),
+        reason: None,
     }
 }
 
@@ -652,7 +654,9 @@ async fn the_client_reports_auth_and_not_found_as_distinct_errors() {
         Err(hotel_registry::client::ClientError::Unauthorized)
     ));
     assert!(matches!(
-        client(&url).heartbeat("room", "room-1").await,
+        client(&url)
+            .heartbeat("room", "room-1", &Default::default())
+            .await,
         Err(hotel_registry::client::ClientError::NotRegistered)
     ));
     assert!(client(&url).deregister("room", "room-1").await.is_ok());

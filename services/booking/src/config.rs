@@ -1,7 +1,8 @@
 //! The booking service's settings: defaults < `config/booking.toml` < `HOTEL_BOOKING__*`
 //! environment < command line.
 
-use hotel_common::{config::RegistryLink, process::ProcessArgs, service::ServiceConfig};
+use hotel_common::{config::RegistryLink, process::ProcessArgs};
+use hotel_service::ServiceConfig;
 use serde::{Deserialize, Serialize};
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -71,7 +72,7 @@ impl Settings {
 }
 
 // What the shared service runner reads; the keys themselves stay in `Settings` (see
-// `hotel_common::service` on why booking does not flatten `ServiceSettings`).
+// `hotel_service::settings` on why booking does not flatten `ServiceSettings`).
 impl ServiceConfig for Settings {
     const ROLE: &'static str = crate::ROLE;
     fn listen(&self) -> SocketAddr {
@@ -87,7 +88,7 @@ impl ServiceConfig for Settings {
         &self.registry
     }
     fn apply(&mut self, args: &ProcessArgs) {
-        hotel_common::service::apply_args(
+        hotel_service::settings::apply_args(
             args,
             &mut self.listen,
             &mut self.data_dir,

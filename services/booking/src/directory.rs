@@ -10,7 +10,10 @@
 //! Every failure to get an answer is a [`PeerError`], which the handlers turn into 503
 //! (try again) or 502 (the peer answered nonsense), never a 500.
 
-use crate::model::{Customer, Room};
+use crate::{
+    error::PeerError,
+    model::{Customer, Room},
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use futures::future::BoxFuture;
 use hotel_gateway::{UpstreamClient, settings::PolicySettings, upstream::Discovery};
@@ -22,52 +25,6 @@ use uuid::Uuid;
 /// Peer pages are walked at most this far; a room service that keeps returning cursors is
 /// broken, and booking must not loop forever on it.
 const MAX_ROOM_PAGES: usize = 1_000;
-
-/// Why a peer could not answer.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum PeerError {
-    /// Nothing came back: connect refused, reset, or timed out.
-    #[error("{service} unreachable: {reason}")]
-    Unreachable {
-        /// customer or room.
-        service: &'static str,
-        /// The transport error, for the log.
-        reason: String,
-    },
-    /// The peer said it cannot serve now (5xx or 429).
-    #[error("{service} answered {status}")]
-    Unavailable {
-        /// customer or room.
-        service: &'static str,
-        /// The status it answered.
-        status: u16,
-    },
-    /// The peer answered something booking cannot use (an unexpected 4xx, a body that is
-    /// not the documented JSON).
-    #[error("{service} answered unexpectedly: {reason}")]
-    Unexpected {
-        /// customer or room.
-        service: &'static str,
-        /// What was wrong, for the log.
-        reason: String,
-    },
-}
-
-impl PeerError {
-    /// The peer's role name.
-    pub fn service(&self) -> &'static str {
-        match self {
-            PeerError::Unreachable { service, .. }
-            | PeerError::Unavailable { service, .. }
-            | PeerError::Unexpected { service, .. } => service,
-        }
-    }
-
-    /// Whether a retry later may succeed (503) rather than the peer being broken (502).
-    pub fn is_unavailable(&self) -> bool {
-        !matches!(self, PeerError::Unexpected { .. })
-    }
-}
 
 /// What booking needs from the customer and room services.
 ///

@@ -1,16 +1,67 @@
 //! Every way a booking request can fail, and the one `match` that turns each into a
 //! problem+json response.
 //!
+//! [`PeerError`] (customer or room could not answer) lives here rather than beside the
+//! [`Directory`](crate::directory::Directory) that produces it: the directory returns the
+//! domain types of `model`, `model` reports [`BookingError`], and `BookingError` wraps
+//! `PeerError`, so defining it in `directory` made the modules a cycle.
+//!
 //! Internal detail (SQL errors, peer error text) is logged here, once, and never copied
 //! into the response body.
 
-use crate::directory::PeerError;
 use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use hotel_common::{Problem, problem::FieldError, service::database_problem};
+use hotel_common::{Problem, problem::FieldError};
+use hotel_service::database_problem;
 use uuid::Uuid;
+
+/// Why a peer could not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PeerError {
+    /// Nothing came back: connect refused, reset, or timed out.
+    #[error("{service} unreachable: {reason}")]
+    Unreachable {
+        /// customer or room.
+        service: &'static str,
+        /// The transport error, for the log.
+        reason: String,
+    },
+    /// The peer said it cannot serve now (5xx or 429).
+    #[error("{service} answered {status}")]
+    Unavailable {
+        /// customer or room.
+        service: &'static str,
+        /// The status it answered.
+        status: u16,
+    },
+    /// The peer answered something booking cannot use (an unexpected 4xx, a body that is
+    /// not the documented JSON).
+    #[error("{service} answered unexpectedly: {reason}")]
+    Unexpected {
+        /// customer or room.
+        service: &'static str,
+        /// What was wrong, for the log.
+        reason: String,
+    },
+}
+
+impl PeerError {
+    /// The peer's role name.
+    pub fn service(&self) -> &'static str {
+        match self {
+            PeerError::Unreachable { service, .. }
+            | PeerError::Unavailable { service, .. }
+            | PeerError::Unexpected { service, .. } => service,
+        }
+    }
+
+    /// Whether a retry later may succeed (503) rather than the peer being broken (502).
+    pub fn is_unavailable(&self) -> bool {
+        !matches!(self, PeerError::Unexpected { .. })
+    }
+}
 
 /// A failed booking operation.
 #[derive(Debug, thiserror::Error)]

@@ -16,8 +16,8 @@ pub mod routes;
 pub mod store;
 
 pub use config::Settings;
-pub use directory::{Directory, HttpDirectory, PeerError, UpstreamDirectory};
-pub use error::BookingError;
+pub use directory::{Directory, HttpDirectory, UpstreamDirectory};
+pub use error::{BookingError, PeerError};
 pub use routes::{ApiDoc, AppState, document as openapi};
 
 use axum::Router;
@@ -25,7 +25,7 @@ use hotel_common::{
     db,
     process::{BoxError, ProcessArgs},
 };
-use hotel_registry::service::{Service, ServiceInstance};
+use hotel_service::{Service, ServiceInstance};
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 /// The role name: config section, span names, registry service name.
@@ -39,7 +39,7 @@ const PURGE_EVERY: Duration = Duration::from_secs(600);
 pub fn app_router(state: AppState) -> Router {
     let pool = state.store.pool().clone();
     let (routes, doc) = routes::api(state);
-    hotel_common::service::service_router(ROLE, routes, doc, pool)
+    hotel_service::service_router(ROLE, routes, doc, pool)
 }
 
 /// Opens `<data_dir>/booking.db` and brings its schema up to date (under a file lock:
@@ -107,7 +107,9 @@ impl Application {
             idempotency_retention: settings.idempotency_retention,
             idempotency_wait: settings.idempotency_wait,
         };
-        let instance = ServiceInstance::bind(&settings, app_router(state.clone())).await?;
+        let readiness = hotel_service::database::database_readiness(state.store.pool().clone());
+        let instance =
+            ServiceInstance::bind(&settings, app_router(state.clone()), readiness).await?;
         Ok(Application { instance, state })
     }
 
@@ -167,5 +169,5 @@ async fn purge_keys(state: AppState) {
 /// Loads the settings (defaults < config file < `HOTEL_BOOKING__*` < command line), starts
 /// telemetry, serves until SIGTERM/Ctrl-C.
 pub async fn run(args: ProcessArgs) -> Result<(), BoxError> {
-    hotel_registry::service::run::<Application>(args).await
+    hotel_service::run::<Application>(args).await
 }

@@ -1,7 +1,8 @@
 //! Everything a customer request can fail with, turned into problem+json in one `match`.
 
 use axum::response::{IntoResponse, Response};
-use hotel_common::{Problem, service::database_problem};
+use hotel_common::Problem;
+use hotel_service::database_problem;
 use uuid::Uuid;
 
 /// Why a customer request failed.

@@ -22,5 +22,5 @@ pub const ROLE: &str = "customer";
 
 /// Runs a customer instance until SIGTERM or Ctrl-C (`hotel service customer`).
 pub async fn run(args: ProcessArgs) -> Result<(), BoxError> {
-    hotel_registry::service::run::<Application>(args).await
+    hotel_service::run::<Application>(args).await
 }

@@ -2,7 +2,7 @@
 //! `HOTEL_CUSTOMER__<KEY>` environment variables over these defaults (the keys every
 //! domain service shares: [`ServiceSettings`]).
 
-use hotel_common::service::{Role, ServiceSettings};
+use hotel_service::{Role, ServiceSettings};
 
 /// The customer role, as a type: names the config section and the database file.
 #[derive(Debug)]
@@ -16,7 +16,7 @@ impl Role for Customer {
 pub type Settings = ServiceSettings<Customer>;
 
 // How the keys load, what they default to and how the command line wins is tested once,
-// in `hotel_common::service`; here only what is the customer service's own.
+// in `hotel_service::settings`; here only what is the customer service's own.
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

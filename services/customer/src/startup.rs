@@ -3,7 +3,8 @@
 
 use crate::{ROLE, Settings, routes, settings::Customer};
 use axum::Router;
-use hotel_common::{process::BoxError, service::DatabaseService};
+use hotel_common::process::BoxError;
+use hotel_service::DatabaseService;
 use sqlx::SqlitePool;
 
 /// The migrations compiled into the binary.
@@ -12,7 +13,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Opens `<data_dir>/customer.db` (shared with the other replicas) and brings its schema
 /// up to date.
 pub async fn connect(settings: &Settings) -> Result<SqlitePool, BoxError> {
-    hotel_common::service::connect(settings).await
+    hotel_service::database::connect(settings).await
 }
 
 /// The OpenAPI document of this service, as served at `/openapi.json`.
@@ -25,11 +26,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The whole HTTP surface: customer routes, `/openapi.json`, health and the shared layers.
 pub fn router(pool: SqlitePool) -> Router {
     let (routes, doc) = routes::api(pool.clone());
-    hotel_common::service::service_router(ROLE, routes, doc, pool)
+    hotel_service::service_router(ROLE, routes, doc, pool)
 }
 
 /// A customer instance whose listener is bound and database ready, not yet serving.
-pub type Application = hotel_registry::service::DatabaseApp<Customer>;
+pub type Application = hotel_service::DatabaseApp<Customer>;
 
 impl DatabaseService for Customer {
     fn migrator() -> &'static sqlx::migrate::Migrator {

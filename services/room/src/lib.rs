@@ -23,5 +23,5 @@ pub const ROLE: &str = "room";
 
 /// Runs a room instance until SIGTERM or Ctrl-C (`hotel service room`).
 pub async fn run(args: ProcessArgs) -> Result<(), BoxError> {
-    hotel_registry::service::run::<Application>(args).await
+    hotel_service::run::<Application>(args).await
 }

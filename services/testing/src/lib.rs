@@ -220,7 +220,7 @@ pub async fn assert_openapi_matches_routes(app: &TestApp) {
 /// signal without error, and then no longer accepts connections.
 pub async fn assert_serves_until_shut_down<A>(app: A)
 where
-    A: hotel_registry::service::Service + Send + 'static,
+    A: hotel_service::Service + Send + 'static,
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = app.local_addr();

@@ -8,17 +8,9 @@
 //! not support `flatten` together with `deny_unknown_fields`, and a misspelt key must
 //! stay an error naming the key.
 
-use crate::{
-    config::RegistryLink,
-    db, health,
-    http::{SERVICE_BODY_LIMIT, finish},
-    process::ProcessArgs,
-};
-use axum::Router;
+use hotel_common::{config::RegistryLink, process::ProcessArgs};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use sqlx::SqlitePool;
-use std::{marker::PhantomData, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
-use utoipa::openapi::OpenApi;
+use std::{marker::PhantomData, net::SocketAddr, path::PathBuf, time::Duration};
 
 /// A domain service's role, as a type: its name is the config section, the env var
 /// prefix (`HOTEL_<ROLE>__`), the span service name and the database file stem.
@@ -105,26 +97,6 @@ impl<R: Role> ServiceSettings<R> {
     }
 }
 
-/// A service whose whole state is its SQLite database (customer, room): everything the
-/// shared application (`hotel_registry::service::DatabaseApp`) needs to know of it.
-pub trait DatabaseService: Role {
-    /// The migrations compiled into the service.
-    fn migrator() -> &'static sqlx::migrate::Migrator;
-    /// The whole HTTP surface over the database (see [`service_router`]).
-    fn router(pool: SqlitePool) -> Router;
-}
-
-/// Opens `<data_dir>/<role>.db` (shared with the other replicas) and brings its schema up
-/// to date.
-pub async fn connect<R: DatabaseService>(
-    settings: &ServiceSettings<R>,
-) -> Result<SqlitePool, crate::process::BoxError> {
-    let path = settings.database_path();
-    let pool = db::open(&path).await?;
-    db::migrate(&pool, &path, R::migrator()).await?;
-    Ok(pool)
-}
-
 /// Applies `--listen`, `--data-dir` and `--name`, which win over file and environment, to
 /// the settings fields they override.
 pub fn apply_args(
@@ -179,42 +151,11 @@ impl<R: Role> ServiceConfig for ServiceSettings<R> {
     }
 }
 
-/// The whole HTTP surface of a domain service over its SQLite pool: `routes`, the
-/// OpenAPI document `doc` served at `/openapi.json`, and [`finish`]'s shared layers with a
-/// readiness check that pings the database.
-pub fn service_router(
-    role: &'static str,
-    routes: Router,
-    doc: OpenApi,
-    pool: SqlitePool,
-) -> Router {
-    let routes = crate::openapi::serve(routes, doc);
-    let readiness: health::ReadinessCheck = Arc::new(move || {
-        let pool = pool.clone();
-        Box::pin(async move { db::ping(&pool).await })
-    });
-    finish(role, routes, readiness, SERVICE_BODY_LIMIT)
-}
-
-/// The problem a failed database call answers: 503 with `Retry-After: 1` and `busy` as
-/// the detail when the failure is transient (the file is locked by another replica past
-/// the busy timeout), otherwise 500. Either way the SQL error is logged here and never
-/// sent to the client.
-pub fn database_problem(e: &sqlx::Error, busy: &str) -> crate::Problem {
-    if db::is_transient(e) {
-        tracing::warn!(error = %e, "database busy");
-        crate::Problem::unavailable(busy, 1)
-    } else {
-        tracing::error!(error = %e, "database error");
-        crate::Problem::internal()
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::config::load_with_env;
+    use hotel_common::config::load_with_env;
 
     /// A role for the tests; every role behaves the same.
     #[derive(Debug)]

@@ -1,0 +1,128 @@
+//! A domain service over its SQLite database: opening the file every replica shares,
+//! the router with the readiness check that asks the database, the problem a failed
+//! database call answers, and [`DatabaseApp`], the whole application of a service whose
+//! only state is its database (customer, room).
+
+use crate::{
+    runner::{Service, ServiceInstance},
+    settings::{Role, ServiceSettings},
+};
+use axum::Router;
+use hotel_common::{
+    Problem, db,
+    health::ReadinessCheck,
+    http::{SERVICE_BODY_LIMIT, finish},
+    process::BoxError,
+};
+use sqlx::SqlitePool;
+use std::{future::Future, net::SocketAddr, sync::Arc};
+use utoipa::openapi::OpenApi;
+
+/// A service whose whole state is its SQLite database (customer, room): everything
+/// [`DatabaseApp`] needs to know of it.
+pub trait DatabaseService: Role {
+    /// The migrations compiled into the service.
+    fn migrator() -> &'static sqlx::migrate::Migrator;
+    /// The whole HTTP surface over the database (see [`service_router`]).
+    fn router(pool: SqlitePool) -> Router;
+}
+
+/// Opens `<data_dir>/<role>.db` (shared with the other replicas) and brings its schema up
+/// to date.
+pub async fn connect<R: DatabaseService>(
+    settings: &ServiceSettings<R>,
+) -> Result<SqlitePool, BoxError> {
+    let path = settings.database_path();
+    let pool = db::open(&path).await?;
+    db::migrate(&pool, &path, R::migrator()).await?;
+    Ok(pool)
+}
+
+/// The readiness check of a service over `pool` (see [`db::ping`]): what `/readyz`
+/// answers.
+pub fn database_readiness(pool: SqlitePool) -> ReadinessCheck {
+    Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move { db::ping(&pool).await })
+    })
+}
+
+/// The whole HTTP surface of a domain service over its SQLite pool: `routes`, the
+/// OpenAPI document `doc` served at `/openapi.json`, and [`finish`]'s shared layers with
+/// [`database_readiness`] as the readiness check.
+pub fn service_router(
+    role: &'static str,
+    routes: Router,
+    doc: OpenApi,
+    pool: SqlitePool,
+) -> Router {
+    let routes = hotel_common::openapi::serve(routes, doc);
+    finish(role, routes, database_readiness(pool), SERVICE_BODY_LIMIT)
+}
+
+/// The problem a failed database call answers: 503 with `Retry-After: 1` and `busy` as
+/// the detail when the failure is transient (the file is locked by another replica past
+/// the busy timeout), otherwise 500. Either way the SQL error is logged here and never
+/// sent to the client.
+pub fn database_problem(e: &sqlx::Error, busy: &str) -> Problem {
+    if db::is_transient(e) {
+        tracing::warn!(error = %e, "database busy");
+        Problem::unavailable(busy, 1)
+    } else {
+        tracing::error!(error = %e, "database error");
+        Problem::internal()
+    }
+}
+
+/// The application of a service whose whole state is its database (customer, room):
+/// its listener bound and database ready, not yet serving.
+pub struct DatabaseApp<R: DatabaseService> {
+    instance: ServiceInstance,
+    settings: ServiceSettings<R>,
+}
+
+impl<R: DatabaseService> DatabaseApp<R> {
+    /// Opens and migrates the database, then binds `settings.listen` (port 0 picks a free
+    /// port).
+    pub async fn build(settings: ServiceSettings<R>) -> Result<Self, BoxError> {
+        let pool = connect(&settings).await?;
+        let readiness = database_readiness(pool.clone());
+        let instance = ServiceInstance::bind(&settings, R::router(pool), readiness).await?;
+        Ok(DatabaseApp { instance, settings })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.instance.local_addr()
+    }
+
+    /// The settings this instance runs with.
+    pub fn settings(&self) -> &ServiceSettings<R> {
+        &self.settings
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests for up to
+    /// `shutdown_grace`; registered with the registry meanwhile when `registry.url` is set.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), BoxError> {
+        self.instance.run_until(shutdown).await
+    }
+}
+
+impl<R: DatabaseService> Service for DatabaseApp<R> {
+    type Settings = ServiceSettings<R>;
+    fn build(settings: Self::Settings) -> impl Future<Output = Result<Self, BoxError>> + Send {
+        DatabaseApp::build(settings)
+    }
+    fn local_addr(&self) -> SocketAddr {
+        DatabaseApp::local_addr(self)
+    }
+    fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        DatabaseApp::run_until(self, shutdown)
+    }
+}
