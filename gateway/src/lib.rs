@@ -1,41 +1,33 @@
-//! `hotel gateway`: the resilient gateway. It routes `/api/...` by path prefix to the
-//! customer, room and booking services and reaches their instances through one upstream
-//! stack per route: deadline, budgeted retries, hedging, p2c over peak-EWMA, a breaker
-//! per instance, per-try timeouts and one pooled client (see [`upstream`]). Instances
-//! come from the registry (blocking queries) or from static config.
+//! `hotel gateway`: the resilient gateway, i.e. the edge. It accepts client connections,
+//! applies the protections (framing checks, API keys, rate limits, overload shedding,
+//! header hygiene), routes `/api/...` by path prefix to the customer, room and booking
+//! services, and hands each request to its route's upstream stack from
+//! [`hotel_upstream`] (deadline, budgeted retries, hedging, p2c, per-instance breakers,
+//! per-try timeouts, one pooled client). Instances come from the registry (blocking
+//! queries) or from static config.
 //!
 //! Module map: [`settings`] (config, validated), [`edge`] (the client-facing layers),
-//! [`routes`] (path checks, matching), [`upstream`] (the stack, and [`UpstreamClient`]
-//! for service-to-service calls), [`balance`], [`breaker`], [`retry`], [`hedge`],
-//! [`timeout`], [`endpoint`], [`discovery`], [`metrics`], [`admin`].
+//! [`shield`] with [`auth`], [`ratelimit`], [`overload`], [`hygiene`] and [`framing`]
+//! (the protections), [`routes`] (path checks, matching), [`body`] (response bodies),
+//! [`metrics`] (edge metrics composed with the upstream ones), [`admin`].
 
 pub mod admin;
 pub mod auth;
-pub mod balance;
 pub mod body;
-pub mod breaker;
-pub mod discovery;
 pub mod edge;
-pub mod endpoint;
-pub mod error;
 pub mod framing;
-pub mod hedge;
 pub mod hygiene;
-pub mod latency;
 pub mod metrics;
 pub mod overload;
 pub mod ratelimit;
-pub mod retry;
 pub mod routes;
 pub mod settings;
 pub mod shield;
-pub mod timeout;
-pub mod upstream;
 
 pub use settings::{Config, Settings};
-pub use upstream::UpstreamClient;
 
 use hotel_common::process::{BoxError, ProcessArgs};
+use hotel_upstream::{ClientOptions, ServiceUpstream, Source, Target};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::{conn::auto, graceful::GracefulShutdown},
@@ -159,7 +151,7 @@ pub struct Application {
     gateway: Arc<edge::Gateway>,
     admin: axum::Router,
     grace: Duration,
-    services: Vec<Arc<upstream::ServiceUpstream>>,
+    services: Vec<Arc<ServiceUpstream>>,
 }
 
 impl Application {
@@ -174,13 +166,13 @@ impl Application {
             None => None,
         };
         Self::build_with(config, |name, cfg| match &registry {
-            Some(c) => upstream::Source::Registry(c.clone()),
+            Some(c) => Source::Registry(c.clone()),
             None => {
                 let _ = name;
-                upstream::Source::Fixed(
+                Source::Fixed(
                     cfg.instances
                         .iter()
-                        .map(|(n, o)| discovery::Target {
+                        .map(|(n, o)| Target {
                             name: n.as_str().into(),
                             origin: o.clone(),
                         })
@@ -195,28 +187,31 @@ impl Application {
     /// `source` (tests publish instance sets themselves).
     pub async fn build_with(
         config: Config,
-        mut source: impl FnMut(&str, &settings::ServiceConfig) -> upstream::Source,
+        mut source: impl FnMut(&str, &settings::ServiceConfig) -> Source,
     ) -> Result<Application, BoxError> {
         let metrics = metrics::Metrics::new();
-        let client = upstream::http_client(upstream::ClientOptions {
+        let client = hotel_upstream::http_client(ClientOptions {
             connect_timeout: config.connect_timeout,
             pool_idle_timeout: config.pool_idle_timeout,
             pool_max_idle_per_host: config.pool_max_idle_per_host,
         });
         let mut services = std::collections::BTreeMap::new();
         for (name, cfg) in &config.services {
-            let s = upstream::ServiceUpstream::new(
-                cfg,
+            let s = ServiceUpstream::new(
+                name,
+                &cfg.policy,
                 source(name, cfg),
                 client.clone(),
-                metrics.clone(),
+                metrics.upstream.clone(),
             );
             services.insert(name.clone(), s);
         }
         let upstreams = config
             .routes
             .iter()
-            .map(|r| services[&r.service].route(&r.prefix, r.policy.clone(), metrics.clone()))
+            .map(|r| {
+                services[&r.service].route(&r.prefix, r.policy.clone(), metrics.upstream.clone())
+            })
             .collect();
         let table = routes::RouteTable::new(config.routes.clone());
         let gateway = Arc::new(
@@ -260,7 +255,7 @@ impl Application {
     }
 
     /// The services with their live state (what `/admin/status` shows).
-    pub fn services(&self) -> &[Arc<upstream::ServiceUpstream>] {
+    pub fn services(&self) -> &[Arc<ServiceUpstream>] {
         &self.services
     }
 

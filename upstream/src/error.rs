@@ -1,8 +1,9 @@
-//! The gateway's errors and their one mapping to problem+json.
+//! The stack's errors and their one mapping to problem+json.
 //!
 //! Inside the tower stacks errors are `BoxError`s; each layer that fails on its own
 //! (balancer, per-try timeout, deadline) returns a small type from this module, and
-//! [`classify`] turns whatever reaches the edge into a status, once.
+//! [`classify`] turns whatever leaves the stack (at the gateway's edge, or out of an
+//! [`UpstreamClient`](crate::UpstreamClient)) into a status, once.
 
 use hotel_common::Problem;
 use http::StatusCode;

@@ -175,14 +175,14 @@ where
 #[allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
-    use crate::{latency::LatencyWindow, metrics::Metrics, settings::Policy};
+    use crate::{latency::LatencyWindow, metrics::UpstreamMetrics, policy::Policy};
     use tower_test::mock;
 
     type Res = Response<()>;
 
     fn layer() -> HedgeLayer {
         let mut policy = Policy::default();
-        policy.hedge = Some(crate::settings::HedgePolicy {
+        policy.hedge = Some(crate::policy::HedgePolicy {
             percentile: 95.0,
             min_delay: Duration::from_millis(20),
             max_delay: Duration::from_millis(100),
@@ -191,7 +191,7 @@ mod tests {
             "/api/rooms",
             "room".into(),
             policy,
-            Metrics::new(),
+            UpstreamMetrics::unregistered(),
             Arc::new(LatencyWindow::default()),
         ))
     }

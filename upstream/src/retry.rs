@@ -14,8 +14,8 @@ use crate::{
     endpoint::{AttemptKind, Attempts},
     error::{BoxError, FailureKind},
     latency::LatencyWindow,
-    metrics::{Metrics, RetryLabels, RouteLabels},
-    settings::Policy,
+    metrics::{RetryLabels, RouteLabels, UpstreamMetrics},
+    policy::Policy,
     timeout::TryTimeout,
 };
 use bytes::Bytes;
@@ -45,7 +45,7 @@ pub struct RouteShared {
     /// Set while the budget is empty, so exhaustion is logged once per episode.
     exhausted: AtomicBool,
     /// Metrics.
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<UpstreamMetrics>,
     /// The service's recent attempt latency (hedge delay).
     pub latency: Arc<LatencyWindow>,
 }
@@ -56,7 +56,7 @@ impl RouteShared {
         route: &str,
         service: Arc<str>,
         policy: Policy,
-        metrics: Arc<Metrics>,
+        metrics: Arc<UpstreamMetrics>,
         latency: Arc<LatencyWindow>,
     ) -> Arc<Self> {
         let budget = TpsBudget::new(
@@ -152,7 +152,7 @@ fn reason_of<RB>(
 }
 
 /// Request extension: the request as the route's stack received it, copied once (see
-/// [`crate::upstream::RouteUpstream::send`]), so that retries and hedges rebuild an
+/// [`crate::stack::RouteUpstream::send`]), so that retries and hedges rebuild an
 /// attempt from it only when one actually fires. Without it every request paid for a
 /// copy of its headers for the retry layer and another for the hedge layer, although
 /// almost none is ever resent.
@@ -338,7 +338,7 @@ impl<RB> tower::retry::Policy<Request<ProxyBody>, Response<RB>, BoxError> for Re
 #[allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
-    use crate::settings::Policy;
+    use crate::policy::Policy;
     use std::time::Duration;
     use tower::ServiceExt;
     use tower_test::mock;
@@ -350,7 +350,7 @@ mod tests {
             "/api/rooms",
             "room".into(),
             policy,
-            Metrics::new(),
+            UpstreamMetrics::unregistered(),
             Arc::new(LatencyWindow::default()),
         )
     }
@@ -474,7 +474,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         drop(l);
-        let client = crate::upstream::http_client(Default::default());
+        let client = crate::stack::http_client(Default::default());
         let r = Request::get(format!("http://{addr}/"))
             .body(ProxyBody::empty())
             .unwrap();

@@ -6,8 +6,8 @@ use crate::{
     breaker::BreakerShared,
     error::{BoxError, FailureKind},
     latency::LatencyWindow,
-    metrics::{AttemptLabels, InstanceLabels, Metrics},
-    settings::Origin,
+    metrics::{AttemptLabels, InstanceLabels, UpstreamMetrics},
+    policy::Origin,
 };
 use http::{Request, Response, Uri, uri::PathAndQuery};
 use pin_project_lite::pin_project;
@@ -160,7 +160,7 @@ impl EndpointStats {
         instance: Arc<str>,
         origin: Origin,
         breaker: Arc<BreakerShared>,
-        metrics: &Metrics,
+        metrics: &UpstreamMetrics,
     ) -> Arc<Self> {
         let svc = Arc::new(service.to_string());
         let inst = Arc::new(instance.to_string());

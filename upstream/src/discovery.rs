@@ -6,7 +6,7 @@
 //! address is a remove plus an insert. When the source stops publishing (registry down)
 //! nothing is removed: the last set stays in use.
 
-use crate::settings::Origin;
+use crate::policy::Origin;
 use futures::Stream;
 use std::{
     collections::{HashMap, VecDeque},

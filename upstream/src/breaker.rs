@@ -40,7 +40,7 @@
 //! a second.
 
 use crate::error::{BoxError, FailureKind};
-use crate::settings::BreakerPolicy;
+use crate::policy::BreakerPolicy;
 use futures::future::BoxFuture;
 use pin_project_lite::pin_project;
 use std::{
@@ -275,7 +275,8 @@ impl std::fmt::Debug for BreakerShared {
 }
 
 impl BreakerShared {
-    /// A closed breaker for one instance.
+    /// A closed breaker for one instance, without stall ejection (tests).
+    #[cfg(test)]
     pub fn new(
         service: Arc<str>,
         instance: Arc<str>,

@@ -1,0 +1,53 @@
+//! `hotel-upstream`: the outbound resilience stack, written once. Whoever calls a
+//! service's instances directly goes through it: the gateway (one stack per route) and
+//! services calling each other ([`UpstreamClient`], e.g. booking calling customer and
+//! room). Outermost first:
+//!
+//! ```text
+//! deadline   tower::timeout over all attempts and backoff                      -> 504
+//!  retry     budgeted, safe retries on another instance (retry.rs)
+//!   hedge    one more attempt after the service's recent p95 (hedge.rs)
+//!    shared  the service's one balancer, shared by its routes (balance.rs)
+//!     p2c    power of two choices over latency EWMA x in-flight, fails fast    -> 503
+//!      breaker  per-instance readiness gate, stall and refusal ejection (breaker/)
+//!       observe absolute URI, trace context, client span, statistics (endpoint.rs)
+//!        try    the per-try timeout (timeout.rs)
+//!         client one shared, pooled hyper-util client                          -> 502
+//! ```
+//!
+//! Instances come from [`discovery`](Source) (registry watch or a fixed set); policies
+//! are validated from [`PolicySettings`] into [`ServicePolicy`] once, at config time;
+//! metric families ([`UpstreamMetrics`]) go into a registry the caller owns; whatever
+//! fails leaves the stack as a `BoxError` that [`classify`] maps to 502/503/504 once.
+//!
+//! Dependency rule: the gateway and the services may depend on this crate; it never
+//! depends on the gateway (nor on any service).
+
+mod balance;
+mod body;
+mod breaker;
+mod client;
+mod discovery;
+mod endpoint;
+mod error;
+mod hedge;
+mod latency;
+mod metrics;
+mod policy;
+mod retry;
+mod stack;
+mod timeout;
+
+pub use body::ProxyBody;
+pub use breaker::BreakerState;
+pub use client::{Discovery, UpstreamClient};
+pub use discovery::{Target, Targets};
+pub use endpoint::{EndpointView, LastError};
+pub use error::{
+    BoxError, DeadlineExceeded, FailureKind, NoReadyInstance, PerTryTimeout, classify,
+};
+pub use metrics::{UpstreamMetrics, latency_histogram};
+pub use policy::{
+    BreakerPolicy, HedgePolicy, InvalidUpstream, Origin, Policy, PolicySettings, ServicePolicy,
+};
+pub use stack::{ClientOptions, HttpClient, RouteUpstream, ServiceUpstream, Source, http_client};
