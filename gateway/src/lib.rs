@@ -6,21 +6,25 @@
 //! per-try timeouts, one pooled client). Instances come from the registry (blocking
 //! queries) or from static config.
 //!
-//! Module map: [`settings`] (config, validated), [`edge`] (the client-facing layers),
-//! [`shield`] with [`auth`], [`ratelimit`], [`overload`], [`hygiene`] and [`framing`]
-//! (the protections), [`routes`] (path checks, matching), [`body`] (response bodies),
-//! [`metrics`] (edge metrics composed with the upstream ones), [`admin`].
+//! Module map: [`settings`] (config, validated; the policy types are the upstream
+//! crate's), `edge` (the client-facing layers, in order), [`shield`] with [`auth`],
+//! [`ratelimit`], [`overload`], [`hygiene`] and [`framing`] (the protections), `routes`
+//! (path checks, matching), [`body`] (response bodies), [`metrics`] (edge metrics
+//! composed with the upstream ones), `admin` (status, metrics, probes).
+//!
+//! Dependency rule: this crate depends on `hotel-upstream` for everything past the
+//! route match; nothing depends on this crate but the `hotel` binary and the benches.
 
-pub mod admin;
+mod admin;
 pub mod auth;
 pub mod body;
-pub mod edge;
+mod edge;
 pub mod framing;
 pub mod hygiene;
 pub mod metrics;
 pub mod overload;
 pub mod ratelimit;
-pub mod routes;
+mod routes;
 pub mod settings;
 pub mod shield;
 

@@ -43,9 +43,7 @@ pub use breaker::BreakerState;
 pub use client::{Discovery, UpstreamClient};
 pub use discovery::{Target, Targets};
 pub use endpoint::{EndpointView, LastError};
-pub use error::{
-    BoxError, DeadlineExceeded, FailureKind, NoReadyInstance, PerTryTimeout, classify,
-};
+pub use error::{BoxError, classify};
 pub use metrics::{UpstreamMetrics, latency_histogram};
 pub use policy::{
     BreakerPolicy, HedgePolicy, InvalidUpstream, Origin, Policy, PolicySettings, ServicePolicy,

@@ -54,13 +54,13 @@ use tower::{Layer, ServiceExt, retry::Retry};
 pub type HttpClient = Client<HttpConnector, ProxyBody>;
 
 /// One instance's stack, as the balancer holds it.
-pub type EndpointService = Breaker<Observe<Timeout<HttpClient>>>;
+pub(crate) type EndpointService = Breaker<Observe<Timeout<HttpClient>>>;
 
 type Balancer = P2c<DiscoverTargets<MakeEndpointStack>, Request<ProxyBody>>;
 type Shared = crate::balance::SharedBalancer<Balancer>;
 
 /// A route's stack over its service's shared balancer.
-pub type RouteService = tower::timeout::Timeout<Retry<RetryPolicy, Hedge<Shared>>>;
+pub(crate) type RouteService = tower::timeout::Timeout<Retry<RetryPolicy, Hedge<Shared>>>;
 
 /// Options of the shared client.
 #[derive(Debug, Clone, Copy)]
@@ -141,13 +141,13 @@ impl TransitionSink for MetricsSink {
 
 /// The instances of a service as the status page shows them.
 #[derive(Debug, Default)]
-pub struct ServiceView {
+pub(crate) struct ServiceView {
     endpoints: Mutex<BTreeMap<Arc<str>, Arc<EndpointStats>>>,
 }
 
 impl ServiceView {
     /// Every known instance.
-    pub fn endpoints(&self) -> Vec<EndpointView> {
+    pub(crate) fn endpoints(&self) -> Vec<EndpointView> {
         self.endpoints
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -158,7 +158,7 @@ impl ServiceView {
 }
 
 /// Makes an [`EndpointService`] per discovered instance.
-pub struct MakeEndpointStack {
+pub(crate) struct MakeEndpointStack {
     service: Arc<str>,
     client: HttpClient,
     breaker: BreakerPolicy,

@@ -8,7 +8,7 @@ use std::sync::{
 /// How many of a service's instances exist and how many are ejected: shared by the
 /// breakers of one service, updated by the balancer as instances come and go.
 #[derive(Debug)]
-pub struct EjectionCap {
+pub(crate) struct EjectionCap {
     pub(super) total: AtomicUsize,
     /// Ejected for errors or stalls: what the cap limits.
     pub(super) ejected: AtomicUsize,
@@ -30,7 +30,7 @@ pub(super) enum Slot {
 
 impl EjectionCap {
     /// A cap allowing `max_percent` of the instances out at once.
-    pub fn new(max_percent: u8) -> Arc<Self> {
+    pub(crate) fn new(max_percent: u8) -> Arc<Self> {
         Arc::new(EjectionCap {
             total: AtomicUsize::new(0),
             ejected: AtomicUsize::new(0),
@@ -41,12 +41,12 @@ impl EjectionCap {
     }
 
     /// Records the number of known instances.
-    pub fn set_total(&self, n: usize) {
+    pub(crate) fn set_total(&self, n: usize) {
         self.total.store(n, Ordering::Relaxed);
     }
 
     /// Instances ejected now, for any reason.
-    pub fn ejected(&self) -> usize {
+    pub(crate) fn ejected(&self) -> usize {
         self.ejected.load(Ordering::Relaxed) + self.refused.load(Ordering::Relaxed)
     }
 

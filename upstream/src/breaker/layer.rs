@@ -7,13 +7,13 @@ use std::sync::Arc;
 /// per-request state: only the handle of the instance's breaker, whose state the status
 /// page reads too (so the caller creates it and keeps a clone).
 #[derive(Debug, Clone)]
-pub struct BreakerLayer {
+pub(crate) struct BreakerLayer {
     shared: Arc<BreakerShared>,
 }
 
 impl BreakerLayer {
     /// A layer whose breaker is `shared` (kept by the caller for status pages).
-    pub fn new(shared: Arc<BreakerShared>) -> Self {
+    pub(crate) fn new(shared: Arc<BreakerShared>) -> Self {
         BreakerLayer { shared }
     }
 }

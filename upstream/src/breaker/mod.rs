@@ -95,7 +95,7 @@ impl BreakerState {
 }
 
 /// Hooks the breaker calls on transitions (metrics); logs are written by the breaker.
-pub trait TransitionSink: Send + Sync + 'static {
+pub(crate) trait TransitionSink: Send + Sync + 'static {
     /// The breaker moved to `to`.
     fn transition(&self, to: BreakerState);
 }

@@ -19,7 +19,7 @@ use tokio::time::{Instant, Sleep};
 
 /// The gate service.
 #[derive(Debug)]
-pub struct Breaker<S> {
+pub(crate) struct Breaker<S> {
     inner: S,
     shared: Arc<BreakerShared>,
     /// Wakes the gate when the open period ends.
@@ -46,7 +46,7 @@ impl<S: tower::load::Load> tower::load::Load for Breaker<S> {
 }
 
 /// Whether a response counts as a failure: 5xx does.
-pub trait Outcome {
+pub(crate) trait Outcome {
     /// The failure this result represents, if any.
     fn failure(&self) -> Option<FailureKind>;
 }

@@ -17,21 +17,21 @@ use tokio::time::Instant;
 /// How long a silent instance's health probe may go unanswered before the instance is
 /// ejected as stalled. A live process answers `/healthz` in a few milliseconds even when
 /// its real requests wait on something else.
-pub const STALL_CONFIRM: Duration = Duration::from_millis(50);
+pub(crate) const STALL_CONFIRM: Duration = Duration::from_millis(50);
 
 /// How often health probes look for a restart of an instance that refuses connections
 /// (jittered +-25 %).
-pub const REFUSED_PROBE_INTERVAL: Duration = Duration::from_millis(250);
+pub(crate) const REFUSED_PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Sends one health probe to the instance (the gateway's: `GET /healthz` through the
 /// shared client) and returns the answer's status.
-pub trait Prober: Send + Sync + 'static {
+pub(crate) trait Prober: Send + Sync + 'static {
     /// The probe; it may take long (a hung instance), the breaker bounds it.
     fn probe(&self) -> BoxFuture<'static, Result<http::StatusCode, BoxError>>;
 }
 
 /// What stall detection needs: the threshold, the service's latency, the prober.
-pub struct StallWatch {
+pub(crate) struct StallWatch {
     /// The floor of the stall threshold.
     pub after: Duration,
     /// The service's recent attempt latency (the threshold is at least 4 x its p99).

@@ -49,7 +49,7 @@ pub(super) struct Inner {
 }
 
 /// State shared by a breaker service and its in-flight response futures.
-pub struct BreakerShared {
+pub(crate) struct BreakerShared {
     /// Instance name for logs.
     pub instance: Arc<str>,
     /// Service name for logs.
@@ -82,7 +82,7 @@ impl std::fmt::Debug for BreakerShared {
 impl BreakerShared {
     /// A closed breaker for one instance, without stall ejection (tests).
     #[cfg(test)]
-    pub fn new(
+    pub(crate) fn new(
         service: Arc<str>,
         instance: Arc<str>,
         policy: BreakerPolicy,
@@ -123,7 +123,7 @@ impl BreakerShared {
     }
 
     /// The same breaker with stall detection (see the module docs).
-    pub fn with_stall_watch(
+    pub(crate) fn with_stall_watch(
         service: Arc<str>,
         instance: Arc<str>,
         policy: BreakerPolicy,
@@ -159,7 +159,7 @@ impl BreakerShared {
     }
 
     /// The state now, for status pages (an expired open period reads as half-open).
-    pub fn state(&self) -> BreakerState {
+    pub(crate) fn state(&self) -> BreakerState {
         match self.lock().state {
             State::Closed { .. } => BreakerState::Closed,
             State::Open { until } if Instant::now() < until => BreakerState::Open,
@@ -169,7 +169,7 @@ impl BreakerShared {
     }
 
     /// How many times this breaker has opened.
-    pub fn ejections(&self) -> u64 {
+    pub(crate) fn ejections(&self) -> u64 {
         self.ejections.load(Ordering::Relaxed)
     }
 
