@@ -4,21 +4,26 @@
 //! room). Outermost first:
 //!
 //! ```text
-//! deadline   tower::timeout over all attempts and backoff                      -> 504
-//!  retry     budgeted, safe retries on another instance (retry.rs)
-//!   hedge    one more attempt after the service's recent p95 (hedge.rs)
-//!    shared  the service's one balancer, shared by its routes (balance.rs)
-//!     p2c    power of two choices over latency EWMA x in-flight, fails fast    -> 503
-//!      breaker  per-instance readiness gate, stall and refusal ejection (breaker/)
-//!       observe absolute URI, trace context, client span, statistics (endpoint.rs)
-//!        try    the per-try timeout (timeout.rs)
-//!         client one shared, pooled hyper-util client                          -> 502
+//! deadline          tower::timeout over all attempts and backoff               -> 504
+//!  retry            budgeted, safe retries on another instance       (retry)
+//!   hedge           one more attempt after the service's recent p95  (hedge)
+//!    shared         the service's one balancer, shared by its routes (balance)
+//!     balance       p2c over latency EWMA x in-flight, fails fast    (balance) -> 503
+//!      breaker      per-instance readiness gate, stall and refusal
+//!                   ejection, ejection cap                           (breaker)
+//!       observe     absolute URI, trace context, client span, stats  (endpoint)
+//!        try        the per-try timeout                              (timeout)
+//!         client    one shared, pooled hyper-util client             (stack)   -> 502
 //! ```
 //!
-//! Instances come from [`discovery`](Source) (registry watch or a fixed set); policies
-//! are validated from [`PolicySettings`] into [`ServicePolicy`] once, at config time;
-//! metric families ([`UpstreamMetrics`]) go into a registry the caller owns; whatever
-//! fails leaves the stack as a `BoxError` that [`classify`] maps to 502/503/504 once.
+//! Around it: `stack` assembles the layers (`ServiceUpstream` once per service,
+//! `RouteUpstream` once per route); `client` is [`UpstreamClient`]; `discovery` feeds
+//! instances from the registry or a fixed set ([`Source`]); `policy` validates a
+//! [`PolicySettings`] block into a [`ServicePolicy`] once, at config time, naming the
+//! key; `metrics` holds the families ([`UpstreamMetrics`]), registered into a registry
+//! the caller owns; `latency` the service's recent latency window (hedge delay, stall
+//! threshold); `body` the replayable [`ProxyBody`]; `error` the stack's errors, which
+//! leave it as a `BoxError` that [`classify`] maps to 502/503/504 once.
 //!
 //! Dependency rule: the gateway and the services may depend on this crate; it never
 //! depends on the gateway (nor on any service).

@@ -13,7 +13,7 @@
 //!         client    one shared, pooled hyper-util client (keep-alive)       -> 502
 //! ```
 //!
-//! Everything from `buffer` down exists once per service; the top three once per route,
+//! Everything from `shared` down exists once per service; the top three once per route,
 //! because routes of one service may have different deadlines, retries and hedging.
 //! The same stack backs [`UpstreamClient`](crate::UpstreamClient), which services use
 //! to call each other.

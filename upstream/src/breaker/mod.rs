@@ -75,7 +75,7 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
-    /// The value of the `gateway_breaker_state` gauge.
+    /// The value of the `breaker_state` gauge (`gateway_breaker_state` in the gateway).
     pub fn gauge(self) -> i64 {
         match self {
             BreakerState::Closed => 0,

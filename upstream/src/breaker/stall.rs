@@ -23,7 +23,7 @@ pub(crate) const STALL_CONFIRM: Duration = Duration::from_millis(50);
 /// (jittered +-25 %).
 pub(crate) const REFUSED_PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Sends one health probe to the instance (the gateway's: `GET /healthz` through the
+/// Sends one health probe to the instance (the stack's: `GET /healthz` through the
 /// shared client) and returns the answer's status.
 pub(crate) trait Prober: Send + Sync + 'static {
     /// The probe; it may take long (a hung instance), the breaker bounds it.
