@@ -5,7 +5,7 @@
 //! `/metrics` need `Authorization: Bearer <token>` (compared in constant time); the
 //! probes stay open so orchestrators need no secret.
 
-use crate::{endpoint::EndpointView, metrics::Metrics, upstream::ServiceUpstream};
+use crate::metrics::Metrics;
 use axum::{
     Router,
     extract::{Request, State},
@@ -15,6 +15,7 @@ use axum::{
     routing::get,
 };
 use hotel_common::Problem;
+use hotel_upstream::{EndpointView, ServiceUpstream};
 use serde::Serialize;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;

@@ -16,17 +16,16 @@
 //! [`stack`] assembles them; add a layer there and nowhere else.
 
 use crate::{
-    body::{GatewayBody, ProxyBody, full},
-    error::classify,
+    body::{GatewayBody, full},
     hygiene,
     metrics::{Metrics, RequestLabels, RouteLabels, method_label},
     routes::{RouteTable, normalise},
     shield::{Protections, ShieldLayer},
-    upstream::RouteUpstream,
 };
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use hotel_common::{Problem, context::REQUEST_ID};
+use hotel_upstream::{ProxyBody, RouteUpstream, classify};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use std::{
@@ -366,8 +365,8 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<GatewayBody
             upstream_path,
         } => (index, upstream_path),
     };
-    let label = gw.upstreams[index].shared.route.clone();
-    let service = gw.upstreams[index].shared.service.clone();
+    let label = gw.upstreams[index].route().clone();
+    let service = gw.upstreams[index].service().clone();
     let (mut parts, incoming) = req.into_parts();
     let body = match ProxyBody::buffer(incoming, gw.retry_buffer).await {
         Ok(b) => b,

@@ -1,55 +1,47 @@
-//! `hotel gateway`: the resilient gateway. It routes `/api/...` by path prefix to the
-//! customer, room and booking services and reaches their instances through one upstream
-//! stack per route: deadline, budgeted retries, hedging, p2c over peak-EWMA, a breaker
-//! per instance, per-try timeouts and one pooled client (see [`upstream`]). Instances
-//! come from the registry (blocking queries) or from static config.
+//! `hotel gateway`: the resilient gateway, i.e. the edge. It accepts client connections,
+//! applies the protections (framing checks, API keys, rate limits, overload shedding,
+//! header hygiene), routes `/api/...` by path prefix to the customer, room and booking
+//! services, and hands each request to its route's upstream stack from
+//! [`hotel_upstream`] (deadline, budgeted retries, hedging, p2c, per-instance breakers,
+//! per-try timeouts, one pooled client). Instances come from the registry (blocking
+//! queries) or from static config.
 //!
 //! This crate is the gateway role and nothing else: the only dependents meant to exist
-//! are the `hotel` binary (through [`run`] and [`GatewayArgs`]) and tests (through
-//! [`Application`] on port 0 and the configuration types). Services that call each
-//! other use the outbound stack, not this crate; `services/booking` still reaches
-//! [`UpstreamClient`] here until that stack has a crate of its own.
+//! are the `hotel` binary (through [`run`] and [`GatewayArgs`]) and tests and benches
+//! (through [`Application`] on port 0 and the configuration types). It depends on
+//! `hotel-upstream` for everything past the route match; services that call each other
+//! use that crate, never this one.
 //!
 //! Module map. Configuration: [`settings`] (raw [`Settings`], validated [`Config`], plain
-//! data), with the edge sections in [`auth`], [`ratelimit`], [`overload`], [`hygiene`].
-//! The edge, outermost first: `listener` (connection admission, the accept loop),
-//! `framing` (raw-byte smuggling checks under hyper), `edge` (request context, layer
-//! order, router), `shield` (per-request protections), [`routes`] (path checks,
-//! matching). Upstream: [`upstream`] (the stack, and [`UpstreamClient`]), [`balance`],
-//! [`breaker`], [`retry`], [`hedge`], [`timeout`], [`endpoint`], [`discovery`].
-//! Operations: [`metrics`], [`admin`], [`docs`] (the merged OpenAPI document and Swagger
-//! UI at `/api/openapi.json` and `/api/docs`), [`cors`].
+//! data; the policy types are the upstream crate's), with the edge sections in [`auth`],
+//! [`ratelimit`], [`overload`], [`hygiene`], [`cors`]. The edge, outermost first:
+//! `listener` (connection admission, the accept loop), `framing` (raw-byte smuggling
+//! checks under hyper), `edge` (request context, layer order, router), `shield`
+//! (per-request protections), `routes` (path checks, matching), [`body`] (response
+//! bodies). Operations: [`metrics`] (edge metrics composed with the upstream ones),
+//! `admin` (status, metrics, probes), [`docs`] (the merged OpenAPI document and Swagger
+//! UI at `/api/openapi.json` and `/api/docs`).
 
-pub mod admin;
+mod admin;
 pub mod auth;
-pub mod balance;
 pub mod body;
-pub mod breaker;
 pub mod cors;
-pub mod discovery;
 pub mod docs;
 mod edge;
-pub mod endpoint;
-pub mod error;
 mod framing;
-pub mod hedge;
 pub mod hygiene;
-pub mod latency;
 mod listener;
 pub mod metrics;
 pub mod overload;
 pub mod ratelimit;
-pub mod retry;
-pub mod routes;
+mod routes;
 pub mod settings;
 mod shield;
-pub mod timeout;
-pub mod upstream;
 
 pub use settings::{Config, Settings};
-pub use upstream::UpstreamClient;
 
 use hotel_common::process::{BoxError, ProcessArgs};
+use hotel_upstream::{ClientOptions, ServiceUpstream, Source, Target};
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -202,11 +194,11 @@ impl Application {
             None => None,
         };
         Self::build_from(config, api_docs, |_, cfg| match &registry {
-            Some(c) => upstream::Source::Registry(c.clone()),
-            None => upstream::Source::Fixed(
+            Some(c) => Source::Registry(c.clone()),
+            None => Source::Fixed(
                 cfg.instances
                     .iter()
-                    .map(|(n, o)| discovery::Target {
+                    .map(|(n, o)| Target {
                         name: n.as_str().into(),
                         origin: o.clone(),
                     })
@@ -224,7 +216,7 @@ impl Application {
     /// buckets, in-flight counters) and the connection limits.
     pub async fn build_with(
         config: Config,
-        source: impl FnMut(&str, &settings::ServiceConfig) -> upstream::Source,
+        source: impl FnMut(&str, &settings::ServiceConfig) -> Source,
     ) -> Result<Application, BoxError> {
         Self::build_from(config, &docs::ApiDocs::new(), source).await
     }
@@ -233,28 +225,31 @@ impl Application {
     pub async fn build_from(
         config: Config,
         api_docs: &docs::ApiDocs,
-        mut source: impl FnMut(&str, &settings::ServiceConfig) -> upstream::Source,
+        mut source: impl FnMut(&str, &settings::ServiceConfig) -> Source,
     ) -> Result<Application, BoxError> {
         let metrics = metrics::Metrics::new();
-        let client = upstream::http_client(upstream::ClientOptions {
+        let client = hotel_upstream::http_client(ClientOptions {
             connect_timeout: config.connect_timeout,
             pool_idle_timeout: config.pool_idle_timeout,
             pool_max_idle_per_host: config.pool_max_idle_per_host,
         });
         let mut services = std::collections::BTreeMap::new();
         for (name, cfg) in &config.services {
-            let s = upstream::ServiceUpstream::new(
-                cfg,
+            let s = ServiceUpstream::new(
+                name,
+                &cfg.policy,
                 source(name, cfg),
                 client.clone(),
-                metrics.clone(),
+                metrics.upstream.clone(),
             );
             services.insert(name.clone(), s);
         }
         let upstreams = config
             .routes
             .iter()
-            .map(|r| services[&r.service].route(&r.prefix, r.policy.clone(), metrics.clone()))
+            .map(|r| {
+                services[&r.service].route(&r.prefix, r.policy.clone(), metrics.upstream.clone())
+            })
             .collect();
         let protections = Arc::new(shield::Protections::new(&config.edge, &config.routes));
         let keys = protections.keys().clone();

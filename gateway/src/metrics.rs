@@ -1,11 +1,11 @@
 //! Prometheus metrics of one gateway (a `Registry` per app, so several apps can share a
-//! test process). Hot-path handles are created once per route or instance and cloned,
-//! so a request costs counter increments, not label allocations.
-//!
-//! Two groups of families: the upstream ones (requests, attempts, retries, hedges,
-//! breakers, instances) and the edge ones ([`EdgeMetrics`]: refusals, in-flight,
-//! connections).
+//! test process): the edge's own request families and protections ([`EdgeMetrics`]:
+//! refusals, in-flight, connections), composed with the upstream stack's families
+//! ([`UpstreamMetrics`]: attempts, retries, hedges, breakers, instances), all under the
+//! `gateway_` prefix. Hot-path handles are created once per route and cloned, so a
+//! request costs counter increments, not label allocations.
 
+use hotel_upstream::{UpstreamMetrics, latency_histogram};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -29,53 +29,6 @@ pub struct RequestLabels {
 pub struct RouteLabels {
     /// The route prefix.
     pub route: Arc<String>,
-}
-
-/// Labels of a retry.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RetryLabels {
-    /// The route prefix.
-    pub route: Arc<String>,
-    /// Why it was retried.
-    pub reason: &'static str,
-}
-
-/// Labels naming an instance.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct InstanceLabels {
-    /// Service name.
-    pub service: Arc<String>,
-    /// Instance name.
-    pub instance: Arc<String>,
-}
-
-/// Labels of an attempt.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AttemptLabels {
-    /// Service name.
-    pub service: Arc<String>,
-    /// Instance name.
-    pub instance: Arc<String>,
-    /// success, http_5xx, connect_error, timeout, transport_error, cancelled.
-    pub outcome: &'static str,
-}
-
-/// Labels of a breaker transition.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TransitionLabels {
-    /// Service name.
-    pub service: Arc<String>,
-    /// Instance name.
-    pub instance: Arc<String>,
-    /// The new state: open, half_open, closed.
-    pub to: &'static str,
-}
-
-/// Labels naming a service.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ServiceLabels {
-    /// Service name.
-    pub service: Arc<String>,
 }
 
 /// Labels of a refused request.
@@ -134,12 +87,6 @@ impl EdgeMetrics {
     }
 }
 
-fn latency_histogram() -> Histogram {
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-        0.0005, 2.0, 16,
-    ))
-}
-
 /// Every metric of one gateway.
 pub struct Metrics {
     /// The registry `/metrics` encodes.
@@ -148,24 +95,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// `gateway_request_duration_seconds{route}`.
     pub duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    /// `gateway_upstream_attempts_total{service,instance,outcome}`.
-    pub attempts: Family<AttemptLabels, Counter>,
-    /// `gateway_upstream_attempt_duration_seconds{service,instance}`.
-    pub attempt_duration: Family<InstanceLabels, Histogram, fn() -> Histogram>,
-    /// `gateway_retries_total{route,reason}`.
-    pub retries: Family<RetryLabels, Counter>,
-    /// `gateway_hedges_total{route}`.
-    pub hedges: Family<RouteLabels, Counter>,
-    /// `gateway_retry_budget_exhausted_total{route}`.
-    pub budget_exhausted: Family<RouteLabels, Counter>,
-    /// `gateway_breaker_state{service,instance}`: 0 closed, 1 open, 2 half-open.
-    pub breaker_state: Family<InstanceLabels, Gauge>,
-    /// `gateway_breaker_transitions_total{service,instance,to}`.
-    pub breaker_transitions: Family<TransitionLabels, Counter>,
-    /// `gateway_upstream_in_flight{service,instance}`.
-    pub in_flight: Family<InstanceLabels, Gauge>,
-    /// `gateway_instances{service}`: instances known from discovery.
-    pub instances: Family<ServiceLabels, Gauge>,
+    /// The upstream stack's families (attempts, retries, hedges, breakers, instances).
+    pub upstream: Arc<UpstreamMetrics>,
     /// Edge protections: rejections by reason and client, in-flight, connections.
     pub edge: EdgeMetrics,
 }
@@ -177,77 +108,34 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers every metric.
+    /// Creates and registers every metric: the edge's request families, then the
+    /// upstream families, then the protections (the order `/metrics` lists them in).
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("gateway");
-        let m = Metrics {
-            requests: Family::default(),
-            duration: Family::new_with_constructor(latency_histogram),
-            attempts: Family::default(),
-            attempt_duration: Family::new_with_constructor(latency_histogram),
-            retries: Family::default(),
-            hedges: Family::default(),
-            budget_exhausted: Family::default(),
-            breaker_state: Family::default(),
-            breaker_transitions: Family::default(),
-            in_flight: Family::default(),
-            instances: Family::default(),
-            edge: Default::default(),
-            registry: Registry::default(),
-        };
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
         registry.register(
             "requests",
             "Requests answered, by route, method and status",
-            m.requests.clone(),
+            requests.clone(),
         );
         registry.register(
             "request_duration_seconds",
             "Time to the response head, by route",
-            m.duration.clone(),
+            duration.clone(),
         );
-        registry.register(
-            "upstream_attempts",
-            "Attempts sent to instances, by outcome",
-            m.attempts.clone(),
-        );
-        registry.register(
-            "upstream_attempt_duration_seconds",
-            "Duration of attempts, by instance",
-            m.attempt_duration.clone(),
-        );
-        registry.register(
-            "retries",
-            "Retries sent, by route and reason",
-            m.retries.clone(),
-        );
-        registry.register("hedges", "Hedged attempts sent, by route", m.hedges.clone());
-        registry.register(
-            "retry_budget_exhausted",
-            "Retries or hedges not sent because the budget was empty",
-            m.budget_exhausted.clone(),
-        );
-        registry.register(
-            "breaker_state",
-            "Breaker state per instance: 0 closed, 1 open, 2 half-open",
-            m.breaker_state.clone(),
-        );
-        registry.register(
-            "breaker_transitions",
-            "Breaker transitions per instance and new state",
-            m.breaker_transitions.clone(),
-        );
-        registry.register(
-            "upstream_in_flight",
-            "Attempts in flight per instance",
-            m.in_flight.clone(),
-        );
-        registry.register(
-            "instances",
-            "Instances known per service",
-            m.instances.clone(),
-        );
-        m.edge.register(&mut registry);
-        Arc::new(Metrics { registry, ..m })
+        let upstream = UpstreamMetrics::new(&mut registry);
+        let edge = EdgeMetrics::default();
+        edge.register(&mut registry);
+        Arc::new(Metrics {
+            registry,
+            requests,
+            duration,
+            upstream,
+            edge,
+        })
     }
 
     /// The text exposition.
@@ -258,42 +146,7 @@ impl Metrics {
         }
         out
     }
-
-    /// Removes the series of an instance that left, so the families do not grow forever.
-    pub fn forget_instance(&self, service: &Arc<String>, instance: &Arc<String>) {
-        let l = InstanceLabels {
-            service: service.clone(),
-            instance: instance.clone(),
-        };
-        self.breaker_state.remove(&l);
-        self.in_flight.remove(&l);
-        self.attempt_duration.remove(&l);
-        for outcome in OUTCOMES {
-            self.attempts.remove(&AttemptLabels {
-                service: service.clone(),
-                instance: instance.clone(),
-                outcome,
-            });
-        }
-        for to in ["open", "half_open", "closed"] {
-            self.breaker_transitions.remove(&TransitionLabels {
-                service: service.clone(),
-                instance: instance.clone(),
-                to,
-            });
-        }
-    }
 }
-
-/// Every attempt outcome label.
-pub const OUTCOMES: [&str; 6] = [
-    "success",
-    "http_5xx",
-    "connect_error",
-    "timeout",
-    "transport_error",
-    "cancelled",
-];
 
 /// The method label of a request.
 pub fn method_label(m: &http::Method) -> &'static str {

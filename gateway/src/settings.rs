@@ -5,7 +5,9 @@
 //! `[services.<name>.policy]` < `[[routes]].policy`. Breaker keys describe instances, not
 //! routes, so they stop at the service level; a route that sets one is refused with a
 //! message naming the key. Every check happens once, in `TryFrom`, so the rest of the
-//! crate works with types that cannot hold a bad combination.
+//! crate works with types that cannot hold a bad combination. The policy block itself
+//! and its checks are `hotel_upstream`'s ([`PolicySettings`], [`Policy`]); this module
+//! layers the blocks and names the keys.
 
 use crate::{
     auth::{AuthSettings, Keys},
@@ -14,10 +16,8 @@ use crate::{
     ratelimit::{RateLimitSettings, RateLimits},
 };
 use hotel_common::config::RegistryLink;
-use http::{
-    HeaderName,
-    uri::{Authority, Scheme},
-};
+use hotel_upstream::{Origin, Policy, PolicySettings, ServicePolicy};
+use http::HeaderName;
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
@@ -77,100 +77,6 @@ pub struct Settings {
     /// Origins whose pages may call the API (see [`crate::cors`]).
     #[serde(default)]
     pub cors: crate::cors::CorsSettings,
-}
-
-/// A policy block; every key is optional so a block overrides only what it names.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PolicySettings {
-    /// Overall deadline of a request, all attempts and backoff included.
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub deadline: Option<Duration>,
-    /// Timeout of one attempt.
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub per_try_timeout: Option<Duration>,
-    /// Retries after the first attempt (0 turns retries off).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<u32>,
-    /// First retry backoff; doubles per retry, with full jitter.
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub retry_backoff: Option<Duration>,
-    /// Upper bound of the retry backoff.
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub retry_backoff_max: Option<Duration>,
-    /// Retries and hedges may add at most this percentage of the route's requests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_budget_percent: Option<f32>,
-    /// ...plus this many per second, so a quiet route can still retry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_budget_min_per_sec: Option<u32>,
-    /// Whether idempotent requests are hedged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hedge: Option<bool>,
-    /// The latency percentile (of the service's recent attempts) after which a hedge is
-    /// sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hedge_percentile: Option<f64>,
-    /// The hedge never fires sooner than this.
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub hedge_min_delay: Option<Duration>,
-    /// The hedge fires at the latest after this (also used before latency is known).
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub hedge_max_delay: Option<Duration>,
-    /// Consecutive failures (connect errors, 5xx, per-try timeouts) that open a breaker.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub breaker_failures: Option<u32>,
-    /// First open period of a breaker; doubles on each failed probe.
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub breaker_backoff: Option<Duration>,
-    /// Longest open period of a breaker.
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub breaker_backoff_max: Option<Duration>,
-    /// At most this percentage of a service's instances are ejected for errors at once
-    /// (at least one); instances that refuse connections are ejected regardless.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_ejection_percent: Option<u8>,
-    /// An instance with attempts in flight that has answered none of them for this long
-    /// (and for four times the service's recent p99) is ejected as stalled at once,
-    /// without waiting for per-try timeouts, and watched by one health probe.
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub breaker_stall_after: Option<Duration>,
 }
 
 /// One route: requests whose path starts with `prefix` go to `service`.
@@ -238,72 +144,6 @@ impl Default for Settings {
     }
 }
 
-impl PolicySettings {
-    /// The built-in defaults, every key set.
-    pub fn builtin() -> Self {
-        PolicySettings {
-            deadline: Some(Duration::from_secs(10)),
-            per_try_timeout: Some(Duration::from_secs(2)),
-            retries: Some(2),
-            retry_backoff: Some(Duration::from_millis(10)),
-            retry_backoff_max: Some(Duration::from_millis(250)),
-            retry_budget_percent: Some(20.0),
-            retry_budget_min_per_sec: Some(10),
-            hedge: Some(true),
-            hedge_percentile: Some(95.0),
-            hedge_min_delay: Some(Duration::from_millis(20)),
-            hedge_max_delay: Some(Duration::from_millis(500)),
-            breaker_failures: Some(5),
-            breaker_backoff: Some(Duration::from_secs(1)),
-            breaker_backoff_max: Some(Duration::from_secs(30)),
-            max_ejection_percent: Some(50),
-            breaker_stall_after: Some(Duration::from_millis(250)),
-        }
-    }
-
-    /// `self` with every key `over` sets replaced.
-    fn overlaid(&self, over: &PolicySettings) -> PolicySettings {
-        macro_rules! pick {
-            ($($f:ident),*) => { PolicySettings { $($f: over.$f.or(self.$f)),* } };
-        }
-        pick!(
-            deadline,
-            per_try_timeout,
-            retries,
-            retry_backoff,
-            retry_backoff_max,
-            retry_budget_percent,
-            retry_budget_min_per_sec,
-            hedge,
-            hedge_percentile,
-            hedge_min_delay,
-            hedge_max_delay,
-            breaker_failures,
-            breaker_backoff,
-            breaker_backoff_max,
-            max_ejection_percent,
-            breaker_stall_after
-        )
-    }
-
-    /// The name of the first breaker key this block sets, if any.
-    fn breaker_key(&self) -> Option<&'static str> {
-        if self.breaker_failures.is_some() {
-            Some("breaker_failures")
-        } else if self.breaker_backoff.is_some() {
-            Some("breaker_backoff")
-        } else if self.breaker_backoff_max.is_some() {
-            Some("breaker_backoff_max")
-        } else if self.max_ejection_percent.is_some() {
-            Some("max_ejection_percent")
-        } else if self.breaker_stall_after.is_some() {
-            Some("breaker_stall_after")
-        } else {
-            None
-        }
-    }
-}
-
 /// A configuration that does not make sense; the message names the key.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("invalid gateway configuration: {0}")]
@@ -313,246 +153,9 @@ fn bad(key: impl std::fmt::Display, why: impl std::fmt::Display) -> InvalidConfi
     InvalidConfig(format!("{key}: {why}"))
 }
 
-/// The per-request part of a policy, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Policy {
-    /// Overall deadline.
-    pub deadline: Duration,
-    /// Timeout of one attempt (never longer than the deadline).
-    pub per_try_timeout: Duration,
-    /// Retries after the first attempt.
-    pub retries: u32,
-    /// First backoff.
-    pub retry_backoff: Duration,
-    /// Backoff bound.
-    pub retry_backoff_max: Duration,
-    /// Budget: percentage of requests that may be retried or hedged.
-    pub budget_percent: f32,
-    /// Budget: floor of retries per second.
-    pub budget_min_per_sec: u32,
-    /// Hedging, when on.
-    pub hedge: Option<HedgePolicy>,
-}
-
-/// When a hedge is sent.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HedgePolicy {
-    /// Percentile of recent latency, in (0, 100).
-    pub percentile: f64,
-    /// Lower bound of the delay.
-    pub min_delay: Duration,
-    /// Upper bound of the delay.
-    pub max_delay: Duration,
-}
-
-/// The per-instance breaker, validated.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BreakerPolicy {
-    /// Consecutive failures that open it (at least 1).
-    pub failures: u32,
-    /// First open period.
-    pub backoff: Duration,
-    /// Longest open period.
-    pub backoff_max: Duration,
-    /// Percentage of a service's instances that may be ejected for errors at once.
-    pub max_ejection_percent: u8,
-    /// No answer for this long with attempts in flight ejects an instance as stalled.
-    pub stall_after: Duration,
-}
-
-impl Default for BreakerPolicy {
-    fn default() -> Self {
-        BreakerPolicy {
-            failures: 5,
-            backoff: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(30),
-            max_ejection_percent: 50,
-            stall_after: Duration::from_millis(250),
-        }
-    }
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        // The same values as `PolicySettings::builtin()` (a test checks they agree).
-        Policy {
-            deadline: Duration::from_secs(10),
-            per_try_timeout: Duration::from_secs(2),
-            retries: 2,
-            retry_backoff: Duration::from_millis(10),
-            retry_backoff_max: Duration::from_millis(250),
-            budget_percent: 20.0,
-            budget_min_per_sec: 10,
-            hedge: Some(HedgePolicy {
-                percentile: 95.0,
-                min_delay: Duration::from_millis(20),
-                max_delay: Duration::from_millis(500),
-            }),
-        }
-    }
-}
-
-fn need<T: Copy>(key: &str, field: &str, v: Option<T>) -> Result<T, InvalidConfig> {
-    v.ok_or_else(|| bad(format!("{key}.{field}"), "is missing"))
-}
-
 /// Validates a fully overlaid policy block; `key` names it in messages.
-fn validate_policy(
-    key: &str,
-    s: &PolicySettings,
-) -> Result<(Policy, BreakerPolicy), InvalidConfig> {
-    let deadline = need(key, "deadline", s.deadline)?;
-    let per_try = need(key, "per_try_timeout", s.per_try_timeout)?;
-    if deadline.is_zero() {
-        return Err(bad(format!("{key}.deadline"), "must be above zero"));
-    }
-    if per_try.is_zero() {
-        return Err(bad(format!("{key}.per_try_timeout"), "must be above zero"));
-    }
-    if per_try > deadline {
-        return Err(bad(
-            format!("{key}.per_try_timeout"),
-            format!(
-                "must not exceed the deadline ({})",
-                humantime::format_duration(deadline)
-            ),
-        ));
-    }
-    let retries = need(key, "retries", s.retries)?;
-    if retries > 10 {
-        return Err(bad(format!("{key}.retries"), "must be 10 or fewer"));
-    }
-    let backoff = need(key, "retry_backoff", s.retry_backoff)?;
-    let backoff_max = need(key, "retry_backoff_max", s.retry_backoff_max)?;
-    if backoff > backoff_max {
-        return Err(bad(
-            format!("{key}.retry_backoff"),
-            "must not exceed retry_backoff_max",
-        ));
-    }
-    let percent = need(key, "retry_budget_percent", s.retry_budget_percent)?;
-    if !(0.0..=1000.0).contains(&percent) {
-        return Err(bad(
-            format!("{key}.retry_budget_percent"),
-            "must be between 0 and 1000",
-        ));
-    }
-    let min_per_sec = need(key, "retry_budget_min_per_sec", s.retry_budget_min_per_sec)?;
-    let hedge = if need(key, "hedge", s.hedge)? {
-        let percentile = need(key, "hedge_percentile", s.hedge_percentile)?;
-        if !(percentile > 0.0 && percentile < 100.0) {
-            return Err(bad(
-                format!("{key}.hedge_percentile"),
-                "must be between 0 and 100 (exclusive)",
-            ));
-        }
-        let min_delay = need(key, "hedge_min_delay", s.hedge_min_delay)?;
-        let max_delay = need(key, "hedge_max_delay", s.hedge_max_delay)?;
-        if min_delay.is_zero() {
-            return Err(bad(format!("{key}.hedge_min_delay"), "must be above zero"));
-        }
-        if min_delay > max_delay {
-            return Err(bad(
-                format!("{key}.hedge_min_delay"),
-                "must not exceed hedge_max_delay",
-            ));
-        }
-        Some(HedgePolicy {
-            percentile,
-            min_delay,
-            max_delay,
-        })
-    } else {
-        None
-    };
-    let failures = need(key, "breaker_failures", s.breaker_failures)?;
-    if failures == 0 {
-        return Err(bad(format!("{key}.breaker_failures"), "must be at least 1"));
-    }
-    let b_backoff = need(key, "breaker_backoff", s.breaker_backoff)?;
-    let b_max = need(key, "breaker_backoff_max", s.breaker_backoff_max)?;
-    if b_backoff.is_zero() {
-        return Err(bad(format!("{key}.breaker_backoff"), "must be above zero"));
-    }
-    if b_backoff > b_max {
-        return Err(bad(
-            format!("{key}.breaker_backoff"),
-            "must not exceed breaker_backoff_max",
-        ));
-    }
-    let ejection = need(key, "max_ejection_percent", s.max_ejection_percent)?;
-    if ejection > 100 {
-        return Err(bad(
-            format!("{key}.max_ejection_percent"),
-            "must be between 0 and 100",
-        ));
-    }
-    let stall_after = need(key, "breaker_stall_after", s.breaker_stall_after)?;
-    if stall_after.is_zero() {
-        return Err(bad(
-            format!("{key}.breaker_stall_after"),
-            "must be above zero",
-        ));
-    }
-    Ok((
-        Policy {
-            deadline,
-            per_try_timeout: per_try,
-            retries,
-            retry_backoff: backoff,
-            retry_backoff_max: backoff_max,
-            budget_percent: percent,
-            budget_min_per_sec: min_per_sec,
-            hedge,
-        },
-        BreakerPolicy {
-            failures,
-            backoff: b_backoff,
-            backoff_max: b_max,
-            max_ejection_percent: ejection,
-            stall_after,
-        },
-    ))
-}
-
-/// Where an instance is: scheme and authority of its base URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    /// `http` or `https`.
-    pub scheme: Scheme,
-    /// `host:port`.
-    pub authority: Authority,
-}
-
-impl Origin {
-    /// Parses a base URL such as `http://127.0.0.1:9001` (a trailing `/` is allowed, a
-    /// path is not).
-    pub fn parse(url: &str) -> Result<Origin, String> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-        let scheme = uri
-            .scheme()
-            .cloned()
-            .ok_or_else(|| format!("{url:?} has no scheme"))?;
-        if scheme != Scheme::HTTP {
-            return Err(format!("{url:?}: only http:// instances are supported"));
-        }
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| format!("{url:?} has no host"))?;
-        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err(format!("{url:?} must not have a path or query"));
-        }
-        Ok(Origin { scheme, authority })
-    }
-}
-
-impl std::fmt::Display for Origin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}://{}", self.scheme, self.authority)
-    }
+fn validate_policy(key: &str, s: &PolicySettings) -> Result<ServicePolicy, InvalidConfig> {
+    s.validate(key).map_err(|e| InvalidConfig(e.0))
 }
 
 /// One validated route.
@@ -575,10 +178,9 @@ pub struct ServiceConfig {
     pub name: String,
     /// Static instances (name, origin); names are `<service>-static-<n>`.
     pub instances: Vec<(String, Origin)>,
-    /// Breaker of each of its instances.
-    pub breaker: BreakerPolicy,
-    /// The service-level policy (what a route of it starts from).
-    pub policy: Policy,
+    /// The service-level policy (what a route of it starts from) and the breaker of
+    /// each of its instances.
+    pub policy: ServicePolicy,
 }
 
 /// The validated configuration the gateway runs on.
@@ -786,7 +388,7 @@ impl TryFrom<Settings> for Config {
                 let svc = s.services.get(&r.service).cloned().unwrap_or_default();
                 let skey = format!("services.{}", r.service);
                 let merged = base.overlaid(&svc.policy);
-                let (policy, breaker) = validate_policy(&format!("{skey}.policy"), &merged)?;
+                let policy = validate_policy(&format!("{skey}.policy"), &merged)?;
                 let mut instances = Vec::with_capacity(svc.instances.len());
                 for (n, url) in svc.instances.iter().enumerate() {
                     let origin =
@@ -798,7 +400,6 @@ impl TryFrom<Settings> for Config {
                     ServiceConfig {
                         name: r.service.clone(),
                         instances,
-                        breaker,
                         policy,
                     },
                 );
@@ -809,7 +410,7 @@ impl TryFrom<Settings> for Config {
                 .map(|x| x.policy.clone())
                 .unwrap_or_default();
             let merged = base.overlaid(&svc_policy).overlaid(&r.policy);
-            let (policy, _) = validate_policy(&format!("{key}.policy"), &merged)?;
+            let policy = validate_policy(&format!("{key}.policy"), &merged)?.request;
             routes.push(Route {
                 prefix: r.prefix.clone(),
                 rewrite,
@@ -854,13 +455,6 @@ impl TryFrom<Settings> for Config {
 #[allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_default_policy_is_the_validated_builtin_block() {
-        let (p, b) = validate_policy("policy", &PolicySettings::builtin()).unwrap();
-        assert_eq!(p, Policy::default());
-        assert_eq!(b, BreakerPolicy::default());
-    }
 
     #[test]
     fn default_settings_validate_into_four_routes_and_three_services() {

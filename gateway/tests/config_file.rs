@@ -32,5 +32,8 @@ fn the_shipped_gateway_toml_loads_validates_and_matches_the_defaults() {
         (file.listen, file.admin_listen),
         (code.listen, code.admin_listen)
     );
-    assert_eq!(file.services["room"].breaker, code.services["room"].breaker);
+    assert_eq!(
+        file.services["room"].policy.breaker,
+        code.services["room"].policy.breaker
+    );
 }

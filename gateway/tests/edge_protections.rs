@@ -12,8 +12,9 @@ use hotel_gateway::{
     Application, Config, Settings,
     auth::{KeySettings, hash_key},
     ratelimit::Limit,
-    settings::{PolicySettings, ServiceSettings},
+    settings::ServiceSettings,
 };
+use hotel_upstream::PolicySettings;
 use std::{
     net::SocketAddr,
     sync::{

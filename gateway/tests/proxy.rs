@@ -10,12 +10,8 @@
 mod support;
 
 use axum::{Router, body::Bytes, extract::State, http::StatusCode, response::IntoResponse};
-use hotel_gateway::{
-    Application, Config, Settings,
-    discovery::{Target, Targets},
-    settings::{Origin, PolicySettings, ServiceSettings},
-    upstream::Source,
-};
+use hotel_gateway::{Application, Config, Settings, settings::ServiceSettings};
+use hotel_upstream::{Origin, PolicySettings, Source, Target, Targets};
 use std::{
     net::SocketAddr,
     sync::{
@@ -564,13 +560,13 @@ async fn a_new_instance_takes_traffic_as_soon_as_discovery_publishes_it() {
 
 #[tokio::test]
 async fn the_upstream_client_reaches_a_service_with_the_same_failover() {
-    use hotel_gateway::upstream::{Discovery, UpstreamClient};
+    use hotel_upstream::{Discovery, ServicePolicy, UpstreamClient};
     let good = upstream("good", Behave::Ok).await;
     let refused = dead();
     let rooms = UpstreamClient::new(
         "room",
         Discovery::Static(vec![refused.url.clone(), good.url.clone()]),
-        &PolicySettings::default(),
+        &ServicePolicy::default(),
     )
     .unwrap();
     for _ in 0..10 {
@@ -583,12 +579,8 @@ async fn the_upstream_client_reaches_a_service_with_the_same_failover() {
         assert_eq!(v["path"], "/rooms/9");
     }
     assert_eq!(rooms.endpoints().len(), 2);
-    let nobody = UpstreamClient::new(
-        "room",
-        Discovery::Static(vec![]),
-        &PolicySettings::default(),
-    )
-    .unwrap();
+    let nobody =
+        UpstreamClient::new("room", Discovery::Static(vec![]), &ServicePolicy::default()).unwrap();
     let p = nobody
         .send(http::Request::get("/rooms").body(Bytes::new()).unwrap())
         .await

@@ -96,14 +96,13 @@ fn main() -> std::process::ExitCode {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use hotel_gateway::{Config, Settings, docs, routes::RouteTable};
+    use hotel_gateway::{Config, Settings};
 
     #[test]
     fn the_gateway_documents_every_routed_service_under_its_public_paths() {
         let config = Config::try_from(Settings::default()).unwrap();
-        let table = RouteTable::new(config.routes);
         let docs = super::api_docs().unwrap();
-        let merged = docs::merge::merge(docs.documents(), &table, "test");
+        let merged = docs.merged(&config.routes, "test");
         assert!(merged.missing.is_empty(), "{:?}", merged.missing);
         let paths = merged.document["paths"].as_object().unwrap();
         for p in [
@@ -135,7 +134,7 @@ mod tests {
             );
         }
         // Deterministic: the same inputs give the same bytes.
-        let again = docs::merge::merge(docs.documents(), &table, "test");
+        let again = docs.merged(&config.routes, "test");
         assert_eq!(text, again.document.to_string());
     }
 }

@@ -44,7 +44,7 @@ pub struct Merged {
 }
 
 /// Merges `docs` (by service name) as reached through `table`.
-pub fn merge(docs: &BTreeMap<String, Value>, table: &RouteTable, version: &str) -> Merged {
+pub(crate) fn merge(docs: &BTreeMap<String, Value>, table: &RouteTable, version: &str) -> Merged {
     let mut out = Document::gateway(version);
     let services: BTreeSet<&str> = table.routes().iter().map(|r| r.service.as_str()).collect();
     let mut missing = Vec::new();

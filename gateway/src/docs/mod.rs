@@ -59,6 +59,12 @@ impl ApiDocs {
     pub fn documents(&self) -> &BTreeMap<String, serde_json::Value> {
         &self.docs
     }
+
+    /// The document a gateway with `routes` serves at `/api/openapi.json` (`version` is
+    /// its `info.version`).
+    pub fn merged(&self, routes: &[crate::settings::Route], version: &str) -> merge::Merged {
+        merge::merge(&self.docs, &RouteTable::new(routes.to_vec()), version)
+    }
 }
 
 /// The docs endpoints of one gateway: the merged document, serialized once, and the

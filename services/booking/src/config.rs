@@ -3,6 +3,7 @@
 
 use hotel_common::{config::RegistryLink, process::ProcessArgs};
 use hotel_service::ServiceConfig;
+use hotel_upstream::{PolicySettings, ServicePolicy};
 use serde::{Deserialize, Serialize};
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -97,6 +98,22 @@ impl ServiceConfig for Settings {
     }
 }
 
+/// The upstream policy of booking's calls to customer and room, validated: the built-in
+/// policy with `peer_timeout` as the overall deadline of one call and half of it per try
+/// (customer and room answer from one SQLite lookup: half the deadline per try leaves
+/// room for a retry or a hedge on another instance). The error names `peer_timeout`.
+pub fn peer_policy(peer_timeout: Duration) -> Result<ServicePolicy, String> {
+    let overrides = PolicySettings {
+        deadline: Some(peer_timeout),
+        per_try_timeout: Some(peer_timeout / 2),
+        ..PolicySettings::default()
+    };
+    PolicySettings::builtin()
+        .overlaid(&overrides)
+        .validate("peer_timeout")
+        .map_err(|e| e.to_string())
+}
+
 /// Checks a peer base URL from the settings, naming the key when it is missing or wrong.
 pub(crate) fn peer_url(key: &str, value: Option<&str>) -> Result<reqwest::Url, String> {
     let env = format!("HOTEL_BOOKING__{}", key.to_ascii_uppercase());
@@ -152,6 +169,16 @@ mod tests {
                 .unwrap_err();
         assert!(err.to_string().contains("room_ulr"), "{err}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_peer_policy_takes_its_deadline_from_peer_timeout_and_names_it_when_bad() {
+        let p = peer_policy(Duration::from_secs(2)).unwrap();
+        assert_eq!(p.request.deadline, Duration::from_secs(2));
+        assert_eq!(p.request.per_try_timeout, Duration::from_secs(1));
+        assert_eq!(p.breaker, hotel_upstream::BreakerPolicy::default());
+        let e = peer_policy(Duration::ZERO).unwrap_err();
+        assert!(e.starts_with("peer_timeout"), "{e}");
     }
 
     #[test]

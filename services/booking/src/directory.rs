@@ -1,9 +1,10 @@
 //! How booking asks the customer and room services what it needs to know.
 //!
 //! Handlers see only the [`Directory`] trait. Two implementations:
-//! - [`UpstreamDirectory`]: the gateway's resilient client (registry discovery, p2c over
-//!   peak-EWMA, per-instance breakers, budgeted retries, hedging, deadlines), so booking
-//!   calls customer and room replicas directly, as the gateway does (DESIGN.md section 1).
+//! - [`UpstreamDirectory`]: the resilient upstream client of `hotel_upstream` (registry
+//!   discovery, p2c over peak-EWMA, per-instance breakers, budgeted retries, hedging,
+//!   deadlines), the same stack the gateway uses, so booking calls customer and room
+//!   replicas directly (DESIGN.md section 1).
 //! - [`HttpDirectory`]: plain pooled HTTP to one static base URL per service (a single
 //!   instance, or a gateway's `/api`).
 //!
@@ -16,7 +17,7 @@ use crate::{
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use futures::future::BoxFuture;
-use hotel_gateway::{UpstreamClient, settings::PolicySettings, upstream::Discovery};
+use hotel_upstream::{Discovery, ServicePolicy, UpstreamClient};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 use tracing::Instrument;
@@ -269,7 +270,7 @@ impl Directory for HttpDirectory {
     }
 }
 
-/// [`Directory`] over the gateway's resilient upstream client, one per service.
+/// [`Directory`] over the resilient upstream client, one per service.
 #[derive(Clone)]
 pub struct UpstreamDirectory {
     customer: UpstreamClient,
@@ -284,37 +285,42 @@ impl std::fmt::Debug for UpstreamDirectory {
 
 impl UpstreamDirectory {
     /// Clients of the customer and room services found through `customer` / `room`
-    /// discovery, with the gateway's default policy except for the overall `deadline` of
-    /// one call (and half of it per try). Must be called inside a tokio runtime.
+    /// discovery, with the built-in upstream policy except for the overall `deadline` of
+    /// one call (and half of it per try): see [`crate::config::peer_policy`]. Must be
+    /// called inside a tokio runtime.
     pub fn new(
         customer: Discovery,
         room: Discovery,
         deadline: Duration,
     ) -> Result<Self, hotel_common::process::BoxError> {
-        // Customer and room answer from one SQLite lookup: half the deadline per try
-        // leaves room for a retry or a hedge on another instance.
-        let policy = PolicySettings {
-            deadline: Some(deadline),
-            per_try_timeout: Some(deadline / 2),
-            ..PolicySettings::default()
-        };
+        let policy = crate::config::peer_policy(deadline)?;
+        Self::with_policy(customer, room, &policy)
+    }
+
+    /// Clients of the customer and room services with a validated `policy`. Must be
+    /// called inside a tokio runtime.
+    pub fn with_policy(
+        customer: Discovery,
+        room: Discovery,
+        policy: &ServicePolicy,
+    ) -> Result<Self, hotel_common::process::BoxError> {
         Ok(UpstreamDirectory {
-            customer: UpstreamClient::new("customer", customer, &policy)?,
-            room: UpstreamClient::new("room", room, &policy)?,
+            customer: UpstreamClient::new("customer", customer, policy)?,
+            room: UpstreamClient::new("room", room, policy)?,
         })
     }
 
-    /// Both services discovered through the registry at `url`.
+    /// Both services discovered through the registry at `url`, with `policy`.
     pub fn from_registry(
         url: &str,
         token: Option<String>,
-        deadline: Duration,
+        policy: &ServicePolicy,
     ) -> Result<Self, hotel_common::process::BoxError> {
         let discovery = || Discovery::Registry {
             url: url.to_owned(),
             token: token.clone(),
         };
-        Self::new(discovery(), discovery(), deadline)
+        Self::with_policy(discovery(), discovery(), policy)
     }
 
     /// One GET of `path_and_query` inside a span; `Ok(None)` on 404.

@@ -55,18 +55,16 @@ pub async fn open_database(settings: &Settings) -> Result<sqlx::SqlitePool, BoxE
 
 /// How booking reaches customer and room: static `customer_url` and `room_url` when set
 /// (plain HTTP), otherwise every replica discovered through `registry.url` with the
-/// gateway's resilient client. Must be called inside a tokio runtime.
+/// resilient upstream client (`hotel_upstream`). Must be called inside a tokio runtime.
 pub fn directory_from(settings: &Settings) -> Result<Arc<dyn Directory>, BoxError> {
     let statics = (
         settings.customer_url.as_deref(),
         settings.room_url.as_deref(),
     );
     if let ((None, None), Some(registry)) = (statics, settings.registry.url.as_deref()) {
-        let directory = UpstreamDirectory::from_registry(
-            registry,
-            settings.registry.token.clone(),
-            settings.peer_timeout,
-        )?;
+        let policy = config::peer_policy(settings.peer_timeout)?;
+        let directory =
+            UpstreamDirectory::from_registry(registry, settings.registry.token.clone(), &policy)?;
         return Ok(Arc::new(directory));
     }
     let customer_url = config::peer_url("customer_url", statics.0)?;

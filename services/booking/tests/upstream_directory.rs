@@ -1,4 +1,4 @@
-//! Booking calling customer and room through the gateway's resilient upstream client
+//! Booking calling customer and room through the resilient upstream client
 //! ([`UpstreamDirectory`]): a dead instance costs nothing, no live instance is a fast 503.
 
 #![allow(clippy::unwrap_used)]
@@ -6,7 +6,7 @@
 mod support;
 
 use hotel_booking::{Application, UpstreamDirectory};
-use hotel_gateway::upstream::Discovery;
+use hotel_upstream::Discovery;
 use std::{
     net::SocketAddr,
     sync::Arc,

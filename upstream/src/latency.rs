@@ -27,7 +27,7 @@ struct Ring {
 
 /// A sliding window of latencies in microseconds.
 #[derive(Debug)]
-pub struct LatencyWindow {
+pub(crate) struct LatencyWindow {
     ring: Mutex<Ring>,
     /// The median of the last sort in microseconds (0: not known yet), readable without
     /// the lock: the balancer reads it for every pick.
@@ -50,7 +50,7 @@ impl Default for LatencyWindow {
 
 impl LatencyWindow {
     /// Records one attempt's latency.
-    pub fn record(&self, d: Duration) {
+    pub(crate) fn record(&self, d: Duration) {
         let us = d.as_micros().min(u32::MAX as u128) as u32;
         let mut r = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         if r.samples.len() < WINDOW {
@@ -76,7 +76,7 @@ impl LatencyWindow {
     }
 
     /// The service's median attempt latency, once enough samples are known.
-    pub fn median(&self) -> Option<Duration> {
+    pub(crate) fn median(&self) -> Option<Duration> {
         match self.median_us.load(Ordering::Relaxed) {
             0 => None,
             us => Some(Duration::from_micros(u64::from(us))),
@@ -84,7 +84,7 @@ impl LatencyWindow {
     }
 
     /// The `p`-th percentile (0 < p < 100), when enough samples are known.
-    pub fn percentile(&self, p: f64) -> Option<Duration> {
+    pub(crate) fn percentile(&self, p: f64) -> Option<Duration> {
         let r = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         if r.sorted.len() < MIN_SAMPLES {
             return None;

@@ -30,13 +30,13 @@ use tower::{Service, ServiceExt};
 
 /// Builds [`Hedge`] services for a route.
 #[derive(Debug, Clone)]
-pub struct HedgeLayer {
+pub(crate) struct HedgeLayer {
     shared: Arc<RouteShared>,
 }
 
 impl HedgeLayer {
     /// Hedging by `shared`'s policy.
-    pub fn new(shared: Arc<RouteShared>) -> Self {
+    pub(crate) fn new(shared: Arc<RouteShared>) -> Self {
         HedgeLayer { shared }
     }
 }
@@ -53,14 +53,14 @@ impl<S> tower::Layer<S> for HedgeLayer {
 
 /// The hedging service.
 #[derive(Debug, Clone)]
-pub struct Hedge<S> {
+pub(crate) struct Hedge<S> {
     inner: S,
     shared: Arc<RouteShared>,
 }
 
 impl RouteShared {
     /// How long to wait before hedging, or `None` when this route does not hedge.
-    pub fn hedge_delay(&self) -> Option<Duration> {
+    pub(crate) fn hedge_delay(&self) -> Option<Duration> {
         let h = self.policy.hedge?;
         let d = self.latency.percentile(h.percentile).unwrap_or(h.max_delay);
         Some(d.clamp(h.min_delay, h.max_delay))
@@ -175,14 +175,14 @@ where
 #[allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
-    use crate::{latency::LatencyWindow, metrics::Metrics, settings::Policy};
+    use crate::{latency::LatencyWindow, metrics::UpstreamMetrics, policy::Policy};
     use tower_test::mock;
 
     type Res = Response<()>;
 
     fn layer() -> HedgeLayer {
         let mut policy = Policy::default();
-        policy.hedge = Some(crate::settings::HedgePolicy {
+        policy.hedge = Some(crate::policy::HedgePolicy {
             percentile: 95.0,
             min_delay: Duration::from_millis(20),
             max_delay: Duration::from_millis(100),
@@ -191,7 +191,7 @@ mod tests {
             "/api/rooms",
             "room".into(),
             policy,
-            Metrics::new(),
+            UpstreamMetrics::unregistered(),
             Arc::new(LatencyWindow::default()),
         ))
     }

@@ -31,7 +31,7 @@ use tower::{
 };
 
 /// The balancer of one service.
-pub struct P2c<D, Req>
+pub(crate) struct P2c<D, Req>
 where
     D: Discover,
     D::Key: std::hash::Hash,
@@ -60,7 +60,12 @@ where
 {
     /// A balancer of `service`'s instances from `discover`; keeps `cap` and the
     /// `instances` gauge told how many instances exist.
-    pub fn new(service: Arc<str>, discover: D, cap: Arc<EjectionCap>, instances: Gauge) -> Self {
+    pub(crate) fn new(
+        service: Arc<str>,
+        discover: D,
+        cap: Arc<EjectionCap>,
+        instances: Gauge,
+    ) -> Self {
         P2c {
             service,
             discover,
@@ -239,7 +244,7 @@ where
 /// become ready (a breaker's open period ends, a probe returns) are noticed by the next
 /// call, which polls them again. Timers and probes still wake their own entries inside
 /// the ready cache, so the next poll finds them.
-pub struct SharedBalancer<S> {
+pub(crate) struct SharedBalancer<S> {
     inner: Arc<std::sync::Mutex<S>>,
 }
 
@@ -253,7 +258,7 @@ impl<S> Clone for SharedBalancer<S> {
 
 impl<S> SharedBalancer<S> {
     /// Shares `balancer`.
-    pub fn new(balancer: S) -> Self {
+    pub(crate) fn new(balancer: S) -> Self {
         SharedBalancer {
             inner: Arc::new(std::sync::Mutex::new(balancer)),
         }
@@ -264,7 +269,7 @@ impl<S> SharedBalancer<S> {
     /// Applies discovery changes and re-polls waiting endpoints without sending anything:
     /// the balancer otherwise does this only when a request comes, and status pages must
     /// show an instance from the moment it is discovered (and not once it has left).
-    pub fn refresh<Req>(&self)
+    pub(crate) fn refresh<Req>(&self)
     where
         S: Service<Req>,
     {

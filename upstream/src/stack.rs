@@ -13,9 +13,10 @@
 //!         client    one shared, pooled hyper-util client (keep-alive)       -> 502
 //! ```
 //!
-//! Everything from `buffer` down exists once per service; the top three once per route,
+//! Everything from `shared` down exists once per service; the top three once per route,
 //! because routes of one service may have different deadlines, retries and hedging.
-//! The same stack backs [`UpstreamClient`], which services use to call each other.
+//! The same stack backs [`UpstreamClient`](crate::UpstreamClient), which services use
+//! to call each other.
 
 use crate::{
     balance::P2c,
@@ -29,12 +30,11 @@ use crate::{
     error::BoxError,
     hedge::{Hedge, HedgeLayer},
     latency::LatencyWindow,
-    metrics::{InstanceLabels, Metrics, ServiceLabels, TransitionLabels},
+    metrics::{InstanceLabels, ServiceLabels, TransitionLabels, UpstreamMetrics},
+    policy::{BreakerPolicy, Policy, ServicePolicy},
     retry::{Deadline, Replay, RetryPolicy, RouteShared},
-    settings::{BreakerPolicy, Policy, PolicySettings, ServiceConfig},
     timeout::{Timeout, TimeoutLayer, TryTimeout},
 };
-use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -54,13 +54,13 @@ use tower::{Layer, ServiceExt, retry::Retry};
 pub type HttpClient = Client<HttpConnector, ProxyBody>;
 
 /// One instance's stack, as the balancer holds it.
-pub type EndpointService = Breaker<Observe<Timeout<HttpClient>>>;
+pub(crate) type EndpointService = Breaker<Observe<Timeout<HttpClient>>>;
 
 type Balancer = P2c<DiscoverTargets<MakeEndpointStack>, Request<ProxyBody>>;
 type Shared = crate::balance::SharedBalancer<Balancer>;
 
 /// A route's stack over its service's shared balancer.
-pub type RouteService = tower::timeout::Timeout<Retry<RetryPolicy, Hedge<Shared>>>;
+pub(crate) type RouteService = tower::timeout::Timeout<Retry<RetryPolicy, Hedge<Shared>>>;
 
 /// Options of the shared client.
 #[derive(Debug, Clone, Copy)]
@@ -141,13 +141,13 @@ impl TransitionSink for MetricsSink {
 
 /// The instances of a service as the status page shows them.
 #[derive(Debug, Default)]
-pub struct ServiceView {
+pub(crate) struct ServiceView {
     endpoints: Mutex<BTreeMap<Arc<str>, Arc<EndpointStats>>>,
 }
 
 impl ServiceView {
     /// Every known instance.
-    pub fn endpoints(&self) -> Vec<EndpointView> {
+    pub(crate) fn endpoints(&self) -> Vec<EndpointView> {
         self.endpoints
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -158,13 +158,13 @@ impl ServiceView {
 }
 
 /// Makes an [`EndpointService`] per discovered instance.
-pub struct MakeEndpointStack {
+pub(crate) struct MakeEndpointStack {
     service: Arc<str>,
     client: HttpClient,
     breaker: BreakerPolicy,
     per_try: Duration,
     cap: Arc<EjectionCap>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<UpstreamMetrics>,
     latency: Arc<LatencyWindow>,
     view: Arc<ServiceView>,
 }
@@ -282,41 +282,45 @@ impl std::fmt::Debug for ServiceUpstream {
 }
 
 impl ServiceUpstream {
-    /// Builds the shared part of the stack for `cfg` (must run inside a tokio runtime:
-    /// the buffer spawns its worker).
+    /// Builds the shared part of the stack of service `name`: its balancer over the
+    /// instances `source` gives, each behind a breaker of `policy.breaker` and a per-try
+    /// timeout of `policy.request` (must run inside a tokio runtime: discovery and probes
+    /// spawn tasks).
     pub fn new(
-        cfg: &ServiceConfig,
+        name: &str,
+        policy: &ServicePolicy,
         source: Source,
         client: HttpClient,
-        metrics: Arc<Metrics>,
+        metrics: Arc<UpstreamMetrics>,
     ) -> Arc<Self> {
-        let name: Arc<str> = cfg.name.as_str().into();
+        let service = name;
+        let name: Arc<str> = service.into();
         let (targets, guard) = match source {
             Source::Fixed(t) => {
                 let (tx, rx) = crate::discovery::fixed(t);
                 (rx, SourceGuard::Fixed(tx))
             }
             Source::Registry(c) => {
-                let (w, rx) = crate::discovery::from_registry(c, &cfg.name);
+                let (w, rx) = crate::discovery::from_registry(c, service);
                 (rx, SourceGuard::Registry(w))
             }
             Source::Watch(rx) => (rx, SourceGuard::None),
         };
-        let cap = EjectionCap::new(cfg.breaker.max_ejection_percent);
+        let cap = EjectionCap::new(policy.breaker.max_ejection_percent);
         let latency = Arc::new(LatencyWindow::default());
         let view = Arc::new(ServiceView::default());
         let make = MakeEndpointStack {
             service: name.clone(),
             client,
-            breaker: cfg.breaker,
-            per_try: cfg.policy.per_try_timeout,
+            breaker: policy.breaker,
+            per_try: policy.request.per_try_timeout,
             cap: cap.clone(),
             metrics: metrics.clone(),
             latency: latency.clone(),
             view: view.clone(),
         };
         let gauge = metrics.instances.get_or_create_owned(&ServiceLabels {
-            service: Arc::new(cfg.name.clone()),
+            service: Arc::new(service.to_owned()),
         });
         let balancer = P2c::new(
             name.clone(),
@@ -365,7 +369,7 @@ impl ServiceUpstream {
         self: &Arc<Self>,
         label: &str,
         policy: Policy,
-        metrics: Arc<Metrics>,
+        metrics: Arc<UpstreamMetrics>,
     ) -> RouteUpstream {
         let shared = RouteShared::new(
             label,
@@ -389,7 +393,7 @@ impl ServiceUpstream {
 #[derive(Clone)]
 pub struct RouteUpstream {
     /// Route state (policy, budget, metrics).
-    pub shared: Arc<RouteShared>,
+    pub(crate) shared: Arc<RouteShared>,
     svc: RouteService,
 }
 
@@ -402,6 +406,21 @@ impl std::fmt::Debug for RouteUpstream {
 }
 
 impl RouteUpstream {
+    /// The route label (its prefix).
+    pub fn route(&self) -> &Arc<String> {
+        &self.shared.route
+    }
+
+    /// The service the route reaches.
+    pub fn service(&self) -> &Arc<str> {
+        &self.shared.service
+    }
+
+    /// The route's policy.
+    pub fn policy(&self) -> &Policy {
+        &self.shared.policy
+    }
+
     /// Sends a request (path and query only; the instance is chosen below) through the
     /// whole stack.
     pub fn send(
@@ -424,139 +443,5 @@ impl RouteUpstream {
             req.extensions_mut().insert(r);
         }
         self.svc.clone().oneshot(req)
-    }
-}
-
-/// A resilient client of one service for service-to-service calls: discovery, p2c,
-/// breakers, budgeted retries, hedging and deadlines, exactly as in the gateway.
-///
-/// ```no_run
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-/// use hotel_gateway::upstream::{Discovery, UpstreamClient};
-/// let rooms = UpstreamClient::new(
-///     "room",
-///     Discovery::Registry { url: "http://127.0.0.1:8761".into(), token: Some("t".into()) },
-///     &Default::default(),
-/// )?;
-/// let res = rooms.send(http::Request::get("/rooms/42").body(bytes::Bytes::new())?).await?;
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Debug)]
-pub struct UpstreamClient {
-    service: Arc<ServiceUpstream>,
-    route: RouteUpstream,
-}
-
-/// Where an [`UpstreamClient`] finds its instances.
-#[derive(Debug, Clone)]
-pub enum Discovery {
-    /// The registry at `url`, with its token.
-    Registry {
-        /// Base URL of the registry.
-        url: String,
-        /// Bearer token, when the registry needs one.
-        token: Option<String>,
-    },
-    /// Fixed base URLs (`http://127.0.0.1:9001`).
-    Static(Vec<String>),
-}
-
-impl UpstreamClient {
-    /// A client of `service`; `policy` overrides the built-in defaults (deadline 10 s,
-    /// per-try 2 s, 2 retries, 20 % budget, hedging at p95, breaker after 5 failures).
-    /// Must be called inside a tokio runtime.
-    pub fn new(
-        service: &str,
-        discovery: Discovery,
-        policy: &PolicySettings,
-    ) -> Result<UpstreamClient, crate::settings::InvalidConfig> {
-        let mut settings = crate::settings::Settings::default();
-        settings.routes = vec![crate::settings::RouteSettings {
-            prefix: "/".to_owned() + service,
-            service: service.to_owned(),
-            rewrite: Some("/".to_owned()),
-            policy: PolicySettings::default(),
-        }];
-        let mut svc = crate::settings::ServiceSettings {
-            policy: policy.clone(),
-            ..Default::default()
-        };
-        let source = match discovery {
-            Discovery::Static(urls) => {
-                svc.instances = urls;
-                None
-            }
-            Discovery::Registry { url, token } => Some(
-                hotel_registry::client::RegistryClient::new(&url, token)
-                    .map_err(|e| crate::settings::InvalidConfig(format!("registry.url: {e}")))?,
-            ),
-        };
-        settings.services.insert(service.to_owned(), svc);
-        let cfg = crate::settings::Config::try_from(settings)?;
-        let scfg = &cfg.services[service];
-        let source = match source {
-            Some(c) => Source::Registry(c),
-            None => Source::Fixed(
-                scfg.instances
-                    .iter()
-                    .map(|(n, o)| Target {
-                        name: n.as_str().into(),
-                        origin: o.clone(),
-                    })
-                    .collect(),
-            ),
-        };
-        let metrics = Metrics::new();
-        let upstream = ServiceUpstream::new(
-            scfg,
-            source,
-            http_client(ClientOptions::default()),
-            metrics.clone(),
-        );
-        let route = upstream.route(service, scfg.policy.clone(), metrics);
-        Ok(UpstreamClient {
-            service: upstream,
-            route,
-        })
-    }
-
-    /// Sends `req` (a path such as `/rooms/42`, no scheme or host) to one instance,
-    /// retrying and hedging as the policy allows, and reads the whole answer. Errors are
-    /// the problems the gateway would answer: 502, 503 (with Retry-After) or 504.
-    pub async fn send(
-        &self,
-        req: Request<Bytes>,
-    ) -> Result<Response<Bytes>, hotel_common::Problem> {
-        use http_body_util::BodyExt;
-        let (parts, body) = req.into_parts();
-        let body = if body.is_empty() {
-            ProxyBody::empty()
-        } else {
-            ProxyBody::Buffered(Some(body))
-        };
-        let req = Request::from_parts(parts, body);
-        let deadline = tokio::time::Instant::now() + self.route.shared.policy.deadline;
-        match self.route.send(req).await {
-            Ok(res) => {
-                let (parts, body) = res.into_parts();
-                match tokio::time::timeout_at(deadline, body.collect()).await {
-                    Ok(Ok(b)) => Ok(Response::from_parts(parts, b.to_bytes())),
-                    Ok(Err(e)) => Err(crate::error::classify(
-                        &BoxError::from(e),
-                        self.service.name(),
-                    )),
-                    Err(_) => Err(crate::error::classify(
-                        &BoxError::from(crate::error::DeadlineExceeded),
-                        self.service.name(),
-                    )),
-                }
-            }
-            Err(e) => Err(crate::error::classify(&e, self.service.name())),
-        }
-    }
-
-    /// The instances with their breaker state and statistics.
-    pub fn endpoints(&self) -> Vec<EndpointView> {
-        self.service.endpoints()
     }
 }

@@ -1,8 +1,9 @@
-//! The gateway's errors and their one mapping to problem+json.
+//! The stack's errors and their one mapping to problem+json.
 //!
 //! Inside the tower stacks errors are `BoxError`s; each layer that fails on its own
 //! (balancer, per-try timeout, deadline) returns a small type from this module, and
-//! [`classify`] turns whatever reaches the edge into a status, once.
+//! [`classify`] turns whatever leaves the stack (at the gateway's edge, or out of an
+//! [`UpstreamClient`](crate::UpstreamClient)) into a status, once.
 
 use hotel_common::Problem;
 use http::StatusCode;
@@ -13,7 +14,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// No instance of the service can take a request now: none known, or every breaker open.
 #[derive(Debug, thiserror::Error)]
 #[error("no ready instance of {service} ({known} known)")]
-pub struct NoReadyInstance {
+pub(crate) struct NoReadyInstance {
     /// The service.
     pub service: std::sync::Arc<str>,
     /// How many instances are known (all of them ejected when above zero).
@@ -23,16 +24,16 @@ pub struct NoReadyInstance {
 /// One attempt took longer than the per-try timeout.
 #[derive(Debug, Default, thiserror::Error)]
 #[error("the attempt timed out")]
-pub struct PerTryTimeout;
+pub(crate) struct PerTryTimeout;
 
 /// The request's overall deadline passed.
 #[derive(Debug, Default, thiserror::Error)]
 #[error("the request deadline passed")]
-pub struct DeadlineExceeded;
+pub(crate) struct DeadlineExceeded;
 
 /// What kind of failure an attempt error is, for retries, breakers and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     /// Nothing was sent: the connection could not be opened.
     Connect,
     /// The per-try timeout fired.
@@ -47,7 +48,7 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Classifies a stack error.
-    pub fn of(e: &(dyn std::error::Error + 'static)) -> FailureKind {
+    pub(crate) fn of(e: &(dyn std::error::Error + 'static)) -> FailureKind {
         if e.is::<PerTryTimeout>() {
             FailureKind::Timeout
         } else if e.is::<NoReadyInstance>() {
@@ -68,7 +69,7 @@ impl FailureKind {
     }
 
     /// A short label for metrics and spans.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FailureKind::Connect => "connect_error",
             FailureKind::Timeout => "timeout",

@@ -6,7 +6,7 @@
 //! address is a remove plus an insert. When the source stops publishing (registry down)
 //! nothing is removed: the last set stays in use.
 
-use crate::settings::Origin;
+use crate::policy::Origin;
 use futures::Stream;
 use std::{
     collections::{HashMap, VecDeque},
@@ -32,7 +32,7 @@ pub struct Target {
 pub type Targets = Arc<Vec<Target>>;
 
 /// Turns a target into a balancer endpoint, and hears when one leaves.
-pub trait MakeEndpoint {
+pub(crate) trait MakeEndpoint {
     /// The endpoint service.
     type Service;
     /// Builds the endpoint of a new instance.
@@ -42,7 +42,7 @@ pub trait MakeEndpoint {
 }
 
 /// A `Discover` stream over a watched instance set.
-pub struct DiscoverTargets<M: MakeEndpoint> {
+pub(crate) struct DiscoverTargets<M: MakeEndpoint> {
     sets: WatchStream<Targets>,
     known: HashMap<Arc<str>, Origin>,
     queue: VecDeque<Change<Arc<str>, M::Service>>,
@@ -51,7 +51,7 @@ pub struct DiscoverTargets<M: MakeEndpoint> {
 
 impl<M: MakeEndpoint> DiscoverTargets<M> {
     /// Follows `rx`, starting with its current value.
-    pub fn new(rx: watch::Receiver<Targets>, make: M) -> Self {
+    pub(crate) fn new(rx: watch::Receiver<Targets>, make: M) -> Self {
         DiscoverTargets {
             sets: WatchStream::new(rx),
             known: HashMap::new(),
@@ -107,13 +107,13 @@ where
 }
 
 /// A fixed instance set (static config), with the sender kept alive by the caller.
-pub fn fixed(targets: Vec<Target>) -> (watch::Sender<Targets>, watch::Receiver<Targets>) {
+pub(crate) fn fixed(targets: Vec<Target>) -> (watch::Sender<Targets>, watch::Receiver<Targets>) {
     watch::channel(Arc::new(targets))
 }
 
 /// Follows a service in the registry: the watcher's instance sets, as targets. Instances
 /// with an address the gateway cannot use are skipped (and logged).
-pub fn from_registry(
+pub(crate) fn from_registry(
     client: hotel_registry::client::RegistryClient,
     service: &str,
 ) -> (hotel_registry::client::Watcher, watch::Receiver<Targets>) {

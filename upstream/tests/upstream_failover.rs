@@ -7,12 +7,9 @@
 #![allow(clippy::unwrap_used)]
 
 use axum::{Router, body::Bytes};
-use hotel_gateway::{
-    body::ProxyBody,
-    discovery::{Target, Targets},
-    metrics::Metrics,
-    settings::{BreakerPolicy, Origin, Policy, PolicySettings, ServiceConfig},
-    upstream::{ClientOptions, Discovery, ServiceUpstream, Source, UpstreamClient, http_client},
+use hotel_upstream::{
+    BreakerState, ClientOptions, Discovery, Origin, PolicySettings, ProxyBody, ServicePolicy,
+    ServiceUpstream, Source, Target, Targets, UpstreamClient, UpstreamMetrics, http_client,
 };
 use http_body_util::BodyExt;
 use std::{
@@ -66,12 +63,15 @@ fn frozen() -> (std::net::TcpListener, String) {
 }
 
 /// Booking's policy for its peers: a 2 s deadline per call, half of it per try.
-fn booking_policy() -> PolicySettings {
-    PolicySettings {
-        deadline: Some(Duration::from_secs(2)),
-        per_try_timeout: Some(Duration::from_secs(1)),
-        ..PolicySettings::default()
-    }
+fn booking_policy() -> ServicePolicy {
+    PolicySettings::builtin()
+        .overlaid(&PolicySettings {
+            deadline: Some(Duration::from_secs(2)),
+            per_try_timeout: Some(Duration::from_secs(1)),
+            ..PolicySettings::default()
+        })
+        .validate("policy")
+        .unwrap()
 }
 
 /// Runs 16 concurrent callers of `call` for `run_for` (bounded in count too), and returns
@@ -174,26 +174,16 @@ async fn drill_with_discovery(what: &str, hiccup: bool) {
         target("room-2", &killed_url),
         target("room-3", &frozen_url),
     ]));
-    let base = booking_policy();
-    let policy = Policy {
-        deadline: base.deadline.unwrap(),
-        per_try_timeout: base.per_try_timeout.unwrap(),
-        ..Policy::default()
-    };
-    let cfg = ServiceConfig {
-        name: "room".into(),
-        instances: vec![],
-        breaker: BreakerPolicy::default(),
-        policy: policy.clone(),
-    };
-    let metrics = Metrics::new();
+    let policy = booking_policy();
+    let metrics = UpstreamMetrics::unregistered();
     let upstream = ServiceUpstream::new(
-        &cfg,
+        "room",
+        &policy,
         Source::Watch(rx),
         http_client(ClientOptions::default()),
         metrics.clone(),
     );
-    let route = upstream.route("room", policy, metrics);
+    let route = upstream.route("room", policy.request, metrics);
     let call = move || {
         let route = route.clone();
         async move {
@@ -346,7 +336,7 @@ async fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) ->
     t.elapsed()
 }
 
-fn breaker_of(rooms: &UpstreamClient, url: &str) -> hotel_gateway::breaker::BreakerState {
+fn breaker_of(rooms: &UpstreamClient, url: &str) -> BreakerState {
     rooms
         .endpoints()
         .into_iter()
@@ -357,7 +347,6 @@ fn breaker_of(rooms: &UpstreamClient, url: &str) -> hotel_gateway::breaker::Brea
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_instance_gets_nothing_while_silent_and_is_back_as_soon_as_it_answers() {
-    use hotel_gateway::breaker::BreakerState;
     use std::sync::atomic::Ordering;
     let frozen = pausable(None).await;
     let load = Background::start(&frozen.url).await;
@@ -404,7 +393,6 @@ async fn a_frozen_instance_gets_nothing_while_silent_and_is_back_as_soon_as_it_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instance_is_back_in_rotation_soon_after_it_restarts_on_its_address() {
-    use hotel_gateway::breaker::BreakerState;
     use std::sync::atomic::Ordering;
     let (hold, dead) = killed();
     let addr = dead.trim_start_matches("http://").to_owned();

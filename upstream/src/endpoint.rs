@@ -6,8 +6,8 @@ use crate::{
     breaker::BreakerShared,
     error::{BoxError, FailureKind},
     latency::LatencyWindow,
-    metrics::{AttemptLabels, InstanceLabels, Metrics},
-    settings::Origin,
+    metrics::{AttemptLabels, InstanceLabels, UpstreamMetrics},
+    policy::Origin,
 };
 use http::{Request, Response, Uri, uri::PathAndQuery};
 use pin_project_lite::pin_project;
@@ -28,7 +28,7 @@ use tracing::{Instrument, Span, instrument::Instrumented};
 
 /// Why this attempt exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptKind {
+pub(crate) enum AttemptKind {
     /// The request's first attempt.
     First,
     /// A retry, with the reason.
@@ -39,7 +39,7 @@ pub enum AttemptKind {
 
 impl AttemptKind {
     /// Span attribute value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AttemptKind::First => "first",
             AttemptKind::Retry(_) => "retry",
@@ -51,20 +51,20 @@ impl AttemptKind {
 /// The instances a request has been sent to, shared by all its attempts (request
 /// extension), so a retry or hedge can go somewhere else.
 #[derive(Debug, Default)]
-pub struct Attempts {
+pub(crate) struct Attempts {
     tried: Mutex<Vec<Arc<str>>>,
 }
 
 impl Attempts {
     /// Records that attempt number `n` (1-based, returned) goes to `instance`.
-    pub fn push(&self, instance: Arc<str>) -> u32 {
+    pub(crate) fn push(&self, instance: Arc<str>) -> u32 {
         let mut t = self.tried.lock().unwrap_or_else(|p| p.into_inner());
         t.push(instance);
         t.len() as u32
     }
 
     /// Whether `instance` was tried already.
-    pub fn contains(&self, instance: &str) -> bool {
+    pub(crate) fn contains(&self, instance: &str) -> bool {
         self.tried
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -73,7 +73,7 @@ impl Attempts {
     }
 
     /// Whether nothing was tried yet.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.tried
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -81,18 +81,18 @@ impl Attempts {
     }
 
     /// The instances tried, in order.
-    pub fn tried(&self) -> Vec<Arc<str>> {
+    pub(crate) fn tried(&self) -> Vec<Arc<str>> {
         self.tried.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
 /// Request extension set by the balancer: this attempt's number.
 #[derive(Debug, Clone, Copy)]
-pub struct AttemptNo(pub u32);
+pub(crate) struct AttemptNo(pub u32);
 
 /// Live statistics of one instance (the admin status page reads them).
 #[derive(Debug)]
-pub struct EndpointStats {
+pub(crate) struct EndpointStats {
     /// Service name.
     pub service: Arc<str>,
     /// Instance name.
@@ -155,12 +155,12 @@ pub struct EndpointView {
 
 impl EndpointStats {
     /// Statistics of a new instance, with its metric series.
-    pub fn new(
+    pub(crate) fn new(
         service: Arc<str>,
         instance: Arc<str>,
         origin: Origin,
         breaker: Arc<BreakerShared>,
-        metrics: &Metrics,
+        metrics: &UpstreamMetrics,
     ) -> Arc<Self> {
         let svc = Arc::new(service.to_string());
         let inst = Arc::new(instance.to_string());
@@ -197,7 +197,7 @@ impl EndpointStats {
     }
 
     /// The status-page view.
-    pub fn view(&self) -> EndpointView {
+    pub(crate) fn view(&self) -> EndpointView {
         EndpointView {
             instance: self.instance.to_string(),
             address: self.origin.to_string(),
@@ -261,7 +261,7 @@ impl EndpointStats {
 
 /// Wraps the shared client for one instance.
 #[derive(Debug, Clone)]
-pub struct Observe<S> {
+pub(crate) struct Observe<S> {
     inner: S,
     stats: Arc<EndpointStats>,
     latency: Arc<LatencyWindow>,
@@ -270,7 +270,7 @@ pub struct Observe<S> {
 impl<S> Observe<S> {
     /// Attempts through `inner` to the instance `stats` describes; latencies also feed
     /// the service's `latency` window (the hedge delay).
-    pub fn new(inner: S, stats: Arc<EndpointStats>, latency: Arc<LatencyWindow>) -> Self {
+    pub(crate) fn new(inner: S, stats: Arc<EndpointStats>, latency: Arc<LatencyWindow>) -> Self {
         Observe {
             inner,
             stats,

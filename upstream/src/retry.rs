@@ -14,8 +14,8 @@ use crate::{
     endpoint::{AttemptKind, Attempts},
     error::{BoxError, FailureKind},
     latency::LatencyWindow,
-    metrics::{Metrics, RetryLabels, RouteLabels},
-    settings::Policy,
+    metrics::{RetryLabels, RouteLabels, UpstreamMetrics},
+    policy::Policy,
     timeout::TryTimeout,
 };
 use bytes::Bytes;
@@ -29,11 +29,11 @@ use tower::retry::budget::{Budget, TpsBudget};
 
 /// Request extension: when the request's deadline passes.
 #[derive(Debug, Clone, Copy)]
-pub struct Deadline(pub Instant);
+pub(crate) struct Deadline(pub Instant);
 
 /// What one route's retry and hedge layers share.
 #[derive(Debug)]
-pub struct RouteShared {
+pub(crate) struct RouteShared {
     /// Route label (its prefix).
     pub route: Arc<String>,
     /// Service name.
@@ -45,18 +45,18 @@ pub struct RouteShared {
     /// Set while the budget is empty, so exhaustion is logged once per episode.
     exhausted: AtomicBool,
     /// Metrics.
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<UpstreamMetrics>,
     /// The service's recent attempt latency (hedge delay).
     pub latency: Arc<LatencyWindow>,
 }
 
 impl RouteShared {
     /// Shared state of a route.
-    pub fn new(
+    pub(crate) fn new(
         route: &str,
         service: Arc<str>,
         policy: Policy,
-        metrics: Arc<Metrics>,
+        metrics: Arc<UpstreamMetrics>,
         latency: Arc<LatencyWindow>,
     ) -> Arc<Self> {
         let budget = TpsBudget::new(
@@ -76,7 +76,7 @@ impl RouteShared {
     }
 
     /// Takes one retry or hedge from the budget; logs the first refusal of an episode.
-    pub fn withdraw(&self, what: &'static str) -> bool {
+    pub(crate) fn withdraw(&self, what: &'static str) -> bool {
         if self.budget.withdraw() {
             if self.exhausted.swap(false, Ordering::Relaxed) {
                 tracing::info!(route = %self.route, service = %self.service, "retry budget available again");
@@ -102,7 +102,7 @@ impl RouteShared {
 }
 
 /// Whether the method is idempotent by definition (RFC 9110 9.2.2).
-pub fn has_idempotent_method<B>(req: &Request<B>) -> bool {
+pub(crate) fn has_idempotent_method<B>(req: &Request<B>) -> bool {
     idempotent_method(req.method())
 }
 
@@ -120,7 +120,7 @@ fn idempotent(method: &Method, headers: &HeaderMap) -> bool {
 }
 
 /// Why a failed attempt may be retried, or `None`.
-pub fn retry_reason<B, RB>(
+pub(crate) fn retry_reason<B, RB>(
     req: &Request<B>,
     result: &Result<Response<RB>, BoxError>,
 ) -> Option<&'static str> {
@@ -152,12 +152,12 @@ fn reason_of<RB>(
 }
 
 /// Request extension: the request as the route's stack received it, copied once (see
-/// [`crate::upstream::RouteUpstream::send`]), so that retries and hedges rebuild an
+/// [`crate::stack::RouteUpstream::send`]), so that retries and hedges rebuild an
 /// attempt from it only when one actually fires. Without it every request paid for a
 /// copy of its headers for the retry layer and another for the hedge layer, although
 /// almost none is ever resent.
 #[derive(Debug)]
-pub struct Replay {
+pub(crate) struct Replay {
     method: Method,
     uri: Uri,
     version: Version,
@@ -171,7 +171,7 @@ pub struct Replay {
 impl Replay {
     /// The replayable copy of `req` (with the extensions an attempt needs), or `None`
     /// when its body is streamed and so cannot be sent twice.
-    pub fn of(req: &Request<ProxyBody>) -> Option<Arc<Replay>> {
+    pub(crate) fn of(req: &Request<ProxyBody>) -> Option<Arc<Replay>> {
         let ProxyBody::Buffered(body) = req.body() else {
             return None;
         };
@@ -190,7 +190,7 @@ impl Replay {
 
     /// A new attempt's request: what [`clone_request`] would have copied, carrying this
     /// replay on for later retries and hedges.
-    pub fn request(self: &Arc<Self>) -> Request<ProxyBody> {
+    pub(crate) fn request(self: &Arc<Self>) -> Request<ProxyBody> {
         let mut r = Request::new(ProxyBody::Buffered(self.body.clone()));
         *r.method_mut() = self.method.clone();
         *r.uri_mut() = self.uri.clone();
@@ -222,7 +222,7 @@ impl Replay {
 
 /// Copies a request for another attempt (same extensions that matter), when its body
 /// is buffered.
-pub fn clone_request(req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
+pub(crate) fn clone_request(req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
     let body = req.body().try_clone()?;
     let mut r = Request::new(body);
     *r.method_mut() = req.method().clone();
@@ -245,14 +245,14 @@ pub fn clone_request(req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
 
 /// The retry policy of one route (cloned per request; `retries` counts this request's).
 #[derive(Debug, Clone)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     shared: Arc<RouteShared>,
     retries: u32,
 }
 
 impl RetryPolicy {
     /// The policy of a route.
-    pub fn new(shared: Arc<RouteShared>) -> Self {
+    pub(crate) fn new(shared: Arc<RouteShared>) -> Self {
         RetryPolicy { shared, retries: 0 }
     }
 
@@ -338,7 +338,7 @@ impl<RB> tower::retry::Policy<Request<ProxyBody>, Response<RB>, BoxError> for Re
 #[allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
-    use crate::settings::Policy;
+    use crate::policy::Policy;
     use std::time::Duration;
     use tower::ServiceExt;
     use tower_test::mock;
@@ -350,7 +350,7 @@ mod tests {
             "/api/rooms",
             "room".into(),
             policy,
-            Metrics::new(),
+            UpstreamMetrics::unregistered(),
             Arc::new(LatencyWindow::default()),
         )
     }
@@ -474,7 +474,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         drop(l);
-        let client = crate::upstream::http_client(Default::default());
+        let client = crate::stack::http_client(Default::default());
         let r = Request::get(format!("http://{addr}/"))
             .body(ProxyBody::empty())
             .unwrap();

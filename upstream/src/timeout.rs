@@ -14,17 +14,17 @@ use tokio::time::Sleep;
 
 /// Request extension: the per-try timeout of this request's route.
 #[derive(Debug, Clone, Copy)]
-pub struct TryTimeout(pub Duration);
+pub(crate) struct TryTimeout(pub Duration);
 
 /// Builds [`Timeout`] services.
 #[derive(Debug, Clone, Copy)]
-pub struct TimeoutLayer {
+pub(crate) struct TimeoutLayer {
     fallback: Duration,
 }
 
 impl TimeoutLayer {
     /// Uses `fallback` for requests without a [`TryTimeout`].
-    pub fn new(fallback: Duration) -> Self {
+    pub(crate) fn new(fallback: Duration) -> Self {
         TimeoutLayer { fallback }
     }
 }
@@ -41,7 +41,7 @@ impl<S> tower::Layer<S> for TimeoutLayer {
 
 /// Fails an attempt with [`PerTryTimeout`] when it takes too long.
 #[derive(Debug, Clone)]
-pub struct Timeout<S> {
+pub(crate) struct Timeout<S> {
     inner: S,
     fallback: Duration,
 }

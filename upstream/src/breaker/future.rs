@@ -1,0 +1,68 @@
+//! [`BreakerFuture`]: the gate's response future; it records the attempt's outcome in the
+//! state machine when the inner future finishes, and counts the attempt out when dropped.
+
+use super::{BreakerShared, service::Outcome, stall::AttemptEnd};
+use crate::error::BoxError;
+use pin_project_lite::pin_project;
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+/// Counts the attempt out when it ends, and reports a probe that was dropped before it
+/// finished, so the gate does not stay shut.
+#[derive(Debug)]
+pub(super) struct Recorder {
+    pub(super) shared: Arc<BreakerShared>,
+    pub(super) probe: bool,
+    pub(super) done: bool,
+    pub(super) end: AttemptEnd,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.shared.ended(self.end);
+        if self.probe && !self.done {
+            self.shared.probe_abandoned();
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`Breaker`]: records the outcome when the inner one finishes.
+    #[derive(Debug)]
+    pub struct BreakerFuture<F> {
+        #[pin]
+        inner: F,
+        guard: Recorder,
+    }
+}
+
+impl<F> BreakerFuture<F> {
+    pub(super) fn new(inner: F, guard: Recorder) -> Self {
+        BreakerFuture { inner, guard }
+    }
+}
+
+impl<F, T> Future for BreakerFuture<F>
+where
+    F: Future<Output = Result<T, BoxError>>,
+    Result<T, BoxError>: Outcome,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        this.guard.done = true;
+        this.guard.end = if out.is_ok() {
+            AttemptEnd::Answered
+        } else {
+            AttemptEnd::Unanswered
+        };
+        this.guard.shared.record(out.failure(), this.guard.probe);
+        Poll::Ready(out)
+    }
+}

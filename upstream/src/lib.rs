@@ -1,0 +1,56 @@
+//! `hotel-upstream`: the outbound resilience stack, written once. Whoever calls a
+//! service's instances directly goes through it: the gateway (one stack per route) and
+//! services calling each other ([`UpstreamClient`], e.g. booking calling customer and
+//! room). Outermost first:
+//!
+//! ```text
+//! deadline          tower::timeout over all attempts and backoff               -> 504
+//!  retry            budgeted, safe retries on another instance       (retry)
+//!   hedge           one more attempt after the service's recent p95  (hedge)
+//!    shared         the service's one balancer, shared by its routes (balance)
+//!     balance       p2c over latency EWMA x in-flight, fails fast    (balance) -> 503
+//!      breaker      per-instance readiness gate, stall and refusal
+//!                   ejection, ejection cap                           (breaker)
+//!       observe     absolute URI, trace context, client span, stats  (endpoint)
+//!        try        the per-try timeout                              (timeout)
+//!         client    one shared, pooled hyper-util client             (stack)   -> 502
+//! ```
+//!
+//! Around it: `stack` assembles the layers (`ServiceUpstream` once per service,
+//! `RouteUpstream` once per route); `client` is [`UpstreamClient`]; `discovery` feeds
+//! instances from the registry or a fixed set ([`Source`]); `policy` validates a
+//! [`PolicySettings`] block into a [`ServicePolicy`] once, at config time, naming the
+//! key; `metrics` holds the families ([`UpstreamMetrics`]), registered into a registry
+//! the caller owns; `latency` the service's recent latency window (hedge delay, stall
+//! threshold); `body` the replayable [`ProxyBody`]; `error` the stack's errors, which
+//! leave it as a `BoxError` that [`classify`] maps to 502/503/504 once.
+//!
+//! Dependency rule: the gateway and the services may depend on this crate; it never
+//! depends on the gateway (nor on any service).
+
+mod balance;
+mod body;
+mod breaker;
+mod client;
+mod discovery;
+mod endpoint;
+mod error;
+mod hedge;
+mod latency;
+mod metrics;
+mod policy;
+mod retry;
+mod stack;
+mod timeout;
+
+pub use body::ProxyBody;
+pub use breaker::BreakerState;
+pub use client::{Discovery, UpstreamClient};
+pub use discovery::{Target, Targets};
+pub use endpoint::{EndpointView, LastError};
+pub use error::{BoxError, classify};
+pub use metrics::{UpstreamMetrics, latency_histogram};
+pub use policy::{
+    BreakerPolicy, HedgePolicy, InvalidUpstream, Origin, Policy, PolicySettings, ServicePolicy,
+};
+pub use stack::{ClientOptions, HttpClient, RouteUpstream, ServiceUpstream, Source, http_client};
