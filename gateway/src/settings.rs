@@ -131,7 +131,15 @@ impl Default for Settings {
             routes: vec![
                 route("/api/customers", "customer"),
                 route("/api/rooms", "room"),
-                route("/api/bookings", "booking"),
+                // Creating a booking talks to two services and a database: more time per
+                // try than a plain read.
+                RouteSettings {
+                    policy: PolicySettings {
+                        per_try_timeout: Some(Duration::from_secs(4)),
+                        ..PolicySettings::default()
+                    },
+                    ..route("/api/bookings", "booking")
+                },
                 route("/api/availability", "booking"),
             ],
             services: BTreeMap::new(),

@@ -170,10 +170,11 @@ where
 }
 
 /// The dotted paths (`policy.deadline`, `routes[2].policy.per_try_timeout`) of every
-/// leaf value in `v`.
+/// leaf value in `v`. An empty table has none (an empty `[services]` says nothing); an
+/// empty array is a leaf (`trusted_proxies = []` is a default worth reading).
 fn key_paths(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
     match v {
-        toml::Value::Table(t) if !t.is_empty() => {
+        toml::Value::Table(t) => {
             for (k, v) in t {
                 let p = if prefix.is_empty() {
                     k.clone()
