@@ -4,6 +4,10 @@
 //! `hotel up` is a supervisor: it spawns the `hotel` binary once per instance (registry,
 //! services, gateway), owns those children, and serves a small control API on loopback.
 //! The other commands find it through `<data-dir>/cluster.json`.
+//!
+//! Who may depend on it: the `hotel` binary only. It starts the other roles as child
+//! processes of the same binary and talks to them over HTTP, so it depends on none of
+//! their crates (only `hotel-common`).
 
 pub mod clusterfile;
 pub mod control;

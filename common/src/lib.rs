@@ -1,6 +1,9 @@
 //! What every `hotel` process does alike: layered configuration, problem+json errors,
 //! JSON extraction that names the offending field, request ids, health endpoints,
 //! graceful serving, SQLite pools and telemetry.
+//!
+//! Who may depend on it: every crate of the workspace. It depends on no other crate of
+//! the project, so it holds nothing that needs the registry, a service or the gateway.
 
 pub mod config;
 pub mod context;

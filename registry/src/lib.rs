@@ -13,6 +13,10 @@
 //! (`RegistryClient`, `Registration`, `Watcher`, `register_until`) and [`error`]. The
 //! runner every domain service uses, which registers through the client, is in the
 //! `hotel-service` crate.
+//!
+//! Who may depend on it: the `hotel` binary (the role), `hotel-service` and the gateway
+//! (the client: registration, heartbeats, watches), `hotel-upstream` (discovery) and
+//! `hotel up`. It depends only on `hotel-common`.
 
 pub mod api;
 pub mod client;

@@ -1,6 +1,10 @@
 //! Helpers for system tests: start the real `hotel` binary as child processes on loopback,
 //! learn their real addresses from the `listening on http://ADDR` line, control them with
 //! signals, and end every one of them (by PID) when the test ends, even on panic.
+//!
+//! Who may depend on it: nothing but this crate's own test files; it spawns the built
+//! `hotel` binary and links none of the roles (the tracing tests alone link
+//! `hotel-common`, as a dev-dependency, to run in-process apps).
 
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};

@@ -6,6 +6,10 @@
 //! calls to customer and room, [`store`] the bookings table and its overlap check,
 //! [`idempotency`] `Idempotency-Key` handling, [`routes`] handlers and OpenAPI,
 //! [`error`] every failure and its problem+json.
+//!
+//! Who may depend on it: the `hotel` binary (the role and its OpenAPI document) and
+//! tests. It reaches customer and room over HTTP through `hotel-upstream`, never through
+//! their crates or databases, and never depends on the gateway.
 
 pub mod config;
 pub mod directory;

@@ -5,6 +5,10 @@
 //! Layout: [`model`] (resource, bodies, validation), [`store`] (SQL), [`routes`]
 //! (handlers and OpenAPI), [`error`] (failures as problem+json), [`settings`] and
 //! [`startup`] (building and serving an instance).
+//!
+//! Who may depend on it: the `hotel` binary (the role and its OpenAPI document) and
+//! tests (booking's in-process tests run a real room service). No other service may:
+//! they call it over HTTP.
 
 pub mod error;
 pub mod model;
