@@ -468,6 +468,7 @@ async fn after_a_registry_restart_status_shows_live_instances_re_registering_not
     c.control(&["kill", "registry"]);
     c.control(&["start", "registry"]);
     let mut seen = std::collections::BTreeSet::new();
+    let mut last = String::new();
     until(
         Duration::from_secs(30),
         "every service re-registered",
@@ -481,11 +482,12 @@ async fn after_a_registry_restart_status_shows_live_instances_re_registering_not
                 .map(|i| i["registry"].as_str().unwrap().to_owned())
                 .collect();
             seen.extend(states.iter().cloned());
+            last = s.to_string();
             states.iter().all(|r| r == "registered")
         },
     )
     .await
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}: last status {last}; seen {seen:?}"));
     assert!(
         !seen.contains("absent"),
         "a live instance was shown absent after the registry restart: {seen:?}"
