@@ -336,6 +336,8 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             eprintln!("hotel up output:\n{}", self.up_output());
+            let log = std::fs::read_to_string(self.log_path("up")).unwrap_or_default();
+            eprintln!("hotel up log (logs/up.log):\n{log}");
         }
     }
 }
