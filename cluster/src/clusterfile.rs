@@ -1,11 +1,15 @@
 //! The files a running cluster leaves in its data directory: `cluster.json` (addresses,
 //! secrets and instances, for scripts and the control commands) and `up.lock` (the pid of
 //! the `hotel up` that owns the directory).
+//!
+//! `cluster.json` holds every token of the cluster, so the data directory is created
+//! `0700` and every file in it `0600`, at creation (never widened and narrowed later).
 
 use nix::{sys::signal::kill, unistd::Pid};
 use serde::{Deserialize, Serialize};
 use std::{
     io::Write,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
 };
@@ -138,7 +142,7 @@ impl ClusterFile {
             why: e.to_string(),
         })?;
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = private_file(&tmp)?;
             f.write_all(&body)?;
             f.write_all(b"\n")?;
             f.sync_all()?;
@@ -149,6 +153,30 @@ impl ClusterFile {
             io_err(&path)(e)
         })
     }
+}
+
+/// Mode of every file `hotel up` writes in its data directory: the owner's only.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of the data directory and the directories in it.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Creates (or truncates) `path` for writing; a new file gets [`FILE_MODE`].
+pub fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)
+}
+
+/// Creates `dir` and its missing parents with [`DIR_MODE`]; an existing directory is
+/// left as it is.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
 }
 
 /// Whether a process with this pid exists (signal 0 probes without sending anything).
@@ -182,6 +210,7 @@ impl Lock {
             match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(&path)
             {
                 Ok(mut f) => {
@@ -255,6 +284,23 @@ mod tests {
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(CLUSTER_FILE)]);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn cluster_file_and_lock_are_readable_by_their_owner_only_in_a_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let root = tempdir();
+        let dir = root.join("data");
+        private_dir(&dir.join("logs")).unwrap();
+        ClusterFile::default().write(&dir).unwrap();
+        let lock = Lock::acquire(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("logs")), 0o700);
+        assert_eq!(mode(&ClusterFile::path(&dir)), 0o600);
+        assert_eq!(mode(&dir.join(LOCK_FILE)), 0o600);
+        drop(lock);
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]

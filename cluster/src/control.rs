@@ -25,6 +25,9 @@ use std::{path::Path as FsPath, sync::Arc, time::Duration};
 pub struct ScaleRequest {
     /// Wanted number of live replicas.
     pub replicas: u32,
+    /// Allow 0 (stopping every instance of the service).
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// Answer of every control call that changes or lists instances.
@@ -38,9 +41,9 @@ impl IntoResponse for ControlError {
     fn into_response(self) -> Response {
         let (status, kind) = match &self {
             ControlError::UnknownInstance { .. } => (StatusCode::NOT_FOUND, "unknown-instance"),
-            ControlError::NotRunning { .. } | ControlError::AlreadyRunning(_) => {
-                (StatusCode::CONFLICT, "conflict")
-            }
+            ControlError::NotRunning { .. }
+            | ControlError::AlreadyRunning(_)
+            | ControlError::WouldRemoveAll { .. } => (StatusCode::CONFLICT, "conflict"),
             ControlError::NotScalable(_) | ControlError::BadCount(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "validation-failed")
             }
@@ -141,7 +144,7 @@ async fn scale(
     let req: ScaleRequest =
         hotel_common::extract::parse_json(&body).map_err(IntoResponse::into_response)?;
     let views = sup
-        .scale(role, req.replicas)
+        .scale(role, req.replicas, req.force)
         .await
         .map_err(IntoResponse::into_response)?;
     Ok(Json(InstancesResponse { instances: views }))
@@ -262,14 +265,15 @@ impl ControlClient {
             .instances)
     }
 
-    /// Exactly `replicas` live replicas of `service`.
+    /// Exactly `replicas` live replicas of `service` (0 only with `force`).
     pub async fn scale(
         &self,
         service: &str,
         replicas: u32,
+        force: bool,
     ) -> Result<Vec<InstanceView>, ClientError> {
         let path = format!("/v1/services/{}/scale", encode(service));
-        let body = serde_json::json!({ "replicas": replicas });
+        let body = serde_json::json!({ "replicas": replicas, "force": force });
         Ok(self
             .call(reqwest::Method::POST, &path, Some(body))
             .await?

@@ -13,6 +13,7 @@ pub mod clusterfile;
 pub mod control;
 pub mod load;
 mod output;
+pub mod ports;
 pub mod settings;
 pub mod status;
 pub mod supervisor;
@@ -123,6 +124,9 @@ pub struct ScaleArgs {
     /// SERVICE=N, such as `room=3`.
     #[arg(value_parser = parse_scale)]
     target: (Role, u32),
+    /// Allow `SERVICE=0`, which stops every instance of the service.
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     dir: DataDirArg,
 }
@@ -157,7 +161,7 @@ pub async fn run(cmd: ClusterCommand) -> Result<ExitCode, BoxError> {
         ClusterCommand::Scale(a) => {
             let client = ControlClient::open(&a.dir.data_dir)?;
             let (role, n) = a.target;
-            let views = client.scale(role.as_str(), n).await?;
+            let views = client.scale(role.as_str(), n, a.force).await?;
             if views.is_empty() {
                 output::line(&format!("{role} already has {n} replicas"));
             }
@@ -216,6 +220,21 @@ fn reap_orphans(data_dir: &std::path::Path) {
     }
 }
 
+/// Warns when the data directory (made by someone else, or by an older `hotel up`) lets
+/// other users in: it holds `cluster.json` with every token.
+fn warn_if_shared(data_dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(data_dir)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            dir = %data_dir.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "the data directory is open to other users and will hold every token of the cluster; `chmod 700` it"
+        );
+    }
+}
+
 /// Resolves settings: defaults < config file < `HOTEL_CLUSTER__*` < flags.
 fn resolve(args: &UpArgs) -> Result<UpSettings, BoxError> {
     let default_file = PathBuf::from("config/hotel.toml");
@@ -268,20 +287,78 @@ fn jaeger_ui(endpoint: &str) -> String {
     format!("http://{host}:16686")
 }
 
-async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
-    let settings = resolve(&args)?;
-    std::fs::create_dir_all(settings.data_dir.join("logs"))
-        .map_err(|e| format!("cannot create {}: {e}", settings.data_dir.display()))?;
-    let data_dir = std::fs::canonicalize(&settings.data_dir)?;
-    let _lock = Lock::acquire(&data_dir)?;
-    let _telemetry = hotel_common::telemetry::init(
+/// The fixed ports of a cluster, with the settings that choose each.
+fn fixed_ports(s: &UpSettings) -> [ports::FixedPort; 4] {
+    use ports::FixedPort;
+    let p = &s.ports;
+    [
+        FixedPort {
+            what: "registry",
+            port: p.registry,
+            flag: "--registry-port",
+            key: "registry",
+        },
+        FixedPort {
+            what: "gateway",
+            port: p.gateway,
+            flag: "--gateway-port",
+            key: "gateway",
+        },
+        FixedPort {
+            what: "gateway admin",
+            port: p.admin,
+            flag: "--admin-port",
+            key: "admin",
+        },
+        FixedPort {
+            what: "control API",
+            port: p.control,
+            flag: "--control-port",
+            key: "control",
+        },
+    ]
+}
+
+/// Where `hotel up` writes its own log: `<data-dir>/logs/up.log`. The terminal is kept
+/// for the banner; only warnings and errors reach it as well.
+pub const UP_LOG: &str = "up.log";
+
+fn init_logging(
+    data_dir: &std::path::Path,
+) -> Result<hotel_common::telemetry::TelemetryGuard, BoxError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    let path = data_dir.join("logs").join(UP_LOG);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(clusterfile::FILE_MODE)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let writer = Arc::new(file).and(std::io::stderr.with_max_level(tracing::Level::WARN));
+    Ok(hotel_common::telemetry::init_with_writer(
         &hotel_common::telemetry::Identity {
             role: "up".into(),
             instance: "up".into(),
         },
         hotel_common::telemetry::LogFormat::Text,
-    );
+        hotel_common::telemetry::BoxMakeWriter::new(writer),
+    ))
+}
+
+async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
+    let settings = resolve(&args)?;
+    // Every file this process and its children create is the owner's only (the modes
+    // are also set explicitly where the files are made; this covers the rest).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    clusterfile::private_dir(&settings.data_dir.join("logs"))
+        .map_err(|e| format!("cannot create {}: {e}", settings.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&settings.data_dir)?;
+    let _lock = Lock::acquire(&data_dir)?;
+    let _telemetry = init_logging(&data_dir)?;
+    warn_if_shared(&data_dir);
     reap_orphans(&data_dir);
+    ports::check_free(&fixed_ports(&settings))?;
     let pick = |configured: &str, prefix: &str| {
         if configured.is_empty() {
             random_token(prefix)
@@ -326,7 +403,12 @@ async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
     let mut code = match started {
         Some(Ok(())) => {
             sup.mark_ready();
-            output::print_banner(&sup.cluster_file(), &sup.instances(), &data_dir);
+            let file = sup.cluster_file();
+            let jaeger = match &file.jaeger_url {
+                Some(url) => Some(output::JaegerKind::probe(url).await),
+                None => None,
+            };
+            output::print_banner(&file, &sup.instances(), &data_dir, jaeger);
             shutdown.await;
             output::line(
                 "stopping: services, then the gateway, then the registry (Ctrl-C again to kill them)",

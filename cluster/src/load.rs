@@ -278,6 +278,23 @@ struct Client {
     first_night: time::Date,
 }
 
+/// A transport error with its causes: reqwest's own message names only the URL
+/// (`error sending request for url (...)`); the cause (`Connection refused`, a DNS or
+/// TLS failure, a timeout) is in its source chain.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 fn classify(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timeout".into()
@@ -374,7 +391,7 @@ impl Client {
             };
             (op, req)
         };
-        let transport = |e: reqwest::Error| (classify(&e), e.to_string());
+        let transport = |e: reqwest::Error| (classify(&e), describe(&e));
         let result = match req.send().await {
             Ok(res) if res.status().is_success() => {
                 res.json::<serde_json::Value>().await.map_err(transport)
@@ -458,7 +475,7 @@ async fn create(client: &Client, path: &str, body: serde_json::Value) -> Result<
                     break;
                 }
             }
-            Err(e) => last = format!("POST {path}: {e}"),
+            Err(e) => last = format!("POST {path}: {}", describe(&e)),
         }
     }
     Err(last)
@@ -1039,6 +1056,19 @@ mod tests {
             to_stderr: true,
             stop: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    #[tokio::test]
+    async fn a_load_that_cannot_connect_names_the_url_and_the_cause() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let err = execute(plan_for(url.clone()))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("{url}/api/")), "{err}");
+        assert!(err.to_lowercase().contains("connection refused"), "{err}");
     }
 
     #[tokio::test]

@@ -5,6 +5,72 @@
 use crate::{clusterfile::ClusterFile, supervisor::InstanceView};
 use std::{io::Write, path::Path};
 
+/// The load example the `hotel up` banner prints and the README shows (a test keeps
+/// them the same): copy-pasteable against a cluster in the default data directory.
+pub const LOAD_EXAMPLE: &str = "hotel load --duration 25s --rate 50";
+
+/// What answers at the Jaeger UI address, as far as `hotel up` can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JaegerKind {
+    /// The real web UI (a release binary or the official image).
+    Ui,
+    /// A Jaeger built from the Go module: query API, and a placeholder page for the UI.
+    GoBuild,
+    /// Nothing answered (yet).
+    NotAnswering,
+}
+
+impl JaegerKind {
+    /// Reads the UI root page: the build without UI assets serves a known placeholder.
+    pub fn from_page(status_ok: bool, body: &str) -> JaegerKind {
+        if !status_ok {
+            JaegerKind::NotAnswering
+        } else if body.contains("This is not the Jaeger UI")
+            || body.contains("placeholder for the Jaeger UI")
+        {
+            JaegerKind::GoBuild
+        } else {
+            JaegerKind::Ui
+        }
+    }
+
+    /// Asks the UI root of `url` (one short request).
+    pub async fn probe(url: &str) -> JaegerKind {
+        let Ok(http) = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(1))
+            .no_proxy()
+            .build()
+        else {
+            return JaegerKind::NotAnswering;
+        };
+        match http
+            .get(format!("{}/", url.trim_end_matches('/')))
+            .send()
+            .await
+        {
+            Ok(res) => {
+                let ok = res.status().is_success();
+                JaegerKind::from_page(ok, &res.text().await.unwrap_or_default())
+            }
+            Err(_) => JaegerKind::NotAnswering,
+        }
+    }
+
+    /// The banner's `traces` line for a Jaeger at `url`.
+    pub fn banner_line(self, url: &str) -> String {
+        match self {
+            JaegerKind::Ui => format!("traces    {url}   (Jaeger UI)\n"),
+            JaegerKind::GoBuild => format!(
+                "traces    {url}   (Jaeger built from source: query API only, no web UI;\n          \
+                 `curl {url}/api/v3/traces/<trace_id>`, or get the UI: scripts/jaeger.sh install with internet, or the jaegertracing/jaeger image)\n"
+            ),
+            JaegerKind::NotAnswering => format!(
+                "traces    {url}   (Jaeger UI, expected beside the OTLP endpoint: nothing answers there yet)\n"
+            ),
+        }
+    }
+}
+
 /// Prints one line.
 pub fn line(text: &str) {
     let mut out = std::io::stdout().lock();
@@ -61,7 +127,25 @@ pub fn print_changes(verb: &str, views: &[InstanceView]) {
 }
 
 /// The `hotel up` banner: the instance table, URLs, secrets and a first request.
-pub fn print_banner(file: &ClusterFile, instances: &[InstanceView], data_dir: &Path) {
+pub fn print_banner(
+    file: &ClusterFile,
+    instances: &[InstanceView],
+    data_dir: &Path,
+    jaeger: Option<JaegerKind>,
+) {
+    let text = banner(file, instances, data_dir, jaeger);
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// The text of the `hotel up` banner.
+fn banner(
+    file: &ClusterFile,
+    instances: &[InstanceView],
+    data_dir: &Path,
+    jaeger: Option<JaegerKind>,
+) -> String {
     let rows: Vec<Vec<String>> = instances
         .iter()
         .map(|v| {
@@ -94,7 +178,7 @@ pub fn print_banner(file: &ClusterFile, instances: &[InstanceView], data_dir: &P
         ClusterFile::path(data_dir).display()
     ));
     if let Some(j) = &file.jaeger_url {
-        text.push_str(&format!("traces    {j}   (Jaeger UI)\n"));
+        text.push_str(&jaeger.unwrap_or(JaegerKind::NotAnswering).banner_line(j));
     }
     text.push_str(&format!(
         "\ntry:\n  curl -s -H \"Authorization: Bearer {key}\" {gateway}/api/rooms\n  curl -s -H \"Authorization: Bearer {key}\" -H 'content-type: application/json' \\\n       -d '{{\"number\":\"101\",\"kind\":\"double\",\"capacity\":2,\"nightly_rate_cents\":12000}}' {gateway}/api/rooms\n",
@@ -108,17 +192,67 @@ pub fn print_banner(file: &ClusterFile, instances: &[InstanceView], data_dir: &P
         format!(" --data-dir {}", data_dir.display())
     };
     text.push_str(&format!(
-        "\nfrom another terminal:\n  hotel status{dir_flag}\n  hotel load{dir_flag} --duration 30s\n  hotel kill room-1{dir_flag}    (also: stop, pause, resume, start room, scale room=3)\n\nCtrl-C stops everything.\n"
+        "\nfrom another terminal:\n  hotel status{dir_flag}\n  {LOAD_EXAMPLE}{dir_flag}\n  hotel kill room-1{dir_flag}    (also: stop, pause, resume, start room, scale room=3)\n\nCtrl-C stops everything.\n"
     ));
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
+    text
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_readme_shows_the_load_example_the_banner_prints() {
+        let dir = std::env::temp_dir();
+        let text = banner(&ClusterFile::default(), &[], &dir, None);
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("hotel load"))
+            .unwrap();
+        // The banner names the data directory when it is not the default one.
+        let example = line.trim().split(" --data-dir").next().unwrap();
+        assert_eq!(example, LOAD_EXAMPLE);
+        let readme = include_str!("../../README.md");
+        assert!(
+            readme.contains(&format!("  {LOAD_EXAMPLE}\n")),
+            "the README's banner lacks {LOAD_EXAMPLE:?}"
+        );
+        assert!(
+            readme.contains(&format!("$ {LOAD_EXAMPLE}\n")),
+            "the README's load example is not {LOAD_EXAMPLE:?}"
+        );
+        for l in readme
+            .lines()
+            .filter(|l| l.trim_start().starts_with("$ hotel load"))
+        {
+            assert_eq!(l.trim_start(), format!("$ {LOAD_EXAMPLE}"), "README: {l}");
+        }
+    }
+
+    #[test]
+    fn the_jaeger_line_says_whether_the_web_ui_is_there() {
+        let placeholder = "<h1>This is not the Jaeger UI you are looking for!</h1>";
+        assert_eq!(
+            JaegerKind::from_page(true, placeholder),
+            JaegerKind::GoBuild
+        );
+        assert_eq!(
+            JaegerKind::from_page(true, "<title>Jaeger UI</title>"),
+            JaegerKind::Ui
+        );
+        assert_eq!(JaegerKind::from_page(false, ""), JaegerKind::NotAnswering);
+        let line = JaegerKind::GoBuild.banner_line("http://127.0.0.1:16686");
+        assert!(
+            line.contains("no web UI") && line.contains("jaegertracing/jaeger"),
+            "{line}"
+        );
+        assert!(
+            JaegerKind::Ui
+                .banner_line("http://x")
+                .contains("(Jaeger UI)")
+        );
+    }
 
     #[test]
     fn table_columns_are_as_wide_as_their_widest_cell() {

@@ -6,7 +6,12 @@
 //! when one of them is down its columns say so and the rest is still shown, because that
 //! is exactly when people run `hotel status`.
 
-use crate::{control::ControlClient, output, settings::Role, supervisor::InstanceView};
+use crate::{
+    control::ControlClient,
+    output,
+    settings::Role,
+    supervisor::{InstanceState, InstanceView, unix_ms},
+};
 use hotel_common::process::BoxError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -58,7 +63,9 @@ pub struct StatusRow {
     #[serde(flatten)]
     pub instance: InstanceView,
     /// `registered` (with heartbeat age), `critical` (registered, but its readiness check
-    /// fails, so it gets no traffic), `absent`, or `unknown` when the registry is down.
+    /// fails, so it gets no traffic), `re-registering` (alive and registered with the
+    /// registry before a restart of the registry, not yet with the new one), `absent`,
+    /// or `unknown` when the registry is down.
     pub registry: String,
     /// Why its readiness check fails, when `registry` is `critical`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -232,6 +239,11 @@ pub async fn gather(data_dir: &Path) -> Result<Status, BoxError> {
             }
         }
     );
+    let registry_instance = instances
+        .iter()
+        .find(|i| i.service == Role::Registry.as_str() && i.state.is_live())
+        .cloned();
+    let now = unix_ms();
     let rows = instances
         .into_iter()
         .map(|inst| {
@@ -250,6 +262,9 @@ pub async fn gather(data_dir: &Path) -> Result<Status, BoxError> {
                                 age,
                                 critical: Some(why),
                             }) => ("critical".to_owned(), Some(*age), Some(why.clone())),
+                            None if re_registering(&inst, registry_instance.as_ref(), now) => {
+                                ("re-registering".to_owned(), None, None)
+                            }
                             None => ("absent".to_owned(), None, None),
                         },
                     }
@@ -290,6 +305,38 @@ pub async fn gather(data_dir: &Path) -> Result<Status, BoxError> {
     })
 }
 
+/// How long after a registry restart a live instance missing from it counts as
+/// re-registering rather than absent: a heartbeat (1 s) finds the new registry, and
+/// registration retries with backoff; past this something else is wrong.
+const REREGISTER_WITHIN_MS: u64 = 10_000;
+
+/// Whether `inst`, missing from the registry, is on its way back: it is alive and not
+/// frozen, was ready (so registered) before the current registry process was, and that
+/// registry started only moments ago.
+fn re_registering(inst: &InstanceView, registry: Option<&InstanceView>, now_ms: u64) -> bool {
+    let Some(reg_ready) = registry.and_then(|r| r.ready_unix_ms) else {
+        return false;
+    };
+    matches!(inst.state, InstanceState::Running)
+        && inst.ready_unix_ms.is_some_and(|t| t < reg_ready)
+        && now_ms.saturating_sub(reg_ready) < REREGISTER_WITHIN_MS
+}
+
+/// `0.4s`: a heartbeat age.
+fn seconds(ms: u64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+/// An EWMA latency, or `-` before the first answer (the gateway reports 0 until then).
+fn ewma(g: &GatewayView) -> String {
+    match g.ewma_ms {
+        Some(v) if v > 0.0 && g.requests.unwrap_or(1) > g.failures.unwrap_or(0) => {
+            format!("{v:.1}ms")
+        }
+        _ => "-".into(),
+    }
+}
+
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|x| x.to_string()).unwrap_or_else(|| "-".into())
 }
@@ -310,11 +357,10 @@ pub fn render(status: &Status) -> String {
                     Some(why) => format!("{} ({why})", r.registry),
                     None => r.registry.clone(),
                 },
-                opt(g.breaker),
+                opt(r.heartbeat_age_ms.map(seconds)),
+                opt(g.breaker.clone()),
                 opt(g.in_flight),
-                g.ewma_ms
-                    .map(|v| format!("{v:.1}ms"))
-                    .unwrap_or_else(|| "-".into()),
+                ewma(&g),
                 opt(g.requests),
                 opt(g.failures),
                 g.last_error
@@ -331,6 +377,7 @@ pub fn render(status: &Status) -> String {
             "ADDRESS",
             "STATE",
             "REGISTRY",
+            "HEARTBEAT",
             "BREAKER",
             "IN-FLIGHT",
             "EWMA",
@@ -366,6 +413,84 @@ pub async fn run(data_dir: &Path, json: bool) -> Result<ExitCode, BoxError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn view(name: &str, service: &str, ready: Option<u64>) -> InstanceView {
+        InstanceView {
+            name: name.into(),
+            service: service.into(),
+            pid: 7,
+            address: Some("127.0.0.1:5001".into()),
+            state: InstanceState::Running,
+            restarts: 0,
+            last_exit: None,
+            ready_unix_ms: ready,
+        }
+    }
+
+    #[test]
+    fn the_table_shows_heartbeat_age_and_no_ewma_before_the_first_answer() {
+        let row = |name: &str, age, gateway| StatusRow {
+            instance: view(name, "room", Some(1)),
+            registry: "registered".into(),
+            registry_reason: None,
+            heartbeat_age_ms: age,
+            gateway,
+        };
+        let idle = GatewayView {
+            breaker: Some("closed".into()),
+            in_flight: Some(0),
+            ewma_ms: Some(0.0),
+            requests: Some(0),
+            failures: Some(0),
+            last_error: None,
+        };
+        let busy = GatewayView {
+            ewma_ms: Some(2.3),
+            requests: Some(5),
+            ..idle.clone()
+        };
+        let text = render(&Status {
+            gateway_url: None,
+            registry_reachable: true,
+            gateway_reachable: true,
+            instances: vec![
+                row("room-1", Some(412), Some(idle)),
+                row("room-2", Some(1500), Some(busy)),
+            ],
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        let cells = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(cells(lines[0])[5], "HEARTBEAT", "{text}");
+        let (idle, busy) = (cells(lines[1]), cells(lines[2]));
+        assert_eq!(idle[5], "0.4s", "{text}");
+        assert_eq!(idle[8], "-", "idle EWMA: {text}");
+        assert_eq!(busy[5], "1.5s", "{text}");
+        assert_eq!(busy[8], "2.3ms", "{text}");
+    }
+
+    #[test]
+    fn a_live_instance_missing_from_a_just_restarted_registry_is_re_registering() {
+        let now = 100_000;
+        let registry = view("registry", "registry", Some(now - 500));
+        let old = view("room-1", "room", Some(now - 60_000));
+        assert!(re_registering(&old, Some(&registry), now));
+        // Ready after the registry started: it never was registered with an older one.
+        let new = view("room-2", "room", Some(now - 100));
+        assert!(!re_registering(&new, Some(&registry), now));
+        // Frozen: it cannot re-register.
+        let paused = InstanceView {
+            state: InstanceState::Paused,
+            ..old.clone()
+        };
+        assert!(!re_registering(&paused, Some(&registry), now));
+        // Long after the restart, missing means absent.
+        assert!(!re_registering(
+            &old,
+            Some(&registry),
+            now + REREGISTER_WITHIN_MS
+        ));
+        assert!(!re_registering(&old, None, now));
+    }
 
     #[test]
     fn gateway_entries_are_found_by_instance_name_or_address() {

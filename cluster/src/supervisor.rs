@@ -96,6 +96,11 @@ pub struct InstanceView {
     pub restarts: u32,
     /// How the last process ended (`signal 9 (SIGKILL)`, `exit status 1`).
     pub last_exit: Option<String>,
+    /// When the current process answered `/readyz` (Unix milliseconds). A service
+    /// instance that was ready before the current registry process registered with the
+    /// one before it: `hotel status` tells re-registering from absent by this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_unix_ms: Option<u64>,
 }
 
 /// What the user asked of an instance; decides how its exit is read.
@@ -116,6 +121,7 @@ struct Instance {
     intent: Intent,
     restarts: u32,
     last_exit: Option<String>,
+    ready_unix_ms: Option<u64>,
     /// Becomes `Some(how)` when the process has been reaped; stop and kill wait on it.
     exited: watch::Receiver<Option<String>>,
 }
@@ -130,6 +136,7 @@ impl Instance {
             state: self.state,
             restarts: self.restarts,
             last_exit: self.last_exit.clone(),
+            ready_unix_ms: self.ready_unix_ms,
         }
     }
 }
@@ -162,6 +169,18 @@ pub enum ControlError {
     /// A replica count out of range.
     #[error("replicas: {0}")]
     BadCount(String),
+    /// `scale SERVICE=0` without `--force`: it would remove every instance.
+    #[error(
+        "refusing to stop every {service} instance ({names}): with none left, every request \
+         that needs {service} fails with 503 until one is started again. \
+         Run `hotel scale {service}=0 --force` to do it anyway"
+    )]
+    WouldRemoveAll {
+        /// The service.
+        service: String,
+        /// The instances that would be stopped, comma-separated.
+        names: String,
+    },
     /// The child did not become ready.
     #[error("{0}")]
     StartFailed(String),
@@ -285,6 +304,14 @@ fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
         },
         Err(e) => format!("could not be waited for: {e}"),
     }
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 fn signal(pid: u32, sig: Signal) {
@@ -491,6 +518,7 @@ impl Supervisor {
         let mut log = match tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(crate::clusterfile::FILE_MODE)
             .open(&log_path)
             .await
         {
@@ -556,6 +584,7 @@ impl Supervisor {
                 intent: Intent::None,
                 restarts,
                 last_exit: None,
+                ready_unix_ms: None,
                 exited: exit_rx.clone(),
             });
             self.persist(&st);
@@ -703,6 +732,7 @@ impl Supervisor {
                 && i.state == InstanceState::Starting
             {
                 i.state = InstanceState::Running;
+                i.ready_unix_ms = Some(unix_ms());
             }
             self.persist(&st);
         }
@@ -945,11 +975,12 @@ impl Supervisor {
     }
 
     /// Starts or gracefully stops replicas until `replicas` are live; the highest-numbered
-    /// go first.
+    /// go first. Scaling to 0 stops a whole service and needs `force`.
     pub async fn scale(
         self: &Arc<Self>,
         role: Role,
         replicas: u32,
+        force: bool,
     ) -> Result<Vec<InstanceView>, ControlError> {
         if !role.is_service() {
             return Err(ControlError::NotScalable(role.as_str().to_owned()));
@@ -971,6 +1002,16 @@ impl Supervisor {
                 .collect()
         };
         live.sort();
+        if replicas == 0 && !live.is_empty() && !force {
+            return Err(ControlError::WouldRemoveAll {
+                service: role.as_str().to_owned(),
+                names: live
+                    .iter()
+                    .map(|(_, n)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
         let mut changed = Vec::new();
         let have = u32::try_from(live.len()).unwrap_or(u32::MAX);
         if have < replicas {

@@ -12,10 +12,13 @@ use sqlx::{
 use std::{path::Path, time::Duration};
 
 /// Opens (creating if missing) the database file at `path`.
+///
+/// The database holds every customer's data, so it is private to its owner: a missing
+/// directory is created `0700` and a missing file `0600` here, before SQLite opens it,
+/// because SQLite creates a new file `0644` (less the umask) but gives its `-wal` and
+/// `-shm` files the mode of the database file.
 pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
-    }
+    create_private(path).map_err(sqlx::Error::Io)?;
     let opts = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
@@ -36,6 +39,31 @@ pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {
     pool
 }
 
+/// Creates the parent directories of `path` (mode `0700`) and the file itself (mode
+/// `0600`, empty) when they are missing; existing ones are left as they are.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if path == Path::new(":memory:") || path.to_string_lossy().starts_with("file:") {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Takes an exclusive `flock` on `<db>.migrate.lock` (waiting on a blocking thread); the
 /// lock is held until the returned file is dropped. It coordinates processes that open or
 /// migrate one database file at the same moment.
@@ -43,10 +71,12 @@ async fn file_lock(db_path: &Path) -> std::io::Result<std::fs::File> {
     let mut lock_path = db_path.as_os_str().to_owned();
     lock_path.push(".migrate.lock");
     tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)?;
         file.lock()?;
         Ok(file)
@@ -134,5 +164,39 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
             .and_then(|c| c.parse::<i64>().ok())
             .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::{os::unix::fs::PermissionsExt, path::PathBuf};
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn a_new_database_and_its_wal_and_shm_files_are_readable_by_their_owner_only() {
+        let root = std::env::temp_dir().join(format!("hotel-db-{}", uuid::Uuid::new_v4()));
+        let dir = root.join("data");
+        let path = dir.join("room.db");
+        let pool = open(&path).await.unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(mode(&dir), 0o700, "data directory");
+        for suffix in ["", "-wal", "-shm", ".migrate.lock"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        pool.close().await;
+        std::fs::remove_dir_all(root).unwrap();
     }
 }

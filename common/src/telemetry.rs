@@ -38,6 +38,8 @@ use tracing::{Dispatch, Span, dispatcher::WeakDispatch};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt};
 
+pub use tracing_subscriber::fmt::writer::BoxMakeWriter;
+
 /// Which spans are exported when `HOTEL_TRACE_FILTER` is unset: everything at `info`.
 pub const DEFAULT_TRACE_FILTER: &str = "info,sqlx=warn";
 
@@ -139,10 +141,20 @@ pub fn is_exporting() -> bool {
 /// propagator. Call once, from a role's `run`, inside the tokio runtime. A second call
 /// leaves the first subscriber in place and returns an inert guard.
 pub fn init(identity: &Identity, format: LogFormat) -> TelemetryGuard {
+    init_with_writer(identity, format, BoxMakeWriter::new(std::io::stderr))
+}
+
+/// [`init`], with log lines going to `writer` instead of stderr (`hotel up` keeps its
+/// terminal for people and writes its log to a file).
+pub fn init_with_writer(
+    identity: &Identity,
+    format: LogFormat,
+    writer: BoxMakeWriter,
+) -> TelemetryGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let log_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
-    let logs = log_layer(format).with_filter(log_filter);
+    let logs = log_layer(format, writer).with_filter(log_filter);
 
     let export = ExportSettings::from_vars(|k| std::env::var(k).ok());
     let mut problems = Vec::new();
@@ -227,13 +239,13 @@ pub fn init(identity: &Identity, format: LogFormat) -> TelemetryGuard {
     guard
 }
 
-fn log_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+fn log_layer<S>(format: LogFormat, writer: BoxMakeWriter) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
     match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .with_ansi(false)
             .event_format(format::WithTraceIds {
                 inner: tracing_subscriber::fmt::format().with_ansi(false),
@@ -241,7 +253,7 @@ where
             })
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .json()
             .event_format(format::WithTraceIds {
                 inner: tracing_subscriber::fmt::format()

@@ -104,8 +104,8 @@ async fn up_reports_real_addresses_writes_logs_and_sigterm_stops_every_instance(
         !c.path().join("cluster.json").exists(),
         "cluster.json outlived the cluster"
     );
-    // Services stop first and the registry last.
-    let out = c.up_output();
+    // Services stop first and the registry last (hotel up's own log says so).
+    let out = std::fs::read_to_string(c.log_path("up")).unwrap();
     let pos = |name: &str| {
         out.find(&format!("stopped instance={name} "))
             .unwrap_or_else(|| panic!("{name} not stopped:\n{out}"))
@@ -372,4 +372,157 @@ async fn load_through_a_healthy_cluster_reports_every_request_ok() {
     assert_eq!(s["requests"], 150, "{s}");
     assert_eq!(s["errors"], 0, "{s}");
     assert!(s["by_op"]["book"]["ok"].as_u64().unwrap() > 0, "{s}");
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_user_sees_the_banner_first_private_files_heartbeats_and_a_guarded_scale_to_zero() {
+    let mut c = Cluster::up_in_new_dir(&["--replicas", "1"]).await.unwrap();
+
+    // Secrets on disk: a 0700 directory of 0600 files.
+    assert_eq!(mode(c.path()), 0o700, "data directory");
+    assert_eq!(mode(&c.path().join("logs")), 0o700, "logs directory");
+    let mut files = Vec::new();
+    for dir in [c.path().to_owned(), c.path().join("logs")] {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                files.push(e.path());
+            }
+        }
+    }
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for needed in [
+        "cluster.json",
+        "up.lock",
+        "up.log",
+        "room-1.log",
+        "room.db",
+        "room.db-wal",
+        "room.db-shm",
+        "booking.db",
+    ] {
+        assert!(
+            names.iter().any(|n| n == needed),
+            "{needed} not in {names:?}"
+        );
+    }
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+
+    // The banner is the first thing printed; start-up detail is in logs/up.log.
+    let out = c.up_output();
+    assert!(
+        out.trim_start().starts_with("hotel cluster is up"),
+        "something came before the banner:\n{out}"
+    );
+    let up_log = std::fs::read_to_string(c.log_path("up")).unwrap();
+    assert!(
+        up_log.contains("ready") && up_log.contains("room-1"),
+        "{up_log}"
+    );
+
+    // Heartbeat age, and no EWMA for an instance that has answered nothing yet.
+    let text = c.control(&["status"]);
+    let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let row: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("room-1 "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let age = row[col("HEARTBEAT")];
+    assert!(
+        age.ends_with('s') && age.trim_end_matches('s').parse::<f64>().is_ok(),
+        "heartbeat {age:?}:\n{text}"
+    );
+    assert_eq!(
+        row[col("EWMA")],
+        "-",
+        "an idle instance has no EWMA:\n{text}"
+    );
+
+    // Scaling a service to 0 names what it would stop and needs --force.
+    let out = c.hotel(&["scale", "room=0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "scale room=0 went through: {err}");
+    assert!(err.contains("room-1") && err.contains("--force"), "{err}");
+    assert_eq!(c.instance("room-1").unwrap()["state"], "running");
+    let out = c.control(&["scale", "room=0", "--force"]);
+    assert!(out.contains("stopped room-1"), "{out}");
+    assert_eq!(c.instance("room-1").unwrap()["state"], "stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_registry_restart_status_shows_live_instances_re_registering_not_absent() {
+    let mut c = Cluster::up(&["--replicas", "1"]).await.unwrap();
+    c.control(&["kill", "registry"]);
+    c.control(&["start", "registry"]);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut last = String::new();
+    until(
+        Duration::from_secs(30),
+        "every service re-registered",
+        || {
+            let s = c.status().unwrap();
+            let states: Vec<String> = s["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["service"] != "registry" && i["service"] != "gateway")
+                .map(|i| i["registry"].as_str().unwrap().to_owned())
+                .collect();
+            seen.extend(states.iter().cloned());
+            last = s.to_string();
+            states.iter().all(|r| r == "registered")
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: last status {last}; seen {seen:?}"));
+    assert!(
+        !seen.contains("absent"),
+        "a live instance was shown absent after the registry restart: {seen:?}"
+    );
+}
+
+#[test]
+fn up_on_a_busy_port_names_the_port_its_holder_and_the_flag_that_moves_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = hotel_tests::TempDir::new("hotel-busy");
+    let out = Command::new(hotel_tests::hotel_bin())
+        .args(["up", "--data-dir"])
+        .arg(dir.path())
+        .args(["--gateway-port", &port])
+        .args([
+            "--admin-port",
+            "0",
+            "--registry-port",
+            "0",
+            "--control-port",
+            "0",
+        ])
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        format!("port {port}"),
+        format!("pid {}", std::process::id()),
+        "--gateway-port".to_owned(),
+        "HOTEL_CLUSTER__PORTS__GATEWAY".to_owned(),
+    ] {
+        assert!(err.contains(&needle), "{needle:?} missing: {err}");
+    }
+    drop(taken);
 }

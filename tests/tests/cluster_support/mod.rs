@@ -26,8 +26,10 @@ pub const UP_WITHIN: Duration = Duration::from_secs(180);
 
 /// A running `hotel up`.
 pub struct Cluster {
-    /// The data directory (temp; removed on drop unless the test panicked).
+    /// The temp directory (removed on drop unless the test panicked); holds `up.out`.
     pub dir: TempDir,
+    /// The data directory: `dir`, or a directory in it that `hotel up` creates.
+    data: PathBuf,
     up: Child,
     up_log: PathBuf,
     /// Every pid seen in cluster.json, to clean up after a supervisor that died.
@@ -50,8 +52,17 @@ impl Cluster {
 
     /// Like [`Cluster::up`] with extra environment for `hotel up` (and its children).
     pub async fn up_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Cluster> {
-        let mut cluster = Self::spawn(args, env)?;
-        let file = cluster.dir.path().join("cluster.json");
+        Self::wait_up(Self::spawn(args, env)?).await
+    }
+
+    /// Like [`Cluster::up`] with a data directory that does not exist yet, so `hotel up`
+    /// creates it as it does on a user's first run.
+    pub async fn up_in_new_dir(args: &[&str]) -> Result<Cluster> {
+        Self::wait_up(Self::spawn_in(args, &[], Some("data"))?).await
+    }
+
+    async fn wait_up(mut cluster: Cluster) -> Result<Cluster> {
+        let file = cluster.data.join("cluster.json");
         let up_log = cluster.up_log.clone();
         let deadline = Instant::now() + UP_WITHIN;
         loop {
@@ -81,13 +92,21 @@ impl Cluster {
 
     /// Spawns `hotel up` without waiting for anything.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Result<Cluster> {
+        Self::spawn_in(args, env, None)
+    }
+
+    fn spawn_in(args: &[&str], env: &[(&str, &str)], subdir: Option<&str>) -> Result<Cluster> {
         let dir = TempDir::new("hotel-up");
+        let data = match subdir {
+            Some(s) => dir.path().join(s),
+            None => dir.path().to_owned(),
+        };
         let up_log = dir.path().join("up.out");
         let out = std::fs::File::create(&up_log)?;
         let mut cmd = Command::new(hotel_bin());
         cmd.arg("up")
             .arg("--data-dir")
-            .arg(dir.path())
+            .arg(&data)
             .args(UP_EPHEMERAL_PORTS)
             .args(args)
             .stdin(Stdio::null())
@@ -102,6 +121,7 @@ impl Cluster {
         let up = cmd.spawn().context("spawn hotel up")?;
         Ok(Cluster {
             dir,
+            data,
             up,
             up_log,
             seen: BTreeSet::new(),
@@ -118,13 +138,13 @@ impl Cluster {
 
     /// The data directory as a string (for `--data-dir`).
     pub fn data_dir(&self) -> String {
-        self.dir.path().display().to_string()
+        self.data.display().to_string()
     }
 
     /// `cluster.json` now.
     pub fn file(&mut self) -> Result<Value> {
-        let text = std::fs::read_to_string(self.dir.path().join("cluster.json"))
-            .context("read cluster.json")?;
+        let text =
+            std::fs::read_to_string(self.data.join("cluster.json")).context("read cluster.json")?;
         let v: Value = serde_json::from_str(&text)?;
         self.remember(&v);
         Ok(v)
@@ -151,7 +171,7 @@ impl Cluster {
         let out = Command::new(hotel_bin())
             .args(args)
             .arg("--data-dir")
-            .arg(self.dir.path())
+            .arg(&self.data)
             .env_remove("HOTEL_DATA_DIR")
             .output()
             .expect("run hotel");
@@ -241,7 +261,7 @@ impl Cluster {
         let child = Command::new(hotel_bin())
             .arg("load")
             .arg("--data-dir")
-            .arg(self.dir.path())
+            .arg(&self.data)
             .arg("--json")
             .args(args)
             .stdin(Stdio::null())
@@ -295,12 +315,12 @@ impl Cluster {
 
     /// Where instance logs go.
     pub fn log_path(&self, name: &str) -> PathBuf {
-        self.dir.path().join("logs").join(format!("{name}.log"))
+        self.data.join("logs").join(format!("{name}.log"))
     }
 
     /// The data directory path.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.data
     }
 }
 
@@ -316,6 +336,8 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             eprintln!("hotel up output:\n{}", self.up_output());
+            let log = std::fs::read_to_string(self.log_path("up")).unwrap_or_default();
+            eprintln!("hotel up log (logs/up.log):\n{log}");
         }
     }
 }
