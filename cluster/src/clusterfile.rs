@@ -254,10 +254,8 @@ impl Drop for Lock {
 mod tests {
     use super::*;
 
-    fn tempdir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("hotel-cluster-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn tempdir() -> hotel_testkit::TempDir {
+        hotel_testkit::TempDir::new("cluster")
     }
 
     #[test]
@@ -283,7 +281,6 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(CLUSTER_FILE)]);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -300,7 +297,6 @@ mod tests {
         assert_eq!(mode(&ClusterFile::path(&dir)), 0o600);
         assert_eq!(mode(&dir.join(LOCK_FILE)), 0o600);
         drop(lock);
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
@@ -308,7 +304,6 @@ mod tests {
         let dir = tempdir();
         let err = ClusterFile::read(&dir).unwrap_err();
         assert!(err.to_string().contains("hotel up"), "{err}");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -325,6 +320,5 @@ mod tests {
         assert_eq!(text.trim(), std::process::id().to_string());
         drop(lock);
         assert!(!dir.join(LOCK_FILE).exists());
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -208,9 +208,7 @@ mod tests {
         assert!(err.to_string().contains("timeout"), "{err}");
     }
 
-    fn tempdir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("hotel-config-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn tempdir() -> hotel_testkit::TempDir {
+        hotel_testkit::TempDir::new("config")
     }
 }

@@ -179,7 +179,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_database_and_its_wal_and_shm_files_are_readable_by_their_owner_only() {
-        let root = std::env::temp_dir().join(format!("hotel-db-{}", uuid::Uuid::new_v4()));
+        let root = hotel_testkit::TempDir::new("db");
         let dir = root.join("data");
         let path = dir.join("room.db");
         let pool = open(&path).await.unwrap();
@@ -197,6 +197,5 @@ mod tests {
             assert_eq!(mode(&file), 0o600, "{}", file.display());
         }
         pool.close().await;
-        std::fs::remove_dir_all(root).unwrap();
     }
 }

@@ -8,6 +8,7 @@ use hotel_registry::{
     Application, RegistryClient, Settings, Watcher,
     client::{Registration, RegistrationSpec, WatchOptions},
 };
+use hotel_testkit::eventually_true;
 use http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -484,18 +485,6 @@ fn spec(instance: &str, heartbeat: Duration) -> RegistrationSpec {
     }
 }
 
-/// Polls `check` every 10 ms until it holds or `within` passes.
-async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    check()
-}
-
 #[tokio::test]
 async fn a_watcher_sees_a_registration_within_milliseconds() {
     let registry = start_registry(settings()).await;
@@ -551,11 +540,21 @@ async fn a_registration_comes_back_after_the_registry_restarts_and_watchers_keep
         ..WatchOptions::default()
     };
     let watcher = Watcher::with_options(client(&url), "room", options);
-    assert!(eventually(Duration::from_secs(10), || watcher.current().len() == 1).await);
+    eventually_true(
+        Duration::from_secs(10),
+        "watcher.current().len() == 1",
+        || watcher.current().len() == 1,
+    )
+    .await
+    .unwrap();
 
     registry.stop().await;
     // The registry is gone: the heartbeat fails, the watcher keeps what it knew.
-    assert!(eventually(Duration::from_secs(10), || !reg.is_registered()).await);
+    eventually_true(Duration::from_secs(10), "!reg.is_registered()", || {
+        !reg.is_registered()
+    })
+    .await
+    .unwrap();
     assert_eq!(watcher.current().len(), 1);
 
     let restarted_at = Instant::now();
@@ -584,7 +583,13 @@ async fn a_registration_comes_back_after_the_registry_restarts_and_watchers_keep
     );
 
     reg.shutdown().await;
-    assert!(eventually(Duration::from_secs(5), || watcher.current().is_empty()).await);
+    eventually_true(
+        Duration::from_secs(5),
+        "watcher.current().is_empty()",
+        || watcher.current().is_empty(),
+    )
+    .await
+    .unwrap();
     registry.stop().await;
 }
 
@@ -601,11 +606,23 @@ async fn a_watcher_drops_instances_that_do_not_return_after_a_registry_restart()
         ..WatchOptions::default()
     };
     let watcher = Watcher::with_options(c.clone(), "room", options);
-    assert!(eventually(Duration::from_secs(10), || watcher.current().len() == 1).await);
+    eventually_true(
+        Duration::from_secs(10),
+        "watcher.current().len() == 1",
+        || watcher.current().len() == 1,
+    )
+    .await
+    .unwrap();
     registry.stop().await;
     let registry = restart_registry(addr).await;
     // Nobody re-registers room-7: after the settle period the watcher lets it go.
-    assert!(eventually(Duration::from_secs(10), || watcher.current().is_empty()).await);
+    eventually_true(
+        Duration::from_secs(10),
+        "watcher.current().is_empty()",
+        || watcher.current().is_empty(),
+    )
+    .await
+    .unwrap();
     registry.stop().await;
 }
 
@@ -616,11 +633,23 @@ async fn shutting_down_a_registration_deregisters_at_once() {
     let reg = Registration::start(client(&url), spec("room-2", Duration::from_secs(1)));
     assert!(reg.wait_registered(Duration::from_secs(10)).await);
     let watcher = Watcher::start(client(&url), "room");
-    assert!(eventually(Duration::from_secs(10), || watcher.current().len() == 1).await);
+    eventually_true(
+        Duration::from_secs(10),
+        "watcher.current().len() == 1",
+        || watcher.current().len() == 1,
+    )
+    .await
+    .unwrap();
     let started = Instant::now();
     reg.shutdown().await;
     // Gone well before the 3 s lease could have ended.
-    assert!(eventually(Duration::from_secs(2), || watcher.current().is_empty()).await);
+    eventually_true(
+        Duration::from_secs(2),
+        "watcher.current().is_empty()",
+        || watcher.current().is_empty(),
+    )
+    .await
+    .unwrap();
     assert!(started.elapsed() < Duration::from_millis(2_500));
     registry.stop().await;
 }

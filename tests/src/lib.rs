@@ -7,10 +7,10 @@
 //! `hotel-common`, as a dev-dependency, to run in-process apps).
 
 use anyhow::{Context, Result, bail};
+pub use hotel_testkit::{TempDir, eventually, eventually_true};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::{
-    future::Future,
     io::{BufRead, BufReader, Write},
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -77,33 +77,6 @@ pub fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A temporary directory removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// Creates a fresh directory under the system temp dir.
-    pub fn new(prefix: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-
-    /// Its path.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("keeping {} for inspection", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 }
 
@@ -264,24 +237,6 @@ pub fn spawn_instance(
     Proc::spawn(name, &args, envs, log_dir)
 }
 
-/// Polls `check` every 20 ms until it returns `Some` or `within` passes.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("timed out after {within:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Waits until `GET url` answers 2xx.
 pub async fn wait_ready(client: &reqwest::Client, url: &str, within: Duration) -> Result<()> {
     eventually(within, url, || async {
@@ -291,4 +246,5 @@ pub async fn wait_ready(client: &reqwest::Client, url: &str, within: Duration) -
         }
     })
     .await
+    .map_err(Into::into)
 }

@@ -76,7 +76,8 @@ async fn wait_known(
             (known == n).then_some(())
         },
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 /// Steady GETs of `url` from `workers` loops until `stop`; returns (ok, failures, worst).

@@ -160,8 +160,7 @@ mod tests {
 
     #[test]
     fn an_unknown_key_in_the_file_is_refused_by_name() {
-        let dir = std::env::temp_dir().join(format!("booking-config-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = hotel_testkit::TempDir::new("booking-config");
         let path = dir.join("booking.toml");
         std::fs::write(&path, "room_ulr = \"http://x\"\n").unwrap();
         let err =

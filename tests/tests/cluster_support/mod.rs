@@ -9,9 +9,7 @@
 #![allow(dead_code, clippy::unwrap_used)] // Shared by two test binaries; each uses a part.
 
 use anyhow::{Context, Result, bail};
-use hotel_tests::{
-    TempDir, UP_EPHEMERAL_PORTS, eventually, hotel_bin, signal_pid as signal, wait_exit,
-};
+use hotel_tests::{TempDir, UP_EPHEMERAL_PORTS, hotel_bin, signal_pid as signal, wait_exit};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::{
@@ -441,17 +439,9 @@ pub fn assert_no_failures(drill: &str, summary: &Value, load_progress: &str) {
     );
 }
 
-/// Waits until `check` holds, polling every 100 ms.
-pub async fn until<F: FnMut() -> bool>(
-    within: Duration,
-    what: &str,
-    mut check: F,
-) -> Result<Duration> {
+/// Waits until `check` holds ([`hotel_tests::eventually_true`]); returns how long it took.
+pub async fn until<F: FnMut() -> bool>(within: Duration, what: &str, check: F) -> Result<Duration> {
     let start = Instant::now();
-    eventually(within, what, || {
-        let ok = check();
-        async move { ok.then_some(()) }
-    })
-    .await?;
+    hotel_tests::eventually_true(within, what, check).await?;
     Ok(start.elapsed())
 }
