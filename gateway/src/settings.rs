@@ -590,7 +590,7 @@ mod tests {
         assert!(e.to_string().contains("deadlne"), "{e}");
         std::fs::write(
             &p,
-            "[policy]\ndeadline = \"1s\"\nper_try_timeout = \"500ms\"\n",
+            "[policy]\ndeadline = \"5s\"\nper_try_timeout = \"500ms\"\n",
         )
         .unwrap();
         let s: Settings = hotel_common::config::load_with_env(
@@ -601,7 +601,8 @@ mod tests {
         )
         .unwrap();
         let c = Config::try_from(s).unwrap();
-        assert_eq!(c.routes[0].policy.deadline, Duration::from_secs(1));
+        // 5 s: the bookings route's built-in 4 s per-try timeout must fit inside it.
+        assert_eq!(c.routes[0].policy.deadline, Duration::from_secs(5));
         assert_eq!(c.registry.as_ref().unwrap().0, "http://127.0.0.1:8761");
     }
 }

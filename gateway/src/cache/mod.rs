@@ -26,7 +26,9 @@
 //! - **Coalescing**: concurrent plain GETs of one key that cannot be answered from the
 //!   cache wait for the first one's upstream answer (a `watch` channel per key in flight,
 //!   bounded by the route's deadline) and are then served from the cache; if that answer
-//!   was not storable they go upstream themselves.
+//!   was not storable they go upstream themselves, and the key is marked "pass" for
+//!   [`PASS_FOR`] (Varnish's hit-for-miss) so later requests for it (personal data, say)
+//!   do not queue behind each other.
 //! - **Stale on error**: when the upstream stack answers 500/502/503/504 (its own
 //!   failures are already problem+json 502/503/504 here), a stale entry inside its
 //!   `stale-if-error` window is served (`STALE`) unless it said `must-revalidate`,
@@ -73,6 +75,9 @@ use tokio::{sync::watch, time::Instant};
 /// Response header naming what the cache did: `HIT`, `MISS`, `STALE`, `REVALIDATED` or
 /// `BYPASS`.
 pub const X_CACHE: &str = "x-cache";
+
+/// How long a key whose answer could not be stored skips request coalescing.
+pub const PASS_FOR: Duration = Duration::from_secs(60);
 
 /// `[cache]` in `gateway.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -412,6 +417,8 @@ pub struct HttpCache {
     /// Keys with an upstream fetch in flight; a follower waits until the sender (held by
     /// the leader's [`Leader`] guard) is dropped, then looks in the store again.
     inflight: Mutex<HashMap<Arc<str>, watch::Receiver<()>>>,
+    /// Keys whose last answer was not storable, until when: not coalesced.
+    passes: Cache<Arc<str>, Instant>,
     max_bytes: u64,
     max_entry_bytes: u64,
     metrics: Arc<Metrics>,
@@ -494,6 +501,7 @@ impl HttpCache {
         Some(Arc::new(HttpCache {
             store,
             inflight: Mutex::new(HashMap::new()),
+            passes: Cache::new(16 * 1024),
             max_bytes: settings.max_bytes,
             max_entry_bytes,
             metrics,
@@ -589,6 +597,7 @@ impl HttpCache {
         }
         let plain = !req_cc.no_cache
             && req_cc.max_age.is_none()
+            && self.passes.get(key).is_none_or(|until| until <= now)
             && client_inm.is_none()
             && !req.headers().contains_key(header::IF_MODIFIED_SINCE);
         let mut _leader = None;
@@ -771,6 +780,7 @@ impl HttpCache {
             if found.is_some() {
                 self.remove(key);
             }
+            self.passes.insert(key.clone(), response_time + PASS_FOR);
             tracing::debug!(route = %route.label, key = %key, why, "answer not stored");
             return (res, Outcome::Miss);
         }
@@ -796,6 +806,7 @@ impl HttpCache {
             response_time,
         );
         self.insert(key.clone(), Arc::new(entry));
+        self.passes.remove(key);
         (Response::from_parts(parts, full(bytes)), Outcome::Miss)
     }
 
