@@ -1,5 +1,6 @@
 //! The admin server: `/admin/status` (every service and instance as the gateway sees
-//! them), `/metrics` (Prometheus), `/healthz`, `/readyz`.
+//! them, and the HTTP cache), `POST /admin/cache/purge`, `/metrics` (Prometheus),
+//! `/healthz`, `/readyz`.
 //!
 //! It listens on loopback by default. With an admin token configured, `/admin/*` and
 //! `/metrics` need `Authorization: Bearer <token>` (compared in constant time); the
@@ -12,7 +13,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use hotel_common::Problem;
 use hotel_upstream::{EndpointView, ServiceUpstream};
@@ -31,6 +32,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// The bearer token, when configured.
     pub token: Option<Arc<str>>,
+    /// The shared HTTP cache, when on.
+    pub cache: Option<Arc<crate::cache::HttpCache>>,
 }
 
 /// `GET /admin/status`.
@@ -40,6 +43,9 @@ pub struct Status {
     pub gateway: String,
     /// Per service.
     pub services: Vec<ServiceStatus>,
+    /// The HTTP cache (absent when `[cache] max_bytes = 0`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::cache::CacheStatus>,
 }
 
 /// One service in `/admin/status`.
@@ -59,6 +65,7 @@ pub struct ServiceStatus {
 pub fn router(state: AdminState) -> Router {
     let protected = Router::new()
         .route("/admin/status", get(status))
+        .route("/admin/cache/purge", post(purge))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -110,7 +117,39 @@ async fn status(State(s): State<AdminState>) -> axum::Json<Status> {
                 instances: u.endpoints(),
             })
             .collect(),
+        cache: s.cache.as_ref().map(|c| c.status()),
     })
+}
+
+/// The body of `POST /admin/cache/purge`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Purge {
+    /// Entries whose key (client path and query) starts with this are removed.
+    prefix: String,
+}
+
+async fn purge(
+    State(s): State<AdminState>,
+    body: Result<axum::Json<Purge>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let axum::Json(p) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return Problem::new(StatusCode::BAD_REQUEST, "bad-request", e.body_text())
+                .into_response();
+        }
+    };
+    if !p.prefix.starts_with('/') {
+        return Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "prefix: must start with '/'",
+        )
+        .into_response();
+    }
+    let removed = s.cache.as_ref().map_or(0, |c| c.purge(&p.prefix));
+    axum::Json(serde_json::json!({"prefix": p.prefix, "removed": removed})).into_response()
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {

@@ -10,7 +10,9 @@
 //!             (401), per-client rate limits (429), in-flight limits (503): see
 //!             [`crate::shield`]
 //! router      path checks (traversal -> 400), route match (unknown -> 404), prefix
-//!             rewrite, body buffering for replay, the route's upstream stack
+//!             rewrite, body buffering for replay
+//! cache       the shared HTTP cache, on routes with `cache = true` (see [`crate::cache`])
+//! upstream    the route's upstream stack
 //! ```
 //!
 //! [`stack`] assembles them; add a layer there and nowhere else.
@@ -65,6 +67,8 @@ pub struct Gateway {
     docs: Option<crate::docs::Docs>,
     /// CORS in front of the protections, when origins are allowed.
     cors: Option<crate::cors::EdgeCorsLayer>,
+    /// The shared HTTP cache, unless `[cache] max_bytes = 0`.
+    cache: Option<Arc<crate::cache::HttpCache>>,
 }
 
 impl Gateway {
@@ -116,12 +120,19 @@ impl Gateway {
             protections,
             docs: None,
             cors: None,
+            cache: None,
         }
     }
 
     /// The same edge answering CORS (preflights included) as `cors` says.
     pub fn with_cors(mut self, cors: Option<crate::cors::EdgeCorsLayer>) -> Self {
         self.cors = cors;
+        self
+    }
+
+    /// The same edge answering cache-enabled routes through `cache`.
+    pub fn with_cache(mut self, cache: Option<Arc<crate::cache::HttpCache>>) -> Self {
+        self.cache = cache;
         self
     }
 
@@ -229,6 +240,7 @@ where
             http.response.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
             otel.status_description = tracing::field::Empty,
+            cache.outcome = tracing::field::Empty,
             request_id = %request_id,
         );
         hotel_common::telemetry::set_parent_from(&span, req.headers());
@@ -251,6 +263,9 @@ where
                 hotel_common::telemetry::set_span_name(&span, format!("{method} {r}"));
             }
             span.record("http.response.status_code", i64::from(status.as_u16()));
+            if let Some(o) = res.extensions().get::<crate::cache::Outcome>() {
+                span.record("cache.outcome", o.as_str());
+            }
             if status.is_server_error() {
                 hotel_common::telemetry::record_error(&span, format!("HTTP {status}"));
             }
@@ -366,7 +381,17 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<GatewayBody
         } => (index, upstream_path),
     };
     let label = gw.upstreams[index].route().clone();
-    let service = gw.upstreams[index].service().clone();
+    // The cache keys on the path and query as the client sent them, before the rewrite.
+    let cache_key: Option<Arc<str>> = gw
+        .cache
+        .as_ref()
+        .filter(|_| gw.table.routes()[index].cache)
+        .map(|_| {
+            req.uri()
+                .path_and_query()
+                .map_or(req.uri().path(), |p| p.as_str())
+                .into()
+        });
     let (mut parts, incoming) = req.into_parts();
     let body = match ProxyBody::buffer(incoming, gw.retry_buffer).await {
         Ok(b) => b,
@@ -390,21 +415,37 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<GatewayBody
         Some(p) => parts.headers.insert(X_FORWARDED_PREFIX, p.clone()),
         None => parts.headers.remove(X_FORWARDED_PREFIX),
     };
-    let result = gw.upstreams[index]
-        .send(Request::from_parts(parts, body))
-        .await;
-    let mut res = match result {
+    let req = Request::from_parts(parts, body);
+    let mut res = match (&gw.cache, cache_key) {
+        (Some(cache), Some(key)) => {
+            let info = crate::cache::RouteInfo {
+                label: label.clone(),
+                deadline: gw.upstreams[index].policy().deadline,
+            };
+            cache
+                .serve(&info, key, req, |req| forward(&gw, index, req))
+                .await
+        }
+        _ => forward(&gw, index, req).await,
+    };
+    res.extensions_mut().insert(MatchedRoute(label));
+    res
+}
+
+/// Sends `req` through route `index`'s upstream stack; a failure becomes problem+json.
+async fn forward(gw: &Gateway, index: usize, req: Request<ProxyBody>) -> Response<GatewayBody> {
+    let upstream = &gw.upstreams[index];
+    let result = upstream.send(req).await;
+    match result {
         Ok(res) => {
             let mut res = res.map(http_body_util::Either::Left);
             hygiene::strip_hop_by_hop(res.headers_mut());
             res
         }
         Err(e) => {
-            let p = classify(&e, &service);
-            tracing::warn!(route = %label, status = p.status, error = %e, "upstream request failed");
+            let p = classify(&e, upstream.service());
+            tracing::warn!(route = %upstream.route(), status = p.status, error = %e, "upstream request failed");
             problem(p)
         }
-    };
-    res.extensions_mut().insert(MatchedRoute(label));
-    res
+    }
 }

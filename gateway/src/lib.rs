@@ -17,14 +17,15 @@
 //! [`ratelimit`], [`overload`], [`hygiene`], [`cors`]. The edge, outermost first:
 //! `listener` (connection admission, the accept loop), `framing` (raw-byte smuggling
 //! checks under hyper), `edge` (request context, layer order, router), `shield`
-//! (per-request protections), `routes` (path checks, matching), [`body`] (response
-//! bodies). Operations: [`metrics`] (edge metrics composed with the upstream ones),
-//! `admin` (status, metrics, probes), [`docs`] (the merged OpenAPI document and Swagger
+//! (per-request protections), `routes` (path checks, matching), [`cache`] (the shared
+//! HTTP cache between the router and the upstream stack), [`body`] (response bodies).
+//! Operations: [`metrics`] (edge metrics composed with the upstream ones), `admin` (status, metrics, probes), [`docs`] (the merged OpenAPI document and Swagger
 //! UI at `/api/openapi.json` and `/api/docs`).
 
 mod admin;
 pub mod auth;
 pub mod body;
+pub mod cache;
 pub mod cors;
 pub mod docs;
 mod edge;
@@ -258,6 +259,11 @@ impl Application {
             &config.edge.hygiene,
             metrics.clone(),
         ));
+        let cache = cache::HttpCache::new(
+            &config.cache,
+            metrics.clone(),
+            config.edge.client_header.clone(),
+        );
         let table = routes::RouteTable::new(config.routes.clone());
         let api_docs = docs::Docs::build(api_docs, &table);
         let gateway = Arc::new(
@@ -269,7 +275,8 @@ impl Application {
                 config.retry_buffer_bytes,
             )
             .with_docs(api_docs)
-            .with_cors(config.cors.clone()),
+            .with_cors(config.cors.clone())
+            .with_cache(cache.clone()),
         );
         let services: Vec<_> = services.into_values().collect();
         let admin = admin::router(admin::AdminState {
@@ -277,6 +284,7 @@ impl Application {
             services,
             metrics,
             token: config.admin_token.as_deref().map(Arc::from),
+            cache,
         });
         let (listener, addr) = hotel_common::server::bind(config.listen).await?;
         let (admin_listener, admin_addr) = hotel_common::server::bind(config.admin_listen).await?;

@@ -99,6 +99,8 @@ pub struct Metrics {
     pub upstream: Arc<UpstreamMetrics>,
     /// Edge protections: rejections by reason and client, in-flight, connections.
     pub edge: EdgeMetrics,
+    /// The HTTP cache: outcomes, bytes, entries, evictions, stale answers served.
+    pub cache: crate::cache::CacheMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -129,12 +131,15 @@ impl Metrics {
         let upstream = UpstreamMetrics::new(&mut registry);
         let edge = EdgeMetrics::default();
         edge.register(&mut registry);
+        let cache = crate::cache::CacheMetrics::default();
+        cache.register(&mut registry);
         Arc::new(Metrics {
             registry,
             requests,
             duration,
             upstream,
             edge,
+            cache,
         })
     }
 

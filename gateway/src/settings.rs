@@ -77,6 +77,9 @@ pub struct Settings {
     /// Origins whose pages may call the API (see [`crate::cors`]).
     #[serde(default)]
     pub cors: crate::cors::CorsSettings,
+    /// The shared HTTP cache (see [`crate::cache`]).
+    #[serde(default)]
+    pub cache: crate::cache::CacheSettings,
 }
 
 /// One route: requests whose path starts with `prefix` go to `service`.
@@ -90,9 +93,17 @@ pub struct RouteSettings {
     /// What replaces the prefix on the instance (default: the prefix without `/api`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<String>,
+    /// Whether the shared HTTP cache serves this route (default: yes; the RFC 9111 rules
+    /// keep personal answers out, as they say `private` or `no-store`).
+    #[serde(default = "yes")]
+    pub cache: bool,
     /// Overrides of the service's policy for this route.
     #[serde(default)]
     pub policy: PolicySettings,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Settings of one service.
@@ -113,6 +124,7 @@ impl Default for Settings {
             prefix: prefix.to_owned(),
             service: service.to_owned(),
             rewrite: None,
+            cache: true,
             policy: PolicySettings::default(),
         };
         Settings {
@@ -148,6 +160,7 @@ impl Default for Settings {
             limits: Default::default(),
             headers: Default::default(),
             cors: Default::default(),
+            cache: Default::default(),
         }
     }
 }
@@ -175,6 +188,8 @@ pub struct Route {
     pub rewrite: String,
     /// Service name.
     pub service: String,
+    /// Whether the shared HTTP cache serves this route.
+    pub cache: bool,
     /// The route's policy.
     pub policy: Policy,
 }
@@ -225,6 +240,8 @@ pub struct Config {
     /// CORS at the edge (a tower-http layer: configuration only); `None` when no origin
     /// is allowed.
     pub cors: Option<crate::cors::EdgeCorsLayer>,
+    /// `[cache]`, validated (`max_bytes = 0`: no cache).
+    pub cache: crate::cache::CacheSettings,
 }
 
 /// The edge protections, validated. Plain data: the live state built from it (the key
@@ -423,6 +440,7 @@ impl TryFrom<Settings> for Config {
                 prefix: r.prefix.clone(),
                 rewrite,
                 service: r.service.clone(),
+                cache: r.cache,
                 policy,
             });
         }
@@ -439,7 +457,9 @@ impl TryFrom<Settings> for Config {
         };
         let edge = EdgeConfig::validate(&s.auth, &s.rate_limit, &s.limits, &s.headers, s.listen)
             .map_err(InvalidConfig)?;
+        s.cache.validate().map_err(InvalidConfig)?;
         Ok(Config {
+            cache: s.cache,
             edge,
             cors: s.cors.layer().map_err(InvalidConfig)?,
             listen: s.listen,
@@ -570,7 +590,7 @@ mod tests {
         assert!(e.to_string().contains("deadlne"), "{e}");
         std::fs::write(
             &p,
-            "[policy]\ndeadline = \"1s\"\nper_try_timeout = \"500ms\"\n",
+            "[policy]\ndeadline = \"5s\"\nper_try_timeout = \"500ms\"\n",
         )
         .unwrap();
         let s: Settings = hotel_common::config::load_with_env(
@@ -581,7 +601,8 @@ mod tests {
         )
         .unwrap();
         let c = Config::try_from(s).unwrap();
-        assert_eq!(c.routes[0].policy.deadline, Duration::from_secs(1));
+        // 5 s: the bookings route's built-in 4 s per-try timeout must fit inside it.
+        assert_eq!(c.routes[0].policy.deadline, Duration::from_secs(5));
         assert_eq!(c.registry.as_ref().unwrap().0, "http://127.0.0.1:8761");
     }
 }
