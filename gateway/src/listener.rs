@@ -46,6 +46,8 @@ pub(crate) struct Conn(pub(crate) Arc<ConnInfo>);
 #[derive(Debug)]
 pub(crate) struct Admission {
     limits: LimitSettings,
+    /// Where the framing inspector cuts a chunked body off: the largest route limit.
+    max_body: u64,
     /// Makes each connection's forwarding headers.
     hygiene: Hygiene,
     /// Open connections, against `max_connections`.
@@ -67,9 +69,16 @@ impl Drop for ConnectionSlot {
 }
 
 impl Admission {
-    /// The limits of `limits`, counting into `metrics`.
-    pub(crate) fn new(limits: &LimitSettings, hygiene: &Hygiene, metrics: Arc<Metrics>) -> Self {
+    /// The limits of `limits`, counting into `metrics`; chunked bodies are cut off past
+    /// `max_body`.
+    pub(crate) fn new(
+        limits: &LimitSettings,
+        max_body: u64,
+        hygiene: &Hygiene,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Admission {
+            max_body,
             connections: InFlight::new(limits.max_connections),
             limits: limits.clone(),
             hygiene: hygiene.clone(),
@@ -143,7 +152,7 @@ impl Admission {
             Inspector::new(
                 flag.clone(),
                 self.limits.max_header_bytes,
-                self.limits.max_body_bytes,
+                self.max_body,
             ),
             Deadlines {
                 head: self.limits.header_timeout,

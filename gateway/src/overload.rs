@@ -9,8 +9,8 @@
 //!   (enforced by [`crate::framing::Inspected`]), and its body within `body_timeout`
 //!   of the head (slow POST); a keep-alive connection idle for
 //!   `idle_timeout` between requests is closed (hyper's header timer).
-//! - Size limits: request bodies past `max_body_bytes` (by `Content-Length`) get 413,
-//!   request heads past `max_header_bytes` get 431 from hyper.
+//! - Size limits: request bodies past their route's limit (`[[routes]] max_body_bytes`,
+//!   default `max_body_bytes`) get 413 (see [`crate::shield`]).
 
 use serde::{Deserialize, Serialize};
 use std::{
@@ -42,7 +42,10 @@ pub struct LimitSettings {
     /// A keep-alive connection with no request for this long is closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// Largest request body, by `Content-Length` (413 past it).
+    /// Largest request body of a route that sets no `max_body_bytes` of its own (413
+    /// past it, before any attempt). The default is the services' own limit
+    /// ([`hotel_common::http::SERVICE_BODY_LIMIT`]), so the gateway never forwards a
+    /// body a service would refuse.
     pub max_body_bytes: u64,
     /// Largest request head (request line and headers); hyper answers 431 past it.
     pub max_header_bytes: usize,
@@ -61,7 +64,7 @@ impl Default for LimitSettings {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
-            max_body_bytes: 1024 * 1024,
+            max_body_bytes: hotel_common::http::SERVICE_BODY_LIMIT as u64,
             max_header_bytes: 64 * 1024,
             max_h2_streams: 256,
             retry_after_secs: 1,
