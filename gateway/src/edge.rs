@@ -43,6 +43,10 @@ pub const TRACE_ID: &str = "x-trace-id";
 /// The path prefix the gateway strips, for the instance's links.
 const X_FORWARDED_PREFIX: &str = "x-forwarded-prefix";
 
+/// Request extension: the edge added the `x-request-id` line (the client sent none).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AddedRequestId;
+
 /// The route a request matched, left on the response for the context layer's metrics.
 #[derive(Debug, Clone)]
 struct MatchedRoute(Arc<String>);
@@ -215,8 +219,11 @@ where
         let start = Instant::now();
         let request_id = request_id_of(req.headers());
         let rid_value = HeaderValue::from_str(&request_id).ok();
-        if let Some(v) = &rid_value {
-            req.headers_mut().insert(REQUEST_ID, v.clone());
+        if let Some(v) = &rid_value
+            && req.headers_mut().insert(REQUEST_ID, v.clone()).is_none()
+        {
+            // Not the client's line: the head limits leave it out.
+            req.extensions_mut().insert(AddedRequestId);
         }
         let method = req.method().clone();
         let span = tracing::info_span!(

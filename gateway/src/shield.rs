@@ -1,7 +1,9 @@
 //! The protections layer of the edge: what a request must get past before it is routed.
 //!
 //! In order: message framing (smuggling-shaped requests are refused with 400 and the
-//! connection closed), body size by `Content-Length` against the route's limit (413,
+//! connection closed), the head (`Host` missing from HTTP/1.1, repeated or invalid ->
+//! 400, RFC 9112 3.2; more header lines or bytes than `[limits]` allow -> 431), body
+//! size by `Content-Length` against the route's limit (413,
 //! before any attempt; bodies without a length are counted as they are read, see
 //! [`crate::edge`]), header hygiene (hop-by-hop,
 //! forwarding headers, credentials marked sensitive), API key (401), the client's rate
@@ -49,6 +51,8 @@ pub(crate) struct Protections {
     limiter: Arc<RateLimiter>,
     hygiene: Hygiene,
     max_body_bytes: u64,
+    /// Header count and head size (431), checked with the `Host` rules (400).
+    head: hotel_common::http::HeadLimits,
     retry_after_secs: u64,
     /// Requests in flight in the whole gateway.
     global: Arc<InFlight>,
@@ -97,6 +101,7 @@ impl Protections {
             limiter,
             hygiene: edge.hygiene.clone(),
             max_body_bytes: edge.limits.max_body_bytes,
+            head: edge.limits.head(),
             retry_after_secs: edge.limits.retry_after_secs,
             global: InFlight::new(edge.limits.max_in_flight),
             routes,
@@ -188,6 +193,11 @@ fn content_length(h: &http::HeaderMap) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// Bytes of an `x-request-id: <uuid>` line as [`head_problem`] counts it.
+///
+/// [`head_problem`]: hotel_common::http::head_problem
+const REQUEST_ID_LINE: usize = "x-request-id".len() + 36 + 4;
 
 const CLOSE: HeaderValue = HeaderValue::from_static("close");
 
@@ -287,14 +297,27 @@ impl<S> Shield<S> {
                 true,
             ));
         }
+        // The head as the client sent it: without the `x-request-id` the edge added.
+        let mut head = p.head;
+        if req
+            .extensions()
+            .get::<crate::edge::AddedRequestId>()
+            .is_some()
+        {
+            head.max_headers += 1;
+            head.max_header_bytes += REQUEST_ID_LINE;
+        }
+        if let Some(problem) = hotel_common::http::head_problem(req, head) {
+            let reason = if problem.status == StatusCode::BAD_REQUEST.as_u16() {
+                "bad_host"
+            } else {
+                "headers_too_large"
+            };
+            return Err(self.reject(reason, &p.unauthenticated, problem, true));
+        }
         let limit = p.body_limit_of(req.uri().path());
         if content_length(req.headers()).is_some_and(|n| n > limit) {
-            return Err(self.reject(
-                "body_too_large",
-                &p.unauthenticated,
-                too_large(limit),
-                true,
-            ));
+            return Err(self.reject("body_too_large", &p.unauthenticated, too_large(limit), true));
         }
         let public = auth::is_public(&p.public, req.uri().path());
         let service = p.service_of(req.uri().path());

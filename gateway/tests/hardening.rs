@@ -8,7 +8,7 @@
 
 mod support;
 
-use axum::{Router, routing::any};
+use axum::{Router, routing::get};
 use hotel_common::{extract::Json, http::SERVICE_BODY_LIMIT};
 use hotel_gateway::{Application, Config, Settings, settings::ServiceSettings};
 use std::{net::SocketAddr, time::Duration};
@@ -24,16 +24,14 @@ use tokio::{
 async fn instance(limit: usize) -> String {
     let routes = Router::new().route(
         "/rooms",
-        any(|Json(v): Json<serde_json::Value>| async move {
-            axum::Json(serde_json::json!({"body_len": v.to_string().len()}))
-        }),
+        get(|| async { axum::Json(serde_json::json!({"items": []})) }).post(
+            |Json(v): Json<serde_json::Value>| async move {
+                axum::Json(serde_json::json!({"body_len": v.to_string().len()}))
+            },
+        ),
     );
-    let app = hotel_common::http::finish(
-        "room",
-        routes,
-        hotel_common::health::always_ready(),
-        limit,
-    );
+    let app =
+        hotel_common::http::finish("room", routes, hotel_common::health::always_ready(), limit);
     serve(app).await
 }
 
@@ -213,7 +211,11 @@ async fn bodies_an_instance_refuses_under_the_routes_larger_limit_get_413_and_ne
         urls.push(instance(SERVICE_BODY_LIMIT).await);
     }
     let gw = gateway(urls, |s| {
-        let rooms = s.routes.iter_mut().find(|r| r.prefix == "/api/rooms").unwrap();
+        let rooms = s
+            .routes
+            .iter_mut()
+            .find(|r| r.prefix == "/api/rooms")
+            .unwrap();
         rooms.max_body_bytes = Some(1 << 20);
     })
     .await;
@@ -222,4 +224,78 @@ async fn bodies_an_instance_refuses_under_the_routes_larger_limit_get_413_and_ne
     // Past the route's own limit while streaming: the attempt is cancelled.
     flood(gw.addr, chunked_request(1100 * 1024), 100, 413).await;
     assert_instances_untouched(&gw).await;
+}
+
+/// Asserts a raw answer is `status` problem+json of `kind` carrying a request id.
+fn assert_problem(answer: &str, status: u16, kind: &str) {
+    assert_eq!(status_of(answer), status, "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(
+        lower.contains("content-type: application/problem+json"),
+        "{answer}"
+    );
+    assert!(lower.contains("x-request-id: "), "{answer}");
+    assert!(answer.contains(&format!("/problems/{kind}")), "{answer}");
+    assert!(answer.contains("\"request_id\""), "{answer}");
+}
+
+#[tokio::test]
+async fn an_http11_request_without_a_host_or_with_two_gets_400_problem_json_at_the_gateway() {
+    let gw = gateway(vec![instance(SERVICE_BODY_LIMIT).await], |_| {}).await;
+    for req in [
+        "GET /api/rooms HTTP/1.1\r\nconnection: close\r\n\r\n",
+        "GET /api/rooms HTTP/1.1\r\nhost: a\r\nhost: b\r\nconnection: close\r\n\r\n",
+        "GET /api/rooms HTTP/1.1\r\nhost: a\r\nHost: a\r\nconnection: close\r\n\r\n",
+        "GET /api/rooms HTTP/1.0\r\nhost: a\r\nhost: b\r\n\r\n",
+        "GET /api/rooms HTTP/1.1\r\nhost: a b\r\nconnection: close\r\n\r\n",
+    ] {
+        assert_problem(&raw(gw.addr, req.as_bytes()).await, 400, "bad-host");
+    }
+    // HTTP/1.0 needs no Host; one valid Host passes.
+    for req in [
+        "GET /api/rooms HTTP/1.0\r\n\r\n",
+        "GET /api/rooms HTTP/1.1\r\nhost: gw.example:8080\r\nconnection: close\r\n\r\n",
+    ] {
+        let answer = raw(gw.addr, req.as_bytes()).await;
+        assert_eq!(status_of(&answer), 200, "{answer}");
+    }
+}
+
+/// A GET of `path` with `lines` header lines in all (Host included), the last one padded
+/// so the head is `pad` bytes longer.
+fn head_with(path: &str, lines: usize, pad: usize) -> Vec<u8> {
+    let mut r = format!("GET {path} HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n");
+    for i in 0..lines.saturating_sub(2) {
+        r.push_str(&format!("x-h-{i}: v\r\n"));
+    }
+    if pad > 0 {
+        r.push_str(&format!("x-pad: {}\r\n", "p".repeat(pad)));
+    }
+    r.push_str("\r\n");
+    r.into_bytes()
+}
+
+#[tokio::test]
+async fn heads_past_the_gateways_limits_get_431_problem_json_and_heads_just_below_reach_the_service()
+ {
+    let gw = gateway(vec![instance(SERVICE_BODY_LIMIT).await], |_| {}).await;
+    // The defaults: 64 lines, 32 KiB.
+    for req in [
+        head_with("/api/rooms", 101, 0),
+        head_with("/api/rooms", 65, 0),
+        head_with("/api/rooms", 3, 40 * 1024),
+        head_with("/api/rooms", 3, 33 * 1024),
+    ] {
+        assert_problem(&raw(gw.addr, &req).await, 431, "headers-too-large");
+    }
+    // Just below: the gateway passes them, and the service accepts what the gateway
+    // forwards (its own headers added).
+    for req in [
+        head_with("/api/rooms", 64, 0),
+        head_with("/api/rooms", 3, 31 * 1024),
+    ] {
+        let answer = raw(gw.addr, &req).await;
+        assert_eq!(status_of(&answer), 200, "{answer}");
+        assert!(answer.contains("items"), "{answer}");
+    }
 }

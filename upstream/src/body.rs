@@ -177,9 +177,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Buffered(b) => b.is_none(),
-            ProxyBody::Streaming { prefix, rest, .. } => {
-                prefix.is_none() && rest.is_end_stream()
-            }
+            ProxyBody::Streaming { prefix, rest, .. } => prefix.is_none() && rest.is_end_stream(),
         }
     }
 
