@@ -54,8 +54,14 @@ impl HeadLimits {
 
 /// What is wrong with a request's head, as the problem to answer: a `Host` header
 /// missing from an HTTP/1.1 request, repeated, or not a valid authority (400, RFC 9112
-/// 3.2), or more header lines or bytes than `limits` allow (431).
-pub fn head_problem<B>(req: &http::Request<B>, limits: HeadLimits) -> Option<Problem> {
+/// 3.2), or more header lines or bytes than `limits` allow (431). The `Host` rules are
+/// rules of messages read from a connection (`from_wire`); a request built in-process
+/// (a router called with `oneshot`) has no `Host` to check.
+pub fn head_problem<B>(
+    req: &http::Request<B>,
+    limits: HeadLimits,
+    from_wire: bool,
+) -> Option<Problem> {
     let h = req.headers();
     if h.len() > limits.max_headers {
         return Some(too_many_headers(format!(
@@ -74,7 +80,7 @@ pub fn head_problem<B>(req: &http::Request<B>, limits: HeadLimits) -> Option<Pro
         )));
     }
     // HTTP/2 and HTTP/3 carry the authority in `:authority`; RFC 9112 rules are HTTP/1's.
-    if !matches!(req.version(), Version::HTTP_10 | Version::HTTP_11) {
+    if !from_wire || !matches!(req.version(), Version::HTTP_10 | Version::HTTP_11) {
         return None;
     }
     let mut hosts = h.get_all(header::HOST).iter();
@@ -112,7 +118,12 @@ async fn check_head(
     next: middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let Some(mut p) = head_problem(&req, HeadLimits::SERVICE) else {
+    // `serve` marks every request read from a connection with its peer.
+    let from_wire = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_some();
+    let Some(mut p) = head_problem(&req, HeadLimits::SERVICE, from_wire) else {
         return next.run(req).await;
     };
     let request_id = context::request_id_of(req.headers());

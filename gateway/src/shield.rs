@@ -307,7 +307,7 @@ impl<S> Shield<S> {
             head.max_headers += 1;
             head.max_header_bytes += REQUEST_ID_LINE;
         }
-        if let Some(problem) = hotel_common::http::head_problem(req, head) {
+        if let Some(problem) = hotel_common::http::head_problem(req, head, true) {
             let reason = if problem.status == StatusCode::BAD_REQUEST.as_u16() {
                 "bad_host"
             } else {
