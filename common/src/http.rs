@@ -1,6 +1,7 @@
 //! The layers every service router gets, in one place: health endpoints, problem+json
-//! for unknown routes and methods, the body limit, the request context and the server
-//! span, credentials marked sensitive, and gzip for JSON bodies the client accepts gzip for.
+//! for unknown routes and methods, the body limit, the head checks (`Host` as RFC 9112
+//! 3.2 requires, header count and size: [`head_problem`]), the request context and the
+//! server span, credentials marked sensitive, and gzip for JSON bodies the client accepts gzip for.
 //!
 //! Compression happens here, at the services, not at the gateway: the gateway streams an
 //! instance's body through untouched (`Content-Encoding` included), so a compressed answer
@@ -18,6 +19,125 @@ use tower_http::{
 
 /// Default request body limit of a service (64 KiB): bookings and customers are tiny.
 pub const SERVICE_BODY_LIMIT: usize = 64 * 1024;
+
+/// Most header field lines a service accepts in a request (431 problem+json past it).
+/// Above the gateway's own default (`[limits] max_headers`, 64) plus the headers the
+/// gateway adds, so a request the gateway passes is never refused here for its head.
+pub const SERVICE_MAX_HEADERS: usize = 100;
+
+/// Largest request head (request line and header fields) a service accepts, in bytes
+/// (431 problem+json past it). Above the gateway's default (`[limits]
+/// max_header_bytes`, 32 KiB).
+pub const SERVICE_MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// How far above a server's own head limits hyper's are set: hyper answers a head past
+/// its limits itself, with a bare 431 and no body, so our checks (which answer
+/// problem+json with the request id) must see the head first.
+pub const HYPER_HEAD_HEADROOM: usize = 4;
+
+/// Limits on a request head, checked by [`head_problem`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// Most header field lines.
+    pub max_headers: usize,
+    /// Largest head in bytes: request line plus `name: value\r\n` per field.
+    pub max_header_bytes: usize,
+}
+
+impl HeadLimits {
+    /// The services' limits.
+    pub const SERVICE: HeadLimits = HeadLimits {
+        max_headers: SERVICE_MAX_HEADERS,
+        max_header_bytes: SERVICE_MAX_HEADER_BYTES,
+    };
+}
+
+/// What is wrong with a request's head, as the problem to answer: a `Host` header
+/// missing from an HTTP/1.1 request, repeated, or not a valid authority (400, RFC 9112
+/// 3.2), or more header lines or bytes than `limits` allow (431). The `Host` rules are
+/// rules of messages read from a connection (`from_wire`); a request built in-process
+/// (a router called with `oneshot`) has no `Host` to check.
+pub fn head_problem<B>(
+    req: &http::Request<B>,
+    limits: HeadLimits,
+    from_wire: bool,
+) -> Option<Problem> {
+    let h = req.headers();
+    if h.len() > limits.max_headers {
+        return Some(too_many_headers(format!(
+            "the request has more than {} header fields",
+            limits.max_headers
+        )));
+    }
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let size = h
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4);
+    if size > limits.max_header_bytes {
+        return Some(too_many_headers(format!(
+            "the request head is larger than {} bytes",
+            limits.max_header_bytes
+        )));
+    }
+    // HTTP/2 and HTTP/3 carry the authority in `:authority`; RFC 9112 rules are HTTP/1's.
+    if !from_wire || !matches!(req.version(), Version::HTTP_10 | Version::HTTP_11) {
+        return None;
+    }
+    let mut hosts = h.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if req.version() == Version::HTTP_11 => {
+            Some(bad_host("an HTTP/1.1 request must carry a Host header"))
+        }
+        (Some(_), Some(_)) => Some(bad_host("the request carries more than one Host header")),
+        (Some(v), None)
+            if !v.is_empty() && http::uri::Authority::try_from(v.as_bytes()).is_err() =>
+        {
+            Some(bad_host("the Host header is not a valid host[:port]"))
+        }
+        _ => None,
+    }
+}
+
+fn too_many_headers(detail: String) -> Problem {
+    Problem::new(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers-too-large",
+        detail,
+    )
+}
+
+fn bad_host(detail: &str) -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, "bad-host", detail)
+}
+
+/// Refuses a request whose head [`head_problem`] finds fault with. It runs before the
+/// request context adds its `x-request-id` (which would count against the limits), so
+/// it names the request id itself, as the context layer would.
+async fn check_head(
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    // `serve` marks every request read from a connection with its peer.
+    let from_wire = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_some();
+    let Some(mut p) = head_problem(&req, HeadLimits::SERVICE, from_wire) else {
+        return next.run(req).await;
+    };
+    let request_id = context::request_id_of(req.headers());
+    tracing::info!(status = p.status, detail = %p.detail, request_id = %request_id, "request head refused");
+    p.request_id = Some(request_id.clone());
+    let mut res = p.into_response();
+    let h = res.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(&request_id) {
+        h.insert(context::REQUEST_ID, v);
+    }
+    // A head this wrong says nothing good about what follows on the connection.
+    h.insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    res
+}
 
 /// Bodies smaller than this are sent as they are: gzip would save a few bytes for a
 /// checksum and a header, at a CPU cost on every request.
@@ -75,6 +195,8 @@ pub fn finish(
                 .compress_when(compress_json()),
         )
         .layer(middleware::from_fn(context::request_context))
+        // Sees the head as the client sent it; names the request id itself.
+        .layer(middleware::from_fn(check_head))
         .layer(middleware::from_fn_with_state(
             role,
             crate::telemetry::server_span,

@@ -4,10 +4,15 @@
 //! so a load balancer's connect fails fast and is retried elsewhere), in-flight requests
 //! get `grace` to finish, then the process exits.
 
-use axum::Router;
+use crate::http::{HYPER_HEAD_HEADROOM, SERVICE_MAX_HEADERS};
+use axum::{Router, extract::ConnectInfo};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
 use std::{future::Future, net::SocketAddr, time::Duration};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 /// Binds `addr` (port 0 picks a free port) and returns the listener and its real address.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
@@ -36,31 +41,63 @@ pub async fn shutdown_signal() {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains for up to `grace`.
+///
+/// hyper's own head limits are set [`HYPER_HEAD_HEADROOM`] times above the services'
+/// ([`SERVICE_MAX_HEADERS`]; its buffer already holds far more than
+/// [`SERVICE_MAX_HEADER_BYTES`](crate::http::SERVICE_MAX_HEADER_BYTES)), so a head past
+/// those reaches the router's check and is answered 431 problem+json with the request
+/// id instead of hyper's bare 431. (`axum::serve` does not expose these settings.)
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let drained = CancellationToken::new();
-    let started_draining = drained.clone();
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        started_draining.cancel();
-    });
-    let server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        res = server => res,
-        _ = async {
-            drained.cancelled().await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!(?grace, "grace period over; dropping remaining connections");
-            Ok(())
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_headers(SERVICE_MAX_HEADERS * HYPER_HEAD_HEADROOM);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(sp) => sp,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let svc = tower::ServiceExt::map_request(
+                    router.clone(),
+                    move |mut r: http::Request<hyper::body::Incoming>| {
+                        r.extensions_mut().insert(ConnectInfo(peer));
+                        r
+                    },
+                );
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            () = &mut shutdown => break,
         }
     }
+    // New connections are refused at once; in-flight requests get the grace period.
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(?grace, "grace period over; dropping remaining connections");
+        }
+    }
+    Ok(())
 }

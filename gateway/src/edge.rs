@@ -27,7 +27,7 @@ use crate::{
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use hotel_common::{Problem, context::REQUEST_ID};
-use hotel_upstream::{ProxyBody, RouteUpstream, classify};
+use hotel_upstream::{ProxyBody, RequestBodyError, RouteUpstream, classify};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use std::{
@@ -44,6 +44,10 @@ pub const TRACE_ID: &str = "x-trace-id";
 
 /// The path prefix the gateway strips, for the instance's links.
 const X_FORWARDED_PREFIX: &str = "x-forwarded-prefix";
+
+/// Request extension: the edge added the `x-request-id` line (the client sent none).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AddedRequestId;
 
 /// The route a request matched, left on the response for the context layer's metrics.
 #[derive(Debug, Clone)]
@@ -100,6 +104,7 @@ impl Gateway {
                     "service": r.service,
                     "rewrite": r.rewrite,
                     "deadline_ms": r.policy.deadline.as_millis() as u64,
+                    "max_body_bytes": r.max_body_bytes,
                     "retries": r.policy.retries,
                     "hedge": r.policy.hedge.is_some(),
                 })
@@ -225,8 +230,11 @@ where
         let start = Instant::now();
         let request_id = request_id_of(req.headers());
         let rid_value = HeaderValue::from_str(&request_id).ok();
-        if let Some(v) = &rid_value {
-            req.headers_mut().insert(REQUEST_ID, v.clone());
+        if let Some(v) = &rid_value
+            && req.headers_mut().insert(REQUEST_ID, v.clone()).is_none()
+        {
+            // Not the client's line: the head limits leave it out.
+            req.extensions_mut().insert(AddedRequestId);
         }
         let method = req.method().clone();
         let span = tracing::info_span!(
@@ -392,12 +400,26 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<GatewayBody
                 .map_or(req.uri().path(), |p| p.as_str())
                 .into()
         });
+    let limit = gw.table.routes()[index].max_body_bytes;
     let (mut parts, incoming) = req.into_parts();
-    let body = match ProxyBody::buffer(incoming, gw.retry_buffer).await {
+    // Buffered up to the replay cap, streamed past it; never past the route's limit,
+    // which ends the request with 413 before any attempt (buffered) or cancels the one
+    // attempt (streamed). Either way the instance is not blamed (see
+    // `hotel_upstream::RequestBodyError`).
+    let body = match ProxyBody::buffer(incoming, gw.retry_buffer, limit).await {
         Ok(b) => b,
         Err(e) => {
-            tracing::info!(error = %e, "client body could not be read");
-            let mut res = problem(Problem::bad_request("the request body could not be read"));
+            tracing::info!(error = %e, "client body refused");
+            let p = match e {
+                RequestBodyError::TooLarge { limit } => hotel_upstream::too_large(limit),
+                RequestBodyError::Read(_) => {
+                    Problem::bad_request("the request body could not be read")
+                }
+            };
+            let mut res = problem(p);
+            // The rest of the body was not read: the connection cannot be reused.
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
             res.extensions_mut().insert(MatchedRoute(label));
             return res;
         }
@@ -440,12 +462,27 @@ async fn forward(gw: &Gateway, index: usize, req: Request<ProxyBody>) -> Respons
         Ok(res) => {
             let mut res = res.map(http_body_util::Either::Left);
             hygiene::strip_hop_by_hop(res.headers_mut());
+            if res.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                // The instance refused the body before reading it all, so neither did
+                // the gateway: the client's connection cannot be reused.
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             res
         }
         Err(e) => {
             let p = classify(&e, upstream.service());
             tracing::warn!(route = %upstream.route(), status = p.status, error = %e, "upstream request failed");
-            problem(p)
+            let unread = p.status == StatusCode::PAYLOAD_TOO_LARGE.as_u16()
+                || p.status == StatusCode::BAD_REQUEST.as_u16();
+            let mut res = problem(p);
+            if unread {
+                // The client's body was cut off mid-stream: the connection cannot be
+                // reused.
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            res
         }
     }
 }

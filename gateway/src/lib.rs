@@ -254,8 +254,16 @@ impl Application {
             .collect();
         let protections = Arc::new(shield::Protections::new(&config.edge, &config.routes));
         let keys = protections.keys().clone();
+        // The framing inspector cuts a chunked upload off past the largest route limit;
+        // each route's own limit is enforced while its body is read (see `edge`).
+        let max_body = config
+            .routes
+            .iter()
+            .map(|r| r.max_body_bytes)
+            .fold(config.edge.limits.max_body_bytes, u64::max);
         let admission = Arc::new(listener::Admission::new(
             &config.edge.limits,
+            max_body,
             &config.edge.hygiene,
             metrics.clone(),
         ));

@@ -15,6 +15,7 @@ use crate::{
     metrics::{ConnLabels, Metrics},
     overload::{InFlight, InFlightGuard, LimitSettings},
 };
+use hotel_common::http::HYPER_HEAD_HEADROOM;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -46,6 +47,8 @@ pub(crate) struct Conn(pub(crate) Arc<ConnInfo>);
 #[derive(Debug)]
 pub(crate) struct Admission {
     limits: LimitSettings,
+    /// Where the framing inspector cuts a chunked body off: the largest route limit.
+    max_body: u64,
     /// Makes each connection's forwarding headers.
     hygiene: Hygiene,
     /// Open connections, against `max_connections`.
@@ -67,9 +70,16 @@ impl Drop for ConnectionSlot {
 }
 
 impl Admission {
-    /// The limits of `limits`, counting into `metrics`.
-    pub(crate) fn new(limits: &LimitSettings, hygiene: &Hygiene, metrics: Arc<Metrics>) -> Self {
+    /// The limits of `limits`, counting into `metrics`; chunked bodies are cut off past
+    /// `max_body`.
+    pub(crate) fn new(
+        limits: &LimitSettings,
+        max_body: u64,
+        hygiene: &Hygiene,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Admission {
+            max_body,
             connections: InFlight::new(limits.max_connections),
             limits: limits.clone(),
             hygiene: hygiene.clone(),
@@ -87,7 +97,10 @@ impl Admission {
             // it is the keep-alive bound. The head itself is timed from its first byte by
             // the framing inspector (`header_timeout`).
             .header_read_timeout(self.limits.idle_timeout.max(self.limits.header_timeout))
-            .max_buf_size(self.limits.max_header_bytes)
+            // hyper answers heads past its own limits itself, bare; ours (the shield's,
+            // with problem+json) must be met first.
+            .max_buf_size(self.limits.max_header_bytes * HYPER_HEAD_HEADROOM)
+            .max_headers(self.limits.max_headers * HYPER_HEAD_HEADROOM)
             // A client may shut down its write side once its request is out (`nc -q`,
             // `shutdown(SHUT_WR)`) and still wait for the answer (RFC 9112 9.6). Without
             // this, hyper reads that EOF while the response is pending, calls the message
@@ -96,7 +109,10 @@ impl Admission {
         b.http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(self.limits.max_h2_streams)
-            .max_header_list_size(u32::try_from(self.limits.max_header_bytes).unwrap_or(u32::MAX));
+            .max_header_list_size(
+                u32::try_from(self.limits.max_header_bytes * HYPER_HEAD_HEADROOM)
+                    .unwrap_or(u32::MAX),
+            );
         b
     }
 
@@ -142,8 +158,8 @@ impl Admission {
             stream,
             Inspector::new(
                 flag.clone(),
-                self.limits.max_header_bytes,
-                self.limits.max_body_bytes,
+                self.limits.max_header_bytes * HYPER_HEAD_HEADROOM,
+                self.max_body,
             ),
             Deadlines {
                 head: self.limits.header_timeout,

@@ -9,10 +9,20 @@
 //!   (enforced by [`crate::framing::Inspected`]), and its body within `body_timeout`
 //!   of the head (slow POST); a keep-alive connection idle for
 //!   `idle_timeout` between requests is closed (hyper's header timer).
-//! - Size limits: request bodies past `max_body_bytes` (by `Content-Length`) get 413,
-//!   request heads past `max_header_bytes` get 431 from hyper.
+//! - Head limits: more than `max_headers` header lines or `max_header_bytes` of head
+//!   get 431 problem+json from the shield (hyper's own limits are set
+//!   `HYPER_HEAD_HEADROOM` times higher, so it does not answer first with a bare 431).
+//! - Size limits: request bodies past their route's limit (`[[routes]] max_body_bytes`,
+//!   default `max_body_bytes`) get 413 (see [`crate::shield`]).
 
+use hotel_common::http::{SERVICE_MAX_HEADER_BYTES, SERVICE_MAX_HEADERS};
 use serde::{Deserialize, Serialize};
+
+/// Header lines the gateway may add to a request on its way to an instance
+/// (`x-request-id`, `traceparent`, `tracestate`, `forwarded`, `x-forwarded-for`,
+/// `-proto`, `-host`, `-prefix`, the client header, `content-length`): what
+/// `limits.max_headers` must leave room for below the services' limit.
+pub const GATEWAY_ADDED_HEADERS: usize = 16;
 use std::{
     sync::{
         Arc,
@@ -42,10 +52,19 @@ pub struct LimitSettings {
     /// A keep-alive connection with no request for this long is closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// Largest request body, by `Content-Length` (413 past it).
+    /// Largest request body of a route that sets no `max_body_bytes` of its own (413
+    /// past it, before any attempt). The default is the services' own limit
+    /// ([`hotel_common::http::SERVICE_BODY_LIMIT`]), so the gateway never forwards a
+    /// body a service would refuse.
     pub max_body_bytes: u64,
-    /// Largest request head (request line and headers); hyper answers 431 past it.
+    /// Largest request head in bytes (request line and header fields): 431
+    /// problem+json past it. Below the services' own limit
+    /// ([`hotel_common::http::SERVICE_MAX_HEADER_BYTES`]), so the gateway answers first.
     pub max_header_bytes: usize,
+    /// Most header field lines in a request: 431 problem+json past it. Below the
+    /// services' own limit ([`hotel_common::http::SERVICE_MAX_HEADERS`]) with room for
+    /// the headers the gateway adds (request id, trace context, forwarding, client).
+    pub max_headers: usize,
     /// Concurrent streams per HTTP/2 connection.
     pub max_h2_streams: u32,
     /// `Retry-After` seconds sent with a shed (503) response.
@@ -61,8 +80,9 @@ impl Default for LimitSettings {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
-            max_body_bytes: 1024 * 1024,
-            max_header_bytes: 64 * 1024,
+            max_body_bytes: hotel_common::http::SERVICE_BODY_LIMIT as u64,
+            max_header_bytes: 32 * 1024,
+            max_headers: 64,
             max_h2_streams: 256,
             retry_after_secs: 1,
         }
@@ -70,6 +90,14 @@ impl Default for LimitSettings {
 }
 
 impl LimitSettings {
+    /// The head limits the shield checks.
+    pub fn head(&self) -> hotel_common::http::HeadLimits {
+        hotel_common::http::HeadLimits {
+            max_headers: self.max_headers,
+            max_header_bytes: self.max_header_bytes,
+        }
+    }
+
     /// Checks the values, naming the key.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_in_flight == 0 {
@@ -92,6 +120,19 @@ impl LimitSettings {
         }
         if self.max_header_bytes < 8192 {
             return Err("limits.max_header_bytes: must be at least 8192".into());
+        }
+        if self.max_header_bytes >= SERVICE_MAX_HEADER_BYTES {
+            return Err(format!(
+                "limits.max_header_bytes: must be below the services' limit \
+                 ({SERVICE_MAX_HEADER_BYTES}), so the gateway refuses a head first"
+            ));
+        }
+        if !(8..=SERVICE_MAX_HEADERS - GATEWAY_ADDED_HEADERS).contains(&self.max_headers) {
+            return Err(format!(
+                "limits.max_headers: must be between 8 and {}: the services accept \
+                 {SERVICE_MAX_HEADERS} and the gateway adds up to {GATEWAY_ADDED_HEADERS}",
+                SERVICE_MAX_HEADERS - GATEWAY_ADDED_HEADERS
+            ));
         }
         if self.max_h2_streams == 0 {
             return Err("limits.max_h2_streams: must be at least 1".into());

@@ -97,6 +97,10 @@ pub struct RouteSettings {
     /// keep personal answers out, as they say `private` or `no-store`).
     #[serde(default = "yes")]
     pub cache: bool,
+    /// Largest request body of this route in bytes (default: `limits.max_body_bytes`).
+    /// Longer bodies get 413 from the gateway and never reach an instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
     /// Overrides of the service's policy for this route.
     #[serde(default)]
     pub policy: PolicySettings,
@@ -125,6 +129,7 @@ impl Default for Settings {
             service: service.to_owned(),
             rewrite: None,
             cache: true,
+            max_body_bytes: None,
             policy: PolicySettings::default(),
         };
         Settings {
@@ -190,6 +195,8 @@ pub struct Route {
     pub service: String,
     /// Whether the shared HTTP cache serves this route.
     pub cache: bool,
+    /// Largest request body in bytes; longer ones get 413 before any attempt.
+    pub max_body_bytes: u64,
     /// The route's policy.
     pub policy: Policy,
 }
@@ -310,6 +317,9 @@ impl EdgeConfig {
         })
     }
 }
+
+/// The largest body limit a route may have (16 MiB).
+const MAX_BODY_LIMIT: u64 = 16 * 1024 * 1024;
 
 fn check_prefix(key: &str, p: &str) -> Result<(), InvalidConfig> {
     if !p.starts_with('/') {
@@ -436,11 +446,19 @@ impl TryFrom<Settings> for Config {
                 .unwrap_or_default();
             let merged = base.overlaid(&svc_policy).overlaid(&r.policy);
             let policy = validate_policy(&format!("{key}.policy"), &merged)?.request;
+            let max_body_bytes = r.max_body_bytes.unwrap_or(s.limits.max_body_bytes);
+            if !(1..=MAX_BODY_LIMIT).contains(&max_body_bytes) {
+                return Err(bad(
+                    format!("{key}.max_body_bytes"),
+                    "must be between 1 and 16 MiB",
+                ));
+            }
             routes.push(Route {
                 prefix: r.prefix.clone(),
                 rewrite,
                 service: r.service.clone(),
                 cache: r.cache,
+                max_body_bytes,
                 policy,
             });
         }
@@ -492,6 +510,25 @@ mod tests {
         let rooms = c.routes.iter().find(|r| r.prefix == "/api/rooms").unwrap();
         assert_eq!(rooms.rewrite, "/rooms");
         assert_eq!(rooms.policy.deadline, Duration::from_secs(10));
+        // The services' own limit: the gateway never forwards a body they would refuse.
+        for r in &c.routes {
+            assert_eq!(
+                r.max_body_bytes,
+                hotel_common::http::SERVICE_BODY_LIMIT as u64
+            );
+        }
+    }
+
+    #[test]
+    fn a_route_body_limit_overrides_the_default_and_is_bounded() {
+        let mut s = Settings::default();
+        s.routes[1].max_body_bytes = Some(1024);
+        let c = Config::try_from(s.clone()).unwrap();
+        let rooms = c.routes.iter().find(|r| r.prefix == "/api/rooms").unwrap();
+        assert_eq!(rooms.max_body_bytes, 1024);
+        s.routes[1].max_body_bytes = Some(0);
+        let e = Config::try_from(s).unwrap_err();
+        assert!(e.0.starts_with("routes[1].max_body_bytes"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! The protections layer of the edge: what a request must get past before it is routed.
 //!
 //! In order: message framing (smuggling-shaped requests are refused with 400 and the
-//! connection closed), body size by `Content-Length` (413), header hygiene (hop-by-hop,
+//! connection closed), the head (`Host` missing from HTTP/1.1, repeated or invalid ->
+//! 400, RFC 9112 3.2; more header lines or bytes than `[limits]` allow -> 431), body
+//! size by `Content-Length` against the route's limit (413,
+//! before any attempt; bodies without a length are counted as they are read, see
+//! [`crate::edge`]), header hygiene (hop-by-hop,
 //! forwarding headers, credentials marked sensitive), API key (401), the client's rate
 //! limit (429), the global and per-service in-flight limits (503). Every refusal is
 //! counted in `gateway_edge_rejections_total{reason,client}` and logged as an event of the
@@ -24,6 +28,7 @@ use crate::{
 };
 use futures::future::BoxFuture;
 use hotel_common::Problem;
+use hotel_upstream::too_large;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use std::{
@@ -46,11 +51,14 @@ pub(crate) struct Protections {
     limiter: Arc<RateLimiter>,
     hygiene: Hygiene,
     max_body_bytes: u64,
+    /// Header count and head size (431), checked with the `Host` rules (400).
+    head: hotel_common::http::HeadLimits,
     retry_after_secs: u64,
     /// Requests in flight in the whole gateway.
     global: Arc<InFlight>,
-    /// Route prefixes (longest first) and the index of their service in `services`.
-    routes: Vec<(String, usize)>,
+    /// Route prefixes (longest first), the index of their service in `services`, and
+    /// their body limit.
+    routes: Vec<(String, usize, u64)>,
     /// Requests in flight per service.
     services: Vec<Arc<InFlight>>,
 }
@@ -76,7 +84,7 @@ impl Protections {
                         names.len() - 1
                     }
                 };
-                (r.prefix.clone(), idx)
+                (r.prefix.clone(), idx, r.max_body_bytes)
             })
             .collect();
         let services = names
@@ -93,6 +101,7 @@ impl Protections {
             limiter,
             hygiene: edge.hygiene.clone(),
             max_body_bytes: edge.limits.max_body_bytes,
+            head: edge.limits.head(),
             retry_after_secs: edge.limits.retry_after_secs,
             global: InFlight::new(edge.limits.max_in_flight),
             routes,
@@ -105,13 +114,20 @@ impl Protections {
         &self.keys
     }
 
+    fn route_of(&self, path: &str) -> Option<&(String, usize, u64)> {
+        self.routes.iter().find(|(p, _, _)| {
+            path == p || (path.starts_with(p.as_str()) && path.as_bytes()[p.len()] == b'/')
+        })
+    }
+
     fn service_of(&self, path: &str) -> Option<usize> {
-        self.routes
-            .iter()
-            .find(|(p, _)| {
-                path == p || (path.starts_with(p.as_str()) && path.as_bytes()[p.len()] == b'/')
-            })
-            .map(|(_, s)| *s)
+        self.route_of(path).map(|(_, s, _)| *s)
+    }
+
+    /// The body limit of the route `path` goes to (the default for unrouted paths).
+    fn body_limit_of(&self, path: &str) -> u64 {
+        self.route_of(path)
+            .map_or(self.max_body_bytes, |(_, _, limit)| *limit)
     }
 }
 
@@ -178,24 +194,22 @@ fn content_length(h: &http::HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// Bytes of an `x-request-id: <uuid>` line as [`head_problem`] counts it.
+///
+/// [`head_problem`]: hotel_common::http::head_problem
+const REQUEST_ID_LINE: usize = "x-request-id".len() + 36 + 4;
+
+const CLOSE: HeaderValue = HeaderValue::from_static("close");
+
 /// A problem response; `close` asks hyper to close the connection after it (the rest of
 /// the request is not read, so the connection cannot be reused safely).
 fn refusal(p: Problem, close: bool) -> Response<GatewayBody> {
     let res: Response<Vec<u8>> = p.to_http();
     let mut res = res.map(full);
     if close {
-        res.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        res.headers_mut().insert(header::CONNECTION, CLOSE);
     }
     res
-}
-
-fn too_large(limit: u64) -> Problem {
-    Problem::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body-too-large",
-        format!("the request body is larger than {limit} bytes"),
-    )
 }
 
 fn rate_headers(h: &mut http::HeaderMap, d: &Decision) {
@@ -283,13 +297,27 @@ impl<S> Shield<S> {
                 true,
             ));
         }
-        if content_length(req.headers()).is_some_and(|n| n > p.max_body_bytes) {
-            return Err(self.reject(
-                "body_too_large",
-                &p.unauthenticated,
-                too_large(p.max_body_bytes),
-                true,
-            ));
+        // The head as the client sent it: without the `x-request-id` the edge added.
+        let mut head = p.head;
+        if req
+            .extensions()
+            .get::<crate::edge::AddedRequestId>()
+            .is_some()
+        {
+            head.max_headers += 1;
+            head.max_header_bytes += REQUEST_ID_LINE;
+        }
+        if let Some(problem) = hotel_common::http::head_problem(req, head, true) {
+            let reason = if problem.status == StatusCode::BAD_REQUEST.as_u16() {
+                "bad_host"
+            } else {
+                "headers_too_large"
+            };
+            return Err(self.reject(reason, &p.unauthenticated, problem, true));
+        }
+        let limit = p.body_limit_of(req.uri().path());
+        if content_length(req.headers()).is_some_and(|n| n > limit) {
+            return Err(self.reject("body_too_large", &p.unauthenticated, too_large(limit), true));
         }
         let public = auth::is_public(&p.public, req.uri().path());
         let service = p.service_of(req.uri().path());
@@ -380,6 +408,7 @@ impl<S> Shield<S> {
         };
         self.metrics.edge.in_flight.set(p.global.current() as i64);
         Ok(Admitted {
+            limit,
             client: client.name.clone(),
             conn,
             _guards: (global, service_guard),
@@ -390,6 +419,8 @@ impl<S> Shield<S> {
 
 /// A request that got past the checks: its in-flight slots and rate-limit state.
 struct Admitted {
+    /// The route's body limit, named in a late 413.
+    limit: u64,
     client: Arc<String>,
     /// The connection: a chunked body past the limit is noticed on its framing flag.
     conn: Option<Arc<ConnInfo>>,
@@ -441,11 +472,17 @@ where
                 return Ok(this.reject(
                     "body_too_large",
                     &admitted.client,
-                    too_large(p.max_body_bytes),
+                    too_large(admitted.limit),
                     true,
                 ));
             }
+            // The router's own `Connection: close` (a body left unread) survives the
+            // cleaning; an instance's hop-by-hop headers were dropped by the router.
+            let close = res.headers().get(header::CONNECTION) == Some(&CLOSE);
             p.hygiene.clean_response(res.headers_mut());
+            if close {
+                res.headers_mut().insert(header::CONNECTION, CLOSE);
+            }
             if let Some(d) = &admitted.decision {
                 rate_headers(res.headers_mut(), d);
             }

@@ -32,6 +32,10 @@ fn the_shipped_gateway_toml_loads_validates_and_matches_the_defaults() {
         );
         assert_eq!(f.policy, c.policy, "{}", f.prefix);
     }
+    for (f, c) in file.routes.iter().zip(&code.routes) {
+        assert_eq!(f.max_body_bytes, c.max_body_bytes, "{}", f.prefix);
+    }
+    assert_eq!(file.edge.limits, code.edge.limits);
     assert_eq!(
         (file.listen, file.admin_listen),
         (code.listen, code.admin_listen)

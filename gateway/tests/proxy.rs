@@ -447,7 +447,11 @@ async fn a_hung_instance_costs_little_thanks_to_hedging() {
 #[tokio::test]
 async fn a_body_over_the_replay_buffer_is_streamed_through_once() {
     let good = upstream("good", Behave::Ok).await;
-    let gw = gateway(&[good.url.clone()], |s| s.retry_buffer_bytes = 1024).await;
+    let gw = gateway(&[good.url.clone()], |s| {
+        s.retry_buffer_bytes = 1024;
+        s.limits.max_body_bytes = 1 << 20;
+    })
+    .await;
     let r = client()
         .post(gw.url("/api/rooms"))
         .body(vec![b'x'; 100_000])

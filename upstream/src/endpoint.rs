@@ -125,7 +125,7 @@ pub struct LastError {
 /// Metric handles of one instance, created once.
 #[derive(Debug, Clone)]
 struct Handles {
-    outcomes: [Counter; 6],
+    outcomes: [Counter; 7],
     duration: Histogram,
     in_flight: Gauge,
 }
@@ -230,6 +230,11 @@ impl EndpointStats {
             return;
         }
         self.handles.duration.observe(elapsed.as_secs_f64());
+        if outcome == "body_refused" {
+            // The instance refused a body past its own limit: an answer of sorts, and
+            // no sign of trouble, but not a latency sample either.
+            return;
+        }
         if outcome == "success" {
             // Answers only: a timeout says "slower than the per-try timeout" and a refused
             // connection says nothing about speed. Counting them would leave a recovered
@@ -313,6 +318,7 @@ impl<S> tower::load::Load for Observe<S> {
 impl<S, B, RB> tower::Service<Request<B>> for Observe<S>
 where
     S: tower::Service<Request<B>, Response = Response<RB>, Error = BoxError>,
+    B: http_body::Body,
 {
     type Response = Response<RB>;
     type Error = BoxError;
@@ -380,9 +386,11 @@ where
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         self.stats.handles.in_flight.inc();
+        let has_body = !req.body().is_end_stream();
         let fut = self.inner.call(req).instrument(span.clone());
         ObserveFuture {
             inner: fut,
+            has_body,
             guard: Finish {
                 stats: self.stats.clone(),
                 latency: self.latency.clone(),
@@ -440,6 +448,9 @@ pin_project! {
     pub struct ObserveFuture<F> {
         #[pin]
         inner: Instrumented<F>,
+        // Whether the request carried a body: a write that fails then means the
+        // instance stopped reading it.
+        has_body: bool,
         guard: Finish,
     }
 }
@@ -452,7 +463,19 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let out = std::task::ready!(this.inner.poll(cx));
+        let mut out = std::task::ready!(this.inner.poll(cx));
+        if let Err(e) = &out
+            && *this.has_body
+            && FailureKind::of(e.as_ref()) == FailureKind::Transport
+            && crate::error::is_write_failure(e.as_ref())
+        {
+            // The connection broke while the body was being written: the instance
+            // stopped reading it, as a server does past its own body limit (it answers
+            // 413 early and closes). Not a failure of the instance, and not retried.
+            if let Err(e) = out {
+                out = Err(Box::new(crate::error::BodyRefused(e)));
+            }
+        }
         match &out {
             Ok(res) => {
                 let s = res.status();

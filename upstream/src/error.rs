@@ -5,6 +5,7 @@
 //! [`classify`] turns whatever leaves the stack (at the gateway's edge, or out of an
 //! [`UpstreamClient`](crate::UpstreamClient)) into a status, once.
 
+use crate::body::RequestBodyError;
 use hotel_common::Problem;
 use http::StatusCode;
 
@@ -31,6 +32,28 @@ pub(crate) struct PerTryTimeout;
 #[error("the request deadline passed")]
 pub(crate) struct DeadlineExceeded;
 
+/// The instance stopped reading the request body and closed or reset the connection
+/// while it was being sent: what a server does when a body passes its own limit (it
+/// answers 413 early, then closes). Made by [`Observe`](crate::endpoint) from the
+/// client's write error, for requests that carried a body.
+#[derive(Debug, thiserror::Error)]
+#[error("the instance stopped reading the request body")]
+pub(crate) struct BodyRefused(#[source] pub BoxError);
+
+/// Whether `e` says that writing the request to the connection failed (the peer closed
+/// or reset it), as opposed to reading the answer: hyper's `BodyWrite` kind, which has
+/// no predicate of its own, so it is recognised by its message.
+pub(crate) fn is_write_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            return h.to_string().starts_with("error writing a body");
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// What kind of failure an attempt error is, for retries, breakers and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FailureKind {
@@ -44,12 +67,29 @@ pub(crate) enum FailureKind {
     Deadline,
     /// Anything else on the wire (reset, bad response) after the request may have been sent.
     Transport,
+    /// The client's request body failed (past the route's limit, or cut off): nothing
+    /// the instance did.
+    RequestBody,
+    /// The instance stopped reading the request body (its own limit): it answered,
+    /// and is not failing.
+    BodyRefused,
 }
 
 impl FailureKind {
     /// Classifies a stack error.
     pub(crate) fn of(e: &(dyn std::error::Error + 'static)) -> FailureKind {
-        if e.is::<PerTryTimeout>() {
+        // The client's body may be the cause deep inside a client error: look for it
+        // first, so it is never taken for a failure of the instance.
+        if request_body_error(e).is_some() {
+            return FailureKind::RequestBody;
+        }
+        Self::of_attempt(e)
+    }
+
+    fn of_attempt(e: &(dyn std::error::Error + 'static)) -> FailureKind {
+        if e.is::<BodyRefused>() {
+            FailureKind::BodyRefused
+        } else if e.is::<PerTryTimeout>() {
             FailureKind::Timeout
         } else if e.is::<NoReadyInstance>() {
             FailureKind::NoInstance
@@ -62,7 +102,7 @@ impl FailureKind {
                 FailureKind::Transport
             }
         } else if let Some(inner) = e.source() {
-            FailureKind::of(inner)
+            FailureKind::of_attempt(inner)
         } else {
             FailureKind::Transport
         }
@@ -76,8 +116,31 @@ impl FailureKind {
             FailureKind::NoInstance => "no_instance",
             FailureKind::Deadline => "deadline",
             FailureKind::Transport => "transport_error",
+            FailureKind::RequestBody => "cancelled",
+            FailureKind::BodyRefused => "body_refused",
         }
     }
+
+    /// Whether this says something bad about the instance (breaker, stall watch,
+    /// failure counts). A client's broken body and an instance refusing a body past its
+    /// own limit do not.
+    pub(crate) fn is_instance_failure(self) -> bool {
+        !matches!(self, FailureKind::RequestBody | FailureKind::BodyRefused)
+    }
+}
+
+/// The client's [`RequestBodyError`] anywhere in `e`'s chain.
+fn request_body_error<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a RequestBodyError> {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(b) = e.downcast_ref::<RequestBodyError>() {
+            return Some(b);
+        }
+        cur = e.source();
+    }
+    None
 }
 
 /// Maps an error that reached the edge to the problem the client sees. Internal detail
@@ -92,10 +155,28 @@ pub fn classify(e: &BoxError, service: &str) -> Problem {
         FailureKind::NoInstance => {
             Problem::unavailable(format!("no healthy instance of {service} is available"), 1)
         }
+        FailureKind::RequestBody => match request_body_error(e.as_ref()) {
+            Some(RequestBodyError::TooLarge { limit }) => too_large(*limit),
+            _ => Problem::bad_request("the request body could not be read"),
+        },
+        FailureKind::BodyRefused => Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            format!("the request body is larger than {service} accepts"),
+        ),
         FailureKind::Connect | FailureKind::Transport => Problem::new(
             StatusCode::BAD_GATEWAY,
             "upstream-unreachable",
             format!("{service} could not be reached"),
         ),
     }
+}
+
+/// The 413 for a body longer than `limit` bytes (the gateway's own refusals use it too).
+pub fn too_large(limit: u64) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        format!("the request body is larger than {limit} bytes"),
+    )
 }

@@ -43,12 +43,12 @@ mod retry;
 mod stack;
 mod timeout;
 
-pub use body::ProxyBody;
+pub use body::{ProxyBody, RequestBodyError};
 pub use breaker::BreakerState;
 pub use client::{Discovery, UpstreamClient};
 pub use discovery::{Target, Targets};
 pub use endpoint::{EndpointView, LastError};
-pub use error::{BoxError, classify};
+pub use error::{BoxError, classify, too_large};
 pub use metrics::{UpstreamMetrics, latency_histogram};
 pub use policy::{
     BreakerPolicy, HedgePolicy, InvalidUpstream, Origin, Policy, PolicySettings, ServicePolicy,

@@ -192,11 +192,12 @@ impl UpstreamMetrics {
 }
 
 /// Every attempt outcome label.
-pub(crate) const OUTCOMES: [&str; 6] = [
+pub(crate) const OUTCOMES: [&str; 7] = [
     "success",
     "http_5xx",
     "connect_error",
     "timeout",
     "transport_error",
     "cancelled",
+    "body_refused",
 ];

@@ -57,12 +57,15 @@ where
         let this = self.project();
         let out = std::task::ready!(this.inner.poll(cx));
         this.guard.done = true;
-        this.guard.end = if out.is_ok() {
-            AttemptEnd::Answered
-        } else {
-            AttemptEnd::Unanswered
+        let failure = out.failure();
+        this.guard.end = match (&out, failure) {
+            (Ok(_), _) => AttemptEnd::Answered,
+            (Err(_), Some(_)) => AttemptEnd::Unanswered,
+            // The client's body failed, or the instance refused it: the instance is
+            // not silent.
+            (Err(_), None) => AttemptEnd::Dropped,
         };
-        this.guard.shared.record(out.failure(), this.guard.probe);
+        this.guard.shared.record(failure, this.guard.probe);
         Poll::Ready(out)
     }
 }

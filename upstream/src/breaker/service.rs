@@ -45,7 +45,9 @@ impl<S: tower::load::Load> tower::load::Load for Breaker<S> {
     }
 }
 
-/// Whether a response counts as a failure: 5xx does.
+/// Whether a response counts as a failure: 5xx does, and errors that say something about
+/// the instance (not a client's broken body, nor the instance refusing a body past its
+/// own limit).
 pub(crate) trait Outcome {
     /// The failure this result represents, if any.
     fn failure(&self) -> Option<FailureKind>;
@@ -56,7 +58,7 @@ impl<B> Outcome for Result<http::Response<B>, BoxError> {
         match self {
             Ok(r) if r.status().is_server_error() => Some(FailureKind::Transport),
             Ok(_) => None,
-            Err(e) => Some(FailureKind::of(e.as_ref())),
+            Err(e) => Some(FailureKind::of(e.as_ref())).filter(|k| k.is_instance_failure()),
         }
     }
 }
