@@ -14,7 +14,7 @@
 //! Run: `cargo build -p hotel && cargo test -p hotel-tests --test fuzz_services -- --nocapture`
 
 use anyhow::{Context, Result, bail, ensure};
-use hotel_tests::{Proc, TempDir, spawn_instance, wait_ready};
+use hotel_tests::{Proc, TempDir, day, spawn_instance, wait_ready};
 use serde_json::{Value, json};
 use std::{
     path::{Path, PathBuf},
@@ -77,12 +77,6 @@ async fn create(client: &reqwest::Client, url: String, body: Value) -> Result<St
         .as_str()
         .map(str::to_owned)
         .context("created resource without an id")
-}
-
-/// The date `days` from today (UTC), `YYYY-MM-DD`.
-fn day(days: i64) -> String {
-    let d = time::OffsetDateTime::now_utc().date() + time::Duration::days(days);
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
 /// The schemathesis settings of the booking run: a customer and a room that exist, and a

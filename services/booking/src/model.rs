@@ -33,10 +33,10 @@ pub struct NewBooking {
     /// The room booked (must exist, be available and hold `guests`).
     pub room_id: Uuid,
     /// First night, `YYYY-MM-DD`, from today (UTC) to `max_days_ahead` (730) days after.
-    #[schema(format = Date, example = "2030-06-01")]
+    #[schema(format = Date, example = "2027-06-01")]
     pub check_in: String,
     /// Departure day, `YYYY-MM-DD`, 1 to 30 nights after `check_in`.
-    #[schema(format = Date, example = "2030-06-04")]
+    #[schema(format = Date, example = "2027-06-04")]
     pub check_out: String,
     /// Number of guests, 1 to 10 and at most the room's capacity.
     pub guests: Guests,
