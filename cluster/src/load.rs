@@ -274,7 +274,7 @@ struct Client {
     signups: AtomicU64,
     /// Bookings made and not yet cancelled; cancellations take from here.
     booked: Mutex<Vec<String>>,
-    /// The first night any booking of this run uses, years ahead of anything real.
+    /// The first night any booking of this run uses, inside booking's horizon.
     first_night: time::Date,
 }
 
@@ -645,9 +645,10 @@ pub async fn execute(plan: Plan) -> Result<Summary, BoxError> {
         b.iter().map(|x| format!("{x:02x}")).collect()
     };
     let today = time::OffsetDateTime::now_utc().date();
-    // Five years ahead plus a per-run offset: far from any real booking.
-    let first_night =
-        today + time::Duration::days(5 * 365 + i64::from(rand::random::<u16>() % 1000));
+    // A month ahead plus a per-run offset. The rooms are this run's own, so no real
+    // booking can clash; booking refuses a check_in past its `max_days_ahead` (730 days
+    // by default), which leaves every room about 640 nights of slots.
+    let first_night = today + time::Duration::days(30 + i64::from(rand::random::<u16>() % 60));
     let mut client = Client {
         http,
         base: plan.url.trim_end_matches('/').to_owned(),

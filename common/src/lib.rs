@@ -11,6 +11,7 @@ pub mod db;
 pub mod extract;
 pub mod health;
 pub mod http;
+pub mod input;
 pub mod openapi;
 pub mod page;
 pub mod problem;

@@ -79,6 +79,15 @@ pub fn decode_cursor<K: DeserializeOwned>(cursor: &str) -> Result<K, Problem> {
     serde_json::from_slice(&bytes).map_err(|_| bad())
 }
 
+/// Decodes the optional `cursor` of a list request: absent or empty means the first page
+/// (`None`), anything else must be a cursor this list returned (400 naming `cursor`).
+pub fn after<K: DeserializeOwned>(cursor: Option<&str>) -> Result<Option<K>, Problem> {
+    match cursor {
+        None | Some("") => Ok(None),
+        Some(c) => decode_cursor(c).map(Some),
+    }
+}
+
 impl<T> Page<T> {
     /// Builds a page from rows fetched with `LIMIT limit + 1`: the extra row only tells that
     /// another page exists, and the cursor is the key of the last row kept.
@@ -157,6 +166,13 @@ mod tests {
             assert_eq!(p.status, 400);
             assert_eq!(p.errors[0].field, "cursor");
         }
+    }
+
+    #[test]
+    fn an_empty_cursor_means_the_first_page() {
+        assert_eq!(after::<Keyset>(Some("")).unwrap(), None);
+        assert_eq!(after::<Keyset>(None).unwrap(), None);
+        assert_eq!(after::<Keyset>(Some("zz")).unwrap_err().status, 400);
     }
 
     #[test]

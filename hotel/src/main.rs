@@ -43,15 +43,15 @@ fn api_docs() -> Result<hotel_gateway::docs::ApiDocs, BoxError> {
     Ok(hotel_gateway::docs::ApiDocs::new()
         .with(
             hotel_customer::ROLE,
-            serde_json::to_value(hotel_customer::openapi())?,
+            hotel_common::openapi::to_json(&hotel_customer::openapi()),
         )
         .with(
             hotel_room::ROLE,
-            serde_json::to_value(hotel_room::openapi())?,
+            hotel_common::openapi::to_json(&hotel_room::openapi()),
         )
         .with(
             hotel_booking::ROLE,
-            serde_json::to_value(hotel_booking::openapi())?,
+            hotel_common::openapi::to_json(&hotel_booking::openapi()),
         ))
 }
 

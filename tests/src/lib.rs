@@ -237,6 +237,13 @@ pub fn spawn_instance(
     Proc::spawn(name, &args, envs, log_dir)
 }
 
+/// The date `days` from today (UTC) as `YYYY-MM-DD`: stays in tests are relative to today,
+/// since booking refuses a check_in in the past or past its horizon (730 days).
+pub fn day(days: i64) -> String {
+    let d = time::OffsetDateTime::now_utc().date() + time::Duration::days(days);
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
 /// Waits until `GET url` answers 2xx.
 pub async fn wait_ready(client: &reqwest::Client, url: &str, within: Duration) -> Result<()> {
     eventually(within, url, || async {

@@ -9,7 +9,7 @@
 //! Run: `cargo build -p hotel && cargo test -p hotel-tests --test booking_processes -- --nocapture`
 
 use anyhow::{Context, Result, ensure};
-use hotel_tests::{Proc, TempDir, spawn_instance, wait_ready};
+use hotel_tests::{Proc, TempDir, day, spawn_instance, wait_ready};
 use serde_json::{Value, json};
 use std::{
     sync::Arc,
@@ -172,16 +172,16 @@ async fn conflicting_bookings_across_two_processes_on_one_database_book_exactly_
     let (customer_id, room_id) = seed(&client, &cluster.customer_url, &cluster.room_url).await?;
     let room_id_str = room_id.as_str().context("room id")?.to_owned();
 
-    // Different but pairwise-overlapping stays: each covers the night of 2035-06-12.
+    // Different but pairwise-overlapping stays: each covers the night of day 102.
     let stays = [
-        ("2035-06-10", "2035-06-13"),
-        ("2035-06-11", "2035-06-14"),
-        ("2035-06-12", "2035-06-15"),
+        (day(100), day(103)),
+        (day(101), day(104)),
+        (day(102), day(105)),
     ];
     let targets = (0..CONFLICTING)
         .map(|i| {
             let process = i % 2;
-            let (check_in, check_out) = stays[i % stays.len()];
+            let (check_in, check_out) = &stays[i % stays.len()];
             let body = json!({
                 "customer_id": customer_id, "room_id": room_id,
                 "check_in": check_in, "check_out": check_out, "guests": 2,
@@ -222,7 +222,9 @@ async fn conflicting_bookings_across_two_processes_on_one_database_book_exactly_
     for (_, _, _, p) in results.iter().filter(|(_, s, _, _)| *s == 409) {
         let detail = p["detail"].as_str().unwrap_or_default();
         ensure!(
-            detail.contains("2035-06-1"),
+            stays
+                .iter()
+                .any(|(check_in, _)| detail.contains(check_in.as_str())),
             "409 must name the booked dates: {p}"
         );
     }
@@ -243,7 +245,7 @@ async fn conflicting_bookings_across_two_processes_on_one_database_book_exactly_
     // answer) or, only past that wait, 409 "still in progress".
     let later = json!({
         "customer_id": customer_id, "room_id": room_id,
-        "check_in": "2035-07-01", "check_out": "2035-07-03", "guests": 1,
+        "check_in": day(120), "check_out": day(122), "guests": 1,
     });
     let targets = (0..SAME_KEY)
         .map(|i| {
@@ -321,7 +323,7 @@ async fn a_keyed_retry_after_its_owner_is_killed_mid_request_books_on_the_other_
     let room_id_str = room_id.as_str().context("room id")?.to_owned();
     let orphan = json!({
         "customer_id": customer_id, "room_id": room_id,
-        "check_in": "2035-08-01", "check_out": "2035-08-02", "guests": 1,
+        "check_in": day(140), "check_out": day(141), "guests": 1,
     });
     cluster.customer.pause();
     let stuck = {
@@ -415,7 +417,7 @@ async fn booking_discovers_its_peers_in_the_registry_and_a_killed_room_replica_c
         let (client, url) = (client.clone(), format!("{}/bookings", booking.url()));
         let body = json!({
             "customer_id": customer_id, "room_id": room_id,
-            "check_in": format!("2036-01-{:02}", n), "check_out": format!("2036-01-{:02}", n + 1),
+            "check_in": day(200 + i64::from(n)), "check_out": day(201 + i64::from(n)),
             "guests": 1,
         });
         async move {

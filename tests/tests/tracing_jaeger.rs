@@ -244,8 +244,8 @@ async fn book(cluster: &Cluster, client: &reqwest::Client) -> Result<(String, St
         json!({
             "customer_id": customer["id"],
             "room_id": room["id"],
-            "check_in": "2031-05-01",
-            "check_out": "2031-05-04",
+            "check_in": hotel_tests::day(60),
+            "check_out": hotel_tests::day(63),
             "guests": 2,
         }),
     )

@@ -42,6 +42,9 @@ pub struct Settings {
     /// with 409.
     #[serde(with = "humantime_serde")]
     pub idempotency_wait: Duration,
+    /// How far ahead a stay may begin: a `check_in` more than this many days after today
+    /// (UTC) is refused with 422 naming `check_in` (730, two years, by default).
+    pub max_days_ahead: u32,
     /// The registry this instance registers with, when `registry.url` is set.
     #[serde(default)]
     pub registry: RegistryLink,
@@ -60,6 +63,7 @@ impl Default for Settings {
             peer_connect_timeout: Duration::from_millis(500),
             idempotency_retention: Duration::from_secs(24 * 60 * 60),
             idempotency_wait: Duration::from_secs(2),
+            max_days_ahead: 730,
             registry: RegistryLink::default(),
         }
     }
@@ -143,9 +147,11 @@ mod tests {
             &[
                 ("HOTEL_BOOKING__CUSTOMER_URL", "http://127.0.0.1:1"),
                 ("HOTEL_BOOKING__PEER_TIMEOUT", "750ms"),
+                ("HOTEL_BOOKING__MAX_DAYS_AHEAD", "30"),
             ],
         )
         .unwrap();
+        assert_eq!(s.max_days_ahead, 30);
         assert_eq!(s.customer_url.as_deref(), Some("http://127.0.0.1:1"));
         assert_eq!(s.peer_timeout, Duration::from_millis(750));
         assert_eq!(s.idempotency_retention, Duration::from_secs(86_400));

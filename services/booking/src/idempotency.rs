@@ -39,7 +39,8 @@ pub const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 pub const MAX_KEY_LEN: usize = 255;
 
 /// Reads the `Idempotency-Key` header: absent is fine; present it must be sent once and be
-/// 1 to 255 printable ASCII characters.
+/// 1 to 255 printable ASCII characters, not starting or ending with a space (an empty
+/// value is a 400, not "no key").
 pub fn key_from(headers: &HeaderMap) -> Result<Option<String>, BookingError> {
     let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
     let Some(value) = values.next() else {
@@ -56,6 +57,13 @@ pub fn key_from(headers: &HeaderMap) -> Result<Option<String>, BookingError> {
     }
     if !bytes.iter().all(|b| (0x20..=0x7e).contains(b)) {
         return Err(BookingError::BadIdempotencyKey("must be printable ASCII"));
+    }
+    // HTTP drops a header value's surrounding spaces before we see it; refusing them here
+    // too keeps the rule the same whatever carries the request.
+    if bytes.first() == Some(&b' ') || bytes.last() == Some(&b' ') {
+        return Err(BookingError::BadIdempotencyKey(
+            "must not start or end with a space",
+        ));
     }
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
@@ -460,7 +468,7 @@ mod tests {
         .unwrap();
         assert_eq!(request_hash(&a), request_hash(&b));
         let c = NewBooking {
-            guests: 2,
+            guests: crate::model::Guests::new(2).unwrap(),
             ..a.clone()
         };
         assert_ne!(request_hash(&a), request_hash(&c));

@@ -108,6 +108,7 @@ impl Application {
             directory,
             idempotency_retention: settings.idempotency_retention,
             idempotency_wait: settings.idempotency_wait,
+            max_days_ahead: settings.max_days_ahead,
         };
         let readiness = hotel_service::database::database_readiness(state.store.pool().clone());
         let instance =

@@ -11,8 +11,14 @@ use time::{Date, format_description::BorrowedFormatItem, macros::format_descript
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+hotel_common::whole_number_field!(
+    /// How many guests a booking is for: 1 to 10 (the largest room's capacity), and at
+    /// most the room's capacity.
+    pub Guests, 1..=10, example = 2
+);
+
 /// The most guests a booking may hold (the largest room's capacity).
-pub const MAX_GUESTS: i64 = 10;
+pub const MAX_GUESTS: i64 = Guests::MAX;
 /// The longest stay, in nights.
 pub const MAX_NIGHTS: i64 = 30;
 
@@ -26,15 +32,14 @@ pub struct NewBooking {
     pub customer_id: Uuid,
     /// The room booked (must exist, be available and hold `guests`).
     pub room_id: Uuid,
-    /// First night, `YYYY-MM-DD`, today (UTC) or later.
-    #[schema(format = Date, example = "2030-06-01")]
+    /// First night, `YYYY-MM-DD`, from today (UTC) to `max_days_ahead` (730) days after.
+    #[schema(format = Date, example = "2027-06-01")]
     pub check_in: String,
     /// Departure day, `YYYY-MM-DD`, 1 to 30 nights after `check_in`.
-    #[schema(format = Date, example = "2030-06-04")]
+    #[schema(format = Date, example = "2027-06-04")]
     pub check_out: String,
     /// Number of guests, 1 to 10 and at most the room's capacity.
-    #[schema(minimum = 1, maximum = 10)]
-    pub guests: i64,
+    pub guests: Guests,
 }
 
 /// Whether a booking holds its nights.
@@ -139,8 +144,10 @@ pub struct ListQuery {
     /// Only this room's bookings.
     pub room_id: Option<Uuid>,
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page; absent or empty means the first page.
+    #[param(max_length = 512, pattern = "^[0-9a-f]*$")]
     pub cursor: Option<String>,
 }
 
@@ -149,11 +156,14 @@ pub struct ListQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AvailabilityQuery {
-    /// First night, `YYYY-MM-DD`.
+    /// First night, `YYYY-MM-DD`, from today (UTC) to `max_days_ahead` days after.
+    #[param(format = Date)]
     pub check_in: String,
-    /// Departure day, `YYYY-MM-DD`.
+    /// Departure day, `YYYY-MM-DD`, 1 to 30 nights after `check_in`.
+    #[param(format = Date)]
     pub check_out: String,
     /// Number of guests, 1 to 10.
+    #[param(minimum = 1, maximum = 10)]
     pub guests: i64,
 }
 
@@ -183,14 +193,32 @@ pub struct Stay {
 }
 
 impl Stay {
-    /// Parses and checks the two dates against `today` (UTC), naming the field at fault.
-    pub fn parse(check_in: &str, check_out: &str, today: Date) -> Result<Stay, BookingError> {
+    /// Parses and checks the two dates against `today` (UTC) and the horizon of
+    /// `max_days_ahead` days, naming the field at fault.
+    pub fn parse(
+        check_in: &str,
+        check_out: &str,
+        today: Date,
+        max_days_ahead: u32,
+    ) -> Result<Stay, BookingError> {
         let check_in_date = parse_date("check_in", check_in)?;
         let check_out_date = parse_date("check_out", check_out)?;
         if check_in_date < today {
             return Err(BookingError::invalid(
                 "check_in",
                 format!("is in the past (today is {})", format_date(today)),
+            ));
+        }
+        let last = today
+            .checked_add(time::Duration::days(i64::from(max_days_ahead)))
+            .unwrap_or(Date::MAX);
+        if check_in_date > last {
+            return Err(BookingError::invalid(
+                "check_in",
+                format!(
+                    "is more than {max_days_ahead} days ahead (the last check_in accepted today is {})",
+                    format_date(last)
+                ),
             ));
         }
         let nights = (check_out_date - check_in_date).whole_days();
@@ -256,6 +284,7 @@ mod tests {
     use time::macros::date;
 
     const TODAY: Date = date!(2030 - 01 - 10);
+    const HORIZON: u32 = 730;
 
     fn field_of(e: BookingError) -> String {
         match e {
@@ -267,13 +296,13 @@ mod tests {
     #[test]
     fn a_stay_of_one_to_thirty_nights_from_today_is_accepted() {
         assert_eq!(
-            Stay::parse("2030-01-10", "2030-01-11", TODAY)
+            Stay::parse("2030-01-10", "2030-01-11", TODAY, HORIZON)
                 .unwrap()
                 .nights(),
             1
         );
         assert_eq!(
-            Stay::parse("2030-01-10", "2030-02-09", TODAY)
+            Stay::parse("2030-01-10", "2030-02-09", TODAY, HORIZON)
                 .unwrap()
                 .nights(),
             30
@@ -283,21 +312,35 @@ mod tests {
     #[test]
     fn zero_or_thirty_one_nights_or_the_past_name_the_field() {
         assert_eq!(
-            field_of(Stay::parse("2030-01-12", "2030-01-12", TODAY).unwrap_err()),
+            field_of(Stay::parse("2030-01-12", "2030-01-12", TODAY, HORIZON).unwrap_err()),
             "check_out"
         );
         assert_eq!(
-            field_of(Stay::parse("2030-01-12", "2030-01-11", TODAY).unwrap_err()),
+            field_of(Stay::parse("2030-01-12", "2030-01-11", TODAY, HORIZON).unwrap_err()),
             "check_out"
         );
         assert_eq!(
-            field_of(Stay::parse("2030-01-10", "2030-02-10", TODAY).unwrap_err()),
+            field_of(Stay::parse("2030-01-10", "2030-02-10", TODAY, HORIZON).unwrap_err()),
             "check_out"
         );
         assert_eq!(
-            field_of(Stay::parse("2030-01-09", "2030-01-11", TODAY).unwrap_err()),
+            field_of(Stay::parse("2030-01-09", "2030-01-11", TODAY, HORIZON).unwrap_err()),
             "check_in"
         );
+    }
+
+    #[test]
+    fn a_check_in_past_the_horizon_names_check_in_and_the_last_day_is_accepted() {
+        // 2030-01-10 + 730 days = 2032-01-10 (2032 is a leap year).
+        assert!(Stay::parse("2032-01-10", "2032-01-11", TODAY, HORIZON).is_ok());
+        let e = Stay::parse("2032-01-11", "2032-01-12", TODAY, HORIZON).unwrap_err();
+        assert_eq!(field_of(e), "check_in");
+        assert_eq!(
+            field_of(Stay::parse("9999-12-01", "9999-12-02", TODAY, HORIZON).unwrap_err()),
+            "check_in"
+        );
+        assert!(Stay::parse("2030-01-10", "2030-01-11", TODAY, 0).is_ok());
+        assert!(Stay::parse("9999-12-01", "9999-12-02", TODAY, u32::MAX).is_ok());
     }
 
     #[test]
@@ -312,12 +355,12 @@ mod tests {
             "",
         ] {
             assert_eq!(
-                field_of(Stay::parse(bad, "2030-03-01", TODAY).unwrap_err()),
+                field_of(Stay::parse(bad, "2030-03-01", TODAY, HORIZON).unwrap_err()),
                 "check_in",
                 "{bad}"
             );
             assert_eq!(
-                field_of(Stay::parse("2030-02-01", bad, TODAY).unwrap_err()),
+                field_of(Stay::parse("2030-02-01", bad, TODAY, HORIZON).unwrap_err()),
                 "check_out",
                 "{bad}"
             );

@@ -38,20 +38,34 @@ pub struct AppState {
     pub idempotency_retention: Duration,
     /// How long a duplicate waits for the in-flight first request before a 409.
     pub idempotency_wait: Duration,
+    /// How many days after today a stay may begin.
+    pub max_days_ahead: u32,
 }
 
 /// The booking routes (without the shared layers) and the OpenAPI document describing
 /// exactly those routes.
 pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    declared().with_state(state).split_for_parts()
+    let (router, mut doc) = declared().with_state(state).split_for_parts();
+    link(&mut doc);
+    (router, doc)
 }
 
 /// The OpenAPI document served at `/openapi.json`, built without a database: the booking
 /// routes plus the routes every service has.
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = declared().into_openapi();
+    link(&mut doc);
     hotel_common::openapi::document_shared_routes(&mut doc);
     doc
+}
+
+/// Links from a create to the read and the cancellation of the booking it made.
+fn link(doc: &mut utoipa::openapi::OpenApi) {
+    hotel_common::openapi::link_created(
+        doc,
+        "/bookings",
+        &["/bookings/{id}", "/bookings/{id}/cancel"],
+    );
 }
 
 /// Every booking route, each declared once for both the router and the document, so the
@@ -71,8 +85,9 @@ fn declared() -> OpenApiRouter<AppState> {
     tag = "bookings",
     request_body = NewBooking,
     params(
-        ("Idempotency-Key" = Option<String>, Header,
-         description = "1 to 255 printable ASCII characters; a repeat with the same body replays the first response"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
+         pattern = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
+         description = "1 to 255 printable ASCII characters, not starting or ending with a space; a repeat with the same body replays the first response"),
         ("X-Forwarded-Prefix" = Option<String>, Header,
          description = "Path prefix a proxy strips (such as `/api`), put back in front of `Location`"),
     ),
@@ -200,8 +215,13 @@ async fn create(
     location_prefix: &str,
     key: Option<(&str, &str)>,
 ) -> Result<StoredResponse, BookingError> {
-    check_guests(req.guests)?;
-    let stay = Stay::parse(&req.check_in, &req.check_out, today_utc())?;
+    let guests = req.guests.get();
+    let stay = Stay::parse(
+        &req.check_in,
+        &req.check_out,
+        today_utc(),
+        app.max_days_ahead,
+    )?;
     // Both lookups at once: a booking costs one peer round trip, not two.
     let (customer, room) = tokio::join!(
         app.directory.customer(req.customer_id),
@@ -223,7 +243,7 @@ async fn create(
             return Err(BookingError::invalid("room_id", "the room is retired"));
         }
     }
-    if req.guests > room.capacity {
+    if guests > room.capacity {
         return Err(BookingError::invalid(
             "guests",
             format!(
@@ -242,7 +262,7 @@ async fn create(
         customer_id: req.customer_id,
         room_id: req.room_id,
         stay,
-        guests: req.guests,
+        guests,
         total_cents,
         created_at: page::now_micros(),
     };
@@ -319,11 +339,7 @@ async fn list_bookings(
         );
     }
     let limit = page::limit(q.limit)?;
-    let after = q
-        .cursor
-        .as_deref()
-        .map(page::decode_cursor::<Keyset>)
-        .transpose()?;
+    let after = page::after::<Keyset>(q.cursor.as_deref())?;
     let page = app
         .store
         .list(q.customer_id, q.room_id, after, limit)
@@ -374,7 +390,7 @@ async fn availability(
     Query(q): Query<AvailabilityQuery>,
 ) -> Result<Json<Availability>, Problem> {
     check_guests(q.guests)?;
-    let stay = Stay::parse(&q.check_in, &q.check_out, today_utc())?;
+    let stay = Stay::parse(&q.check_in, &q.check_out, today_utc(), app.max_days_ahead)?;
     // Ask the room service first: if it is down there is nothing to compute.
     let rooms = app
         .directory

@@ -602,7 +602,10 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
     let app = TestApp::spawn().await;
     let (status, _, doc) = app.send("GET", "/openapi.json", None, &[]).await;
     assert_eq!(status, 200);
-    assert_eq!(doc, serde_json::to_value(hotel_booking::openapi()).unwrap());
+    assert_eq!(
+        doc,
+        hotel_common::openapi::to_json(&hotel_booking::openapi())
+    );
     let expected: HashSet<(String, String)> = [
         ("/bookings", "post"),
         ("/bookings", "get"),
@@ -635,6 +638,83 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
         }
     }
     assert_eq!(documented, expected);
+    hotel_service_testing::assert_documents_problems(&doc);
+}
+
+#[tokio::test]
+async fn a_check_in_past_the_horizon_is_a_422_naming_check_in_and_the_horizon_is_configurable() {
+    let app = TestApp::spawn().await;
+    let customer = app.peers.add_customer();
+    let room = app.peers.add_room(2, 5_000, "available");
+    let (status, _, b) = app.book(&stay(customer, room, 730, 1, 1)).await;
+    assert_eq!(
+        status, 201,
+        "the last day of the default horizon is bookable: {b}"
+    );
+    let (status, _, p) = app.book(&stay(customer, room, 731, 1, 1)).await;
+    assert_eq!((status.as_u16(), field(&p)), (422, "check_in"), "{p}");
+    let far = json!({
+        "customer_id": customer, "room_id": room,
+        "check_in": "9999-12-01", "check_out": "9999-12-03", "guests": 1,
+    });
+    let (status, _, p) = app.book(&far).await;
+    assert_eq!((status.as_u16(), field(&p)), (422, "check_in"), "{p}");
+    let uri = "/availability?check_in=9999-12-01&check_out=9999-12-03&guests=1";
+    let (status, _, p) = app.send("GET", uri, None, &[]).await;
+    assert_eq!((status.as_u16(), field(&p)), (422, "check_in"), "{p}");
+
+    let near = TestApp::spawn_with(|s| s.max_days_ahead = 10).await;
+    let customer = near.peers.add_customer();
+    let room = near.peers.add_room(2, 5_000, "available");
+    let (status, _, p) = near.book(&stay(customer, room, 11, 1, 1)).await;
+    assert_eq!((status.as_u16(), field(&p)), (422, "check_in"), "{p}");
+    let (status, _, b) = near.book(&stay(customer, room, 10, 1, 1)).await;
+    assert_eq!(status, 201, "{b}");
+}
+
+#[tokio::test]
+async fn guests_written_with_a_zero_fraction_are_the_integer_and_a_fraction_is_refused() {
+    let app = TestApp::spawn().await;
+    let customer = app.peers.add_customer();
+    let room = app.peers.add_room(2, 5_000, "available");
+    let mut body = stay(customer, room, 3, 1, 1);
+    body["guests"] = json!(2.0);
+    let (status, _, b) = app.book(&body).await;
+    assert_eq!(status, 201, "{b}");
+    assert_eq!(b["guests"], 2);
+    body["guests"] = json!(1.5);
+    let (status, _, p) = app.book(&body).await;
+    assert_eq!((status.as_u16(), field(&p)), (422, "guests"), "{p}");
+}
+
+#[tokio::test]
+async fn the_idempotency_key_schema_states_what_the_handler_accepts() {
+    let app = TestApp::spawn().await;
+    let (_, _, doc) = app.send("GET", "/openapi.json", None, &[]).await;
+    let params = doc["paths"]["/bookings"]["post"]["parameters"]
+        .as_array()
+        .unwrap();
+    let key = params
+        .iter()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .unwrap();
+    assert_eq!(key["schema"]["minLength"], 1);
+    assert_eq!(key["schema"]["maxLength"], 255);
+    assert!(key["schema"]["pattern"].is_string());
+    let (body, _) = app.booking_body(3, 1);
+    let (status, _, p) = app
+        .send(
+            "POST",
+            "/bookings",
+            Some(&body.to_string()),
+            &[("idempotency-key", "")],
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), field(&p)),
+        (400, "Idempotency-Key"),
+        "{p}"
+    );
 }
 
 #[tokio::test]

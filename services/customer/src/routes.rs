@@ -5,7 +5,7 @@
 
 use crate::{
     error::Error,
-    model::{Customer, CustomerPatch, ListQuery, NewCustomer, valid_email, valid_name},
+    model::{Customer, CustomerPatch, Email, ListQuery, Name, NewCustomer},
     store,
 };
 use axum::{Router, extract::State, http::StatusCode};
@@ -30,12 +30,21 @@ pub struct ApiDoc;
 /// The customer routes (without the shared layers) and the OpenAPI document describing
 /// exactly those routes.
 pub fn api(pool: SqlitePool) -> (Router, utoipa::openapi::OpenApi) {
-    declared().with_state(pool).split_for_parts()
+    let (router, mut doc) = declared().with_state(pool).split_for_parts();
+    link(&mut doc);
+    (router, doc)
 }
 
 /// The OpenAPI document of the customer routes, built without a database.
 pub fn document() -> utoipa::openapi::OpenApi {
-    declared().into_openapi()
+    let mut doc = declared().into_openapi();
+    link(&mut doc);
+    doc
+}
+
+/// Links from a create to the read, update and delete of the customer it made.
+fn link(doc: &mut utoipa::openapi::OpenApi) {
+    hotel_common::openapi::link_created(doc, "/customers", &["/customers/{id}"]);
 }
 
 /// Every customer route, each declared once for both the router and the document.
@@ -54,16 +63,15 @@ fn declared() -> OpenApiRouter<SqlitePool> {
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Email already in use", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is missing, unknown or invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing, unknown, of the wrong type or invalid (named in `errors`), or the body is not an object", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn create_customer(
     State(pool): State<SqlitePool>,
     Json(body): Json<NewCustomer>,
 ) -> Result<(StatusCode, Json<Customer>), Error> {
-    let name = valid_name(&body.name)?;
-    let email = valid_email(&body.email)?;
-    let customer = store::insert(&pool, name, email).await?;
+    let customer = store::insert(&pool, body.name.into_string(), body.email.into_string()).await?;
     tracing::info!(customer.id = %customer.id, "customer created");
     Ok((StatusCode::CREATED, Json(customer)))
 }
@@ -74,7 +82,7 @@ async fn create_customer(
     params(ListQuery),
     responses(
         (status = 200, description = "One page", body = Page<Customer>),
-        (status = 400, description = "Bad query parameter or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Unknown or malformed query parameter, or a cursor this list did not return", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "limit out of range", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -83,11 +91,7 @@ async fn list_customers(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Page<Customer>>, Error> {
     let limit = page::limit(q.limit)?;
-    let after = q
-        .cursor
-        .as_deref()
-        .map(page::decode_cursor::<Keyset>)
-        .transpose()?;
+    let after = page::after::<Keyset>(q.cursor.as_deref())?;
     let email = q.email.as_deref().map(str::trim).filter(|e| !e.is_empty());
     Ok(Json(store::list(&pool, email, after, limit).await?))
 }
@@ -119,7 +123,9 @@ async fn get_customer(
         (status = 400, description = "id is not a UUID or malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such customer", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Email already in use", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is unknown or invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is unknown, null, of the wrong type or invalid (named in `errors`), or the body is not an object", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn update_customer(
@@ -127,8 +133,8 @@ async fn update_customer(
     Path(id): Path<Uuid>,
     Json(patch): Json<CustomerPatch>,
 ) -> Result<Json<Customer>, Error> {
-    let name = patch.name.as_deref().map(valid_name).transpose()?;
-    let email = patch.email.as_deref().map(valid_email).transpose()?;
+    let name = patch.name.map(Name::into_string);
+    let email = patch.email.map(Email::into_string);
     Ok(Json(store::update(&pool, id, name, email).await?))
 }
 

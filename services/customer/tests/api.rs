@@ -29,7 +29,7 @@ async fn create(app: &TestApp, name: &str, email: &str) -> Value {
 #[tokio::test]
 async fn creating_a_customer_answers_201_and_it_reads_back_the_same() {
     let app = app().await;
-    let c = create(&app, "  Ada Lovelace ", " ada@example.com ").await;
+    let c = create(&app, "  Ada Lovelace ", "ada@example.com").await;
     assert_eq!(c["name"], "Ada Lovelace");
     assert_eq!(c["email"], "ada@example.com");
     let id = c["id"].as_str().unwrap();
@@ -125,7 +125,7 @@ async fn a_body_over_64_kib_is_a_413_problem() {
 async fn a_duplicate_email_is_a_409_whatever_its_case() {
     let app = app().await;
     create(&app, "Ada", "ada@example.com").await;
-    for email in ["ada@example.com", "ADA@Example.COM", " Ada@example.com "] {
+    for email in ["ada@example.com", "ADA@Example.COM"] {
         app.post("/customers", json!({"name": "Other", "email": email}))
             .await
             .problem(409);
@@ -393,10 +393,88 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
         );
     }
     assert_eq!(doc["paths"].as_object().unwrap().len(), 5);
+    hotel_service_testing::assert_documents_problems(&doc);
     assert_eq!(
-        serde_json::to_value(hotel_customer::openapi()).unwrap(),
+        hotel_common::openapi::to_json(&hotel_customer::openapi()),
         doc
     );
+}
+
+#[tokio::test]
+async fn names_and_emails_follow_one_rule_on_post_and_patch() {
+    let app = app().await;
+    let c = create(&app, "Ada", "ada@example.com").await;
+    let uri = format!("/customers/{}", c["id"].as_str().unwrap());
+    // 201 characters as sent is too long even when trimming would leave 200.
+    let padded = format!(" {}", "x".repeat(200));
+    for name in [
+        "a\u{85}b",
+        "Ada\u{202e}nimda",
+        "\u{2066}Ada",
+        "\u{a0}\u{3000}",
+        " \t ",
+        padded.as_str(),
+    ] {
+        app.post(
+            "/customers",
+            json!({"name": name, "email": "other@example.com"}),
+        )
+        .await
+        .names_field(422, "name");
+        app.patch(&uri, json!({"name": name}))
+            .await
+            .names_field(422, "name");
+    }
+    for email in [
+        "jos\u{e9}@example.com",
+        "ada@b\u{fc}cher.de",
+        " other@example.com",
+        "other@example.com ",
+        "a..b@example.com",
+    ] {
+        app.post("/customers", json!({"name": "Other", "email": email}))
+            .await
+            .names_field(422, "email");
+        app.patch(&uri, json!({"email": email}))
+            .await
+            .names_field(422, "email");
+    }
+    assert_eq!(app.get(&uri).await.body, c, "failed patches change nothing");
+}
+
+#[tokio::test]
+async fn the_patch_schema_states_the_same_constraints_as_the_post_schema() {
+    let app = app().await;
+    let doc = app.get("/openapi.json").await.body;
+    let schemas = &doc["components"]["schemas"];
+    let resolve = |v: &Value| -> Value {
+        match v["$ref"].as_str() {
+            Some(r) => schemas[r.trim_start_matches("#/components/schemas/")].clone(),
+            None => v.clone(),
+        }
+    };
+    for field in ["name", "email"] {
+        let post = resolve(&schemas["NewCustomer"]["properties"][field]);
+        let patch = resolve(&schemas["CustomerPatch"]["properties"][field]);
+        assert_eq!(post, patch, "{field}");
+        for key in ["minLength", "maxLength", "pattern"] {
+            assert!(
+                post[key].is_number() || post[key].is_string(),
+                "{field} {key}"
+            );
+        }
+    }
+    let email = resolve(&schemas["NewCustomer"]["properties"]["email"]);
+    assert_eq!(email["format"], "email");
+}
+
+#[tokio::test]
+async fn an_empty_cursor_means_the_first_page() {
+    let app = app().await;
+    create(&app, "Ada", "ada@example.com").await;
+    let r = app.get("/customers?cursor=").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]

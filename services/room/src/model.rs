@@ -7,12 +7,25 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-/// Longest room number, in characters, after trimming.
-pub const MAX_NUMBER_CHARS: usize = 16;
+hotel_common::text_field!(
+    /// The number on a room's door: free text (see `hotel_common::input`) of 1 to 16
+    /// characters, kept trimmed; unique among rooms in service ignoring case.
+    pub RoomNumber, max = 16, example = "101"
+);
+
+hotel_common::whole_number_field!(
+    /// Most guests a room holds.
+    pub Capacity, 1..=10, example = 2
+);
+
+hotel_common::whole_number_field!(
+    /// Price of one night in cents, at most 100 000.00: anything above is a typo, not a
+    /// price.
+    pub RateCents, 1..=10_000_000, example = 12900
+);
+
 /// Most guests a room can hold.
-pub const MAX_CAPACITY: i64 = 10;
-/// Highest nightly rate accepted (100 000.00): anything above is a typo, not a price.
-pub const MAX_RATE_CENTS: i64 = 10_000_000;
+pub const MAX_CAPACITY: i64 = Capacity::MAX;
 
 /// What sort of room it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -105,17 +118,34 @@ pub struct Room {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRoom {
-    /// 1 to 16 characters after trimming.
-    #[schema(example = "101", min_length = 1, max_length = 16)]
-    pub number: String,
+    /// The number on the door.
+    pub number: RoomNumber,
     /// single, double or suite.
     pub kind: RoomKind,
-    /// 1 to 10.
-    #[schema(example = 2, minimum = 1, maximum = 10)]
-    pub capacity: i64,
-    /// 1 to 10 000 000.
-    #[schema(example = 12900, minimum = 1, maximum = 10_000_000)]
-    pub nightly_rate_cents: i64,
+    /// Most guests, 1 to 10.
+    pub capacity: Capacity,
+    /// Price of one night in cents, 1 to 10 000 000.
+    pub nightly_rate_cents: RateCents,
+}
+
+/// The statuses a `PATCH` may set: retiring is `DELETE`'s alone, so `retired` is not
+/// offered (and answers 422 naming `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PatchStatus {
+    /// Bookable.
+    Available,
+    /// Temporarily not bookable.
+    Maintenance,
+}
+
+impl From<PatchStatus> for RoomStatus {
+    fn from(s: PatchStatus) -> Self {
+        match s {
+            PatchStatus::Available => RoomStatus::Available,
+            PatchStatus::Maintenance => RoomStatus::Maintenance,
+        }
+    }
 }
 
 /// Body of `PATCH /rooms/{id}`: only the fields given change.
@@ -124,24 +154,24 @@ pub struct NewRoom {
 pub struct RoomPatch {
     /// New number, same rules as on create.
     #[serde(default, deserialize_with = "non_null")]
-    #[schema(nullable = false, min_length = 1, max_length = 16)]
-    pub number: Option<String>,
+    #[schema(nullable = false)]
+    pub number: Option<RoomNumber>,
     /// New kind.
     #[serde(default, deserialize_with = "non_null")]
     #[schema(nullable = false)]
     pub kind: Option<RoomKind>,
     /// New capacity, 1 to 10.
     #[serde(default, deserialize_with = "non_null")]
-    #[schema(nullable = false, minimum = 1, maximum = 10)]
-    pub capacity: Option<i64>,
+    #[schema(nullable = false)]
+    pub capacity: Option<Capacity>,
     /// New nightly rate, 1 to 10 000 000 cents.
     #[serde(default, deserialize_with = "non_null")]
-    #[schema(nullable = false, minimum = 1, maximum = 10_000_000)]
-    pub nightly_rate_cents: Option<i64>,
+    #[schema(nullable = false)]
+    pub nightly_rate_cents: Option<RateCents>,
     /// available or maintenance; retiring is `DELETE`.
     #[serde(default, deserialize_with = "non_null")]
     #[schema(nullable = false)]
-    pub status: Option<RoomStatus>,
+    pub status: Option<PatchStatus>,
 }
 
 /// Query of `GET /rooms`.
@@ -159,29 +189,9 @@ pub struct ListQuery {
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page; absent or empty means the first page.
+    #[param(max_length = 512, pattern = "^[0-9a-f]*$")]
     pub cursor: Option<String>,
-}
-
-/// A checked room number: trimmed, 1..=16 characters, no control characters.
-pub fn valid_number(raw: &str) -> Result<String, Error> {
-    let number = raw.trim();
-    if number.is_empty() {
-        return Err(Error::invalid("number", "must not be empty"));
-    }
-    if number.chars().count() > MAX_NUMBER_CHARS {
-        return Err(Error::invalid(
-            "number",
-            format!("must be at most {MAX_NUMBER_CHARS} characters"),
-        ));
-    }
-    if number.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "number",
-            "must not contain control characters",
-        ));
-    }
-    Ok(number.to_owned())
 }
 
 /// The form of a room number that uniqueness compares.
@@ -189,26 +199,14 @@ pub fn number_key(number: &str) -> String {
     number.trim().to_lowercase()
 }
 
-/// Checks a capacity given as `field` (`capacity` or `min_capacity`).
-pub fn valid_capacity(field: &'static str, n: i64) -> Result<i64, Error> {
+/// Checks the `min_capacity` query parameter: 1 to 10.
+pub fn valid_min_capacity(n: i64) -> Result<i64, Error> {
     if (1..=MAX_CAPACITY).contains(&n) {
         Ok(n)
     } else {
         Err(Error::invalid(
-            field,
+            "min_capacity",
             format!("must be between 1 and {MAX_CAPACITY}"),
-        ))
-    }
-}
-
-/// Checks a nightly rate in cents.
-pub fn valid_rate(n: i64) -> Result<i64, Error> {
-    if (1..=MAX_RATE_CENTS).contains(&n) {
-        Ok(n)
-    } else {
-        Err(Error::invalid(
-            "nightly_rate_cents",
-            format!("must be between 1 and {MAX_RATE_CENTS}"),
         ))
     }
 }
@@ -219,12 +217,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn numbers_are_trimmed_and_bounded_in_characters() {
-        assert_eq!(valid_number(" 12A ").unwrap(), "12A");
-        assert!(valid_number("").is_err());
-        assert!(valid_number(&"№".repeat(16)).is_ok());
-        assert!(valid_number(&"1".repeat(17)).is_err());
-        assert!(valid_number("1\t2").is_err());
+    fn numbers_are_trimmed_and_bounded_in_characters_before_trimming() {
+        assert_eq!(RoomNumber::parse(" 12A ").unwrap().as_str(), "12A");
+        assert!(RoomNumber::parse("").is_err());
+        assert!(RoomNumber::parse(&"№".repeat(16)).is_ok());
+        assert!(RoomNumber::parse(&"1".repeat(17)).is_err());
+        assert!(RoomNumber::parse(&format!(" {} ", "1".repeat(15))).is_err());
+        assert!(RoomNumber::parse("1\t2").is_err());
+        assert!(RoomNumber::parse("\u{a0}").is_err());
         assert_eq!(number_key("12A"), number_key(" 12a"));
     }
 

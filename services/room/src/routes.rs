@@ -5,9 +5,7 @@
 
 use crate::{
     error::Error,
-    model::{
-        ListQuery, NewRoom, Room, RoomPatch, RoomStatus, valid_capacity, valid_number, valid_rate,
-    },
+    model::{ListQuery, NewRoom, Room, RoomPatch, RoomStatus, valid_min_capacity},
     store::{self, Changes, Filter},
 };
 use axum::{Router, extract::State, http::StatusCode};
@@ -32,12 +30,21 @@ pub struct ApiDoc;
 /// The room routes (without the shared layers) and the OpenAPI document describing
 /// exactly those routes.
 pub fn api(pool: SqlitePool) -> (Router, utoipa::openapi::OpenApi) {
-    declared().with_state(pool).split_for_parts()
+    let (router, mut doc) = declared().with_state(pool).split_for_parts();
+    link(&mut doc);
+    (router, doc)
 }
 
 /// The OpenAPI document of the room routes, built without a database.
 pub fn document() -> utoipa::openapi::OpenApi {
-    declared().into_openapi()
+    let mut doc = declared().into_openapi();
+    link(&mut doc);
+    doc
+}
+
+/// Links from a create to the read, update and retirement of the room it made.
+fn link(doc: &mut utoipa::openapi::OpenApi) {
+    hotel_common::openapi::link_created(doc, "/rooms", &["/rooms/{id}"]);
 }
 
 /// Every room route, each declared once for both the router and the document.
@@ -56,17 +63,22 @@ fn declared() -> OpenApiRouter<SqlitePool> {
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Number already in use", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is missing, unknown or invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing, unknown, of the wrong type or invalid (named in `errors`), or the body is not an object", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn create_room(
     State(pool): State<SqlitePool>,
     Json(body): Json<NewRoom>,
 ) -> Result<(StatusCode, Json<Room>), Error> {
-    let number = valid_number(&body.number)?;
-    let capacity = valid_capacity("capacity", body.capacity)?;
-    let rate = valid_rate(body.nightly_rate_cents)?;
-    let room = store::insert(&pool, number, body.kind, capacity, rate).await?;
+    let room = store::insert(
+        &pool,
+        body.number.into_string(),
+        body.kind,
+        body.capacity.get(),
+        body.nightly_rate_cents.get(),
+    )
+    .await?;
     tracing::info!(room.id = %room.id, room.number = %room.number, "room created");
     Ok((StatusCode::CREATED, Json(room)))
 }
@@ -77,7 +89,7 @@ async fn create_room(
     params(ListQuery),
     responses(
         (status = 200, description = "One page", body = Page<Room>),
-        (status = 400, description = "Bad query parameter or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Unknown or malformed query parameter, or a cursor this list did not return", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "limit or min_capacity out of range", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -86,15 +98,8 @@ async fn list_rooms(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Page<Room>>, Error> {
     let limit = page::limit(q.limit)?;
-    let after = q
-        .cursor
-        .as_deref()
-        .map(page::decode_cursor::<Keyset>)
-        .transpose()?;
-    let min_capacity = q
-        .min_capacity
-        .map(|n| valid_capacity("min_capacity", n))
-        .transpose()?;
+    let after = page::after::<Keyset>(q.cursor.as_deref())?;
+    let min_capacity = q.min_capacity.map(valid_min_capacity).transpose()?;
     let filter = Filter {
         kind: q.kind,
         min_capacity,
@@ -131,7 +136,9 @@ async fn get_room(
         (status = 400, description = "id is not a UUID or malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such room", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Number in use, or the room is retired", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is unknown or invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is unknown, null, of the wrong type or invalid (named in `errors`, `status: retired` included), or the body is not an object", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn update_room(
@@ -139,21 +146,12 @@ async fn update_room(
     Path(id): Path<Uuid>,
     Json(patch): Json<RoomPatch>,
 ) -> Result<Json<Room>, Error> {
-    if patch.status == Some(RoomStatus::Retired) {
-        return Err(Error::invalid(
-            "status",
-            "must be available or maintenance; DELETE retires a room",
-        ));
-    }
     let changes = Changes {
-        number: patch.number.as_deref().map(valid_number).transpose()?,
+        number: patch.number.map(|n| n.into_string()),
         kind: patch.kind,
-        capacity: patch
-            .capacity
-            .map(|n| valid_capacity("capacity", n))
-            .transpose()?,
-        nightly_rate_cents: patch.nightly_rate_cents.map(valid_rate).transpose()?,
-        status: patch.status,
+        capacity: patch.capacity.map(|c| c.get()),
+        nightly_rate_cents: patch.nightly_rate_cents.map(|r| r.get()),
+        status: patch.status.map(RoomStatus::from),
     };
     Ok(Json(store::update(&pool, id, changes).await?))
 }

@@ -506,7 +506,69 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
         );
     }
     assert_eq!(doc["paths"].as_object().unwrap().len(), 5);
-    assert_eq!(serde_json::to_value(hotel_room::openapi()).unwrap(), doc);
+    assert_eq!(hotel_common::openapi::to_json(&hotel_room::openapi()), doc);
+    hotel_service_testing::assert_documents_problems(&doc);
+}
+
+#[tokio::test]
+async fn patch_does_not_offer_retired_and_refuses_it_naming_status() {
+    let app = app().await;
+    let doc = app.get("/openapi.json").await.body;
+    let schemas = &doc["components"]["schemas"];
+    let status = &schemas["RoomPatch"]["properties"]["status"];
+    let reference = status["$ref"].as_str().expect("status is a reference");
+    let offered = &schemas[reference.trim_start_matches("#/components/schemas/")]["enum"];
+    assert_eq!(offered, &json!(["available", "maintenance"]));
+    let r = create(&app, room("7")).await;
+    app.patch(&uri_of(&r), json!({"status": "retired"}))
+        .await
+        .names_field(422, "status");
+}
+
+#[tokio::test]
+async fn whole_numbers_written_with_a_zero_fraction_are_the_integers_the_schema_allows() {
+    let app = app().await;
+    let r = create(
+        &app,
+        json!({"number": "7", "kind": "suite", "capacity": 7.0, "nightly_rate_cents": 12900.0}),
+    )
+    .await;
+    assert_eq!(
+        (r["capacity"].clone(), r["nightly_rate_cents"].clone()),
+        (json!(7), json!(12900))
+    );
+    let updated = app.patch(&uri_of(&r), json!({"capacity": 3.0})).await;
+    assert_eq!(updated.status, 200, "{updated:?}");
+    assert_eq!(updated.body["capacity"], 3);
+    for capacity in [json!(7.5), json!(1e300), json!(-0.5), json!("7")] {
+        app.post("/rooms", with(room("8"), "capacity", capacity.clone()))
+            .await
+            .names_field(422, "capacity");
+        app.patch(&uri_of(&r), json!({"capacity": capacity}))
+            .await
+            .names_field(422, "capacity");
+    }
+}
+
+#[tokio::test]
+async fn numbers_follow_the_shared_text_rule_on_post_and_patch() {
+    let app = app().await;
+    let r = create(&app, room("9")).await;
+    let padded = format!(" {}", "1".repeat(16));
+    for number in [
+        "1\u{9f}",
+        "\u{202d}12",
+        "\u{2069}",
+        "\u{3000}",
+        padded.as_str(),
+    ] {
+        app.post("/rooms", room(number))
+            .await
+            .names_field(422, "number");
+        app.patch(&uri_of(&r), json!({"number": number}))
+            .await
+            .names_field(422, "number");
+    }
 }
 
 #[tokio::test]

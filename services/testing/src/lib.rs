@@ -247,3 +247,33 @@ where
         "listener closed"
     );
 }
+
+/// Asserts that an OpenAPI document lists every failure its handlers can answer: each
+/// operation taking a JSON body documents 400 (malformed JSON), 413 (over the body
+/// limit), 415 (not JSON) and 422 (a field invalid), and every 4xx and 5xx it documents is
+/// `application/problem+json` with the `Problem` schema.
+pub fn assert_documents_problems(doc: &Value) {
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, item) in paths {
+        for (method, op) in item.as_object().expect("path item") {
+            let responses = op["responses"].as_object().expect("responses");
+            if op.get("requestBody").is_some() {
+                for status in ["400", "413", "415", "422"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path} takes a body but does not document {status}"
+                    );
+                }
+            }
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(
+                        response["content"]["application/problem+json"]["schema"]["$ref"],
+                        "#/components/schemas/Problem",
+                        "{method} {path} {status} is not documented as problem+json"
+                    );
+                }
+            }
+        }
+    }
+}
