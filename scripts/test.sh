@@ -46,4 +46,5 @@ if [ -n "$jaeger_ready" ]; then
     export HOTEL_TEST_OTLP_ENDPOINT="http://127.0.0.1:${JAEGER_OTLP_GRPC_PORT:-4317}"
 fi
 
-cargo test --workspace "$@"
+# --no-fail-fast: one run shows every failing test, not only the first failing binary.
+cargo test --workspace --no-fail-fast "$@"

@@ -108,9 +108,17 @@ async fn the_gateway_process_sheds_at_once_with_flat_memory_while_its_upstream_h
     let r = client.get(&url).bearer_auth("nope").send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(up.hits.load(Ordering::SeqCst), 0);
-    // Sixteen requests fill the in-flight limit and stay there.
+    // Sixteen requests fill the in-flight limit and stay there. Each asks for its own
+    // URL: the HTTP cache would coalesce sixteen misses of one URL into one attempt.
     let held: Vec<_> = (0..16)
-        .map(|_| tokio::spawn(client.get(&url).bearer_auth(key).send()))
+        .map(|i| {
+            tokio::spawn(
+                client
+                    .get(format!("{url}?held={i}"))
+                    .bearer_auth(key)
+                    .send(),
+            )
+        })
         .collect();
     eventually(
         Duration::from_secs(30),
