@@ -494,7 +494,7 @@ async fn an_unreachable_or_failing_peer_is_a_503_with_retry_after_never_a_500() 
     let (peers, up) = spawn_peers().await;
     let customer = peers.add_customer();
     let room = peers.add_room(2, 5_000, "available");
-    let dir = TempDir::new();
+    let dir = TempDir::new("booking-api");
     let app = Application::build(support::settings(&dir, closed, up))
         .await
         .unwrap();
@@ -507,7 +507,7 @@ async fn an_unreachable_or_failing_peer_is_a_503_with_retry_after_never_a_500() 
     assert!(p["detail"].as_str().unwrap().contains("customer"), "{p}");
 
     // A peer answering 503 is just as unavailable, for bookings and availability.
-    let dir2 = TempDir::new();
+    let dir2 = TempDir::new("booking-api");
     let app = Application::build(support::settings(&dir2, up, up))
         .await
         .unwrap();
@@ -532,9 +532,9 @@ async fn an_unreachable_or_failing_peer_is_a_503_with_retry_after_never_a_500() 
 
 #[tokio::test]
 async fn booking_refuses_to_start_without_peer_urls_naming_the_key() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("booking-api");
     let settings = Settings {
-        data_dir: dir.0.clone(),
+        data_dir: dir.to_path_buf(),
         ..Settings::default()
     };
     let err = Application::build(settings)
@@ -549,7 +549,7 @@ async fn two_apps_on_one_database_file_book_a_room_once_under_concurrent_request
     let (peers, addr) = spawn_peers().await;
     let customer = peers.add_customer();
     let room = peers.add_room(2, 5_000, "available");
-    let dir = TempDir::new();
+    let dir = TempDir::new("booking-api");
     let a = Application::build(support::settings(&dir, addr, addr))
         .await
         .unwrap()

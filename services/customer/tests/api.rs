@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 
 async fn app() -> TestApp {
-    let dir = TempDir::new();
+    let dir = TempDir::new("customer-api");
     let settings = Settings {
         data_dir: dir.path().to_owned(),
         ..Settings::default()
@@ -146,7 +146,7 @@ async fn concurrent_creates_with_one_email_let_exactly_one_win() {
         tasks.push(tokio::spawn(async move {
             let probe = TestApp {
                 router,
-                dir: TempDir::new(),
+                dir: TempDir::new("customer-api"),
             };
             probe
                 .post(
@@ -516,7 +516,7 @@ async fn odd_inputs_never_answer_a_server_error() {
 
 #[tokio::test]
 async fn replicas_migrating_one_file_together_all_start() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("customer-api");
     let settings = Settings {
         data_dir: dir.path().to_owned(),
         ..Settings::default()
@@ -531,8 +531,14 @@ async fn replicas_migrating_one_file_together_all_start() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let a = TestApp::new(router(connect(&settings).await.unwrap()), TempDir::new());
-    let b = TestApp::new(router(connect(&settings).await.unwrap()), TempDir::new());
+    let a = TestApp::new(
+        router(connect(&settings).await.unwrap()),
+        TempDir::new("customer-api"),
+    );
+    let b = TestApp::new(
+        router(connect(&settings).await.unwrap()),
+        TempDir::new("customer-api"),
+    );
     let c = create(&a, "Ada", "ada@example.com").await;
     let seen = b
         .get(&format!("/customers/{}", c["id"].as_str().unwrap()))
@@ -548,7 +554,7 @@ async fn replicas_migrating_one_file_together_all_start() {
 
 #[tokio::test]
 async fn an_application_serves_on_an_ephemeral_port_until_shut_down() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("customer-api");
     let settings = Settings {
         data_dir: dir.path().to_owned(),
         ..Settings::default()

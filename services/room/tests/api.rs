@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 
 async fn app() -> TestApp {
-    let dir = TempDir::new();
+    let dir = TempDir::new("room-api");
     let settings = Settings {
         data_dir: dir.path().to_owned(),
         ..Settings::default()
@@ -190,7 +190,7 @@ async fn concurrent_creates_with_one_number_let_exactly_one_win() {
         tasks.push(tokio::spawn(async move {
             let probe = TestApp {
                 router,
-                dir: TempDir::new(),
+                dir: TempDir::new("room-api"),
             };
             probe.post("/rooms", room(number)).await.status
         }));
@@ -610,7 +610,7 @@ async fn odd_inputs_never_answer_a_server_error() {
 
 #[tokio::test]
 async fn replicas_migrating_one_file_together_all_start() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("room-api");
     let settings = Settings {
         data_dir: dir.path().to_owned(),
         ..Settings::default()
@@ -625,8 +625,14 @@ async fn replicas_migrating_one_file_together_all_start() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let a = TestApp::new(router(connect(&settings).await.unwrap()), TempDir::new());
-    let b = TestApp::new(router(connect(&settings).await.unwrap()), TempDir::new());
+    let a = TestApp::new(
+        router(connect(&settings).await.unwrap()),
+        TempDir::new("room-api"),
+    );
+    let b = TestApp::new(
+        router(connect(&settings).await.unwrap()),
+        TempDir::new("room-api"),
+    );
     let r = create(&a, room("5")).await;
     assert_eq!(
         b.get(&uri_of(&r)).await.body,
@@ -638,7 +644,7 @@ async fn replicas_migrating_one_file_together_all_start() {
 
 #[tokio::test]
 async fn an_application_serves_on_an_ephemeral_port_until_shut_down() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("room-api");
     let settings = Settings {
         data_dir: dir.path().to_owned(),
         ..Settings::default()

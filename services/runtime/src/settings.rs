@@ -197,7 +197,8 @@ mod tests {
 
     #[test]
     fn a_file_with_every_key_loads() {
-        let path = std::env::temp_dir().join(format!("hotel-room-{}.toml", uuid::Uuid::new_v4()));
+        let dir = hotel_testkit::TempDir::new("runtime-settings");
+        let path = dir.join("room.toml");
         std::fs::write(
             &path,
             "listen = \"127.0.0.1:7100\"\ndata_dir = \"/var/lib/hotel\"\ninstance = \"room-1\"\n\
@@ -205,9 +206,7 @@ mod tests {
              token = \"t\"\nheartbeat = \"2s\"\nlease = \"6s\"\n",
         )
         .unwrap();
-        let loaded = load_with_env(&Settings::default(), Some(&path), "room", &[]);
-        let _ = std::fs::remove_file(&path);
-        let s: Settings = loaded.unwrap();
+        let s: Settings = load_with_env(&Settings::default(), Some(&path), "room", &[]).unwrap();
         assert_eq!(s.listen.port(), 7100);
         assert_eq!(s.instance, "room-1");
         assert_eq!(s.shutdown_grace, Duration::from_secs(2));
