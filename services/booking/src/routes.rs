@@ -111,7 +111,7 @@ async fn create_booking(
         Ok(key) => key,
         Err(e) => return e.into_response(),
     };
-    let prefix = forwarded_prefix(&headers);
+    let prefix = hotel_common::http::forwarded_prefix(&headers);
     let Some(key) = key else {
         return match create(&app, &req, &prefix, None).await {
             Ok(stored) => stored.into_response(false),
@@ -276,26 +276,6 @@ async fn create(
         .await?;
     tracing::info!(booking.id = %booking.id, room.id = %booking.room_id, "booked");
     Ok(stored)
-}
-
-/// The path prefix a proxy in front of us strips (`X-Forwarded-Prefix: /api`), so that
-/// `Location` names the booking as the client addresses it. Anything but a plain path of
-/// at most 64 characters is ignored rather than echoed.
-fn forwarded_prefix(headers: &HeaderMap) -> String {
-    headers
-        .get("x-forwarded-prefix")
-        .and_then(|v| v.to_str().ok())
-        .map(|p| p.trim_end_matches('/'))
-        .filter(|p| {
-            p.len() <= 64
-                && p.starts_with('/')
-                && !p.contains("..")
-                && !p.contains("//")
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'))
-        })
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// One booking.
