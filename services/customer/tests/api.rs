@@ -557,3 +557,80 @@ async fn an_application_serves_on_an_ephemeral_port_until_shut_down() {
     assert!(dir.path().join("customer.db").exists());
     hotel_service_testing::assert_serves_until_shut_down(app).await;
 }
+
+const PERSONAL: &str = "private, no-store";
+
+#[tokio::test]
+async fn a_customer_read_is_private_carries_validators_and_answers_304() {
+    let app = app().await;
+    let c = create(&app, "Grace Hopper", "grace@example.com").await;
+    let uri = format!("/customers/{}", c["id"].as_str().unwrap());
+    let etag = hotel_service_testing::assert_conditional_get(&app, &uri, PERSONAL).await;
+    assert_eq!(etag, format!("\"{}-1\"", c["id"].as_str().unwrap()));
+    hotel_service_testing::assert_conditional_list(&app, "/customers", PERSONAL).await;
+}
+
+#[tokio::test]
+async fn every_write_bumps_the_version_and_if_match_guards_patch_and_delete() {
+    let app = app().await;
+    let created = app
+        .post("/customers", json!({"name": "Alan", "email": "alan@example.com"}))
+        .await;
+    assert_eq!(created.status, 201);
+    let uri = format!("/customers/{}", created.body["id"].as_str().unwrap());
+    assert_eq!(created.headers["location"], uri.as_str());
+    let v1 = created.headers["etag"].to_str().unwrap().to_owned();
+    let patch = json!({"name": "Alan Turing"});
+    hotel_service_testing::assert_if_match_refused(
+        &app,
+        Method::PATCH,
+        &uri,
+        &uri,
+        &v1,
+        Some(patch.clone()),
+    )
+    .await;
+    let changed = hotel_service_testing::call_with(
+        &app,
+        Method::PATCH,
+        &uri,
+        &[("if-match", &v1)],
+        Some(patch),
+    )
+    .await;
+    assert_eq!(changed.status, 200, "{:?}", changed.body);
+    let v2 = changed.headers["etag"].to_str().unwrap().to_owned();
+    assert!(v2.ends_with("-2\""), "{v2}");
+    assert_eq!(app.get(&uri).await.headers["etag"], v2.as_str());
+    hotel_service_testing::assert_if_match_refused(&app, Method::DELETE, &uri, &uri, &v2, None)
+        .await;
+    let stale =
+        hotel_service_testing::call_with(&app, Method::DELETE, &uri, &[("if-match", &v1)], None)
+            .await;
+    stale.problem(412);
+    let gone =
+        hotel_service_testing::call_with(&app, Method::DELETE, &uri, &[("if-match", &v2)], None)
+            .await;
+    assert_eq!(gone.status, 204);
+    app.get(&uri).await.problem(404);
+    let again =
+        hotel_service_testing::call_with(&app, Method::DELETE, &uri, &[("if-match", "*")], None)
+            .await;
+    again.problem(404);
+}
+
+#[tokio::test]
+async fn location_names_the_customer_as_the_client_addresses_it_behind_a_proxy() {
+    let app = app().await;
+    let r = hotel_service_testing::call_with(
+        &app,
+        Method::POST,
+        "/customers",
+        &[("x-forwarded-prefix", "/api/")],
+        Some(json!({"name": "Edsger", "email": "ew@example.com"})),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let want = format!("/api/customers/{}", r.body["id"].as_str().unwrap());
+    assert_eq!(r.headers["location"], want.as_str());
+}
