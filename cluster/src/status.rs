@@ -258,7 +258,11 @@ fn collect_gateway(value: &Value, out: &mut Vec<(Vec<String>, GatewayView)>) {
 /// The gateway's per-instance entries and its cache, from `/admin/status`.
 type GatewayAnswer = (Vec<(Vec<String>, GatewayView)>, Option<CacheView>);
 
-async fn gateway_view(http: &reqwest::Client, admin_url: &str, token: &str) -> Option<GatewayAnswer> {
+async fn gateway_view(
+    http: &reqwest::Client,
+    admin_url: &str,
+    token: &str,
+) -> Option<GatewayAnswer> {
     let res = http
         .get(format!("{admin_url}/admin/status"))
         .bearer_auth(token)

@@ -212,7 +212,10 @@ fn parse_list(value: &str) -> Option<TagList> {
         let end = body.find('"')?;
         let opaque = &body[..end];
         // etagc = %x21 / %x23-7E / obs-text; obs-text is not visible ASCII, refused above.
-        if !opaque.bytes().all(|b| b == 0x21 || (0x23..=0x7e).contains(&b)) {
+        if !opaque
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b))
+        {
             return None;
         }
         tags.push(Tag {
@@ -333,7 +336,8 @@ pub fn document(
         path::{Operation, ParameterBuilder, ParameterIn},
         response::{Response as OaResponse, ResponseBuilder},
     };
-    let string = || utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::String);
+    let string =
+        || utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::String);
     let param = |name: &str, description: &str| {
         ParameterBuilder::new()
             .name(name)
@@ -398,16 +402,15 @@ pub fn document(
             ));
             add_validators(get, "200", single);
             if let Some(RefOr::T(r)) = get.responses.responses.get_mut("200") {
-                r.headers
-                    .insert("Cache-Control".to_owned(), header_of(&cc));
+                r.headers.insert("Cache-Control".to_owned(), header_of(&cc));
             }
             let mut not_modified = ResponseBuilder::new()
                 .description("Not modified: the client's copy is current; no body")
                 .header("ETag", etag_header(single))
                 .header("Cache-Control", header_of(&cc));
             if single {
-                not_modified =
-                    not_modified.header("Last-Modified", header_of("When this entity last changed"));
+                not_modified = not_modified
+                    .header("Last-Modified", header_of("When this entity last changed"));
             }
             get.responses
                 .responses
@@ -428,7 +431,9 @@ pub fn document(
             add_validators(op, "200", true);
             op.responses.responses.insert(
                 "412".to_owned(),
-                problem("If-Match does not name the current version (`/problems/precondition-failed`)"),
+                problem(
+                    "If-Match does not name the current version (`/problems/precondition-failed`)",
+                ),
             );
         }
     }
@@ -472,10 +477,16 @@ mod tests {
             "\"x\", \"abc-3\"",
             "\"x\",W/\"abc-3\"",
         ] {
-            assert!(not_modified(&req(&[(header::IF_NONE_MATCH, yes)]), &v), "{yes}");
+            assert!(
+                not_modified(&req(&[(header::IF_NONE_MATCH, yes)]), &v),
+                "{yes}"
+            );
         }
         for no in ["\"abc-2\"", "abc-3", "\"abc-3", "", "W/", "\"a\" \"abc-3\""] {
-            assert!(!not_modified(&req(&[(header::IF_NONE_MATCH, no)]), &v), "{no}");
+            assert!(
+                !not_modified(&req(&[(header::IF_NONE_MATCH, no)]), &v),
+                "{no}"
+            );
         }
         let two_lines = req(&[
             (header::IF_NONE_MATCH, "\"x\""),

@@ -108,13 +108,19 @@ impl Client {
                 Method::POST,
                 "/api/rooms",
                 &[],
-                Some(json!({"number": format!("C{}", &suffix[..8]), "kind": "double",
-                            "capacity": 2, "nightly_rate_cents": 10000})),
+                Some(
+                    json!({"number": format!("C{}", &suffix[..8]), "kind": "double",
+                            "capacity": 2, "nightly_rate_cents": 10000}),
+                ),
             )
             .await;
         assert_eq!(r.status, 201, "{}", r.body);
         let path = format!("/api/rooms/{}", r.body["id"].as_str().unwrap());
-        assert_eq!(r.header("location"), path, "Location as the client addresses it");
+        assert_eq!(
+            r.header("location"),
+            path,
+            "Location as the client addresses it"
+        );
         path
     }
 }
@@ -192,7 +198,11 @@ async fn cache_drill_1_2_a_second_read_is_a_hit_its_etag_gets_304_and_a_patch_ma
 
     let after = api.get(&room, &[]).await;
     assert_eq!(after.status, 200);
-    assert_eq!(after.header("x-cache"), "MISS", "the PATCH invalidated the entry");
+    assert_eq!(
+        after.header("x-cache"),
+        "MISS",
+        "the PATCH invalidated the entry"
+    );
     assert_eq!(after.header("etag"), new_etag);
     assert_eq!(after.body["capacity"], 3);
     let old = api.get(&room, &[("if-none-match", &etag)]).await;
@@ -236,7 +246,11 @@ async fn cache_drill_3_with_every_room_replica_dead_a_room_read_before_is_served
     for name in &rooms {
         c.control(&["kill", name]);
     }
-    measured(drill, "s from the read to every room replica killed", format!("{:.2}", read_at.elapsed().as_secs_f64()));
+    measured(
+        drill,
+        "s from the read to every room replica killed",
+        format!("{:.2}", read_at.elapsed().as_secs_f64()),
+    );
 
     // Until the window ends, the room read before answers 200 every time: a HIT while
     // fresh, then STALE.
@@ -266,7 +280,11 @@ async fn cache_drill_3_with_every_room_replica_dead_a_room_read_before_is_served
     }
     assert!(stale > 0, "no STALE answer within the window");
     measured(drill, "stale answers served", stale);
-    measured(drill, "first STALE after the read s", format!("{:.2}", first_stale.unwrap().as_secs_f64()));
+    measured(
+        drill,
+        "first STALE after the read s",
+        format!("{:.2}", first_stale.unwrap().as_secs_f64()),
+    );
 
     // A room never read has nothing to fall back on: 503 problem+json once the gateway
     // knows no room instance is left (a 502 may come first while it learns).
@@ -279,24 +297,40 @@ async fn cache_drill_3_with_every_room_replica_dead_a_room_read_before_is_served
         if r.status == 503 {
             break;
         }
-        assert!(Instant::now() < deadline, "no 503 within 30 s: {} {}", r.status, r.body);
+        assert!(
+            Instant::now() < deadline,
+            "no 503 within 30 s: {} {}",
+            r.status,
+            r.body
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    measured(drill, "s until a never-read room answers 503", format!("{:.2}", started.elapsed().as_secs_f64()));
+    measured(
+        drill,
+        "s until a never-read room answers 503",
+        format!("{:.2}", started.elapsed().as_secs_f64()),
+    );
 
     // Past the window the stale entry is no longer served.
     let deadline = Instant::now() + window + Duration::from_secs(30);
     loop {
         let r = api.get(&read, &[]).await;
         if r.status != 200 {
-            assert!(read_at.elapsed() >= window, "served stale only inside the window");
+            assert!(
+                read_at.elapsed() >= window,
+                "served stale only inside the window"
+            );
             assert_eq!(r.status, 503, "{}", r.body);
             break;
         }
         assert!(Instant::now() < deadline, "still served past the window");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    measured(drill, "s from the read until the stale answer ended", format!("{:.2}", read_at.elapsed().as_secs_f64()));
+    measured(
+        drill,
+        "s from the read until the stale answer ended",
+        format!("{:.2}", read_at.elapsed().as_secs_f64()),
+    );
     let counts = cache_counts(&mut c);
     assert!(count(&counts, "stale") >= stale, "{counts}");
 }
@@ -332,7 +366,11 @@ async fn cache_drill_4_fifty_concurrent_reads_of_a_cold_room_reach_the_room_serv
         *outcomes.entry(r.header("x-cache").to_owned()).or_default() += 1;
         etags.insert(r.header("etag").to_owned());
     }
-    measured(drill, "50 concurrent reads took ms", started.elapsed().as_millis());
+    measured(
+        drill,
+        "50 concurrent reads took ms",
+        started.elapsed().as_millis(),
+    );
     measured(drill, "x-cache outcomes", format!("{outcomes:?}"));
     assert_eq!(etags.len(), 1, "{etags:?}");
     let sent = c.requests_to_service("room").unwrap() - sent_before;
@@ -341,7 +379,10 @@ async fn cache_drill_4_fifty_concurrent_reads_of_a_cold_room_reach_the_room_serv
     assert_eq!(outcomes.get("MISS"), Some(&1), "{outcomes:?}");
     assert_eq!(outcomes.get("HIT"), Some(&49), "{outcomes:?}");
     let counts = cache_counts(&mut c);
-    assert_eq!(count(&counts, "misses") - count(&counts_before, "misses"), 1);
+    assert_eq!(
+        count(&counts, "misses") - count(&counts_before, "misses"),
+        1
+    );
     assert_eq!(count(&counts, "hits") - count(&counts_before, "hits"), 49);
 }
 
@@ -387,7 +428,11 @@ async fn cache_drill_5_a_customer_answer_for_one_api_key_is_never_served_to_anot
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.header("cache-control"), "private, no-store");
         assert!(!r.header("etag").is_empty());
-        assert!(matches!(r.header("x-cache"), "MISS" | "BYPASS"), "{}", r.header("x-cache"));
+        assert!(
+            matches!(r.header("x-cache"), "MISS" | "BYPASS"),
+            "{}",
+            r.header("x-cache")
+        );
     }
     let r = b.get(&customer, &[]).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -402,9 +447,20 @@ async fn cache_drill_5_a_customer_answer_for_one_api_key_is_never_served_to_anot
     assert_eq!(r.status, 304);
     assert!(matches!(r.header("x-cache"), "MISS" | "BYPASS"));
     let reached = c.requests_to_service("customer").unwrap() - before;
-    measured(drill, "customer reads that reached the customer service", format!("{reached} of 4"));
-    assert!(reached >= 4, "every personal read went to the customer service: {reached}");
+    measured(
+        drill,
+        "customer reads that reached the customer service",
+        format!("{reached} of 4"),
+    );
+    assert!(
+        reached >= 4,
+        "every personal read went to the customer service: {reached}"
+    );
     let counts = cache_counts(&mut c);
     assert_eq!(count(&counts, "hits"), 0, "{counts}");
-    assert_eq!(count(&counts, "entries"), 0, "nothing personal is stored: {counts}");
+    assert_eq!(
+        count(&counts, "entries"),
+        0,
+        "nothing personal is stored: {counts}"
+    );
 }

@@ -778,7 +778,10 @@ async fn a_booking_read_is_private_carries_validators_and_if_match_guards_the_ca
     assert_eq!(nothing, Value::Null);
     assert_eq!(h["etag"], v1.as_str());
     assert_eq!(h["cache-control"], "private, no-store");
-    let list = format!("/bookings?customer_id={}", booking["customer_id"].as_str().unwrap());
+    let list = format!(
+        "/bookings?customer_id={}",
+        booking["customer_id"].as_str().unwrap()
+    );
     let (_, h, _) = app.send("GET", &list, None, &[]).await;
     let page_tag = h["etag"].to_str().unwrap().to_owned();
     assert!(page_tag.starts_with("W/"), "{page_tag}");
@@ -788,12 +791,17 @@ async fn a_booking_read_is_private_carries_validators_and_if_match_guards_the_ca
     assert_eq!(status, 304);
     let cancel = format!("{uri}/cancel");
     for stale in ["\"nope\"", &format!("W/{v1}")] {
-        let (status, _, p) = app.send("POST", &cancel, None, &[("if-match", stale)]).await;
+        let (status, _, p) = app
+            .send("POST", &cancel, None, &[("if-match", stale)])
+            .await;
         assert_eq!(status, 412, "{p}");
         assert_eq!(p["type"], "/problems/precondition-failed");
     }
     let (_, _, read) = app.send("GET", &uri, None, &[]).await;
-    assert_eq!(read["status"], "confirmed", "a refused cancellation changes nothing");
+    assert_eq!(
+        read["status"], "confirmed",
+        "a refused cancellation changes nothing"
+    );
     let (status, h, cancelled) = app.send("POST", &cancel, None, &[("if-match", &v1)]).await;
     assert_eq!(status, 200, "{cancelled}");
     let v2 = h["etag"].to_str().unwrap().to_owned();
@@ -801,7 +809,14 @@ async fn a_booking_read_is_private_carries_validators_and_if_match_guards_the_ca
     let (status, _, _) = app.send("GET", &uri, None, &[("if-none-match", &v1)]).await;
     assert_eq!(status, 200, "the old tag is out of date");
     let (status, _, _) = app.send("POST", &cancel, None, &[("if-match", &v1)]).await;
-    assert_eq!(status, 412, "a second writer holding the old tag is refused");
+    assert_eq!(
+        status, 412,
+        "a second writer holding the old tag is refused"
+    );
     let (_, h, _) = app.send("GET", &list, None, &[]).await;
-    assert_ne!(h["etag"], page_tag.as_str(), "a cancellation changes the page's tag");
+    assert_ne!(
+        h["etag"],
+        page_tag.as_str(),
+        "a cancellation changes the page's tag"
+    );
 }

@@ -574,7 +574,10 @@ async fn a_customer_read_is_private_carries_validators_and_answers_304() {
 async fn every_write_bumps_the_version_and_if_match_guards_patch_and_delete() {
     let app = app().await;
     let created = app
-        .post("/customers", json!({"name": "Alan", "email": "alan@example.com"}))
+        .post(
+            "/customers",
+            json!({"name": "Alan", "email": "alan@example.com"}),
+        )
         .await;
     assert_eq!(created.status, 201);
     let uri = format!("/customers/{}", created.body["id"].as_str().unwrap());

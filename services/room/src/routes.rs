@@ -106,7 +106,10 @@ async fn create_room(
     .await?;
     let id = room.value.id;
     tracing::info!(room.id = %id, room.number = %room.value.number, "room created");
-    let location = format!("{}/rooms/{id}", hotel_common::http::forwarded_prefix(&headers));
+    let location = format!(
+        "{}/rooms/{id}",
+        hotel_common::http::forwarded_prefix(&headers)
+    );
     let mut res = app
         .cache
         .changed(StatusCode::CREATED, &room.validators, room.value);

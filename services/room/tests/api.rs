@@ -627,8 +627,14 @@ async fn replicas_migrating_one_file_together_all_start() {
         t.await.unwrap().unwrap();
     }
     let cache = || settings.cache.cache_control();
-    let a = TestApp::new(router(connect(&settings).await.unwrap(), cache()), TempDir::new());
-    let b = TestApp::new(router(connect(&settings).await.unwrap(), cache()), TempDir::new());
+    let a = TestApp::new(
+        router(connect(&settings).await.unwrap(), cache()),
+        TempDir::new(),
+    );
+    let b = TestApp::new(
+        router(connect(&settings).await.unwrap(), cache()),
+        TempDir::new(),
+    );
     let r = create(&a, room("5")).await;
     assert_eq!(
         b.get(&uri_of(&r)).await.body,
@@ -661,7 +667,11 @@ async fn a_room_read_carries_validators_and_conditional_gets_answer_304() {
     let list = hotel_service_testing::assert_conditional_list(&app, "/rooms", PUBLIC).await;
     create(&app, room("302")).await;
     let again = app.get("/rooms").await;
-    assert_ne!(again.headers["etag"], list.as_str(), "a new room changes the page's tag");
+    assert_ne!(
+        again.headers["etag"],
+        list.as_str(),
+        "a new room changes the page's tag"
+    );
 }
 
 #[tokio::test]
@@ -683,9 +693,14 @@ async fn every_write_bumps_the_version_and_if_match_guards_patch_and_retire() {
         Some(patch.clone()),
     )
     .await;
-    let changed =
-        hotel_service_testing::call_with(&app, Method::PATCH, &uri, &[("if-match", &v1)], Some(patch))
-            .await;
+    let changed = hotel_service_testing::call_with(
+        &app,
+        Method::PATCH,
+        &uri,
+        &[("if-match", &v1)],
+        Some(patch),
+    )
+    .await;
     assert_eq!(changed.status, 200, "{:?}", changed.body);
     let v2 = changed.headers["etag"].to_str().unwrap().to_owned();
     assert_ne!(v1, v2);
@@ -694,8 +709,9 @@ async fn every_write_bumps_the_version_and_if_match_guards_patch_and_retire() {
     assert_eq!(read.headers["etag"], v2.as_str());
     assert_eq!(read.body["capacity"], 3);
     // The old tag no longer gets a 304: the client's copy is out of date.
-    let old = hotel_service_testing::call_with(&app, Method::GET, &uri, &[("if-none-match", &v1)], None)
-        .await;
+    let old =
+        hotel_service_testing::call_with(&app, Method::GET, &uri, &[("if-none-match", &v1)], None)
+            .await;
     assert_eq!(old.status, 200);
     // A lost update is impossible: a second writer holding v1 is refused.
     let lost = hotel_service_testing::call_with(
@@ -716,7 +732,11 @@ async fn every_write_bumps_the_version_and_if_match_guards_patch_and_retire() {
     let v3 = retired.headers["etag"].to_str().unwrap().to_owned();
     assert!(v3.ends_with("-3\""), "{v3}");
     let twice = app.delete(&uri).await;
-    assert_eq!(twice.headers["etag"], v3.as_str(), "retiring twice changes nothing");
+    assert_eq!(
+        twice.headers["etag"],
+        v3.as_str(),
+        "retiring twice changes nothing"
+    );
     // Without If-Match a change is made as before.
     let missing = format!("/rooms/{}", uuid::Uuid::new_v4());
     let r = hotel_service_testing::call_with(
@@ -775,10 +795,12 @@ async fn the_cache_settings_choose_the_cache_control_and_the_document_says_so() 
     for h in ["ETag", "Last-Modified", "Cache-Control"] {
         assert!(ok[h].is_object(), "{h} documented");
     }
-    assert!(ok["Cache-Control"]["description"]
-        .as_str()
-        .unwrap()
-        .contains("public, max-age=60"));
+    assert!(
+        ok["Cache-Control"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("public, max-age=60")
+    );
     assert!(get["responses"]["304"].is_object());
     for method in ["patch", "delete"] {
         let op = &doc["paths"]["/rooms/{id}"][method];

@@ -285,7 +285,10 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("max_age"), "{err}");
         assert_eq!(
-            ServiceSettings::<Customer>::default().cache.cache_control().value(),
+            ServiceSettings::<Customer>::default()
+                .cache
+                .cache_control()
+                .value(),
             "private, no-store"
         );
     }

@@ -335,7 +335,14 @@ pub async fn assert_conditional_get(app: &TestApp, uri: &str, cache_control: &st
         assert_eq!(r.status, StatusCode::OK, "If-None-Match: {inm}");
         assert_eq!(r.body, first.body);
     }
-    let r = call_with(app, Method::GET, uri, &[("if-modified-since", &modified)], None).await;
+    let r = call_with(
+        app,
+        Method::GET,
+        uri,
+        &[("if-modified-since", &modified)],
+        None,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::NOT_MODIFIED, "If-Modified-Since");
     let r = call_with(
         app,
@@ -350,11 +357,18 @@ pub async fn assert_conditional_get(app: &TestApp, uri: &str, cache_control: &st
         app,
         Method::GET,
         uri,
-        &[("if-none-match", "\"nope\""), ("if-modified-since", &modified)],
+        &[
+            ("if-none-match", "\"nope\""),
+            ("if-modified-since", &modified),
+        ],
         None,
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "If-None-Match wins over If-Modified-Since");
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "If-None-Match wins over If-Modified-Since"
+    );
     etag
 }
 
@@ -390,7 +404,14 @@ pub async fn assert_if_match_refused(
     let before = app.get(read).await;
     let weak = format!("W/{etag}");
     for stale in ["\"nope\"", weak.as_str(), "garbage"] {
-        let r = call_with(app, method.clone(), uri, &[("if-match", stale)], body.clone()).await;
+        let r = call_with(
+            app,
+            method.clone(),
+            uri,
+            &[("if-match", stale)],
+            body.clone(),
+        )
+        .await;
         let p = r.problem(412);
         assert_eq!(p["type"], "/problems/precondition-failed", "{p}");
     }
