@@ -385,6 +385,7 @@ pub fn document(
             }
         }
     };
+    let mut guarded_ids = Vec::new();
     for path in paths {
         let Some(item) = doc.paths.paths.get_mut(*path) else {
             continue;
@@ -424,6 +425,7 @@ pub fn document(
             item.post.as_mut().filter(|_| guarded_post),
         ];
         for op in ops.into_iter().flatten() {
+            guarded_ids.extend(op.operation_id.clone());
             op.parameters.get_or_insert_with(Vec::new).push(param(
                 "If-Match",
                 "Entity tags (or `*`); the change is made only when one equals the current ETag by strong comparison, else 412",
@@ -435,6 +437,29 @@ pub fn document(
                     "If-Match does not name the current version (`/problems/precondition-failed`)",
                 ),
             );
+        }
+    }
+    // A create whose 201 answers an `ETag` passes it as If-Match along its links to a
+    // guarded operation, so a client (or a fuzzer) following them changes the version it
+    // just made.
+    for item in doc.paths.paths.values_mut() {
+        let Some(RefOr::T(created)) = item
+            .post
+            .as_mut()
+            .and_then(|op| op.responses.responses.get_mut("201"))
+            .filter(|r| matches!(r, RefOr::T(r) if r.headers.contains_key("ETag")))
+        else {
+            continue;
+        };
+        for link in created.links.values_mut() {
+            if let RefOr::T(link) = link
+                && guarded_ids.contains(&link.operation_id)
+            {
+                link.parameters.insert(
+                    "If-Match".to_owned(),
+                    serde_json::Value::String("$response.header.ETag".to_owned()),
+                );
+            }
         }
     }
 }

@@ -802,6 +802,18 @@ async fn the_cache_settings_choose_the_cache_control_and_the_document_says_so() 
             .contains("public, max-age=60")
     );
     assert!(get["responses"]["304"].is_object());
+    let links = &doc["paths"]["/rooms"]["post"]["responses"]["201"]["links"];
+    let guarded: Vec<_> = links
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|l| l["parameters"]["If-Match"] == "$response.header.ETag")
+        .collect();
+    assert_eq!(
+        guarded.len(),
+        2,
+        "PATCH and DELETE links pass the ETag: {links}"
+    );
     for method in ["patch", "delete"] {
         let op = &doc["paths"]["/rooms/{id}"][method];
         assert!(op["responses"]["412"].is_object(), "{method} documents 412");
