@@ -14,6 +14,9 @@
 //!   [`precondition_failed`] (412 problem+json `/problems/precondition-failed`).
 //! - [`document`]: the same rules in a service's OpenAPI document.
 
+// `Problem` is the error every handler answers with; it is large, but only on the cold path.
+#![allow(clippy::result_large_err)]
+
 use crate::problem::Problem;
 use axum::{
     Json,
