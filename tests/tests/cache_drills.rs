@@ -212,6 +212,12 @@ async fn cache_drill_1_2_a_second_read_is_a_hit_its_etag_gets_304_and_a_patch_ma
     let counts = cache_counts(&mut c);
     measured(drill, "gateway cache after the drill", &counts);
     assert!(count(&counts, "hits") >= 3, "{counts}");
+    let text = c.control(&["status"]);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("gateway cache: hit ratio "))
+        .unwrap_or_else(|| panic!("hotel status shows the cache hit ratio:\n{text}"));
+    measured(drill, "hotel status", line);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
