@@ -304,7 +304,14 @@ impl IfMatch {
 /// Checks `condition` (when the request had one) against the current `etag`.
 pub fn check(condition: Option<&IfMatch>, what: &str, etag: &str) -> Result<(), Problem> {
     match condition {
-        Some(c) if !c.matches(etag) => Err(precondition_failed(what, etag)),
+        Some(c) if !c.matches(etag) => {
+            tracing::info!(
+                resource = what,
+                current_etag = etag,
+                "If-Match refused: 412"
+            );
+            Err(precondition_failed(what, etag))
+        }
         _ => Ok(()),
     }
 }

@@ -93,7 +93,9 @@ async fn the_gateway_process_sheds_at_once_with_flat_memory_while_its_upstream_h
         &dir,
         &up.url,
         &format!("# test keys\nloadgen:{}\n", hash_key(key)),
-        "[limits]\nmax_in_flight = 16\n[rate_limit.default]\nrate = 1000000.0\nburst = 1000000\n",
+        // No HTTP cache: it would coalesce the identical GETs into one upstream request.
+        "[limits]\nmax_in_flight = 16\n[rate_limit.default]\nrate = 1000000.0\nburst = 1000000\n\
+         [cache]\nmax_bytes = 0\n",
     );
     let gw = Proc::spawn("gateway", &["gateway", "--config", &cfg], &[], dir.path()).unwrap();
     let client = reqwest::Client::builder()
