@@ -240,6 +240,31 @@ async fn cache_drill_3_with_every_room_replica_dead_a_room_read_before_is_served
     let (read, never_read) = (api.room().await, api.room().await);
     let first = api.get(&read, &[]).await;
     assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-cache"), "MISS");
+    // While the room service is up, a stale entry is revalidated with its ETag and the
+    // service's 304 refreshes it.
+    let started = Instant::now();
+    loop {
+        let r = api.get(&read, &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, first.body);
+        assert_eq!(r.header("etag"), first.header("etag"));
+        match r.header("x-cache") {
+            "REVALIDATED" => break,
+            "HIT" => {}
+            other => panic!("x-cache {other} for an unchanged room"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never revalidated"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    measured(
+        drill,
+        "s until the entry was revalidated by a 304",
+        format!("{:.2}", started.elapsed().as_secs_f64()),
+    );
     let read_at = Instant::now();
     let rooms: Vec<String> = c.status().unwrap()["instances"]
         .as_array()
