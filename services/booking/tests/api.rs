@@ -820,3 +820,66 @@ async fn a_booking_read_is_private_carries_validators_and_if_match_guards_the_ca
         "a cancellation changes the page's tag"
     );
 }
+
+#[tokio::test]
+async fn bookings_stored_before_versions_existed_read_back_as_version_1_last_changed_when_cancelled_or_made()
+ {
+    let dir = TempDir::new();
+    let settings = Settings {
+        data_dir: dir.0.as_path().to_owned(),
+        ..Settings::default()
+    };
+    // The database as the previous release left it: migrations 0001 and 0002 applied.
+    let before = TempDir::new();
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for name in ["0001_bookings.sql", "0002_idempotency_owner.sql"] {
+        std::fs::copy(migrations.join(name), before.0.as_path().join(name)).unwrap();
+    }
+    let pool = hotel_common::db::open(&settings.database_path())
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(before.0.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    // Made 2026-12-05T10:00:00Z; the second one cancelled an hour later.
+    let made: i64 = 1_796_464_800_000_000;
+    let (open, cancelled) = (Uuid::new_v4(), Uuid::new_v4());
+    for (id, status, cancelled_at) in [
+        (open, "confirmed", None),
+        (cancelled, "cancelled", Some(made + 3_600_000_000)),
+    ] {
+        sqlx::query(
+            "INSERT INTO bookings (id, customer_id, room_id, check_in, check_out, guests, \
+             status, total_cents, created_at, cancelled_at) \
+             VALUES (?, ?, ?, '2027-01-01', '2027-01-02', 1, ?, 100, ?, ?)",
+        )
+        .bind(id.to_string())
+        .bind(Uuid::new_v4().to_string())
+        .bind(Uuid::new_v4().to_string())
+        .bind(status)
+        .bind(made)
+        .bind(cancelled_at)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let store =
+        hotel_booking::store::Store::new(hotel_booking::open_database(&settings).await.unwrap());
+    let got = store.get(open).await.unwrap();
+    assert_eq!(got.validators.etag, format!("\"{open}-1\""));
+    let at =
+        |micros: i64| Some(std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros as u64));
+    assert_eq!(got.validators.last_modified, at(made));
+    let got = store.get(cancelled).await.unwrap();
+    assert_eq!(got.validators.etag, format!("\"{cancelled}-1\""));
+    assert_eq!(got.validators.last_modified, at(made + 3_600_000_000));
+    let now = made + 7_200_000_000;
+    let done = store.cancel(open, now, None).await.unwrap();
+    assert_eq!(done.validators.etag, format!("\"{open}-2\""));
+    assert_eq!(done.validators.last_modified, at(now));
+}

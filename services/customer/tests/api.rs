@@ -637,3 +637,54 @@ async fn location_names_the_customer_as_the_client_addresses_it_behind_a_proxy()
     let want = format!("/api/customers/{}", r.body["id"].as_str().unwrap());
     assert_eq!(r.headers["location"], want.as_str());
 }
+
+#[tokio::test]
+async fn customers_stored_before_versions_existed_read_back_as_version_1_last_changed_when_created()
+{
+    let dir = TempDir::new();
+    let settings = Settings {
+        data_dir: dir.path().to_owned(),
+        ..Settings::default()
+    };
+    // The database as the first release left it: only the first migration applied.
+    let first = TempDir::new();
+    let name = "20261129000001_customers.sql";
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    std::fs::copy(migrations.join(name), first.path().join(name)).unwrap();
+    let pool = hotel_common::db::open(&settings.database_path())
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(first.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let id = uuid::Uuid::new_v4();
+    // 2026-12-05T10:00:00.25Z
+    let created_at: i64 = 1_796_464_800_250_000;
+    sqlx::query(
+        "INSERT INTO customers (id, name, email, email_key, created_at) \
+         VALUES (?, 'Old Guest', 'old@example.com', 'old@example.com', ?)",
+    )
+    .bind(id.to_string())
+    .bind(created_at)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let pool = connect(&settings).await.unwrap();
+    let app = TestApp::new(router(pool), dir);
+    let uri = format!("/customers/{id}");
+    let got = app.get(&uri).await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(got.headers["etag"], format!("\"{id}-1\"").as_str());
+    assert_eq!(
+        got.headers["last-modified"],
+        "Sat, 05 Dec 2026 10:00:00 GMT"
+    );
+    let changed = app.patch(&uri, json!({"name": "Old Guest Renamed"})).await;
+    assert_eq!(changed.status, 200);
+    assert_eq!(changed.headers["etag"], format!("\"{id}-2\"").as_str());
+}

@@ -827,3 +827,53 @@ async fn the_cache_settings_choose_the_cache_control_and_the_document_says_so() 
         );
     }
 }
+
+#[tokio::test]
+async fn rooms_stored_before_versions_existed_read_back_as_version_1_last_changed_when_created() {
+    let dir = TempDir::new();
+    let settings = Settings {
+        data_dir: dir.path().to_owned(),
+        ..Settings::default()
+    };
+    // The database as the first release left it: only the first migration applied.
+    let first = TempDir::new();
+    let name = "20261129000001_rooms.sql";
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    std::fs::copy(migrations.join(name), first.path().join(name)).unwrap();
+    let pool = hotel_common::db::open(&settings.database_path())
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(first.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let id = uuid::Uuid::new_v4();
+    // 2026-12-05T10:00:00.25Z
+    let created_at: i64 = 1_796_464_800_250_000;
+    sqlx::query(
+        "INSERT INTO rooms (id, number, number_key, kind, capacity, nightly_rate_cents, \
+         status, created_at) VALUES (?, '9', '9', 'single', 1, 100, 'available', ?)",
+    )
+    .bind(id.to_string())
+    .bind(created_at)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let pool = connect(&settings).await.unwrap();
+    let app = TestApp::new(router(pool, settings.cache.cache_control()), dir);
+    let uri = format!("/rooms/{id}");
+    let got = app.get(&uri).await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(got.headers["etag"], format!("\"{id}-1\"").as_str());
+    assert_eq!(
+        got.headers["last-modified"],
+        "Sat, 05 Dec 2026 10:00:00 GMT"
+    );
+    let changed = app.patch(&uri, json!({"capacity": 2})).await;
+    assert_eq!(changed.status, 200);
+    assert_eq!(changed.headers["etag"], format!("\"{id}-2\"").as_str());
+}
