@@ -12,6 +12,7 @@ use crate::{
     model::{Booking, BookingStatus, Stay, format_date},
 };
 use hotel_common::{
+    conditional::{self, IfMatch, Validators, Versioned},
     db,
     page::{Keyset, Page, rfc3339_micros},
 };
@@ -32,17 +33,28 @@ struct BookingRow {
     status: String,
     total_cents: i64,
     created_at: i64,
+    version: i64,
+    updated_at: i64,
 }
 
 /// The columns of a [`BookingRow`], as a literal so queries stay `&'static str` (sqlx 0.9
 /// refuses SQL built at run time).
 macro_rules! booking_columns {
     () => {
-        "id, customer_id, room_id, check_in, check_out, guests, status, total_cents, created_at"
+        "id, customer_id, room_id, check_in, check_out, guests, status, total_cents, created_at, \
+         version, updated_at"
     };
 }
 
 impl BookingRow {
+    fn into_versioned(self) -> Result<Versioned<Booking>, BookingError> {
+        let validators = Validators::of_row(&self.id, self.version, self.updated_at);
+        Ok(Versioned {
+            value: self.into_booking()?.0,
+            validators,
+        })
+    }
+
     fn into_booking(self) -> Result<(Booking, Keyset), BookingError> {
         let uuid = |s: &str| {
             Uuid::parse_str(s).map_err(|e| BookingError::Internal(format!("stored id {s:?}: {e}")))
@@ -116,6 +128,26 @@ impl Draft {
     }
 }
 
+/// The booking with `id` read through `conn` (the pool, or a transaction).
+async fn fetch<'c, E>(conn: E, id: Uuid) -> Result<Versioned<Booking>, BookingError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    let row: Option<BookingRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        booking_columns!(),
+        " FROM bookings WHERE id = ?1"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(conn)
+    .instrument(db::span("SELECT", "bookings"))
+    .await?;
+    match row {
+        Some(row) => row.into_versioned(),
+        None => Err(BookingError::NotFound(id)),
+    }
+}
+
 impl Store {
     /// Wraps an open pool (migrations already run).
     pub fn new(pool: SqlitePool) -> Self {
@@ -164,8 +196,9 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO bookings \
-             (id, customer_id, room_id, check_in, check_out, guests, status, total_cents, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'confirmed', ?7, ?8)",
+             (id, customer_id, room_id, check_in, check_out, guests, status, total_cents, created_at, \
+              version, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'confirmed', ?7, ?8, 1, ?8)",
         )
         .bind(draft.id.to_string())
         .bind(draft.customer_id.to_string())
@@ -190,21 +223,9 @@ impl Store {
         Ok(draft.to_booking())
     }
 
-    /// The booking with this id.
-    pub async fn get(&self, id: Uuid) -> Result<Booking, BookingError> {
-        let row: Option<BookingRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            booking_columns!(),
-            " FROM bookings WHERE id = ?1"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .instrument(db::span("SELECT", "bookings"))
-        .await?;
-        match row {
-            Some(row) => Ok(row.into_booking()?.0),
-            None => Err(BookingError::NotFound(id)),
-        }
+    /// The booking with this id, with its validators.
+    pub async fn get(&self, id: Uuid) -> Result<Versioned<Booking>, BookingError> {
+        fetch(&self.pool, id).await
     }
 
     /// One page of bookings, oldest first, filtered by customer and/or room, starting
@@ -215,7 +236,7 @@ impl Store {
         room_id: Option<Uuid>,
         after: Option<Keyset>,
         limit: u32,
-    ) -> Result<Page<Booking>, BookingError> {
+    ) -> Result<(Page<Booking>, Validators), BookingError> {
         let rows: Vec<BookingRow> = sqlx::query_as(concat!(
             "SELECT ",
             booking_columns!(),
@@ -232,22 +253,52 @@ impl Store {
         .fetch_all(&self.pool)
         .instrument(db::span("SELECT", "bookings"))
         .await?;
-        Page::from_keyset_rows(rows, limit, BookingRow::into_booking)
+        let versions: Vec<(String, i64)> = rows
+            .iter()
+            .take(limit as usize)
+            .map(|r| (r.id.clone(), r.version))
+            .collect();
+        let page = Page::from_keyset_rows(rows, limit, BookingRow::into_booking)?;
+        let tag = conditional::list_tag(versions, page.next_cursor.as_deref());
+        Ok((page, Validators::tag(tag)))
     }
 
-    /// Cancels a booking, freeing its nights; cancelling a cancelled booking changes
-    /// nothing and answers it as it is.
-    pub async fn cancel(&self, id: Uuid, now_micros: i64) -> Result<Booking, BookingError> {
+    /// Cancels a booking, freeing its nights and bumping its version; cancelling a
+    /// cancelled booking changes nothing and answers it as it is. 412 when `condition`
+    /// (`If-Match`) does not name the current version.
+    pub async fn cancel(
+        &self,
+        id: Uuid,
+        now_micros: i64,
+        condition: Option<&IfMatch>,
+    ) -> Result<Versioned<Booking>, BookingError> {
+        let mut tx = db::begin_immediate(&self.pool)
+            .instrument(db::span("BEGIN IMMEDIATE", "bookings"))
+            .await?;
+        let current = fetch(&mut *tx, id).await?;
+        conditional::check(
+            condition,
+            &format!("booking {id}"),
+            &current.validators.etag,
+        )
+        .map_err(|p| BookingError::PreconditionFailed(Box::new(p)))?;
+        if current.value.status == BookingStatus::Cancelled {
+            return Ok(current);
+        }
         sqlx::query(
-            "UPDATE bookings SET status = 'cancelled', cancelled_at = ?2 \
-             WHERE id = ?1 AND status = 'confirmed'",
+            "UPDATE bookings SET status = 'cancelled', cancelled_at = ?2, \
+             version = version + 1, updated_at = ?2 WHERE id = ?1",
         )
         .bind(id.to_string())
         .bind(now_micros)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .instrument(db::span("UPDATE", "bookings"))
         .await?;
-        self.get(id).await
+        let cancelled = fetch(&mut *tx, id).await?;
+        tx.commit()
+            .instrument(db::span("COMMIT", "bookings"))
+            .await?;
+        Ok(cancelled)
     }
 
     /// Rooms with a confirmed booking on any night of `stay`.

@@ -3,7 +3,7 @@
 
 use crate::{ROLE, Settings, routes, settings::Customer};
 use axum::Router;
-use hotel_common::process::BoxError;
+use hotel_common::{conditional::CacheControl, process::BoxError};
 use hotel_service::DatabaseService;
 use sqlx::SqlitePool;
 
@@ -36,7 +36,9 @@ impl DatabaseService for Customer {
     fn migrator() -> &'static sqlx::migrate::Migrator {
         &MIGRATOR
     }
-    fn router(pool: SqlitePool) -> Router {
+    // Customers are personal data: `PersonalData` has no keys, so `cache` is always
+    // `private, no-store`, which the routes answer with of their own accord.
+    fn router(pool: SqlitePool, _cache: CacheControl) -> Router {
         router(pool)
     }
 }

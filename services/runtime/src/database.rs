@@ -5,11 +5,13 @@
 
 use crate::{
     runner::{Service, ServiceInstance},
-    settings::{Role, ServiceSettings},
+    settings::{CacheSettings, Role, ServiceSettings},
 };
 use axum::Router;
 use hotel_common::{
-    Problem, db,
+    Problem,
+    conditional::CacheControl,
+    db,
     health::ReadinessCheck,
     http::{SERVICE_BODY_LIMIT, finish},
     process::BoxError,
@@ -23,8 +25,9 @@ use utoipa::openapi::OpenApi;
 pub trait DatabaseService: Role {
     /// The migrations compiled into the service.
     fn migrator() -> &'static sqlx::migrate::Migrator;
-    /// The whole HTTP surface over the database (see [`service_router`]).
-    fn router(pool: SqlitePool) -> Router;
+    /// The whole HTTP surface over the database (see [`service_router`]), its reads
+    /// answered with `cache` (from the `[cache]` settings).
+    fn router(pool: SqlitePool, cache: CacheControl) -> Router;
 }
 
 /// Opens `<data_dir>/<role>.db` (shared with the other replicas) and brings its schema up
@@ -87,7 +90,8 @@ impl<R: DatabaseService> DatabaseApp<R> {
     pub async fn build(settings: ServiceSettings<R>) -> Result<Self, BoxError> {
         let pool = connect(&settings).await?;
         let readiness = database_readiness(pool.clone());
-        let instance = ServiceInstance::bind(&settings, R::router(pool), readiness).await?;
+        let router = R::router(pool, settings.cache.cache_control());
+        let instance = ServiceInstance::bind(&settings, router, readiness).await?;
         Ok(DatabaseApp { instance, settings })
     }
 

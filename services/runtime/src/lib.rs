@@ -27,4 +27,6 @@ pub mod settings;
 
 pub use database::{DatabaseApp, DatabaseService, database_problem, service_router};
 pub use runner::{Service, ServiceInstance, run};
-pub use settings::{Role, ServiceConfig, ServiceSettings};
+pub use settings::{
+    CacheSettings, PersonalData, Role, ServiceConfig, ServiceSettings, SharedCache,
+};

@@ -8,15 +8,67 @@
 //! not support `flatten` together with `deny_unknown_fields`, and a misspelt key must
 //! stay an error naming the key.
 
-use hotel_common::{config::RegistryLink, process::ProcessArgs};
+use hotel_common::{conditional::CacheControl, config::RegistryLink, process::ProcessArgs};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use std::{marker::PhantomData, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{fmt::Debug, marker::PhantomData, net::SocketAddr, path::PathBuf, time::Duration};
 
 /// A domain service's role, as a type: its name is the config section, the env var
 /// prefix (`HOTEL_<ROLE>__`), the span service name and the database file stem.
 pub trait Role: Send + Sync + 'static {
     /// The role name, such as `room`.
     const NAME: &'static str;
+    /// The `[cache]` keys of this service: [`SharedCache`] for a public resource (rooms),
+    /// [`PersonalData`] (no keys: always `private, no-store`) for personal data.
+    type Cache: CacheSettings;
+}
+
+/// What a service's `[cache]` section says: the `Cache-Control` of its resources.
+pub trait CacheSettings:
+    Serialize + DeserializeOwned + Default + Clone + PartialEq + Eq + Debug + Send + Sync + 'static
+{
+    /// The `Cache-Control` every read of the service answers with.
+    fn cache_control(&self) -> CacheControl;
+}
+
+/// `[cache]` of a public resource (rooms): shared caches such as the gateway's may keep
+/// an answer `max_age` and serve it for `stale_if_error` more when the service fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharedCache {
+    /// How long any cache may answer with a stored copy (`max-age`, whole seconds).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// How long past that a cache may still serve it when the service fails
+    /// (`stale-if-error`, RFC 5861; 0 leaves the directive out).
+    #[serde(with = "humantime_serde")]
+    pub stale_if_error: Duration,
+}
+
+impl Default for SharedCache {
+    fn default() -> Self {
+        SharedCache {
+            max_age: Duration::from_secs(5),
+            stale_if_error: Duration::from_secs(300),
+        }
+    }
+}
+
+impl CacheSettings for SharedCache {
+    fn cache_control(&self) -> CacheControl {
+        CacheControl::shared(self.max_age, self.stale_if_error)
+    }
+}
+
+/// `[cache]` of personal data (customers, bookings): no keys, because no setting may
+/// put personal data in a shared cache; always `private, no-store`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonalData {}
+
+impl CacheSettings for PersonalData {
+    fn cache_control(&self) -> CacheControl {
+        CacheControl::personal()
+    }
 }
 
 /// Everything a customer or room instance is configured with (`[<role>]`-scoped TOML
@@ -35,6 +87,8 @@ pub struct ServiceSettings<R: Role> {
     pub shutdown_grace: Duration,
     /// Where to register; not registering at all when `registry.url` is unset.
     pub registry: RegistryLink,
+    /// The `Cache-Control` of the service's answers (see [`Role::Cache`]).
+    pub cache: R::Cache,
     /// Which service these settings are for; no value, never read from config.
     #[serde(skip)]
     pub role: PhantomData<R>,
@@ -50,6 +104,7 @@ impl<R: Role> Clone for ServiceSettings<R> {
             instance: self.instance.clone(),
             shutdown_grace: self.shutdown_grace,
             registry: self.registry.clone(),
+            cache: self.cache.clone(),
             role: PhantomData,
         }
     }
@@ -62,6 +117,7 @@ impl<R: Role> PartialEq for ServiceSettings<R> {
             && self.instance == other.instance
             && self.shutdown_grace == other.shutdown_grace
             && self.registry == other.registry
+            && self.cache == other.cache
     }
 }
 
@@ -75,6 +131,7 @@ impl<R: Role> Default for ServiceSettings<R> {
             instance: R::NAME.to_owned(),
             shutdown_grace: Duration::from_secs(10),
             registry: RegistryLink::default(),
+            cache: R::Cache::default(),
             role: PhantomData,
         }
     }
@@ -163,6 +220,7 @@ mod tests {
 
     impl Role for Room {
         const NAME: &'static str = "room";
+        type Cache = SharedCache;
     }
 
     type Settings = ServiceSettings<Room>;
@@ -193,6 +251,46 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn cache_keys_make_the_cache_control_and_personal_data_takes_none() {
+        let s: Settings = load_with_env(
+            &Settings::default(),
+            None,
+            "room",
+            &[
+                ("HOTEL_ROOM__CACHE__MAX_AGE", "30s"),
+                ("HOTEL_ROOM__CACHE__STALE_IF_ERROR", "0s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.cache.cache_control().value(), "public, max-age=30");
+        assert_eq!(
+            Settings::default().cache.cache_control().value(),
+            "public, max-age=5, stale-if-error=300"
+        );
+        #[derive(Debug)]
+        struct Customer;
+        impl Role for Customer {
+            const NAME: &'static str = "customer";
+            type Cache = PersonalData;
+        }
+        let err = load_with_env(
+            &ServiceSettings::<Customer>::default(),
+            None,
+            "customer",
+            &[("HOTEL_CUSTOMER__CACHE__MAX_AGE", "30s")],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("max_age"), "{err}");
+        assert_eq!(
+            ServiceSettings::<Customer>::default()
+                .cache
+                .cache_control()
+                .value(),
+            "private, no-store"
+        );
     }
 
     #[test]
