@@ -90,4 +90,42 @@ mod tests {
         assert!(split("https://x/readyz").is_err());
         assert!(split("http:///readyz").is_err());
     }
+
+    /// A one-shot server on loopback answering `status_line`; the probe's arguments.
+    async fn answering(status_line: &'static str) -> ProbeArgs {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream
+                .write_all(format!("{status_line}\r\ncontent-length: 0\r\n\r\n").as_bytes())
+                .await;
+        });
+        ProbeArgs {
+            url: format!("http://{addr}/readyz"),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_2xx_answer_passes_and_anything_else_fails() {
+        let ok = run(&answering("HTTP/1.1 200 OK").await).await.unwrap();
+        assert_eq!(ok, "HTTP/1.1 200 OK");
+        let err = run(&answering("HTTP/1.1 503 Service Unavailable").await)
+            .await
+            .unwrap_err();
+        assert!(err.contains("503"), "{err}");
+        // Nothing listening: a closed port fails at once.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let args = ProbeArgs {
+            url: format!("http://{closed}/readyz"),
+            timeout: Duration::from_secs(5),
+        };
+        assert!(run(&args).await.unwrap_err().contains("connect"));
+    }
 }
