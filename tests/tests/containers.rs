@@ -170,8 +170,8 @@ impl Project {
 impl Drop for Project {
     fn drop(&mut self) {
         // `--volumes`: also the anonymous /data volumes of the containers without a named
-        // one (registry, gateway). Twice: a container podman is restarting (restart
-        // policy) can escape the first pass.
+        // one (registry, gateway). Twice: podman-compose turns `depends_on` into
+        // `--requires`, and podman refuses to remove the registry before its dependents.
         for _ in 0..2 {
             for id in self.ids(&["ps", "-a"], "{{.ID}}") {
                 let _ = podman(&["rm", "--force", "--volumes", "--time", "0", &id]);
