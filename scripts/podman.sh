@@ -71,6 +71,13 @@ configure() {
     fi
     say "writing runtime = runc and default_ulimits to $conf (crun and the default ulimits are refused here)"
     mkdir -p "$(dirname "$conf")"
+    # Appending a second [containers] or [engine] table would break the file: leave a
+    # file that has them to its owner.
+    if grep -qsE '^\[(containers|engine)\]' "$conf"; then
+        say "$conf has its own [containers]/[engine] tables: add runtime = \"runc\" under" \
+            "[engine] and default_ulimits = [\"nofile=1024:1024\", \"nproc=1000:1000\"] under [containers]"
+        return 1
+    fi
     if [ -f "$conf" ]; then
         cp "$conf" "$conf.before-hotel"
     fi
