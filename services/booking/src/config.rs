@@ -13,6 +13,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 pub struct Settings {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// `HOST:PORT` (or `HOST`) to register instead of the bind address; unset: the bind
+    /// address, or for `0.0.0.0`/`::` the host's first non-loopback address.
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// Directory holding `booking.db`; replicas given the same directory share the file.
     pub data_dir: PathBuf,
     /// Instance name such as `booking-2`, for logs, traces and the registry.
@@ -54,6 +58,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
             data_dir: PathBuf::from(".hotel"),
             instance: "booking".to_owned(),
             shutdown_grace: Duration::from_secs(10),
@@ -83,6 +88,9 @@ impl ServiceConfig for Settings {
     fn listen(&self) -> SocketAddr {
         self.listen
     }
+    fn advertise(&self) -> Option<&str> {
+        self.advertise.as_deref()
+    }
     fn instance(&self) -> &str {
         &self.instance
     }
@@ -96,6 +104,7 @@ impl ServiceConfig for Settings {
         hotel_service::settings::apply_args(
             args,
             &mut self.listen,
+            &mut self.advertise,
             &mut self.data_dir,
             &mut self.instance,
         );

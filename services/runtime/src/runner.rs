@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
 pub struct ServiceInstance {
     listener: TcpListener,
     addr: SocketAddr,
+    /// `HOST:PORT` registered for peers: see `hotel_common::advertise`.
+    advertise: String,
     router: Router,
     /// The check `/readyz` answers with, run again before every heartbeat.
     readiness: ReadinessCheck,
@@ -39,9 +41,11 @@ impl ServiceInstance {
         readiness: ReadinessCheck,
     ) -> Result<Self, BoxError> {
         let (listener, addr) = server::bind(settings.listen()).await?;
+        let advertise = hotel_common::advertise::advertised_addr(settings.advertise(), addr)?;
         Ok(ServiceInstance {
             listener,
             addr,
+            advertise,
             router,
             readiness,
             role: S::ROLE,
@@ -54,6 +58,11 @@ impl ServiceInstance {
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The `HOST:PORT` it registers (peers reach it there).
+    pub fn advertised(&self) -> &str {
+        &self.advertise
     }
 
     /// The router it serves, for `oneshot` tests.
@@ -74,11 +83,11 @@ impl ServiceInstance {
             &self.registry,
             self.role,
             &self.instance,
-            self.addr,
+            &self.advertise,
             self.readiness,
             shutdown,
         )?;
-        tracing::info!(instance = %self.instance, addr = %self.addr, "{} serving", self.role);
+        tracing::info!(instance = %self.instance, addr = %self.addr, advertised = %self.advertise, "{} serving", self.role);
         server::serve(self.listener, self.router, shutdown, self.shutdown_grace).await?;
         Ok(())
     }

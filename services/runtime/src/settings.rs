@@ -78,6 +78,11 @@ impl CacheSettings for PersonalData {
 pub struct ServiceSettings<R: Role> {
     /// Address to listen on; port 0 picks a free port (the default: replicas share a host).
     pub listen: SocketAddr,
+    /// `HOST:PORT` (or `HOST`, with the bound port) to register, for peers to reach this
+    /// instance at; unset: the bind address, or for `0.0.0.0`/`::` the host's first
+    /// non-loopback address (the container or pod IP). See `hotel_common::advertise`.
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// Directory holding `<role>.db`, shared by every replica.
     pub data_dir: PathBuf,
     /// Instance name such as `room-2`, used in logs, traces and the registry.
@@ -100,6 +105,7 @@ impl<R: Role> Clone for ServiceSettings<R> {
     fn clone(&self) -> Self {
         ServiceSettings {
             listen: self.listen,
+            advertise: self.advertise.clone(),
             data_dir: self.data_dir.clone(),
             instance: self.instance.clone(),
             shutdown_grace: self.shutdown_grace,
@@ -113,6 +119,7 @@ impl<R: Role> Clone for ServiceSettings<R> {
 impl<R: Role> PartialEq for ServiceSettings<R> {
     fn eq(&self, other: &Self) -> bool {
         self.listen == other.listen
+            && self.advertise == other.advertise
             && self.data_dir == other.data_dir
             && self.instance == other.instance
             && self.shutdown_grace == other.shutdown_grace
@@ -127,6 +134,7 @@ impl<R: Role> Default for ServiceSettings<R> {
     fn default() -> Self {
         ServiceSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
             data_dir: PathBuf::from(".hotel"),
             instance: R::NAME.to_owned(),
             shutdown_grace: Duration::from_secs(10),
@@ -148,22 +156,27 @@ impl<R: Role> ServiceSettings<R> {
         apply_args(
             args,
             &mut self.listen,
+            &mut self.advertise,
             &mut self.data_dir,
             &mut self.instance,
         );
     }
 }
 
-/// Applies `--listen`, `--data-dir` and `--name`, which win over file and environment, to
-/// the settings fields they override.
+/// Applies `--listen`, `--advertise`, `--data-dir` and `--name`, which win over file and
+/// environment, to the settings fields they override.
 pub fn apply_args(
     args: &ProcessArgs,
     listen: &mut SocketAddr,
+    advertise: &mut Option<String>,
     data_dir: &mut PathBuf,
     instance: &mut String,
 ) {
     if let Some(addr) = args.listen {
         *listen = addr;
+    }
+    if let Some(addr) = &args.advertise {
+        *advertise = Some(addr.clone());
     }
     if let Some(dir) = &args.data_dir {
         *data_dir = dir.clone();
@@ -179,6 +192,8 @@ pub trait ServiceConfig: Serialize + DeserializeOwned + Default + Send + 'static
     const ROLE: &'static str;
     /// Address to listen on.
     fn listen(&self) -> SocketAddr;
+    /// What to register instead of the bind address, if anything (`HOST:PORT` or `HOST`).
+    fn advertise(&self) -> Option<&str>;
     /// Instance name.
     fn instance(&self) -> &str;
     /// How long in-flight requests may run after a shutdown signal.
@@ -193,6 +208,9 @@ impl<R: Role> ServiceConfig for ServiceSettings<R> {
     const ROLE: &'static str = R::NAME;
     fn listen(&self) -> SocketAddr {
         self.listen
+    }
+    fn advertise(&self) -> Option<&str> {
+        self.advertise.as_deref()
     }
     fn instance(&self) -> &str {
         &self.instance
@@ -233,12 +251,14 @@ mod tests {
             "room",
             &[
                 ("HOTEL_ROOM__SHUTDOWN_GRACE", "3s"),
+                ("HOTEL_ROOM__ADVERTISE", "room-1:7000"),
                 ("HOTEL_ROOM__REGISTRY__URL", "http://127.0.0.1:8761"),
                 ("HOTEL_ROOM__REGISTRY__HEARTBEAT", "500ms"),
             ],
         )
         .unwrap();
         assert_eq!(s.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(s.advertise.as_deref(), Some("room-1:7000"));
         assert_eq!(s.registry.url.as_deref(), Some("http://127.0.0.1:8761"));
         assert_eq!(s.registry.heartbeat, Duration::from_millis(500));
         assert_eq!(s.registry.lease, Duration::from_secs(3));
@@ -299,7 +319,7 @@ mod tests {
         let path = dir.join("room.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:7100\"\ndata_dir = \"/var/lib/hotel\"\ninstance = \"room-1\"\n\
+            "listen = \"127.0.0.1:7100\"\nadvertise = \"room-1:7100\"\ndata_dir = \"/var/lib/hotel\"\ninstance = \"room-1\"\n\
              shutdown_grace = \"2s\"\n[registry]\nurl = \"http://127.0.0.1:8761\"\n\
              token = \"t\"\nheartbeat = \"2s\"\nlease = \"6s\"\n",
         )
@@ -317,6 +337,7 @@ mod tests {
         let mut s = Settings::default();
         let args = ProcessArgs {
             listen: Some("127.0.0.1:7001".parse().unwrap()),
+            advertise: Some("10.0.0.4".into()),
             data_dir: Some("/tmp/x".into()),
             instance: Some("room-3".into()),
             ..ProcessArgs::default()
@@ -325,5 +346,6 @@ mod tests {
         assert_eq!(s.listen.port(), 7001);
         assert_eq!(s.database_path(), PathBuf::from("/tmp/x/room.db"));
         assert_eq!(s.instance, "room-3");
+        assert_eq!(s.advertise.as_deref(), Some("10.0.0.4"));
     }
 }
