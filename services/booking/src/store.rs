@@ -9,8 +9,9 @@
 use crate::{
     error::BookingError,
     idempotency::StoredResponse,
-    model::{Booking, BookingStatus, Stay, format_date},
+    model::{Booking, BookingStatus, CancelReason, Stay, format_date},
 };
+use hotel_events::Producer;
 use hotel_common::{
     db,
     page::{Keyset, Page, rfc3339_micros},
@@ -32,13 +33,14 @@ struct BookingRow {
     status: String,
     total_cents: i64,
     created_at: i64,
+    cancel_reason: Option<String>,
 }
 
 /// The columns of a [`BookingRow`], as a literal so queries stay `&'static str` (sqlx 0.9
 /// refuses SQL built at run time).
 macro_rules! booking_columns {
     () => {
-        "id, customer_id, room_id, check_in, check_out, guests, status, total_cents, created_at"
+        "id, customer_id, room_id, check_in, check_out, guests, status, total_cents, created_at, cancel_reason"
     };
 }
 
@@ -63,6 +65,7 @@ impl BookingRow {
             status,
             total_cents: self.total_cents,
             created_at: rfc3339_micros(self.created_at),
+            cancel_reason: self.cancel_reason.as_deref().and_then(CancelReason::parse),
         };
         Ok((
             booking,
@@ -74,10 +77,12 @@ impl BookingRow {
     }
 }
 
-/// The service's database.
+/// The service's database, and the producer writing its events into the outbox in the
+/// same transactions as the bookings they report.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    producer: Producer,
 }
 
 /// A booking about to be written: everything but what the database decides.
@@ -112,14 +117,15 @@ impl Draft {
             status: BookingStatus::Confirmed,
             total_cents: self.total_cents,
             created_at: rfc3339_micros(self.created_at),
+            cancel_reason: None,
         }
     }
 }
 
 impl Store {
-    /// Wraps an open pool (migrations already run).
-    pub fn new(pool: SqlitePool) -> Self {
-        Store { pool }
+    /// Wraps an open pool (migrations already run) and the producer of booking events.
+    pub fn new(pool: SqlitePool, producer: Producer) -> Self {
+        Store { pool, producer }
     }
 
     /// The pool, for readiness checks and the idempotency table.
@@ -128,7 +134,8 @@ impl Store {
     }
 
     /// Writes `draft` unless a confirmed booking of the same room overlaps its nights
-    /// (409 naming that booking's dates). When `idempotency` (key, owner, response) is
+    /// (409 naming that booking's dates), with `hotel.booking.created` in the outbox in
+    /// the same transaction. When `idempotency` (key, owner, response) is
     /// given, the key's row is completed with that response in the same transaction, so a
     /// booking and its replayable response exist together or not at all.
     pub async fn insert_if_free(
@@ -178,6 +185,10 @@ impl Store {
         .execute(&mut *tx)
         .instrument(db::span("INSERT", "bookings"))
         .await?;
+        let booking = draft.to_booking();
+        self.producer
+            .publish(&mut tx, hotel_events::BOOKING_CREATED, booking.id, &booking)
+            .await?;
         if let Some((key, owner, response)) = idempotency {
             // Lost the key to a takeover: roll back, the owner now answers for it.
             if !crate::idempotency::complete_in(&mut tx, key, owner, response).await? {
@@ -187,7 +198,12 @@ impl Store {
         tx.commit()
             .instrument(db::span("COMMIT", "bookings"))
             .await?;
-        Ok(draft.to_booking())
+        Ok(booking)
+    }
+
+    /// The producer of booking events.
+    pub fn producer(&self) -> &Producer {
+        &self.producer
     }
 
     /// The booking with this id.
@@ -235,19 +251,106 @@ impl Store {
         Page::from_keyset_rows(rows, limit, BookingRow::into_booking)
     }
 
-    /// Cancels a booking, freeing its nights; cancelling a cancelled booking changes
-    /// nothing and answers it as it is.
+    /// Cancels a booking, freeing its nights, with `hotel.booking.cancelled` in the same
+    /// transaction; cancelling a cancelled booking changes nothing (and publishes
+    /// nothing) and answers it as it is.
     pub async fn cancel(&self, id: Uuid, now_micros: i64) -> Result<Booking, BookingError> {
-        sqlx::query(
-            "UPDATE bookings SET status = 'cancelled', cancelled_at = ?2 \
+        let mut tx = db::begin_immediate(&self.pool)
+            .instrument(db::span("BEGIN IMMEDIATE", "bookings"))
+            .await?;
+        let changed = sqlx::query(
+            "UPDATE bookings SET status = 'cancelled', cancelled_at = ?2, cancel_reason = 'requested' \
              WHERE id = ?1 AND status = 'confirmed'",
         )
         .bind(id.to_string())
         .bind(now_micros)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .instrument(db::span("UPDATE", "bookings"))
+        .await?
+        .rows_affected();
+        let booking = fetch(&mut tx, id).await?;
+        if changed == 1 {
+            self.producer
+                .publish(&mut tx, hotel_events::BOOKING_CANCELLED, id, &booking)
+                .await?;
+        }
+        tx.commit()
+            .instrument(db::span("COMMIT", "bookings"))
+            .await?;
+        Ok(booking)
+    }
+
+    /// Cancels the confirmed bookings of `customer_id` that are not over (check-out
+    /// after `today`, `YYYY-MM-DD`) with `cancel_reason = customer_deleted`, on the
+    /// connection of the event's transaction, publishing `hotel.booking.cancelled` for
+    /// each. Answers how many.
+    pub async fn cancel_for_customer(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        customer_id: Uuid,
+        today: &str,
+        now_micros: i64,
+    ) -> Result<usize, BookingError> {
+        let ids: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM bookings \
+             WHERE customer_id = ?1 AND status = 'confirmed' AND check_out > ?2 ORDER BY created_at, id",
+        )
+        .bind(customer_id.to_string())
+        .bind(today)
+        .fetch_all(&mut *conn)
+        .instrument(db::span("SELECT", "bookings"))
         .await?;
-        self.get(id).await
+        for (id,) in &ids {
+            sqlx::query(
+                "UPDATE bookings SET status = 'cancelled', cancelled_at = ?2, \
+                 cancel_reason = 'customer_deleted' WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(now_micros)
+            .execute(&mut *conn)
+            .instrument(db::span("UPDATE", "bookings"))
+            .await?;
+            let id = Uuid::parse_str(id)
+                .map_err(|e| BookingError::Internal(format!("stored id {id:?}: {e}")))?;
+            let booking = fetch(conn, id).await?;
+            self.producer
+                .publish(conn, hotel_events::BOOKING_CANCELLED, id, &booking)
+                .await?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Records a room's status from a `hotel.room.updated` event, on the connection of
+    /// the event's transaction.
+    pub async fn set_room_status(
+        conn: &mut sqlx::SqliteConnection,
+        room_id: Uuid,
+        status: &str,
+        now_micros: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO room_statuses (room_id, status, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (room_id) DO UPDATE SET status = ?2, updated_at = ?3",
+        )
+        .bind(room_id.to_string())
+        .bind(status)
+        .bind(now_micros)
+        .execute(conn)
+        .instrument(db::span("UPSERT", "room_statuses"))
+        .await?;
+        Ok(())
+    }
+
+    /// The status of a room as this service's projection knows it (`None`: no event
+    /// about it yet).
+    pub async fn room_status(&self, room_id: Uuid) -> Result<Option<String>, BookingError> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT status FROM room_statuses WHERE room_id = ?")
+                .bind(room_id.to_string())
+                .fetch_optional(&self.pool)
+                .instrument(db::span("SELECT", "room_statuses"))
+                .await?;
+        Ok(row.map(|(s,)| s))
     }
 
     /// Rooms with a confirmed booking on any night of `stay`.
@@ -267,5 +370,22 @@ impl Store {
                     .map_err(|e| BookingError::Internal(format!("stored room id {s:?}: {e}")))
             })
             .collect()
+    }
+}
+
+/// The booking with this id, on `conn` (inside a transaction).
+async fn fetch(conn: &mut sqlx::SqliteConnection, id: Uuid) -> Result<Booking, BookingError> {
+    let row: Option<BookingRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        booking_columns!(),
+        " FROM bookings WHERE id = ?1"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(conn)
+    .instrument(db::span("SELECT", "bookings"))
+    .await?;
+    match row {
+        Some(row) => Ok(row.into_booking()?.0),
+        None => Err(BookingError::NotFound(id)),
     }
 }

@@ -14,6 +14,8 @@ use hotel_common::{
     extract::{Json, Path, Query},
     page::{self, Keyset, Page},
 };
+use hotel_events::Producer;
+use hotel_service::DatabaseState;
 use sqlx::SqlitePool;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -29,8 +31,8 @@ pub struct ApiDoc;
 
 /// The customer routes (without the shared layers) and the OpenAPI document describing
 /// exactly those routes.
-pub fn api(pool: SqlitePool) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, mut doc) = declared().with_state(pool).split_for_parts();
+pub fn api(state: DatabaseState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = declared().with_state(state).split_for_parts();
     link(&mut doc);
     (router, doc)
 }
@@ -48,7 +50,7 @@ fn link(doc: &mut utoipa::openapi::OpenApi) {
 }
 
 /// Every customer route, each declared once for both the router and the document.
-fn declared() -> OpenApiRouter<SqlitePool> {
+fn declared() -> OpenApiRouter<DatabaseState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(create_customer, list_customers))
         .routes(routes!(get_customer, update_customer, delete_customer))
@@ -96,7 +98,7 @@ async fn list_customers(
     Ok(Json(store::list(&pool, email, after, limit).await?))
 }
 
-/// Get one customer.
+/// Get one customer, with their booking counts.
 #[utoipa::path(
     get, path = "/customers/{id}", tag = "customers",
     params(("id" = Uuid, Path, description = "Customer id")),
@@ -138,7 +140,9 @@ async fn update_customer(
     Ok(Json(store::update(&pool, id, name, email).await?))
 }
 
-/// Delete a customer.
+/// Delete a customer. Publishes `hotel.customer.deleted`: the booking service then
+/// cancels the customer's current and future bookings (`cancel_reason:
+/// customer_deleted`), within moments.
 #[utoipa::path(
     delete, path = "/customers/{id}", tag = "customers",
     params(("id" = Uuid, Path, description = "Customer id")),
@@ -150,9 +154,10 @@ async fn update_customer(
 )]
 async fn delete_customer(
     State(pool): State<SqlitePool>,
+    State(producer): State<Producer>,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, Error> {
-    store::delete(&pool, id).await?;
+    store::delete(&pool, &producer, id).await?;
     tracing::info!(customer.id = %id, "customer deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,8 +3,9 @@
 
 use crate::{
     error::Error,
-    model::{Customer, email_key},
+    model::{BookingCounts, Customer, email_key},
 };
+use hotel_events::Producer;
 use hotel_common::{
     db,
     page::{self, Keyset, Page},
@@ -22,6 +23,17 @@ struct Row {
     name: String,
     email: String,
     created_at: i64,
+    active: i64,
+    cancelled: i64,
+}
+
+/// The columns of a [`Row`]: the customer with its booking counts (0 before any event).
+macro_rules! customer_select {
+    () => {
+        "SELECT c.id, c.name, c.email, c.created_at, \
+         COALESCE(b.active, 0) AS active, COALESCE(b.cancelled, 0) AS cancelled \
+         FROM customers c LEFT JOIN customer_bookings b ON b.customer_id = c.id "
+    };
 }
 
 impl Row {
@@ -34,6 +46,10 @@ impl Row {
             name: self.name,
             email: self.email,
             created_at: page::rfc3339_micros(self.created_at),
+            bookings: BookingCounts {
+                active: self.active,
+                cancelled: self.cancelled,
+            },
         })
     }
 }
@@ -67,17 +83,17 @@ pub async fn insert(pool: &SqlitePool, name: String, email: String) -> Result<Cu
         name,
         email,
         created_at: page::rfc3339_micros(created_at),
+        bookings: BookingCounts::default(),
     })
 }
 
 /// The customer with `id`.
 pub async fn get(pool: &SqlitePool, id: Uuid) -> Result<Customer, Error> {
-    let row: Option<Row> =
-        sqlx::query_as("SELECT id, name, email, created_at FROM customers WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(pool)
-            .instrument(db::span("SELECT", TABLE))
-            .await?;
+    let row: Option<Row> = sqlx::query_as(concat!(customer_select!(), "WHERE c.id = ?"))
+        .bind(id.to_string())
+        .fetch_optional(pool)
+        .instrument(db::span("SELECT", TABLE))
+        .await?;
     row.ok_or(Error::NotFound(id))?.into_customer()
 }
 
@@ -88,12 +104,12 @@ pub async fn list(
     after: Option<Keyset>,
     limit: u32,
 ) -> Result<Page<Customer>, Error> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, name, email, created_at FROM customers \
-         WHERE (?1 IS NULL OR email_key = ?1) \
-           AND (?2 IS NULL OR (created_at, id) > (?2, ?3)) \
-         ORDER BY created_at, id LIMIT ?4",
-    )
+    let rows: Vec<Row> = sqlx::query_as(concat!(
+        customer_select!(),
+        "WHERE (?1 IS NULL OR c.email_key = ?1) \
+           AND (?2 IS NULL OR (c.created_at, c.id) > (?2, ?3)) \
+         ORDER BY c.created_at, c.id LIMIT ?4"
+    ))
     .bind(email.map(email_key))
     .bind(after.map(|k| k.t))
     .bind(after.map(|k| k.id.to_string()))
@@ -118,12 +134,11 @@ pub async fn update(
     email: Option<String>,
 ) -> Result<Customer, Error> {
     let mut tx = db::begin_immediate(pool).await?;
-    let row: Option<Row> =
-        sqlx::query_as("SELECT id, name, email, created_at FROM customers WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .instrument(db::span("SELECT", TABLE))
-            .await?;
+    let row: Option<Row> = sqlx::query_as(concat!(customer_select!(), "WHERE c.id = ?"))
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .instrument(db::span("SELECT", TABLE))
+        .await?;
     let mut customer = row.ok_or(Error::NotFound(id))?.into_customer()?;
     if let Some(name) = name {
         customer.name = name;
@@ -144,16 +159,52 @@ pub async fn update(
     Ok(customer)
 }
 
-/// Deletes the customer with `id`.
-pub async fn delete(pool: &SqlitePool, id: Uuid) -> Result<(), Error> {
-    let done = sqlx::query("DELETE FROM customers WHERE id = ?")
+/// Deletes the customer with `id`, writing `hotel.customer.deleted` (data: the customer
+/// as it was) in the same transaction: booking cancels their bookings when it reads it.
+pub async fn delete(pool: &SqlitePool, producer: &Producer, id: Uuid) -> Result<(), Error> {
+    let mut tx = db::begin_immediate(pool).await?;
+    let row: Option<Row> = sqlx::query_as(concat!(customer_select!(), "WHERE c.id = ?"))
         .bind(id.to_string())
-        .execute(pool)
+        .fetch_optional(&mut *tx)
+        .instrument(db::span("SELECT", TABLE))
+        .await?;
+    let customer = row.ok_or(Error::NotFound(id))?.into_customer()?;
+    sqlx::query("DELETE FROM customers WHERE id = ?")
+        .bind(id.to_string())
+        .execute(&mut *tx)
         .instrument(db::span("DELETE", TABLE))
         .await?;
-    if done.rows_affected() == 0 {
-        Err(Error::NotFound(id))
-    } else {
-        Ok(())
-    }
+    sqlx::query("DELETE FROM customer_bookings WHERE customer_id = ?")
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .instrument(db::span("DELETE", "customer_bookings"))
+        .await?;
+    producer
+        .publish(&mut tx, hotel_events::CUSTOMER_DELETED, id, &customer)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Adds `active` and `cancelled` to the booking counts of customer `id`, on the
+/// connection of the event's transaction; a customer that no longer exists gets no row.
+pub async fn count_bookings(
+    conn: &mut sqlx::SqliteConnection,
+    id: Uuid,
+    active: i64,
+    cancelled: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO customer_bookings (customer_id, active, cancelled) \
+         SELECT ?1, MAX(?2, 0), ?3 WHERE EXISTS (SELECT 1 FROM customers WHERE id = ?1) \
+         ON CONFLICT (customer_id) DO UPDATE SET \
+           active = MAX(active + ?2, 0), cancelled = cancelled + ?3",
+    )
+    .bind(id.to_string())
+    .bind(active)
+    .bind(cancelled)
+    .execute(conn)
+    .instrument(db::span("UPSERT", "customer_bookings"))
+    .await?;
+    Ok(())
 }

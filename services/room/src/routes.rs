@@ -14,6 +14,8 @@ use hotel_common::{
     extract::{Json, Path, Query},
     page::{self, Keyset, Page},
 };
+use hotel_events::Producer;
+use hotel_service::DatabaseState;
 use sqlx::SqlitePool;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -29,8 +31,8 @@ pub struct ApiDoc;
 
 /// The room routes (without the shared layers) and the OpenAPI document describing
 /// exactly those routes.
-pub fn api(pool: SqlitePool) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, mut doc) = declared().with_state(pool).split_for_parts();
+pub fn api(state: DatabaseState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = declared().with_state(state).split_for_parts();
     link(&mut doc);
     (router, doc)
 }
@@ -48,7 +50,7 @@ fn link(doc: &mut utoipa::openapi::OpenApi) {
 }
 
 /// Every room route, each declared once for both the router and the document.
-fn declared() -> OpenApiRouter<SqlitePool> {
+fn declared() -> OpenApiRouter<DatabaseState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(create_room, list_rooms))
         .routes(routes!(get_room, update_room, retire_room))
@@ -126,7 +128,7 @@ async fn get_room(
 }
 
 /// Change a room; fields left out stay as they are. `status` may move between available
-/// and maintenance; a retired room cannot change.
+/// and maintenance; a retired room cannot change. Publishes `hotel.room.updated`.
 #[utoipa::path(
     patch, path = "/rooms/{id}", tag = "rooms",
     params(("id" = Uuid, Path, description = "Room id")),
@@ -143,6 +145,7 @@ async fn get_room(
 )]
 async fn update_room(
     State(pool): State<SqlitePool>,
+    State(producer): State<Producer>,
     Path(id): Path<Uuid>,
     Json(patch): Json<RoomPatch>,
 ) -> Result<Json<Room>, Error> {
@@ -153,11 +156,12 @@ async fn update_room(
         nightly_rate_cents: patch.nightly_rate_cents.map(|r| r.get()),
         status: patch.status.map(RoomStatus::from),
     };
-    Ok(Json(store::update(&pool, id, changes).await?))
+    Ok(Json(store::update(&pool, &producer, id, changes).await?))
 }
 
 /// Retire a room: it keeps its id and stays readable but can no longer be booked or
-/// changed, and its number is free again. Retiring twice is fine.
+/// changed, and its number is free again. Retiring twice is fine. Publishes
+/// `hotel.room.updated` (once: retiring a retired room changes nothing).
 #[utoipa::path(
     delete, path = "/rooms/{id}", tag = "rooms",
     params(("id" = Uuid, Path, description = "Room id")),
@@ -169,9 +173,10 @@ async fn update_room(
 )]
 async fn retire_room(
     State(pool): State<SqlitePool>,
+    State(producer): State<Producer>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Room>, Error> {
-    let room = store::retire(&pool, id).await?;
+    let room = store::retire(&pool, &producer, id).await?;
     tracing::info!(room.id = %id, "room retired");
     Ok(Json(room))
 }

@@ -9,6 +9,7 @@ use hotel_common::{
     db,
     page::{self, Keyset, Page},
 };
+use hotel_events::Producer;
 use sqlx::{Sqlite, SqlitePool};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -175,10 +176,17 @@ pub struct Changes {
     pub status: Option<RoomStatus>,
 }
 
-/// Applies `changes` in one write transaction; a retired room refuses them (409).
-pub async fn update(pool: &SqlitePool, id: Uuid, changes: Changes) -> Result<Room, Error> {
+/// Applies `changes` in one write transaction, with the `hotel.room.updated` event in
+/// the outbox; a retired room refuses them (409).
+pub async fn update(
+    pool: &SqlitePool,
+    producer: &Producer,
+    id: Uuid,
+    changes: Changes,
+) -> Result<Room, Error> {
     let mut tx = db::begin_immediate(pool).await?;
     let mut room = fetch(&mut *tx, id).await?;
+    let before = room.clone();
     if room.status == RoomStatus::Retired {
         return Err(Error::Retired(id));
     }
@@ -206,19 +214,53 @@ pub async fn update(pool: &SqlitePool, id: Uuid, changes: Changes) -> Result<Roo
     .instrument(db::span("UPDATE", TABLE))
     .await
     .map_err(taken_or)?;
+    publish_update(&mut tx, producer, &before, &room).await?;
     tx.commit().await?;
     Ok(room)
 }
 
-/// Retires the room with `id` (idempotent) and returns it.
-pub async fn retire(pool: &SqlitePool, id: Uuid) -> Result<Room, Error> {
+/// Retires the room with `id` (idempotent) and returns it; the first retirement writes
+/// `hotel.room.updated` in the same transaction.
+pub async fn retire(pool: &SqlitePool, producer: &Producer, id: Uuid) -> Result<Room, Error> {
     let mut tx = db::begin_immediate(pool).await?;
+    let before = fetch(&mut *tx, id).await?;
     sqlx::query("UPDATE rooms SET status = 'retired' WHERE id = ?")
         .bind(id.to_string())
         .execute(&mut *tx)
         .instrument(db::span("UPDATE", TABLE))
         .await?;
     let room = fetch(&mut *tx, id).await?;
+    publish_update(&mut tx, producer, &before, &room).await?;
     tx.commit().await?;
     Ok(room)
+}
+
+/// Writes `hotel.room.updated` (data: the room now, and `changes`: each changed field's
+/// value before) unless nothing changed.
+async fn publish_update(
+    conn: &mut sqlx::SqliteConnection,
+    producer: &Producer,
+    before: &Room,
+    after: &Room,
+) -> Result<(), Error> {
+    let (old, new) = (
+        serde_json::to_value(before).unwrap_or_default(),
+        serde_json::to_value(after).unwrap_or_default(),
+    );
+    let mut changes = serde_json::Map::new();
+    if let (Some(old), Some(new)) = (old.as_object(), new.as_object()) {
+        for (field, value) in old {
+            if new.get(field) != Some(value) {
+                changes.insert(field.clone(), value.clone());
+            }
+        }
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let data = serde_json::json!({ "room": after, "changes": changes });
+    producer
+        .publish(conn, hotel_events::ROOM_UPDATED, after.id, &data)
+        .await?;
+    Ok(())
 }

@@ -15,7 +15,13 @@ async fn app() -> TestApp {
         ..Settings::default()
     };
     let pool = connect(&settings).await.expect("database");
-    TestApp::new(router(pool), dir)
+    TestApp::new(full_router(&settings, pool), dir)
+}
+
+/// The whole router over `pool`, with the events of an instance with `settings`.
+fn full_router(settings: &Settings, pool: sqlx::SqlitePool) -> axum::Router {
+    let events = hotel_service::Events::new(settings, pool.clone()).expect("events");
+    router(pool, &events)
 }
 
 fn room(number: &str) -> Value {
@@ -625,8 +631,14 @@ async fn replicas_migrating_one_file_together_all_start() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let a = TestApp::new(router(connect(&settings).await.unwrap()), TempDir::new());
-    let b = TestApp::new(router(connect(&settings).await.unwrap()), TempDir::new());
+    let a = TestApp::new(
+        full_router(&settings, connect(&settings).await.unwrap()),
+        TempDir::new(),
+    );
+    let b = TestApp::new(
+        full_router(&settings, connect(&settings).await.unwrap()),
+        TempDir::new(),
+    );
     let r = create(&a, room("5")).await;
     assert_eq!(
         b.get(&uri_of(&r)).await.body,

@@ -9,6 +9,7 @@
 //! stay an error naming the key.
 
 use hotel_common::{config::RegistryLink, process::ProcessArgs};
+use hotel_events::EventSettings;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::{marker::PhantomData, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -35,6 +36,8 @@ pub struct ServiceSettings<R: Role> {
     pub shutdown_grace: Duration,
     /// Where to register; not registering at all when `registry.url` is unset.
     pub registry: RegistryLink,
+    /// How events are published and consumed (`[events]`).
+    pub events: EventSettings,
     /// Which service these settings are for; no value, never read from config.
     #[serde(skip)]
     pub role: PhantomData<R>,
@@ -50,6 +53,7 @@ impl<R: Role> Clone for ServiceSettings<R> {
             instance: self.instance.clone(),
             shutdown_grace: self.shutdown_grace,
             registry: self.registry.clone(),
+            events: self.events.clone(),
             role: PhantomData,
         }
     }
@@ -62,6 +66,7 @@ impl<R: Role> PartialEq for ServiceSettings<R> {
             && self.instance == other.instance
             && self.shutdown_grace == other.shutdown_grace
             && self.registry == other.registry
+            && self.events == other.events
     }
 }
 
@@ -75,6 +80,7 @@ impl<R: Role> Default for ServiceSettings<R> {
             instance: R::NAME.to_owned(),
             shutdown_grace: Duration::from_secs(10),
             registry: RegistryLink::default(),
+            events: EventSettings::default(),
             role: PhantomData,
         }
     }
@@ -128,6 +134,8 @@ pub trait ServiceConfig: Serialize + DeserializeOwned + Default + Send + 'static
     fn shutdown_grace(&self) -> Duration;
     /// Where to register.
     fn registry(&self) -> &RegistryLink;
+    /// How events are published and consumed.
+    fn events(&self) -> &EventSettings;
     /// Applies the command-line options, which win over file and environment.
     fn apply(&mut self, args: &ProcessArgs);
 }
@@ -145,6 +153,9 @@ impl<R: Role> ServiceConfig for ServiceSettings<R> {
     }
     fn registry(&self) -> &RegistryLink {
         &self.registry
+    }
+    fn events(&self) -> &EventSettings {
+        &self.events
     }
     fn apply(&mut self, args: &ProcessArgs) {
         ServiceSettings::apply(self, args);
