@@ -221,8 +221,12 @@ impl Consumer {
     pub async fn run(self) {
         let producer = self.subscription.producer;
         tracing::info!(instance = %self.instance, producer, "consuming events");
+        // The first read does not wait, so that position, head and lag are known at once.
+        let mut wait = Duration::ZERO;
         loop {
-            if let Err(e) = self.round().await {
+            let round = self.round(wait).await;
+            wait = self.settings.poll_wait;
+            if let Err(e) = round {
                 tracing::warn!(instance = %self.instance, producer, error = %e, "events: will retry");
                 self.metrics.error(producer, e);
                 tokio::time::sleep(self.settings.retry_backoff).await;
@@ -231,14 +235,14 @@ impl Consumer {
     }
 
     /// One read and the application of what it returned.
-    async fn round(&self) -> Result<(), String> {
+    async fn round(&self, wait: Duration) -> Result<(), String> {
         let producer = self.subscription.producer;
         let after = position(&self.pool, producer)
             .await
             .map_err(|e| format!("reading the position: {e}"))?;
         let (batch, head) = self
             .source
-            .read(after, self.settings.batch, self.settings.poll_wait)
+            .read(after, self.settings.batch, wait)
             .await?;
         self.metrics.position(producer, after, head);
         for delivery in batch {
