@@ -76,7 +76,10 @@ mod tests {
             traceparent: None,
         };
         let text = serde_json::to_string(&e).unwrap();
-        assert!(text.contains("\"type\":\"hotel.booking.created\""), "{text}");
+        assert!(
+            text.contains("\"type\":\"hotel.booking.created\""),
+            "{text}"
+        );
         assert_eq!(CloudEvent::parse(&text).unwrap(), e);
         assert_eq!(e.source_service(), Some("booking"));
     }
@@ -85,7 +88,11 @@ mod tests {
     fn malformed_payloads_say_why_and_keep_their_id_when_they_have_one() {
         assert!(CloudEvent::parse("not json").is_err());
         let missing = r#"{"specversion":"1.0","id":"6c1f0a1e-8d6b-4a53-9b7c-0f6a3f6f4b11"}"#;
-        assert!(CloudEvent::parse(missing).unwrap_err().contains("missing field"));
+        assert!(
+            CloudEvent::parse(missing)
+                .unwrap_err()
+                .contains("missing field")
+        );
         assert_eq!(
             id_of_malformed(missing).as_deref(),
             Some("6c1f0a1e-8d6b-4a53-9b7c-0f6a3f6f4b11")

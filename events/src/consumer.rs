@@ -106,7 +106,12 @@ impl HttpFeed {
         registry: RegistryClient,
         settings: &EventSettings,
     ) -> Result<HttpFeed, String> {
-        Self::with(producer, consumer, Feeds::Registry(Watcher::start(registry, producer)), settings)
+        Self::with(
+            producer,
+            consumer,
+            Feeds::Registry(Watcher::start(registry, producer)),
+            settings,
+        )
     }
 
     /// The feed of `producer` at a fixed base URL.
@@ -116,7 +121,12 @@ impl HttpFeed {
         url: String,
         settings: &EventSettings,
     ) -> Result<HttpFeed, String> {
-        Self::with(producer, consumer, Feeds::Static(url.trim_end_matches('/').to_owned()), settings)
+        Self::with(
+            producer,
+            consumer,
+            Feeds::Static(url.trim_end_matches('/').to_owned()),
+            settings,
+        )
     }
 
     fn with(
@@ -147,7 +157,10 @@ impl HttpFeed {
             Feeds::Registry(watcher) => {
                 let live = watcher.current();
                 if live.is_empty() {
-                    return Err(format!("no live instance of {} serves its feed", self.producer));
+                    return Err(format!(
+                        "no live instance of {} serves its feed",
+                        self.producer
+                    ));
                 }
                 let n = self.turn.load(Ordering::Relaxed) % live.len();
                 Ok(live[n].url.clone())
@@ -240,10 +253,7 @@ impl Consumer {
         let after = position(&self.pool, producer)
             .await
             .map_err(|e| format!("reading the position: {e}"))?;
-        let (batch, head) = self
-            .source
-            .read(after, self.settings.batch, wait)
-            .await?;
+        let (batch, head) = self.source.read(after, self.settings.batch, wait).await?;
         self.metrics.position(producer, after, head);
         for delivery in batch {
             let seq = delivery.seq;
@@ -303,7 +313,12 @@ impl Consumer {
         parsed: Result<CloudEvent, String>,
     ) -> Result<Outcome, String> {
         let producer = self.subscription.producer;
-        let db_err = |e: sqlx::Error| format!("applying event at {producer} position {}: {e}", delivery.seq);
+        let db_err = |e: sqlx::Error| {
+            format!(
+                "applying event at {producer} position {}: {e}",
+                delivery.seq
+            )
+        };
         let mut tx = db::begin_immediate(&self.pool)
             .instrument(db::span("BEGIN IMMEDIATE", "event_inbox"))
             .await
@@ -316,9 +331,15 @@ impl Consumer {
             Ok(event) => event,
             Err(why) => {
                 let id = cloudevent::id_of_malformed(&delivery.payload);
-                self.dead_letter(&mut tx, delivery, id.as_deref(), None, &format!("malformed: {why}"))
-                    .await
-                    .map_err(db_err)?;
+                self.dead_letter(
+                    &mut tx,
+                    delivery,
+                    id.as_deref(),
+                    None,
+                    &format!("malformed: {why}"),
+                )
+                .await
+                .map_err(db_err)?;
                 tx.commit().await.map_err(db_err)?;
                 return Ok(Outcome::DeadLetter);
             }
@@ -340,13 +361,17 @@ impl Consumer {
             == 1;
         if !fresh {
             tracing::info!(instance = %self.instance, event.id = %event.id, event.type = %event.kind, "duplicate delivery: already applied");
-            set_position(&mut tx, producer, delivery.seq).await.map_err(db_err)?;
+            set_position(&mut tx, producer, delivery.seq)
+                .await
+                .map_err(db_err)?;
             tx.commit().await.map_err(db_err)?;
             return Ok(Outcome::Duplicate);
         }
         match self.subscription.handler.handle(&mut tx, &event).await {
             Ok(()) => {
-                set_position(&mut tx, producer, delivery.seq).await.map_err(db_err)?;
+                set_position(&mut tx, producer, delivery.seq)
+                    .await
+                    .map_err(db_err)?;
                 tx.commit()
                     .instrument(db::span("COMMIT", "event_inbox"))
                     .await
@@ -442,7 +467,8 @@ async fn set_position(
 
 /// Microseconds since the epoch of an RFC 3339 time, if it is one.
 fn time_of(rfc3339: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).ok()?;
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000).ok()
 }
 

@@ -117,7 +117,10 @@ fn unavailable(e: &sqlx::Error) -> Problem {
     Problem::unavailable("the outbox could not be read; retry shortly", 1)
 }
 
-async fn read(State(feed): State<Feed>, Query(q): Query<FeedQuery>) -> Result<Json<FeedPage>, Problem> {
+async fn read(
+    State(feed): State<Feed>,
+    Query(q): Query<FeedQuery>,
+) -> Result<Json<FeedPage>, Problem> {
     if q.after < 0 {
         return Err(Problem::invalid_field("after", "must be 0 or more"));
     }
@@ -150,7 +153,9 @@ async fn read(State(feed): State<Feed>, Query(q): Query<FeedQuery>) -> Result<Js
 }
 
 async fn status(State(feed): State<Feed>) -> Result<Json<StatusPage>, Problem> {
-    let outbox_head = outbox::head(&feed.pool).await.map_err(|e| unavailable(&e))?;
+    let outbox_head = outbox::head(&feed.pool)
+        .await
+        .map_err(|e| unavailable(&e))?;
     let consumers = feed
         .metrics
         .status()

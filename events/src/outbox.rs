@@ -137,7 +137,9 @@ impl Producer {
             .execute(&mut *conn)
             .instrument(span.clone())
             .await?;
-        span.in_scope(|| tracing::debug!(event.id = %id, event.type = %kind, "event written to the outbox"));
+        span.in_scope(
+            || tracing::debug!(event.id = %id, event.type = %kind, "event written to the outbox"),
+        );
         self.metrics.published(kind);
         Ok(event)
     }

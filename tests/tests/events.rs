@@ -175,7 +175,12 @@ async fn small_cluster(client: &reqwest::Client, name: &str) -> Result<Small> {
         "customer-1",
         &[("HOTEL_CUSTOMER__REGISTRY__URL", &url)],
     )?;
-    let room = spawn(&dir, "room", "room-1", &[("HOTEL_ROOM__REGISTRY__URL", &url)])?;
+    let room = spawn(
+        &dir,
+        "room",
+        "room-1",
+        &[("HOTEL_ROOM__REGISTRY__URL", &url)],
+    )?;
     let booking = spawn(
         &dir,
         "booking",
@@ -219,7 +224,8 @@ async fn a_deleted_customers_five_future_bookings_are_cancelled_within_5_s_and_c
     wait_counts(&client, &customer_url, &customer, (5, 1)).await?;
     wait_counts(&client, &customer_url, &other, (1, 0)).await?;
 
-    let (status, body) = send(client.delete(format!("{customer_url}/customers/{customer}"))).await?;
+    let (status, body) =
+        send(client.delete(format!("{customer_url}/customers/{customer}"))).await?;
     ensure!(status == 204, "DELETE customer answered {status}: {body}");
     let deleted_at = Instant::now();
     let list = format!("{booking_url}/bookings?customer_id={customer}&limit=100");
@@ -252,7 +258,11 @@ async fn a_deleted_customers_five_future_bookings_are_cancelled_within_5_s_and_c
         "the earlier cancellation keeps its reason: {items:?}"
     );
     // The other customer's booking stands, and the nights freed can be booked again.
-    let (_, still) = send(client.get(format!("{booking_url}/bookings/{}", kept["id"].as_str().context("id")?))).await?;
+    let (_, still) = send(client.get(format!(
+        "{booking_url}/bookings/{}",
+        kept["id"].as_str().context("id")?
+    )))
+    .await?;
     ensure!(still["status"] == "confirmed", "{still}");
     book(&client, &booking_url, &other, &room, 12).await?;
     wait_counts(&client, &customer_url, &other, (2, 0)).await?;
@@ -267,21 +277,27 @@ async fn a_deleted_customers_five_future_bookings_are_cancelled_within_5_s_and_c
     .await?;
     ensure!(status == 200, "PATCH room answered {status}: {body}");
     let booking_db = c.dir.path().join("booking.db");
-    let projected = eventually(SETTLE, "booking's room projection to say maintenance", || async {
-        let mut conn = open_db(&booking_db).await.ok()?;
-        let row: Option<(String,)> = sqlx::query_as("SELECT status FROM room_statuses WHERE room_id = ?")
-            .bind(&room)
-            .fetch_optional(&mut conn)
-            .await
-            .ok()?;
-        row.filter(|(s,)| s == "maintenance")
-    })
+    let projected = eventually(
+        SETTLE,
+        "booking's room projection to say maintenance",
+        || async {
+            let mut conn = open_db(&booking_db).await.ok()?;
+            let row: Option<(String,)> =
+                sqlx::query_as("SELECT status FROM room_statuses WHERE room_id = ?")
+                    .bind(&room)
+                    .fetch_optional(&mut conn)
+                    .await
+                    .ok()?;
+            row.filter(|(s,)| s == "maintenance")
+        },
+    )
     .await;
     ensure!(projected.is_ok(), "no room_statuses row says maintenance");
     // With the room service gone, the refusal can only come from the projection.
     c.room.kill9();
     let body = json!({"customer_id": other, "room_id": room, "check_in": day(40), "check_out": day(41), "guests": 1});
-    let (status, problem) = send(client.post(format!("{booking_url}/bookings")).json(&body)).await?;
+    let (status, problem) =
+        send(client.post(format!("{booking_url}/bookings")).json(&body)).await?;
     ensure!(
         status == 422 && problem.to_string().contains("maintenance"),
         "a room in maintenance is refused: {status} {problem}"
@@ -304,7 +320,9 @@ async fn a_deleted_customers_five_future_bookings_are_cancelled_within_5_s_and_c
         .text()
         .await?;
     ensure!(
-        metrics.contains("hotel_events_applied_total{producer=\"booking\",event_type=\"hotel.booking.created\"}"),
+        metrics.contains(
+            "hotel_events_applied_total{producer=\"booking\",event_type=\"hotel.booking.created\"}"
+        ),
         "customer's /metrics counts applied events:\n{metrics}"
     );
     Ok(())
@@ -332,9 +350,11 @@ async fn a_duplicate_delivery_is_applied_once_and_bad_events_are_dead_lettered_w
     )
     .execute(&mut conn)
     .await?;
-    sqlx::query("INSERT INTO event_outbox (id, type, body, created_at) VALUES ('x', 'x', '{not json', 0)")
-        .execute(&mut conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO event_outbox (id, type, body, created_at) VALUES ('x', 'x', '{not json', 0)",
+    )
+    .execute(&mut conn)
+    .await?;
     let unknown = json!({
         "specversion": "1.0", "id": "0b7c4c1e-2f7a-4e43-9c55-5b1d3c8f9a01",
         "source": "/hotel/booking/test", "type": "hotel.booking.teleported",
@@ -397,7 +417,12 @@ async fn the_feed_killed_while_200_bookings_are_made_and_a_consumer_killed_mid_s
     let customer_env = [("HOTEL_CUSTOMER__REGISTRY__URL", url.as_str())];
     let mut customer_1 = spawn(&dir, "customer", "customer-1", &customer_env)?;
     let customer_2 = spawn(&dir, "customer", "customer-2", &customer_env)?;
-    let room = spawn(&dir, "room", "room-1", &[("HOTEL_ROOM__REGISTRY__URL", &url)])?;
+    let room = spawn(
+        &dir,
+        "room",
+        "room-1",
+        &[("HOTEL_ROOM__REGISTRY__URL", &url)],
+    )?;
     // booking-1 takes the bookings and is not registered (it calls customer-2 and room
     // directly, and reads their feeds there); booking-2, on the same database file, is
     // the only instance the registry offers, so it alone serves booking's feed.
@@ -415,7 +440,14 @@ async fn the_feed_killed_while_200_bookings_are_made_and_a_consumer_killed_mid_s
     let mut booking_2 = spawn(&dir, "booking", "booking-2", &booking_2_env)?;
     wait_all_ready(
         &client,
-        &[&registry, &customer_1, &customer_2, &room, &booking_1, &booking_2],
+        &[
+            &registry,
+            &customer_1,
+            &customer_2,
+            &room,
+            &booking_1,
+            &booking_2,
+        ],
     )
     .await?;
 
@@ -464,15 +496,24 @@ async fn the_feed_killed_while_200_bookings_are_made_and_a_consumer_killed_mid_s
             "customer {id} counted {active} of {want} with the feed down"
         );
     }
-    let outbox = count_rows(&dir.path().join("booking.db"), "SELECT MAX(seq) FROM event_outbox").await?;
-    ensure!(outbox == i64::try_from(BOOKINGS)? + 1, "outbox head {outbox}");
+    let outbox = count_rows(
+        &dir.path().join("booking.db"),
+        "SELECT MAX(seq) FROM event_outbox",
+    )
+    .await?;
+    ensure!(
+        outbox == i64::try_from(BOOKINGS)? + 1,
+        "outbox head {outbox}"
+    );
 
     let booking_2 = spawn(&dir, "booking", "booking-2", &booking_2_env)?;
     let back_at = Instant::now();
     // Mid-stream: as soon as the consumers have started on the backlog, kill one.
     let customer_db = dir.path().join("customer.db");
     let at_kill = eventually(SETTLE, "the consumers to start on the backlog", || async {
-        let n = count_rows(&customer_db, "SELECT COUNT(*) FROM event_inbox").await.ok()?;
+        let n = count_rows(&customer_db, "SELECT COUNT(*) FROM event_inbox")
+            .await
+            .ok()?;
         (n > 1).then_some(n)
     })
     .await?;

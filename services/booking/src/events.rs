@@ -19,7 +19,8 @@ fn handle_error(e: BookingError) -> HandleError {
 }
 
 fn data<T: serde::de::DeserializeOwned>(event: &CloudEvent) -> Result<T, HandleError> {
-    serde_json::from_value(event.data.clone()).map_err(|e| HandleError::Reject(format!("data: {e}")))
+    serde_json::from_value(event.data.clone())
+        .map_err(|e| HandleError::Reject(format!("data: {e}")))
 }
 
 /// `hotel.customer.deleted`: cancels the customer's bookings that are not over, with
@@ -43,7 +44,10 @@ impl Handler for CustomerDeleted {
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
             if event.kind != hotel_events::CUSTOMER_DELETED {
-                return Err(HandleError::Reject(format!("unknown event type {:?}", event.kind)));
+                return Err(HandleError::Reject(format!(
+                    "unknown event type {:?}",
+                    event.kind
+                )));
             }
             let customer: CustomerData = data(event)?;
             let today = crate::model::format_date(today_utc());
@@ -81,7 +85,10 @@ impl Handler for RoomUpdated {
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
             if event.kind != hotel_events::ROOM_UPDATED {
-                return Err(HandleError::Reject(format!("unknown event type {:?}", event.kind)));
+                return Err(HandleError::Reject(format!(
+                    "unknown event type {:?}",
+                    event.kind
+                )));
             }
             let room: RoomData = data(event)?;
             let status = serde_json::to_value(room.room.status)

@@ -11,11 +11,11 @@ use crate::{
     idempotency::StoredResponse,
     model::{Booking, BookingStatus, CancelReason, Stay, format_date},
 };
-use hotel_events::Producer;
 use hotel_common::{
     db,
     page::{Keyset, Page, rfc3339_micros},
 };
+use hotel_events::Producer;
 use sqlx::{FromRow, SqlitePool};
 use std::collections::HashSet;
 use tracing::Instrument;

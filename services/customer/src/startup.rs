@@ -6,8 +6,8 @@ use axum::Router;
 use hotel_common::process::BoxError;
 use hotel_events::Subscription;
 use hotel_service::{DatabaseService, DatabaseState, Events};
-use std::sync::Arc;
 use sqlx::SqlitePool;
+use std::sync::Arc;
 
 /// The migrations compiled into the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -5,11 +5,11 @@ use crate::{
     error::Error,
     model::{BookingCounts, Customer, email_key},
 };
-use hotel_events::Producer;
 use hotel_common::{
     db,
     page::{self, Keyset, Page},
 };
+use hotel_events::Producer;
 use sqlx::SqlitePool;
 use tracing::Instrument;
 use uuid::Uuid;
