@@ -141,8 +141,7 @@ async fn read(
             || tokio::time::Instant::now() >= deadline
             || feed.stop.is_cancelled();
         if done {
-            feed.metrics
-                .served(q.consumer.as_deref(), q.after, head.max(q.after));
+            feed.metrics.served(q.consumer.as_deref(), q.after, head);
             return Ok(Json(FeedPage { events, head }));
         }
         tokio::select! {

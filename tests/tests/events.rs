@@ -11,9 +11,15 @@
 //! - the feed's only process killed with -9 while 200 bookings are made, then a consumer
 //!   replica killed with -9 mid-stream: every count exact, nothing applied twice.
 //!
+//! - `hotel events tail --type ... --json` over a `hotel up` cluster prints the events
+//!   of the type asked for as they are published.
+//!
 //! Run: `cargo build -p hotel && cargo test -p hotel-tests --test events -- --nocapture`
 
+mod cluster_support;
+
 use anyhow::{Context, Result, ensure};
+use cluster_support::Cluster;
 use hotel_tests::{Proc, TempDir, day, eventually, spawn_instance, wait_ready};
 use serde_json::{Value, json};
 use sqlx::{Connection, SqliteConnection};
@@ -550,5 +556,130 @@ async fn the_feed_killed_while_200_bookings_are_made_and_a_consumer_killed_mid_s
     for (id, want) in &made {
         ensure!(counts(&client, &customer_1.url(), id).await? == (*want, 0));
     }
+    Ok(())
+}
+
+/// A `hotel events tail` process whose stdout lines arrive on a channel; killed (by pid)
+/// and reaped on drop.
+struct Tail {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_tail_prints_the_events_of_the_type_asked_for_as_they_are_published() -> Result<()> {
+    use std::io::BufRead;
+    let client = client()?;
+    let mut cluster = Cluster::up(&["--replicas", "1"]).await?;
+    let file = cluster.file()?;
+    let url_of = |service: &str| {
+        file["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["service"] == service)
+            .and_then(|i| i["address"].as_str())
+            .map(|a| format!("http://{a}"))
+            .context("instance address")
+    };
+    let (customer_url, room_url) = (url_of("customer")?, url_of("room")?);
+    let mut child = std::process::Command::new(hotel_tests::hotel_bin())
+        .args(["events", "tail", "--json", "--type", "hotel.customer.*"])
+        .arg("--data-dir")
+        .arg(cluster.data_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let tail = Tail { child, lines };
+
+    // The tail starts from the head: wait until it has read each feed once, by
+    // publishing until a deletion shows up (earlier ones may precede its first read).
+    let room = new_room(&client, &room_url, 1).await?;
+    let mut n = 0;
+    let seen = eventually(SETTLE, "events tail to print a customer deletion", || {
+        n += 1;
+        let (client, customer_url, room_url, room) = (
+            client.clone(),
+            customer_url.clone(),
+            room_url.clone(),
+            room.clone(),
+        );
+        let lines = &tail.lines;
+        async move {
+            // A room event first: filtered out, so it must never be printed.
+            let status = if n % 2 == 0 {
+                "available"
+            } else {
+                "maintenance"
+            };
+            send(
+                client
+                    .patch(format!("{room_url}/rooms/{room}"))
+                    .json(&json!({"status": status})),
+            )
+            .await
+            .ok()?;
+            let id = new_customer(&client, &customer_url, n).await.ok()?;
+            send(client.delete(format!("{customer_url}/customers/{id}")))
+                .await
+                .ok()?;
+            let line = lines.recv_timeout(Duration::from_secs(3)).ok()?;
+            Some((id, line))
+        }
+    })
+    .await?;
+    let (id, line) = seen;
+    // Every line printed is a customer deletion (the room events were filtered out), and
+    // the latest deletion made shows up (an earlier one may have been printed late).
+    let mut printed = vec![line];
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let events: Vec<Value> = printed
+            .iter()
+            .map(|l| serde_json::from_str(l).with_context(|| l.clone()))
+            .collect::<Result<_>>()?;
+        for e in &events {
+            ensure!(e["type"] == "hotel.customer.deleted", "printed {e}");
+            ensure!(
+                e["specversion"] == "1.0"
+                    && e["source"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("/hotel/customer/")),
+                "{e}"
+            );
+        }
+        if events.iter().any(|e| e["subject"] == id.as_str()) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the deletion of {id} was not printed: {printed:?}"
+        );
+        if let Ok(more) = tail.lines.recv_timeout(Duration::from_secs(1)) {
+            printed.push(more);
+        }
+    }
+    drop(tail);
+    ensure!(
+        cluster.shutdown(Duration::from_secs(60)),
+        "hotel up stopped cleanly"
+    );
     Ok(())
 }
