@@ -5,6 +5,8 @@
 //! Each producer is followed on its own task from its head at start (or from its first
 //! event with `--from-start`); when the instance being read goes away, the next live
 //! instance of the service continues from the same position (replicas share the outbox).
+//!
+//! `hotel events dead`: the dead letters of every service (`GET /events/dead`).
 
 use crate::{DataDirArg, clusterfile::ClusterFile, output};
 use hotel_common::process::BoxError;
@@ -22,6 +24,19 @@ pub enum EventsCommand {
     /// Follow the events of every service as they are published, one line each (time,
     /// type, subject, source, id), until Ctrl-C.
     Tail(TailArgs),
+    /// List the events each service set aside as dead letters (malformed or of an
+    /// unknown type), newest first.
+    Dead(DeadArgs),
+}
+
+/// `hotel events dead` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeadArgs {
+    /// Print JSON for scripts: per consuming service, its dead letters.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub dir: DataDirArg,
 }
 
 /// `hotel events tail` options.
@@ -45,7 +60,61 @@ pub struct TailArgs {
 pub async fn run(cmd: EventsCommand) -> Result<ExitCode, BoxError> {
     match cmd {
         EventsCommand::Tail(args) => tail(args).await,
+        EventsCommand::Dead(args) => dead(args).await,
     }
+}
+
+async fn dead(args: DeadArgs) -> Result<ExitCode, BoxError> {
+    ClusterFile::read(&args.dir.data_dir)?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let mut all = serde_json::Map::new();
+    let mut rows = Vec::new();
+    for service in PRODUCERS {
+        let Some(base) = instance_url(&args.dir.data_dir, service, 0) else {
+            continue;
+        };
+        let page: Value = client
+            .get(format!("{base}/events/dead"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        for d in page["items"].as_array().into_iter().flatten() {
+            let field = |k: &str| match &d[k] {
+                Value::String(s) => s.clone(),
+                Value::Null => "-".to_owned(),
+                other => other.to_string(),
+            };
+            let at = d["at"]
+                .as_i64()
+                .map_or_else(|| "-".to_owned(), hotel_common::page::rfc3339_micros);
+            rows.push(vec![
+                service.to_owned(),
+                field("producer"),
+                field("seq"),
+                field("type"),
+                field("id"),
+                at,
+                field("reason"),
+            ]);
+        }
+        all.insert(service.to_owned(), page["items"].clone());
+    }
+    if args.json {
+        output::line(&Value::Object(all).to_string());
+    } else if rows.is_empty() {
+        output::line("no dead letters");
+    } else {
+        let table = output::table(
+            &["SERVICE", "FROM", "SEQ", "TYPE", "ID", "AT", "REASON"],
+            &rows,
+        );
+        output::line(table.trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn tail(args: TailArgs) -> Result<ExitCode, BoxError> {

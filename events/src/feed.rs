@@ -9,6 +9,8 @@
 //!   backlog metric.
 //! - `GET /events/status`: this instance's view: the outbox head and, per producer it
 //!   consumes, position, lag, counts and the last error.
+//! - `GET /events/dead`: the events this service could not apply (newest first, at most
+//!   1000), what `hotel events dead` lists.
 //! - `GET /metrics`: the Prometheus families of [`crate::metrics`].
 //!
 //! Internal routes between services, like `/healthz`: not in the public OpenAPI document
@@ -102,11 +104,12 @@ impl Feed {
         self.stop.cancel();
     }
 
-    /// `/events`, `/events/status` and `/metrics`.
+    /// `/events`, `/events/status`, `/events/dead` and `/metrics`.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/events", get(read))
             .route("/events/status", get(status))
+            .route("/events/dead", get(dead))
             .route("/metrics", get(metrics))
             .with_state(self.clone())
     }
@@ -178,4 +181,43 @@ async fn metrics(State(feed): State<Feed>) -> impl IntoResponse {
         )],
         feed.metrics.encode(),
     )
+}
+
+/// One dead letter as `/events/dead` shows it.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct DeadLetter {
+    /// The producing service.
+    pub producer: String,
+    /// Its position in the producer's feed.
+    pub seq: i64,
+    /// The event's id, when it had a readable one.
+    pub id: Option<String>,
+    /// The event's type, when it parsed.
+    #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
+    pub kind: Option<String>,
+    /// Why it was not applied.
+    pub reason: String,
+    /// The payload as delivered.
+    pub body: String,
+    /// When it was set aside, microseconds since the Unix epoch.
+    pub at: i64,
+}
+
+/// Answer of `GET /events/dead`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeadPage {
+    /// Newest first.
+    pub items: Vec<DeadLetter>,
+}
+
+async fn dead(State(feed): State<Feed>) -> Result<Json<DeadPage>, Problem> {
+    let items = sqlx::query_as(
+        "SELECT producer, seq, id, type, reason, body, at FROM event_dead_letters \
+         ORDER BY at DESC, producer, seq DESC LIMIT 1000",
+    )
+    .fetch_all(&feed.pool)
+    .await
+    .map_err(|e| unavailable(&e))?;
+    Ok(Json(DeadPage { items }))
 }

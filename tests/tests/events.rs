@@ -392,6 +392,11 @@ async fn a_duplicate_delivery_is_applied_once_and_bad_events_are_dead_lettered_w
             && dead[1].2.contains("unknown event type"),
         "{dead:?}"
     );
+    let (code, listed) = send(client.get(format!("{customer_url}/events/dead"))).await?;
+    ensure!(
+        code == 200 && listed["items"].as_array().map(Vec::len) == Some(2),
+        "GET /events/dead lists both: {listed}"
+    );
     let s = status(&client, &customer_url).await?;
     let booking = &s["consumers"]["booking"];
     ensure!(
