@@ -236,13 +236,27 @@ impl Consumer {
         tracing::info!(instance = %self.instance, producer, "consuming events");
         // The first read does not wait, so that position, head and lag are known at once.
         let mut wait = Duration::ZERO;
+        // The failure last logged: a producer down for a minute is one warning, not 120.
+        let mut last_logged: Option<String> = None;
         loop {
             let round = self.round(wait).await;
             wait = self.settings.poll_wait;
-            if let Err(e) = round {
-                tracing::warn!(instance = %self.instance, producer, error = %e, "events: will retry");
-                self.metrics.error(producer, e);
-                tokio::time::sleep(self.settings.retry_backoff).await;
+            match round {
+                Ok(()) => {
+                    if last_logged.take().is_some() {
+                        tracing::info!(instance = %self.instance, producer, "events: reading again");
+                    }
+                }
+                Err(e) => {
+                    if last_logged.as_deref() == Some(e.as_str()) {
+                        tracing::debug!(instance = %self.instance, producer, error = %e, "events: will retry");
+                    } else {
+                        tracing::warn!(instance = %self.instance, producer, error = %e, "events: will retry");
+                        last_logged = Some(e.clone());
+                    }
+                    self.metrics.error(producer, e);
+                    tokio::time::sleep(self.settings.retry_backoff).await;
+                }
             }
         }
     }

@@ -54,3 +54,34 @@ impl EventSettings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_this_build_cannot_do_is_refused_naming_the_key() {
+        assert_eq!(EventSettings::default().validate(), Ok(()));
+        let nats = EventSettings {
+            url: Some("nats://127.0.0.1:4222".into()),
+            ..EventSettings::default()
+        };
+        assert!(nats.validate().is_err_and(|e| e.starts_with("events.url")));
+        let none = EventSettings {
+            batch: 0,
+            ..EventSettings::default()
+        };
+        assert!(
+            none.validate()
+                .is_err_and(|e| e.starts_with("events.batch"))
+        );
+        let long = EventSettings {
+            poll_wait: Duration::from_secs(31),
+            ..EventSettings::default()
+        };
+        assert!(
+            long.validate()
+                .is_err_and(|e| e.starts_with("events.poll_wait"))
+        );
+    }
+}
