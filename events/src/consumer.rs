@@ -333,6 +333,11 @@ impl Consumer {
                 delivery.seq
             )
         };
+        // A replica that got there first has moved the position: skip without taking the
+        // write lock (checked again under it below).
+        if delivery.seq <= position(&self.pool, producer).await.map_err(db_err)? {
+            return Ok(Outcome::Behind);
+        }
         let mut tx = db::begin_immediate(&self.pool)
             .instrument(db::span("BEGIN IMMEDIATE", "event_inbox"))
             .await
