@@ -145,6 +145,11 @@ pub struct Status {
     /// a cache (`[cache] max_bytes = 0`).
     #[serde(default)]
     pub cache: Option<CacheView>,
+    /// Per service, its events as one live instance reports them (`GET /events/status`):
+    /// `outbox_head`, and per producer it consumes: position, head, lag, applied,
+    /// duplicates, dead letters, last error (that instance's counts).
+    #[serde(default)]
+    pub events: BTreeMap<String, serde_json::Value>,
 }
 
 /// What the registry holds of one instance.
@@ -361,8 +366,29 @@ pub async fn gather(data_dir: &Path) -> Result<Status, BoxError> {
                 gateway: gw,
             }
         })
-        .collect();
+        .collect::<Vec<StatusRow>>();
+    let mut events = BTreeMap::new();
+    for role in Role::SERVICES {
+        let Some(addr) = rows
+            .iter()
+            .find(|r| r.instance.service == role.as_str() && r.instance.state.is_live())
+            .and_then(|r| r.instance.address.clone())
+        else {
+            continue;
+        };
+        let answer = http
+            .get(format!("http://{addr}/events/status"))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        if let Ok(res) = answer
+            && let Ok(v) = res.json::<serde_json::Value>().await
+        {
+            events.insert(role.as_str().to_owned(), v);
+        }
+    }
     Ok(Status {
+        events,
         gateway_url: file.gateway_url.clone(),
         registry_reachable: registry.is_some(),
         gateway_reachable: gateway.is_some(),
@@ -465,6 +491,20 @@ pub fn render(status: &Status) -> String {
     } else {
         text.push_str("gateway cache: off\n");
     }
+    for (service, e) in &status.events {
+        let mut line = format!("events: {service} outbox {}", e["outbox_head"]);
+        for (producer, c) in e["consumers"].as_object().into_iter().flatten() {
+            line.push_str(&format!(
+                "; reads {producer}: lag {}, applied {}, dead {}",
+                c["lag"], c["applied"], c["dead_letters"]
+            ));
+            if let Some(err) = c["last_error"].as_str() {
+                line.push_str(&format!(", last error: {err}"));
+            }
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
     text
 }
 
@@ -536,6 +576,11 @@ mod tests {
                 max_bytes: 64 * 1024 * 1024,
                 ..CacheView::default()
             }),
+            events: BTreeMap::from([(
+                "customer".to_owned(),
+                serde_json::json!({"outbox_head": 3, "consumers": {"booking": {
+                    "lag": 2, "applied": 7, "dead_letters": 1, "last_error": null}}}),
+            )]),
         });
         assert!(
             text.contains(
@@ -552,6 +597,10 @@ mod tests {
         assert_eq!(idle[8], "-", "idle EWMA: {text}");
         assert_eq!(busy[5], "1.5s", "{text}");
         assert_eq!(busy[8], "2.3ms", "{text}");
+        assert_eq!(
+            lines[3], "events: customer outbox 3; reads booking: lag 2, applied 7, dead 1",
+            "{text}"
+        );
     }
 
     #[test]

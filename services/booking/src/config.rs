@@ -2,6 +2,7 @@
 //! environment < command line.
 
 use hotel_common::{config::RegistryLink, process::ProcessArgs};
+use hotel_events::EventSettings;
 use hotel_service::ServiceConfig;
 use hotel_upstream::{PolicySettings, ServicePolicy};
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,11 @@ pub struct Settings {
     /// The registry this instance registers with, when `registry.url` is set.
     #[serde(default)]
     pub registry: RegistryLink,
+    /// How events are published and consumed (`[events]`): booking reads customer's
+    /// and room's feeds (at `customer_url`/`room_url` when set, else through the
+    /// registry).
+    #[serde(default)]
+    pub events: EventSettings,
 }
 
 impl Default for Settings {
@@ -70,6 +76,7 @@ impl Default for Settings {
             idempotency_wait: Duration::from_secs(2),
             max_days_ahead: 730,
             registry: RegistryLink::default(),
+            events: EventSettings::default(),
         }
     }
 }
@@ -99,6 +106,9 @@ impl ServiceConfig for Settings {
     }
     fn registry(&self) -> &RegistryLink {
         &self.registry
+    }
+    fn events(&self) -> &EventSettings {
+        &self.events
     }
     fn apply(&mut self, args: &ProcessArgs) {
         hotel_service::settings::apply_args(

@@ -235,6 +235,18 @@ async fn create(
         today_utc(),
         app.max_days_ahead,
     )?;
+    // Booking's own projection of room statuses (from `hotel.room.updated`) refuses a
+    // room out of service without asking the room service.
+    match app.store.room_status(req.room_id).await?.as_deref() {
+        Some("maintenance") => {
+            return Err(BookingError::invalid(
+                "room_id",
+                "the room is under maintenance",
+            ));
+        }
+        Some("retired") => return Err(BookingError::invalid("room_id", "the room is retired")),
+        _ => {}
+    }
     // Both lookups at once: a booking costs one peer round trip, not two.
     let (customer, room) = tokio::join!(
         app.directory.customer(req.customer_id),
@@ -347,7 +359,8 @@ async fn list_bookings(
     Ok(cache().answer(&headers, &tag, page))
 }
 
-/// Cancels a booking and frees its nights; cancelling twice answers the cancelled booking.
+/// Cancels a booking and frees its nights (`cancel_reason: requested`), publishing
+/// `hotel.booking.cancelled`; cancelling twice answers the cancelled booking.
 #[utoipa::path(
     post,
     path = "/bookings/{id}/cancel",

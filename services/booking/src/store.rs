@@ -9,13 +9,14 @@
 use crate::{
     error::BookingError,
     idempotency::StoredResponse,
-    model::{Booking, BookingStatus, Stay, format_date},
+    model::{Booking, BookingStatus, CancelReason, Stay, format_date},
 };
 use hotel_common::{
     conditional::{self, IfMatch, Validators, Versioned},
     db,
     page::{Keyset, Page, rfc3339_micros},
 };
+use hotel_events::Producer;
 use sqlx::{FromRow, SqlitePool};
 use std::collections::HashSet;
 use tracing::Instrument;
@@ -35,6 +36,7 @@ struct BookingRow {
     created_at: i64,
     version: i64,
     updated_at: i64,
+    cancel_reason: Option<String>,
 }
 
 /// The columns of a [`BookingRow`], as a literal so queries stay `&'static str` (sqlx 0.9
@@ -42,7 +44,7 @@ struct BookingRow {
 macro_rules! booking_columns {
     () => {
         "id, customer_id, room_id, check_in, check_out, guests, status, total_cents, created_at, \
-         version, updated_at"
+         version, updated_at, cancel_reason"
     };
 }
 
@@ -75,6 +77,7 @@ impl BookingRow {
             status,
             total_cents: self.total_cents,
             created_at: rfc3339_micros(self.created_at),
+            cancel_reason: self.cancel_reason.as_deref().and_then(CancelReason::parse),
         };
         Ok((
             booking,
@@ -86,10 +89,12 @@ impl BookingRow {
     }
 }
 
-/// The service's database.
+/// The service's database, and the producer writing its events into the outbox in the
+/// same transactions as the bookings they report.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    producer: Producer,
 }
 
 /// A booking about to be written: everything but what the database decides.
@@ -124,6 +129,7 @@ impl Draft {
             status: BookingStatus::Confirmed,
             total_cents: self.total_cents,
             created_at: rfc3339_micros(self.created_at),
+            cancel_reason: None,
         }
     }
 }
@@ -149,9 +155,9 @@ where
 }
 
 impl Store {
-    /// Wraps an open pool (migrations already run).
-    pub fn new(pool: SqlitePool) -> Self {
-        Store { pool }
+    /// Wraps an open pool (migrations already run) and the producer of booking events.
+    pub fn new(pool: SqlitePool, producer: Producer) -> Self {
+        Store { pool, producer }
     }
 
     /// The pool, for readiness checks and the idempotency table.
@@ -160,7 +166,8 @@ impl Store {
     }
 
     /// Writes `draft` unless a confirmed booking of the same room overlaps its nights
-    /// (409 naming that booking's dates). When `idempotency` (key, owner, response) is
+    /// (409 naming that booking's dates), with `hotel.booking.created` in the outbox in
+    /// the same transaction. When `idempotency` (key, owner, response) is
     /// given, the key's row is completed with that response in the same transaction, so a
     /// booking and its replayable response exist together or not at all.
     pub async fn insert_if_free(
@@ -211,6 +218,10 @@ impl Store {
         .execute(&mut *tx)
         .instrument(db::span("INSERT", "bookings"))
         .await?;
+        let booking = draft.to_booking();
+        self.producer
+            .publish(&mut tx, hotel_events::BOOKING_CREATED, booking.id, &booking)
+            .await?;
         if let Some((key, owner, response)) = idempotency {
             // Lost the key to a takeover: roll back, the owner now answers for it.
             if !crate::idempotency::complete_in(&mut tx, key, owner, response).await? {
@@ -220,7 +231,12 @@ impl Store {
         tx.commit()
             .instrument(db::span("COMMIT", "bookings"))
             .await?;
-        Ok(draft.to_booking())
+        Ok(booking)
+    }
+
+    /// The producer of booking events.
+    pub fn producer(&self) -> &Producer {
+        &self.producer
     }
 
     /// The booking with this id, with its validators.
@@ -263,9 +279,10 @@ impl Store {
         Ok((page, Validators::tag(tag)))
     }
 
-    /// Cancels a booking, freeing its nights and bumping its version; cancelling a
-    /// cancelled booking changes nothing and answers it as it is. 412 when `condition`
-    /// (`If-Match`) does not name the current version.
+    /// Cancels a booking, freeing its nights and bumping its version, with
+    /// `hotel.booking.cancelled` in the same transaction; cancelling a cancelled booking
+    /// changes nothing (and publishes nothing) and answers it as it is. 412 when
+    /// `condition` (`If-Match`) does not name the current version.
     pub async fn cancel(
         &self,
         id: Uuid,
@@ -287,7 +304,7 @@ impl Store {
         }
         sqlx::query(
             "UPDATE bookings SET status = 'cancelled', cancelled_at = ?2, \
-             version = version + 1, updated_at = ?2 WHERE id = ?1",
+             cancel_reason = 'requested', version = version + 1, updated_at = ?2 WHERE id = ?1",
         )
         .bind(id.to_string())
         .bind(now_micros)
@@ -295,10 +312,92 @@ impl Store {
         .instrument(db::span("UPDATE", "bookings"))
         .await?;
         let cancelled = fetch(&mut *tx, id).await?;
+        self.producer
+            .publish(
+                &mut tx,
+                hotel_events::BOOKING_CANCELLED,
+                id,
+                &cancelled.value,
+            )
+            .await?;
         tx.commit()
             .instrument(db::span("COMMIT", "bookings"))
             .await?;
         Ok(cancelled)
+    }
+
+    /// Cancels the confirmed bookings of `customer_id` that are not over (check-out
+    /// after `today`, `YYYY-MM-DD`) with `cancel_reason = customer_deleted`, on the
+    /// connection of the event's transaction, publishing `hotel.booking.cancelled` for
+    /// each. Answers how many.
+    pub async fn cancel_for_customer(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        customer_id: Uuid,
+        today: &str,
+        now_micros: i64,
+    ) -> Result<usize, BookingError> {
+        let ids: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM bookings \
+             WHERE customer_id = ?1 AND status = 'confirmed' AND check_out > ?2 ORDER BY created_at, id",
+        )
+        .bind(customer_id.to_string())
+        .bind(today)
+        .fetch_all(&mut *conn)
+        .instrument(db::span("SELECT", "bookings"))
+        .await?;
+        for (id,) in &ids {
+            sqlx::query(
+                "UPDATE bookings SET status = 'cancelled', cancelled_at = ?2, \
+                 cancel_reason = 'customer_deleted', version = version + 1, updated_at = ?2 \
+                 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(now_micros)
+            .execute(&mut *conn)
+            .instrument(db::span("UPDATE", "bookings"))
+            .await?;
+            let id = Uuid::parse_str(id)
+                .map_err(|e| BookingError::Internal(format!("stored id {id:?}: {e}")))?;
+            let booking = fetch(&mut *conn, id).await?.value;
+            self.producer
+                .publish(conn, hotel_events::BOOKING_CANCELLED, id, &booking)
+                .await?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Records a room's status from a `hotel.room.updated` event, on the connection of
+    /// the event's transaction.
+    pub async fn set_room_status(
+        conn: &mut sqlx::SqliteConnection,
+        room_id: Uuid,
+        status: &str,
+        now_micros: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO room_statuses (room_id, status, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (room_id) DO UPDATE SET status = ?2, updated_at = ?3",
+        )
+        .bind(room_id.to_string())
+        .bind(status)
+        .bind(now_micros)
+        .execute(conn)
+        .instrument(db::span("UPSERT", "room_statuses"))
+        .await?;
+        Ok(())
+    }
+
+    /// The status of a room as this service's projection knows it (`None`: no event
+    /// about it yet).
+    pub async fn room_status(&self, room_id: Uuid) -> Result<Option<String>, BookingError> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT status FROM room_statuses WHERE room_id = ?")
+                .bind(room_id.to_string())
+                .fetch_optional(&self.pool)
+                .instrument(db::span("SELECT", "room_statuses"))
+                .await?;
+        Ok(row.map(|(s,)| s))
     }
 
     /// Rooms with a confirmed booking on any night of `stay`.

@@ -868,8 +868,12 @@ async fn bookings_stored_before_versions_existed_read_back_as_version_1_last_cha
     }
     pool.close().await;
 
-    let store =
-        hotel_booking::store::Store::new(hotel_booking::open_database(&settings).await.unwrap());
+    let producer =
+        hotel_events::Producer::new("booking", "booking-test", hotel_events::EventMetrics::new());
+    let store = hotel_booking::store::Store::new(
+        hotel_booking::open_database(&settings).await.unwrap(),
+        producer,
+    );
     let got = store.get(open).await.unwrap();
     assert_eq!(got.validators.etag, format!("\"{open}-1\""));
     let at =

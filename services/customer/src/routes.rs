@@ -20,6 +20,8 @@ use hotel_common::{
     extract::{Json, Path, Query},
     page::{self, Keyset, Page},
 };
+use hotel_events::Producer;
+use hotel_service::DatabaseState;
 use sqlx::SqlitePool;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -35,8 +37,8 @@ pub struct ApiDoc;
 
 /// The customer routes (without the shared layers) and the OpenAPI document describing
 /// exactly those routes.
-pub fn api(pool: SqlitePool) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, mut doc) = declared().with_state(pool).split_for_parts();
+pub fn api(state: DatabaseState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = declared().with_state(state).split_for_parts();
     link(&mut doc);
     (router, doc)
 }
@@ -66,7 +68,7 @@ fn cache() -> CacheControl {
 }
 
 /// Every customer route, each declared once for both the router and the document.
-fn declared() -> OpenApiRouter<SqlitePool> {
+fn declared() -> OpenApiRouter<DatabaseState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(create_customer, list_customers))
         .routes(routes!(get_customer, update_customer, delete_customer))
@@ -132,7 +134,7 @@ async fn list_customers(
     Ok(cache().answer(&headers, &tag, page))
 }
 
-/// Get one customer.
+/// Get one customer, with their booking counts.
 #[utoipa::path(
     get, path = "/customers/{id}", tag = "customers",
     params(("id" = Uuid, Path, description = "Customer id")),
@@ -179,7 +181,9 @@ async fn update_customer(
     Ok(cache().changed(StatusCode::OK, &customer.validators, customer.value))
 }
 
-/// Delete a customer.
+/// Delete a customer. Publishes `hotel.customer.deleted`: the booking service then
+/// cancels the customer's current and future bookings (`cancel_reason:
+/// customer_deleted`), within moments.
 #[utoipa::path(
     delete, path = "/customers/{id}", tag = "customers",
     params(("id" = Uuid, Path, description = "Customer id")),
@@ -191,11 +195,12 @@ async fn update_customer(
 )]
 async fn delete_customer(
     State(pool): State<SqlitePool>,
+    State(producer): State<Producer>,
     headers: HeaderMap,
     Path(id): Path<Uuid>,
 ) -> Result<Response, Error> {
     let condition = IfMatch::from_headers(&headers);
-    store::delete(&pool, id, condition.as_ref()).await?;
+    store::delete(&pool, &producer, id, condition.as_ref()).await?;
     tracing::info!(customer.id = %id, "customer deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

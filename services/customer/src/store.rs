@@ -3,19 +3,19 @@
 
 use crate::{
     error::Error,
-    model::{Customer, email_key},
+    model::{BookingCounts, Customer, email_key},
 };
 use hotel_common::{
     conditional::{self, IfMatch, Validators, Versioned},
     db,
     page::{self, Keyset, Page},
 };
+use hotel_events::Producer;
 use sqlx::SqlitePool;
 use tracing::Instrument;
 use uuid::Uuid;
 
 const TABLE: &str = "customers";
-const COLUMNS: &str = "id, name, email, created_at, version, updated_at";
 
 /// A `customers` row as stored.
 #[derive(Debug, sqlx::FromRow)]
@@ -26,6 +26,18 @@ struct Row {
     created_at: i64,
     version: i64,
     updated_at: i64,
+    active: i64,
+    cancelled: i64,
+}
+
+/// The columns of a [`Row`]: the customer with its version and its booking counts (0
+/// before any event).
+macro_rules! customer_select {
+    () => {
+        "SELECT c.id, c.name, c.email, c.created_at, c.version, c.updated_at, \
+         COALESCE(b.active, 0) AS active, COALESCE(b.cancelled, 0) AS cancelled \
+         FROM customers c LEFT JOIN customer_bookings b ON b.customer_id = c.id "
+    };
 }
 
 impl Row {
@@ -46,6 +58,10 @@ impl Row {
             name: self.name,
             email: self.email,
             created_at: page::rfc3339_micros(self.created_at),
+            bookings: BookingCounts {
+                active: self.active,
+                cancelled: self.cancelled,
+            },
         })
     }
 }
@@ -85,6 +101,7 @@ pub async fn insert(
             name,
             email,
             created_at: page::rfc3339_micros(created_at),
+            bookings: BookingCounts::default(),
         },
         validators: Validators::of_row(id, 1, created_at),
     })
@@ -99,13 +116,11 @@ async fn fetch<'c, E>(conn: E, id: Uuid) -> Result<Versioned<Customer>, Error>
 where
     E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
 {
-    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM customers WHERE id = ?"
-    )))
-    .bind(id.to_string())
-    .fetch_optional(conn)
-    .instrument(db::span("SELECT", TABLE))
-    .await?;
+    let row: Option<Row> = sqlx::query_as(concat!(customer_select!(), "WHERE c.id = ?"))
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .instrument(db::span("SELECT", TABLE))
+        .await?;
     row.ok_or(Error::NotFound(id))?.into_versioned()
 }
 
@@ -122,12 +137,12 @@ pub async fn list(
     after: Option<Keyset>,
     limit: u32,
 ) -> Result<(Page<Customer>, Validators), Error> {
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM customers \
-         WHERE (?1 IS NULL OR email_key = ?1) \
-           AND (?2 IS NULL OR (created_at, id) > (?2, ?3)) \
-         ORDER BY created_at, id LIMIT ?4"
-    )))
+    let rows: Vec<Row> = sqlx::query_as(concat!(
+        customer_select!(),
+        "WHERE (?1 IS NULL OR c.email_key = ?1) \
+           AND (?2 IS NULL OR (c.created_at, c.id) > (?2, ?3)) \
+         ORDER BY c.created_at, c.id LIMIT ?4"
+    ))
     .bind(email.map(email_key))
     .bind(after.map(|k| k.t))
     .bind(after.map(|k| k.id.to_string()))
@@ -191,20 +206,63 @@ pub async fn update(
     })
 }
 
-/// Deletes the customer with `id`; with `condition`, only the version it names (412).
-pub async fn delete(pool: &SqlitePool, id: Uuid, condition: Option<&IfMatch>) -> Result<(), Error> {
+/// Deletes the customer with `id`, writing `hotel.customer.deleted` (data: the customer
+/// as it was) in the same transaction: booking cancels their bookings when it reads it.
+/// With `condition`, only the version it names is deleted (412).
+pub async fn delete(
+    pool: &SqlitePool,
+    producer: &Producer,
+    id: Uuid,
+    condition: Option<&IfMatch>,
+) -> Result<(), Error> {
     let mut tx = db::begin_immediate(pool).await?;
-    if condition.is_some() {
-        check(condition, &fetch(&mut *tx, id).await?)?;
-    }
-    let done = sqlx::query("DELETE FROM customers WHERE id = ?")
+    let current = fetch(&mut *tx, id).await?;
+    check(condition, &current)?;
+    sqlx::query("DELETE FROM customers WHERE id = ?")
         .bind(id.to_string())
         .execute(&mut *tx)
         .instrument(db::span("DELETE", TABLE))
         .await?;
-    if done.rows_affected() == 0 {
-        return Err(Error::NotFound(id));
-    }
+    sqlx::query("DELETE FROM customer_bookings WHERE customer_id = ?")
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .instrument(db::span("DELETE", "customer_bookings"))
+        .await?;
+    producer
+        .publish(&mut tx, hotel_events::CUSTOMER_DELETED, id, &current.value)
+        .await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// Adds `active` and `cancelled` to the booking counts of customer `id`, and bumps its
+/// version, on the connection of the event's transaction; a customer that no longer
+/// exists gets no row.
+pub async fn count_bookings(
+    conn: &mut sqlx::SqliteConnection,
+    id: Uuid,
+    active: i64,
+    cancelled: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO customer_bookings (customer_id, active, cancelled) \
+         SELECT ?1, MAX(?2, 0), ?3 WHERE EXISTS (SELECT 1 FROM customers WHERE id = ?1) \
+         ON CONFLICT (customer_id) DO UPDATE SET \
+           active = MAX(active + ?2, 0), cancelled = cancelled + ?3",
+    )
+    .bind(id.to_string())
+    .bind(active)
+    .bind(cancelled)
+    .execute(&mut *conn)
+    .instrument(db::span("UPSERT", "customer_bookings"))
+    .await?;
+    // The counts are part of the customer as the API shows it: a new version, so an ETag
+    // taken before the event no longer matches (no 304 for changed counts).
+    sqlx::query("UPDATE customers SET version = version + 1, updated_at = ? WHERE id = ?")
+        .bind(page::now_micros())
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .instrument(db::span("UPDATE", TABLE))
+        .await?;
     Ok(())
 }

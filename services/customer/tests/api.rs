@@ -15,7 +15,13 @@ async fn app() -> TestApp {
         ..Settings::default()
     };
     let pool = connect(&settings).await.expect("database");
-    TestApp::new(router(pool), dir)
+    TestApp::new(full_router(&settings, pool), dir)
+}
+
+/// The whole router over `pool`, with the events of an instance with `settings`.
+fn full_router(settings: &Settings, pool: sqlx::SqlitePool) -> axum::Router {
+    let events = hotel_service::Events::new(settings, pool.clone()).expect("events");
+    router(pool, &events)
 }
 
 async fn create(app: &TestApp, name: &str, email: &str) -> Value {
@@ -532,11 +538,11 @@ async fn replicas_migrating_one_file_together_all_start() {
         t.await.unwrap().unwrap();
     }
     let a = TestApp::new(
-        router(connect(&settings).await.unwrap()),
+        full_router(&settings, connect(&settings).await.unwrap()),
         TempDir::new("customer-api"),
     );
     let b = TestApp::new(
-        router(connect(&settings).await.unwrap()),
+        full_router(&settings, connect(&settings).await.unwrap()),
         TempDir::new("customer-api"),
     );
     let c = create(&a, "Ada", "ada@example.com").await;
@@ -681,7 +687,7 @@ async fn customers_stored_before_versions_existed_read_back_as_version_1_last_ch
     pool.close().await;
 
     let pool = connect(&settings).await.unwrap();
-    let app = TestApp::new(router(pool), dir);
+    let app = TestApp::new(full_router(&settings, pool), dir);
     let uri = format!("/customers/{id}");
     let got = app.get(&uri).await;
     assert_eq!(got.status, 200, "{:?}", got.body);

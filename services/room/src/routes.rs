@@ -20,6 +20,8 @@ use hotel_common::{
     extract::{Json, Path, Query},
     page::{self, Keyset, Page},
 };
+use hotel_events::Producer;
+use hotel_service::DatabaseState;
 use sqlx::SqlitePool;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -38,16 +40,26 @@ pub struct ApiDoc;
 pub struct AppState {
     /// The rooms database.
     pub pool: SqlitePool,
+    /// Writes this service's events (`hotel.room.updated`).
+    pub producer: Producer,
     /// The `Cache-Control` of every read (`[cache]` in the settings).
     pub cache: CacheControl,
 }
 
 /// The room routes (without the shared layers) and the OpenAPI document describing
 /// exactly those routes.
-pub fn api(pool: SqlitePool, cache: CacheControl) -> (Router, utoipa::openapi::OpenApi) {
+pub fn api(state: DatabaseState, cache: CacheControl) -> (Router, utoipa::openapi::OpenApi) {
     let (router, mut doc) = declared().split_for_parts();
     complete(&mut doc, &cache);
-    (router.with_state(AppState { pool, cache }), doc)
+    let DatabaseState { pool, producer } = state;
+    (
+        router.with_state(AppState {
+            pool,
+            producer,
+            cache,
+        }),
+        doc,
+    )
 }
 
 /// The OpenAPI document of the room routes, built without a database, for `cache`.
@@ -166,7 +178,7 @@ async fn get_room(
 }
 
 /// Change a room; fields left out stay as they are. `status` may move between available
-/// and maintenance; a retired room cannot change.
+/// and maintenance; a retired room cannot change. Publishes `hotel.room.updated`.
 #[utoipa::path(
     patch, path = "/rooms/{id}", tag = "rooms",
     params(("id" = Uuid, Path, description = "Room id")),
@@ -195,14 +207,15 @@ async fn update_room(
         status: patch.status.map(RoomStatus::from),
     };
     let condition = IfMatch::from_headers(&headers);
-    let room = store::update(&app.pool, id, changes, condition.as_ref()).await?;
+    let room = store::update(&app.pool, &app.producer, id, changes, condition.as_ref()).await?;
     Ok(app
         .cache
         .changed(StatusCode::OK, &room.validators, room.value))
 }
 
 /// Retire a room: it keeps its id and stays readable but can no longer be booked or
-/// changed, and its number is free again. Retiring twice is fine.
+/// changed, and its number is free again. Retiring twice is fine. Publishes
+/// `hotel.room.updated` (once: retiring a retired room changes nothing).
 #[utoipa::path(
     delete, path = "/rooms/{id}", tag = "rooms",
     params(("id" = Uuid, Path, description = "Room id")),
@@ -218,7 +231,7 @@ async fn retire_room(
     Path(id): Path<Uuid>,
 ) -> Result<Response, Error> {
     let condition = IfMatch::from_headers(&headers);
-    let room = store::retire(&app.pool, id, condition.as_ref()).await?;
+    let room = store::retire(&app.pool, &app.producer, id, condition.as_ref()).await?;
     tracing::info!(room.id = %id, "room retired");
     Ok(app
         .cache

@@ -4,7 +4,7 @@
 use crate::{ROLE, Settings, routes, settings::Room};
 use axum::Router;
 use hotel_common::{conditional::CacheControl, process::BoxError};
-use hotel_service::{CacheSettings, DatabaseService};
+use hotel_service::{CacheSettings, DatabaseService, DatabaseState, Events};
 use sqlx::SqlitePool;
 
 /// The migrations compiled into the binary.
@@ -26,10 +26,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The whole HTTP surface: room routes (reads answered with `cache`), `/openapi.json`,
-/// health and the shared layers.
-pub fn router(pool: SqlitePool, cache: CacheControl) -> Router {
-    let (routes, doc) = routes::api(pool.clone(), cache);
-    hotel_service::service_router(ROLE, routes, doc, pool)
+/// the event feed, health and the shared layers.
+pub fn router(pool: SqlitePool, cache: CacheControl, events: &Events) -> Router {
+    let state = DatabaseState {
+        pool: pool.clone(),
+        producer: events.producer.clone(),
+    };
+    let (routes, doc) = routes::api(state, cache);
+    hotel_service::service_router(ROLE, routes, doc, pool, events)
 }
 
 /// A room instance whose listener is bound and database ready, not yet serving.
@@ -39,7 +43,7 @@ impl DatabaseService for Room {
     fn migrator() -> &'static sqlx::migrate::Migrator {
         &MIGRATOR
     }
-    fn router(pool: SqlitePool, cache: CacheControl) -> Router {
-        router(pool, cache)
+    fn router(pool: SqlitePool, cache: CacheControl, events: &Events) -> Router {
+        router(pool, cache, events)
     }
 }

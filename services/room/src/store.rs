@@ -10,6 +10,7 @@ use hotel_common::{
     db,
     page::{self, Keyset, Page},
 };
+use hotel_events::Producer;
 use sqlx::{Sqlite, SqlitePool};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -207,16 +208,19 @@ pub struct Changes {
     pub status: Option<RoomStatus>,
 }
 
-/// Applies `changes` in one write transaction, which bumps the version; a retired room
-/// refuses them (409), and so does a room whose version `condition` does not name (412).
+/// Applies `changes` in one write transaction, which bumps the version, with the
+/// `hotel.room.updated` event in the outbox; a retired room refuses them (409), and so
+/// does a room whose version `condition` does not name (412).
 pub async fn update(
     pool: &SqlitePool,
+    producer: &Producer,
     id: Uuid,
     changes: Changes,
     condition: Option<&IfMatch>,
 ) -> Result<Versioned<Room>, Error> {
     let mut tx = db::begin_immediate(pool).await?;
     let current = fetch(&mut *tx, id).await?;
+    let before = current.value.clone();
     if current.value.status == RoomStatus::Retired {
         return Err(Error::Retired(id));
     }
@@ -249,6 +253,7 @@ pub async fn update(
     .instrument(db::span("UPDATE", TABLE))
     .await
     .map_err(taken_or)?;
+    publish_update(&mut tx, producer, &before, &room).await?;
     tx.commit().await?;
     Ok(Versioned {
         validators: Validators::of_row(id, version, updated_at),
@@ -257,9 +262,11 @@ pub async fn update(
 }
 
 /// Retires the room with `id` (idempotent: retiring a retired room changes nothing, not
-/// even its version) and returns it; 412 when `condition` does not name its version.
+/// even its version, and publishes nothing) and returns it; 412 when `condition` does not
+/// name its version. The retirement writes `hotel.room.updated` in the same transaction.
 pub async fn retire(
     pool: &SqlitePool,
+    producer: &Producer,
     id: Uuid,
     condition: Option<&IfMatch>,
 ) -> Result<Versioned<Room>, Error> {
@@ -279,6 +286,37 @@ pub async fn retire(
     .instrument(db::span("UPDATE", TABLE))
     .await?;
     let room = fetch(&mut *tx, id).await?;
+    publish_update(&mut tx, producer, &current.value, &room.value).await?;
     tx.commit().await?;
     Ok(room)
+}
+
+/// Writes `hotel.room.updated` (data: the room now, and `changes`: each changed field's
+/// value before) unless nothing changed.
+async fn publish_update(
+    conn: &mut sqlx::SqliteConnection,
+    producer: &Producer,
+    before: &Room,
+    after: &Room,
+) -> Result<(), Error> {
+    let (old, new) = (
+        serde_json::to_value(before).unwrap_or_default(),
+        serde_json::to_value(after).unwrap_or_default(),
+    );
+    let mut changes = serde_json::Map::new();
+    if let (Some(old), Some(new)) = (old.as_object(), new.as_object()) {
+        for (field, value) in old {
+            if new.get(field) != Some(value) {
+                changes.insert(field.clone(), value.clone());
+            }
+        }
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let data = serde_json::json!({ "room": after, "changes": changes });
+    producer
+        .publish(conn, hotel_events::ROOM_UPDATED, after.id, &data)
+        .await?;
+    Ok(())
 }

@@ -16,7 +16,13 @@ async fn app() -> TestApp {
         ..Settings::default()
     };
     let pool = connect(&settings).await.expect("database");
-    TestApp::new(router(pool, settings.cache.cache_control()), dir)
+    TestApp::new(full_router(&settings, pool), dir)
+}
+
+/// The whole router over `pool`, with the events of an instance with `settings`.
+fn full_router(settings: &Settings, pool: sqlx::SqlitePool) -> axum::Router {
+    let events = hotel_service::Events::new(settings, pool.clone()).expect("events");
+    router(pool, settings.cache.cache_control(), &events)
 }
 
 fn room(number: &str) -> Value {
@@ -626,13 +632,12 @@ async fn replicas_migrating_one_file_together_all_start() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let cache = || settings.cache.cache_control();
     let a = TestApp::new(
-        router(connect(&settings).await.unwrap(), cache()),
+        full_router(&settings, connect(&settings).await.unwrap()),
         TempDir::new("room-api"),
     );
     let b = TestApp::new(
-        router(connect(&settings).await.unwrap(), cache()),
+        full_router(&settings, connect(&settings).await.unwrap()),
         TempDir::new("room-api"),
     );
     let r = create(&a, room("5")).await;
@@ -778,7 +783,7 @@ async fn the_cache_settings_choose_the_cache_control_and_the_document_says_so() 
         ..Settings::default()
     };
     let pool = connect(&settings).await.unwrap();
-    let app = TestApp::new(router(pool, settings.cache.cache_control()), dir);
+    let app = TestApp::new(full_router(&settings, pool), dir);
     let r = create(&app, room("305")).await;
     let got = app.get(&uri_of(&r)).await;
     assert_eq!(got.headers["cache-control"], "public, max-age=60");
@@ -864,7 +869,7 @@ async fn rooms_stored_before_versions_existed_read_back_as_version_1_last_change
     pool.close().await;
 
     let pool = connect(&settings).await.unwrap();
-    let app = TestApp::new(router(pool, settings.cache.cache_control()), dir);
+    let app = TestApp::new(full_router(&settings, pool), dir);
     let uri = format!("/rooms/{id}");
     let got = app.get(&uri).await;
     assert_eq!(got.status, 200, "{:?}", got.body);

@@ -3,7 +3,7 @@
 //! build, announce the bound address, and serve until SIGTERM/Ctrl-C, registered with
 //! the registry while serving when `registry.url` is set.
 
-use crate::settings::ServiceConfig;
+use crate::{events::Events, settings::ServiceConfig};
 use axum::Router;
 use hotel_common::{
     config,
@@ -29,16 +29,21 @@ pub struct ServiceInstance {
     instance: String,
     registry: RegistryLink,
     shutdown_grace: Duration,
+    /// The outbox feed this instance serves and the consumers it runs while serving.
+    events: Events,
 }
 
 impl ServiceInstance {
     /// Binds `settings.listen()` (port 0 picks a free port) for `router`, whose `/readyz`
     /// answers with `readiness`: the same check is reported to the registry with every
-    /// heartbeat, so an instance that is not ready stops getting traffic.
+    /// heartbeat, so an instance that is not ready stops getting traffic. `router` serves
+    /// `events`' feed (see [`crate::service_router`]); its consumers run while the
+    /// instance serves.
     pub async fn bind<S: ServiceConfig>(
         settings: &S,
         router: Router,
         readiness: ReadinessCheck,
+        events: Events,
     ) -> Result<Self, BoxError> {
         let (listener, addr) = server::bind(settings.listen()).await?;
         let advertise = hotel_common::advertise::advertised_addr(settings.advertise(), addr)?;
@@ -52,6 +57,7 @@ impl ServiceInstance {
             instance: settings.instance().to_owned(),
             registry: settings.registry().clone(),
             shutdown_grace: settings.shutdown_grace(),
+            events,
         })
     }
 
@@ -76,6 +82,14 @@ impl ServiceInstance {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), BoxError> {
+        // Blocking feed reads answer at once when shutdown starts, so they do not hold
+        // up the drain; consumers stop when `consumers` is dropped, after it.
+        let feed = self.events.feed.clone();
+        let shutdown = async move {
+            shutdown.await;
+            feed.stop();
+        };
+        let consumers = self.events.start()?;
         // With `registry.url` set, register now that the port is bound, heartbeat while
         // serving (each carrying the readiness check's result), and on shutdown
         // deregister before draining so watchers stop sending new requests first.
@@ -89,6 +103,7 @@ impl ServiceInstance {
         )?;
         tracing::info!(instance = %self.instance, addr = %self.addr, advertised = %self.advertise, "{} serving", self.role);
         server::serve(self.listener, self.router, shutdown, self.shutdown_grace).await?;
+        drop(consumers);
         Ok(())
     }
 }

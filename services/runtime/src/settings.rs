@@ -9,6 +9,7 @@
 //! stay an error naming the key.
 
 use hotel_common::{conditional::CacheControl, config::RegistryLink, process::ProcessArgs};
+use hotel_events::EventSettings;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::{fmt::Debug, marker::PhantomData, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -94,6 +95,8 @@ pub struct ServiceSettings<R: Role> {
     pub registry: RegistryLink,
     /// The `Cache-Control` of the service's answers (see [`Role::Cache`]).
     pub cache: R::Cache,
+    /// How events are published and consumed (`[events]`).
+    pub events: EventSettings,
     /// Which service these settings are for; no value, never read from config.
     #[serde(skip)]
     pub role: PhantomData<R>,
@@ -111,6 +114,7 @@ impl<R: Role> Clone for ServiceSettings<R> {
             shutdown_grace: self.shutdown_grace,
             registry: self.registry.clone(),
             cache: self.cache.clone(),
+            events: self.events.clone(),
             role: PhantomData,
         }
     }
@@ -125,6 +129,7 @@ impl<R: Role> PartialEq for ServiceSettings<R> {
             && self.shutdown_grace == other.shutdown_grace
             && self.registry == other.registry
             && self.cache == other.cache
+            && self.events == other.events
     }
 }
 
@@ -140,6 +145,7 @@ impl<R: Role> Default for ServiceSettings<R> {
             shutdown_grace: Duration::from_secs(10),
             registry: RegistryLink::default(),
             cache: R::Cache::default(),
+            events: EventSettings::default(),
             role: PhantomData,
         }
     }
@@ -200,6 +206,8 @@ pub trait ServiceConfig: Serialize + DeserializeOwned + Default + Send + 'static
     fn shutdown_grace(&self) -> Duration;
     /// Where to register.
     fn registry(&self) -> &RegistryLink;
+    /// How events are published and consumed.
+    fn events(&self) -> &EventSettings;
     /// Applies the command-line options, which win over file and environment.
     fn apply(&mut self, args: &ProcessArgs);
 }
@@ -220,6 +228,9 @@ impl<R: Role> ServiceConfig for ServiceSettings<R> {
     }
     fn registry(&self) -> &RegistryLink {
         &self.registry
+    }
+    fn events(&self) -> &EventSettings {
+        &self.events
     }
     fn apply(&mut self, args: &ProcessArgs) {
         ServiceSettings::apply(self, args);
