@@ -74,7 +74,12 @@ impl Cluster {
                 && let Ok(v) = serde_json::from_str::<Value>(&text)
             {
                 cluster.remember(&v);
-                if v["ready"] == Value::Bool(true) {
+                // `ready` is set before the banner is printed (the banner probes Jaeger
+                // first); tests read the banner, so up means both.
+                if v["ready"] == Value::Bool(true)
+                    && std::fs::read_to_string(&up_log)
+                        .is_ok_and(|out| out.contains("Ctrl-C stops everything."))
+                {
                     return Ok(cluster);
                 }
             }
