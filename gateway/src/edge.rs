@@ -237,7 +237,11 @@ where
             req.extensions_mut().insert(AddedRequestId);
         }
         let method = req.method().clone();
+        // At its own target, which the default log filter leaves out: the log layer
+        // would otherwise format its fields for every request (see
+        // `hotel_common::telemetry::DEFAULT_LOG_FILTER`); export is filtered apart.
         let span = tracing::info_span!(
+            target: hotel_common::telemetry::GATEWAY_REQUEST_TARGET,
             "request",
             otel.name = %method,
             otel.kind = "server",
