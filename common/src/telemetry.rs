@@ -422,10 +422,16 @@ fn is_chatter(method: &http::Method, route: Option<&str>, query: Option<&str>) -
 /// Renames `span` (its OpenTelemetry name and the `otel.name` field), also after it has
 /// started: for a name known only once the request is routed, such as the gateway's
 /// `GET /api/rooms`. (Recording `otel.name` alone is ignored once a span has started.)
-pub fn set_span_name(span: &Span, name: impl Into<String>) {
-    let name = name.into();
-    span.record("otel.name", name.as_str());
-    span.context().span().update_name(name);
+///
+/// Takes anything displayable (`format_args!("{method} {route}")`): the name is only
+/// written out where it is used, by a layer that records `otel.name`, and as a `String`
+/// only for an OpenTelemetry layer.
+pub fn set_span_name(span: &Span, name: impl std::fmt::Display) {
+    span.record("otel.name", tracing::field::display(&name));
+    // The fallback ids exist exactly when no OpenTelemetry layer does (see `init`).
+    if ids::ids_of(span).is_none() {
+        span.context().span().update_name(name.to_string());
+    }
 }
 
 /// Axum middleware: the server span of one request (`http.request.method`, `http.route`,
@@ -605,8 +611,12 @@ mod tests {
         let lines = Lines::default();
         let sink = lines.clone();
         let whole = format::Unfiltered::default();
-        let logs = log_layer(format, BoxMakeWriter::new(move || sink.clone()), whole.clone())
-            .with_filter(EnvFilter::new(filter));
+        let logs = log_layer(
+            format,
+            BoxMakeWriter::new(move || sink.clone()),
+            whole.clone(),
+        )
+        .with_filter(EnvFilter::new(filter));
         let dispatch = Dispatch::new(
             tracing_subscriber::registry()
                 .with(logs)
@@ -636,9 +646,15 @@ mod tests {
         assert!(line.contains("upstream request failed"), "{line}");
         assert!(line.contains(&format!("trace_id={trace}")), "{line}");
         assert!(!line.contains("rid-1"), "request span formatted: {line}");
-        assert!(line.contains("inner"), "other spans are still shown: {line}");
+        assert!(
+            line.contains("inner"),
+            "other spans are still shown: {line}"
+        );
         let (line, trace) = line_inside_request_span(DEFAULT_LOG_FILTER, LogFormat::Json);
-        assert!(line.contains(&format!("\"trace_id\":\"{trace}\"")), "{line}");
+        assert!(
+            line.contains(&format!("\"trace_id\":\"{trace}\"")),
+            "{line}"
+        );
         assert!(!line.contains("rid-1"), "request span formatted: {line}");
         // Asked for, the request span is back in the lines.
         let (line, trace) = line_inside_request_span("info", LogFormat::Text);

@@ -52,8 +52,25 @@ fn note(size: usize) {
     if COUNTED.try_with(Cell::get).unwrap_or(false) {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(size as u64, Ordering::Relaxed);
+        let traced = TRACE_LEFT.load(Ordering::Relaxed) > 0
+            && size as u64 >= TRACE_MIN.load(Ordering::Relaxed)
+            && TRACE_LEFT.fetch_sub(1, Ordering::Relaxed) > 0;
+        if traced {
+            // The backtrace allocates: not counted, not traced.
+            COUNTED.with(|c| c.set(false));
+            eprintln!(
+                "--- allocation of {size} bytes\n{}",
+                std::backtrace::Backtrace::force_capture()
+            );
+            COUNTED.with(|c| c.set(true));
+        }
     }
 }
+
+/// `--trace N:MIN`: the backtraces of N allocations of at least MIN bytes in the
+/// measured window, on stderr (to find where they come from).
+static TRACE_LEFT: AtomicU64 = AtomicU64::new(0);
+static TRACE_MIN: AtomicU64 = AtomicU64::new(0);
 
 fn count_this_thread() {
     COUNTED.with(|c| c.set(true));
@@ -119,6 +136,10 @@ struct Args {
     /// Request path.
     #[arg(long, default_value = "/api/rooms")]
     path: String,
+    /// `N:MIN`: print the backtraces of N allocations of at least MIN bytes made in the
+    /// measured window (stderr).
+    #[arg(long)]
+    trace: Option<String>,
 }
 
 fn main() -> Result<(), BoxError> {
@@ -178,16 +199,24 @@ fn main() -> Result<(), BoxError> {
                 .map_err(|e| e.to_string())
             })
         })?;
-    let addr = addr_rx
-        .recv()
-        .map_err(|_| "the gateway did not start")?;
+    let addr = addr_rx.recv().map_err(|_| "the gateway did not start")?;
 
-    peers.block_on(drive(addr, &args.path, args.warmup, args.connections))?;
+    let senders = peers.block_on(async {
+        let senders = connect(addr, args.connections).await?;
+        drive(senders, addr, &args.path, args.warmup).await
+    })?;
     let (a0, b0) = snapshot();
-    peers.block_on(drive(addr, &args.path, args.requests, args.connections))?;
+    if let Some((n, min)) = args.trace.as_deref().and_then(|t| t.split_once(':')) {
+        TRACE_MIN.store(min.parse()?, Ordering::Relaxed);
+        TRACE_LEFT.store(n.parse()?, Ordering::Relaxed);
+    }
+    let senders = peers.block_on(drive(senders, addr, &args.path, args.requests))?;
     let (a1, b1) = snapshot();
+    drop(senders);
     let _ = stop_tx.send(());
-    gateway.join().map_err(|_| "the gateway thread panicked")??;
+    gateway
+        .join()
+        .map_err(|_| "the gateway thread panicked")??;
 
     let n = args.requests as f64;
     println!(
@@ -234,26 +263,42 @@ async fn upstream(i: usize) -> Result<SocketAddr, BoxError> {
     Ok(addr)
 }
 
-/// `requests` GETs of `path` at `addr` over `connections` keep-alive connections; every
-/// answer must be 200.
-async fn drive(addr: SocketAddr, path: &str, requests: u64, connections: u64) -> Result<(), BoxError> {
-    let left = Arc::new(AtomicU64::new(requests));
-    let mut tasks = Vec::new();
+/// `connections` keep-alive HTTP/1.1 connections to `addr`.
+async fn connect(addr: SocketAddr, connections: u64) -> Result<Vec<Sender>, BoxError> {
+    let mut senders = Vec::new();
     for _ in 0..connections.max(1) {
-        let left = left.clone();
-        let uri: http::Uri = path.parse()?;
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        senders.push(send);
+    }
+    Ok(senders)
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+/// `requests` GETs of `path` at `addr` over the open connections, one in flight on each;
+/// every answer must be 200. Hands the connections back.
+async fn drive(
+    senders: Vec<Sender>,
+    addr: SocketAddr,
+    path: &str,
+    requests: u64,
+) -> Result<Vec<Sender>, BoxError> {
+    let left = Arc::new(AtomicU64::new(requests));
+    let uri: http::Uri = path.parse()?;
+    let host = addr.to_string();
+    let mut tasks = Vec::new();
+    for mut send in senders {
+        let (left, uri, host) = (left.clone(), uri.clone(), host.clone());
         tasks.push(tokio::spawn(async move {
-            let stream = TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut send, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
             while left
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                 .is_ok()
             {
                 let req = Request::get(uri.clone())
-                    .header(http::header::HOST, addr.to_string())
+                    .header(http::header::HOST, host.as_str())
                     .body(Empty::<Bytes>::new())?;
                 send.ready().await?;
                 let res = send.send_request(req).await?;
@@ -263,11 +308,12 @@ async fn drive(addr: SocketAddr, path: &str, requests: u64, connections: u64) ->
                     return Err(BoxError::from(format!("the gateway answered {status}")));
                 }
             }
-            Ok::<_, BoxError>(())
+            Ok::<_, BoxError>(send)
         }));
     }
+    let mut senders = Vec::new();
     for t in tasks {
-        t.await??;
+        senders.push(t.await??);
     }
-    Ok(())
+    Ok(senders)
 }
