@@ -9,6 +9,9 @@
 #   bench/run.sh                 throughput table (3 rounds of 10 s)
 #   bench/run.sh all             throughput table, then bench/failover.sh
 #   bench/run.sh --rounds 5 --duration 20 --workers 2 --targets direct,nginx,floor,hotel
+#   HOTEL_BIN_B=path/to/other/hotel bench/run.sh --targets nginx,hotel,hotel-b
+#                                (a second gateway: HOTEL_BIN_B, default HOTEL_BIN, at
+#                                RUST_LOG=HOTEL_B_LOG, default unset)
 #
 # Environment: HOTEL_BIN / BENCH_LOAD / BENCH_FLOOR (use these binaries), BENCH_NO_BUILD=1
 # (do not run cargo), BENCH_CADDY=0 (skip Caddy), BENCH_OUT (results directory),
@@ -28,7 +31,7 @@ TARGETS="direct,nginx,haproxy,caddy,floor,hotel,hotel-warn"
 ALSO_FAILOVER=0
 
 usage() {
-	sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
 	exit "${1:-0}"
 }
 
@@ -66,7 +69,7 @@ for t in "${WANTED[@]}"; do
 		URL[$t]="http://127.0.0.1:${UP_PORTS[0]}$BENCH_PATH"
 		PID[$t]=$(upstream_pid 1)
 		;;
-	nginx | haproxy | caddy | floor | hotel | hotel-warn)
+	nginx | haproxy | caddy | floor | hotel | hotel-warn | hotel-b)
 		port=$(free_ports 1)
 		case "$t" in
 		nginx) start_nginx_proxy "$WORKERS" "$port" ;;
@@ -78,11 +81,15 @@ for t in "${WANTED[@]}"; do
 		floor) start_floor "$WORKERS" "$port" ;;
 		hotel) start_gateway "$WORKERS" "$port" ;;
 		hotel-warn) start_gateway "$WORKERS" "$port" warn ;;
+		hotel-b)
+			[[ -x "${HOTEL_BIN_B:-$HOTEL_BIN}" ]] || die "HOTEL_BIN_B is not an executable"
+			HOTEL_BIN="${HOTEL_BIN_B:-$HOTEL_BIN}" start_gateway "$WORKERS" "$port" "${HOTEL_B_LOG:-}"
+			;;
 		esac
 		URL[$t]="http://127.0.0.1:$port$BENCH_PATH"
 		PID[$t]=$PROXY_PID
 		;;
-	*) die "unknown target $t (direct, nginx, haproxy, caddy, floor, hotel, hotel-warn)" ;;
+	*) die "unknown target $t (direct, nginx, haproxy, caddy, floor, hotel, hotel-warn, hotel-b)" ;;
 	esac
 	ACTIVE+=("$t")
 done
@@ -181,7 +188,7 @@ done
 			# Ratios of medians, req/s: the gateway against each peer and the floor, the
 			# floor against the peers, the default log level against warn.
 			line = ""
-			split("hotel/nginx hotel/haproxy hotel/floor floor/nginx floor/haproxy hotel/hotel-warn", pairs, " ")
+			split("hotel/nginx hotel/haproxy hotel/floor floor/nginx floor/haproxy hotel/hotel-warn hotel-b/hotel", pairs, " ")
 			for (i = 1; i in pairs; i++) {
 				split(pairs[i], ab, "/")
 				if ((ab[1] in n) && (ab[2] in n) && med(rps, ab[2]) > 0)
