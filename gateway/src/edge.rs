@@ -438,7 +438,8 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<GatewayBody
             return res;
         }
     };
-    match upstream_path.parse() {
+    // From the `String`'s own buffer: `str::parse` would copy it.
+    match http::Uri::from_maybe_shared(bytes::Bytes::from(upstream_path)) {
         Ok(uri) => parts.uri = uri,
         Err(_) => {
             let mut res = problem(Problem::bad_request("the request path is not valid"));
