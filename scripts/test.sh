@@ -5,6 +5,10 @@
 # Without Go on a developer machine, Jaeger is skipped and the end-to-end tracing test
 # says so and passes; in CI (CI=true) a Jaeger that cannot be installed or started fails
 # the run. Extra arguments go to `cargo test`.
+#
+# The container test (tests/tests/containers.rs) installs what it needs itself through
+# scripts/podman.sh (podman, runc, podman-compose; root and apt) and builds the image
+# through scripts/image.sh (dev profile); without podman it is skipped, except in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,5 +1,5 @@
 //! `hotel up` and the commands that control a running local cluster (`status`, `kill`,
-//! `stop`, `pause`, `resume`, `start`, `scale`), plus `hotel load`.
+//! `stop`, `pause`, `resume`, `start`, `scale`), plus `hotel load` and `hotel events tail`.
 //!
 //! `hotel up` is a supervisor: it spawns the `hotel` binary once per instance (registry,
 //! services, gateway), owns those children, and serves a small control API on loopback.
@@ -11,6 +11,7 @@
 
 pub mod clusterfile;
 pub mod control;
+pub mod events;
 pub mod load;
 mod output;
 pub mod ports;
@@ -48,6 +49,9 @@ pub enum ClusterCommand {
     Scale(ScaleArgs),
     /// Send steady, bounded load through the gateway and report ok/errors/latency.
     Load(load::LoadArgs),
+    /// Watch the cluster's events: `hotel events tail [--type hotel.booking.*] [--json]`.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
 }
 
 /// Where the cluster lives (control commands).
@@ -176,6 +180,7 @@ pub async fn run(cmd: ClusterCommand) -> Result<ExitCode, BoxError> {
             Ok(ExitCode::SUCCESS)
         }
         ClusterCommand::Load(args) => load::run(args).await,
+        ClusterCommand::Events(cmd) => events::run(cmd).await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! `hotel status`: one row per instance joining three views of it: the supervisor's
 //! (pid, process state), the registry's (registered, heartbeat age) and the gateway's
-//! (breaker state, in-flight, EWMA latency, requests, failures).
+//! (breaker state, in-flight, EWMA latency, requests, failures); below the table, the
+//! gateway's HTTP cache (hit ratio, hits, stale, misses, entries, bytes).
 //!
 //! The registry and the gateway are asked directly with the tokens from `cluster.json`;
 //! when one of them is down its columns say so and the rest is still shown, because that
@@ -76,6 +77,59 @@ pub struct StatusRow {
     pub gateway: Option<GatewayView>,
 }
 
+/// The gateway's HTTP cache, as its `/admin/status` reports it (`cache`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheView {
+    /// `(hits + stale) / (hits + stale + misses)`; 0 before any.
+    #[serde(default)]
+    pub hit_ratio: f64,
+    /// Answered from a stored entry (fresh or revalidated).
+    #[serde(default)]
+    pub hits: u64,
+    /// Stale entries served while the upstream failed.
+    #[serde(default)]
+    pub stale: u64,
+    /// Sent upstream.
+    #[serde(default)]
+    pub misses: u64,
+    /// Not cacheable (personal data, unsafe methods).
+    #[serde(default)]
+    pub bypass: u64,
+    /// Entries stored.
+    #[serde(default)]
+    pub entries: u64,
+    /// Bytes stored.
+    #[serde(default)]
+    pub bytes: u64,
+    /// The bound.
+    #[serde(default)]
+    pub max_bytes: u64,
+}
+
+impl CacheView {
+    /// `hit ratio 87.5 % (hits 70, stale 0, misses 10, bypass 3; 12 entries, 34 KiB of 64 MiB)`.
+    fn describe(&self) -> String {
+        let kib = |b: u64| {
+            if b >= 1024 * 1024 {
+                format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+            } else {
+                format!("{:.1} KiB", b as f64 / 1024.0)
+            }
+        };
+        format!(
+            "hit ratio {:.1} % (hits {}, stale {}, misses {}, bypass {}; {} entries, {} of {})",
+            self.hit_ratio * 100.0,
+            self.hits,
+            self.stale,
+            self.misses,
+            self.bypass,
+            self.entries,
+            kib(self.bytes),
+            kib(self.max_bytes)
+        )
+    }
+}
+
 /// `hotel status --json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -87,6 +141,15 @@ pub struct Status {
     pub gateway_reachable: bool,
     /// Every instance.
     pub instances: Vec<StatusRow>,
+    /// The gateway's HTTP cache; `None` when the gateway did not answer or runs without
+    /// a cache (`[cache] max_bytes = 0`).
+    #[serde(default)]
+    pub cache: Option<CacheView>,
+    /// Per service, its events as one live instance reports them (`GET /events/status`):
+    /// `outbox_head`, and per producer it consumes: position, head, lag, applied,
+    /// duplicates, dead letters, last error (that instance's counts).
+    #[serde(default)]
+    pub events: BTreeMap<String, serde_json::Value>,
 }
 
 /// What the registry holds of one instance.
@@ -197,11 +260,14 @@ fn collect_gateway(value: &Value, out: &mut Vec<(Vec<String>, GatewayView)>) {
     }
 }
 
+/// The gateway's per-instance entries and its cache, from `/admin/status`.
+type GatewayAnswer = (Vec<(Vec<String>, GatewayView)>, Option<CacheView>);
+
 async fn gateway_view(
     http: &reqwest::Client,
     admin_url: &str,
     token: &str,
-) -> Option<Vec<(Vec<String>, GatewayView)>> {
+) -> Option<GatewayAnswer> {
     let res = http
         .get(format!("{admin_url}/admin/status"))
         .bearer_auth(token)
@@ -213,7 +279,11 @@ async fn gateway_view(
     let body: Value = res.json().await.ok()?;
     let mut out = Vec::new();
     collect_gateway(&body, &mut out);
-    Some(out)
+    let cache = body
+        .get("cache")
+        .filter(|c| c.is_object())
+        .and_then(|c| serde_json::from_value(c.clone()).ok());
+    Some((out, cache))
 }
 
 /// Gathers the joined view of the cluster in `data_dir`.
@@ -271,7 +341,7 @@ pub async fn gather(data_dir: &Path) -> Result<Status, BoxError> {
                 };
             // By address first: a restarted instance keeps its name but not its
             // address, and the gateway may still hold the old endpoint's counters.
-            let gw = gateway.as_ref().and_then(|entries| {
+            let gw = gateway.as_ref().and_then(|(entries, _)| {
                 let by_address = inst
                     .address
                     .as_deref()
@@ -296,12 +366,34 @@ pub async fn gather(data_dir: &Path) -> Result<Status, BoxError> {
                 gateway: gw,
             }
         })
-        .collect();
+        .collect::<Vec<StatusRow>>();
+    let mut events = BTreeMap::new();
+    for role in Role::SERVICES {
+        let Some(addr) = rows
+            .iter()
+            .find(|r| r.instance.service == role.as_str() && r.instance.state.is_live())
+            .and_then(|r| r.instance.address.clone())
+        else {
+            continue;
+        };
+        let answer = http
+            .get(format!("http://{addr}/events/status"))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        if let Ok(res) = answer
+            && let Ok(v) = res.json::<serde_json::Value>().await
+        {
+            events.insert(role.as_str().to_owned(), v);
+        }
+    }
     Ok(Status {
+        events,
         gateway_url: file.gateway_url.clone(),
         registry_reachable: registry.is_some(),
         gateway_reachable: gateway.is_some(),
         instances: rows,
+        cache: gateway.and_then(|(_, cache)| cache),
     })
 }
 
@@ -394,6 +486,24 @@ pub fn render(status: &Status) -> String {
     }
     if !status.gateway_reachable {
         text.push_str("gateway admin: not reachable\n");
+    } else if let Some(cache) = &status.cache {
+        text.push_str(&format!("gateway cache: {}\n", cache.describe()));
+    } else {
+        text.push_str("gateway cache: off\n");
+    }
+    for (service, e) in &status.events {
+        let mut line = format!("events: {service} outbox {}", e["outbox_head"]);
+        for (producer, c) in e["consumers"].as_object().into_iter().flatten() {
+            line.push_str(&format!(
+                "; reads {producer}: lag {}, applied {}, dead {}",
+                c["lag"], c["applied"], c["dead_letters"]
+            ));
+            if let Some(err) = c["last_error"].as_str() {
+                line.push_str(&format!(", last error: {err}"));
+            }
+        }
+        text.push_str(&line);
+        text.push('\n');
     }
     text
 }
@@ -457,7 +567,28 @@ mod tests {
                 row("room-1", Some(412), Some(idle)),
                 row("room-2", Some(1500), Some(busy)),
             ],
+            cache: Some(CacheView {
+                hit_ratio: 0.875,
+                hits: 70,
+                misses: 10,
+                entries: 12,
+                bytes: 34 * 1024,
+                max_bytes: 64 * 1024 * 1024,
+                ..CacheView::default()
+            }),
+            events: BTreeMap::from([(
+                "customer".to_owned(),
+                serde_json::json!({"outbox_head": 3, "consumers": {"booking": {
+                    "lag": 2, "applied": 7, "dead_letters": 1, "last_error": null}}}),
+            )]),
         });
+        assert!(
+            text.contains(
+                "gateway cache: hit ratio 87.5 % (hits 70, stale 0, misses 10, bypass 0; \
+                 12 entries, 34.0 KiB of 64.0 MiB)"
+            ),
+            "{text}"
+        );
         let lines: Vec<&str> = text.lines().collect();
         let cells = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
         assert_eq!(cells(lines[0])[5], "HEARTBEAT", "{text}");
@@ -466,6 +597,10 @@ mod tests {
         assert_eq!(idle[8], "-", "idle EWMA: {text}");
         assert_eq!(busy[5], "1.5s", "{text}");
         assert_eq!(busy[8], "2.3ms", "{text}");
+        assert_eq!(
+            lines[3], "events: customer outbox 3; reads booking: lag 2, applied 7, dead 1",
+            "{text}"
+        );
     }
 
     #[test]

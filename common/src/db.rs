@@ -140,6 +140,22 @@ pub async fn migrate(
     migrator: &sqlx::migrate::Migrator,
 ) -> Result<(), sqlx::migrate::MigrateError> {
     let io_err = |e: std::io::Error| sqlx::migrate::MigrateError::Execute(sqlx::Error::Io(e));
+    // sqlx accepts two files with one version and applies the first; every start after
+    // that then fails with "migration N was previously applied but has been modified".
+    // Two branches that each add "the next migration" produce exactly that on merge, so
+    // it is refused here, before anything is applied.
+    let mut seen = std::collections::BTreeMap::new();
+    for m in migrator.iter() {
+        if let Some(first) = seen.insert(m.version, m.description.clone()) {
+            return Err(sqlx::migrate::MigrateError::Source(
+                format!(
+                    "two migrations share version {}: {first:?} and {:?}; renumber one",
+                    m.version, m.description
+                )
+                .into(),
+            ));
+        }
+    }
     let lock = file_lock(db_path).await.map_err(io_err)?;
     let result = migrator.run(pool).await;
     drop(lock);
@@ -197,5 +213,46 @@ mod tests {
             assert_eq!(mode(&file), 0o600, "{}", file.display());
         }
         pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn two_migrations_with_one_version_are_refused_before_anything_is_applied() {
+        let root = hotel_testkit::TempDir::new("db");
+        let migrations = root.join("migrations");
+        std::fs::create_dir_all(&migrations).unwrap();
+        std::fs::write(migrations.join("0001_a.sql"), "CREATE TABLE a (x INTEGER);").unwrap();
+        std::fs::write(migrations.join("0001_b.sql"), "CREATE TABLE b (x INTEGER);").unwrap();
+        let path = root.join("data").join("t.db");
+        let pool = open(&path).await.unwrap();
+        let migrator = sqlx::migrate::Migrator::new(migrations.as_path())
+            .await
+            .unwrap();
+        let err = migrate(&pool, &path, &migrator)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("share version 1"), "{err}");
+        let tables: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name IN ('a', 'b')")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(tables, 0);
+        pool.close().await;
+    }
+
+    #[test]
+    fn every_service_migration_history_has_distinct_versions() {
+        let services = Path::new(env!("CARGO_MANIFEST_DIR")).join("../services");
+        for service in ["customer", "room", "booking"] {
+            let mut versions = std::collections::BTreeMap::new();
+            for entry in std::fs::read_dir(services.join(service).join("migrations")).unwrap() {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                let version = name.split('_').next().unwrap().to_owned();
+                if let Some(other) = versions.insert(version.clone(), name.clone()) {
+                    panic!("{service}: {other} and {name} share version {version}");
+                }
+            }
+        }
     }
 }

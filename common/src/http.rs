@@ -205,6 +205,27 @@ pub fn finish(
         .layer(SetSensitiveHeadersLayer::new(sensitive_headers()))
 }
 
+/// The path prefix a proxy in front of a service strips (`X-Forwarded-Prefix: /api`), so
+/// that a `Location` names the resource as the client addresses it
+/// (`/api/rooms/{id}`). Anything but a plain path of at most 64 characters is ignored
+/// rather than echoed; no header is the empty prefix.
+pub fn forwarded_prefix(headers: &HeaderMap) -> String {
+    headers
+        .get("x-forwarded-prefix")
+        .and_then(|v| v.to_str().ok())
+        .map(|p| p.trim_end_matches('/'))
+        .filter(|p| {
+            p.len() <= 64
+                && p.starts_with('/')
+                && !p.contains("..")
+                && !p.contains("//")
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'))
+        })
+        .unwrap_or_default()
+        .to_owned()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -5,6 +5,8 @@
 //! Who may depend on it: every crate of the workspace. It depends on no other crate of
 //! the project, so it holds nothing that needs the registry, a service or the gateway.
 
+pub mod advertise;
+pub mod conditional;
 pub mod config;
 pub mod context;
 pub mod db;

@@ -16,6 +16,11 @@ pub struct ProcessArgs {
     /// Address to listen on (port 0 picks a free port); overrides the config file.
     #[arg(long, env = "HOTEL_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// `HOST:PORT` (or `HOST`) a service registers for peers to reach it at, instead of
+    /// the bind address; for `0.0.0.0`/`::` the default is the host's first
+    /// non-loopback address. Services only (the registry and the gateway register nothing).
+    #[arg(long, env = "HOTEL_ADVERTISE_ADDR")]
+    pub advertise: Option<String>,
     /// Directory for databases and state.
     #[arg(long, env = "HOTEL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,

@@ -12,7 +12,7 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use std::{future::Future, net::SocketAddr, time::Duration};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// Binds `addr` (port 0 picks a free port) and returns the listener and its real address.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
@@ -40,6 +40,33 @@ pub async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
+/// The next connection on `listener`; `None` after an accept error (out of file
+/// descriptors and the like), which is logged and followed by a 10 ms back-off instead
+/// of a spin.
+pub async fn accept(listener: &TcpListener) -> Option<(TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok(sp) => Some(sp),
+        Err(e) => {
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            None
+        }
+    }
+}
+
+/// Closes `listener` (new connections are refused at once, so a balancer's connect fails
+/// fast) and gives the connections `graceful` watches up to `grace` to finish.
+pub async fn drain(listener: TcpListener, graceful: GracefulShutdown, grace: Duration) {
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(?grace, "grace period over; dropping remaining connections");
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then drains for up to `grace`.
 ///
 /// hyper's own head limits are set [`HYPER_HEAD_HEADROOM`] times above the services'
@@ -62,16 +89,8 @@ pub async fn serve(
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(sp) => sp,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
+            accepted = accept(&listener) => {
+                let Some((stream, peer)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let svc = tower::ServiceExt::map_request(
                     router.clone(),
@@ -91,13 +110,6 @@ pub async fn serve(
             () = &mut shutdown => break,
         }
     }
-    // New connections are refused at once; in-flight requests get the grace period.
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!(?grace, "grace period over; dropping remaining connections");
-        }
-    }
+    drain(listener, graceful, grace).await;
     Ok(())
 }

@@ -407,9 +407,14 @@ pub fn record_error(span: &Span, message: impl Into<String>) {
 /// Whether a request is routine control-plane traffic rather than work (see
 /// [`server_span`]).
 fn is_chatter(method: &http::Method, route: Option<&str>, query: Option<&str>) -> bool {
+    // A registry watch (`?index=`) or an event feed read (`?wait_ms=`): blocking reads
+    // that a follower keeps open all the time.
     let blocking_watch = || {
         method == http::Method::GET
-            && query.is_some_and(|q| q.split('&').any(|kv| kv.split('=').next() == Some("index")))
+            && query.is_some_and(|q| {
+                q.split('&')
+                    .any(|kv| matches!(kv.split('=').next(), Some("index" | "wait_ms")))
+            })
     };
     match route {
         Some(crate::health::LIVENESS_PATH | crate::health::READINESS_PATH) => true,

@@ -6,8 +6,8 @@
 
 use axum::{Router, routing::get};
 use hotel_common::http::{SERVICE_BODY_LIMIT, SERVICE_MAX_HEADER_BYTES, SERVICE_MAX_HEADERS};
+use hotel_testkit::wire::{assert_problem, exchange as raw, head_with, status_of};
 use std::{net::SocketAddr, time::Duration};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A service with one route, `GET /rooms`, on a loopback ephemeral port.
 async fn service() -> SocketAddr {
@@ -28,47 +28,6 @@ async fn service() -> SocketAddr {
         Duration::from_secs(1),
     ));
     addr
-}
-
-/// Writes `bytes` on a fresh connection and reads until the server closes it (or 10 s).
-async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let _ = s.write_all(bytes).await;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn status_of(answer: &str) -> u16 {
-    answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-fn assert_problem(answer: &str, status: u16, kind: &str) {
-    assert_eq!(status_of(answer), status, "{answer}");
-    let lower = answer.to_ascii_lowercase();
-    assert!(
-        lower.contains("content-type: application/problem+json"),
-        "{answer}"
-    );
-    assert!(lower.contains("x-request-id: "), "{answer}");
-    assert!(answer.contains(&format!("/problems/{kind}")), "{answer}");
-}
-
-/// A GET with `lines` header lines in all (Host included), plus `pad` bytes in one.
-fn head_with(lines: usize, pad: usize) -> Vec<u8> {
-    let mut r = "GET /rooms HTTP/1.1\r\nhost: room\r\nconnection: close\r\n".to_owned();
-    for i in 0..lines.saturating_sub(2) {
-        r.push_str(&format!("x-h-{i}: v\r\n"));
-    }
-    if pad > 0 {
-        r.push_str(&format!("x-pad: {}\r\n", "p".repeat(pad)));
-    }
-    r.push_str("\r\n");
-    r.into_bytes()
 }
 
 #[tokio::test]
@@ -95,14 +54,14 @@ async fn an_http11_request_without_a_host_or_with_two_gets_400_problem_json_from
 async fn heads_past_a_services_limits_get_431_problem_json_and_heads_at_the_limit_pass() {
     let addr = service().await;
     for req in [
-        head_with(SERVICE_MAX_HEADERS + 1, 0),
-        head_with(3, SERVICE_MAX_HEADER_BYTES + 1024),
+        head_with("/rooms", "room", SERVICE_MAX_HEADERS + 1, 0),
+        head_with("/rooms", "room", 3, SERVICE_MAX_HEADER_BYTES + 1024),
     ] {
         assert_problem(&raw(addr, &req).await, 431, "headers-too-large");
     }
     for req in [
-        head_with(SERVICE_MAX_HEADERS, 0),
-        head_with(3, SERVICE_MAX_HEADER_BYTES - 1024),
+        head_with("/rooms", "room", SERVICE_MAX_HEADERS, 0),
+        head_with("/rooms", "room", 3, SERVICE_MAX_HEADER_BYTES - 1024),
     ] {
         let answer = raw(addr, &req).await;
         assert_eq!(status_of(&answer), 200, "{answer}");

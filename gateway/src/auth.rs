@@ -680,8 +680,7 @@ mod tests {
 
     #[test]
     fn a_keys_file_adds_keys_and_revokes_with_a_bang() {
-        let dir = std::env::temp_dir().join(format!("gw-keys-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = hotel_testkit::TempDir::new("gw-keys");
         let p = dir.join("keys");
         std::fs::write(
             &p,

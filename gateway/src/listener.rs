@@ -15,7 +15,7 @@ use crate::{
     metrics::{ConnLabels, Metrics},
     overload::{InFlight, InFlightGuard, LimitSettings},
 };
-use hotel_common::http::HYPER_HEAD_HEADROOM;
+use hotel_common::{http::HYPER_HEAD_HEADROOM, server::accept};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -195,16 +195,8 @@ pub(crate) async fn serve<S>(
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(sp) => sp,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
+            accepted = accept(&listener) => {
+                let Some((stream, peer)) = accepted else { continue };
                 // Past max_connections: close at once rather than queue.
                 let Some(slot) = admission.admit() else {
                     continue;
@@ -234,14 +226,7 @@ pub(crate) async fn serve<S>(
             () = &mut shutdown => break,
         }
     }
-    drop(listener);
-    tracing::info!("shutting down: draining in-flight requests");
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!(?grace, "grace period over; dropping remaining connections");
-        }
-    }
+    hotel_common::server::drain(listener, graceful, grace).await;
 }
 
 /// A client request as hyper hands it to the edge.

@@ -618,8 +618,7 @@ mod tests {
 
     #[test]
     fn settings_from_toml_reject_unknown_keys() {
-        let dir = std::env::temp_dir().join(format!("gw-cfg-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = hotel_testkit::TempDir::new("gw-cfg");
         let p = dir.join("gateway.toml");
         std::fs::write(&p, "[policy]\ndeadlne = \"1s\"\n").unwrap();
         let e = hotel_common::config::load_with_env(&Settings::default(), Some(&p), "gateway", &[])

@@ -6,15 +6,9 @@
 
 mod support;
 
-use hotel_gateway::{
-    Application, Config, Settings,
-    auth::{KeySettings, hash_key},
-    docs::ApiDocs,
-    ratelimit::Limit,
-};
+use hotel_gateway::{Application, Config, Settings, docs::ApiDocs, ratelimit::Limit};
 use serde_json::{Value, json};
-use support::{client, json};
-use tokio::sync::oneshot;
+use support::{Gw, client, json, key, loopback};
 
 const KEY: &str = "web-key-0123456789abcdef";
 
@@ -60,38 +54,20 @@ fn service_docs() -> ApiDocs {
     ApiDocs::new().with("room", room).with("booking", booking)
 }
 
-struct Gw {
-    url: String,
-    _stop: oneshot::Sender<()>,
-}
-
 /// A gateway with an API key, the default routes (no instances) and `docs`.
 async fn gateway(docs: &ApiDocs, tweak: impl FnOnce(&mut Settings)) -> Gw {
-    let mut s = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        ..Default::default()
-    };
-    s.auth.keys = vec![KeySettings {
-        client: "web".into(),
-        sha256: hash_key(KEY),
-        revoked: false,
-    }];
+    let mut s = loopback();
+    s.auth.keys = vec![key("web", KEY, false)];
     tweak(&mut s);
     let app = Application::build_with_docs(Config::try_from(s).unwrap(), docs)
         .await
         .unwrap();
-    let url = format!("http://{}", app.local_addr());
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
-        let _ = rx.await;
-    }));
-    Gw { url, _stop: tx }
+    Gw::start(app)
 }
 
 async fn document(gw: &Gw) -> Value {
     let res = client()
-        .get(format!("{}/api/openapi.json", gw.url))
+        .get(gw.url("/api/openapi.json"))
         .send()
         .await
         .unwrap();
@@ -133,11 +109,7 @@ async fn the_document_is_public_and_lists_the_services_under_the_gateway_paths()
         json!([{"name": "bookings"}, {"name": "rooms"}])
     );
     // Public docs do not make the API public.
-    let api = client()
-        .get(format!("{}/api/rooms", gw.url))
-        .send()
-        .await
-        .unwrap();
+    let api = client().get(gw.url("/api/rooms")).send().await.unwrap();
     assert_eq!(api.status(), 401);
 }
 
@@ -232,7 +204,7 @@ async fn without_service_documents_the_document_still_has_what_the_gateway_adds(
 async fn the_docs_page_and_every_file_it_references_are_served_offline() {
     let gw = gateway(&service_docs(), |_| {}).await;
     let c = client();
-    let page = c.get(format!("{}/api/docs", gw.url)).send().await.unwrap();
+    let page = c.get(gw.url("/api/docs")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
     let html = page.text().await.unwrap();
@@ -242,7 +214,7 @@ async fn the_docs_page_and_every_file_it_references_are_served_offline() {
         .collect();
     assert_eq!(refs.len(), 6, "{refs:?}");
     for r in refs {
-        let res = c.get(format!("{}{r}", gw.url)).send().await.unwrap();
+        let res = c.get(gw.url(r)).send().await.unwrap();
         assert_eq!(res.status(), 200, "{r}");
         let expected = match r.rsplit('.').next().unwrap() {
             "css" => "text/css; charset=utf-8",
@@ -260,13 +232,9 @@ async fn the_docs_page_and_every_file_it_references_are_served_offline() {
             assert!(js.contains("validatorUrl: null"), "{js}");
         }
     }
-    let missing = c
-        .get(format!("{}/api/docs/nope.js", gw.url))
-        .send()
-        .await
-        .unwrap();
+    let missing = c.get(gw.url("/api/docs/nope.js")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
-    let post = c.post(format!("{}/api/docs", gw.url)).send().await.unwrap();
+    let post = c.post(gw.url("/api/docs")).send().await.unwrap();
     assert_eq!(post.status(), 405);
     assert_eq!(post.headers()["allow"], "GET, HEAD");
 }
@@ -281,7 +249,7 @@ async fn docs_requests_pass_the_edge_protections_like_any_other() {
     })
     .await;
     let c = client();
-    let url = format!("{}/api/openapi.json", gw.url);
+    let url = gw.url("/api/openapi.json");
     for _ in 0..2 {
         let res = c.get(&url).send().await.unwrap();
         assert_eq!(res.status(), 200);
@@ -292,14 +260,10 @@ async fn docs_requests_pass_the_edge_protections_like_any_other() {
     assert!(limited.headers().contains_key("retry-after"));
     // An operator who lists the public paths replaces the default: docs need a key then.
     let closed = gateway(&service_docs(), |s| s.auth.public = vec!["/".into()]).await;
-    let res = c
-        .get(format!("{}/api/openapi.json", closed.url))
-        .send()
-        .await
-        .unwrap();
+    let res = c.get(closed.url("/api/openapi.json")).send().await.unwrap();
     assert_eq!(res.status(), 401);
     let res = c
-        .get(format!("{}/api/openapi.json", closed.url))
+        .get(closed.url("/api/openapi.json"))
         .header("x-api-key", KEY)
         .send()
         .await

@@ -12,21 +12,16 @@
 mod support;
 
 use axum::{Router, http::HeaderMap, response::IntoResponse};
-use hotel_gateway::{
-    Application, Config, Settings,
-    auth::{KeySettings, hash_key},
-    settings::ServiceSettings,
-};
+use hotel_gateway::Settings;
 use hotel_upstream::PolicySettings;
 use std::{
-    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
-use support::{client, json};
+use support::{Gw, client, instances, json, key, loopback};
 use tokio::sync::oneshot;
 
 /// What a fake instance saw.
@@ -140,77 +135,27 @@ impl Fake {
     }
 }
 
-struct Gw {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
-impl Gw {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn status(&self) -> serde_json::Value {
-        json(
-            client()
-                .get(format!("http://{}/admin/status", self.admin))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-    }
-
-    async fn metrics(&self) -> String {
-        client()
-            .get(format!("http://{}/metrics", self.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-}
-
 /// A gateway whose `room` and `customer` routes go to `room` and `customer` (no
 /// hedging, so every upstream request is one the test can count).
 async fn gateway(room: &str, customer: Option<&str>, tweak: impl FnOnce(&mut Settings)) -> Gw {
-    let mut s = Settings::default();
-    s.listen = "127.0.0.1:0".parse().unwrap();
-    s.admin_listen = "127.0.0.1:0".parse().unwrap();
+    let mut s = loopback();
     s.policy.hedge = Some(false);
-    s.services.insert(
-        "room".into(),
-        ServiceSettings {
-            instances: vec![room.to_owned()],
-            policy: PolicySettings::default(),
-        },
+    instances(
+        &mut s,
+        "room",
+        vec![room.to_owned()],
+        PolicySettings::default(),
     );
     if let Some(c) = customer {
-        s.services.insert(
-            "customer".into(),
-            ServiceSettings {
-                instances: vec![c.to_owned()],
-                policy: PolicySettings::default(),
-            },
+        instances(
+            &mut s,
+            "customer",
+            vec![c.to_owned()],
+            PolicySettings::default(),
         );
     }
     tweak(&mut s);
-    let app = Application::build(Config::try_from(s).unwrap())
-        .await
-        .unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let (addr, admin) = (app.local_addr(), app.admin_addr());
-    tokio::spawn(app.run_until(async move {
-        let _ = rx.await;
-    }));
-    Gw {
-        addr,
-        admin,
-        _stop: tx,
-    }
+    Gw::launch(s).await
 }
 
 const ROOMS: &str = "public, max-age=5, stale-if-error=300";
@@ -415,14 +360,6 @@ async fn fifty_concurrent_gets_of_one_cold_key_reach_the_instance_once() {
     assert_eq!(misses, 1, "{answers:?}");
 }
 
-fn key(client: &str, k: &str) -> KeySettings {
-    KeySettings {
-        client: client.into(),
-        sha256: hash_key(k),
-        revoked: false,
-    }
-}
-
 #[tokio::test]
 async fn a_private_answer_is_never_served_to_another_client_and_no_store_is_never_stored() {
     // The customer instance answers with the client name the gateway sends it.
@@ -445,7 +382,10 @@ async fn a_private_answer_is_never_served_to_another_client_and_no_store_is_neve
     })
     .await;
     let gw = gateway(&room.url, Some(&customer.url), |s| {
-        s.auth.keys = vec![key("alice", "key-of-alice"), key("bob", "key-of-bob")];
+        s.auth.keys = vec![
+            key("alice", "key-of-alice", false),
+            key("bob", "key-of-bob", false),
+        ];
     })
     .await;
     let c = client();
@@ -616,7 +556,7 @@ async fn purge_removes_the_entries_under_a_prefix_and_says_how_many() {
         assert_eq!(x_cache(&c.get(gw.url(path)).send().await.unwrap()), "MISS");
     }
     let purge = |prefix: &'static str| {
-        let (c, url) = (c.clone(), format!("http://{}/admin/cache/purge", gw.admin));
+        let (c, url) = (c.clone(), gw.admin_url("/admin/cache/purge"));
         async move {
             json(
                 c.post(url)
@@ -640,7 +580,7 @@ async fn purge_removes_the_entries_under_a_prefix_and_says_how_many() {
     assert_eq!(purge("/api/rooms").await["removed"], 2);
     assert_eq!(gw.status().await["cache"]["entries"], 0);
     let bad = c
-        .post(format!("http://{}/admin/cache/purge", gw.admin))
+        .post(gw.admin_url("/admin/cache/purge"))
         .json(&serde_json::json!({ "prefix": "rooms" }))
         .send()
         .await

@@ -6,47 +6,22 @@
 
 mod support;
 
-use hotel_gateway::{
-    Application, Config, Settings,
-    auth::{KeySettings, hash_key},
-};
-use support::client;
-use tokio::sync::oneshot;
+use hotel_gateway::{Config, Settings};
+use support::{Gw, client, key, loopback};
 
 const KEY: &str = "web-key-0123456789abcdef";
 const APP: &str = "https://app.example.com";
 
-struct Gw {
-    url: String,
-    _stop: oneshot::Sender<()>,
-}
-
 async fn gateway(origins: &[&str]) -> Gw {
-    let mut s = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        ..Default::default()
-    };
-    s.auth.keys = vec![KeySettings {
-        client: "web".into(),
-        sha256: hash_key(KEY),
-        revoked: false,
-    }];
+    let mut s = loopback();
+    s.auth.keys = vec![key("web", KEY, false)];
     s.cors.allowed_origins = origins.iter().map(|o| (*o).to_owned()).collect();
-    let app = Application::build(Config::try_from(s).unwrap())
-        .await
-        .unwrap();
-    let url = format!("http://{}", app.local_addr());
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
-        let _ = rx.await;
-    }));
-    Gw { url, _stop: tx }
+    Gw::launch(s).await
 }
 
 fn preflight(gw: &Gw, origin: &str) -> reqwest::RequestBuilder {
     client()
-        .request(reqwest::Method::OPTIONS, format!("{}/api/rooms", gw.url))
+        .request(reqwest::Method::OPTIONS, gw.url("/api/rooms"))
         .header("origin", origin)
         .header("access-control-request-method", "POST")
         .header("access-control-request-headers", "content-type, x-api-key")
@@ -81,7 +56,7 @@ async fn answers_and_edge_refusals_carry_cors_headers_a_page_can_read() {
     let gw = gateway(&[APP]).await;
     let c = client();
     let refused = c
-        .get(format!("{}/api/rooms", gw.url))
+        .get(gw.url("/api/rooms"))
         .header("origin", APP)
         .send()
         .await
@@ -93,7 +68,7 @@ async fn answers_and_edge_refusals_carry_cors_headers_a_page_can_read() {
         .unwrap();
     assert!(exposed.contains("x-request-id") && exposed.contains("retry-after"));
     let docs = c
-        .get(format!("{}/api/openapi.json", gw.url))
+        .get(gw.url("/api/openapi.json"))
         .header("origin", APP)
         .send()
         .await

@@ -8,26 +8,21 @@
 mod support;
 
 use axum::{Router, extract::State, response::IntoResponse};
-use hotel_gateway::{
-    Application, Config, Settings,
-    auth::{KeySettings, hash_key},
-    ratelimit::Limit,
-    settings::ServiceSettings,
-};
+use hotel_gateway::{Settings, auth::hash_key, ratelimit::Limit};
+use hotel_testkit::eventually_true;
+use hotel_testkit::wire::exchange as raw;
 use hotel_upstream::PolicySettings;
 use std::{
-    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
-use support::{client, json, serve};
+use support::{Gw, client, instances, json, key, loopback, serve};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
-    sync::oneshot,
 };
 
 const WEB_KEY: &str = "web-key-0123456789abcdef";
@@ -95,45 +90,13 @@ async fn upstream(delay: Duration) -> Upstream {
     }
 }
 
-struct Gw {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    keys: Arc<hotel_gateway::auth::ApiKeys>,
-    _stop: oneshot::Sender<()>,
-}
-
-impl Gw {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// `GET /api/rooms` with `key` as a bearer token.
-    async fn rooms_as(&self, c: &reqwest::Client, key: &str) -> reqwest::Response {
-        c.get(self.url("/api/rooms"))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn metrics(&self) -> String {
-        client()
-            .get(format!("http://{}/metrics", self.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-}
-
-fn key(client: &str, k: &str, revoked: bool) -> KeySettings {
-    KeySettings {
-        client: client.into(),
-        sha256: hash_key(k),
-        revoked,
-    }
+/// `GET /api/rooms` with `key` as a bearer token.
+async fn rooms_as(gw: &Gw, c: &reqwest::Client, key: &str) -> reqwest::Response {
+    c.get(gw.url("/api/rooms"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// A gateway in front of `room` (and `customer`, when given), with three keys: `web`,
@@ -143,32 +106,16 @@ async fn gateway(
     customer: Option<&Upstream>,
     tweak: impl FnOnce(&mut Settings),
 ) -> Gw {
-    let mut s = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        ..Default::default()
-    };
+    let mut s = loopback();
     // One attempt per request, so upstream hit counts are request counts.
     let policy = PolicySettings {
         retries: Some(0),
         hedge: Some(false),
         ..Default::default()
     };
-    s.services.insert(
-        "room".into(),
-        ServiceSettings {
-            instances: vec![room.url.clone()],
-            policy: policy.clone(),
-        },
-    );
+    instances(&mut s, "room", vec![room.url.clone()], policy.clone());
     if let Some(c) = customer {
-        s.services.insert(
-            "customer".into(),
-            ServiceSettings {
-                instances: vec![c.url.clone()],
-                policy,
-            },
-        );
+        instances(&mut s, "customer", vec![c.url.clone()], policy);
     }
     // These tests count upstream hits of concurrent identical GETs, which the HTTP cache
     // would coalesce into one.
@@ -179,31 +126,7 @@ async fn gateway(
         key("web", OLD_KEY, true),
     ];
     tweak(&mut s);
-    let app = Application::build(Config::try_from(s).unwrap())
-        .await
-        .unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let (addr, admin) = (app.local_addr(), app.admin_addr());
-    let keys = app.api_keys().clone();
-    tokio::spawn(app.run_until(async move {
-        let _ = rx.await;
-    }));
-    Gw {
-        addr,
-        admin,
-        keys,
-        _stop: tx,
-    }
-}
-
-/// Writes `bytes` on a fresh connection and reads until the gateway closes it (or 10 s).
-async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    // The gateway may close before reading everything; what it answered is what counts.
-    let _ = s.write_all(bytes).await;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
+    Gw::launch(s).await
 }
 
 /// Limits client `web` to `burst` requests at once, refilled at `rate` a second.
@@ -221,15 +144,6 @@ async fn assert_unauthorized(r: reqwest::Response, why: &str) {
         p["detail"].as_str().unwrap_or_default().contains(why),
         "{p}"
     );
-}
-
-/// Polls `check` until it holds or `within` passes.
-async fn eventually(within: Duration, mut check: impl FnMut() -> bool) {
-    let end = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < end, "condition not met within {within:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]
@@ -255,7 +169,7 @@ async fn a_request_without_a_key_gets_401_problem_json_with_a_challenge_and_neve
 async fn a_wrong_key_and_a_revoked_key_are_refused_and_counted_by_reason_and_client() {
     let room = upstream(Duration::ZERO).await;
     let gw = gateway(&room, None, |_| {}).await;
-    let r = gw.rooms_as(&client(), "web-key-0123456789abcdeX").await;
+    let r = rooms_as(&gw, &client(), "web-key-0123456789abcdeX").await;
     assert!(
         r.headers()["www-authenticate"]
             .to_str()
@@ -366,10 +280,13 @@ async fn requests_past_the_in_flight_limit_are_shed_at_once_with_503_and_nothing
     let held: Vec<_> = (0..4)
         .map(|_| tokio::spawn(c.get(gw.url("/api/rooms")).send()))
         .collect();
-    eventually(Duration::from_secs(20), || {
-        room.hits.load(Ordering::SeqCst) == 4
-    })
-    .await;
+    eventually_true(
+        Duration::from_secs(20),
+        "four attempts at the room upstream",
+        || room.hits.load(Ordering::SeqCst) == 4,
+    )
+    .await
+    .unwrap();
     let mut worst = Duration::ZERO;
     let mut total = Duration::ZERO;
     let n = 1000;
@@ -428,10 +345,13 @@ async fn a_slow_service_sheds_its_own_routes_while_another_service_keeps_answeri
     let held: Vec<_> = (0..2)
         .map(|_| tokio::spawn(c.get(gw.url("/api/rooms")).bearer_auth(WEB_KEY).send()))
         .collect();
-    eventually(Duration::from_secs(20), || {
-        room.hits.load(Ordering::SeqCst) == 2
-    })
-    .await;
+    eventually_true(
+        Duration::from_secs(20),
+        "two attempts at the room upstream",
+        || room.hits.load(Ordering::SeqCst) == 2,
+    )
+    .await
+    .unwrap();
     let r = c
         .get(gw.url("/api/rooms"))
         .bearer_auth(WEB_KEY)
@@ -865,8 +785,7 @@ async fn a_trusted_proxys_forwarding_headers_are_kept_and_appended_to() {
 #[tokio::test]
 async fn reloading_the_keys_file_revokes_and_adds_keys_and_keeps_each_clients_bucket() {
     let room = upstream(Duration::ZERO).await;
-    let dir = std::env::temp_dir().join(format!("edge-keys-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = hotel_testkit::TempDir::new("edge-keys");
     let file = dir.join("keys");
     let (a, b) = ("file-key-a-0123456789", "file-key-b-0123456789");
     std::fs::write(&file, format!("web:{}\n", hash_key(a))).unwrap();
@@ -878,7 +797,7 @@ async fn reloading_the_keys_file_revokes_and_adds_keys_and_keeps_each_clients_bu
     .await;
     let c = client();
     let status = |k: &'static str| {
-        let r = gw.rooms_as(&c, k);
+        let r = rooms_as(&gw, &c, k);
         async move { r.await.status().as_u16() }
     };
     assert_eq!(
@@ -902,7 +821,7 @@ async fn reloading_the_keys_file_revokes_and_adds_keys_and_keeps_each_clients_bu
     )
     .unwrap();
     assert_eq!(gw.keys.reload(), Ok(2));
-    assert_unauthorized(gw.rooms_as(&c, a).await, "revoked").await;
+    assert_unauthorized(rooms_as(&gw, &c, a).await, "revoked").await;
     // A broken or empty file is refused and the keys in force stay.
     std::fs::write(&file, "mobile deadbeef\n").unwrap();
     assert!(gw.keys.reload().unwrap_err().contains("line 1"));

@@ -10,14 +10,11 @@ mod support;
 
 use axum::{Router, routing::get};
 use hotel_common::{extract::Json, http::SERVICE_BODY_LIMIT};
-use hotel_gateway::{Application, Config, Settings, settings::ServiceSettings};
-use std::{net::SocketAddr, time::Duration};
-use support::{client, json, serve};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-    sync::oneshot,
-};
+use hotel_gateway::Settings;
+use hotel_testkit::wire::{assert_problem, exchange as raw, head_with, status_of};
+use hotel_upstream::PolicySettings;
+use std::net::SocketAddr;
+use support::{Gw, client, instances, json, loopback, serve};
 
 /// A fake room instance with the services' layers, extractors and body limit `limit`:
 /// it reads a JSON body and answers its size.
@@ -35,77 +32,17 @@ async fn instance(limit: usize) -> String {
     serve(app).await
 }
 
-struct Gw {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
 /// A gateway in front of `room` instances at `urls`, no API keys.
 async fn gateway(urls: Vec<String>, tweak: impl FnOnce(&mut Settings)) -> Gw {
-    let mut s = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        ..Default::default()
-    };
-    s.services.insert(
-        "room".into(),
-        ServiceSettings {
-            instances: urls,
-            ..Default::default()
-        },
-    );
+    let mut s = loopback();
+    instances(&mut s, "room", urls, PolicySettings::default());
     tweak(&mut s);
-    let app = Application::build(Config::try_from(s).unwrap())
-        .await
-        .unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let (addr, admin) = (app.local_addr(), app.admin_addr());
-    tokio::spawn(app.run_until(async move {
-        let _ = rx.await;
-    }));
-    Gw {
-        addr,
-        admin,
-        _stop: tx,
-    }
-}
-
-/// Writes `bytes` on a fresh connection (the server may stop reading: write errors are
-/// ignored) and reads until the server closes it (or 10 s).
-async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let (mut r, mut w) = s.split();
-    let mut out = Vec::new();
-    let read = async {
-        let _ = tokio::time::timeout(Duration::from_secs(10), r.read_to_end(&mut out)).await;
-    };
-    let write = async {
-        let _ = w.write_all(bytes).await;
-    };
-    tokio::join!(read, write);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The status line's code of a raw answer.
-fn status_of(answer: &str) -> u16 {
-    answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    Gw::launch(s).await
 }
 
 /// The `room` instances of the gateway's `/admin/status`.
 async fn room_instances(gw: &Gw) -> Vec<serde_json::Value> {
-    let status = json(
-        client()
-            .get(format!("http://{}/admin/status", gw.admin))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let status = gw.status().await;
     status["services"]
         .as_array()
         .unwrap()
@@ -226,19 +163,6 @@ async fn bodies_an_instance_refuses_under_the_routes_larger_limit_get_413_and_ne
     assert_instances_untouched(&gw).await;
 }
 
-/// Asserts a raw answer is `status` problem+json of `kind` carrying a request id.
-fn assert_problem(answer: &str, status: u16, kind: &str) {
-    assert_eq!(status_of(answer), status, "{answer}");
-    let lower = answer.to_ascii_lowercase();
-    assert!(
-        lower.contains("content-type: application/problem+json"),
-        "{answer}"
-    );
-    assert!(lower.contains("x-request-id: "), "{answer}");
-    assert!(answer.contains(&format!("/problems/{kind}")), "{answer}");
-    assert!(answer.contains("\"request_id\""), "{answer}");
-}
-
 #[tokio::test]
 async fn an_http11_request_without_a_host_or_with_two_gets_400_problem_json_at_the_gateway() {
     let gw = gateway(vec![instance(SERVICE_BODY_LIMIT).await], |_| {}).await;
@@ -261,38 +185,24 @@ async fn an_http11_request_without_a_host_or_with_two_gets_400_problem_json_at_t
     }
 }
 
-/// A GET of `path` with `lines` header lines in all (Host included), the last one padded
-/// so the head is `pad` bytes longer.
-fn head_with(path: &str, lines: usize, pad: usize) -> Vec<u8> {
-    let mut r = format!("GET {path} HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n");
-    for i in 0..lines.saturating_sub(2) {
-        r.push_str(&format!("x-h-{i}: v\r\n"));
-    }
-    if pad > 0 {
-        r.push_str(&format!("x-pad: {}\r\n", "p".repeat(pad)));
-    }
-    r.push_str("\r\n");
-    r.into_bytes()
-}
-
 #[tokio::test]
 async fn heads_past_the_gateways_limits_get_431_problem_json_and_heads_just_below_reach_the_service()
  {
     let gw = gateway(vec![instance(SERVICE_BODY_LIMIT).await], |_| {}).await;
     // The defaults: 64 lines, 32 KiB.
     for req in [
-        head_with("/api/rooms", 101, 0),
-        head_with("/api/rooms", 65, 0),
-        head_with("/api/rooms", 3, 40 * 1024),
-        head_with("/api/rooms", 3, 33 * 1024),
+        head_with("/api/rooms", "gw", 101, 0),
+        head_with("/api/rooms", "gw", 65, 0),
+        head_with("/api/rooms", "gw", 3, 40 * 1024),
+        head_with("/api/rooms", "gw", 3, 33 * 1024),
     ] {
         assert_problem(&raw(gw.addr, &req).await, 431, "headers-too-large");
     }
     // Just below: the gateway passes them, and the service accepts what the gateway
     // forwards (its own headers added).
     for req in [
-        head_with("/api/rooms", 64, 0),
-        head_with("/api/rooms", 3, 31 * 1024),
+        head_with("/api/rooms", "gw", 64, 0),
+        head_with("/api/rooms", "gw", 3, 31 * 1024),
     ] {
         let answer = raw(gw.addr, &req).await;
         assert_eq!(status_of(&answer), 200, "{answer}");

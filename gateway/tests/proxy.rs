@@ -10,7 +10,7 @@
 mod support;
 
 use axum::{Router, body::Bytes, extract::State, http::StatusCode, response::IntoResponse};
-use hotel_gateway::{Application, Config, Settings, settings::ServiceSettings};
+use hotel_gateway::{Application, Config, Settings};
 use hotel_upstream::{Origin, PolicySettings, Source, Target, Targets};
 use std::{
     net::SocketAddr,
@@ -20,8 +20,8 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use support::{client, json, serve};
-use tokio::sync::{oneshot, watch};
+use support::{Gw, client, instances, json, loopback, serve};
+use tokio::sync::watch;
 
 #[derive(Clone)]
 enum Behave {
@@ -108,49 +108,15 @@ struct Dead {
     _hold: tokio::net::TcpSocket,
 }
 
-struct Gw {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
-impl Gw {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
-
 fn settings(room: &[String], tweak: impl FnOnce(&mut Settings)) -> Settings {
-    let mut s = Settings::default();
-    s.listen = "127.0.0.1:0".parse().unwrap();
-    s.admin_listen = "127.0.0.1:0".parse().unwrap();
-    s.services.insert(
-        "room".into(),
-        ServiceSettings {
-            instances: room.to_vec(),
-            policy: PolicySettings::default(),
-        },
-    );
+    let mut s = loopback();
+    instances(&mut s, "room", room.to_vec(), PolicySettings::default());
     tweak(&mut s);
     s
 }
 
-async fn start(app: Application) -> Gw {
-    let (tx, rx) = oneshot::channel::<()>();
-    let (addr, admin) = (app.local_addr(), app.admin_addr());
-    tokio::spawn(app.run_until(async move {
-        let _ = rx.await;
-    }));
-    Gw {
-        addr,
-        admin,
-        _stop: tx,
-    }
-}
-
 async fn gateway(room: &[String], tweak: impl FnOnce(&mut Settings)) -> Gw {
-    let cfg = Config::try_from(settings(room, tweak)).unwrap();
-    start(Application::build(cfg).await.unwrap()).await
+    Gw::launch(settings(room, tweak)).await
 }
 
 /// A discovered instance of `room` named `name` at `url`.
@@ -175,18 +141,12 @@ async fn discovering_gateway(initial: Vec<Target>) -> (Gw, watch::Sender<Targets
     })
     .await
     .unwrap();
-    (start(app).await, tx)
+    (Gw::start(app), tx)
 }
 
 /// The `room` entry of the gateway's `/admin/status`.
 async fn room_status(c: &reqwest::Client, gw: &Gw) -> serde_json::Value {
-    let status = json(
-        c.get(format!("http://{}/admin/status", gw.admin))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let status = json(c.get(gw.admin_url("/admin/status")).send().await.unwrap()).await;
     status["services"]
         .as_array()
         .unwrap()
@@ -607,7 +567,7 @@ async fn an_open_breaker_lets_a_probe_through_after_its_backoff_and_closes_on_su
     let c = client();
     let flaky_status = || async {
         let status: serde_json::Value = c
-            .get(format!("http://{}/admin/status", gw.admin))
+            .get(gw.admin_url("/admin/status"))
             .send()
             .await
             .unwrap()

@@ -4,6 +4,8 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use hotel_common::process::{BoxError, ProcessArgs};
 
+mod probe;
+
 #[derive(Parser)]
 #[command(name = "hotel", version, about = "A resilient hotel-booking cluster")]
 struct Cli {
@@ -27,6 +29,9 @@ enum Command {
     },
     #[command(flatten)]
     Cluster(hotel_cluster::ClusterCommand),
+    /// GET one URL and exit 0 on a 2xx answer (container healthchecks: the image has no
+    /// shell or curl): `hotel probe http://127.0.0.1:7000/readyz`.
+    Probe(probe::ProbeArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -82,6 +87,13 @@ fn main() -> std::process::ExitCode {
             }
             .map(|()| 0u8.into()),
             Command::Cluster(cmd) => hotel_cluster::run(cmd).await,
+            Command::Probe(args) => Ok(match probe::run(&args).await {
+                Ok(_) => 0u8.into(),
+                Err(why) => {
+                    eprintln!("hotel probe: {}: {why}", args.url);
+                    1u8.into()
+                }
+            }),
         }
     });
     match result {

@@ -22,7 +22,7 @@ use crate::model::{
 use hotel_common::{config::RegistryLink, health::ReadinessCheck};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -469,7 +469,8 @@ async fn keep_registered(
 }
 
 /// Wires a service replica into the registry. When `link.url` is set, registers
-/// `service/instance` at `http://<addr>` (with `version` and `pid` metadata) and keeps it
+/// `service/instance` at `http://<advertise>` (`HOST:PORT`, see
+/// `hotel_common::advertise`; with `version` and `pid` metadata) and keeps it
 /// registered, reporting the result of `readiness` with every heartbeat; returns the future to hand to the server as its shutdown signal: it
 /// resolves once `signal` fired and the instance is deregistered, so the server drains
 /// only after watchers have stopped sending new requests. Without a registry URL it
@@ -477,7 +478,7 @@ async fn keep_registered(
 ///
 /// ```text
 /// let shutdown = hotel_registry::client::register_until(
-///     &settings.registry, "room", &instance, addr, readiness,
+///     &settings.registry, "room", &instance, "10.88.0.5:7000", readiness,
 ///     hotel_common::server::shutdown_signal())?;
 /// hotel_common::server::serve(listener, router, shutdown, grace).await?;
 /// ```
@@ -485,7 +486,7 @@ pub fn register_until(
     link: &RegistryLink,
     service: &str,
     instance: &str,
-    addr: SocketAddr,
+    advertise: &str,
     readiness: ReadinessCheck,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<impl Future<Output = ()> + Send + 'static, ClientError> {
@@ -507,7 +508,7 @@ pub fn register_until(
             let spec = RegistrationSpec {
                 service: service.to_owned(),
                 instance: instance.to_owned(),
-                url: advertised_url(addr),
+                url: format!("http://{advertise}"),
                 metadata,
                 heartbeat: link.heartbeat,
                 lease: link.lease,
@@ -521,20 +522,6 @@ pub fn register_until(
             registration.shutdown().await;
         }
     })
-}
-
-/// The URL other processes can reach a server bound to `addr` at: a wildcard bind
-/// (`0.0.0.0`, `::`) is advertised as loopback, the only address we can vouch for.
-pub fn advertised_url(addr: SocketAddr) -> String {
-    let mut addr = addr;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    format!("http://{addr}")
 }
 
 /// How a [`Watcher`] polls.
@@ -711,22 +698,6 @@ async fn follow(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_wildcard_bind_is_advertised_as_loopback() {
-        assert_eq!(
-            advertised_url("0.0.0.0:4000".parse().unwrap()),
-            "http://127.0.0.1:4000"
-        );
-        assert_eq!(
-            advertised_url("[::]:4000".parse().unwrap()),
-            "http://[::1]:4000"
-        );
-        assert_eq!(
-            advertised_url("127.0.0.1:4000".parse().unwrap()),
-            "http://127.0.0.1:4000"
-        );
-    }
 
     #[test]
     fn backoff_grows_and_stays_within_the_cap_with_jitter() {

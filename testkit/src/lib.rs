@@ -1,10 +1,12 @@
 //! What every test crate in the workspace shares: [`TempDir`], a directory that is
 //! removed when the test passes and kept (with its path printed) when it fails, and
 //! [`eventually`], the one way a test waits for something: polling with a deadline,
-//! never a sleep of a guessed length.
+//! never a sleep of a guessed length; and [`wire`], HTTP/1.1 spoken byte for byte.
 //!
 //! A dev-dependency only. It depends on nothing of the project, so any crate's tests
 //! (the registry's included) may use it without a cycle.
+
+pub mod wire;
 
 use std::{
     fmt,

@@ -244,6 +244,60 @@ pub fn day(days: i64) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
+/// A gateway process that discovers its instances from the registry at `registry_url`
+/// (with `token`), its public listener on an ephemeral port; returns it and its admin
+/// base URL (`http://127.0.0.1:PORT`).
+pub fn spawn_gateway_watching(
+    registry_url: &str,
+    token: &str,
+    log_dir: &Path,
+) -> Result<(Proc, String)> {
+    let admin = format!("127.0.0.1:{}", free_port());
+    let gateway = Proc::spawn(
+        "gateway",
+        &[
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            &admin,
+        ],
+        &[
+            ("HOTEL_GATEWAY__REGISTRY__URL", registry_url),
+            ("HOTEL_GATEWAY__REGISTRY__TOKEN", token),
+        ],
+        log_dir,
+    )?;
+    Ok((gateway, format!("http://{admin}")))
+}
+
+/// Waits until the gateway whose admin base URL is `admin` routes to exactly `n`
+/// instances of `service` (its `/admin/status`).
+pub async fn wait_known(
+    c: &reqwest::Client,
+    admin: &str,
+    service: &str,
+    n: u64,
+    within: Duration,
+) -> Result<()> {
+    let url = format!("{admin}/admin/status");
+    eventually(
+        within,
+        &format!("{n} instances of {service} in {url}"),
+        || async {
+            let v: serde_json::Value = c.get(&url).send().await.ok()?.json().await.ok()?;
+            let known = v["services"]
+                .as_array()?
+                .iter()
+                .find(|s| s["service"] == service)?["known"]
+                .as_u64()?;
+            (known == n).then_some(())
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 /// Waits until `GET url` answers 2xx.
 pub async fn wait_ready(client: &reqwest::Client, url: &str, within: Duration) -> Result<()> {
     eventually(within, url, || async {

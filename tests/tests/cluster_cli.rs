@@ -503,14 +503,8 @@ fn up_on_a_busy_port_names_the_port_its_holder_and_the_flag_that_moves_it() {
         .args(["up", "--data-dir"])
         .arg(dir.path())
         .args(["--gateway-port", &port])
-        .args([
-            "--admin-port",
-            "0",
-            "--registry-port",
-            "0",
-            "--control-port",
-            "0",
-        ])
+        // Every other listener ephemeral, as in the other tests.
+        .args(&hotel_tests::UP_EPHEMERAL_PORTS[2..])
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .output()
         .unwrap();

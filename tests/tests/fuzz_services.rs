@@ -1,5 +1,8 @@
 //! Fuzzing is part of the suite: schemathesis, through `scripts/fuzz.sh`, against each
-//! service's own `/openapi.json`, served by the real `hotel` binary, with every check on
+//! service's own `/openapi.json`, and then against the gateway's merged
+//! `/api/openapi.json` in front of the same services with an API key (so the gateway's
+//! own answers, 401 without the key included, are checked as documented too), all
+//! served by the real `hotel` binary, with every check on
 //! (no 5xx, status codes, content types, headers and bodies as documented, invalid data
 //! refused, valid data accepted, and the stateful checks along the documents' links from
 //! a create to the read, update and delete of what it made). Zero failures.
@@ -97,7 +100,7 @@ values = ["{check_in}"]
 values = ["{check_out}"]
 
 [[operations]]
-include-name = "POST /bookings"
+include-name-regex = "^POST (/api)?/bookings$"
 parameters."body.customer_id" = {{ dictionary = "customers", probability = 0.8 }}
 parameters."body.room_id" = {{ dictionary = "rooms", probability = 0.8 }}
 parameters."body.check_in" = {{ dictionary = "check_in", probability = 0.7 }}
@@ -108,17 +111,22 @@ parameters."body.check_out" = {{ dictionary = "check_out", probability = 0.7 }}
     )
 }
 
-/// One service's fuzz run; its output when it found something.
+/// One fuzz run against `service` (its own document, or `doc` with extra schemathesis
+/// `args`); its output when it found something.
 async fn fuzz(
     script: &Path,
     service: &Proc,
     reports: &Path,
     extra_config: Option<&Path>,
+    doc: Option<(&str, &[&str])>,
 ) -> Result<Option<String>> {
     let started = Instant::now();
     let mut cmd = tokio::process::Command::new(script);
-    cmd.arg(service.url())
-        .env("FUZZ_MAX_EXAMPLES", MAX_EXAMPLES)
+    cmd.arg(service.url());
+    if let Some((doc, args)) = doc {
+        cmd.arg(doc).args(args);
+    }
+    cmd.env("FUZZ_MAX_EXAMPLES", MAX_EXAMPLES)
         .env("FUZZ_SEED", SEED)
         .env("FUZZ_REPORT_DIR", reports)
         .kill_on_drop(true);
@@ -212,9 +220,59 @@ async fn every_service_passes_schemathesis_against_its_own_openapi_document() ->
         (&room, None),
         (&booking, Some(extra.as_path())),
     ] {
-        if let Some(report) = fuzz(&script, service, &reports, extra_config).await? {
+        if let Some(report) = fuzz(&script, service, &reports, extra_config, None).await? {
             found.push(report);
         }
+    }
+
+    // The gateway's merged document, through the gateway, with the dev key (unlimited,
+    // so the run is not rate limited). No retries or hedges: a generated request reaches
+    // an instance once, as the services' own runs did.
+    let key = "hk_fuzz_0123456789abcdef0123456789";
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+             [policy]\nretries = 0\nhedge = false\n\
+             [services.customer]\ninstances = [\"{customer_url}\"]\n\
+             [services.room]\ninstances = [\"{room_url}\"]\n\
+             [services.booking]\ninstances = [\"{}\"]\n",
+            booking.url()
+        ),
+    )?;
+    let gateway = Proc::spawn(
+        "gateway",
+        &[
+            "gateway",
+            "--config",
+            config.to_str().context("utf-8 path")?,
+        ],
+        &[("HOTEL_GATEWAY__AUTH__DEV_KEY", key)],
+        dir.path(),
+    )?;
+    // The key for both schemes the document declares (x-api-key and bearer), so that
+    // schemathesis authenticates the way the document says and can check that a request
+    // without either is refused.
+    let gateway_extra = dir.path().join("gateway-fuzz.toml");
+    std::fs::write(
+        &gateway_extra,
+        format!(
+            "{}\n[auth.openapi.apiKey]\napi_key = \"{key}\"\n[auth.openapi.bearer]\nbearer = \"{key}\"\n",
+            booking_dictionaries(&customer_id, &room_id)
+        ),
+    )?;
+    let doc = format!("{}/api/openapi.json", gateway.url());
+    if let Some(report) = fuzz(
+        &script,
+        &gateway,
+        &reports,
+        Some(gateway_extra.as_path()),
+        Some((&doc, &[])),
+    )
+    .await?
+    {
+        found.push(report);
     }
     ensure!(
         found.is_empty(),

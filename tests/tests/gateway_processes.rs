@@ -11,7 +11,9 @@
 )]
 
 use anyhow::{Context, Result, bail};
-use hotel_tests::{Proc, TempDir, eventually, free_port, spawn_instance};
+use hotel_tests::{
+    Proc, TempDir, eventually, free_port, spawn_gateway_watching, spawn_instance, wait_known,
+};
 use serde_json::{Value, json};
 use std::{
     path::Path,
@@ -52,32 +54,6 @@ fn spawn_replica(
         envs.push((token_key.as_str(), REGISTRY_TOKEN));
     }
     spawn_instance(service, &name, data, &envs, &[], dir)
-}
-
-/// Waits until the gateway's admin status lists `n` instances of `service`.
-async fn wait_known(
-    c: &reqwest::Client,
-    admin: &str,
-    service: &str,
-    n: u64,
-    within: Duration,
-) -> Result<()> {
-    let url = format!("{admin}/admin/status");
-    eventually(
-        within,
-        &format!("{n} instances of {service} in {url}"),
-        || async {
-            let v: Value = c.get(&url).send().await.ok()?.json().await.ok()?;
-            let known = v["services"]
-                .as_array()?
-                .iter()
-                .find(|s| s["service"] == service)?["known"]
-                .as_u64()?;
-            (known == n).then_some(())
-        },
-    )
-    .await?;
-    Ok(())
 }
 
 /// Steady GETs of `url` from `workers` loops until `stop`; returns (ok, failures, worst).
@@ -253,23 +229,7 @@ async fn killing_one_of_three_registered_replicas_under_steady_gets_fails_no_req
     let reg_url = registry.url();
     let customer = |n| spawn_replica("customer", n, &data, Some(&reg_url), dir.path());
     let mut replicas = vec![customer(1)?, customer(2)?, customer(3)?];
-    let admin = format!("127.0.0.1:{}", free_port());
-    let gateway = Proc::spawn(
-        "gateway",
-        &[
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            &admin,
-        ],
-        &[
-            ("HOTEL_GATEWAY__REGISTRY__URL", reg_url.as_str()),
-            ("HOTEL_GATEWAY__REGISTRY__TOKEN", REGISTRY_TOKEN),
-        ],
-        dir.path(),
-    )?;
-    let admin = format!("http://{admin}");
+    let (gateway, admin) = spawn_gateway_watching(&reg_url, REGISTRY_TOKEN, dir.path())?;
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()?;

@@ -10,7 +10,7 @@
 //! Run with `cargo build -p hotel && cargo test -p hotel-tests --test readiness_processes`.
 
 use anyhow::{Context, Result, bail};
-use hotel_tests::{Proc, TempDir, eventually, free_port, spawn_instance};
+use hotel_tests::{Proc, TempDir, eventually, spawn_gateway_watching, spawn_instance, wait_known};
 use serde_json::{Value, json};
 use std::{
     path::Path,
@@ -31,23 +31,6 @@ fn spawn_room(n: usize, data: &Path, registry: &str, dir: &Path) -> Result<Proc>
         &[],
         dir,
     )
-}
-
-/// How many room instances the gateway's discovery holds now.
-async fn known_rooms(c: &reqwest::Client, admin: &str) -> Option<u64> {
-    let v: Value = c
-        .get(format!("{admin}/admin/status"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    v["services"]
-        .as_array()?
-        .iter()
-        .find(|s| s["service"] == "room")?["known"]
-        .as_u64()
 }
 
 /// room-1 as the registry lists it: (status, reason).
@@ -92,36 +75,13 @@ async fn an_instance_whose_database_file_is_gone_stops_getting_traffic_and_gets_
     let reg_url = registry.url();
     let room_1 = spawn_room(1, &data_1, &reg_url, dir.path())?;
     let room_2 = spawn_room(2, &data_2, &reg_url, dir.path())?;
-    let admin = format!("127.0.0.1:{}", free_port());
-    let gateway = Proc::spawn(
-        "gateway",
-        &[
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            &admin,
-        ],
-        &[
-            ("HOTEL_GATEWAY__REGISTRY__URL", reg_url.as_str()),
-            ("HOTEL_GATEWAY__REGISTRY__TOKEN", TOKEN),
-        ],
-        dir.path(),
-    )?;
-    let admin = format!("http://{admin}");
+    let (gateway, admin) = spawn_gateway_watching(&reg_url, TOKEN, dir.path())?;
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .no_proxy()
         .build()?;
-    eventually(
-        Duration::from_secs(30),
-        "the gateway to know 2 rooms",
-        || {
-            let (c, admin) = (&c, &admin);
-            async move { (known_rooms(c, admin).await? == 2).then_some(()) }
-        },
-    )
-    .await?;
+    // The gateway to know 2 rooms.
+    wait_known(&c, &admin, "room", 2, Duration::from_secs(30)).await?;
 
     // A room only room-2's database holds.
     let created = c
@@ -154,15 +114,8 @@ async fn an_instance_whose_database_file_is_gone_stops_getting_traffic_and_gets_
     let broken_at = Instant::now();
     let ready = c.get(format!("{}/readyz", room_1.url())).send().await?;
     assert_eq!(ready.status(), 503, "room-1's /readyz must fail now");
-    eventually(
-        Duration::from_secs(5),
-        "the gateway to drop the not-ready room-1",
-        || {
-            let (c, admin) = (&c, &admin);
-            async move { (known_rooms(c, admin).await? == 1).then_some(()) }
-        },
-    )
-    .await?;
+    // The gateway to drop the not-ready room-1.
+    wait_known(&c, &admin, "room", 1, Duration::from_secs(5)).await?;
     println!(
         "MEASURED gateway stopped routing to the not-ready instance after {:?}",
         broken_at.elapsed()
@@ -187,15 +140,8 @@ async fn an_instance_whose_database_file_is_gone_stops_getting_traffic_and_gets_
     // Repair: the file is back where it was, and room-1 gets traffic again.
     std::fs::rename(&moved, &db)?;
     let repaired_at = Instant::now();
-    eventually(
-        Duration::from_secs(5),
-        "the gateway to take the repaired room-1 back",
-        || {
-            let (c, admin) = (&c, &admin);
-            async move { (known_rooms(c, admin).await? == 2).then_some(()) }
-        },
-    )
-    .await?;
+    // The gateway to take the repaired room-1 back.
+    wait_known(&c, &admin, "room", 2, Duration::from_secs(5)).await?;
     println!(
         "MEASURED the repaired instance was back after {:?}",
         repaired_at.elapsed()

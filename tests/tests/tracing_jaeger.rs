@@ -411,12 +411,16 @@ async fn a_request_retried_after_an_instance_is_killed_shows_the_failed_attempt_
         .collect();
     assert_eq!(rooms.len(), 2, "two room replicas: {rooms:?}");
     // Warm both instances into the gateway's pool, so the kill hits a known instance.
+    // Every read says `Cache-Control: no-cache`: a room is in the gateway's HTTP cache
+    // after the first read, and only a revalidation (an attempt upstream) can fail.
     let path = format!("/api/rooms/{room_id}");
-    for _ in 0..20 {
-        let res = cluster
+    let get = || {
+        cluster
             .request(&client, reqwest::Method::GET, &path)
-            .send()
-            .await?;
+            .header("cache-control", "no-cache")
+    };
+    for _ in 0..20 {
+        let res = get().send().await?;
         assert_eq!(res.status(), 200);
     }
     let (victim, _, pid) = rooms[0].clone();
@@ -430,9 +434,7 @@ async fn a_request_retried_after_an_instance_is_killed_shows_the_failed_attempt_
     let mut traces = Vec::new();
     let started = Instant::now();
     while traces.len() < 60 && started.elapsed() < Duration::from_secs(5) {
-        let burst: Vec<_> = (0..6)
-            .map(|_| tokio::spawn(cluster.request(&client, reqwest::Method::GET, &path).send()))
-            .collect();
+        let burst: Vec<_> = (0..6).map(|_| tokio::spawn(get().send())).collect();
         for handle in burst {
             let res = handle.await??;
             assert_eq!(

@@ -623,3 +623,90 @@ mod in_process {
         );
     }
 }
+
+/// An event's `process` span on the consumer joins the trace of the request that caused
+/// it: `PATCH /rooms/{id}` on room (with the caller's trace context) writes
+/// `hotel.room.updated` under a `publish` span, and booking, reading room's feed, applies
+/// it under a `process` span whose parent is that `publish` span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_events_process_span_on_the_consumer_joins_the_trace_of_the_request_that_published_it() {
+    let receiver = Receiver::start().await;
+    let dir = TempDir::new("tracing-events");
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.grpc_url.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+    ];
+    let room = spawn_service("room", "room-1", &dir, &otel, &[]);
+    let customer = spawn_service("customer", "customer-1", &dir, &otel, &[]);
+    let (room_url, customer_url) = (room.url(), customer.url());
+    let mut env = otel.to_vec();
+    env.push(("HOTEL_BOOKING__ROOM_URL", room_url.as_str()));
+    env.push(("HOTEL_BOOKING__CUSTOMER_URL", customer_url.as_str()));
+    let _booking = spawn_service("booking", "booking-1", &dir, &env, &[]);
+
+    let client = reqwest::Client::new();
+    let created = create_room(&client, &room_url, None).await;
+    let id = created["id"].as_str().expect("room id");
+    let (trace_id, caller) = new_caller();
+    let res = client
+        .patch(format!("{room_url}/rooms/{id}"))
+        .header("traceparent", traceparent(&trace_id, &caller, true))
+        .json(&json!({"status": "maintenance"}))
+        .send()
+        .await
+        .expect("PATCH /rooms/{id}");
+    assert_eq!(res.status(), 200);
+
+    let spans = receiver
+        .wait_until(
+            WAIT,
+            "room's publish span and booking's process span",
+            |spans| {
+                let mine = |name: &str, service: &str| {
+                    spans
+                        .iter()
+                        .any(|s| s.trace_id == trace_id && s.name == name && s.service() == service)
+                };
+                mine("publish", "room") && mine("process", "booking")
+            },
+        )
+        .await;
+    let trace: Vec<_> = spans
+        .into_iter()
+        .filter(|s| s.trace_id == trace_id)
+        .collect();
+    let find = |name: &str| {
+        trace
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} span:\n{}", dump(&trace)))
+    };
+    let (server, publish, process) = (find("PATCH /rooms/{id}"), find("publish"), find("process"));
+    assert!(
+        descends_from(&trace, publish, &server.span_id),
+        "publish is inside room's request:\n{}",
+        dump(&trace)
+    );
+    assert_eq!(
+        process.parent_span_id,
+        publish.span_id,
+        "process is the child of publish:\n{}",
+        dump(&trace)
+    );
+    assert_eq!(
+        process.attr("messaging.destination.name"),
+        "hotel.room.updated"
+    );
+    assert_eq!(
+        publish.attr("messaging.message.id"),
+        process.attr("messaging.message.id")
+    );
+    assert_eq!(
+        process
+            .resource
+            .get("service.instance.id")
+            .map(String::as_str),
+        Some("booking-1")
+    );
+}

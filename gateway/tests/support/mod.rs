@@ -37,3 +37,105 @@ pub async fn half_closed(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A gateway running in-process for one test, on loopback ephemeral ports; it stops when
+/// this is dropped.
+pub struct Gw {
+    /// The public listener.
+    pub addr: std::net::SocketAddr,
+    /// The admin listener.
+    pub admin: std::net::SocketAddr,
+    /// Its live API keys (what SIGHUP reloads).
+    pub keys: std::sync::Arc<hotel_gateway::auth::ApiKeys>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Gw {
+    /// Runs `app` in the background until the returned value is dropped.
+    pub fn start(app: hotel_gateway::Application) -> Gw {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr, admin) = (app.local_addr(), app.admin_addr());
+        let keys = app.api_keys().clone();
+        tokio::spawn(app.run_until(async move {
+            let _ = rx.await;
+        }));
+        Gw {
+            addr,
+            admin,
+            keys,
+            _stop: tx,
+        }
+    }
+
+    /// Validates `s`, builds the gateway and runs it.
+    pub async fn launch(s: hotel_gateway::Settings) -> Gw {
+        let cfg = hotel_gateway::Config::try_from(s).unwrap();
+        Gw::start(hotel_gateway::Application::build(cfg).await.unwrap())
+    }
+
+    /// `http://ADDR{path}` on the public listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://ADDR{path}` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// `GET /admin/status`.
+    pub async fn status(&self) -> serde_json::Value {
+        json(
+            client()
+                .get(self.admin_url("/admin/status"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// `GET /metrics` (Prometheus text).
+    pub async fn metrics(&self) -> String {
+        let r = client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    }
+}
+
+/// The default settings with both listeners on loopback ephemeral ports.
+pub fn loopback() -> hotel_gateway::Settings {
+    hotel_gateway::Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    }
+}
+
+/// Gives `service` the static instances `urls` and the policy overrides `policy`.
+pub fn instances(
+    s: &mut hotel_gateway::Settings,
+    service: &str,
+    urls: Vec<String>,
+    policy: hotel_upstream::PolicySettings,
+) {
+    s.services.insert(
+        service.into(),
+        hotel_gateway::settings::ServiceSettings {
+            instances: urls,
+            policy,
+        },
+    );
+}
+
+/// The configured entry of API key `key` for `client`.
+pub fn key(client: &str, key: &str, revoked: bool) -> hotel_gateway::auth::KeySettings {
+    hotel_gateway::auth::KeySettings {
+        client: client.into(),
+        sha256: hotel_gateway::auth::hash_key(key),
+        revoked,
+    }
+}

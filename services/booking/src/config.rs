@@ -2,6 +2,7 @@
 //! environment < command line.
 
 use hotel_common::{config::RegistryLink, process::ProcessArgs};
+use hotel_events::EventSettings;
 use hotel_service::ServiceConfig;
 use hotel_upstream::{PolicySettings, ServicePolicy};
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 pub struct Settings {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// `HOST:PORT` (or `HOST`) to register instead of the bind address; unset: the bind
+    /// address, or for `0.0.0.0`/`::` the host's first non-loopback address.
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// Directory holding `booking.db`; replicas given the same directory share the file.
     pub data_dir: PathBuf,
     /// Instance name such as `booking-2`, for logs, traces and the registry.
@@ -48,12 +53,18 @@ pub struct Settings {
     /// The registry this instance registers with, when `registry.url` is set.
     #[serde(default)]
     pub registry: RegistryLink,
+    /// How events are published and consumed (`[events]`): booking reads customer's
+    /// and room's feeds (at `customer_url`/`room_url` when set, else through the
+    /// registry).
+    #[serde(default)]
+    pub events: EventSettings,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
             data_dir: PathBuf::from(".hotel"),
             instance: "booking".to_owned(),
             shutdown_grace: Duration::from_secs(10),
@@ -65,6 +76,7 @@ impl Default for Settings {
             idempotency_wait: Duration::from_secs(2),
             max_days_ahead: 730,
             registry: RegistryLink::default(),
+            events: EventSettings::default(),
         }
     }
 }
@@ -83,6 +95,9 @@ impl ServiceConfig for Settings {
     fn listen(&self) -> SocketAddr {
         self.listen
     }
+    fn advertise(&self) -> Option<&str> {
+        self.advertise.as_deref()
+    }
     fn instance(&self) -> &str {
         &self.instance
     }
@@ -92,10 +107,14 @@ impl ServiceConfig for Settings {
     fn registry(&self) -> &RegistryLink {
         &self.registry
     }
+    fn events(&self) -> &EventSettings {
+        &self.events
+    }
     fn apply(&mut self, args: &ProcessArgs) {
         hotel_service::settings::apply_args(
             args,
             &mut self.listen,
+            &mut self.advertise,
             &mut self.data_dir,
             &mut self.instance,
         );

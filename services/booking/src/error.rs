@@ -113,6 +113,10 @@ pub enum BookingError {
     /// A bug or corrupted row: a 500 whose cause is only logged.
     #[error("internal: {0}")]
     Internal(String),
+    /// `If-Match` does not name the booking's current version (412, already phrased by
+    /// `hotel_common::conditional`). Boxed: a `Problem` is large.
+    #[error("precondition failed")]
+    PreconditionFailed(Box<Problem>),
 }
 
 impl BookingError {
@@ -222,6 +226,7 @@ impl BookingError {
                 tracing::error!(error = %why, "internal error");
                 Problem::internal()
             }
+            BookingError::PreconditionFailed(p) => p.as_ref().clone(),
         }
     }
 }

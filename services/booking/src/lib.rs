@@ -4,7 +4,8 @@
 //!
 //! Codemap: [`config`] settings, [`model`] JSON shapes and date rules, [`directory`] the
 //! calls to customer and room, [`store`] the bookings table and its overlap check,
-//! [`idempotency`] `Idempotency-Key` handling, [`routes`] handlers and OpenAPI,
+//! [`idempotency`] `Idempotency-Key` handling, [`events`] what customer's and room's
+//! events do here (the deletion saga, the room projection), [`routes`] handlers and OpenAPI,
 //! [`error`] every failure and its problem+json.
 //!
 //! Who may depend on it: the `hotel` binary (the role and its OpenAPI document) and
@@ -14,6 +15,7 @@
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod events;
 pub mod idempotency;
 pub mod model;
 pub mod routes;
@@ -29,7 +31,8 @@ use hotel_common::{
     db,
     process::{BoxError, ProcessArgs},
 };
-use hotel_service::{Service, ServiceInstance};
+use hotel_events::Subscription;
+use hotel_service::{Events, Service, ServiceInstance};
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 /// The role name: config section, span names, registry service name.
@@ -40,10 +43,10 @@ const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 /// The full router: the service's routes plus health, problem+json fallbacks, body limit,
 /// request context and server span.
-pub fn app_router(state: AppState) -> Router {
+pub fn app_router(state: AppState, events: &Events) -> Router {
     let pool = state.store.pool().clone();
     let (routes, doc) = routes::api(state);
-    hotel_service::service_router(ROLE, routes, doc, pool)
+    hotel_service::service_router(ROLE, routes, doc, pool, events)
 }
 
 /// Opens `<data_dir>/booking.db` and brings its schema up to date (under a file lock:
@@ -54,6 +57,7 @@ pub async fn open_database(settings: &Settings) -> Result<sqlx::SqlitePool, BoxE
     db::migrate(&pool, &path, &sqlx::migrate!("./migrations"))
         .await
         .map_err(|e| format!("migrating {}: {e}", path.display()))?;
+    hotel_events::outbox::create_tables(&pool).await?;
     Ok(pool)
 }
 
@@ -103,16 +107,36 @@ impl Application {
         directory: Arc<dyn Directory>,
     ) -> Result<Self, BoxError> {
         let pool = open_database(&settings).await?;
+        let mut events = Events::new(&settings, pool.clone())?;
+        let store = store::Store::new(pool, events.producer.clone());
+        // The feeds are read where booking calls the services when their URLs are set,
+        // else from any instance the registry knows.
+        events.subscribe(
+            Subscription {
+                producer: "customer",
+                handler: Arc::new(crate::events::CustomerDeleted {
+                    store: store.clone(),
+                }),
+            },
+            settings.customer_url.clone(),
+        );
+        events.subscribe(
+            Subscription {
+                producer: "room",
+                handler: Arc::new(crate::events::RoomUpdated),
+            },
+            settings.room_url.clone(),
+        );
         let state = AppState {
-            store: store::Store::new(pool),
+            store,
             directory,
             idempotency_retention: settings.idempotency_retention,
             idempotency_wait: settings.idempotency_wait,
             max_days_ahead: settings.max_days_ahead,
         };
         let readiness = hotel_service::database::database_readiness(state.store.pool().clone());
-        let instance =
-            ServiceInstance::bind(&settings, app_router(state.clone()), readiness).await?;
+        let router = app_router(state.clone(), &events);
+        let instance = ServiceInstance::bind(&settings, router, readiness, events).await?;
         Ok(Application { instance, state })
     }
 

@@ -86,6 +86,36 @@ pub struct Booking {
     /// When it was booked, RFC 3339 UTC.
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// Why it was cancelled: `requested` (by `POST /bookings/{id}/cancel`) or
+    /// `customer_deleted` (the customer was deleted); null while confirmed.
+    pub cancel_reason: Option<CancelReason>,
+}
+
+/// Why a booking was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    /// Cancelled through the API.
+    Requested,
+    /// The customer was deleted (the customer service's `hotel.customer.deleted`).
+    CustomerDeleted,
+}
+
+impl CancelReason {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::Requested => "requested",
+            CancelReason::CustomerDeleted => "customer_deleted",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        [CancelReason::Requested, CancelReason::CustomerDeleted]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
 }
 
 /// A customer as the customer service answers it (only what booking needs; other fields

@@ -18,6 +18,7 @@ use axum::{
 };
 use hotel_common::{
     Problem,
+    conditional::{self, CacheControl, IfMatch},
     extract::{Json, Path, Query},
     page::{self, Keyset},
 };
@@ -59,13 +60,25 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// Links from a create to the read and the cancellation of the booking it made.
+/// Links from a create to the read and the cancellation of the booking it made, and the
+/// conditional request rules (validators, 304, `If-Match` on the cancellation, 412).
 fn link(doc: &mut utoipa::openapi::OpenApi) {
     hotel_common::openapi::link_created(
         doc,
         "/bookings",
         &["/bookings/{id}", "/bookings/{id}/cancel"],
     );
+    conditional::document(
+        doc,
+        &["/bookings", "/bookings/{id}", "/bookings/{id}/cancel"],
+        &["/bookings/{id}/cancel"],
+        conditional::PERSONAL,
+    );
+}
+
+/// Bookings are personal data: never stored by a shared cache (nor configurable).
+fn cache() -> CacheControl {
+    CacheControl::personal()
 }
 
 /// Every booking route, each declared once for both the router and the document, so the
@@ -111,7 +124,7 @@ async fn create_booking(
         Ok(key) => key,
         Err(e) => return e.into_response(),
     };
-    let prefix = forwarded_prefix(&headers);
+    let prefix = hotel_common::http::forwarded_prefix(&headers);
     let Some(key) = key else {
         return match create(&app, &req, &prefix, None).await {
             Ok(stored) => stored.into_response(false),
@@ -222,6 +235,18 @@ async fn create(
         today_utc(),
         app.max_days_ahead,
     )?;
+    // Booking's own projection of room statuses (from `hotel.room.updated`) refuses a
+    // room out of service without asking the room service.
+    match app.store.room_status(req.room_id).await?.as_deref() {
+        Some("maintenance") => {
+            return Err(BookingError::invalid(
+                "room_id",
+                "the room is under maintenance",
+            ));
+        }
+        Some("retired") => return Err(BookingError::invalid("room_id", "the room is retired")),
+        _ => {}
+    }
     // Both lookups at once: a booking costs one peer round trip, not two.
     let (customer, room) = tokio::join!(
         app.directory.customer(req.customer_id),
@@ -278,26 +303,6 @@ async fn create(
     Ok(stored)
 }
 
-/// The path prefix a proxy in front of us strips (`X-Forwarded-Prefix: /api`), so that
-/// `Location` names the booking as the client addresses it. Anything but a plain path of
-/// at most 64 characters is ignored rather than echoed.
-fn forwarded_prefix(headers: &HeaderMap) -> String {
-    headers
-        .get("x-forwarded-prefix")
-        .and_then(|v| v.to_str().ok())
-        .map(|p| p.trim_end_matches('/'))
-        .filter(|p| {
-            p.len() <= 64
-                && p.starts_with('/')
-                && !p.contains("..")
-                && !p.contains("//")
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'))
-        })
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// One booking.
 #[utoipa::path(
     get,
@@ -312,9 +317,11 @@ fn forwarded_prefix(headers: &HeaderMap) -> String {
 )]
 async fn get_booking(
     State(app): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<Uuid>,
-) -> Result<Json<Booking>, Problem> {
-    Ok(Json(app.store.get(id).await?))
+) -> Result<Response, Problem> {
+    let booking = app.store.get(id).await?;
+    Ok(cache().answer(&headers, &booking.validators, booking.value))
 }
 
 /// A customer's or a room's bookings, oldest first.
@@ -331,8 +338,9 @@ async fn get_booking(
 )]
 async fn list_bookings(
     State(app): State<AppState>,
+    headers: HeaderMap,
     Query(q): Query<ListQuery>,
-) -> Result<Json<BookingPage>, Problem> {
+) -> Result<Response, Problem> {
     if q.customer_id.is_none() && q.room_id.is_none() {
         return Err(
             BookingError::bad_query("customer_id", "customer_id or room_id is required").into(),
@@ -340,17 +348,19 @@ async fn list_bookings(
     }
     let limit = page::limit(q.limit)?;
     let after = page::after::<Keyset>(q.cursor.as_deref())?;
-    let page = app
+    let (page, tag) = app
         .store
         .list(q.customer_id, q.room_id, after, limit)
         .await?;
-    Ok(Json(BookingPage {
+    let page = BookingPage {
         items: page.items,
         next_cursor: page.next_cursor,
-    }))
+    };
+    Ok(cache().answer(&headers, &tag, page))
 }
 
-/// Cancels a booking and frees its nights; cancelling twice answers the cancelled booking.
+/// Cancels a booking and frees its nights (`cancel_reason: requested`), publishing
+/// `hotel.booking.cancelled`; cancelling twice answers the cancelled booking.
 #[utoipa::path(
     post,
     path = "/bookings/{id}/cancel",
@@ -364,11 +374,20 @@ async fn list_bookings(
 )]
 async fn cancel_booking(
     State(app): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<Uuid>,
-) -> Result<Json<Booking>, Problem> {
-    let booking = app.store.cancel(id, page::now_micros()).await?;
-    debug_assert_eq!(booking.status, BookingStatus::Cancelled);
-    Ok(Json(booking))
+) -> Result<Response, Problem> {
+    let condition = IfMatch::from_headers(&headers);
+    let booking = app
+        .store
+        .cancel(id, page::now_micros(), condition.as_ref())
+        .await?;
+    debug_assert_eq!(booking.value.status, BookingStatus::Cancelled);
+    Ok(cache().changed(
+        axum::http::StatusCode::OK,
+        &booking.validators,
+        booking.value,
+    ))
 }
 
 /// Rooms free for the nights asked and large enough for the guests.

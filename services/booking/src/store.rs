@@ -9,12 +9,14 @@
 use crate::{
     error::BookingError,
     idempotency::StoredResponse,
-    model::{Booking, BookingStatus, Stay, format_date},
+    model::{Booking, BookingStatus, CancelReason, Stay, format_date},
 };
 use hotel_common::{
+    conditional::{self, IfMatch, Validators, Versioned},
     db,
     page::{Keyset, Page, rfc3339_micros},
 };
+use hotel_events::Producer;
 use sqlx::{FromRow, SqlitePool};
 use std::collections::HashSet;
 use tracing::Instrument;
@@ -32,17 +34,29 @@ struct BookingRow {
     status: String,
     total_cents: i64,
     created_at: i64,
+    version: i64,
+    updated_at: i64,
+    cancel_reason: Option<String>,
 }
 
 /// The columns of a [`BookingRow`], as a literal so queries stay `&'static str` (sqlx 0.9
 /// refuses SQL built at run time).
 macro_rules! booking_columns {
     () => {
-        "id, customer_id, room_id, check_in, check_out, guests, status, total_cents, created_at"
+        "id, customer_id, room_id, check_in, check_out, guests, status, total_cents, created_at, \
+         version, updated_at, cancel_reason"
     };
 }
 
 impl BookingRow {
+    fn into_versioned(self) -> Result<Versioned<Booking>, BookingError> {
+        let validators = Validators::of_row(&self.id, self.version, self.updated_at);
+        Ok(Versioned {
+            value: self.into_booking()?.0,
+            validators,
+        })
+    }
+
     fn into_booking(self) -> Result<(Booking, Keyset), BookingError> {
         let uuid = |s: &str| {
             Uuid::parse_str(s).map_err(|e| BookingError::Internal(format!("stored id {s:?}: {e}")))
@@ -63,6 +77,7 @@ impl BookingRow {
             status,
             total_cents: self.total_cents,
             created_at: rfc3339_micros(self.created_at),
+            cancel_reason: self.cancel_reason.as_deref().and_then(CancelReason::parse),
         };
         Ok((
             booking,
@@ -74,10 +89,12 @@ impl BookingRow {
     }
 }
 
-/// The service's database.
+/// The service's database, and the producer writing its events into the outbox in the
+/// same transactions as the bookings they report.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    producer: Producer,
 }
 
 /// A booking about to be written: everything but what the database decides.
@@ -112,14 +129,35 @@ impl Draft {
             status: BookingStatus::Confirmed,
             total_cents: self.total_cents,
             created_at: rfc3339_micros(self.created_at),
+            cancel_reason: None,
         }
     }
 }
 
+/// The booking with `id` read through `conn` (the pool, or a transaction).
+async fn fetch<'c, E>(conn: E, id: Uuid) -> Result<Versioned<Booking>, BookingError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    let row: Option<BookingRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        booking_columns!(),
+        " FROM bookings WHERE id = ?1"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(conn)
+    .instrument(db::span("SELECT", "bookings"))
+    .await?;
+    match row {
+        Some(row) => row.into_versioned(),
+        None => Err(BookingError::NotFound(id)),
+    }
+}
+
 impl Store {
-    /// Wraps an open pool (migrations already run).
-    pub fn new(pool: SqlitePool) -> Self {
-        Store { pool }
+    /// Wraps an open pool (migrations already run) and the producer of booking events.
+    pub fn new(pool: SqlitePool, producer: Producer) -> Self {
+        Store { pool, producer }
     }
 
     /// The pool, for readiness checks and the idempotency table.
@@ -128,7 +166,8 @@ impl Store {
     }
 
     /// Writes `draft` unless a confirmed booking of the same room overlaps its nights
-    /// (409 naming that booking's dates). When `idempotency` (key, owner, response) is
+    /// (409 naming that booking's dates), with `hotel.booking.created` in the outbox in
+    /// the same transaction. When `idempotency` (key, owner, response) is
     /// given, the key's row is completed with that response in the same transaction, so a
     /// booking and its replayable response exist together or not at all.
     pub async fn insert_if_free(
@@ -164,8 +203,9 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO bookings \
-             (id, customer_id, room_id, check_in, check_out, guests, status, total_cents, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'confirmed', ?7, ?8)",
+             (id, customer_id, room_id, check_in, check_out, guests, status, total_cents, created_at, \
+              version, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'confirmed', ?7, ?8, 1, ?8)",
         )
         .bind(draft.id.to_string())
         .bind(draft.customer_id.to_string())
@@ -178,6 +218,10 @@ impl Store {
         .execute(&mut *tx)
         .instrument(db::span("INSERT", "bookings"))
         .await?;
+        let booking = draft.to_booking();
+        self.producer
+            .publish(&mut tx, hotel_events::BOOKING_CREATED, booking.id, &booking)
+            .await?;
         if let Some((key, owner, response)) = idempotency {
             // Lost the key to a takeover: roll back, the owner now answers for it.
             if !crate::idempotency::complete_in(&mut tx, key, owner, response).await? {
@@ -187,24 +231,17 @@ impl Store {
         tx.commit()
             .instrument(db::span("COMMIT", "bookings"))
             .await?;
-        Ok(draft.to_booking())
+        Ok(booking)
     }
 
-    /// The booking with this id.
-    pub async fn get(&self, id: Uuid) -> Result<Booking, BookingError> {
-        let row: Option<BookingRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            booking_columns!(),
-            " FROM bookings WHERE id = ?1"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .instrument(db::span("SELECT", "bookings"))
-        .await?;
-        match row {
-            Some(row) => Ok(row.into_booking()?.0),
-            None => Err(BookingError::NotFound(id)),
-        }
+    /// The producer of booking events.
+    pub fn producer(&self) -> &Producer {
+        &self.producer
+    }
+
+    /// The booking with this id, with its validators.
+    pub async fn get(&self, id: Uuid) -> Result<Versioned<Booking>, BookingError> {
+        fetch(&self.pool, id).await
     }
 
     /// One page of bookings, oldest first, filtered by customer and/or room, starting
@@ -215,7 +252,7 @@ impl Store {
         room_id: Option<Uuid>,
         after: Option<Keyset>,
         limit: u32,
-    ) -> Result<Page<Booking>, BookingError> {
+    ) -> Result<(Page<Booking>, Validators), BookingError> {
         let rows: Vec<BookingRow> = sqlx::query_as(concat!(
             "SELECT ",
             booking_columns!(),
@@ -232,22 +269,135 @@ impl Store {
         .fetch_all(&self.pool)
         .instrument(db::span("SELECT", "bookings"))
         .await?;
-        Page::from_keyset_rows(rows, limit, BookingRow::into_booking)
+        let versions: Vec<(String, i64)> = rows
+            .iter()
+            .take(limit as usize)
+            .map(|r| (r.id.clone(), r.version))
+            .collect();
+        let page = Page::from_keyset_rows(rows, limit, BookingRow::into_booking)?;
+        let tag = conditional::list_tag(versions, page.next_cursor.as_deref());
+        Ok((page, Validators::tag(tag)))
     }
 
-    /// Cancels a booking, freeing its nights; cancelling a cancelled booking changes
-    /// nothing and answers it as it is.
-    pub async fn cancel(&self, id: Uuid, now_micros: i64) -> Result<Booking, BookingError> {
+    /// Cancels a booking, freeing its nights and bumping its version, with
+    /// `hotel.booking.cancelled` in the same transaction; cancelling a cancelled booking
+    /// changes nothing (and publishes nothing) and answers it as it is. 412 when
+    /// `condition` (`If-Match`) does not name the current version.
+    pub async fn cancel(
+        &self,
+        id: Uuid,
+        now_micros: i64,
+        condition: Option<&IfMatch>,
+    ) -> Result<Versioned<Booking>, BookingError> {
+        let mut tx = db::begin_immediate(&self.pool)
+            .instrument(db::span("BEGIN IMMEDIATE", "bookings"))
+            .await?;
+        let current = fetch(&mut *tx, id).await?;
+        conditional::check(
+            condition,
+            &format!("booking {id}"),
+            &current.validators.etag,
+        )
+        .map_err(|p| BookingError::PreconditionFailed(Box::new(p)))?;
+        if current.value.status == BookingStatus::Cancelled {
+            return Ok(current);
+        }
         sqlx::query(
-            "UPDATE bookings SET status = 'cancelled', cancelled_at = ?2 \
-             WHERE id = ?1 AND status = 'confirmed'",
+            "UPDATE bookings SET status = 'cancelled', cancelled_at = ?2, \
+             cancel_reason = 'requested', version = version + 1, updated_at = ?2 WHERE id = ?1",
         )
         .bind(id.to_string())
         .bind(now_micros)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .instrument(db::span("UPDATE", "bookings"))
         .await?;
-        self.get(id).await
+        let cancelled = fetch(&mut *tx, id).await?;
+        self.producer
+            .publish(
+                &mut tx,
+                hotel_events::BOOKING_CANCELLED,
+                id,
+                &cancelled.value,
+            )
+            .await?;
+        tx.commit()
+            .instrument(db::span("COMMIT", "bookings"))
+            .await?;
+        Ok(cancelled)
+    }
+
+    /// Cancels the confirmed bookings of `customer_id` that are not over (check-out
+    /// after `today`, `YYYY-MM-DD`) with `cancel_reason = customer_deleted`, on the
+    /// connection of the event's transaction, publishing `hotel.booking.cancelled` for
+    /// each. Answers how many.
+    pub async fn cancel_for_customer(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        customer_id: Uuid,
+        today: &str,
+        now_micros: i64,
+    ) -> Result<usize, BookingError> {
+        let ids: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM bookings \
+             WHERE customer_id = ?1 AND status = 'confirmed' AND check_out > ?2 ORDER BY created_at, id",
+        )
+        .bind(customer_id.to_string())
+        .bind(today)
+        .fetch_all(&mut *conn)
+        .instrument(db::span("SELECT", "bookings"))
+        .await?;
+        for (id,) in &ids {
+            sqlx::query(
+                "UPDATE bookings SET status = 'cancelled', cancelled_at = ?2, \
+                 cancel_reason = 'customer_deleted', version = version + 1, updated_at = ?2 \
+                 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(now_micros)
+            .execute(&mut *conn)
+            .instrument(db::span("UPDATE", "bookings"))
+            .await?;
+            let id = Uuid::parse_str(id)
+                .map_err(|e| BookingError::Internal(format!("stored id {id:?}: {e}")))?;
+            let booking = fetch(&mut *conn, id).await?.value;
+            self.producer
+                .publish(conn, hotel_events::BOOKING_CANCELLED, id, &booking)
+                .await?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Records a room's status from a `hotel.room.updated` event, on the connection of
+    /// the event's transaction.
+    pub async fn set_room_status(
+        conn: &mut sqlx::SqliteConnection,
+        room_id: Uuid,
+        status: &str,
+        now_micros: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO room_statuses (room_id, status, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (room_id) DO UPDATE SET status = ?2, updated_at = ?3",
+        )
+        .bind(room_id.to_string())
+        .bind(status)
+        .bind(now_micros)
+        .execute(conn)
+        .instrument(db::span("UPSERT", "room_statuses"))
+        .await?;
+        Ok(())
+    }
+
+    /// The status of a room as this service's projection knows it (`None`: no event
+    /// about it yet).
+    pub async fn room_status(&self, room_id: Uuid) -> Result<Option<String>, BookingError> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT status FROM room_statuses WHERE room_id = ?")
+                .bind(room_id.to_string())
+                .fetch_optional(&self.pool)
+                .instrument(db::span("SELECT", "room_statuses"))
+                .await?;
+        Ok(row.map(|(s,)| s))
     }
 
     /// Rooms with a confirmed booking on any night of `stay`.

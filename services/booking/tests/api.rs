@@ -494,7 +494,7 @@ async fn an_unreachable_or_failing_peer_is_a_503_with_retry_after_never_a_500() 
     let (peers, up) = spawn_peers().await;
     let customer = peers.add_customer();
     let room = peers.add_room(2, 5_000, "available");
-    let dir = TempDir::new();
+    let dir = TempDir::new("booking-api");
     let app = Application::build(support::settings(&dir, closed, up))
         .await
         .unwrap();
@@ -507,7 +507,7 @@ async fn an_unreachable_or_failing_peer_is_a_503_with_retry_after_never_a_500() 
     assert!(p["detail"].as_str().unwrap().contains("customer"), "{p}");
 
     // A peer answering 503 is just as unavailable, for bookings and availability.
-    let dir2 = TempDir::new();
+    let dir2 = TempDir::new("booking-api");
     let app = Application::build(support::settings(&dir2, up, up))
         .await
         .unwrap();
@@ -532,9 +532,9 @@ async fn an_unreachable_or_failing_peer_is_a_503_with_retry_after_never_a_500() 
 
 #[tokio::test]
 async fn booking_refuses_to_start_without_peer_urls_naming_the_key() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("booking-api");
     let settings = Settings {
-        data_dir: dir.0.clone(),
+        data_dir: dir.to_path_buf(),
         ..Settings::default()
     };
     let err = Application::build(settings)
@@ -549,7 +549,7 @@ async fn two_apps_on_one_database_file_book_a_room_once_under_concurrent_request
     let (peers, addr) = spawn_peers().await;
     let customer = peers.add_customer();
     let room = peers.add_room(2, 5_000, "available");
-    let dir = TempDir::new();
+    let dir = TempDir::new("booking-api");
     let a = Application::build(support::settings(&dir, addr, addr))
         .await
         .unwrap()
@@ -756,4 +756,134 @@ async fn odd_inputs_never_answer_a_server_error() {
         let (status, _, p) = app.send("GET", uri, None, &[]).await;
         assert!(status.is_client_error(), "{uri}: {status} {p}");
     }
+}
+
+#[tokio::test]
+async fn a_booking_read_is_private_carries_validators_and_if_match_guards_the_cancellation() {
+    let app = TestApp::spawn().await;
+    let (body, _) = app.booking_body(9, 2);
+    let (_, _, booking) = app.book(&body).await;
+    let id = booking["id"].as_str().unwrap();
+    let uri = format!("/bookings/{id}");
+    let (status, headers, _) = app.send("GET", &uri, None, &[]).await;
+    assert_eq!(status, 200);
+    let v1 = headers["etag"].to_str().unwrap().to_owned();
+    assert_eq!(v1, format!("\"{id}-1\""));
+    assert_eq!(headers["cache-control"], "private, no-store");
+    assert!(headers.contains_key("last-modified"));
+    let (status, h, nothing) = app
+        .send("GET", &uri, None, &[("if-none-match", &format!("W/{v1}"))])
+        .await;
+    assert_eq!(status, 304);
+    assert_eq!(nothing, Value::Null);
+    assert_eq!(h["etag"], v1.as_str());
+    assert_eq!(h["cache-control"], "private, no-store");
+    let list = format!(
+        "/bookings?customer_id={}",
+        booking["customer_id"].as_str().unwrap()
+    );
+    let (_, h, _) = app.send("GET", &list, None, &[]).await;
+    let page_tag = h["etag"].to_str().unwrap().to_owned();
+    assert!(page_tag.starts_with("W/"), "{page_tag}");
+    let (status, _, _) = app
+        .send("GET", &list, None, &[("if-none-match", &page_tag)])
+        .await;
+    assert_eq!(status, 304);
+    let cancel = format!("{uri}/cancel");
+    for stale in ["\"nope\"", &format!("W/{v1}")] {
+        let (status, _, p) = app
+            .send("POST", &cancel, None, &[("if-match", stale)])
+            .await;
+        assert_eq!(status, 412, "{p}");
+        assert_eq!(p["type"], "/problems/precondition-failed");
+    }
+    let (_, _, read) = app.send("GET", &uri, None, &[]).await;
+    assert_eq!(
+        read["status"], "confirmed",
+        "a refused cancellation changes nothing"
+    );
+    let (status, h, cancelled) = app.send("POST", &cancel, None, &[("if-match", &v1)]).await;
+    assert_eq!(status, 200, "{cancelled}");
+    let v2 = h["etag"].to_str().unwrap().to_owned();
+    assert_eq!(v2, format!("\"{id}-2\""));
+    let (status, _, _) = app.send("GET", &uri, None, &[("if-none-match", &v1)]).await;
+    assert_eq!(status, 200, "the old tag is out of date");
+    let (status, _, _) = app.send("POST", &cancel, None, &[("if-match", &v1)]).await;
+    assert_eq!(
+        status, 412,
+        "a second writer holding the old tag is refused"
+    );
+    let (_, h, _) = app.send("GET", &list, None, &[]).await;
+    assert_ne!(
+        h["etag"],
+        page_tag.as_str(),
+        "a cancellation changes the page's tag"
+    );
+}
+
+#[tokio::test]
+async fn bookings_stored_before_versions_existed_read_back_as_version_1_last_changed_when_cancelled_or_made()
+ {
+    let dir = TempDir::new("booking-api");
+    let settings = Settings {
+        data_dir: dir.to_path_buf(),
+        ..Settings::default()
+    };
+    // The database as the previous release left it: migrations 0001 and 0002 applied.
+    let before = TempDir::new("booking-api");
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for name in ["0001_bookings.sql", "0002_idempotency_owner.sql"] {
+        std::fs::copy(migrations.join(name), before.path().join(name)).unwrap();
+    }
+    let pool = hotel_common::db::open(&settings.database_path())
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(before.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    // Made 2026-12-05T10:00:00Z; the second one cancelled an hour later.
+    let made: i64 = 1_796_464_800_000_000;
+    let (open, cancelled) = (Uuid::new_v4(), Uuid::new_v4());
+    for (id, status, cancelled_at) in [
+        (open, "confirmed", None),
+        (cancelled, "cancelled", Some(made + 3_600_000_000)),
+    ] {
+        sqlx::query(
+            "INSERT INTO bookings (id, customer_id, room_id, check_in, check_out, guests, \
+             status, total_cents, created_at, cancelled_at) \
+             VALUES (?, ?, ?, '2027-01-01', '2027-01-02', 1, ?, 100, ?, ?)",
+        )
+        .bind(id.to_string())
+        .bind(Uuid::new_v4().to_string())
+        .bind(Uuid::new_v4().to_string())
+        .bind(status)
+        .bind(made)
+        .bind(cancelled_at)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let producer =
+        hotel_events::Producer::new("booking", "booking-test", hotel_events::EventMetrics::new());
+    let store = hotel_booking::store::Store::new(
+        hotel_booking::open_database(&settings).await.unwrap(),
+        producer,
+    );
+    let got = store.get(open).await.unwrap();
+    assert_eq!(got.validators.etag, format!("\"{open}-1\""));
+    let at =
+        |micros: i64| Some(std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros as u64));
+    assert_eq!(got.validators.last_modified, at(made));
+    let got = store.get(cancelled).await.unwrap();
+    assert_eq!(got.validators.etag, format!("\"{cancelled}-1\""));
+    assert_eq!(got.validators.last_modified, at(made + 3_600_000_000));
+    let now = made + 7_200_000_000;
+    let done = store.cancel(open, now, None).await.unwrap();
+    assert_eq!(done.validators.etag, format!("\"{open}-2\""));
+    assert_eq!(done.validators.last_modified, at(now));
 }

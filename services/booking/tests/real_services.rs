@@ -18,15 +18,15 @@ struct Real {
 }
 
 async fn start() -> Real {
-    let dir = TempDir::new();
+    let dir = TempDir::new("booking-real");
     let customer = hotel_customer::Application::build(hotel_customer::Settings {
-        data_dir: dir.0.clone(),
+        data_dir: dir.to_path_buf(),
         ..Default::default()
     })
     .await
     .unwrap();
     let room = hotel_room::Application::build(hotel_room::Settings {
-        data_dir: dir.0.clone(),
+        data_dir: dir.to_path_buf(),
         ..Default::default()
     })
     .await

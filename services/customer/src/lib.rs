@@ -1,7 +1,8 @@
 //! The customer service: who may book. `POST/GET/PATCH/DELETE /customers`, backed by its
 //! own SQLite database that every replica of the service shares.
 //!
-//! Layout: [`model`] (resource, bodies, validation), [`store`] (SQL), [`routes`]
+//! Layout: [`model`] (resource, bodies, validation), [`store`] (SQL), [`events`] (what
+//! booking's events do here: the booking counts), [`routes`]
 //! (handlers and OpenAPI), [`error`] (failures as problem+json), [`settings`] and
 //! [`startup`] (building and serving an instance).
 //!
@@ -10,6 +11,7 @@
 //! may: they call it over HTTP.
 
 pub mod error;
+pub mod events;
 pub mod model;
 pub mod routes;
 pub mod settings;

@@ -142,6 +142,20 @@ pub struct Customer {
     /// RFC 3339 UTC creation time.
     #[schema(format = DateTime, example = "2026-11-29T01:45:13.123456Z")]
     pub created_at: String,
+    /// The customer's bookings by status, as the booking service's events reported
+    /// them (applied within moments of each booking or cancellation).
+    pub bookings: BookingCounts,
+}
+
+/// How many bookings a customer has, by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BookingCounts {
+    /// Confirmed bookings.
+    #[schema(minimum = 0, example = 2)]
+    pub active: i64,
+    /// Cancelled bookings.
+    #[schema(minimum = 0, example = 1)]
+    pub cancelled: i64,
 }
 
 /// Body of `POST /customers`.

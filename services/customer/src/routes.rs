@@ -8,12 +8,20 @@ use crate::{
     model::{Customer, CustomerPatch, Email, ListQuery, Name, NewCustomer},
     store,
 };
-use axum::{Router, extract::State, http::StatusCode};
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use hotel_common::{
     Problem,
+    conditional::{self, CacheControl, IfMatch},
     extract::{Json, Path, Query},
     page::{self, Keyset, Page},
 };
+use hotel_events::Producer;
+use hotel_service::DatabaseState;
 use sqlx::SqlitePool;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -29,8 +37,8 @@ pub struct ApiDoc;
 
 /// The customer routes (without the shared layers) and the OpenAPI document describing
 /// exactly those routes.
-pub fn api(pool: SqlitePool) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, mut doc) = declared().with_state(pool).split_for_parts();
+pub fn api(state: DatabaseState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = declared().with_state(state).split_for_parts();
     link(&mut doc);
     (router, doc)
 }
@@ -42,13 +50,25 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// Links from a create to the read, update and delete of the customer it made.
+/// Links from a create to the read, update and delete of the customer it made, and the
+/// conditional request rules (validators, 304, `If-Match`, 412).
 fn link(doc: &mut utoipa::openapi::OpenApi) {
     hotel_common::openapi::link_created(doc, "/customers", &["/customers/{id}"]);
+    conditional::document(
+        doc,
+        &["/customers", "/customers/{id}"],
+        &[],
+        conditional::PERSONAL,
+    );
+}
+
+/// Customers are personal data: never stored by a shared cache (nor configurable).
+fn cache() -> CacheControl {
+    CacheControl::personal()
 }
 
 /// Every customer route, each declared once for both the router and the document.
-fn declared() -> OpenApiRouter<SqlitePool> {
+fn declared() -> OpenApiRouter<DatabaseState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(create_customer, list_customers))
         .routes(routes!(get_customer, update_customer, delete_customer))
@@ -58,8 +78,14 @@ fn declared() -> OpenApiRouter<SqlitePool> {
 #[utoipa::path(
     post, path = "/customers", tag = "customers",
     request_body = NewCustomer,
+    params(
+        ("X-Forwarded-Prefix" = Option<String>, Header,
+         description = "Path prefix a proxy strips (such as `/api`), put back in front of `Location`"),
+    ),
     responses(
-        (status = 201, description = "Created", body = Customer),
+        (status = 201, description = "Created; `Location` names the customer, `ETag` its first version", body = Customer,
+         headers(("Location" = String, description = "Path of the new customer"),
+                 ("ETag" = String, description = "Strong entity tag of the new customer"))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Email already in use", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
@@ -69,11 +95,21 @@ fn declared() -> OpenApiRouter<SqlitePool> {
 )]
 async fn create_customer(
     State(pool): State<SqlitePool>,
+    headers: HeaderMap,
     Json(body): Json<NewCustomer>,
-) -> Result<(StatusCode, Json<Customer>), Error> {
+) -> Result<Response, Error> {
     let customer = store::insert(&pool, body.name.into_string(), body.email.into_string()).await?;
-    tracing::info!(customer.id = %customer.id, "customer created");
-    Ok((StatusCode::CREATED, Json(customer)))
+    let id = customer.value.id;
+    tracing::info!(customer.id = %id, "customer created");
+    let location = format!(
+        "{}/customers/{id}",
+        hotel_common::http::forwarded_prefix(&headers)
+    );
+    let mut res = cache().changed(StatusCode::CREATED, &customer.validators, customer.value);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
 }
 
 /// List customers, oldest first, optionally only the one with an email.
@@ -88,15 +124,17 @@ async fn create_customer(
 )]
 async fn list_customers(
     State(pool): State<SqlitePool>,
+    headers: HeaderMap,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Page<Customer>>, Error> {
+) -> Result<Response, Error> {
     let limit = page::limit(q.limit)?;
     let after = page::after::<Keyset>(q.cursor.as_deref())?;
     let email = q.email.as_deref().map(str::trim).filter(|e| !e.is_empty());
-    Ok(Json(store::list(&pool, email, after, limit).await?))
+    let (page, tag): (Page<Customer>, _) = store::list(&pool, email, after, limit).await?;
+    Ok(cache().answer(&headers, &tag, page))
 }
 
-/// Get one customer.
+/// Get one customer, with their booking counts.
 #[utoipa::path(
     get, path = "/customers/{id}", tag = "customers",
     params(("id" = Uuid, Path, description = "Customer id")),
@@ -108,9 +146,11 @@ async fn list_customers(
 )]
 async fn get_customer(
     State(pool): State<SqlitePool>,
+    headers: HeaderMap,
     Path(id): Path<Uuid>,
-) -> Result<Json<Customer>, Error> {
-    Ok(Json(store::get(&pool, id).await?))
+) -> Result<Response, Error> {
+    let customer = store::get(&pool, id).await?;
+    Ok(cache().answer(&headers, &customer.validators, customer.value))
 }
 
 /// Change a customer's name and/or email; fields left out stay as they are.
@@ -130,15 +170,20 @@ async fn get_customer(
 )]
 async fn update_customer(
     State(pool): State<SqlitePool>,
+    headers: HeaderMap,
     Path(id): Path<Uuid>,
     Json(patch): Json<CustomerPatch>,
-) -> Result<Json<Customer>, Error> {
+) -> Result<Response, Error> {
     let name = patch.name.map(Name::into_string);
     let email = patch.email.map(Email::into_string);
-    Ok(Json(store::update(&pool, id, name, email).await?))
+    let condition = IfMatch::from_headers(&headers);
+    let customer = store::update(&pool, id, name, email, condition.as_ref()).await?;
+    Ok(cache().changed(StatusCode::OK, &customer.validators, customer.value))
 }
 
-/// Delete a customer.
+/// Delete a customer. Publishes `hotel.customer.deleted`: the booking service then
+/// cancels the customer's current and future bookings (`cancel_reason:
+/// customer_deleted`), within moments.
 #[utoipa::path(
     delete, path = "/customers/{id}", tag = "customers",
     params(("id" = Uuid, Path, description = "Customer id")),
@@ -150,9 +195,12 @@ async fn update_customer(
 )]
 async fn delete_customer(
     State(pool): State<SqlitePool>,
+    State(producer): State<Producer>,
+    headers: HeaderMap,
     Path(id): Path<Uuid>,
-) -> Result<StatusCode, Error> {
-    store::delete(&pool, id).await?;
+) -> Result<Response, Error> {
+    let condition = IfMatch::from_headers(&headers);
+    store::delete(&pool, &producer, id, condition.as_ref()).await?;
     tracing::info!(customer.id = %id, "customer deleted");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

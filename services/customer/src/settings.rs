@@ -2,7 +2,7 @@
 //! `HOTEL_CUSTOMER__<KEY>` environment variables over these defaults (the keys every
 //! domain service shares: [`ServiceSettings`]).
 
-use hotel_service::{Role, ServiceSettings};
+use hotel_service::{PersonalData, Role, ServiceSettings};
 
 /// The customer role, as a type: names the config section and the database file.
 #[derive(Debug)]
@@ -10,6 +10,8 @@ pub struct Customer;
 
 impl Role for Customer {
     const NAME: &'static str = crate::ROLE;
+    /// Customers are personal data: always `private, no-store`, no `[cache]` keys.
+    type Cache = PersonalData;
 }
 
 /// Everything a customer instance is configured with.

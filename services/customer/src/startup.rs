@@ -3,9 +3,11 @@
 
 use crate::{ROLE, Settings, routes, settings::Customer};
 use axum::Router;
-use hotel_common::process::BoxError;
-use hotel_service::DatabaseService;
+use hotel_common::{conditional::CacheControl, process::BoxError};
+use hotel_events::Subscription;
+use hotel_service::{DatabaseService, DatabaseState, Events};
 use sqlx::SqlitePool;
+use std::sync::Arc;
 
 /// The migrations compiled into the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -23,10 +25,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// The whole HTTP surface: customer routes, `/openapi.json`, health and the shared layers.
-pub fn router(pool: SqlitePool) -> Router {
-    let (routes, doc) = routes::api(pool.clone());
-    hotel_service::service_router(ROLE, routes, doc, pool)
+/// The whole HTTP surface: customer routes, `/openapi.json`, the event feed, health and
+/// the shared layers.
+pub fn router(pool: SqlitePool, events: &Events) -> Router {
+    let state = DatabaseState {
+        pool: pool.clone(),
+        producer: events.producer.clone(),
+    };
+    let (routes, doc) = routes::api(state);
+    hotel_service::service_router(ROLE, routes, doc, pool, events)
 }
 
 /// A customer instance whose listener is bound and database ready, not yet serving.
@@ -36,7 +43,15 @@ impl DatabaseService for Customer {
     fn migrator() -> &'static sqlx::migrate::Migrator {
         &MIGRATOR
     }
-    fn router(pool: SqlitePool) -> Router {
-        router(pool)
+    // Customers are personal data: `PersonalData` has no keys, so `cache` is always
+    // `private, no-store`, which the routes answer with of their own accord.
+    fn router(pool: SqlitePool, _cache: CacheControl, events: &Events) -> Router {
+        router(pool, events)
+    }
+    fn subscriptions(_pool: &SqlitePool, _events: &Events) -> Vec<Subscription> {
+        vec![Subscription {
+            producer: "booking",
+            handler: Arc::new(crate::events::BookingCounts),
+        }]
     }
 }

@@ -3,12 +3,14 @@
 
 use crate::{
     error::Error,
-    model::{Customer, email_key},
+    model::{BookingCounts, Customer, email_key},
 };
 use hotel_common::{
+    conditional::{self, IfMatch, Validators, Versioned},
     db,
     page::{self, Keyset, Page},
 };
+use hotel_events::Producer;
 use sqlx::SqlitePool;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -22,9 +24,31 @@ struct Row {
     name: String,
     email: String,
     created_at: i64,
+    version: i64,
+    updated_at: i64,
+    active: i64,
+    cancelled: i64,
+}
+
+/// The columns of a [`Row`]: the customer with its version and its booking counts (0
+/// before any event).
+macro_rules! customer_select {
+    () => {
+        "SELECT c.id, c.name, c.email, c.created_at, c.version, c.updated_at, \
+         COALESCE(b.active, 0) AS active, COALESCE(b.cancelled, 0) AS cancelled \
+         FROM customers c LEFT JOIN customer_bookings b ON b.customer_id = c.id "
+    };
 }
 
 impl Row {
+    fn into_versioned(self) -> Result<Versioned<Customer>, Error> {
+        let validators = Validators::of_row(&self.id, self.version, self.updated_at);
+        Ok(Versioned {
+            value: self.into_customer()?,
+            validators,
+        })
+    }
+
     fn into_customer(self) -> Result<Customer, Error> {
         // Only this service writes the table, so a bad id means a corrupted database.
         let id = Uuid::parse_str(&self.id)
@@ -34,6 +58,10 @@ impl Row {
             name: self.name,
             email: self.email,
             created_at: page::rfc3339_micros(self.created_at),
+            bookings: BookingCounts {
+                active: self.active,
+                cancelled: self.cancelled,
+            },
         })
     }
 }
@@ -47,11 +75,16 @@ fn taken_or(e: sqlx::Error) -> Error {
 }
 
 /// Inserts a customer whose name and email are already valid.
-pub async fn insert(pool: &SqlitePool, name: String, email: String) -> Result<Customer, Error> {
+pub async fn insert(
+    pool: &SqlitePool,
+    name: String,
+    email: String,
+) -> Result<Versioned<Customer>, Error> {
     let id = Uuid::new_v4();
     let created_at = page::now_micros();
     sqlx::query(
-        "INSERT INTO customers (id, name, email, email_key, created_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO customers (id, name, email, email_key, created_at, version, updated_at) \
+         VALUES (?, ?, ?, ?, ?5, 1, ?5)",
     )
     .bind(id.to_string())
     .bind(&name)
@@ -62,23 +95,39 @@ pub async fn insert(pool: &SqlitePool, name: String, email: String) -> Result<Cu
     .instrument(db::span("INSERT", TABLE))
     .await
     .map_err(taken_or)?;
-    Ok(Customer {
-        id,
-        name,
-        email,
-        created_at: page::rfc3339_micros(created_at),
+    Ok(Versioned {
+        value: Customer {
+            id,
+            name,
+            email,
+            created_at: page::rfc3339_micros(created_at),
+            bookings: BookingCounts::default(),
+        },
+        validators: Validators::of_row(id, 1, created_at),
     })
 }
 
 /// The customer with `id`.
-pub async fn get(pool: &SqlitePool, id: Uuid) -> Result<Customer, Error> {
-    let row: Option<Row> =
-        sqlx::query_as("SELECT id, name, email, created_at FROM customers WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(pool)
-            .instrument(db::span("SELECT", TABLE))
-            .await?;
-    row.ok_or(Error::NotFound(id))?.into_customer()
+pub async fn get(pool: &SqlitePool, id: Uuid) -> Result<Versioned<Customer>, Error> {
+    fetch(pool, id).await
+}
+
+async fn fetch<'c, E>(conn: E, id: Uuid) -> Result<Versioned<Customer>, Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    let row: Option<Row> = sqlx::query_as(concat!(customer_select!(), "WHERE c.id = ?"))
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .instrument(db::span("SELECT", TABLE))
+        .await?;
+    row.ok_or(Error::NotFound(id))?.into_versioned()
+}
+
+/// Checks `If-Match` against the current version, in the writing transaction.
+fn check(condition: Option<&IfMatch>, customer: &Versioned<Customer>) -> Result<(), Error> {
+    let what = format!("customer {}", customer.value.id);
+    conditional::check(condition, &what, &customer.validators.etag).map_err(Error::from)
 }
 
 /// One page of customers in `(created_at, id)` order, optionally only those with `email`.
@@ -87,13 +136,13 @@ pub async fn list(
     email: Option<&str>,
     after: Option<Keyset>,
     limit: u32,
-) -> Result<Page<Customer>, Error> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, name, email, created_at FROM customers \
-         WHERE (?1 IS NULL OR email_key = ?1) \
-           AND (?2 IS NULL OR (created_at, id) > (?2, ?3)) \
-         ORDER BY created_at, id LIMIT ?4",
-    )
+) -> Result<(Page<Customer>, Validators), Error> {
+    let rows: Vec<Row> = sqlx::query_as(concat!(
+        customer_select!(),
+        "WHERE (?1 IS NULL OR c.email_key = ?1) \
+           AND (?2 IS NULL OR (c.created_at, c.id) > (?2, ?3)) \
+         ORDER BY c.created_at, c.id LIMIT ?4"
+    ))
     .bind(email.map(email_key))
     .bind(after.map(|k| k.t))
     .bind(after.map(|k| k.id.to_string()))
@@ -101,59 +150,119 @@ pub async fn list(
     .fetch_all(pool)
     .instrument(db::span("SELECT", TABLE))
     .await?;
-    Page::from_keyset_rows(rows, limit, |r| {
+    let versions: Vec<(String, i64)> = rows
+        .iter()
+        .take(limit as usize)
+        .map(|r| (r.id.clone(), r.version))
+        .collect();
+    let page = Page::from_keyset_rows(rows, limit, |r| {
         let t = r.created_at;
         r.into_customer().map(|c| {
             let id = c.id;
             (c, Keyset { t, id })
         })
-    })
+    })?;
+    let tag = conditional::list_tag(versions, page.next_cursor.as_deref());
+    Ok((page, Validators::tag(tag)))
 }
 
-/// Applies the given changes (already valid) in one write transaction.
+/// Applies the given changes (already valid) in one write transaction, which bumps the
+/// version; 412 when `condition` does not name the current one.
 pub async fn update(
     pool: &SqlitePool,
     id: Uuid,
     name: Option<String>,
     email: Option<String>,
-) -> Result<Customer, Error> {
+    condition: Option<&IfMatch>,
+) -> Result<Versioned<Customer>, Error> {
     let mut tx = db::begin_immediate(pool).await?;
-    let row: Option<Row> =
-        sqlx::query_as("SELECT id, name, email, created_at FROM customers WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .instrument(db::span("SELECT", TABLE))
-            .await?;
-    let mut customer = row.ok_or(Error::NotFound(id))?.into_customer()?;
+    let current = fetch(&mut *tx, id).await?;
+    check(condition, &current)?;
+    let mut customer = current.value;
     if let Some(name) = name {
         customer.name = name;
     }
     if let Some(email) = email {
         customer.email = email;
     }
-    sqlx::query("UPDATE customers SET name = ?, email = ?, email_key = ? WHERE id = ?")
-        .bind(&customer.name)
-        .bind(&customer.email)
-        .bind(email_key(&customer.email))
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .instrument(db::span("UPDATE", TABLE))
-        .await
-        .map_err(taken_or)?;
+    let updated_at = page::now_micros();
+    let version: i64 = sqlx::query_scalar(
+        "UPDATE customers SET name = ?, email = ?, email_key = ?, version = version + 1, \
+         updated_at = ? WHERE id = ? RETURNING version",
+    )
+    .bind(&customer.name)
+    .bind(&customer.email)
+    .bind(email_key(&customer.email))
+    .bind(updated_at)
+    .bind(id.to_string())
+    .fetch_one(&mut *tx)
+    .instrument(db::span("UPDATE", TABLE))
+    .await
+    .map_err(taken_or)?;
     tx.commit().await?;
-    Ok(customer)
+    Ok(Versioned {
+        value: customer,
+        validators: Validators::of_row(id, version, updated_at),
+    })
 }
 
-/// Deletes the customer with `id`.
-pub async fn delete(pool: &SqlitePool, id: Uuid) -> Result<(), Error> {
-    let done = sqlx::query("DELETE FROM customers WHERE id = ?")
+/// Deletes the customer with `id`, writing `hotel.customer.deleted` (data: the customer
+/// as it was) in the same transaction: booking cancels their bookings when it reads it.
+/// With `condition`, only the version it names is deleted (412).
+pub async fn delete(
+    pool: &SqlitePool,
+    producer: &Producer,
+    id: Uuid,
+    condition: Option<&IfMatch>,
+) -> Result<(), Error> {
+    let mut tx = db::begin_immediate(pool).await?;
+    let current = fetch(&mut *tx, id).await?;
+    check(condition, &current)?;
+    sqlx::query("DELETE FROM customers WHERE id = ?")
         .bind(id.to_string())
-        .execute(pool)
+        .execute(&mut *tx)
         .instrument(db::span("DELETE", TABLE))
         .await?;
-    if done.rows_affected() == 0 {
-        Err(Error::NotFound(id))
-    } else {
-        Ok(())
-    }
+    sqlx::query("DELETE FROM customer_bookings WHERE customer_id = ?")
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .instrument(db::span("DELETE", "customer_bookings"))
+        .await?;
+    producer
+        .publish(&mut tx, hotel_events::CUSTOMER_DELETED, id, &current.value)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Adds `active` and `cancelled` to the booking counts of customer `id`, and bumps its
+/// version, on the connection of the event's transaction; a customer that no longer
+/// exists gets no row.
+pub async fn count_bookings(
+    conn: &mut sqlx::SqliteConnection,
+    id: Uuid,
+    active: i64,
+    cancelled: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO customer_bookings (customer_id, active, cancelled) \
+         SELECT ?1, MAX(?2, 0), ?3 WHERE EXISTS (SELECT 1 FROM customers WHERE id = ?1) \
+         ON CONFLICT (customer_id) DO UPDATE SET \
+           active = MAX(active + ?2, 0), cancelled = cancelled + ?3",
+    )
+    .bind(id.to_string())
+    .bind(active)
+    .bind(cancelled)
+    .execute(&mut *conn)
+    .instrument(db::span("UPSERT", "customer_bookings"))
+    .await?;
+    // The counts are part of the customer as the API shows it: a new version, so an ETag
+    // taken before the event no longer matches (no 304 for changed counts).
+    sqlx::query("UPDATE customers SET version = version + 1, updated_at = ? WHERE id = ?")
+        .bind(page::now_micros())
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .instrument(db::span("UPDATE", TABLE))
+        .await?;
+    Ok(())
 }

@@ -9,13 +9,19 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 
 async fn app() -> TestApp {
-    let dir = TempDir::new();
+    let dir = TempDir::new("customer-api");
     let settings = Settings {
         data_dir: dir.path().to_owned(),
         ..Settings::default()
     };
     let pool = connect(&settings).await.expect("database");
-    TestApp::new(router(pool), dir)
+    TestApp::new(full_router(&settings, pool), dir)
+}
+
+/// The whole router over `pool`, with the events of an instance with `settings`.
+fn full_router(settings: &Settings, pool: sqlx::SqlitePool) -> axum::Router {
+    let events = hotel_service::Events::new(settings, pool.clone()).expect("events");
+    router(pool, &events)
 }
 
 async fn create(app: &TestApp, name: &str, email: &str) -> Value {
@@ -146,7 +152,7 @@ async fn concurrent_creates_with_one_email_let_exactly_one_win() {
         tasks.push(tokio::spawn(async move {
             let probe = TestApp {
                 router,
-                dir: TempDir::new(),
+                dir: TempDir::new("customer-api"),
             };
             probe
                 .post(
@@ -516,7 +522,7 @@ async fn odd_inputs_never_answer_a_server_error() {
 
 #[tokio::test]
 async fn replicas_migrating_one_file_together_all_start() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("customer-api");
     let settings = Settings {
         data_dir: dir.path().to_owned(),
         ..Settings::default()
@@ -531,8 +537,14 @@ async fn replicas_migrating_one_file_together_all_start() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let a = TestApp::new(router(connect(&settings).await.unwrap()), TempDir::new());
-    let b = TestApp::new(router(connect(&settings).await.unwrap()), TempDir::new());
+    let a = TestApp::new(
+        full_router(&settings, connect(&settings).await.unwrap()),
+        TempDir::new("customer-api"),
+    );
+    let b = TestApp::new(
+        full_router(&settings, connect(&settings).await.unwrap()),
+        TempDir::new("customer-api"),
+    );
     let c = create(&a, "Ada", "ada@example.com").await;
     let seen = b
         .get(&format!("/customers/{}", c["id"].as_str().unwrap()))
@@ -548,7 +560,7 @@ async fn replicas_migrating_one_file_together_all_start() {
 
 #[tokio::test]
 async fn an_application_serves_on_an_ephemeral_port_until_shut_down() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("customer-api");
     let settings = Settings {
         data_dir: dir.path().to_owned(),
         ..Settings::default()
@@ -556,4 +568,135 @@ async fn an_application_serves_on_an_ephemeral_port_until_shut_down() {
     let app = Application::build(settings).await.unwrap();
     assert!(dir.path().join("customer.db").exists());
     hotel_service_testing::assert_serves_until_shut_down(app).await;
+}
+
+const PERSONAL: &str = "private, no-store";
+
+#[tokio::test]
+async fn a_customer_read_is_private_carries_validators_and_answers_304() {
+    let app = app().await;
+    let c = create(&app, "Grace Hopper", "grace@example.com").await;
+    let uri = format!("/customers/{}", c["id"].as_str().unwrap());
+    let etag = hotel_service_testing::assert_conditional_get(&app, &uri, PERSONAL).await;
+    assert_eq!(etag, format!("\"{}-1\"", c["id"].as_str().unwrap()));
+    hotel_service_testing::assert_conditional_list(&app, "/customers", PERSONAL).await;
+}
+
+#[tokio::test]
+async fn every_write_bumps_the_version_and_if_match_guards_patch_and_delete() {
+    let app = app().await;
+    let created = app
+        .post(
+            "/customers",
+            json!({"name": "Alan", "email": "alan@example.com"}),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let uri = format!("/customers/{}", created.body["id"].as_str().unwrap());
+    assert_eq!(created.headers["location"], uri.as_str());
+    let v1 = created.headers["etag"].to_str().unwrap().to_owned();
+    let patch = json!({"name": "Alan Turing"});
+    hotel_service_testing::assert_if_match_refused(
+        &app,
+        Method::PATCH,
+        &uri,
+        &uri,
+        &v1,
+        Some(patch.clone()),
+    )
+    .await;
+    let changed = hotel_service_testing::call_with(
+        &app,
+        Method::PATCH,
+        &uri,
+        &[("if-match", &v1)],
+        Some(patch),
+    )
+    .await;
+    assert_eq!(changed.status, 200, "{:?}", changed.body);
+    let v2 = changed.headers["etag"].to_str().unwrap().to_owned();
+    assert!(v2.ends_with("-2\""), "{v2}");
+    assert_eq!(app.get(&uri).await.headers["etag"], v2.as_str());
+    hotel_service_testing::assert_if_match_refused(&app, Method::DELETE, &uri, &uri, &v2, None)
+        .await;
+    let stale =
+        hotel_service_testing::call_with(&app, Method::DELETE, &uri, &[("if-match", &v1)], None)
+            .await;
+    stale.problem(412);
+    let gone =
+        hotel_service_testing::call_with(&app, Method::DELETE, &uri, &[("if-match", &v2)], None)
+            .await;
+    assert_eq!(gone.status, 204);
+    app.get(&uri).await.problem(404);
+    let again =
+        hotel_service_testing::call_with(&app, Method::DELETE, &uri, &[("if-match", "*")], None)
+            .await;
+    again.problem(404);
+}
+
+#[tokio::test]
+async fn location_names_the_customer_as_the_client_addresses_it_behind_a_proxy() {
+    let app = app().await;
+    let r = hotel_service_testing::call_with(
+        &app,
+        Method::POST,
+        "/customers",
+        &[("x-forwarded-prefix", "/api/")],
+        Some(json!({"name": "Edsger", "email": "ew@example.com"})),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let want = format!("/api/customers/{}", r.body["id"].as_str().unwrap());
+    assert_eq!(r.headers["location"], want.as_str());
+}
+
+#[tokio::test]
+async fn customers_stored_before_versions_existed_read_back_as_version_1_last_changed_when_created()
+{
+    let dir = TempDir::new("customer-api");
+    let settings = Settings {
+        data_dir: dir.path().to_owned(),
+        ..Settings::default()
+    };
+    // The database as the first release left it: only the first migration applied.
+    let first = TempDir::new("customer-api");
+    let name = "20261129000001_customers.sql";
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    std::fs::copy(migrations.join(name), first.path().join(name)).unwrap();
+    let pool = hotel_common::db::open(&settings.database_path())
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(first.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let id = uuid::Uuid::new_v4();
+    // 2026-12-05T10:00:00.25Z
+    let created_at: i64 = 1_796_464_800_250_000;
+    sqlx::query(
+        "INSERT INTO customers (id, name, email, email_key, created_at) \
+         VALUES (?, 'Old Guest', 'old@example.com', 'old@example.com', ?)",
+    )
+    .bind(id.to_string())
+    .bind(created_at)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let pool = connect(&settings).await.unwrap();
+    let app = TestApp::new(full_router(&settings, pool), dir);
+    let uri = format!("/customers/{id}");
+    let got = app.get(&uri).await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(got.headers["etag"], format!("\"{id}-1\"").as_str());
+    assert_eq!(
+        got.headers["last-modified"],
+        "Sat, 05 Dec 2026 10:00:00 GMT"
+    );
+    let changed = app.patch(&uri, json!({"name": "Old Guest Renamed"})).await;
+    assert_eq!(changed.status, 200);
+    assert_eq!(changed.headers["etag"], format!("\"{id}-2\"").as_str());
 }

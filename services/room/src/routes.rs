@@ -8,12 +8,20 @@ use crate::{
     model::{ListQuery, NewRoom, Room, RoomPatch, RoomStatus, valid_min_capacity},
     store::{self, Changes, Filter},
 };
-use axum::{Router, extract::State, http::StatusCode};
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::Response,
+};
 use hotel_common::{
     Problem,
+    conditional::{CacheControl, IfMatch},
     extract::{Json, Path, Query},
     page::{self, Keyset, Page},
 };
+use hotel_events::Producer;
+use hotel_service::DatabaseState;
 use sqlx::SqlitePool;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -27,28 +35,50 @@ use uuid::Uuid;
 )]
 pub struct ApiDoc;
 
-/// The room routes (without the shared layers) and the OpenAPI document describing
-/// exactly those routes.
-pub fn api(pool: SqlitePool) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, mut doc) = declared().with_state(pool).split_for_parts();
-    link(&mut doc);
-    (router, doc)
+/// What every room handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The rooms database.
+    pub pool: SqlitePool,
+    /// Writes this service's events (`hotel.room.updated`).
+    pub producer: Producer,
+    /// The `Cache-Control` of every read (`[cache]` in the settings).
+    pub cache: CacheControl,
 }
 
-/// The OpenAPI document of the room routes, built without a database.
-pub fn document() -> utoipa::openapi::OpenApi {
+/// The room routes (without the shared layers) and the OpenAPI document describing
+/// exactly those routes.
+pub fn api(state: DatabaseState, cache: CacheControl) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = declared().split_for_parts();
+    complete(&mut doc, &cache);
+    let DatabaseState { pool, producer } = state;
+    (
+        router.with_state(AppState {
+            pool,
+            producer,
+            cache,
+        }),
+        doc,
+    )
+}
+
+/// The OpenAPI document of the room routes, built without a database, for `cache`.
+pub fn document(cache: &CacheControl) -> utoipa::openapi::OpenApi {
     let mut doc = declared().into_openapi();
-    link(&mut doc);
+    complete(&mut doc, cache);
     doc
 }
 
-/// Links from a create to the read, update and retirement of the room it made.
-fn link(doc: &mut utoipa::openapi::OpenApi) {
+/// Links from a create to the read, update and retirement of the room it made, and the
+/// conditional request rules (validators, 304, `If-Match`, 412).
+fn complete(doc: &mut utoipa::openapi::OpenApi, cache: &CacheControl) {
     hotel_common::openapi::link_created(doc, "/rooms", &["/rooms/{id}"]);
+    let cache = cache.value().to_str().unwrap_or_default();
+    hotel_common::conditional::document(doc, &["/rooms", "/rooms/{id}"], &[], cache);
 }
 
 /// Every room route, each declared once for both the router and the document.
-fn declared() -> OpenApiRouter<SqlitePool> {
+fn declared() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(create_room, list_rooms))
         .routes(routes!(get_room, update_room, retire_room))
@@ -58,8 +88,14 @@ fn declared() -> OpenApiRouter<SqlitePool> {
 #[utoipa::path(
     post, path = "/rooms", tag = "rooms",
     request_body = NewRoom,
+    params(
+        ("X-Forwarded-Prefix" = Option<String>, Header,
+         description = "Path prefix a proxy strips (such as `/api`), put back in front of `Location`"),
+    ),
     responses(
-        (status = 201, description = "Created", body = Room),
+        (status = 201, description = "Created; `Location` names the room, `ETag` its first version", body = Room,
+         headers(("Location" = String, description = "Path of the new room"),
+                 ("ETag" = String, description = "Strong entity tag of the new room"))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Number already in use", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
@@ -68,19 +104,31 @@ fn declared() -> OpenApiRouter<SqlitePool> {
     )
 )]
 async fn create_room(
-    State(pool): State<SqlitePool>,
+    State(app): State<AppState>,
+    headers: HeaderMap,
     Json(body): Json<NewRoom>,
-) -> Result<(StatusCode, Json<Room>), Error> {
+) -> Result<Response, Error> {
     let room = store::insert(
-        &pool,
+        &app.pool,
         body.number.into_string(),
         body.kind,
         body.capacity.get(),
         body.nightly_rate_cents.get(),
     )
     .await?;
-    tracing::info!(room.id = %room.id, room.number = %room.number, "room created");
-    Ok((StatusCode::CREATED, Json(room)))
+    let id = room.value.id;
+    tracing::info!(room.id = %id, room.number = %room.value.number, "room created");
+    let location = format!(
+        "{}/rooms/{id}",
+        hotel_common::http::forwarded_prefix(&headers)
+    );
+    let mut res = app
+        .cache
+        .changed(StatusCode::CREATED, &room.validators, room.value);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
 }
 
 /// List rooms, oldest first, filtered by kind, size and status.
@@ -94,9 +142,10 @@ async fn create_room(
     )
 )]
 async fn list_rooms(
-    State(pool): State<SqlitePool>,
+    State(app): State<AppState>,
+    headers: HeaderMap,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Page<Room>>, Error> {
+) -> Result<Response, Error> {
     let limit = page::limit(q.limit)?;
     let after = page::after::<Keyset>(q.cursor.as_deref())?;
     let min_capacity = q.min_capacity.map(valid_min_capacity).transpose()?;
@@ -105,7 +154,8 @@ async fn list_rooms(
         min_capacity,
         status: q.status,
     };
-    Ok(Json(store::list(&pool, filter, after, limit).await?))
+    let (page, tag): (Page<Room>, _) = store::list(&app.pool, filter, after, limit).await?;
+    Ok(app.cache.answer(&headers, &tag, page))
 }
 
 /// Get one room, whatever its status.
@@ -119,14 +169,16 @@ async fn list_rooms(
     )
 )]
 async fn get_room(
-    State(pool): State<SqlitePool>,
+    State(app): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<Uuid>,
-) -> Result<Json<Room>, Error> {
-    Ok(Json(store::get(&pool, id).await?))
+) -> Result<Response, Error> {
+    let room = store::get(&app.pool, id).await?;
+    Ok(app.cache.answer(&headers, &room.validators, room.value))
 }
 
 /// Change a room; fields left out stay as they are. `status` may move between available
-/// and maintenance; a retired room cannot change.
+/// and maintenance; a retired room cannot change. Publishes `hotel.room.updated`.
 #[utoipa::path(
     patch, path = "/rooms/{id}", tag = "rooms",
     params(("id" = Uuid, Path, description = "Room id")),
@@ -142,10 +194,11 @@ async fn get_room(
     )
 )]
 async fn update_room(
-    State(pool): State<SqlitePool>,
+    State(app): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<Uuid>,
     Json(patch): Json<RoomPatch>,
-) -> Result<Json<Room>, Error> {
+) -> Result<Response, Error> {
     let changes = Changes {
         number: patch.number.map(|n| n.into_string()),
         kind: patch.kind,
@@ -153,11 +206,16 @@ async fn update_room(
         nightly_rate_cents: patch.nightly_rate_cents.map(|r| r.get()),
         status: patch.status.map(RoomStatus::from),
     };
-    Ok(Json(store::update(&pool, id, changes).await?))
+    let condition = IfMatch::from_headers(&headers);
+    let room = store::update(&app.pool, &app.producer, id, changes, condition.as_ref()).await?;
+    Ok(app
+        .cache
+        .changed(StatusCode::OK, &room.validators, room.value))
 }
 
 /// Retire a room: it keeps its id and stays readable but can no longer be booked or
-/// changed, and its number is free again. Retiring twice is fine.
+/// changed, and its number is free again. Retiring twice is fine. Publishes
+/// `hotel.room.updated` (once: retiring a retired room changes nothing).
 #[utoipa::path(
     delete, path = "/rooms/{id}", tag = "rooms",
     params(("id" = Uuid, Path, description = "Room id")),
@@ -168,10 +226,14 @@ async fn update_room(
     )
 )]
 async fn retire_room(
-    State(pool): State<SqlitePool>,
+    State(app): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<Uuid>,
-) -> Result<Json<Room>, Error> {
-    let room = store::retire(&pool, id).await?;
+) -> Result<Response, Error> {
+    let condition = IfMatch::from_headers(&headers);
+    let room = store::retire(&app.pool, &app.producer, id, condition.as_ref()).await?;
     tracing::info!(room.id = %id, "room retired");
-    Ok(Json(room))
+    Ok(app
+        .cache
+        .changed(StatusCode::OK, &room.validators, room.value))
 }

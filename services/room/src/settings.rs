@@ -2,7 +2,7 @@
 //! `HOTEL_ROOM__<KEY>` environment variables over these defaults (the keys every
 //! domain service shares: [`ServiceSettings`]).
 
-use hotel_service::{Role, ServiceSettings};
+use hotel_service::{Role, ServiceSettings, SharedCache};
 
 /// The room role, as a type: names the config section and the database file.
 #[derive(Debug)]
@@ -10,6 +10,8 @@ pub struct Room;
 
 impl Role for Room {
     const NAME: &'static str = crate::ROLE;
+    /// Rooms are public: shared caches may keep them (`[cache]` says how long).
+    type Cache = SharedCache;
 }
 
 /// Everything a room instance is configured with.

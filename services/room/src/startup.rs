@@ -3,8 +3,8 @@
 
 use crate::{ROLE, Settings, routes, settings::Room};
 use axum::Router;
-use hotel_common::process::BoxError;
-use hotel_service::DatabaseService;
+use hotel_common::{conditional::CacheControl, process::BoxError};
+use hotel_service::{CacheSettings, DatabaseService, DatabaseState, Events};
 use sqlx::SqlitePool;
 
 /// The migrations compiled into the binary.
@@ -16,17 +16,24 @@ pub async fn connect(settings: &Settings) -> Result<SqlitePool, BoxError> {
     hotel_service::database::connect(settings).await
 }
 
-/// The OpenAPI document of this service, as served at `/openapi.json`.
+/// The OpenAPI document of this service with the default `[cache]` settings, as served
+/// at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut doc = routes::document();
+    let cache = Settings::default().cache.cache_control();
+    let mut doc = routes::document(&cache);
     hotel_common::openapi::document_shared_routes(&mut doc);
     doc
 }
 
-/// The whole HTTP surface: room routes, `/openapi.json`, health and the shared layers.
-pub fn router(pool: SqlitePool) -> Router {
-    let (routes, doc) = routes::api(pool.clone());
-    hotel_service::service_router(ROLE, routes, doc, pool)
+/// The whole HTTP surface: room routes (reads answered with `cache`), `/openapi.json`,
+/// the event feed, health and the shared layers.
+pub fn router(pool: SqlitePool, cache: CacheControl, events: &Events) -> Router {
+    let state = DatabaseState {
+        pool: pool.clone(),
+        producer: events.producer.clone(),
+    };
+    let (routes, doc) = routes::api(state, cache);
+    hotel_service::service_router(ROLE, routes, doc, pool, events)
 }
 
 /// A room instance whose listener is bound and database ready, not yet serving.
@@ -36,7 +43,7 @@ impl DatabaseService for Room {
     fn migrator() -> &'static sqlx::migrate::Migrator {
         &MIGRATOR
     }
-    fn router(pool: SqlitePool) -> Router {
-        router(pool)
+    fn router(pool: SqlitePool, cache: CacheControl, events: &Events) -> Router {
+        router(pool, cache, events)
     }
 }

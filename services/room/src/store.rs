@@ -6,15 +6,18 @@ use crate::{
     model::{Room, RoomKind, RoomStatus, number_key},
 };
 use hotel_common::{
+    conditional::{self, IfMatch, Validators, Versioned},
     db,
     page::{self, Keyset, Page},
 };
+use hotel_events::Producer;
 use sqlx::{Sqlite, SqlitePool};
 use tracing::Instrument;
 use uuid::Uuid;
 
 const TABLE: &str = "rooms";
-const COLUMNS: &str = "id, number, kind, capacity, nightly_rate_cents, status, created_at";
+const COLUMNS: &str =
+    "id, number, kind, capacity, nightly_rate_cents, status, created_at, version, updated_at";
 
 /// A `rooms` row as stored.
 #[derive(Debug, sqlx::FromRow)]
@@ -26,9 +29,23 @@ struct Row {
     nightly_rate_cents: i64,
     status: String,
     created_at: i64,
+    version: i64,
+    updated_at: i64,
 }
 
 impl Row {
+    fn validators(&self) -> Validators {
+        Validators::of_row(&self.id, self.version, self.updated_at)
+    }
+
+    fn into_versioned(self) -> Result<Versioned<Room>, Error> {
+        let validators = self.validators();
+        Ok(Versioned {
+            value: self.into_room()?,
+            validators,
+        })
+    }
+
     fn into_room(self) -> Result<Room, Error> {
         // Only this service writes the table (with CHECK constraints), so a value that
         // does not parse means a corrupted database: a 500, never a guess.
@@ -57,7 +74,7 @@ fn taken_or(e: sqlx::Error) -> Error {
     }
 }
 
-async fn fetch<'c, E>(conn: E, id: Uuid) -> Result<Room, Error>
+async fn fetch<'c, E>(conn: E, id: Uuid) -> Result<Versioned<Room>, Error>
 where
     E: sqlx::Executor<'c, Database = Sqlite>,
 {
@@ -68,7 +85,13 @@ where
     .fetch_optional(conn)
     .instrument(db::span("SELECT", TABLE))
     .await?;
-    row.ok_or(Error::NotFound(id))?.into_room()
+    row.ok_or(Error::NotFound(id))?.into_versioned()
+}
+
+/// Checks `If-Match` against the current version of `room`, in the writing transaction.
+fn check(condition: Option<&IfMatch>, room: &Versioned<Room>) -> Result<(), Error> {
+    let what = format!("room {}", room.value.id);
+    conditional::check(condition, &what, &room.validators.etag).map_err(Error::from)
 }
 
 /// Inserts an available room whose fields are already valid.
@@ -78,7 +101,7 @@ pub async fn insert(
     kind: RoomKind,
     capacity: i64,
     nightly_rate_cents: i64,
-) -> Result<Room, Error> {
+) -> Result<Versioned<Room>, Error> {
     let room = Room {
         id: Uuid::new_v4(),
         number,
@@ -90,8 +113,8 @@ pub async fn insert(
     };
     let created_at = page::now_micros();
     sqlx::query(
-        "INSERT INTO rooms (id, number, number_key, kind, capacity, nightly_rate_cents, status, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO rooms (id, number, number_key, kind, capacity, nightly_rate_cents, status, \
+         created_at, version, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?8)",
     )
     .bind(room.id.to_string())
     .bind(&room.number)
@@ -105,14 +128,17 @@ pub async fn insert(
     .instrument(db::span("INSERT", TABLE))
     .await
     .map_err(taken_or)?;
-    Ok(Room {
-        created_at: page::rfc3339_micros(created_at),
-        ..room
+    Ok(Versioned {
+        validators: Validators::of_row(room.id, 1, created_at),
+        value: Room {
+            created_at: page::rfc3339_micros(created_at),
+            ..room
+        },
     })
 }
 
 /// The room with `id`, whatever its status.
-pub async fn get(pool: &SqlitePool, id: Uuid) -> Result<Room, Error> {
+pub async fn get(pool: &SqlitePool, id: Uuid) -> Result<Versioned<Room>, Error> {
     fetch(pool, id).await
 }
 
@@ -127,13 +153,13 @@ pub struct Filter {
     pub status: Option<RoomStatus>,
 }
 
-/// One page of rooms in `(created_at, id)` order.
+/// One page of rooms in `(created_at, id)` order, and its weak `ETag`.
 pub async fn list(
     pool: &SqlitePool,
     filter: Filter,
     after: Option<Keyset>,
     limit: u32,
-) -> Result<Page<Room>, Error> {
+) -> Result<(Page<Room>, Validators), Error> {
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM rooms \
          WHERE (?1 IS NULL OR kind = ?1) \
@@ -151,13 +177,20 @@ pub async fn list(
     .fetch_all(pool)
     .instrument(db::span("SELECT", TABLE))
     .await?;
-    Page::from_keyset_rows(rows, limit, |r| {
+    let versions: Vec<(String, i64)> = rows
+        .iter()
+        .take(limit as usize)
+        .map(|r| (r.id.clone(), r.version))
+        .collect();
+    let page = Page::from_keyset_rows(rows, limit, |r| {
         let t = r.created_at;
         r.into_room().map(|room| {
             let id = room.id;
             (room, Keyset { t, id })
         })
-    })
+    })?;
+    let tag = conditional::list_tag(versions, page.next_cursor.as_deref());
+    Ok((page, Validators::tag(tag)))
 }
 
 /// Changes to a room, already valid. `status` is never `Retired` here.
@@ -175,13 +208,24 @@ pub struct Changes {
     pub status: Option<RoomStatus>,
 }
 
-/// Applies `changes` in one write transaction; a retired room refuses them (409).
-pub async fn update(pool: &SqlitePool, id: Uuid, changes: Changes) -> Result<Room, Error> {
+/// Applies `changes` in one write transaction, which bumps the version, with the
+/// `hotel.room.updated` event in the outbox; a retired room refuses them (409), and so
+/// does a room whose version `condition` does not name (412).
+pub async fn update(
+    pool: &SqlitePool,
+    producer: &Producer,
+    id: Uuid,
+    changes: Changes,
+    condition: Option<&IfMatch>,
+) -> Result<Versioned<Room>, Error> {
     let mut tx = db::begin_immediate(pool).await?;
-    let mut room = fetch(&mut *tx, id).await?;
-    if room.status == RoomStatus::Retired {
+    let current = fetch(&mut *tx, id).await?;
+    let before = current.value.clone();
+    if current.value.status == RoomStatus::Retired {
         return Err(Error::Retired(id));
     }
+    check(condition, &current)?;
+    let mut room = current.value;
     if let Some(number) = changes.number {
         room.number = number;
     }
@@ -191,9 +235,11 @@ pub async fn update(pool: &SqlitePool, id: Uuid, changes: Changes) -> Result<Roo
         .nightly_rate_cents
         .unwrap_or(room.nightly_rate_cents);
     room.status = changes.status.unwrap_or(room.status);
-    sqlx::query(
+    let updated_at = page::now_micros();
+    let version: i64 = sqlx::query_scalar(
         "UPDATE rooms SET number = ?, number_key = ?, kind = ?, capacity = ?, \
-         nightly_rate_cents = ?, status = ? WHERE id = ?",
+         nightly_rate_cents = ?, status = ?, version = version + 1, updated_at = ? \
+         WHERE id = ? RETURNING version",
     )
     .bind(&room.number)
     .bind(number_key(&room.number))
@@ -201,24 +247,76 @@ pub async fn update(pool: &SqlitePool, id: Uuid, changes: Changes) -> Result<Roo
     .bind(room.capacity)
     .bind(room.nightly_rate_cents)
     .bind(room.status.as_str())
+    .bind(updated_at)
     .bind(id.to_string())
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .instrument(db::span("UPDATE", TABLE))
     .await
     .map_err(taken_or)?;
+    publish_update(&mut tx, producer, &before, &room).await?;
+    tx.commit().await?;
+    Ok(Versioned {
+        validators: Validators::of_row(id, version, updated_at),
+        value: room,
+    })
+}
+
+/// Retires the room with `id` (idempotent: retiring a retired room changes nothing, not
+/// even its version, and publishes nothing) and returns it; 412 when `condition` does not
+/// name its version. The retirement writes `hotel.room.updated` in the same transaction.
+pub async fn retire(
+    pool: &SqlitePool,
+    producer: &Producer,
+    id: Uuid,
+    condition: Option<&IfMatch>,
+) -> Result<Versioned<Room>, Error> {
+    let mut tx = db::begin_immediate(pool).await?;
+    let current = fetch(&mut *tx, id).await?;
+    check(condition, &current)?;
+    if current.value.status == RoomStatus::Retired {
+        return Ok(current);
+    }
+    sqlx::query(
+        "UPDATE rooms SET status = 'retired', version = version + 1, updated_at = ? \
+         WHERE id = ?",
+    )
+    .bind(page::now_micros())
+    .bind(id.to_string())
+    .execute(&mut *tx)
+    .instrument(db::span("UPDATE", TABLE))
+    .await?;
+    let room = fetch(&mut *tx, id).await?;
+    publish_update(&mut tx, producer, &current.value, &room.value).await?;
     tx.commit().await?;
     Ok(room)
 }
 
-/// Retires the room with `id` (idempotent) and returns it.
-pub async fn retire(pool: &SqlitePool, id: Uuid) -> Result<Room, Error> {
-    let mut tx = db::begin_immediate(pool).await?;
-    sqlx::query("UPDATE rooms SET status = 'retired' WHERE id = ?")
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .instrument(db::span("UPDATE", TABLE))
+/// Writes `hotel.room.updated` (data: the room now, and `changes`: each changed field's
+/// value before) unless nothing changed.
+async fn publish_update(
+    conn: &mut sqlx::SqliteConnection,
+    producer: &Producer,
+    before: &Room,
+    after: &Room,
+) -> Result<(), Error> {
+    let (old, new) = (
+        serde_json::to_value(before).unwrap_or_default(),
+        serde_json::to_value(after).unwrap_or_default(),
+    );
+    let mut changes = serde_json::Map::new();
+    if let (Some(old), Some(new)) = (old.as_object(), new.as_object()) {
+        for (field, value) in old {
+            if new.get(field) != Some(value) {
+                changes.insert(field.clone(), value.clone());
+            }
+        }
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let data = serde_json::json!({ "room": after, "changes": changes });
+    producer
+        .publish(conn, hotel_events::ROOM_UPDATED, after.id, &data)
         .await?;
-    let room = fetch(&mut *tx, id).await?;
-    tx.commit().await?;
-    Ok(room)
+    Ok(())
 }

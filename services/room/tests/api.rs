@@ -3,19 +3,26 @@
 #![allow(clippy::unwrap_used)]
 
 use hotel_room::{Application, Settings, connect, router};
+use hotel_service::CacheSettings;
 use hotel_service_testing::{TempDir, TestApp};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 
 async fn app() -> TestApp {
-    let dir = TempDir::new();
+    let dir = TempDir::new("room-api");
     let settings = Settings {
         data_dir: dir.path().to_owned(),
         ..Settings::default()
     };
     let pool = connect(&settings).await.expect("database");
-    TestApp::new(router(pool), dir)
+    TestApp::new(full_router(&settings, pool), dir)
+}
+
+/// The whole router over `pool`, with the events of an instance with `settings`.
+fn full_router(settings: &Settings, pool: sqlx::SqlitePool) -> axum::Router {
+    let events = hotel_service::Events::new(settings, pool.clone()).expect("events");
+    router(pool, settings.cache.cache_control(), &events)
 }
 
 fn room(number: &str) -> Value {
@@ -190,7 +197,7 @@ async fn concurrent_creates_with_one_number_let_exactly_one_win() {
         tasks.push(tokio::spawn(async move {
             let probe = TestApp {
                 router,
-                dir: TempDir::new(),
+                dir: TempDir::new("room-api"),
             };
             probe.post("/rooms", room(number)).await.status
         }));
@@ -610,7 +617,7 @@ async fn odd_inputs_never_answer_a_server_error() {
 
 #[tokio::test]
 async fn replicas_migrating_one_file_together_all_start() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("room-api");
     let settings = Settings {
         data_dir: dir.path().to_owned(),
         ..Settings::default()
@@ -625,8 +632,14 @@ async fn replicas_migrating_one_file_together_all_start() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let a = TestApp::new(router(connect(&settings).await.unwrap()), TempDir::new());
-    let b = TestApp::new(router(connect(&settings).await.unwrap()), TempDir::new());
+    let a = TestApp::new(
+        full_router(&settings, connect(&settings).await.unwrap()),
+        TempDir::new("room-api"),
+    );
+    let b = TestApp::new(
+        full_router(&settings, connect(&settings).await.unwrap()),
+        TempDir::new("room-api"),
+    );
     let r = create(&a, room("5")).await;
     assert_eq!(
         b.get(&uri_of(&r)).await.body,
@@ -638,7 +651,7 @@ async fn replicas_migrating_one_file_together_all_start() {
 
 #[tokio::test]
 async fn an_application_serves_on_an_ephemeral_port_until_shut_down() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("room-api");
     let settings = Settings {
         data_dir: dir.path().to_owned(),
         ..Settings::default()
@@ -646,4 +659,226 @@ async fn an_application_serves_on_an_ephemeral_port_until_shut_down() {
     let app = Application::build(settings).await.unwrap();
     assert!(dir.path().join("room.db").exists());
     hotel_service_testing::assert_serves_until_shut_down(app).await;
+}
+
+const PUBLIC: &str = "public, max-age=5, stale-if-error=300";
+
+#[tokio::test]
+async fn a_room_read_carries_validators_and_conditional_gets_answer_304() {
+    let app = app().await;
+    let r = create(&app, room("301")).await;
+    let etag = hotel_service_testing::assert_conditional_get(&app, &uri_of(&r), PUBLIC).await;
+    assert_eq!(etag, format!("\"{}-1\"", r["id"].as_str().unwrap()));
+    let list = hotel_service_testing::assert_conditional_list(&app, "/rooms", PUBLIC).await;
+    create(&app, room("302")).await;
+    let again = app.get("/rooms").await;
+    assert_ne!(
+        again.headers["etag"],
+        list.as_str(),
+        "a new room changes the page's tag"
+    );
+}
+
+#[tokio::test]
+async fn every_write_bumps_the_version_and_if_match_guards_patch_and_retire() {
+    let app = app().await;
+    let created = app.post("/rooms", room("303")).await;
+    assert_eq!(created.status, 201);
+    let uri = uri_of(&created.body);
+    assert_eq!(created.headers["location"], uri.as_str());
+    let v1 = created.headers["etag"].to_str().unwrap().to_owned();
+    assert_eq!(app.get(&uri).await.headers["etag"], v1.as_str());
+    let patch = json!({"capacity": 3});
+    hotel_service_testing::assert_if_match_refused(
+        &app,
+        Method::PATCH,
+        &uri,
+        &uri,
+        &v1,
+        Some(patch.clone()),
+    )
+    .await;
+    let changed = hotel_service_testing::call_with(
+        &app,
+        Method::PATCH,
+        &uri,
+        &[("if-match", &v1)],
+        Some(patch),
+    )
+    .await;
+    assert_eq!(changed.status, 200, "{:?}", changed.body);
+    let v2 = changed.headers["etag"].to_str().unwrap().to_owned();
+    assert_ne!(v1, v2);
+    assert!(v2.ends_with("-2\""), "{v2}");
+    let read = app.get(&uri).await;
+    assert_eq!(read.headers["etag"], v2.as_str());
+    assert_eq!(read.body["capacity"], 3);
+    // The old tag no longer gets a 304: the client's copy is out of date.
+    let old =
+        hotel_service_testing::call_with(&app, Method::GET, &uri, &[("if-none-match", &v1)], None)
+            .await;
+    assert_eq!(old.status, 200);
+    // A lost update is impossible: a second writer holding v1 is refused.
+    let lost = hotel_service_testing::call_with(
+        &app,
+        Method::PATCH,
+        &uri,
+        &[("if-match", &v1)],
+        Some(json!({"capacity": 4})),
+    )
+    .await;
+    lost.problem(412);
+    hotel_service_testing::assert_if_match_refused(&app, Method::DELETE, &uri, &uri, &v2, None)
+        .await;
+    let retired =
+        hotel_service_testing::call_with(&app, Method::DELETE, &uri, &[("if-match", "*")], None)
+            .await;
+    assert_eq!(retired.status, 200);
+    let v3 = retired.headers["etag"].to_str().unwrap().to_owned();
+    assert!(v3.ends_with("-3\""), "{v3}");
+    let twice = app.delete(&uri).await;
+    assert_eq!(
+        twice.headers["etag"],
+        v3.as_str(),
+        "retiring twice changes nothing"
+    );
+    // Without If-Match a change is made as before.
+    let missing = format!("/rooms/{}", uuid::Uuid::new_v4());
+    let r = hotel_service_testing::call_with(
+        &app,
+        Method::PATCH,
+        &missing,
+        &[("if-match", "\"x\"")],
+        Some(json!({"capacity": 2})),
+    )
+    .await;
+    r.problem(404);
+}
+
+#[tokio::test]
+async fn location_names_the_room_as_the_client_addresses_it_behind_a_proxy() {
+    let app = app().await;
+    let r = hotel_service_testing::call_with(
+        &app,
+        Method::POST,
+        "/rooms",
+        &[("x-forwarded-prefix", "/api")],
+        Some(room("304")),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let want = format!("/api/rooms/{}", r.body["id"].as_str().unwrap());
+    assert_eq!(r.headers["location"], want.as_str());
+}
+
+#[tokio::test]
+async fn the_cache_settings_choose_the_cache_control_and_the_document_says_so() {
+    let dir = TempDir::new("room-api");
+    let settings = Settings {
+        data_dir: dir.path().to_owned(),
+        cache: hotel_service::SharedCache {
+            max_age: std::time::Duration::from_secs(60),
+            stale_if_error: std::time::Duration::ZERO,
+        },
+        ..Settings::default()
+    };
+    let pool = connect(&settings).await.unwrap();
+    let app = TestApp::new(full_router(&settings, pool), dir);
+    let r = create(&app, room("305")).await;
+    let got = app.get(&uri_of(&r)).await;
+    assert_eq!(got.headers["cache-control"], "public, max-age=60");
+    let doc = app.get("/openapi.json").await.body;
+    let get = &doc["paths"]["/rooms/{id}"]["get"];
+    let names: Vec<_> = get["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"If-None-Match") && names.contains(&"If-Modified-Since"));
+    let ok = &get["responses"]["200"]["headers"];
+    for h in ["ETag", "Last-Modified", "Cache-Control"] {
+        assert!(ok[h].is_object(), "{h} documented");
+    }
+    assert!(
+        ok["Cache-Control"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("public, max-age=60")
+    );
+    assert!(get["responses"]["304"].is_object());
+    let links = &doc["paths"]["/rooms"]["post"]["responses"]["201"]["links"];
+    let guarded: Vec<_> = links
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|l| l["parameters"]["If-Match"] == "$response.header.ETag")
+        .collect();
+    assert_eq!(
+        guarded.len(),
+        2,
+        "PATCH and DELETE links pass the ETag: {links}"
+    );
+    for method in ["patch", "delete"] {
+        let op = &doc["paths"]["/rooms/{id}"][method];
+        assert!(op["responses"]["412"].is_object(), "{method} documents 412");
+        assert!(
+            op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "If-Match"),
+            "{method} documents If-Match"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rooms_stored_before_versions_existed_read_back_as_version_1_last_changed_when_created() {
+    let dir = TempDir::new("room-api");
+    let settings = Settings {
+        data_dir: dir.path().to_owned(),
+        ..Settings::default()
+    };
+    // The database as the first release left it: only the first migration applied.
+    let first = TempDir::new("room-api");
+    let name = "20261129000001_rooms.sql";
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    std::fs::copy(migrations.join(name), first.path().join(name)).unwrap();
+    let pool = hotel_common::db::open(&settings.database_path())
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(first.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let id = uuid::Uuid::new_v4();
+    // 2026-12-05T10:00:00.25Z
+    let created_at: i64 = 1_796_464_800_250_000;
+    sqlx::query(
+        "INSERT INTO rooms (id, number, number_key, kind, capacity, nightly_rate_cents, \
+         status, created_at) VALUES (?, '9', '9', 'single', 1, 100, 'available', ?)",
+    )
+    .bind(id.to_string())
+    .bind(created_at)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let pool = connect(&settings).await.unwrap();
+    let app = TestApp::new(full_router(&settings, pool), dir);
+    let uri = format!("/rooms/{id}");
+    let got = app.get(&uri).await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(got.headers["etag"], format!("\"{id}-1\"").as_str());
+    assert_eq!(
+        got.headers["last-modified"],
+        "Sat, 05 Dec 2026 10:00:00 GMT"
+    );
+    let changed = app.patch(&uri, json!({"capacity": 2})).await;
+    assert_eq!(changed.status, 200);
+    assert_eq!(changed.headers["etag"], format!("\"{id}-2\"").as_str());
 }

@@ -4,12 +4,15 @@
 //! only state is its database (customer, room).
 
 use crate::{
+    events::Events,
     runner::{Service, ServiceInstance},
-    settings::{Role, ServiceSettings},
+    settings::{CacheSettings, Role, ServiceSettings},
 };
 use axum::Router;
 use hotel_common::{
-    Problem, db,
+    Problem,
+    conditional::CacheControl,
+    db,
     health::ReadinessCheck,
     http::{SERVICE_BODY_LIMIT, finish},
     process::BoxError,
@@ -23,18 +26,26 @@ use utoipa::openapi::OpenApi;
 pub trait DatabaseService: Role {
     /// The migrations compiled into the service.
     fn migrator() -> &'static sqlx::migrate::Migrator;
-    /// The whole HTTP surface over the database (see [`service_router`]).
-    fn router(pool: SqlitePool) -> Router;
+    /// The whole HTTP surface over the database (see [`service_router`]): reads answered
+    /// with `cache` (from the `[cache]` settings), changes published through
+    /// `events.producer`, and `events.feed` served.
+    fn router(pool: SqlitePool, cache: CacheControl, events: &Events) -> Router;
+    /// The producers whose events this service consumes, and their effects (none by
+    /// default).
+    fn subscriptions(_pool: &SqlitePool, _events: &Events) -> Vec<hotel_events::Subscription> {
+        Vec::new()
+    }
 }
 
 /// Opens `<data_dir>/<role>.db` (shared with the other replicas) and brings its schema up
-/// to date.
+/// to date, the event bus's tables included.
 pub async fn connect<R: DatabaseService>(
     settings: &ServiceSettings<R>,
 ) -> Result<SqlitePool, BoxError> {
     let path = settings.database_path();
     let pool = db::open(&path).await?;
     db::migrate(&pool, &path, R::migrator()).await?;
+    hotel_events::outbox::create_tables(&pool).await?;
     Ok(pool)
 }
 
@@ -48,15 +59,17 @@ pub fn database_readiness(pool: SqlitePool) -> ReadinessCheck {
 }
 
 /// The whole HTTP surface of a domain service over its SQLite pool: `routes`, the
-/// OpenAPI document `doc` served at `/openapi.json`, and [`finish`]'s shared layers with
-/// [`database_readiness`] as the readiness check.
+/// OpenAPI document `doc` served at `/openapi.json`, the event feed with
+/// `/events/status` and `/metrics` (internal, not in `doc`), and [`finish`]'s shared
+/// layers with [`database_readiness`] as the readiness check.
 pub fn service_router(
     role: &'static str,
     routes: Router,
     doc: OpenApi,
     pool: SqlitePool,
+    events: &Events,
 ) -> Router {
-    let routes = hotel_common::openapi::serve(routes, doc);
+    let routes = hotel_common::openapi::serve(routes, doc).merge(events.feed.router());
     finish(role, routes, database_readiness(pool), SERVICE_BODY_LIMIT)
 }
 
@@ -87,7 +100,12 @@ impl<R: DatabaseService> DatabaseApp<R> {
     pub async fn build(settings: ServiceSettings<R>) -> Result<Self, BoxError> {
         let pool = connect(&settings).await?;
         let readiness = database_readiness(pool.clone());
-        let instance = ServiceInstance::bind(&settings, R::router(pool), readiness).await?;
+        let mut events = Events::new(&settings, pool.clone())?;
+        for subscription in R::subscriptions(&pool, &events) {
+            events.subscribe(subscription, None);
+        }
+        let router = R::router(pool, settings.cache.cache_control(), &events);
+        let instance = ServiceInstance::bind(&settings, router, readiness, events).await?;
         Ok(DatabaseApp { instance, settings })
     }
 
@@ -124,5 +142,28 @@ impl<R: DatabaseService> Service for DatabaseApp<R> {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> impl Future<Output = Result<(), BoxError>> + Send {
         DatabaseApp::run_until(self, shutdown)
+    }
+}
+
+/// What the handlers of a service over its database share: the pool, and the producer
+/// that writes events into the outbox in the same transactions. Handlers take either
+/// part alone (`State<SqlitePool>`, `State<Producer>`).
+#[derive(Clone, Debug)]
+pub struct DatabaseState {
+    /// The service's database.
+    pub pool: SqlitePool,
+    /// Writes this service's events.
+    pub producer: hotel_events::Producer,
+}
+
+impl axum::extract::FromRef<DatabaseState> for SqlitePool {
+    fn from_ref(state: &DatabaseState) -> Self {
+        state.pool.clone()
+    }
+}
+
+impl axum::extract::FromRef<DatabaseState> for hotel_events::Producer {
+    fn from_ref(state: &DatabaseState) -> Self {
+        state.producer.clone()
     }
 }

@@ -3,7 +3,7 @@
 //! build, announce the bound address, and serve until SIGTERM/Ctrl-C, registered with
 //! the registry while serving when `registry.url` is set.
 
-use crate::settings::ServiceConfig;
+use crate::{events::Events, settings::ServiceConfig};
 use axum::Router;
 use hotel_common::{
     config,
@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
 pub struct ServiceInstance {
     listener: TcpListener,
     addr: SocketAddr,
+    /// `HOST:PORT` registered for peers: see `hotel_common::advertise`.
+    advertise: String,
     router: Router,
     /// The check `/readyz` answers with, run again before every heartbeat.
     readiness: ReadinessCheck,
@@ -27,33 +29,46 @@ pub struct ServiceInstance {
     instance: String,
     registry: RegistryLink,
     shutdown_grace: Duration,
+    /// The outbox feed this instance serves and the consumers it runs while serving.
+    events: Events,
 }
 
 impl ServiceInstance {
     /// Binds `settings.listen()` (port 0 picks a free port) for `router`, whose `/readyz`
     /// answers with `readiness`: the same check is reported to the registry with every
-    /// heartbeat, so an instance that is not ready stops getting traffic.
+    /// heartbeat, so an instance that is not ready stops getting traffic. `router` serves
+    /// `events`' feed (see [`crate::service_router`]); its consumers run while the
+    /// instance serves.
     pub async fn bind<S: ServiceConfig>(
         settings: &S,
         router: Router,
         readiness: ReadinessCheck,
+        events: Events,
     ) -> Result<Self, BoxError> {
         let (listener, addr) = server::bind(settings.listen()).await?;
+        let advertise = hotel_common::advertise::advertised_addr(settings.advertise(), addr)?;
         Ok(ServiceInstance {
             listener,
             addr,
+            advertise,
             router,
             readiness,
             role: S::ROLE,
             instance: settings.instance().to_owned(),
             registry: settings.registry().clone(),
             shutdown_grace: settings.shutdown_grace(),
+            events,
         })
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The `HOST:PORT` it registers (peers reach it there).
+    pub fn advertised(&self) -> &str {
+        &self.advertise
     }
 
     /// The router it serves, for `oneshot` tests.
@@ -67,6 +82,14 @@ impl ServiceInstance {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), BoxError> {
+        // Blocking feed reads answer at once when shutdown starts, so they do not hold
+        // up the drain; consumers stop when `consumers` is dropped, after it.
+        let feed = self.events.feed.clone();
+        let shutdown = async move {
+            shutdown.await;
+            feed.stop();
+        };
+        let consumers = self.events.start()?;
         // With `registry.url` set, register now that the port is bound, heartbeat while
         // serving (each carrying the readiness check's result), and on shutdown
         // deregister before draining so watchers stop sending new requests first.
@@ -74,12 +97,13 @@ impl ServiceInstance {
             &self.registry,
             self.role,
             &self.instance,
-            self.addr,
+            &self.advertise,
             self.readiness,
             shutdown,
         )?;
-        tracing::info!(instance = %self.instance, addr = %self.addr, "{} serving", self.role);
+        tracing::info!(instance = %self.instance, addr = %self.addr, advertised = %self.advertise, "{} serving", self.role);
         server::serve(self.listener, self.router, shutdown, self.shutdown_grace).await?;
+        drop(consumers);
         Ok(())
     }
 }

@@ -8,15 +8,68 @@
 //! not support `flatten` together with `deny_unknown_fields`, and a misspelt key must
 //! stay an error naming the key.
 
-use hotel_common::{config::RegistryLink, process::ProcessArgs};
+use hotel_common::{conditional::CacheControl, config::RegistryLink, process::ProcessArgs};
+use hotel_events::EventSettings;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use std::{marker::PhantomData, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{fmt::Debug, marker::PhantomData, net::SocketAddr, path::PathBuf, time::Duration};
 
 /// A domain service's role, as a type: its name is the config section, the env var
 /// prefix (`HOTEL_<ROLE>__`), the span service name and the database file stem.
 pub trait Role: Send + Sync + 'static {
     /// The role name, such as `room`.
     const NAME: &'static str;
+    /// The `[cache]` keys of this service: [`SharedCache`] for a public resource (rooms),
+    /// [`PersonalData`] (no keys: always `private, no-store`) for personal data.
+    type Cache: CacheSettings;
+}
+
+/// What a service's `[cache]` section says: the `Cache-Control` of its resources.
+pub trait CacheSettings:
+    Serialize + DeserializeOwned + Default + Clone + PartialEq + Eq + Debug + Send + Sync + 'static
+{
+    /// The `Cache-Control` every read of the service answers with.
+    fn cache_control(&self) -> CacheControl;
+}
+
+/// `[cache]` of a public resource (rooms): shared caches such as the gateway's may keep
+/// an answer `max_age` and serve it for `stale_if_error` more when the service fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharedCache {
+    /// How long any cache may answer with a stored copy (`max-age`, whole seconds).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// How long past that a cache may still serve it when the service fails
+    /// (`stale-if-error`, RFC 5861; 0 leaves the directive out).
+    #[serde(with = "humantime_serde")]
+    pub stale_if_error: Duration,
+}
+
+impl Default for SharedCache {
+    fn default() -> Self {
+        SharedCache {
+            max_age: Duration::from_secs(5),
+            stale_if_error: Duration::from_secs(300),
+        }
+    }
+}
+
+impl CacheSettings for SharedCache {
+    fn cache_control(&self) -> CacheControl {
+        CacheControl::shared(self.max_age, self.stale_if_error)
+    }
+}
+
+/// `[cache]` of personal data (customers, bookings): no keys, because no setting may
+/// put personal data in a shared cache; always `private, no-store`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonalData {}
+
+impl CacheSettings for PersonalData {
+    fn cache_control(&self) -> CacheControl {
+        CacheControl::personal()
+    }
 }
 
 /// Everything a customer or room instance is configured with (`[<role>]`-scoped TOML
@@ -26,6 +79,11 @@ pub trait Role: Send + Sync + 'static {
 pub struct ServiceSettings<R: Role> {
     /// Address to listen on; port 0 picks a free port (the default: replicas share a host).
     pub listen: SocketAddr,
+    /// `HOST:PORT` (or `HOST`, with the bound port) to register, for peers to reach this
+    /// instance at; unset: the bind address, or for `0.0.0.0`/`::` the host's first
+    /// non-loopback address (the container or pod IP). See `hotel_common::advertise`.
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// Directory holding `<role>.db`, shared by every replica.
     pub data_dir: PathBuf,
     /// Instance name such as `room-2`, used in logs, traces and the registry.
@@ -35,6 +93,10 @@ pub struct ServiceSettings<R: Role> {
     pub shutdown_grace: Duration,
     /// Where to register; not registering at all when `registry.url` is unset.
     pub registry: RegistryLink,
+    /// The `Cache-Control` of the service's answers (see [`Role::Cache`]).
+    pub cache: R::Cache,
+    /// How events are published and consumed (`[events]`).
+    pub events: EventSettings,
     /// Which service these settings are for; no value, never read from config.
     #[serde(skip)]
     pub role: PhantomData<R>,
@@ -46,10 +108,13 @@ impl<R: Role> Clone for ServiceSettings<R> {
     fn clone(&self) -> Self {
         ServiceSettings {
             listen: self.listen,
+            advertise: self.advertise.clone(),
             data_dir: self.data_dir.clone(),
             instance: self.instance.clone(),
             shutdown_grace: self.shutdown_grace,
             registry: self.registry.clone(),
+            cache: self.cache.clone(),
+            events: self.events.clone(),
             role: PhantomData,
         }
     }
@@ -58,10 +123,13 @@ impl<R: Role> Clone for ServiceSettings<R> {
 impl<R: Role> PartialEq for ServiceSettings<R> {
     fn eq(&self, other: &Self) -> bool {
         self.listen == other.listen
+            && self.advertise == other.advertise
             && self.data_dir == other.data_dir
             && self.instance == other.instance
             && self.shutdown_grace == other.shutdown_grace
             && self.registry == other.registry
+            && self.cache == other.cache
+            && self.events == other.events
     }
 }
 
@@ -71,10 +139,13 @@ impl<R: Role> Default for ServiceSettings<R> {
     fn default() -> Self {
         ServiceSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
             data_dir: PathBuf::from(".hotel"),
             instance: R::NAME.to_owned(),
             shutdown_grace: Duration::from_secs(10),
             registry: RegistryLink::default(),
+            cache: R::Cache::default(),
+            events: EventSettings::default(),
             role: PhantomData,
         }
     }
@@ -91,22 +162,27 @@ impl<R: Role> ServiceSettings<R> {
         apply_args(
             args,
             &mut self.listen,
+            &mut self.advertise,
             &mut self.data_dir,
             &mut self.instance,
         );
     }
 }
 
-/// Applies `--listen`, `--data-dir` and `--name`, which win over file and environment, to
-/// the settings fields they override.
+/// Applies `--listen`, `--advertise`, `--data-dir` and `--name`, which win over file and
+/// environment, to the settings fields they override.
 pub fn apply_args(
     args: &ProcessArgs,
     listen: &mut SocketAddr,
+    advertise: &mut Option<String>,
     data_dir: &mut PathBuf,
     instance: &mut String,
 ) {
     if let Some(addr) = args.listen {
         *listen = addr;
+    }
+    if let Some(addr) = &args.advertise {
+        *advertise = Some(addr.clone());
     }
     if let Some(dir) = &args.data_dir {
         *data_dir = dir.clone();
@@ -122,12 +198,16 @@ pub trait ServiceConfig: Serialize + DeserializeOwned + Default + Send + 'static
     const ROLE: &'static str;
     /// Address to listen on.
     fn listen(&self) -> SocketAddr;
+    /// What to register instead of the bind address, if anything (`HOST:PORT` or `HOST`).
+    fn advertise(&self) -> Option<&str>;
     /// Instance name.
     fn instance(&self) -> &str;
     /// How long in-flight requests may run after a shutdown signal.
     fn shutdown_grace(&self) -> Duration;
     /// Where to register.
     fn registry(&self) -> &RegistryLink;
+    /// How events are published and consumed.
+    fn events(&self) -> &EventSettings;
     /// Applies the command-line options, which win over file and environment.
     fn apply(&mut self, args: &ProcessArgs);
 }
@@ -137,6 +217,9 @@ impl<R: Role> ServiceConfig for ServiceSettings<R> {
     fn listen(&self) -> SocketAddr {
         self.listen
     }
+    fn advertise(&self) -> Option<&str> {
+        self.advertise.as_deref()
+    }
     fn instance(&self) -> &str {
         &self.instance
     }
@@ -145,6 +228,9 @@ impl<R: Role> ServiceConfig for ServiceSettings<R> {
     }
     fn registry(&self) -> &RegistryLink {
         &self.registry
+    }
+    fn events(&self) -> &EventSettings {
+        &self.events
     }
     fn apply(&mut self, args: &ProcessArgs) {
         ServiceSettings::apply(self, args);
@@ -163,6 +249,7 @@ mod tests {
 
     impl Role for Room {
         const NAME: &'static str = "room";
+        type Cache = SharedCache;
     }
 
     type Settings = ServiceSettings<Room>;
@@ -175,12 +262,14 @@ mod tests {
             "room",
             &[
                 ("HOTEL_ROOM__SHUTDOWN_GRACE", "3s"),
+                ("HOTEL_ROOM__ADVERTISE", "room-1:7000"),
                 ("HOTEL_ROOM__REGISTRY__URL", "http://127.0.0.1:8761"),
                 ("HOTEL_ROOM__REGISTRY__HEARTBEAT", "500ms"),
             ],
         )
         .unwrap();
         assert_eq!(s.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(s.advertise.as_deref(), Some("room-1:7000"));
         assert_eq!(s.registry.url.as_deref(), Some("http://127.0.0.1:8761"));
         assert_eq!(s.registry.heartbeat, Duration::from_millis(500));
         assert_eq!(s.registry.lease, Duration::from_secs(3));
@@ -196,18 +285,57 @@ mod tests {
     }
 
     #[test]
+    fn cache_keys_make_the_cache_control_and_personal_data_takes_none() {
+        let s: Settings = load_with_env(
+            &Settings::default(),
+            None,
+            "room",
+            &[
+                ("HOTEL_ROOM__CACHE__MAX_AGE", "30s"),
+                ("HOTEL_ROOM__CACHE__STALE_IF_ERROR", "0s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.cache.cache_control().value(), "public, max-age=30");
+        assert_eq!(
+            Settings::default().cache.cache_control().value(),
+            "public, max-age=5, stale-if-error=300"
+        );
+        #[derive(Debug)]
+        struct Customer;
+        impl Role for Customer {
+            const NAME: &'static str = "customer";
+            type Cache = PersonalData;
+        }
+        let err = load_with_env(
+            &ServiceSettings::<Customer>::default(),
+            None,
+            "customer",
+            &[("HOTEL_CUSTOMER__CACHE__MAX_AGE", "30s")],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("max_age"), "{err}");
+        assert_eq!(
+            ServiceSettings::<Customer>::default()
+                .cache
+                .cache_control()
+                .value(),
+            "private, no-store"
+        );
+    }
+
+    #[test]
     fn a_file_with_every_key_loads() {
-        let path = std::env::temp_dir().join(format!("hotel-room-{}.toml", uuid::Uuid::new_v4()));
+        let dir = hotel_testkit::TempDir::new("runtime-settings");
+        let path = dir.join("room.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:7100\"\ndata_dir = \"/var/lib/hotel\"\ninstance = \"room-1\"\n\
+            "listen = \"127.0.0.1:7100\"\nadvertise = \"room-1:7100\"\ndata_dir = \"/var/lib/hotel\"\ninstance = \"room-1\"\n\
              shutdown_grace = \"2s\"\n[registry]\nurl = \"http://127.0.0.1:8761\"\n\
              token = \"t\"\nheartbeat = \"2s\"\nlease = \"6s\"\n",
         )
         .unwrap();
-        let loaded = load_with_env(&Settings::default(), Some(&path), "room", &[]);
-        let _ = std::fs::remove_file(&path);
-        let s: Settings = loaded.unwrap();
+        let s: Settings = load_with_env(&Settings::default(), Some(&path), "room", &[]).unwrap();
         assert_eq!(s.listen.port(), 7100);
         assert_eq!(s.instance, "room-1");
         assert_eq!(s.shutdown_grace, Duration::from_secs(2));
@@ -220,6 +348,7 @@ mod tests {
         let mut s = Settings::default();
         let args = ProcessArgs {
             listen: Some("127.0.0.1:7001".parse().unwrap()),
+            advertise: Some("10.0.0.4".into()),
             data_dir: Some("/tmp/x".into()),
             instance: Some("room-3".into()),
             ..ProcessArgs::default()
@@ -228,5 +357,6 @@ mod tests {
         assert_eq!(s.listen.port(), 7001);
         assert_eq!(s.database_path(), PathBuf::from("/tmp/x/room.db"));
         assert_eq!(s.instance, "room-3");
+        assert_eq!(s.advertise.as_deref(), Some("10.0.0.4"));
     }
 }

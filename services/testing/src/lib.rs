@@ -11,37 +11,9 @@ use axum::{Router, body::Body};
 use http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use tower::ServiceExt;
 
-/// A directory removed when dropped.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// A fresh, empty directory under the system temp dir.
-    pub fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("hotel-test-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    /// Where the directory is.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Default for TempDir {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use hotel_testkit::TempDir;
 
 /// What a test reads back from one call.
 #[derive(Debug)]
@@ -276,4 +248,146 @@ pub fn assert_documents_problems(doc: &Value) {
             }
         }
     }
+}
+
+/// Sends `method uri` (with a JSON `body`) carrying the extra `headers`.
+pub async fn call_with(
+    app: &TestApp,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let body = match body {
+        Some(v) => {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+            Body::from(serde_json::to_vec(&v).expect("serialise"))
+        }
+        None => Body::empty(),
+    };
+    app.send(req.body(body).expect("request")).await
+}
+
+/// Checks the validators and conditional GETs of the single entity at `uri` (RFC 9110
+/// section 13): a strong `ETag`, `Last-Modified` and `cache_control` on the 200; 304 with
+/// no body (ETag and Cache-Control kept) for `If-None-Match` naming it (strong, weak,
+/// in a list, or `*`) and for `If-Modified-Since` at or after `Last-Modified`; 200 for
+/// another tag or an earlier date. Returns the entity's `ETag`.
+pub async fn assert_conditional_get(app: &TestApp, uri: &str, cache_control: &str) -> String {
+    let first = app.get(uri).await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    let etag = first.headers[header::ETAG]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"'),
+        "strong: {etag}"
+    );
+    assert_eq!(first.headers[header::CACHE_CONTROL], cache_control);
+    let modified = first.headers[header::LAST_MODIFIED]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let weak = format!("W/{etag}");
+    let listed = format!("\"nope\", {etag}");
+    for inm in [etag.as_str(), &weak, &listed, "*"] {
+        let r = call_with(app, Method::GET, uri, &[("if-none-match", inm)], None).await;
+        assert_eq!(r.status, StatusCode::NOT_MODIFIED, "If-None-Match: {inm}");
+        assert_eq!(r.body, Value::Null, "a 304 has no body");
+        assert_eq!(r.headers[header::ETAG], etag.as_str());
+        assert_eq!(r.headers[header::CACHE_CONTROL], cache_control);
+    }
+    for inm in ["\"nope\"", "not a tag"] {
+        let r = call_with(app, Method::GET, uri, &[("if-none-match", inm)], None).await;
+        assert_eq!(r.status, StatusCode::OK, "If-None-Match: {inm}");
+        assert_eq!(r.body, first.body);
+    }
+    let r = call_with(
+        app,
+        Method::GET,
+        uri,
+        &[("if-modified-since", &modified)],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED, "If-Modified-Since");
+    let r = call_with(
+        app,
+        Method::GET,
+        uri,
+        &[("if-modified-since", "Thu, 01 Jan 1970 00:00:00 GMT")],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "modified since 1970");
+    let r = call_with(
+        app,
+        Method::GET,
+        uri,
+        &[
+            ("if-none-match", "\"nope\""),
+            ("if-modified-since", &modified),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "If-None-Match wins over If-Modified-Since"
+    );
+    etag
+}
+
+/// Checks the weak `ETag` of the list at `uri` and that `If-None-Match` with it answers
+/// 304 until the list changes. Returns the tag.
+pub async fn assert_conditional_list(app: &TestApp, uri: &str, cache_control: &str) -> String {
+    let page = app.get(uri).await;
+    assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+    let etag = page.headers[header::ETAG]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(etag.starts_with("W/\""), "a page's tag is weak: {etag}");
+    assert_eq!(page.headers[header::CACHE_CONTROL], cache_control);
+    let r = call_with(app, Method::GET, uri, &[("if-none-match", &etag)], None).await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(r.body, Value::Null);
+    etag
+}
+
+/// Checks that `method uri` with an `If-Match` that does not name the current version
+/// (another tag, or the current one made weak) is refused with 412
+/// `/problems/precondition-failed` and changes nothing (`uri` reads back as before and
+/// keeps `etag`).
+pub async fn assert_if_match_refused(
+    app: &TestApp,
+    method: Method,
+    uri: &str,
+    read: &str,
+    etag: &str,
+    body: Option<Value>,
+) {
+    let before = app.get(read).await;
+    let weak = format!("W/{etag}");
+    for stale in ["\"nope\"", weak.as_str(), "garbage"] {
+        let r = call_with(
+            app,
+            method.clone(),
+            uri,
+            &[("if-match", stale)],
+            body.clone(),
+        )
+        .await;
+        let p = r.problem(412);
+        assert_eq!(p["type"], "/problems/precondition-failed", "{p}");
+    }
+    let after = app.get(read).await;
+    assert_eq!(after.body, before.body, "a refused change changes nothing");
+    assert_eq!(after.headers[header::ETAG], etag);
 }

@@ -16,7 +16,6 @@ use serde_json::{Value, json};
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
@@ -154,23 +153,7 @@ pub async fn spawn_peers() -> (Arc<Peers>, SocketAddr) {
     (peers, addr)
 }
 
-/// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    /// A fresh directory.
-    pub fn new() -> Self {
-        let p = std::env::temp_dir().join(format!("hotel-booking-test-{}", Uuid::new_v4()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use hotel_testkit::TempDir;
 
 /// A booking app on a fresh database, pointed at fresh fakes.
 pub struct TestApp {
@@ -185,7 +168,7 @@ pub struct TestApp {
 /// Settings for a test app on `dir` calling `peer` for both customer and room.
 pub fn settings(dir: &TempDir, customer: SocketAddr, room: SocketAddr) -> Settings {
     Settings {
-        data_dir: dir.0.clone(),
+        data_dir: dir.to_path_buf(),
         customer_url: Some(format!("http://{customer}")),
         room_url: Some(format!("http://{room}")),
         ..Settings::default()
@@ -201,7 +184,7 @@ impl TestApp {
     /// A new app whose settings `tweak` adjusts.
     pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         let (peers, addr) = spawn_peers().await;
-        let dir = Arc::new(TempDir::new());
+        let dir = Arc::new(TempDir::new("booking"));
         let mut s = settings(&dir, addr, addr);
         tweak(&mut s);
         let app = Application::build(s).await.unwrap();

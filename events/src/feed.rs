@@ -1,0 +1,223 @@
+//! The embedded bus, producer side: a service's outbox served as an ordered feed with a
+//! blocking read, on the service's own listener.
+//!
+//! - `GET /events?after=SEQ&limit=N&wait_ms=MS&consumer=NAME`: up to `limit` events after
+//!   position `after`; when there are none, the request waits up to `wait_ms` for one to
+//!   be committed (by any replica: the outbox is read from the shared database file, so
+//!   the wait re-reads it every [`RECHECK`]) and answers the empty batch when the wait
+//!   runs out or the instance starts shutting down. `consumer` names the reader for the
+//!   backlog metric.
+//! - `GET /events/status`: this instance's view: the outbox head and, per producer it
+//!   consumes, position, lag, counts and the last error.
+//! - `GET /events/dead`: the events this service could not apply (newest first, at most
+//!   1000), what `hotel events dead` lists.
+//! - `GET /metrics`: the Prometheus families of [`crate::metrics`].
+//!
+//! Internal routes between services, like `/healthz`: not in the public OpenAPI document
+//! and not routed by the gateway.
+
+use crate::{
+    metrics::{ConsumerStatus, EventMetrics},
+    outbox::{self, Stored},
+};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use hotel_common::{Problem, extract::Query};
+use serde::{Deserialize, Serialize};
+use sqlx::SqlitePool;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use tokio_util::sync::CancellationToken;
+
+/// The longest blocking read a feed grants.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+/// How often a waiting read looks at the outbox again.
+pub const RECHECK: Duration = Duration::from_millis(25);
+/// The largest batch a feed answers.
+pub const MAX_LIMIT: u32 = 1000;
+
+/// The feed of one service instance's outbox.
+#[derive(Clone, Debug)]
+pub struct Feed {
+    pool: SqlitePool,
+    metrics: Arc<EventMetrics>,
+    /// Cancelled when the instance starts shutting down: waiting reads answer at once,
+    /// so they do not hold up the drain.
+    stop: CancellationToken,
+}
+
+/// Query of `GET /events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedQuery {
+    /// Position after which to read (0: from the start).
+    #[serde(default)]
+    pub after: i64,
+    /// Most events, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// How long to wait for an event when there is none, in milliseconds (at most 30 000;
+    /// default 0: answer at once).
+    #[serde(default)]
+    pub wait_ms: u64,
+    /// The reading service, for the backlog metric.
+    pub consumer: Option<String>,
+}
+
+/// Answer of `GET /events`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FeedPage {
+    /// The events, oldest first.
+    pub events: Vec<Stored>,
+    /// The newest position of the outbox when the answer was made.
+    pub head: i64,
+}
+
+/// Answer of `GET /events/status`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusPage {
+    /// The newest position of this service's outbox.
+    pub outbox_head: i64,
+    /// Per producer this service consumes, this instance's view.
+    pub consumers: BTreeMap<String, ConsumerStatusView>,
+}
+
+/// A consumer's status as `/events/status` shows it.
+pub type ConsumerStatusView = serde_json::Value;
+
+impl Feed {
+    /// The feed of the outbox in `pool`.
+    pub fn new(pool: SqlitePool, metrics: Arc<EventMetrics>) -> Feed {
+        Feed {
+            pool,
+            metrics,
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Ends every waiting read now and every later one at once (the instance is
+    /// shutting down).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// `/events`, `/events/status`, `/events/dead` and `/metrics`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/events", get(read))
+            .route("/events/status", get(status))
+            .route("/events/dead", get(dead))
+            .route("/metrics", get(metrics))
+            .with_state(self.clone())
+    }
+}
+
+fn unavailable(e: &sqlx::Error) -> Problem {
+    tracing::warn!(error = %e, "reading the outbox failed");
+    Problem::unavailable("the outbox could not be read; retry shortly", 1)
+}
+
+async fn read(
+    State(feed): State<Feed>,
+    Query(q): Query<FeedQuery>,
+) -> Result<Json<FeedPage>, Problem> {
+    if q.after < 0 {
+        return Err(Problem::invalid_field("after", "must be 0 or more"));
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(Problem::invalid_field("limit", "must be 1 to 1000"));
+    }
+    let wait = Duration::from_millis(q.wait_ms);
+    if wait > MAX_WAIT {
+        return Err(Problem::invalid_field("wait_ms", "must be at most 30000"));
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let (events, head) = outbox::read_after(&feed.pool, q.after, limit)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let done = !events.is_empty()
+            || tokio::time::Instant::now() >= deadline
+            || feed.stop.is_cancelled();
+        if done {
+            feed.metrics.served(q.consumer.as_deref(), q.after, head);
+            return Ok(Json(FeedPage { events, head }));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RECHECK) => {}
+            () = feed.stop.cancelled() => {}
+        }
+    }
+}
+
+async fn status(State(feed): State<Feed>) -> Result<Json<StatusPage>, Problem> {
+    let outbox_head = outbox::head(&feed.pool)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let consumers = feed
+        .metrics
+        .status()
+        .into_iter()
+        .map(|(producer, s): (String, ConsumerStatus)| {
+            (producer, serde_json::to_value(s).unwrap_or_default())
+        })
+        .collect();
+    Ok(Json(StatusPage {
+        outbox_head,
+        consumers,
+    }))
+}
+
+async fn metrics(State(feed): State<Feed>) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        feed.metrics.encode(),
+    )
+}
+
+/// One dead letter as `/events/dead` shows it.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct DeadLetter {
+    /// The producing service.
+    pub producer: String,
+    /// Its position in the producer's feed.
+    pub seq: i64,
+    /// The event's id, when it had a readable one.
+    pub id: Option<String>,
+    /// The event's type, when it parsed.
+    #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
+    pub kind: Option<String>,
+    /// Why it was not applied.
+    pub reason: String,
+    /// The payload as delivered.
+    pub body: String,
+    /// When it was set aside, microseconds since the Unix epoch.
+    pub at: i64,
+}
+
+/// Answer of `GET /events/dead`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeadPage {
+    /// Newest first.
+    pub items: Vec<DeadLetter>,
+}
+
+async fn dead(State(feed): State<Feed>) -> Result<Json<DeadPage>, Problem> {
+    let items = sqlx::query_as(
+        "SELECT producer, seq, id, type, reason, body, at FROM event_dead_letters \
+         ORDER BY at DESC, producer, seq DESC LIMIT 1000",
+    )
+    .fetch_all(&feed.pool)
+    .await
+    .map_err(|e| unavailable(&e))?;
+    Ok(Json(DeadPage { items }))
+}

@@ -1,0 +1,187 @@
+//! The tables of the bus in a service's own database, and the transactional outbox.
+//!
+//! Every service's database has the same four tables, created by [`create_tables`] (here
+//! rather than in each service's migrations, so that the schema the bus relies on lives
+//! in one place):
+//!
+//! - `event_outbox`: the events this service produced, in commit order. `seq` is an
+//!   `AUTOINCREMENT` key assigned inside the producing write transaction; SQLite has one
+//!   writer at a time (across processes, by the file lock), so a reader never sees
+//!   `seq` N+1 committed before N, and "after N" is a complete position.
+//! - `event_inbox`: ids of the events this service applied (the once-only check).
+//! - `event_positions`: per producer, the last feed position applied.
+//! - `event_dead_letters`: events that could not be applied (malformed, unknown type).
+
+use crate::{cloudevent::CloudEvent, metrics::EventMetrics};
+use hotel_common::{db, page};
+use serde::Serialize;
+use sqlx::{SqliteConnection, SqlitePool};
+use std::sync::Arc;
+use tracing::Instrument;
+use uuid::Uuid;
+
+const TABLES: &str = "
+CREATE TABLE IF NOT EXISTS event_outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         TEXT    NOT NULL,
+    type       TEXT    NOT NULL,
+    -- The CloudEvent exactly as delivered (JSON text).
+    body       TEXT    NOT NULL,
+    -- Microseconds since the Unix epoch.
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS event_inbox (
+    id         TEXT    PRIMARY KEY NOT NULL,
+    producer   TEXT    NOT NULL,
+    seq        INTEGER NOT NULL,
+    type       TEXT    NOT NULL,
+    applied_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS event_positions (
+    producer   TEXT    PRIMARY KEY NOT NULL,
+    seq        INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS event_dead_letters (
+    producer   TEXT    NOT NULL,
+    seq        INTEGER NOT NULL,
+    id         TEXT,
+    type       TEXT,
+    reason     TEXT    NOT NULL,
+    body       TEXT    NOT NULL,
+    at         INTEGER NOT NULL,
+    PRIMARY KEY (producer, seq)
+);
+";
+
+/// Creates the bus's tables when missing (idempotent; replicas starting together on one
+/// file are serialised by SQLite's write lock).
+pub async fn create_tables(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let mut tx = db::begin_immediate(pool).await?;
+    sqlx::raw_sql(TABLES).execute(&mut *tx).await?;
+    tx.commit().await
+}
+
+/// Writes events of one service into its outbox, inside the caller's transaction.
+#[derive(Clone, Debug)]
+pub struct Producer {
+    service: &'static str,
+    source: Arc<str>,
+    metrics: Arc<EventMetrics>,
+}
+
+impl Producer {
+    /// The producer of `service` instance `instance` (the `source` of its events is
+    /// `/hotel/<service>/<instance>`), counting into `metrics`.
+    pub fn new(service: &'static str, instance: &str, metrics: Arc<EventMetrics>) -> Producer {
+        Producer {
+            service,
+            source: format!("/hotel/{service}/{instance}").into(),
+            metrics,
+        }
+    }
+
+    /// The service whose outbox this writes.
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// The metrics of this instance's events.
+    pub fn metrics(&self) -> &Arc<EventMetrics> {
+        &self.metrics
+    }
+
+    /// Writes event `kind` about `subject` with `data` into the outbox on `conn`, which
+    /// must be the connection of the transaction making the state change: the event
+    /// exists exactly when the change commits. Recorded as a `publish` span, child of the
+    /// current one (the request's), whose trace context the event carries.
+    pub async fn publish(
+        &self,
+        conn: &mut SqliteConnection,
+        kind: &str,
+        subject: impl std::fmt::Display,
+        data: &impl Serialize,
+    ) -> Result<CloudEvent, sqlx::Error> {
+        let id = Uuid::new_v4();
+        let span = tracing::info_span!(
+            "publish",
+            otel.kind = "producer",
+            messaging.system = "hotel",
+            messaging.destination.name = %kind,
+            messaging.message.id = %id,
+        );
+        let mut headers = http::HeaderMap::new();
+        hotel_common::telemetry::inject_span(&span, &mut headers);
+        let traceparent = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let now = page::now_micros();
+        let event = CloudEvent {
+            specversion: crate::cloudevent::SPEC_VERSION.to_owned(),
+            id,
+            source: self.source.to_string(),
+            kind: kind.to_owned(),
+            subject: subject.to_string(),
+            time: page::rfc3339_micros(now),
+            datacontenttype: "application/json".to_owned(),
+            data: serde_json::to_value(data).map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+            traceparent,
+        };
+        let body = serde_json::to_string(&event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        sqlx::query("INSERT INTO event_outbox (id, type, body, created_at) VALUES (?, ?, ?, ?)")
+            .bind(id.to_string())
+            .bind(kind)
+            .bind(body)
+            .bind(now)
+            .execute(&mut *conn)
+            .instrument(span.clone())
+            .await?;
+        span.in_scope(
+            || tracing::debug!(event.id = %id, event.type = %kind, "event written to the outbox"),
+        );
+        self.metrics.published(kind);
+        Ok(event)
+    }
+}
+
+/// One event of a feed: its position and its payload exactly as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Stored {
+    /// Position in the producer's outbox.
+    pub seq: i64,
+    /// The CloudEvent JSON text.
+    pub payload: String,
+}
+
+/// Up to `limit` events after position `after`, oldest first, and the outbox's head.
+pub async fn read_after(
+    pool: &SqlitePool,
+    after: i64,
+    limit: u32,
+) -> Result<(Vec<Stored>, i64), sqlx::Error> {
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, body FROM event_outbox WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+    let head = match rows.last() {
+        Some((seq, _)) => head(pool).await?.max(*seq),
+        None => head(pool).await?,
+    };
+    Ok((
+        rows.into_iter()
+            .map(|(seq, payload)| Stored { seq, payload })
+            .collect(),
+        head,
+    ))
+}
+
+/// The newest position of the outbox (0 when empty).
+pub async fn head(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
+    let (head,): (Option<i64>,) = sqlx::query_as("SELECT MAX(seq) FROM event_outbox")
+        .fetch_one(pool)
+        .await?;
+    Ok(head.unwrap_or(0))
+}

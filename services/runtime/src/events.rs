@@ -1,0 +1,100 @@
+//! The event bus in a domain service instance: its [`Producer`] (the outbox its
+//! handlers write), its [`Feed`] (the outbox served to other services), and the
+//! consumers of the producers it subscribes to, started while the instance serves.
+
+use crate::settings::ServiceConfig;
+use hotel_common::process::BoxError;
+use hotel_events::{
+    EventMetrics, EventSettings, Producer, Subscription,
+    consumer::{Consumer, HttpFeed, Running, Source},
+    feed::Feed,
+};
+use hotel_registry::client::RegistryClient;
+use sqlx::SqlitePool;
+use std::sync::Arc;
+
+/// The events of one service instance, built with it, running while it serves.
+pub struct Events {
+    /// Writes this service's events into its outbox.
+    pub producer: Producer,
+    /// Serves the outbox at `/events`, with `/events/status` and `/metrics`.
+    pub feed: Feed,
+    pool: SqlitePool,
+    service: &'static str,
+    instance: String,
+    settings: EventSettings,
+    registry: Option<RegistryClient>,
+    consumers: Vec<(Subscription, Option<String>)>,
+}
+
+impl Events {
+    /// The events of an instance with `settings` over its database `pool` (whose event
+    /// tables [`hotel_events::outbox::create_tables`] made). Fails naming the key on a
+    /// bad `[events]` block.
+    pub fn new<S: ServiceConfig>(settings: &S, pool: SqlitePool) -> Result<Events, BoxError> {
+        settings.events().validate()?;
+        let metrics = EventMetrics::new();
+        let registry = RegistryClient::from_link(settings.registry())?;
+        Ok(Events {
+            producer: Producer::new(S::ROLE, settings.instance(), metrics.clone()),
+            feed: Feed::new(pool.clone(), metrics),
+            pool,
+            service: S::ROLE,
+            instance: settings.instance().to_owned(),
+            settings: settings.events().clone(),
+            registry,
+            consumers: Vec::new(),
+        })
+    }
+
+    /// Consumes `subscription.producer`'s events: from its feed at `fixed_url` when given,
+    /// else from any live instance the registry knows.
+    pub fn subscribe(&mut self, subscription: Subscription, fixed_url: Option<String>) {
+        self.consumers.push((subscription, fixed_url));
+    }
+
+    /// The metrics every event family counts into.
+    pub fn metrics(&self) -> &Arc<EventMetrics> {
+        self.producer.metrics()
+    }
+
+    /// Starts the consumers; they stop when the returned value is dropped.
+    pub fn start(&self) -> Result<Running, BoxError> {
+        let mut running = Running::default();
+        for (subscription, fixed) in &self.consumers {
+            let producer = subscription.producer;
+            let source: Arc<dyn Source> = match (fixed, &self.registry) {
+                (Some(url), _) => Arc::new(HttpFeed::fixed(
+                    producer,
+                    self.service,
+                    url.clone(),
+                    &self.settings,
+                )?),
+                (None, Some(registry)) => Arc::new(HttpFeed::registry(
+                    producer,
+                    self.service,
+                    registry.clone(),
+                    &self.settings,
+                )?),
+                (None, None) => {
+                    tracing::warn!(
+                        instance = %self.instance,
+                        producer,
+                        "not consuming {producer} events: no registry.url to find its feed"
+                    );
+                    continue;
+                }
+            };
+            running.spawn(Consumer {
+                service: self.service,
+                instance: self.instance.clone(),
+                pool: self.pool.clone(),
+                subscription: subscription.clone(),
+                source,
+                settings: self.settings.clone(),
+                metrics: self.metrics().clone(),
+            });
+        }
+        Ok(running)
+    }
+}
