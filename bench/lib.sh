@@ -10,6 +10,8 @@ ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 # Debian keeps nginx and haproxy in /usr/sbin, which a non-login shell may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
 
+# Gateways started so far (each gets its own data directory and log).
+GATEWAY_N=0
 # Every process we start, for the exit trap.
 BENCH_PIDS=()
 # pid files of upstreams that a failover run may have restarted (new PIDs).
@@ -53,14 +55,15 @@ ensure_tools() {
 	done
 }
 
-# Builds the release `hotel` binary and `bench-load` unless HOTEL_BIN and BENCH_LOAD
-# point at existing ones.
+# Builds the release `hotel` binary, `bench-load` and `bench-floor` (crate hotel-bench)
+# unless BENCH_NO_BUILD=1 (then HOTEL_BIN, BENCH_LOAD and BENCH_FLOOR name existing ones).
 build_bins() {
 	local target="${CARGO_TARGET_DIR:-$ROOT/target}"
 	HOTEL_BIN="${HOTEL_BIN:-$target/release/hotel}"
 	BENCH_LOAD="${BENCH_LOAD:-$target/release/bench-load}"
+	BENCH_FLOOR="${BENCH_FLOOR:-$target/release/bench-floor}"
 	if [[ "${BENCH_NO_BUILD:-0}" == 0 ]]; then
-		log "building hotel and bench-load (release)"
+		log "building hotel, bench-load and bench-floor (release)"
 		(cd "$ROOT" && cargo build --release --quiet -p hotel -p hotel-bench) || die "cargo build failed"
 	fi
 	[[ -x "$HOTEL_BIN" ]] || die "no hotel binary at $HOTEL_BIN"
@@ -290,15 +293,32 @@ gateway_conf() {
 		"$ROOT/config/bench-gateway.toml" >"$WORK/gateway.toml"
 }
 
-# start_gateway WORKERS PORT: our gateway with static upstreams and WORKERS tokio
-# worker threads (the config key, and TOKIO_WORKER_THREADS for the process runtime).
+# start_gateway WORKERS PORT [RUST_LOG]: our gateway with static upstreams and WORKERS
+# tokio worker threads (the config key, and TOKIO_WORKER_THREADS for the process
+# runtime). Logs at the given RUST_LOG, else at the caller's, else at the default level
+# (no RUST_LOG: as users run it).
 start_gateway() {
-	local workers=$1 port=$2 admin
+	local workers=$1 port=$2 level=${3:-${RUST_LOG:-}} admin n
 	admin=$(free_ports 1)
 	gateway_conf "$workers" "$port" "$admin"
-	TOKIO_WORKER_THREADS=$workers RUST_LOG="${RUST_LOG:-warn}" \
-		"$HOTEL_BIN" gateway --config "$WORK/gateway.toml" --data-dir "$WORK/gateway-data" \
-		>"$WORK/gateway.log" 2>&1 &
+	# One data directory and log per gateway: a run may start two (hotel, hotel-warn).
+	GATEWAY_N=$((GATEWAY_N + 1))
+	n=$GATEWAY_N
+	local env=(env -u RUST_LOG TOKIO_WORKER_THREADS="$workers")
+	[[ -n "$level" ]] && env+=(RUST_LOG="$level")
+	"${env[@]}" "$HOTEL_BIN" gateway --config "$WORK/gateway.toml" --data-dir "$WORK/gateway-data$n" \
+		>"$WORK/gateway$n.log" 2>&1 &
+	BENCH_PIDS+=($!)
+	PROXY_PID=$!
+	wait_http "http://127.0.0.1:$port$BENCH_PATH"
+}
+
+# start_floor WORKERS PORT: bench-floor, the bare hyper forwarder, over the upstreams.
+start_floor() {
+	local workers=$1 port=$2
+	"$BENCH_FLOOR" --listen "127.0.0.1:$port" --workers "$workers" \
+		--upstream "127.0.0.1:${UP_PORTS[0]}" --upstream "127.0.0.1:${UP_PORTS[1]}" \
+		--upstream "127.0.0.1:${UP_PORTS[2]}" >"$WORK/floor.log" 2>&1 &
 	BENCH_PIDS+=($!)
 	PROXY_PID=$!
 	wait_http "http://127.0.0.1:$port$BENCH_PATH"

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Throughput benchmark: our gateway beside nginx, HAProxy and (when installable) Caddy,
-# each balancing over the same three single-process nginx upstreams on loopback, each
-# with the same worker count. wrk (1 thread, 64 keep-alive connections) drives one
-# target at a time, in an order that rotates every round; the table shows medians.
+# Throughput benchmark: our gateway beside nginx, HAProxy, (when installable) Caddy and
+# the floor (bench-floor, a bare hyper forwarder), each balancing over the same three
+# single-process nginx upstreams on loopback, each with the same worker count. wrk (1
+# thread, 64 keep-alive connections) drives one target at a time, in an order that
+# rotates every round; the table shows medians. `hotel` is the gateway at its default log
+# level (no RUST_LOG), `hotel-warn` the same binary at RUST_LOG=warn.
 #
 #   bench/run.sh                 throughput table (3 rounds of 10 s)
 #   bench/run.sh all             throughput table, then bench/failover.sh
-#   bench/run.sh --rounds 5 --duration 20 --workers 2 --targets direct,nginx,hotel
+#   bench/run.sh --rounds 5 --duration 20 --workers 2 --targets direct,nginx,floor,hotel
+#   HOTEL_BIN_B=path/to/other/hotel bench/run.sh --targets nginx,hotel,hotel-b
+#                                (a second gateway: HOTEL_BIN_B, default HOTEL_BIN, at
+#                                RUST_LOG=HOTEL_B_LOG, default unset)
 #
-# Environment: HOTEL_BIN / BENCH_LOAD (use these binaries), BENCH_NO_BUILD=1 (do not run
-# cargo), BENCH_CADDY=0 (skip Caddy), BENCH_OUT (results directory), BENCH_KEEP=1 (keep
-# the scratch directory with every config and log).
+# Environment: HOTEL_BIN / BENCH_LOAD / BENCH_FLOOR (use these binaries), BENCH_NO_BUILD=1
+# (do not run cargo), BENCH_CADDY=0 (skip Caddy), BENCH_OUT (results directory),
+# BENCH_KEEP=1 (keep the scratch directory with every config and log).
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -22,11 +27,11 @@ CONNS=64
 WORKERS=1
 MAX_OTHER=10
 RETRIES=2
-TARGETS="direct,nginx,haproxy,caddy,hotel"
+TARGETS="direct,nginx,haproxy,caddy,floor,hotel,hotel-warn"
 ALSO_FAILOVER=0
 
 usage() {
-	sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
 	exit "${1:-0}"
 }
 
@@ -64,7 +69,7 @@ for t in "${WANTED[@]}"; do
 		URL[$t]="http://127.0.0.1:${UP_PORTS[0]}$BENCH_PATH"
 		PID[$t]=$(upstream_pid 1)
 		;;
-	nginx | haproxy | caddy | hotel)
+	nginx | haproxy | caddy | floor | hotel | hotel-warn | hotel-b)
 		port=$(free_ports 1)
 		case "$t" in
 		nginx) start_nginx_proxy "$WORKERS" "$port" ;;
@@ -73,12 +78,18 @@ for t in "${WANTED[@]}"; do
 			log "caddy not installed: skipped"
 			continue
 		} ;;
+		floor) start_floor "$WORKERS" "$port" ;;
 		hotel) start_gateway "$WORKERS" "$port" ;;
+		hotel-warn) start_gateway "$WORKERS" "$port" warn ;;
+		hotel-b)
+			[[ -x "${HOTEL_BIN_B:-$HOTEL_BIN}" ]] || die "HOTEL_BIN_B is not an executable"
+			HOTEL_BIN="${HOTEL_BIN_B:-$HOTEL_BIN}" start_gateway "$WORKERS" "$port" "${HOTEL_B_LOG:-}"
+			;;
 		esac
 		URL[$t]="http://127.0.0.1:$port$BENCH_PATH"
 		PID[$t]=$PROXY_PID
 		;;
-	*) die "unknown target $t (direct, nginx, haproxy, caddy, hotel)" ;;
+	*) die "unknown target $t (direct, nginx, haproxy, caddy, floor, hotel, hotel-warn, hotel-b)" ;;
 	esac
 	ACTIVE+=("$t")
 done
@@ -174,6 +185,16 @@ done
 				ratio = (direct > 0) ? sprintf("%.2f", r / direct) : "-"
 				printf "| %s | %.0f | %.2f | %.2f | %.2f | %d | %s | %.1f | %.1f | %.1f%s |\n", t, r, med(p50, t) / 1000, med(p99, t) / 1000, med(p999, t) / 1000, err[t], ratio, med(cpu, t), med(rss, t) / 1024, oth[t], (oth[t] > max) ? " (busy)" : ""
 			}
+			# Ratios of medians, req/s: the gateway against each peer and the floor, the
+			# floor against the peers, the default log level against warn.
+			line = ""
+			split("hotel/nginx hotel/haproxy hotel/floor floor/nginx floor/haproxy hotel/hotel-warn hotel-b/hotel", pairs, " ")
+			for (i = 1; i in pairs; i++) {
+				split(pairs[i], ab, "/")
+				if ((ab[1] in n) && (ab[2] in n) && med(rps, ab[2]) > 0)
+					line = line sprintf("%s%s %.2f", (line == "") ? "" : ", ", pairs[i], med(rps, ab[1]) / med(rps, ab[2]))
+			}
+			if (line != "") { print ""; print "req/s ratios: " line }
 		}' "$OUT/rounds.tsv"
 	echo
 	echo "CPU us/req is the proxy's own CPU (for direct: the upstream's); other CPU % is the share of"
@@ -184,6 +205,6 @@ log "results in $OUT"
 if ((ALSO_FAILOVER)); then
 	cleanup
 	trap - EXIT
-	BENCH_OUT="$OUT" BENCH_NO_BUILD=1 HOTEL_BIN="$HOTEL_BIN" BENCH_LOAD="$BENCH_LOAD" \
+	BENCH_OUT="$OUT" BENCH_NO_BUILD=1 HOTEL_BIN="$HOTEL_BIN" BENCH_LOAD="$BENCH_LOAD" BENCH_FLOOR="$BENCH_FLOOR" \
 		"$BENCH_DIR/failover.sh" --workers "$WORKERS"
 fi

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use hotel_common::{Problem, context::REQUEST_ID};
 use hotel_upstream::{ProxyBody, RequestBodyError, RouteUpstream, classify};
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use std::{
     convert::Infallible,
@@ -43,7 +43,12 @@ use tracing::Instrument;
 pub const TRACE_ID: &str = "x-trace-id";
 
 /// The path prefix the gateway strips, for the instance's links.
-const X_FORWARDED_PREFIX: &str = "x-forwarded-prefix";
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+/// The names inserted on every request and response, as `HeaderName`s: inserting under a
+/// `&str` name that is not a standard header copies the name into a new allocation.
+const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
+const TRACE_ID_NAME: HeaderName = HeaderName::from_static(TRACE_ID);
 
 /// Request extension: the edge added the `x-request-id` line (the client sent none).
 #[derive(Debug, Clone, Copy)]
@@ -231,13 +236,20 @@ where
         let request_id = request_id_of(req.headers());
         let rid_value = HeaderValue::from_str(&request_id).ok();
         if let Some(v) = &rid_value
-            && req.headers_mut().insert(REQUEST_ID, v.clone()).is_none()
+            && req
+                .headers_mut()
+                .insert(REQUEST_ID_NAME, v.clone())
+                .is_none()
         {
             // Not the client's line: the head limits leave it out.
             req.extensions_mut().insert(AddedRequestId);
         }
         let method = req.method().clone();
+        // At its own target, which the default log filter leaves out: the log layer
+        // would otherwise format its fields for every request (see
+        // `hotel_common::telemetry::DEFAULT_LOG_FILTER`); export is filtered apart.
         let span = tracing::info_span!(
+            target: hotel_common::telemetry::GATEWAY_REQUEST_TARGET,
             "request",
             otel.name = %method,
             otel.kind = "server",
@@ -253,9 +265,11 @@ where
         );
         hotel_common::telemetry::set_parent_from(&span, req.headers());
         let trace_id = hotel_common::telemetry::trace_id_of(&span).unwrap_or_else(new_trace_id);
+        // The response header now, so the id itself moves into the context (no copy).
+        let trace_value = HeaderValue::from_str(&trace_id).ok();
         let ctx = hotel_common::context::RequestContext {
             request_id,
-            trace_id: Some(trace_id.clone()),
+            trace_id: Some(trace_id),
         };
         let inner = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, inner);
@@ -268,7 +282,7 @@ where
             let route = res.extensions_mut().remove::<MatchedRoute>().map(|r| r.0);
             if let Some(r) = &route {
                 span.record("http.route", r.as_str());
-                hotel_common::telemetry::set_span_name(&span, format!("{method} {r}"));
+                hotel_common::telemetry::set_span_name(&span, format_args!("{method} {r}"));
             }
             span.record("http.response.status_code", i64::from(status.as_u16()));
             if let Some(o) = res.extensions().get::<crate::cache::Outcome>() {
@@ -292,10 +306,10 @@ where
                 .observe(start.elapsed().as_secs_f64());
             let h = res.headers_mut();
             if let Some(v) = rid_value {
-                h.insert(REQUEST_ID, v);
+                h.insert(REQUEST_ID_NAME, v);
             }
-            if let Ok(v) = HeaderValue::from_str(&trace_id) {
-                h.insert(TRACE_ID, v);
+            if let Some(v) = trace_value {
+                h.insert(TRACE_ID_NAME, v);
             }
             Ok(res)
         })
@@ -424,7 +438,8 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<GatewayBody
             return res;
         }
     };
-    match upstream_path.parse() {
+    // From the `String`'s own buffer: `str::parse` would copy it.
+    match http::Uri::from_maybe_shared(bytes::Bytes::from(upstream_path)) {
         Ok(uri) => parts.uri = uri,
         Err(_) => {
             let mut res = problem(Problem::bad_request("the request path is not valid"));

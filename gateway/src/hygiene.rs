@@ -205,8 +205,13 @@ impl Hygiene {
             ] {
                 headers.remove(name);
             }
-            headers.insert("x-forwarded-for", pre.xff.clone());
-            headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+            // `HeaderName`s, not `&str`s: a non-standard name given as `&str` is copied
+            // into a new allocation on every insert.
+            headers.insert(HeaderName::from_static("x-forwarded-for"), pre.xff.clone());
+            headers.insert(
+                HeaderName::from_static("x-forwarded-proto"),
+                HeaderValue::from_static("http"),
+            );
             headers.insert(header::FORWARDED, pre.forwarded.clone());
             return;
         }

@@ -75,6 +75,9 @@ use tokio::{sync::watch, time::Instant};
 /// Response header naming what the cache did: `HIT`, `MISS`, `STALE`, `REVALIDATED` or
 /// `BYPASS`.
 pub const X_CACHE: &str = "x-cache";
+/// [`X_CACHE`] as a `HeaderName`: inserted under a `&str`, the name would be copied into
+/// a new allocation on every response.
+const X_CACHE_NAME: http::HeaderName = http::HeaderName::from_static(X_CACHE);
 
 /// How long a key whose answer could not be stored skips request coalescing.
 pub const PASS_FOR: Duration = Duration::from_secs(60);
@@ -527,7 +530,7 @@ impl HttpCache {
     {
         let (mut res, outcome) = self.answer(route, &key, req, fetch).await;
         res.headers_mut()
-            .insert(X_CACHE, HeaderValue::from_static(outcome.as_str()));
+            .insert(X_CACHE_NAME, HeaderValue::from_static(outcome.as_str()));
         res.extensions_mut().insert(outcome);
         self.metrics
             .cache
