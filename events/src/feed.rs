@@ -4,8 +4,10 @@
 //! - `GET /events?after=SEQ&limit=N&wait_ms=MS&consumer=NAME`: up to `limit` events after
 //!   position `after`; when there are none, the request waits up to `wait_ms` for one to
 //!   be committed (by any replica: the outbox is read from the shared database file, so
-//!   the wait re-reads it every [`RECHECK`]) and answers the empty batch when the wait
-//!   runs out or the instance starts shutting down. `consumer` names the reader for the
+//!   the wait looks every [`RECHECK`] whether the file or its write-ahead log changed,
+//!   a `stat` and no query, and re-reads the outbox when one did or every
+//!   [`REREAD`] regardless) and answers the empty batch when the wait runs out or the
+//!   instance starts shutting down. `consumer` names the reader for the
 //!   backlog metric.
 //! - `GET /events/status`: this instance's view: the outbox head and, per producer it
 //!   consumes, position, lag, counts and the last error.
@@ -35,8 +37,12 @@ use tokio_util::sync::CancellationToken;
 
 /// The longest blocking read a feed grants.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
-/// How often a waiting read looks at the outbox again.
+/// How often a waiting read looks whether the database files changed.
 pub const RECHECK: Duration = Duration::from_millis(25);
+/// How often a waiting read queries the outbox even when the files look unchanged: a
+/// commit that rewrites WAL frames in place within the file system's timestamp tick
+/// leaves size and mtime as they were, and this bounds how long it can go unnoticed.
+pub const REREAD: Duration = Duration::from_secs(1);
 /// The largest batch a feed answers.
 pub const MAX_LIMIT: u32 = 1000;
 
@@ -136,7 +142,12 @@ async fn read(
         return Err(Problem::invalid_field("wait_ms", "must be at most 30000"));
     }
     let deadline = tokio::time::Instant::now() + wait;
+    let path = feed.pool.connect_options().get_filename().to_owned();
     loop {
+        // Taken before the query: a commit after it changes the stamp, so it is never
+        // missed between the query and the next look.
+        let seen = Stamp::of(&path);
+        let read_at = tokio::time::Instant::now();
         let (events, head) = outbox::read_after(&feed.pool, q.after, limit)
             .await
             .map_err(|e| unavailable(&e))?;
@@ -147,10 +158,38 @@ async fn read(
             feed.metrics.served(q.consumer.as_deref(), q.after, head);
             return Ok(Json(FeedPage { events, head }));
         }
-        tokio::select! {
-            () = tokio::time::sleep(RECHECK) => {}
-            () = feed.stop.cancelled() => {}
+        let reread = (read_at + REREAD).min(deadline);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(RECHECK) => {}
+                () = feed.stop.cancelled() => {}
+            }
+            if feed.stop.is_cancelled()
+                || tokio::time::Instant::now() >= reread
+                || Stamp::of(&path) != seen
+            {
+                break;
+            }
         }
+    }
+}
+
+/// Size and modification time of a SQLite database file and its write-ahead log: a
+/// commit by any process appends to (or after a checkpoint rewrites) the log, which
+/// changes one of them.
+#[derive(Debug, PartialEq, Eq)]
+struct Stamp([Option<(std::time::SystemTime, u64)>; 2]);
+
+impl Stamp {
+    fn of(db: &std::path::Path) -> Stamp {
+        let look = |p: &std::path::Path| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len()))
+        };
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        Stamp([look(db), look(std::path::Path::new(&wal))])
     }
 }
 
