@@ -266,16 +266,27 @@ pub struct RegistrationSpec {
     pub lease: Duration,
 }
 
+/// Consecutive readiness checks that must run out of time before a passing instance is
+/// reported critical (Kubernetes' `failureThreshold` and Consul's
+/// `failures_before_critical` default to 3 as well). A check that answers with an error
+/// (the database file is gone) is critical at once; a slow one is usually a starved CPU,
+/// and flipping every starved replica to critical at the same moment would leave a
+/// service with no instance at all.
+const SLOW_CHECKS_BEFORE_CRITICAL: u32 = 3;
+
 /// Runs `check` for at most `within`: the report the next registration or heartbeat
-/// carries. A check that does not answer in time is critical.
-async fn run_check(check: &ReadinessCheck, within: Duration) -> HealthReport {
+/// carries, and whether it ran out of time (then critical too).
+async fn run_check(check: &ReadinessCheck, within: Duration) -> (HealthReport, bool) {
     match tokio::time::timeout(within, check()).await {
-        Ok(Ok(())) => HealthReport::passing(),
-        Ok(Err(why)) => HealthReport::critical(&why),
-        Err(_) => HealthReport::critical(&format!(
-            "readiness check did not answer within {}",
-            humantime::format_duration(within)
-        )),
+        Ok(Ok(())) => (HealthReport::passing(), false),
+        Ok(Err(why)) => (HealthReport::critical(&why), false),
+        Err(_) => (
+            HealthReport::critical(&format!(
+                "readiness check did not answer within {} ({SLOW_CHECKS_BEFORE_CRITICAL} times in a row)",
+                humantime::format_duration(within)
+            )),
+            true,
+        ),
     }
 }
 
@@ -387,12 +398,27 @@ async fn keep_registered(
     let mut failures = 0u32;
     // What the check said last time, to log only its transitions.
     let mut last_status = HealthStatus::Passing;
+    // Checks in a row that ran out of time.
+    let mut slow = 0u32;
     loop {
         let started = Instant::now();
         // While the registry is (or was just) unreachable we register rather than
         // heartbeat: registering is idempotent and a restarted registry is empty.
         let call = async {
-            let report = run_check(&check, spec.heartbeat / 2).await;
+            let (mut report, timed_out) = run_check(&check, spec.heartbeat / 2).await;
+            slow = if timed_out { slow + 1 } else { 0 };
+            if timed_out
+                && slow < SLOW_CHECKS_BEFORE_CRITICAL
+                && last_status == HealthStatus::Passing
+            {
+                tracing::debug!(
+                    service,
+                    instance,
+                    slow,
+                    "readiness check ran out of time; still passing"
+                );
+                report = HealthReport::passing();
+            }
             if report.status != last_status {
                 last_status = report.status;
                 match &report.reason {

@@ -196,3 +196,68 @@ async fn a_critical_instance_leaves_the_watch_while_registered_and_returns_when_
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_check_that_runs_out_of_time_is_critical_only_the_third_time_in_a_row() {
+    let app = Application::build(settings()).await.unwrap();
+    let url = app.url();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let client = RegistryClient::new(&url, Some(TOKEN.to_owned())).unwrap();
+    let heartbeat = Duration::from_millis(200);
+    let spec = RegistrationSpec {
+        service: "room".into(),
+        instance: "room-1".into(),
+        url: "http://127.0.0.1:4001".into(),
+        metadata: Default::default(),
+        heartbeat,
+        lease: heartbeat * 30,
+    };
+    // While `hang` is set the check never answers (a starved process); `calls` counts
+    // the checks started.
+    let hang = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let check: ReadinessCheck = {
+        let (hang, calls) = (hang.clone(), calls.clone());
+        Arc::new(move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let hangs = hang.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if hangs {
+                    std::future::pending::<()>().await;
+                }
+                Ok(())
+            })
+        })
+    };
+    let room_1 = Registration::with_check(client.clone(), spec, check);
+    let watcher = Watcher::start(client.clone(), "room");
+    within(Duration::from_secs(10), "room-1 watched", || {
+        watcher.current().len() == 1
+    })
+    .await;
+
+    hang.store(true, Ordering::SeqCst);
+    let first = calls.load(Ordering::SeqCst);
+    within(Duration::from_secs(10), "room-1 leaves the watch", || {
+        watcher.current().is_empty()
+    })
+    .await;
+    let slow = calls.load(Ordering::SeqCst) - first;
+    assert!(slow >= 3, "critical after {slow} slow checks, not 3");
+    let listed = client.instances("room").await.unwrap();
+    let reason = listed.instances[0].reason.clone().unwrap_or_default();
+    assert!(reason.contains("3 times in a row"), "{reason}");
+
+    hang.store(false, Ordering::SeqCst);
+    within(Duration::from_secs(10), "room-1 returns", || {
+        watcher.current().len() == 1
+    })
+    .await;
+    room_1.shutdown().await;
+    drop(watcher);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
