@@ -47,6 +47,30 @@ pub enum HandleError {
     Database(#[from] sqlx::Error),
 }
 
+impl HandleError {
+    /// The rejection of an event whose type the handler does not take.
+    pub fn unknown_type(event: &CloudEvent) -> HandleError {
+        HandleError::Reject(format!("unknown event type {:?}", event.kind))
+    }
+}
+
+impl CloudEvent {
+    /// Ok when the event is of type `kind`, else [`HandleError::unknown_type`].
+    pub fn expect_type(&self, kind: &str) -> Result<(), HandleError> {
+        if self.kind == kind {
+            Ok(())
+        } else {
+            Err(HandleError::unknown_type(self))
+        }
+    }
+
+    /// `data` as `T`, or the rejection naming what did not fit.
+    pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, HandleError> {
+        serde_json::from_value(self.data.clone())
+            .map_err(|e| HandleError::Reject(format!("data: {e}")))
+    }
+}
+
 /// The effect of one producer's events on this service.
 pub trait Handler: Send + Sync + 'static {
     /// Applies `event` on `conn`, the connection of the transaction that also records

@@ -73,12 +73,7 @@ impl Handler for Sum {
         event: &'a CloudEvent,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
-            if event.kind != "test.added" {
-                return Err(HandleError::Reject(format!(
-                    "unknown event type {:?}",
-                    event.kind
-                )));
-            }
+            event.expect_type("test.added")?;
             if self
                 .fail
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))

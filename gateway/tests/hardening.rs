@@ -40,20 +40,6 @@ async fn gateway(urls: Vec<String>, tweak: impl FnOnce(&mut Settings)) -> Gw {
     Gw::launch(s).await
 }
 
-/// The `room` instances of the gateway's `/admin/status`.
-async fn room_instances(gw: &Gw) -> Vec<serde_json::Value> {
-    let status = gw.status().await;
-    status["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["service"] == "room")
-        .unwrap()["instances"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 /// Sends `n` copies of `request`, 16 at a time; every answer must be `want`.
 async fn flood(addr: SocketAddr, request: Vec<u8>, n: usize, want: u16) {
     let request = std::sync::Arc::new(request);
@@ -103,7 +89,7 @@ fn chunked_request(total: usize) -> Vec<u8> {
 /// Asserts that no `room` breaker opened or counted a failure, and that valid requests
 /// still succeed on every instance.
 async fn assert_instances_untouched(gw: &Gw) {
-    for i in room_instances(gw).await {
+    for i in gw.instance_views("room").await {
         assert_eq!(i["breaker"], "closed", "{i}");
         assert_eq!(i["ejections"], 0, "{i}");
         assert_eq!(i["failures"], 0, "{i}");

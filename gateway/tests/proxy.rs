@@ -566,26 +566,11 @@ async fn an_open_breaker_lets_a_probe_through_after_its_backoff_and_closes_on_su
     .await;
     let c = client();
     let flaky_status = || async {
-        let status: serde_json::Value = c
-            .get(gw.admin_url("/admin/status"))
-            .send()
+        gw.instance_views("room")
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        status["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["service"] == "room")
-            .unwrap()["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
+            .into_iter()
             .find(|i| i["instance"] == "room-static-1")
             .unwrap()
-            .clone()
     };
     // The instance's own 503s open its breaker; its requests are retried on the other.
     let t = Instant::now();

@@ -114,15 +114,29 @@ async fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) ->
     started.elapsed()
 }
 
-#[tokio::test]
-async fn a_critical_instance_leaves_the_watch_while_registered_and_returns_when_it_passes() {
+/// A registry serving on a free port, a client of it, and what stops it.
+async fn running_registry() -> (
+    RegistryClient,
+    impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+) {
     let app = Application::build(settings()).await.unwrap();
-    let url = app.url();
+    let client = RegistryClient::new(&app.url(), Some(TOKEN.to_owned())).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
-    let client = RegistryClient::new(&url, Some(TOKEN.to_owned())).unwrap();
+    let stop = move || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+        Box::pin(async move {
+            stop.send(()).unwrap();
+            server.await.unwrap().unwrap();
+        })
+    };
+    (client, stop)
+}
+
+#[tokio::test]
+async fn a_critical_instance_leaves_the_watch_while_registered_and_returns_when_it_passes() {
+    let (client, stop) = running_registry().await;
     let heartbeat = Duration::from_millis(100);
     let spec = |name: &str, port: u16| RegistrationSpec {
         service: "room".into(),
@@ -193,19 +207,12 @@ async fn a_critical_instance_leaves_the_watch_while_registered_and_returns_when_
     room_1.shutdown().await;
     room_2.shutdown().await;
     drop(watcher);
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    stop().await;
 }
 
 #[tokio::test]
 async fn a_check_that_runs_out_of_time_is_critical_only_the_third_time_in_a_row() {
-    let app = Application::build(settings()).await.unwrap();
-    let url = app.url();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-    let client = RegistryClient::new(&url, Some(TOKEN.to_owned())).unwrap();
+    let (client, stop) = running_registry().await;
     let heartbeat = Duration::from_millis(200);
     let spec = RegistrationSpec {
         service: "room".into(),
@@ -258,6 +265,5 @@ async fn a_check_that_runs_out_of_time_is_critical_only_the_third_time_in_a_row(
     .await;
     room_1.shutdown().await;
     drop(watcher);
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    stop().await;
 }

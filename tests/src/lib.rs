@@ -19,6 +19,20 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// The repository's root directory (scripts, config, compose files).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Whether this run is CI (`CI=true`): a tool a test needs is then required, not
+/// skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
 /// The `hotel` binary built beside this test binary (`target/<profile>/hotel`).
 ///
 /// `cargo test --workspace` builds it (the `hotel` crate has integration tests); when

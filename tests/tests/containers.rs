@@ -14,12 +14,12 @@
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
 use anyhow::{Context, Result, bail, ensure};
-use hotel_tests::{eventually, free_port, hotel_bin, signal_pid, wait_exit};
+use hotel_tests::{eventually, free_port, hotel_bin, in_ci, repo_root, signal_pid, wait_exit};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::sync::Mutex;
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
@@ -40,17 +40,6 @@ const CORE: [&str; 8] = [
 /// Only retryable requests (reads; bookings and cancellations with an Idempotency-Key),
 /// as in the drills: a request in flight on a killed instance is retried elsewhere.
 const MIX: &str = "availability=3,room=3,customer=2,book=2,cancel=1";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
 
 /// `KEY=value` from deploy/compose/hotel.env.
 fn env_file_value(key: &str) -> Result<String> {

@@ -17,10 +17,10 @@
 //! Run: `cargo build -p hotel && cargo test -p hotel-tests --test fuzz_services -- --nocapture`
 
 use anyhow::{Context, Result, bail, ensure};
-use hotel_tests::{Proc, TempDir, day, spawn_instance, wait_ready};
+use hotel_tests::{Proc, TempDir, day, in_ci, repo_root, spawn_instance, wait_ready};
 use serde_json::{Value, json};
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -33,17 +33,6 @@ const SEED: &str = "20261205";
 const RUN_LIMIT: Duration = Duration::from_secs(240);
 /// `scripts/fuzz.sh`'s exit status when schemathesis cannot be installed.
 const NOT_INSTALLABLE: i32 = 3;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
 
 /// Installs (or finds) schemathesis; `false` when it cannot be installed here.
 async fn schemathesis_available(script: &Path) -> Result<bool> {

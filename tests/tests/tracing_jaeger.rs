@@ -451,7 +451,11 @@ async fn a_request_retried_after_an_instance_is_killed_shows_the_failed_attempt_
             .iter()
             .filter(|s| s.service == "gateway" && s.kind == CLIENT)
             .collect();
-        let failed = attempts.iter().find(|s| s.status == ERROR)?;
+        // A retry, not a hedge: on a loaded machine a slow first attempt may be hedged to
+        // the killed instance and then succeed itself, which is a trace of another story.
+        let failed = attempts
+            .iter()
+            .find(|s| s.status == ERROR && s.attr("hotel.attempt.kind") != "hedge")?;
         let ok = attempts
             .iter()
             .find(|s| s.status != ERROR && s.attr("hotel.outcome") == "success")?;

@@ -95,6 +95,20 @@ impl Gw {
         .await
     }
 
+    /// The instances of `service` as `/admin/status` shows them.
+    pub async fn instance_views(&self, service: &str) -> Vec<serde_json::Value> {
+        let status = self.status().await;
+        status["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == service)
+            .unwrap()["instances"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
     /// `GET /metrics` (Prometheus text).
     pub async fn metrics(&self) -> String {
         let r = client()

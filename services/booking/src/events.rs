@@ -18,11 +18,6 @@ fn handle_error(e: BookingError) -> HandleError {
     }
 }
 
-fn data<T: serde::de::DeserializeOwned>(event: &CloudEvent) -> Result<T, HandleError> {
-    serde_json::from_value(event.data.clone())
-        .map_err(|e| HandleError::Reject(format!("data: {e}")))
-}
-
 /// `hotel.customer.deleted`: cancels the customer's bookings that are not over, with
 /// `cancel_reason: customer_deleted`, each publishing `hotel.booking.cancelled`.
 #[derive(Debug, Clone)]
@@ -43,13 +38,8 @@ impl Handler for CustomerDeleted {
         event: &'a CloudEvent,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
-            if event.kind != hotel_events::CUSTOMER_DELETED {
-                return Err(HandleError::Reject(format!(
-                    "unknown event type {:?}",
-                    event.kind
-                )));
-            }
-            let customer: CustomerData = data(event)?;
+            event.expect_type(hotel_events::CUSTOMER_DELETED)?;
+            let customer: CustomerData = event.data_as()?;
             let today = crate::model::format_date(today_utc());
             let n = self
                 .store
@@ -84,13 +74,8 @@ impl Handler for RoomUpdated {
         event: &'a CloudEvent,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
-            if event.kind != hotel_events::ROOM_UPDATED {
-                return Err(HandleError::Reject(format!(
-                    "unknown event type {:?}",
-                    event.kind
-                )));
-            }
-            let room: RoomData = data(event)?;
+            event.expect_type(hotel_events::ROOM_UPDATED)?;
+            let room: RoomData = event.data_as()?;
             let status = serde_json::to_value(room.room.status)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))

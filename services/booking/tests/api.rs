@@ -830,20 +830,12 @@ async fn bookings_stored_before_versions_existed_read_back_as_version_1_last_cha
         ..Settings::default()
     };
     // The database as the previous release left it: migrations 0001 and 0002 applied.
-    let before = TempDir::new("booking-api");
-    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-    for name in ["0001_bookings.sql", "0002_idempotency_owner.sql"] {
-        std::fs::copy(migrations.join(name), before.path().join(name)).unwrap();
-    }
-    let pool = hotel_common::db::open(&settings.database_path())
-        .await
-        .unwrap();
-    sqlx::migrate::Migrator::new(before.path())
-        .await
-        .unwrap()
-        .run(&pool)
-        .await
-        .unwrap();
+    let pool = hotel_service_testing::database_as_released(
+        &settings.database_path(),
+        env!("CARGO_MANIFEST_DIR"),
+        &["0001_bookings.sql", "0002_idempotency_owner.sql"],
+    )
+    .await;
     // Made 2026-12-05T10:00:00Z; the second one cancelled an hour later.
     let made: i64 = 1_796_464_800_000_000;
     let (open, cancelled) = (Uuid::new_v4(), Uuid::new_v4());

@@ -29,10 +29,9 @@ impl Handler for BookingCounts {
             let (active, cancelled) = match event.kind.as_str() {
                 hotel_events::BOOKING_CREATED => (1, 0),
                 hotel_events::BOOKING_CANCELLED => (-1, 1),
-                other => return Err(HandleError::Reject(format!("unknown event type {other:?}"))),
+                _ => return Err(HandleError::unknown_type(event)),
             };
-            let data: BookingData = serde_json::from_value(event.data.clone())
-                .map_err(|e| HandleError::Reject(format!("data: {e}")))?;
+            let data: BookingData = event.data_as()?;
             store::count_bookings(conn, data.customer_id, active, cancelled).await?;
             Ok(())
         })

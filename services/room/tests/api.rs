@@ -841,19 +841,12 @@ async fn rooms_stored_before_versions_existed_read_back_as_version_1_last_change
         ..Settings::default()
     };
     // The database as the first release left it: only the first migration applied.
-    let first = TempDir::new("room-api");
-    let name = "20261129000001_rooms.sql";
-    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-    std::fs::copy(migrations.join(name), first.path().join(name)).unwrap();
-    let pool = hotel_common::db::open(&settings.database_path())
-        .await
-        .unwrap();
-    sqlx::migrate::Migrator::new(first.path())
-        .await
-        .unwrap()
-        .run(&pool)
-        .await
-        .unwrap();
+    let pool = hotel_service_testing::database_as_released(
+        &settings.database_path(),
+        env!("CARGO_MANIFEST_DIR"),
+        &["20261129000001_rooms.sql"],
+    )
+    .await;
     let id = uuid::Uuid::new_v4();
     // 2026-12-05T10:00:00.25Z
     let created_at: i64 = 1_796_464_800_250_000;

@@ -15,6 +15,33 @@ use tower::ServiceExt;
 
 pub use hotel_testkit::TempDir;
 
+/// Opens the database at `path` as an earlier release left it: only the migrations
+/// `names` of the crate at `manifest_dir` (its `env!("CARGO_MANIFEST_DIR")`) applied. An
+/// upgrade test inserts rows of that release next, then builds the service, which
+/// migrates the rest.
+pub async fn database_as_released(
+    path: &std::path::Path,
+    manifest_dir: &str,
+    names: &[&str],
+) -> sqlx::SqlitePool {
+    let released = TempDir::new("released-migrations");
+    let migrations = std::path::Path::new(manifest_dir).join("migrations");
+    for name in names {
+        std::fs::copy(migrations.join(name), released.path().join(name))
+            .expect("copying a migration");
+    }
+    let pool = hotel_common::db::open(path)
+        .await
+        .expect("opening the database");
+    sqlx::migrate::Migrator::new(released.path())
+        .await
+        .expect("reading the released migrations")
+        .run(&pool)
+        .await
+        .expect("applying the released migrations");
+    pool
+}
+
 /// What a test reads back from one call.
 #[derive(Debug)]
 pub struct Reply {
