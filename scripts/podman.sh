@@ -2,7 +2,7 @@
 # Podman for the container tests and for running compose.yaml on a machine without a
 # Docker engine.
 #
-#   scripts/podman.sh install   # podman + runc (apt), podman-compose (PyPI, tools/podman-compose)
+#   scripts/podman.sh install   # podman + runc + catatonit (apt), podman-compose (PyPI, tools/podman-compose)
 #   scripts/podman.sh compose   # prints the podman-compose path (installs first)
 #   scripts/podman.sh check     # exits 0 when podman can run a container here
 #
@@ -30,11 +30,15 @@ podman_works() {
 # podman, the runc runtime, and what rootful bridge networks need: netavark (with
 # aardvark-dns, so containers find each other by service name) and iptables, which
 # netavark runs (without it every `podman run` fails with "netavark: No such file").
-PACKAGES=(podman runc netavark aardvark-dns iptables)
+# catatonit: `podman kube play` puts an infra container in every pod, and with no
+# registry to pull a pause image from, podman builds its own (localhost/podman-pause)
+# around catatonit ("finding pause binary: catatonit" without it).
+PACKAGES=(podman runc netavark aardvark-dns iptables catatonit)
 
 packages_present() {
     command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 &&
-        command -v iptables >/dev/null 2>&1 && [ -x /usr/lib/podman/netavark ] &&
+        command -v iptables >/dev/null 2>&1 && command -v catatonit >/dev/null 2>&1 &&
+        [ -x /usr/lib/podman/netavark ] &&
         [ -x /usr/lib/podman/aardvark-dns ]
 }
 

@@ -6,9 +6,12 @@
 # says so and passes; in CI (CI=true) a Jaeger that cannot be installed or started fails
 # the run. Extra arguments go to `cargo test`.
 #
-# The container test (tests/tests/containers.rs) installs what it needs itself through
-# scripts/podman.sh (podman, runc, podman-compose; root and apt) and builds the image
-# through scripts/image.sh (dev profile); without podman it is skipped, except in CI.
+# The container tests (tests/tests/containers.rs: compose; tests/tests/k8s.rs: the
+# Kubernetes manifests with `podman kube play`) install what they need themselves through
+# scripts/podman.sh (podman, runc, catatonit, podman-compose; root and apt) and
+# scripts/kustomize.sh (a renderer: kustomize, kubectl, or kustomize built with Go), and
+# build the image through scripts/image.sh (dev profile); without podman or a renderer
+# they are skipped, except in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

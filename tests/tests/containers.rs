@@ -13,19 +13,19 @@
 
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
+mod podman_support;
+
 use anyhow::{Context, Result, bail, ensure};
-use hotel_tests::{eventually, free_port, hotel_bin, in_ci, repo_root, signal_pid, wait_exit};
+use hotel_tests::{free_port, hotel_bin, repo_root, signal_pid, wait_exit};
 use nix::sys::signal::Signal;
+use podman_support::{build_image, podman, registered, run, script, unique, until};
 use serde_json::Value;
-use std::sync::Mutex;
 use std::{
     path::PathBuf,
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-/// `scripts/podman.sh`'s exit status when podman cannot be installed here.
-const NOT_INSTALLABLE: i32 = 3;
 /// The core services: everything in compose.yaml but the optional profiles.
 const CORE: [&str; 8] = [
     "registry",
@@ -48,47 +48,6 @@ fn env_file_value(key: &str) -> Result<String> {
         .find_map(|l| l.strip_prefix(&format!("{key}=")))
         .map(str::to_owned)
         .with_context(|| format!("{key} missing from deploy/compose/hotel.env"))
-}
-
-fn run(cmd: &mut Command) -> Result<Output> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("run {cmd:?}"))?;
-    Ok(out)
-}
-
-/// Runs `podman ARGS`, failing with its stderr unless it succeeds; its stdout.
-fn podman(args: &[&str]) -> Result<String> {
-    let out = run(Command::new("podman").args(args))?;
-    ensure!(
-        out.status.success(),
-        "podman {}: {}\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// Installs (or finds) podman and podman-compose; the podman-compose path, or `None`
-/// when they cannot be installed here (outside CI).
-fn podman_compose() -> Result<Option<PathBuf>> {
-    let out = run(Command::new(repo_root().join("scripts/podman.sh")).arg("compose"))?;
-    let why = String::from_utf8_lossy(&out.stderr).into_owned();
-    if out.status.success() {
-        return Ok(Some(PathBuf::from(
-            String::from_utf8_lossy(&out.stdout).trim(),
-        )));
-    }
-    if out.status.code() == Some(NOT_INSTALLABLE) {
-        if in_ci() {
-            bail!("podman is required in CI but could not be installed:\n{why}");
-        }
-        eprintln!("skipped: podman could not be installed here ({why})");
-        return Ok(None);
-    }
-    bail!("scripts/podman.sh compose failed ({}):\n{why}", out.status)
 }
 
 /// What the test created, removed by id when it ends (also on panic): containers,
@@ -218,94 +177,25 @@ impl Drop for Load {
     }
 }
 
-/// Polls `check` ([`eventually`]) until it succeeds; on timeout the error names the last
-/// reason it failed.
-async fn until<F, Fut>(within: Duration, what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    let last = Mutex::new(String::new());
-    let waited = eventually(within, what, || {
-        let attempt = check();
-        let last = &last;
-        async move {
-            match attempt.await {
-                Ok(()) => Some(()),
-                Err(e) => {
-                    *last.lock().unwrap() = format!("{e:#}");
-                    None
-                }
-            }
-        }
-    })
-    .await;
-    waited.map_err(|e| anyhow::anyhow!("{e}: {}", last.lock().unwrap()))
-}
-
-/// The registry's passing instances of `service`: (instance name, URL).
-async fn registered(
-    http: &reqwest::Client,
-    registry: &str,
-    token: &str,
-    service: &str,
-) -> Result<Vec<(String, String)>> {
-    let v: Value = http
-        .get(format!("{registry}/v1/services/{service}?wait=0s"))
-        .bearer_auth(token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let list = v.get("instances").unwrap_or(&v);
-    Ok(list
-        .as_array()
-        .context("instances")?
-        .iter()
-        .filter(|i| i["status"] == "passing")
-        .map(|i| {
-            (
-                i["instance"].as_str().unwrap_or_default().to_owned(),
-                i["url"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_cluster_in_podman_serves_through_a_stop_and_a_kill_without_a_failed_request()
 -> Result<()> {
-    let Some(compose) = podman_compose()? else {
+    // podman, runc and podman-compose (scripts/podman.sh); skipped where they cannot be
+    // installed, except in CI.
+    let Some(compose) = script("podman.sh", &["compose"])? else {
         return Ok(());
     };
+    let compose = PathBuf::from(compose);
     let root = repo_root();
-    let unique = format!(
-        "{}{}",
-        std::process::id(),
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
+    let unique = unique();
     let image = format!("localhost/hotel-test:{unique}");
     let project = Project {
         name: format!("hoteltest{unique}"),
         image: image.clone(),
     };
 
-    // The image, through the script users run (dev profile: reuses the debug build's
-    // dependency artifacts instead of a second optimised build).
-    let started = Instant::now();
-    let out = run(Command::new(root.join("scripts/image.sh"))
-        .args(["--profile", "dev", "--tag", &image, "--engine", "podman"])
-        .current_dir(&root))?;
-    ensure!(
-        out.status.success(),
-        "scripts/image.sh failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("measured: image built in {:.0?}", started.elapsed());
-    let size = podman(&["image", "inspect", "--format", "{{.Size}}", &image])?;
-    eprintln!("measured: image size {size} bytes");
+    // The image, through the script users run.
+    build_image(&image)?;
 
     // The core services, the gateway published on a loopback port of our own.
     let port = free_port();
