@@ -11,6 +11,7 @@ pub mod config;
 pub mod context;
 pub mod db;
 pub mod extract;
+pub mod fault;
 pub mod health;
 pub mod http;
 pub mod input;

@@ -449,6 +449,8 @@ pub async fn server_span(
                 http.response.status_code = Empty,
                 otel.status_code = Empty,
                 otel.status_description = Empty,
+                fault.injected = Empty,
+                fault.kind = Empty,
             )
         };
     }

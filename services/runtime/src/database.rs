@@ -14,7 +14,7 @@ use hotel_common::{
     conditional::CacheControl,
     db,
     health::ReadinessCheck,
-    http::{SERVICE_BODY_LIMIT, finish},
+    http::{SERVICE_BODY_LIMIT, finish_instance},
     process::BoxError,
 };
 use sqlx::SqlitePool;
@@ -60,8 +60,9 @@ pub fn database_readiness(pool: SqlitePool) -> ReadinessCheck {
 
 /// The whole HTTP surface of a domain service over its SQLite pool: `routes`, the
 /// OpenAPI document `doc` served at `/openapi.json`, the event feed with
-/// `/events/status` and `/metrics` (internal, not in `doc`), and [`finish`]'s shared
-/// layers with [`database_readiness`] as the readiness check.
+/// `/events/status` and `/metrics` (internal, not in `doc`), and `finish_instance`'s
+/// shared layers (the fault switch `events.faults` included) with
+/// [`database_readiness`] as the readiness check.
 pub fn service_router(
     role: &'static str,
     routes: Router,
@@ -70,7 +71,13 @@ pub fn service_router(
     events: &Events,
 ) -> Router {
     let routes = hotel_common::openapi::serve(routes, doc).merge(events.feed.router());
-    finish(role, routes, database_readiness(pool), SERVICE_BODY_LIMIT)
+    finish_instance(
+        role,
+        routes,
+        database_readiness(pool),
+        SERVICE_BODY_LIMIT,
+        &events.faults,
+    )
 }
 
 /// The problem a failed database call answers: 503 with `Retry-After: 1` and `busy` as

@@ -13,8 +13,12 @@ use hotel_registry::client::RegistryClient;
 use sqlx::SqlitePool;
 use std::sync::Arc;
 
-/// The events of one service instance, built with it, running while it serves.
+/// The events of one service instance, built with it, running while it serves; and,
+/// because every router is built from it, the instance's fault switch.
 pub struct Events {
+    /// The instance's fault switch (see `hotel_common::fault`), served by
+    /// [`crate::service_router`].
+    pub faults: hotel_common::fault::Faults,
     /// Writes this service's events into its outbox.
     pub producer: Producer,
     /// Serves the outbox at `/events`, with `/events/status` and `/metrics`.
@@ -36,6 +40,7 @@ impl Events {
         let metrics = EventMetrics::new();
         let registry = RegistryClient::from_link(settings.registry())?;
         Ok(Events {
+            faults: hotel_common::fault::Faults::new(settings.instance(), settings.fault_token()),
             producer: Producer::new(S::ROLE, settings.instance(), metrics.clone()),
             feed: Feed::new(pool.clone(), metrics),
             pool,
