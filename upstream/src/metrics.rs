@@ -59,6 +59,25 @@ pub(crate) struct TransitionLabels {
     pub(crate) to: &'static str,
 }
 
+/// Labels of an ejection.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct EjectionLabels {
+    /// Service name.
+    pub(crate) service: Arc<String>,
+    /// Instance name.
+    pub(crate) instance: Arc<String>,
+    /// consecutive_failures, failure_percentage, stalled, refused.
+    pub(crate) reason: &'static str,
+}
+
+/// Every ejection reason label.
+pub(crate) const EJECTION_REASONS: [&str; 4] = [
+    "consecutive_failures",
+    "failure_percentage",
+    "stalled",
+    "refused",
+];
+
 /// Labels naming a service.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ServiceLabels {
@@ -89,6 +108,8 @@ pub struct UpstreamMetrics {
     pub(crate) breaker_state: Family<InstanceLabels, Gauge>,
     /// `breaker_transitions_total{service,instance,to}`.
     pub(crate) breaker_transitions: Family<TransitionLabels, Counter>,
+    /// `upstream_ejections_total{service,instance,reason}`.
+    pub(crate) ejections: Family<EjectionLabels, Counter>,
     /// `upstream_in_flight{service,instance}`.
     pub(crate) in_flight: Family<InstanceLabels, Gauge>,
     /// `instances{service}`: instances known from discovery.
@@ -113,6 +134,7 @@ impl UpstreamMetrics {
             budget_exhausted: Family::default(),
             breaker_state: Family::default(),
             breaker_transitions: Family::default(),
+            ejections: Family::default(),
             in_flight: Family::default(),
             instances: Family::default(),
         };
@@ -148,6 +170,11 @@ impl UpstreamMetrics {
             m.breaker_transitions.clone(),
         );
         registry.register(
+            "upstream_ejections",
+            "Instances ejected, by reason: consecutive_failures, failure_percentage, stalled, refused",
+            m.ejections.clone(),
+        );
+        registry.register(
             "upstream_in_flight",
             "Attempts in flight per instance",
             m.in_flight.clone(),
@@ -179,6 +206,13 @@ impl UpstreamMetrics {
                 service: service.clone(),
                 instance: instance.clone(),
                 outcome,
+            });
+        }
+        for reason in EJECTION_REASONS {
+            self.ejections.remove(&EjectionLabels {
+                service: service.clone(),
+                instance: instance.clone(),
+                reason,
             });
         }
         for to in ["open", "half_open", "closed"] {
