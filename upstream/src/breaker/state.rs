@@ -312,9 +312,11 @@ impl BreakerShared {
             (State::Closed { .. }, None) => g.state = State::Closed { consecutive: 0 },
             (State::Closed { consecutive }, Some(kind)) => {
                 let n = consecutive + 1;
-                if n < self.policy.failures {
-                    g.state = State::Closed { consecutive: n };
-                    self.check_failure_rate(&mut g);
+                g.state = State::Closed { consecutive: n };
+                // The percentage first: an instance failing often is out until probes
+                // pass, not for one open period.
+                self.check_failure_rate(&mut g);
+                if n < self.policy.failures || !matches!(g.state, State::Closed { .. }) {
                     return;
                 }
                 let force = kind == FailureKind::Connect;
