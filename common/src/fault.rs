@@ -32,7 +32,7 @@ use axum::{
     routing::get,
 };
 use http::{HeaderMap, StatusCode, header};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::{counter::Counter, family::Family};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::{
@@ -214,15 +214,34 @@ struct Active {
     expires: Option<Instant>,
 }
 
-/// The injected-fault counters, one per kind (`faults_injected_total{kind}`).
-#[derive(Debug, Clone, Default)]
+/// The injected-fault counters (`faults_injected_total{kind}`), one handle per kind.
+#[derive(Debug, Clone)]
 pub struct FaultCounters {
+    /// The family, by kind.
+    pub family: Family<crate::metrics::KindLabels, Counter>,
     /// Errors answered.
     pub error: Counter,
     /// Connections reset.
     pub abort: Counter,
     /// Requests delayed.
     pub latency: Counter,
+}
+
+impl Default for FaultCounters {
+    fn default() -> Self {
+        let family = Family::<crate::metrics::KindLabels, Counter>::default();
+        let of = |kind| {
+            family
+                .get_or_create(&crate::metrics::KindLabels { kind })
+                .clone()
+        };
+        FaultCounters {
+            error: of("error"),
+            abort: of("abort"),
+            latency: of("latency"),
+            family,
+        }
+    }
 }
 
 struct Inner {

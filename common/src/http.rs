@@ -183,22 +183,27 @@ pub fn finish(
     readiness: health::ReadinessCheck,
     body_limit: usize,
 ) -> Router {
-    finish_instance(role, routes, readiness, body_limit, &Faults::disabled())
+    let faults = Faults::disabled();
+    let metrics = crate::metrics::InstanceMetrics::new(&faults);
+    finish_instance(role, routes, readiness, body_limit, &faults, &metrics)
 }
 
 /// [`finish`] for a real instance (every service and the registry): also its fault
 /// switch, the control endpoint [`crate::fault::FAULT_PATH`] (when `faults` has a
 /// token) and the fault layer, inside the server span and the request context so an
-/// injected fault is on the span and its problem carries the request id.
+/// injected fault is on the span and its problem carries the request id; and its
+/// `/metrics` (`metrics`, which counts and times every request).
 pub fn finish_instance(
     role: &'static str,
     routes: Router,
     readiness: health::ReadinessCheck,
     body_limit: usize,
     faults: &Faults,
+    metrics: &std::sync::Arc<crate::metrics::InstanceMetrics>,
 ) -> Router {
     routes
         .merge(faults.router())
+        .merge(metrics.router())
         .merge(health::router(readiness))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no-route", "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -216,6 +221,10 @@ pub fn finish_instance(
         )
         .layer(FaultLayer::new(faults.clone()))
         .layer(middleware::from_fn(context::request_context))
+        .layer(middleware::from_fn_with_state(
+            metrics.clone(),
+            crate::metrics::InstanceMetrics::layer,
+        ))
         // Sees the head as the client sent it; names the request id itself.
         .layer(middleware::from_fn(check_head))
         .layer(middleware::from_fn_with_state(

@@ -15,6 +15,7 @@ pub mod fault;
 pub mod health;
 pub mod http;
 pub mod input;
+pub mod metrics;
 pub mod openapi;
 pub mod page;
 pub mod problem;

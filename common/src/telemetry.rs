@@ -199,7 +199,10 @@ pub fn init_with_writer(
                 .with_tracked_inactivity(false)
                 .with_error_records_to_exceptions(true)
                 .with_filter(span_filter);
-            let subscriber = tracing_subscriber::registry().with(logs).with(otel);
+            let subscriber = tracing_subscriber::registry()
+                .with(logs)
+                .with(otel)
+                .with(crate::metrics::DbTimingLayer);
             (
                 Dispatch::new(subscriber),
                 TelemetryGuard {
@@ -210,7 +213,8 @@ pub fn init_with_writer(
         None => {
             let subscriber = tracing_subscriber::registry()
                 .with(logs)
-                .with(ids::IdsLayer);
+                .with(ids::IdsLayer)
+                .with(crate::metrics::DbTimingLayer);
             (Dispatch::new(subscriber), TelemetryGuard { provider: None })
         }
     };

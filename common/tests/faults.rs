@@ -15,12 +15,14 @@ const TOKEN: &str = "flt_test";
 /// A service with `GET /rooms` and its fault switch, on a loopback ephemeral port.
 async fn service(token: Option<&str>) -> SocketAddr {
     let routes = Router::new().route("/rooms", get(|| async { "[]" }));
+    let faults = Faults::new("room-1", token);
     let app = hotel_common::http::finish_instance(
         "room",
         routes,
         hotel_common::health::always_ready(),
         hotel_common::http::SERVICE_BODY_LIMIT,
-        &Faults::new("room-1", token),
+        &faults,
+        &hotel_common::metrics::InstanceMetrics::new(&faults),
     );
     let (listener, addr) = hotel_common::server::bind("127.0.0.1:0".parse().unwrap())
         .await
@@ -133,4 +135,25 @@ async fn latency_delays_answers_and_a_fault_set_for_a_while_clears_itself() {
     .await
     .unwrap();
     assert_eq!(status_of(&get_rooms(addr).await), 200);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status_and_the_faults_injected() {
+    let addr = service(Some(TOKEN)).await;
+    assert_eq!(status_of(&get_rooms(addr).await), 200);
+    let body = r#"{"error_rate":1.0}"#;
+    exchange(addr, &request("PUT", "/admin/fault", Some(TOKEN), body)).await;
+    assert_eq!(status_of(&get_rooms(addr).await), 503);
+    // /metrics is never faulted.
+    let answer = exchange(addr, &request("GET", "/metrics", None, "")).await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    for line in [
+        r#"hotel_http_requests_total{route="/rooms",method="GET",status="200"} 1"#,
+        r#"hotel_http_requests_total{route="/rooms",method="GET",status="503"} 1"#,
+        r#"hotel_faults_injected_total{kind="error"} 1"#,
+        r#"hotel_http_request_duration_seconds_count{route="/rooms"} 2"#,
+    ] {
+        assert!(answer.contains(line), "{line} missing:\n{answer}");
+    }
+    assert!(answer.trim_end().ends_with("# EOF"), "{answer}");
 }

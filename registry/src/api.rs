@@ -90,6 +90,7 @@ pub fn router(store: Store, settings: &Settings) -> Router {
         hotel_common::health::always_ready(),
         settings.body_limit,
         &faults,
+        &hotel_common::metrics::InstanceMetrics::new(&faults),
     )
 }
 

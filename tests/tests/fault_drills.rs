@@ -259,6 +259,44 @@ async fn fault_drill_half_the_requests_of_one_replica_fail_clients_see_none_and_
     );
     let log = std::fs::read_to_string(c.log_path("room-2")).unwrap();
     assert!(log.contains("fault injected instance=room-2"), "{log}");
+    // Every service instance and the registry serve /metrics; room-2 counted its faults,
+    // booking shows its own view of room and customer (its upstream client).
+    let file = c.file().unwrap();
+    let http = reqwest::Client::new();
+    for inst in file["instances"].as_array().unwrap() {
+        let (name, addr) = (
+            inst["name"].as_str().unwrap(),
+            inst["address"].as_str().unwrap(),
+        );
+        if name == "gateway" {
+            continue;
+        }
+        let text = http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains("hotel_http_requests_total{"),
+            "{name}:\n{text}"
+        );
+        if name == "room-2" {
+            let injected = text
+                .lines()
+                .find(|l| l.starts_with("hotel_faults_injected_total{kind=\"error\"}"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            measured(drill, "faults injected into room-2", injected);
+            assert!(injected > 0, "{text}");
+        }
+        if name.starts_with("booking") {
+            assert!(text.contains("hotel_instances{service=\"room\"}"), "{text}");
+            assert!(text.contains("hotel_db_pool_connections{"), "{text}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

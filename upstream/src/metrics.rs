@@ -126,7 +126,15 @@ impl UpstreamMetrics {
     /// Creates every upstream metric and registers it into `registry` (whose prefix, if
     /// any, comes first in the names).
     pub fn new(registry: &mut Registry) -> Arc<Self> {
-        let m = UpstreamMetrics {
+        let m = Self::unregistered();
+        m.register(registry);
+        m
+    }
+
+    /// Metrics registered nowhere (yet): for a stack whose numbers nobody scrapes, or
+    /// that [`UpstreamMetrics::register`] adds to a registry later.
+    pub fn unregistered() -> Arc<Self> {
+        Arc::new(UpstreamMetrics {
             attempts: Family::default(),
             attempt_duration: Family::new_with_constructor(latency_histogram),
             retries: Family::default(),
@@ -137,7 +145,12 @@ impl UpstreamMetrics {
             ejections: Family::default(),
             in_flight: Family::default(),
             instances: Family::default(),
-        };
+        })
+    }
+
+    /// Registers every family into `registry` (whose prefix, if any, comes first).
+    pub fn register(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "upstream_attempts",
             "Attempts sent to instances, by outcome",
@@ -184,12 +197,6 @@ impl UpstreamMetrics {
             "Instances known per service",
             m.instances.clone(),
         );
-        Arc::new(m)
-    }
-
-    /// Metrics registered nowhere: for a stack whose numbers nobody scrapes.
-    pub fn unregistered() -> Arc<Self> {
-        Self::new(&mut Registry::default())
     }
 
     /// Removes the series of an instance that left, so the families do not grow forever.
