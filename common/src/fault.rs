@@ -7,15 +7,15 @@
 //! straight to the inner one after one atomic load, with no allocation.
 //!
 //! The control endpoint [`FAULT_PATH`] (`GET` the fault, `PUT` a [`FaultSpec`],
-//! `DELETE` it) exists only when the process was given a fault token (`fault_token`,
+//! `DELETE` it; its OpenAPI document [`FaultApi`] at [`FAULT_DOC_PATH`]) exists only when the process was given a fault token (`fault_token`,
 //! which `hotel up` generates per run and hands to its children); it answers only
 //! loopback peers that present `Authorization: Bearer <token>`. A fault set with `for`
 //! expires on its own.
 //!
 //! The fault covers every route of the process, health checks included (an instance
 //! that fails half its requests fails half its health probes too, and that is how a
-//! balancer's probes see it recover), except the control endpoint itself, `/metrics`
-//! and `/events/status`. Each injected fault is recorded on the server span (`fault.injected =
+//! balancer's probes see it recover), except the control endpoint and its document
+//! (`/admin/*`), `/metrics` and `/events/status`. Each injected fault is recorded on the server span (`fault.injected =
 //! true`, `fault.kind`), logged with the instance name and counted
 //! (`faults_injected_total{kind}`).
 //!
@@ -51,6 +51,49 @@ use tokio::time::Instant;
 
 /// The control endpoint's path.
 pub const FAULT_PATH: &str = "/admin/fault";
+
+/// Where the control endpoint's OpenAPI document is served (no token needed).
+pub const FAULT_DOC_PATH: &str = "/admin/openapi.json";
+
+/// The OpenAPI document of the fault control endpoint.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "hotel fault control",
+        description = "The fault switch of one instance (a service replica or the registry), \
+            on its own listener, present only when the instance was given a fault token \
+            (`fault_token`; `hotel up` sets one per run) and answering loopback clients \
+            only. While a fault is set, every request but `/admin/*`, `/metrics` and \
+            `/events/status` is delayed by `latency` ± `jitter`, then answered with \
+            `status` (share `error_rate`) or has its connection reset without an answer \
+            (share `abort_rate`); a fault set with `for` clears itself. `hotel fault` \
+            reaches it through `hotel up`."
+    ),
+    paths(get_fault, put_fault, delete_fault),
+    components(schemas(FaultSpec, FaultStatus, InjectedCounts)),
+    modifiers(&BearerToken)
+)]
+pub struct FaultApi;
+
+/// Declares the bearer token every operation needs.
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "fault_token",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some("The instance's fault token"))
+                        .build(),
+                ),
+            );
+    }
+}
 
 /// Longest `latency` a fault may add.
 pub const MAX_LATENCY: Duration = Duration::from_secs(60);
@@ -372,10 +415,20 @@ impl Faults {
         if self.inner.token.is_none() {
             return Router::new();
         }
+        let doc = Arc::new(crate::openapi::to_json(
+            &<FaultApi as utoipa::OpenApi>::openapi(),
+        ));
         Router::new()
             .route(
                 FAULT_PATH,
                 get(get_fault).put(put_fault).delete(delete_fault),
+            )
+            .route(
+                FAULT_DOC_PATH,
+                get(move || {
+                    let doc = doc.clone();
+                    async move { axum::Json(doc.as_ref().clone()) }
+                }),
             )
             .with_state(self.clone())
     }
@@ -421,6 +474,16 @@ impl Faults {
 type Peer = Option<axum::Extension<ConnectInfo<SocketAddr>>>;
 
 /// `GET /admin/fault`: the fault in force and the counts injected so far.
+#[utoipa::path(
+    get, path = "/admin/fault", tag = "fault",
+    security(("fault_token" = [])),
+    responses(
+        (status = 200, description = "The fault in force (`fault` is null when none), \
+            milliseconds until it clears itself, and the faults injected since start", body = FaultStatus),
+        (status = 401, description = "No or wrong bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a loopback client", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn get_fault(
     State(f): State<Faults>,
     peer: Peer,
@@ -431,6 +494,19 @@ async fn get_fault(
 }
 
 /// `PUT /admin/fault`: sets the fault (replacing any other).
+#[utoipa::path(
+    put, path = "/admin/fault", tag = "fault",
+    security(("fault_token" = [])),
+    request_body(content = FaultSpec, description = "What to inject; at least one of \
+        `error_rate`, `abort_rate`, `latency` above zero. Durations as `\"300ms\"`."),
+    responses(
+        (status = 200, description = "Set (it replaces any fault in force); the new state", body = FaultStatus),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a loopback client", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field out of range or unknown, named in `errors`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn put_fault(
     State(f): State<Faults>,
     peer: Peer,
@@ -446,6 +522,15 @@ async fn put_fault(
 }
 
 /// `DELETE /admin/fault`: clears the fault (no fault is not an error).
+#[utoipa::path(
+    delete, path = "/admin/fault", tag = "fault",
+    security(("fault_token" = [])),
+    responses(
+        (status = 200, description = "Cleared (also when none was set); the new state", body = FaultStatus),
+        (status = 401, description = "No or wrong bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a loopback client", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn delete_fault(
     State(f): State<Faults>,
     peer: Peer,
@@ -547,10 +632,11 @@ impl Plan {
     }
 }
 
-/// Paths a fault never touches: its own switch, and what shows the instance's state
-/// (`/metrics`, `/events/status`), so the fault can be watched and undone.
+/// Paths a fault never touches: its own switch and document (`/admin/*`), and what
+/// shows the instance's state (`/metrics`, `/events/status`), so the fault can be
+/// watched and undone.
 fn exempt(path: &str) -> bool {
-    matches!(path, FAULT_PATH | "/metrics" | "/events/status")
+    path.starts_with("/admin/") || matches!(path, "/metrics" | "/events/status")
 }
 
 impl<S> tower::Service<axum::extract::Request> for FaultService<S>

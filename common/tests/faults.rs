@@ -65,6 +65,21 @@ async fn the_control_endpoint_needs_its_token_and_exists_only_with_one() {
     let answer = exchange(addr, &request("GET", "/admin/fault", Some(TOKEN), "")).await;
     assert_eq!(status_of(&answer), 200, "{answer}");
     assert!(answer.contains("\"fault\":null"), "{answer}");
+    // Its OpenAPI document says what each operation does.
+    let answer = exchange(addr, &request("GET", "/admin/openapi.json", None, "")).await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(body).unwrap();
+    for method in ["get", "put", "delete"] {
+        assert!(
+            doc["paths"]["/admin/fault"][method]["responses"]["200"].is_object(),
+            "{method}: {doc}"
+        );
+    }
+    assert!(
+        doc["components"]["schemas"]["FaultSpec"].is_object(),
+        "{doc}"
+    );
 }
 
 #[tokio::test]
