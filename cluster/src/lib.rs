@@ -535,6 +535,49 @@ mod tests {
     }
 
     #[test]
+    fn fault_flags_become_a_checked_spec_and_bad_ones_name_the_flag() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            fault: FaultArgs,
+        }
+        let spec = |args: &[&str]| {
+            let mut all = vec!["hotel", "room-2"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all)
+                .map_err(|e| e.to_string())?
+                .fault
+                .spec()
+        };
+        let s = spec(&["--error-rate", "0.5", "--latency", "300ms", "--for", "30s"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.error_rate, 0.5);
+        assert_eq!(s.status, 503);
+        assert_eq!(s.latency, std::time::Duration::from_millis(300));
+        assert_eq!(s.duration, Some(std::time::Duration::from_secs(30)));
+        assert!(spec(&["--clear"]).unwrap().is_none());
+        assert!(
+            spec(&[])
+                .unwrap_err()
+                .contains("--error-rate, --latency or --abort-rate")
+        );
+        assert!(
+            spec(&["--error-rate", "2"])
+                .unwrap_err()
+                .contains("--error-rate")
+        );
+        assert!(
+            spec(&["--error-rate", "0.1", "--status", "200"])
+                .unwrap_err()
+                .contains("--status")
+        );
+        assert!(spec(&["--latency", "soon"]).unwrap_err().contains("soon"));
+        assert!(spec(&["--clear", "--error-rate", "0.1"]).is_err());
+    }
+
+    #[test]
     fn jaeger_ui_is_on_the_otlp_host() {
         assert_eq!(jaeger_ui("http://127.0.0.1:4317"), "http://127.0.0.1:16686");
         assert_eq!(
