@@ -15,7 +15,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use hotel_common::Problem;
+use hotel_common::{Problem, fault::FaultSpec};
 use serde::{Deserialize, Serialize};
 use std::{path::Path as FsPath, sync::Arc, time::Duration};
 
@@ -48,6 +48,8 @@ impl IntoResponse for ControlError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "validation-failed")
             }
             ControlError::StartFailed(_) => (StatusCode::BAD_GATEWAY, "start-failed"),
+            ControlError::NoFaultSwitch(_) => (StatusCode::CONFLICT, "conflict"),
+            ControlError::FaultFailed { .. } => (StatusCode::BAD_GATEWAY, "fault-failed"),
             ControlError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting-down"),
         };
         Problem::new(status, kind, self.to_string()).into_response()
@@ -72,6 +74,10 @@ fn routes() -> Router<Arc<Supervisor>> {
             }),
         )
         .route("/v1/instances/{name}/{action}", post(instance_action))
+        .route(
+            "/v1/instances/{name}/fault",
+            axum::routing::put(set_fault).delete(clear_fault),
+        )
         .route("/v1/services/{service}/start", post(start))
         .route("/v1/services/{service}/scale", post(scale))
 }
@@ -119,6 +125,40 @@ async fn instance_action(
         }
     }
     .map_err(IntoResponse::into_response)?;
+    Ok(Json(InstancesResponse {
+        instances: vec![view],
+    }))
+}
+
+/// `PUT /v1/instances/{name}/fault` with a `FaultSpec`: checked here (422 naming the
+/// field), then set through the instance's own fault control endpoint.
+async fn set_fault(
+    State(sup): State<Arc<Supervisor>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<InstancesResponse>, Response> {
+    let spec: FaultSpec =
+        hotel_common::extract::parse_json(&body).map_err(IntoResponse::into_response)?;
+    spec.validate()
+        .map_err(|(field, why)| Problem::invalid_field(field, why).into_response())?;
+    let view = sup
+        .fault(&name, Some(spec))
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(Json(InstancesResponse {
+        instances: vec![view],
+    }))
+}
+
+/// `DELETE /v1/instances/{name}/fault`.
+async fn clear_fault(
+    State(sup): State<Arc<Supervisor>>,
+    Path(name): Path<String>,
+) -> Result<Json<InstancesResponse>, Response> {
+    let view = sup
+        .fault(&name, None)
+        .await
+        .map_err(IntoResponse::into_response)?;
     Ok(Json(InstancesResponse {
         instances: vec![view],
     }))
@@ -256,6 +296,23 @@ impl ControlClient {
             .instances)
     }
 
+    /// Sets (`Some`) or clears (`None`) the fault of instance `name`.
+    pub async fn fault(
+        &self,
+        name: &str,
+        spec: Option<&FaultSpec>,
+    ) -> Result<Vec<InstanceView>, ClientError> {
+        let path = format!("/v1/instances/{}/fault", encode(name));
+        let (method, body) = match spec {
+            Some(s) => (
+                reqwest::Method::PUT,
+                Some(serde_json::to_value(s).map_err(|e| ClientError::Refused(e.to_string()))?),
+            ),
+            None => (reqwest::Method::DELETE, None),
+        };
+        Ok(self.call(method, &path, body).await?.instances)
+    }
+
     /// One more replica of `service`.
     pub async fn start(&self, service: &str) -> Result<Vec<InstanceView>, ClientError> {
         let path = format!("/v1/services/{}/start", encode(service));
@@ -321,6 +378,7 @@ mod tests {
             admin_token: "a".into(),
             api_key: "k".into(),
             control_token: "secret".into(),
+            fault_token: "f".into(),
         };
         router(
             Supervisor::new(cfg, "http://127.0.0.1:1".into(), None),

@@ -47,6 +47,9 @@ pub enum ClusterCommand {
     Start(StartArgs),
     /// Start or stop replicas until SERVICE has N: `hotel scale room=3`.
     Scale(ScaleArgs),
+    /// Inject a fault into an instance (a service replica or the registry): errors,
+    /// latency, connection resets; `--clear` removes it. `hotel status` shows it.
+    Fault(FaultArgs),
     /// Send steady, bounded load through the gateway and report ok/errors/latency.
     Load(load::LoadArgs),
     /// Watch the cluster's events: `hotel events tail [--type hotel.booking.*] [--json]`.
@@ -135,6 +138,68 @@ pub struct ScaleArgs {
     dir: DataDirArg,
 }
 
+/// `hotel fault` options.
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("effect").multiple(true).args(["error_rate", "latency", "abort_rate"])))]
+pub struct FaultArgs {
+    /// Instance name, such as `room-2` or `registry`.
+    name: String,
+    /// Share of requests answered with `--status` instead (0 to 1).
+    #[arg(long, value_name = "R")]
+    error_rate: Option<f64>,
+    /// Status of an injected error (400 to 599) [default: 503].
+    #[arg(long, value_name = "S", requires = "error_rate")]
+    status: Option<u16>,
+    /// Delay added to every request, such as `300ms`.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    latency: Option<std::time::Duration>,
+    /// The delay varies by up to this much either way (at most --latency).
+    #[arg(long, value_name = "D", value_parser = parse_duration, requires = "latency")]
+    jitter: Option<std::time::Duration>,
+    /// Share of requests whose connection is reset without an answer (0 to 1).
+    #[arg(long, value_name = "R")]
+    abort_rate: Option<f64>,
+    /// Clear the fault by itself after this long, such as `30s`.
+    #[arg(long = "for", value_name = "D", value_parser = parse_duration)]
+    for_: Option<std::time::Duration>,
+    /// Remove the fault.
+    #[arg(long, conflicts_with_all = ["error_rate", "status", "latency", "jitter", "abort_rate", "for_"])]
+    clear: bool,
+    #[command(flatten)]
+    dir: DataDirArg,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration such as 300ms or 30s: {e}"))
+}
+
+impl FaultArgs {
+    /// The fault asked for (`None` with `--clear`), checked; errors name the flag.
+    fn spec(&self) -> Result<Option<hotel_common::fault::FaultSpec>, String> {
+        if self.clear {
+            return Ok(None);
+        }
+        let defaults = hotel_common::fault::FaultSpec::default();
+        let spec = hotel_common::fault::FaultSpec {
+            error_rate: self.error_rate.unwrap_or(0.0),
+            status: self.status.unwrap_or(defaults.status),
+            latency: self.latency.unwrap_or_default(),
+            jitter: self.jitter.unwrap_or_default(),
+            abort_rate: self.abort_rate.unwrap_or(0.0),
+            duration: self.for_,
+        };
+        spec.validate().map_err(|(field, why)| {
+            if field == "error_rate" && self.error_rate.is_none() {
+                "give --error-rate, --latency or --abort-rate (or --clear)".to_owned()
+            } else {
+                format!("--{}: {why}", field.replace('_', "-"))
+            }
+        })?;
+        Ok(Some(spec))
+    }
+}
+
 fn parse_scale(s: &str) -> Result<(Role, u32), String> {
     let (name, n) = s
         .split_once('=')
@@ -176,6 +241,19 @@ pub async fn run(cmd: ClusterCommand) -> Result<ExitCode, BoxError> {
                     "stopped"
                 };
                 output::print_changes(verb, std::slice::from_ref(v));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCommand::Fault(a) => {
+            let spec = a.spec()?;
+            let client = ControlClient::open(&a.dir.data_dir)?;
+            let views = client.fault(&a.name, spec.as_ref()).await?;
+            let now = supervisor::unix_ms();
+            for v in &views {
+                match &v.fault {
+                    Some(f) => output::line(&format!("{}: fault set: {}", v.name, f.describe(now))),
+                    None => output::line(&format!("{}: no fault", v.name)),
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -377,6 +455,7 @@ async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
         admin_token: pick(&settings.admin_token, "adm_"),
         api_key: pick(&settings.api_key, "hk_dev_"),
         control_token: random_token("ctl_"),
+        fault_token: random_token("flt_"),
         exe: std::env::current_exe()?,
         otlp_endpoint: otlp.clone(),
         data_dir: data_dir.clone(),
@@ -453,6 +532,49 @@ mod tests {
         assert_eq!(parse_scale("room=3").unwrap(), (Role::Room, 3));
         assert!(parse_scale("room").unwrap_err().contains("SERVICE=N"));
         assert!(parse_scale("spa=1").unwrap_err().contains("unknown role"));
+    }
+
+    #[test]
+    fn fault_flags_become_a_checked_spec_and_bad_ones_name_the_flag() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            fault: FaultArgs,
+        }
+        let spec = |args: &[&str]| {
+            let mut all = vec!["hotel", "room-2"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all)
+                .map_err(|e| e.to_string())?
+                .fault
+                .spec()
+        };
+        let s = spec(&["--error-rate", "0.5", "--latency", "300ms", "--for", "30s"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.error_rate, 0.5);
+        assert_eq!(s.status, 503);
+        assert_eq!(s.latency, std::time::Duration::from_millis(300));
+        assert_eq!(s.duration, Some(std::time::Duration::from_secs(30)));
+        assert!(spec(&["--clear"]).unwrap().is_none());
+        assert!(
+            spec(&[])
+                .unwrap_err()
+                .contains("--error-rate, --latency or --abort-rate")
+        );
+        assert!(
+            spec(&["--error-rate", "2"])
+                .unwrap_err()
+                .contains("--error-rate")
+        );
+        assert!(
+            spec(&["--error-rate", "0.1", "--status", "200"])
+                .unwrap_err()
+                .contains("--status")
+        );
+        assert!(spec(&["--latency", "soon"]).unwrap_err().contains("soon"));
+        assert!(spec(&["--clear", "--error-rate", "0.1"]).is_err());
     }
 
     #[test]

@@ -479,6 +479,12 @@ pub fn render(status: &Status) -> String {
         ],
         &rows,
     );
+    let now = unix_ms();
+    for r in &status.instances {
+        if let Some(f) = &r.instance.fault {
+            text.push_str(&format!("fault: {} {}\n", r.instance.name, f.describe(now)));
+        }
+    }
     if !status.registry_reachable {
         text.push_str(
             "registry: not reachable (instances keep serving; they re-register when it is back)\n",
@@ -534,6 +540,7 @@ mod tests {
             restarts: 0,
             last_exit: None,
             ready_unix_ms: ready,
+            fault: None,
         }
     }
 

@@ -10,6 +10,7 @@ use crate::{
     clusterfile::{ClusterFile, InstanceEntry},
     settings::{Role, UpSettings},
 };
+use hotel_common::fault::FaultSpec;
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
@@ -79,8 +80,34 @@ impl InstanceState {
     }
 }
 
+/// A fault set on an instance with `hotel fault`, as the supervisor recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActiveFault {
+    /// What is injected.
+    pub spec: FaultSpec,
+    /// `error 50% (503), latency 300ms`.
+    pub summary: String,
+    /// When it clears itself (Unix milliseconds), when set with `for`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_unix_ms: Option<u64>,
+}
+
+impl ActiveFault {
+    /// `error 50% (503), expires in 12s`.
+    pub fn describe(&self, now_ms: u64) -> String {
+        match self.expires_unix_ms {
+            Some(t) => format!(
+                "{}, clears in {}s",
+                self.summary,
+                t.saturating_sub(now_ms).div_ceil(1000)
+            ),
+            None => format!("{}, until cleared", self.summary),
+        }
+    }
+}
+
 /// One instance as the control API reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceView {
     /// `room-2`, `registry`, `gateway`.
     pub name: String,
@@ -101,6 +128,9 @@ pub struct InstanceView {
     /// one before it: `hotel status` tells re-registering from absent by this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_unix_ms: Option<u64>,
+    /// The fault injected into it (`hotel fault`), while one is in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<ActiveFault>,
 }
 
 /// What the user asked of an instance; decides how its exit is read.
@@ -124,6 +154,8 @@ struct Instance {
     ready_unix_ms: Option<u64>,
     /// Becomes `Some(how)` when the process has been reaped; stop and kill wait on it.
     exited: watch::Receiver<Option<String>>,
+    /// The fault set on this process (it dies with the process).
+    fault: Option<ActiveFault>,
 }
 
 impl Instance {
@@ -137,6 +169,10 @@ impl Instance {
             restarts: self.restarts,
             last_exit: self.last_exit.clone(),
             ready_unix_ms: self.ready_unix_ms,
+            fault: self
+                .fault
+                .clone()
+                .filter(|f| f.expires_unix_ms.is_none_or(|t| t > unix_ms())),
         }
     }
 }
@@ -187,6 +223,17 @@ pub enum ControlError {
     /// The cluster is shutting down.
     #[error("the cluster is shutting down")]
     ShuttingDown,
+    /// `hotel fault` on an instance without a fault switch (the gateway).
+    #[error("{0} has no fault switch: faults are injected into the services and the registry")]
+    NoFaultSwitch(String),
+    /// The instance did not take the fault (paused, or refused it).
+    #[error("{name} did not answer the fault request: {why}")]
+    FaultFailed {
+        /// The instance.
+        name: String,
+        /// What went wrong.
+        why: String,
+    },
 }
 
 /// The resolved settings of one `hotel up` run.
@@ -208,6 +255,8 @@ pub struct UpConfig {
     pub api_key: String,
     /// Bearer token of the control API.
     pub control_token: String,
+    /// Bearer token of every instance's fault control endpoint (`/admin/fault`).
+    pub fault_token: String,
 }
 
 /// The supervisor of one local cluster. Cheap to share (`Arc`).
@@ -239,6 +288,7 @@ fn child_env(role: Role, cfg: &UpConfig, urls: &ChildUrls) -> Vec<(String, Strin
     match role {
         Role::Registry => {
             env.push((format!("{prefix}TOKEN"), cfg.registry_token.clone()));
+            env.push((format!("{prefix}FAULT_TOKEN"), cfg.fault_token.clone()));
         }
         Role::Gateway => {
             env.push((format!("{prefix}REGISTRY__URL"), urls.registry.clone()));
@@ -259,6 +309,7 @@ fn child_env(role: Role, cfg: &UpConfig, urls: &ChildUrls) -> Vec<(String, Strin
                 format!("{prefix}REGISTRY__TOKEN"),
                 cfg.registry_token.clone(),
             ));
+            env.push((format!("{prefix}FAULT_TOKEN"), cfg.fault_token.clone()));
         }
     }
     if let Some(endpoint) = &cfg.otlp_endpoint {
@@ -586,6 +637,7 @@ impl Supervisor {
                 last_exit: None,
                 ready_unix_ms: None,
                 exited: exit_rx.clone(),
+                fault: None,
             });
             self.persist(&st);
         }
@@ -772,6 +824,7 @@ impl Supervisor {
                 (_, Intent::None) => InstanceState::Exited,
             };
             i.last_exit = Some(how.clone());
+            i.fault = None;
             let restart = self.cfg.settings.restart
                 && !self.shutting_down.load(Ordering::SeqCst)
                 && matches!(i.state, InstanceState::Killed | InstanceState::Exited);
@@ -921,6 +974,79 @@ impl Supervisor {
         let view = i.view();
         self.persist(&st);
         Ok(view)
+    }
+
+    /// Sets (`Some`) or clears (`None`) the fault of a live service or registry instance
+    /// through its fault control endpoint; `spec` was validated by the caller.
+    pub async fn fault(
+        &self,
+        name: &str,
+        spec: Option<FaultSpec>,
+    ) -> Result<InstanceView, ControlError> {
+        let (addr, pid) = {
+            let st = self.lock();
+            let pos = self.live(&st, name)?;
+            let i = &st.instances[pos];
+            if i.role == Role::Gateway {
+                return Err(ControlError::NoFaultSwitch(name.to_owned()));
+            }
+            if i.state == InstanceState::Paused {
+                return Err(ControlError::NotRunning {
+                    name: name.to_owned(),
+                    state: i.state.as_str(),
+                });
+            }
+            let Some(addr) = i.address else {
+                return Err(ControlError::NotRunning {
+                    name: name.to_owned(),
+                    state: i.state.as_str(),
+                });
+            };
+            (addr, i.pid)
+        };
+        let url = format!("http://{addr}{}", hotel_common::fault::FAULT_PATH);
+        let req = match &spec {
+            Some(s) => self.http.put(&url).json(s),
+            None => self.http.delete(&url),
+        };
+        let failed = |why: String| ControlError::FaultFailed {
+            name: name.to_owned(),
+            why,
+        };
+        let res = req
+            .bearer_auth(&self.cfg.fault_token)
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let status = res.status();
+        if !status.is_success() {
+            let body = res.text().await.unwrap_or_default();
+            let detail = serde_json::from_str::<hotel_common::Problem>(&body)
+                .map(|p| p.detail)
+                .unwrap_or(body);
+            return Err(failed(format!("{status}: {detail}")));
+        }
+        let answer: hotel_common::fault::FaultStatus =
+            res.json().await.map_err(|e| failed(e.to_string()))?;
+        {
+            let mut st = self.lock();
+            if let Some(i) = st
+                .instances
+                .iter_mut()
+                .find(|i| i.name == name && i.pid == pid)
+            {
+                i.fault = answer.fault.map(|spec| ActiveFault {
+                    summary: spec.describe(),
+                    spec,
+                    expires_unix_ms: answer.expires_in_ms.map(|ms| unix_ms() + ms),
+                });
+            }
+        }
+        match &spec {
+            Some(s) => tracing::warn!(instance = %name, fault = %s.describe(), "fault set"),
+            None => tracing::info!(instance = %name, "fault cleared"),
+        }
+        self.view_of(name)
     }
 
     fn view_of(&self, name: &str) -> Result<InstanceView, ControlError> {
@@ -1084,6 +1210,7 @@ mod tests {
             admin_token: "at".into(),
             api_key: "key".into(),
             control_token: "ct".into(),
+            fault_token: "ft".into(),
         };
         let urls = |admin| ChildUrls {
             registry: "http://r".into(),

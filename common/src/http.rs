@@ -9,7 +9,11 @@
 //! gateway's own upstream client, booking's calls to customer and room, the tests) get
 //! the plain body as before.
 
-use crate::{Problem, context, health};
+use crate::{
+    Problem, context,
+    fault::{FaultLayer, Faults},
+    health,
+};
 use axum::{Router, extract::DefaultBodyLimit, middleware};
 use http::{HeaderMap, HeaderName, StatusCode, Version, header};
 use tower_http::{
@@ -172,13 +176,34 @@ fn compress_json() -> impl Predicate {
 }
 
 /// Wraps a service's routes with the shared layers. `role` names the server span.
+/// Without a fault switch: for fakes and tests; instances use [`finish_instance`].
 pub fn finish(
     role: &'static str,
     routes: Router,
     readiness: health::ReadinessCheck,
     body_limit: usize,
 ) -> Router {
+    let faults = Faults::disabled();
+    let metrics = crate::metrics::InstanceMetrics::new(&faults);
+    finish_instance(role, routes, readiness, body_limit, &faults, &metrics)
+}
+
+/// [`finish`] for a real instance (every service and the registry): also its fault
+/// switch, the control endpoint [`crate::fault::FAULT_PATH`] (when `faults` has a
+/// token) and the fault layer, inside the server span and the request context so an
+/// injected fault is on the span and its problem carries the request id; and its
+/// `/metrics` (`metrics`, which counts and times every request).
+pub fn finish_instance(
+    role: &'static str,
+    routes: Router,
+    readiness: health::ReadinessCheck,
+    body_limit: usize,
+    faults: &Faults,
+    metrics: &std::sync::Arc<crate::metrics::InstanceMetrics>,
+) -> Router {
     routes
+        .merge(faults.router())
+        .merge(metrics.router())
         .merge(health::router(readiness))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no-route", "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -194,7 +219,12 @@ pub fn finish(
                 .gzip(true)
                 .compress_when(compress_json()),
         )
+        .layer(FaultLayer::new(faults.clone()))
         .layer(middleware::from_fn(context::request_context))
+        .layer(middleware::from_fn_with_state(
+            metrics.clone(),
+            crate::metrics::InstanceMetrics::layer,
+        ))
         // Sees the head as the client sent it; names the request id itself.
         .layer(middleware::from_fn(check_head))
         .layer(middleware::from_fn_with_state(

@@ -4,6 +4,7 @@
 //! so a load balancer's connect fails fast and is retried elsewhere), in-flight requests
 //! get `grace` to finish, then the process exits.
 
+use crate::fault::ConnAbort;
 use crate::http::{HYPER_HEAD_HEADROOM, SERVICE_MAX_HEADERS};
 use axum::{Router, extract::ConnectInfo};
 use hyper_util::{
@@ -11,8 +12,18 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use std::{future::Future, net::SocketAddr, time::Duration};
-use tokio::net::{TcpListener, TcpStream};
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+};
 
 /// Binds `addr` (port 0 picks a free port) and returns the listener and its real address.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
@@ -92,15 +103,18 @@ pub async fn serve(
             accepted = accept(&listener) => {
                 let Some((stream, peer)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
+                let abort = ConnAbort::default();
+                let io = AbortableIo { stream, abort: abort.clone() };
                 let svc = tower::ServiceExt::map_request(
                     router.clone(),
                     move |mut r: http::Request<hyper::body::Incoming>| {
                         r.extensions_mut().insert(ConnectInfo(peer));
+                        r.extensions_mut().insert(abort.clone());
                         r
                     },
                 );
                 let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
+                    .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc))
                     .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -112,4 +126,83 @@ pub async fn serve(
     }
     drain(listener, graceful, grace).await;
     Ok(())
+}
+
+/// A served connection that the fault layer can reset ([`ConnAbort`]): once raised,
+/// every read and write fails, so hyper writes nothing more and drops the connection,
+/// and the socket closes with `SO_LINGER` 0: the peer gets a TCP reset, no answer.
+struct AbortableIo {
+    stream: TcpStream,
+    abort: ConnAbort,
+}
+
+fn reset() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionReset,
+        "connection reset by a fault",
+    )
+}
+
+impl AsyncRead for AbortableIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.abort.is_raised() {
+            return Poll::Ready(Err(reset()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AbortableIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.abort.is_raised() {
+            return Poll::Ready(Err(reset()));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.abort.is_raised() {
+            return Poll::Ready(Err(reset()));
+        }
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.abort.is_raised() {
+            return Poll::Ready(Err(reset()));
+        }
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.abort.is_raised() {
+            return Poll::Ready(Err(reset()));
+        }
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl Drop for AbortableIo {
+    fn drop(&mut self) {
+        if self.abort.is_raised() {
+            // Zero linger: close sends RST and does not block.
+            let _ = self.stream.set_zero_linger();
+        }
+    }
 }

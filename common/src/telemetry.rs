@@ -214,7 +214,10 @@ pub fn init_with_writer(
                 .with_tracked_inactivity(false)
                 .with_error_records_to_exceptions(true)
                 .with_filter(span_filter);
-            let subscriber = tracing_subscriber::registry().with(logs).with(otel);
+            let subscriber = tracing_subscriber::registry()
+                .with(logs)
+                .with(otel)
+                .with(crate::metrics::DbTimingLayer);
             (
                 Dispatch::new(subscriber),
                 TelemetryGuard {
@@ -225,7 +228,8 @@ pub fn init_with_writer(
         None => {
             let subscriber = tracing_subscriber::registry()
                 .with(logs)
-                .with(ids::IdsLayer);
+                .with(ids::IdsLayer)
+                .with(crate::metrics::DbTimingLayer);
             (Dispatch::new(subscriber), TelemetryGuard { provider: None })
         }
     };
@@ -479,6 +483,8 @@ pub async fn server_span(
                 http.response.status_code = Empty,
                 otel.status_code = Empty,
                 otel.status_description = Empty,
+                fault.injected = Empty,
+                fault.kind = Empty,
             )
         };
     }

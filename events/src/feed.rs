@@ -22,13 +22,7 @@ use crate::{
     metrics::{ConsumerStatus, EventMetrics},
     outbox::{self, Stored},
 };
-use axum::{
-    Json, Router,
-    extract::State,
-    http::{StatusCode, header},
-    response::IntoResponse,
-    routing::get,
-};
+use axum::{Json, Router, extract::State, routing::get};
 use hotel_common::{Problem, extract::Query};
 use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
@@ -110,13 +104,13 @@ impl Feed {
         self.stop.cancel();
     }
 
-    /// `/events`, `/events/status`, `/events/dead` and `/metrics`.
+    /// `/events`, `/events/status` and `/events/dead` (its metrics are in the
+    /// instance's `/metrics`).
     pub fn router(&self) -> Router {
         Router::new()
             .route("/events", get(read))
             .route("/events/status", get(status))
             .route("/events/dead", get(dead))
-            .route("/metrics", get(metrics))
             .with_state(self.clone())
     }
 }
@@ -209,17 +203,6 @@ async fn status(State(feed): State<Feed>) -> Result<Json<StatusPage>, Problem> {
         outbox_head,
         consumers,
     }))
-}
-
-async fn metrics(State(feed): State<Feed>) -> impl IntoResponse {
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        feed.metrics.encode(),
-    )
 }
 
 /// One dead letter as `/events/dead` shows it.

@@ -82,11 +82,15 @@ pub fn router(store: Store, settings: &Settings) -> Router {
         )
         .route_layer(middleware::from_fn_with_state(auth, require_token))
         .with_state(state);
-    hotel_common::http::finish(
+    let faults =
+        hotel_common::fault::Faults::new(&settings.instance, settings.fault_token.as_deref());
+    hotel_common::http::finish_instance(
         "registry",
         routes,
         hotel_common::health::always_ready(),
         settings.body_limit,
+        &faults,
+        &hotel_common::metrics::InstanceMetrics::new(&faults),
     )
 }
 

@@ -43,6 +43,10 @@ pub struct Settings {
     pub max_metadata_value_len: usize,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// Bearer token of the fault control endpoint (`/admin/fault`, loopback only);
+    /// unset: no endpoint, no faults. `hotel up` sets a fresh one per run.
+    #[serde(default)]
+    pub fault_token: Option<String>,
 }
 
 impl Default for Settings {
@@ -62,6 +66,7 @@ impl Default for Settings {
             max_metadata_keys: 32,
             max_metadata_value_len: 512,
             body_limit: 4 * 1024,
+            fault_token: None,
         }
     }
 }
@@ -84,6 +89,10 @@ impl std::fmt::Debug for Settings {
             .field("max_metadata_keys", &self.max_metadata_keys)
             .field("max_metadata_value_len", &self.max_metadata_value_len)
             .field("body_limit", &self.body_limit)
+            .field(
+                "fault_token",
+                &self.fault_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }

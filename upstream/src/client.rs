@@ -59,6 +59,17 @@ impl UpstreamClient {
         discovery: Discovery,
         policy: &ServicePolicy,
     ) -> Result<UpstreamClient, InvalidUpstream> {
+        Self::with_metrics(service, discovery, policy, UpstreamMetrics::unregistered())
+    }
+
+    /// [`UpstreamClient::new`] counting into `metrics` (which the caller registers, so
+    /// its `/metrics` shows attempts, breaker states and retries per instance).
+    pub fn with_metrics(
+        service: &str,
+        discovery: Discovery,
+        policy: &ServicePolicy,
+        metrics: Arc<UpstreamMetrics>,
+    ) -> Result<UpstreamClient, InvalidUpstream> {
         hotel_registry::model::check_name(service).map_err(|e| bad("service", e))?;
         let source = match discovery {
             Discovery::Static(urls) => {
@@ -78,7 +89,6 @@ impl UpstreamClient {
                     .map_err(|e| bad("registry.url", e))?,
             ),
         };
-        let metrics = UpstreamMetrics::unregistered();
         let upstream = ServiceUpstream::new(
             service,
             policy,

@@ -59,6 +59,25 @@ pub(crate) struct TransitionLabels {
     pub(crate) to: &'static str,
 }
 
+/// Labels of an ejection.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct EjectionLabels {
+    /// Service name.
+    pub(crate) service: Arc<String>,
+    /// Instance name.
+    pub(crate) instance: Arc<String>,
+    /// consecutive_failures, failure_percentage, stalled, refused.
+    pub(crate) reason: &'static str,
+}
+
+/// Every ejection reason label.
+pub(crate) const EJECTION_REASONS: [&str; 4] = [
+    "consecutive_failures",
+    "failure_percentage",
+    "stalled",
+    "refused",
+];
+
 /// Labels naming a service.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ServiceLabels {
@@ -89,6 +108,8 @@ pub struct UpstreamMetrics {
     pub(crate) breaker_state: Family<InstanceLabels, Gauge>,
     /// `breaker_transitions_total{service,instance,to}`.
     pub(crate) breaker_transitions: Family<TransitionLabels, Counter>,
+    /// `upstream_ejections_total{service,instance,reason}`.
+    pub(crate) ejections: Family<EjectionLabels, Counter>,
     /// `upstream_in_flight{service,instance}`.
     pub(crate) in_flight: Family<InstanceLabels, Gauge>,
     /// `instances{service}`: instances known from discovery.
@@ -105,7 +126,15 @@ impl UpstreamMetrics {
     /// Creates every upstream metric and registers it into `registry` (whose prefix, if
     /// any, comes first in the names).
     pub fn new(registry: &mut Registry) -> Arc<Self> {
-        let m = UpstreamMetrics {
+        let m = Self::unregistered();
+        m.register(registry);
+        m
+    }
+
+    /// Metrics registered nowhere (yet): for a stack whose numbers nobody scrapes, or
+    /// that [`UpstreamMetrics::register`] adds to a registry later.
+    pub fn unregistered() -> Arc<Self> {
+        Arc::new(UpstreamMetrics {
             attempts: Family::default(),
             attempt_duration: Family::new_with_constructor(latency_histogram),
             retries: Family::default(),
@@ -113,9 +142,15 @@ impl UpstreamMetrics {
             budget_exhausted: Family::default(),
             breaker_state: Family::default(),
             breaker_transitions: Family::default(),
+            ejections: Family::default(),
             in_flight: Family::default(),
             instances: Family::default(),
-        };
+        })
+    }
+
+    /// Registers every family into `registry` (whose prefix, if any, comes first).
+    pub fn register(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "upstream_attempts",
             "Attempts sent to instances, by outcome",
@@ -148,6 +183,11 @@ impl UpstreamMetrics {
             m.breaker_transitions.clone(),
         );
         registry.register(
+            "upstream_ejections",
+            "Instances ejected, by reason: consecutive_failures, failure_percentage, stalled, refused",
+            m.ejections.clone(),
+        );
+        registry.register(
             "upstream_in_flight",
             "Attempts in flight per instance",
             m.in_flight.clone(),
@@ -157,12 +197,6 @@ impl UpstreamMetrics {
             "Instances known per service",
             m.instances.clone(),
         );
-        Arc::new(m)
-    }
-
-    /// Metrics registered nowhere: for a stack whose numbers nobody scrapes.
-    pub fn unregistered() -> Arc<Self> {
-        Self::new(&mut Registry::default())
     }
 
     /// Removes the series of an instance that left, so the families do not grow forever.
@@ -179,6 +213,13 @@ impl UpstreamMetrics {
                 service: service.clone(),
                 instance: instance.clone(),
                 outcome,
+            });
+        }
+        for reason in EJECTION_REASONS {
+            self.ejections.remove(&EjectionLabels {
+                service: service.clone(),
+                instance: instance.clone(),
+                reason,
             });
         }
         for to in ["open", "half_open", "closed"] {

@@ -101,6 +101,29 @@ pub struct PolicySettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub breaker_stall_after: Option<Duration>,
+    /// An instance failing more than this percentage of its attempts over
+    /// `failure_percentage_window` is ejected while the rest of its service is healthy
+    /// (100 turns it off); health probes bring it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_percentage_threshold: Option<u8>,
+    /// ...once it has had at least this many attempts in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_percentage_min_requests: Option<u32>,
+    /// The sliding window failure percentages are counted over.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub failure_percentage_window: Option<Duration>,
+    /// An instance back from an ejection ramps its share of requests up over this long
+    /// (0s turns slow start off).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub slow_start: Option<Duration>,
 }
 
 impl PolicySettings {
@@ -123,6 +146,10 @@ impl PolicySettings {
             breaker_backoff_max: Some(Duration::from_secs(30)),
             max_ejection_percent: Some(50),
             breaker_stall_after: Some(Duration::from_millis(250)),
+            failure_percentage_threshold: Some(30),
+            failure_percentage_min_requests: Some(20),
+            failure_percentage_window: Some(Duration::from_secs(10)),
+            slow_start: Some(Duration::from_secs(5)),
         }
     }
 
@@ -147,7 +174,11 @@ impl PolicySettings {
             breaker_backoff,
             breaker_backoff_max,
             max_ejection_percent,
-            breaker_stall_after
+            breaker_stall_after,
+            failure_percentage_threshold,
+            failure_percentage_min_requests,
+            failure_percentage_window,
+            slow_start
         )
     }
 
@@ -163,6 +194,14 @@ impl PolicySettings {
             Some("max_ejection_percent")
         } else if self.breaker_stall_after.is_some() {
             Some("breaker_stall_after")
+        } else if self.failure_percentage_threshold.is_some() {
+            Some("failure_percentage_threshold")
+        } else if self.failure_percentage_min_requests.is_some() {
+            Some("failure_percentage_min_requests")
+        } else if self.failure_percentage_window.is_some() {
+            Some("failure_percentage_window")
+        } else if self.slow_start.is_some() {
+            Some("slow_start")
         } else {
             None
         }
@@ -234,6 +273,15 @@ pub struct BreakerPolicy {
     pub max_ejection_percent: u8,
     /// No answer for this long with attempts in flight ejects an instance as stalled.
     pub stall_after: Duration,
+    /// Failure percentage (of its attempts in `failure_window`) above which an instance
+    /// is ejected; 100: never.
+    pub failure_threshold: u8,
+    /// Attempts in the window before the percentage counts.
+    pub failure_min_requests: u32,
+    /// The window failure percentages are counted over.
+    pub failure_window: Duration,
+    /// How long a returning instance ramps its share up (zero: at once).
+    pub slow_start: Duration,
 }
 
 impl Default for BreakerPolicy {
@@ -244,6 +292,10 @@ impl Default for BreakerPolicy {
             backoff_max: Duration::from_secs(30),
             max_ejection_percent: 50,
             stall_after: Duration::from_millis(250),
+            failure_threshold: 30,
+            failure_min_requests: 20,
+            failure_window: Duration::from_secs(10),
+            slow_start: Duration::from_secs(5),
         }
     }
 }
@@ -370,6 +422,44 @@ impl PolicySettings {
                 "must be above zero",
             ));
         }
+        let failure_threshold = need(
+            key,
+            "failure_percentage_threshold",
+            s.failure_percentage_threshold,
+        )?;
+        if !(1..=100).contains(&failure_threshold) {
+            return Err(bad(
+                format!("{key}.failure_percentage_threshold"),
+                "must be between 1 and 100 (100 turns it off)",
+            ));
+        }
+        let failure_min_requests = need(
+            key,
+            "failure_percentage_min_requests",
+            s.failure_percentage_min_requests,
+        )?;
+        if failure_min_requests == 0 {
+            return Err(bad(
+                format!("{key}.failure_percentage_min_requests"),
+                "must be at least 1",
+            ));
+        }
+        let failure_window = need(
+            key,
+            "failure_percentage_window",
+            s.failure_percentage_window,
+        )?;
+        if failure_window < Duration::from_millis(100) || failure_window > Duration::from_secs(600)
+        {
+            return Err(bad(
+                format!("{key}.failure_percentage_window"),
+                "must be between 100ms and 10m",
+            ));
+        }
+        let slow_start = need(key, "slow_start", s.slow_start)?;
+        if slow_start > Duration::from_secs(600) {
+            return Err(bad(format!("{key}.slow_start"), "must be at most 10m"));
+        }
         Ok(ServicePolicy {
             request: Policy {
                 deadline,
@@ -387,6 +477,10 @@ impl PolicySettings {
                 backoff_max: b_max,
                 max_ejection_percent: ejection,
                 stall_after,
+                failure_threshold,
+                failure_min_requests,
+                failure_window,
+                slow_start,
             },
         })
     }

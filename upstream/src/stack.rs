@@ -30,7 +30,10 @@ use crate::{
     error::BoxError,
     hedge::{Hedge, HedgeLayer},
     latency::LatencyWindow,
-    metrics::{InstanceLabels, ServiceLabels, TransitionLabels, UpstreamMetrics},
+    metrics::{
+        EJECTION_REASONS, EjectionLabels, InstanceLabels, ServiceLabels, TransitionLabels,
+        UpstreamMetrics,
+    },
     policy::{BreakerPolicy, Policy, ServicePolicy},
     retry::{Deadline, Replay, RetryPolicy, RouteShared},
     timeout::{Timeout, TimeoutLayer, TryTimeout},
@@ -120,12 +123,14 @@ impl Prober for HealthProbe {
     }
 }
 
-/// Sets breaker gauges and transition counters of one instance.
+/// Sets breaker gauges and transition and ejection counters of one instance.
 struct MetricsSink {
     state: Gauge,
     to_open: Counter,
     to_half_open: Counter,
     to_closed: Counter,
+    /// One counter per reason, in the order of `EJECTION_REASONS`.
+    ejections: [Counter; 4],
 }
 
 impl TransitionSink for MetricsSink {
@@ -136,6 +141,12 @@ impl TransitionSink for MetricsSink {
             BreakerState::HalfOpen => self.to_half_open.inc(),
             BreakerState::Closed => self.to_closed.inc(),
         };
+    }
+
+    fn ejected(&self, reason: &'static str) {
+        if let Some(i) = EJECTION_REASONS.iter().position(|r| *r == reason) {
+            self.ejections[i].inc();
+        }
     }
 }
 
@@ -195,6 +206,13 @@ impl MakeEndpoint for MakeEndpointStack {
             to_open: transition("open"),
             to_half_open: transition("half_open"),
             to_closed: transition("closed"),
+            ejections: EJECTION_REASONS.map(|reason| {
+                self.metrics.ejections.get_or_create_owned(&EjectionLabels {
+                    service: svc_label.clone(),
+                    instance: inst_label.clone(),
+                    reason,
+                })
+            }),
         };
         sink.state.set(0);
         let breaker = BreakerShared::with_stall_watch(
@@ -306,7 +324,10 @@ impl ServiceUpstream {
             }
             Source::Watch(rx) => (rx, SourceGuard::None),
         };
-        let cap = EjectionCap::new(policy.breaker.max_ejection_percent);
+        let cap = EjectionCap::with_window(
+            policy.breaker.max_ejection_percent,
+            policy.breaker.failure_window,
+        );
         let latency = Arc::new(LatencyWindow::default());
         let view = Arc::new(ServiceView::default());
         let make = MakeEndpointStack {

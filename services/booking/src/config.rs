@@ -58,6 +58,10 @@ pub struct Settings {
     /// registry).
     #[serde(default)]
     pub events: EventSettings,
+    /// Bearer token of the fault control endpoint (`/admin/fault`, loopback only);
+    /// unset: no endpoint, no faults. `hotel up` sets a fresh one per run.
+    #[serde(default)]
+    pub fault_token: Option<String>,
 }
 
 impl Default for Settings {
@@ -77,6 +81,7 @@ impl Default for Settings {
             max_days_ahead: 730,
             registry: RegistryLink::default(),
             events: EventSettings::default(),
+            fault_token: None,
         }
     }
 }
@@ -109,6 +114,9 @@ impl ServiceConfig for Settings {
     }
     fn events(&self) -> &EventSettings {
         &self.events
+    }
+    fn fault_token(&self) -> Option<&str> {
+        self.fault_token.as_deref()
     }
     fn apply(&mut self, args: &ProcessArgs) {
         hotel_service::settings::apply_args(

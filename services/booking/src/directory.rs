@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use futures::future::BoxFuture;
 use hotel_upstream::{Discovery, ServicePolicy, UpstreamClient};
 use serde::de::DeserializeOwned;
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -38,6 +38,9 @@ pub trait Directory: Send + Sync + 'static {
     fn room(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Room>, PeerError>>;
     /// Every available room holding at least `min_capacity` guests (all pages).
     fn rooms(&self, min_capacity: i64) -> BoxFuture<'_, Result<Vec<Room>, PeerError>>;
+    /// Adds the client's metrics (breaker states, attempts per instance) to the
+    /// instance's `/metrics`; nothing by default.
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
 }
 
 /// A page as the room service answers it.
@@ -275,6 +278,8 @@ impl Directory for HttpDirectory {
 pub struct UpstreamDirectory {
     customer: UpstreamClient,
     room: UpstreamClient,
+    /// Both clients count into these (`hotel_upstream_*`, `hotel_breaker_*`).
+    metrics: Arc<hotel_upstream::UpstreamMetrics>,
 }
 
 impl std::fmt::Debug for UpstreamDirectory {
@@ -304,9 +309,11 @@ impl UpstreamDirectory {
         room: Discovery,
         policy: &ServicePolicy,
     ) -> Result<Self, hotel_common::process::BoxError> {
+        let metrics = hotel_upstream::UpstreamMetrics::unregistered();
         Ok(UpstreamDirectory {
-            customer: UpstreamClient::new("customer", customer, policy)?,
-            room: UpstreamClient::new("room", room, policy)?,
+            customer: UpstreamClient::with_metrics("customer", customer, policy, metrics.clone())?,
+            room: UpstreamClient::with_metrics("room", room, policy, metrics.clone())?,
+            metrics,
         })
     }
 
@@ -396,6 +403,9 @@ fn with_query(path: &str, query: &[(&str, String)]) -> String {
 }
 
 impl Directory for UpstreamDirectory {
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
+    }
     fn customer(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Customer>, PeerError>> {
         Box::pin(self.get("customer", "/customers/{id}", format!("/customers/{id}")))
     }

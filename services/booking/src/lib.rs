@@ -135,6 +135,9 @@ impl Application {
             max_days_ahead: settings.max_days_ahead,
         };
         let readiness = hotel_service::database::database_readiness(state.store.pool().clone());
+        events
+            .instance_metrics
+            .register(|r| state.directory.register_metrics(r));
         let router = app_router(state.clone(), &events);
         let instance = ServiceInstance::bind(&settings, router, readiness, events).await?;
         Ok(Application { instance, state })

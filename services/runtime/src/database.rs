@@ -14,7 +14,7 @@ use hotel_common::{
     conditional::CacheControl,
     db,
     health::ReadinessCheck,
-    http::{SERVICE_BODY_LIMIT, finish},
+    http::{SERVICE_BODY_LIMIT, finish_instance},
     process::BoxError,
 };
 use sqlx::SqlitePool;
@@ -60,8 +60,9 @@ pub fn database_readiness(pool: SqlitePool) -> ReadinessCheck {
 
 /// The whole HTTP surface of a domain service over its SQLite pool: `routes`, the
 /// OpenAPI document `doc` served at `/openapi.json`, the event feed with
-/// `/events/status` and `/metrics` (internal, not in `doc`), and [`finish`]'s shared
-/// layers with [`database_readiness`] as the readiness check.
+/// `/events/status` and `/metrics` (internal, not in `doc`), and `finish_instance`'s
+/// shared layers (the fault switch `events.faults` included) with
+/// [`database_readiness`] as the readiness check.
 pub fn service_router(
     role: &'static str,
     routes: Router,
@@ -70,7 +71,52 @@ pub fn service_router(
     events: &Events,
 ) -> Router {
     let routes = hotel_common::openapi::serve(routes, doc).merge(events.feed.router());
-    finish(role, routes, database_readiness(pool), SERVICE_BODY_LIMIT)
+    watch_pool(&events.instance_metrics, pool.clone());
+    finish_instance(
+        role,
+        routes,
+        database_readiness(pool),
+        SERVICE_BODY_LIMIT,
+        &events.faults,
+        &events.instance_metrics,
+    )
+}
+
+/// `hotel_db_pool_connections{state="idle"|"in_use"}` and `hotel_db_pool_max`, read from
+/// `pool` at every scrape.
+fn watch_pool(metrics: &hotel_common::metrics::InstanceMetrics, pool: SqlitePool) {
+    use prometheus_client::{
+        encoding::EncodeLabelSet, metrics::family::Family, metrics::gauge::Gauge,
+    };
+    #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct StateLabels {
+        state: &'static str,
+    }
+    let connections = Family::<StateLabels, Gauge>::default();
+    let max = Gauge::<i64>::default();
+    metrics.register(|r| {
+        r.register(
+            "db_pool_connections",
+            "Database pool connections, by state (idle, in_use)",
+            connections.clone(),
+        );
+        r.register(
+            "db_pool_max",
+            "Most connections the pool opens",
+            max.clone(),
+        );
+    });
+    metrics.on_scrape(move || {
+        let size = i64::from(pool.size());
+        let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
+        connections
+            .get_or_create(&StateLabels { state: "idle" })
+            .set(idle);
+        connections
+            .get_or_create(&StateLabels { state: "in_use" })
+            .set((size - idle).max(0));
+        max.set(i64::from(pool.options().get_max_connections()));
+    });
 }
 
 /// The problem a failed database call answers: 503 with `Retry-After: 1` and `busy` as

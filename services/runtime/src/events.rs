@@ -13,11 +13,18 @@ use hotel_registry::client::RegistryClient;
 use sqlx::SqlitePool;
 use std::sync::Arc;
 
-/// The events of one service instance, built with it, running while it serves.
+/// The events of one service instance, built with it, running while it serves; and,
+/// because every router is built from it, the instance's fault switch.
 pub struct Events {
+    /// The instance's fault switch (see `hotel_common::fault`), served by
+    /// [`crate::service_router`].
+    pub faults: hotel_common::fault::Faults,
+    /// The instance's `/metrics` (requests, faults, database, pool, events; booking adds
+    /// its upstream client), served by [`crate::service_router`].
+    pub instance_metrics: Arc<hotel_common::metrics::InstanceMetrics>,
     /// Writes this service's events into its outbox.
     pub producer: Producer,
-    /// Serves the outbox at `/events`, with `/events/status` and `/metrics`.
+    /// Serves the outbox at `/events`, with `/events/status` and `/events/dead`.
     pub feed: Feed,
     pool: SqlitePool,
     service: &'static str,
@@ -35,7 +42,13 @@ impl Events {
         settings.events().validate()?;
         let metrics = EventMetrics::new();
         let registry = RegistryClient::from_link(settings.registry())?;
+        let faults = hotel_common::fault::Faults::new(settings.instance(), settings.fault_token());
+        let instance_metrics = hotel_common::metrics::InstanceMetrics::new(&faults);
+        let events = metrics.clone();
+        instance_metrics.append(move || events.encode());
         Ok(Events {
+            faults,
+            instance_metrics,
             producer: Producer::new(S::ROLE, settings.instance(), metrics.clone()),
             feed: Feed::new(pool.clone(), metrics),
             pool,

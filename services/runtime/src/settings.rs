@@ -97,6 +97,10 @@ pub struct ServiceSettings<R: Role> {
     pub cache: R::Cache,
     /// How events are published and consumed (`[events]`).
     pub events: EventSettings,
+    /// Bearer token of the fault control endpoint (`/admin/fault`, loopback only);
+    /// unset: no endpoint, no faults. `hotel up` sets a fresh one per run.
+    #[serde(default)]
+    pub fault_token: Option<String>,
     /// Which service these settings are for; no value, never read from config.
     #[serde(skip)]
     pub role: PhantomData<R>,
@@ -115,6 +119,7 @@ impl<R: Role> Clone for ServiceSettings<R> {
             registry: self.registry.clone(),
             cache: self.cache.clone(),
             events: self.events.clone(),
+            fault_token: self.fault_token.clone(),
             role: PhantomData,
         }
     }
@@ -130,6 +135,7 @@ impl<R: Role> PartialEq for ServiceSettings<R> {
             && self.registry == other.registry
             && self.cache == other.cache
             && self.events == other.events
+            && self.fault_token == other.fault_token
     }
 }
 
@@ -146,6 +152,7 @@ impl<R: Role> Default for ServiceSettings<R> {
             registry: RegistryLink::default(),
             cache: R::Cache::default(),
             events: EventSettings::default(),
+            fault_token: None,
             role: PhantomData,
         }
     }
@@ -208,6 +215,8 @@ pub trait ServiceConfig: Serialize + DeserializeOwned + Default + Send + 'static
     fn registry(&self) -> &RegistryLink;
     /// How events are published and consumed.
     fn events(&self) -> &EventSettings;
+    /// The fault control endpoint's token, if it has one.
+    fn fault_token(&self) -> Option<&str>;
     /// Applies the command-line options, which win over file and environment.
     fn apply(&mut self, args: &ProcessArgs);
 }
@@ -231,6 +240,9 @@ impl<R: Role> ServiceConfig for ServiceSettings<R> {
     }
     fn events(&self) -> &EventSettings {
         &self.events
+    }
+    fn fault_token(&self) -> Option<&str> {
+        self.fault_token.as_deref()
     }
     fn apply(&mut self, args: &ProcessArgs) {
         ServiceSettings::apply(self, args);

@@ -1,8 +1,12 @@
 //! The ejection cap: how many of a service's instances the breakers may eject at once.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, AtomicUsize, Ordering},
+use super::outlier::Window;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 /// How many of a service's instances exist and how many are ejected: shared by the
@@ -17,6 +21,9 @@ pub(crate) struct EjectionCap {
     pub(super) max_percent: u8,
     /// Set while the cap holds an instance in rotation, so the log says it once.
     pub(super) capped_logged: AtomicBool,
+    /// Attempts and failures of the whole service over the failure-percentage window:
+    /// whether the rest of the service is healthy.
+    pub(super) window: Window,
 }
 
 /// Which count an ejected breaker holds a place in.
@@ -29,14 +36,23 @@ pub(super) enum Slot {
 }
 
 impl EjectionCap {
-    /// A cap allowing `max_percent` of the instances out at once.
+    /// A cap allowing `max_percent` of the instances out at once (with a 10 s
+    /// failure-percentage window).
+    #[cfg(test)]
     pub(crate) fn new(max_percent: u8) -> Arc<Self> {
+        Self::with_window(max_percent, Duration::from_secs(10))
+    }
+
+    /// A cap allowing `max_percent` of the instances out at once, counting the service's
+    /// failures over `window`.
+    pub(crate) fn with_window(max_percent: u8, window: Duration) -> Arc<Self> {
         Arc::new(EjectionCap {
             total: AtomicUsize::new(0),
             ejected: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
             max_percent,
             capped_logged: AtomicBool::new(false),
+            window: Window::new(window),
         })
     }
 

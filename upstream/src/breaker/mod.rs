@@ -42,14 +42,20 @@
 //! [`STALL_CONFIRM`]: stall::STALL_CONFIRM
 //! [`REFUSED_PROBE_INTERVAL`]: stall::REFUSED_PROBE_INTERVAL
 //!
+//! Failure percentage: an instance failing more than a threshold of its attempts over
+//! a sliding window is ejected while the rest of the service is healthy, and health
+//! probes bring it back; a returning instance ramps its share up over `slow_start`
+//! (see [`outlier`]).
+//!
 //! Layout: [`state`] the state machine ([`BreakerShared`]: closed, open with backoff,
-//! half-open, probing), [`cap`] the ejection cap, [`stall`] stall and refusal detection
+//! half-open, probing), [`cap`] the ejection cap, [`outlier`] the failure windows and slow start, [`stall`] stall and refusal detection
 //! with their health probes, and the tower pieces: [`layer`] ([`BreakerLayer`]),
 //! [`service`] (the [`Breaker`] gate) and [`future`] ([`BreakerFuture`](future::BreakerFuture)).
 
 mod cap;
 mod future;
 mod layer;
+mod outlier;
 mod service;
 mod stall;
 mod state;
@@ -98,6 +104,9 @@ impl BreakerState {
 pub(crate) trait TransitionSink: Send + Sync + 'static {
     /// The breaker moved to `to`.
     fn transition(&self, to: BreakerState);
+    /// The instance was ejected, for `reason` (`consecutive_failures`,
+    /// `failure_percentage`, `stalled`, `refused`).
+    fn ejected(&self, _reason: &'static str) {}
 }
 
 impl TransitionSink for () {

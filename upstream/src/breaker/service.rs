@@ -37,11 +37,15 @@ impl<S> Breaker<S> {
     }
 }
 
-impl<S: tower::load::Load> tower::load::Load for Breaker<S> {
-    type Metric = S::Metric;
+/// The instance's load, divided by its slow-start weight while it ramps up after
+/// returning from an ejection: p2c then prefers the others, less and less.
+impl<S: tower::load::Load<Metric = f64>> tower::load::Load for Breaker<S> {
+    type Metric = f64;
 
-    fn load(&self) -> S::Metric {
-        self.inner.load()
+    fn load(&self) -> f64 {
+        let load = self.inner.load();
+        let weight = self.shared.weight();
+        if weight < 1.0 { load / weight } else { load }
     }
 }
 

@@ -3,8 +3,8 @@
 //! probes until it answers (see the module docs of [`super`]).
 
 use super::{
-    BreakerState,
-    state::{BreakerShared, Inner, State},
+    BreakerState, outlier,
+    state::{BreakerShared, Inner, Recovery, State},
 };
 use crate::error::{BoxError, FailureKind};
 use futures::future::BoxFuture;
@@ -112,8 +112,10 @@ impl BreakerShared {
         };
         g.holds_slot = Some(slot);
         g.state = State::Probing;
+        g.recovery = Recovery::Stalled;
         g.suspect_since = None;
         self.ejections.fetch_add(1, Ordering::Relaxed);
+        self.sink.ejected("stalled");
         tracing::warn!(
             service = %self.service,
             instance = %self.instance,
@@ -148,7 +150,9 @@ impl BreakerShared {
     /// cheap (a refused connect), and a restarted instance should be back at once.
     pub(super) fn eject_refused(self: &Arc<Self>, g: &mut Inner) {
         g.state = State::Probing;
+        g.recovery = Recovery::Refused;
         self.ejections.fetch_add(1, Ordering::Relaxed);
+        self.sink.ejected("refused");
         tracing::warn!(
             service = %self.service,
             instance = %self.instance,
@@ -188,13 +192,17 @@ impl BreakerShared {
                 if !b.probe_answered(answer) {
                     return;
                 }
-                delay = REFUSED_PROBE_INTERVAL;
+                delay = match b.lock().recovery {
+                    Recovery::FailureRate { .. } => outlier::RATE_PROBE_INTERVAL,
+                    _ => REFUSED_PROBE_INTERVAL,
+                };
             }
         });
     }
 
-    /// A health probe came back (or ran out of time); whether to probe again (only
-    /// while connections are refused).
+    /// A health probe came back (or ran out of time); whether to probe again (while
+    /// connections are refused, and while an instance ejected for its failure
+    /// percentage has not passed enough probes in a row).
     pub(super) fn probe_answered(
         self: &Arc<Self>,
         answer: Result<Result<http::StatusCode, BoxError>, tokio::time::error::Elapsed>,
@@ -206,6 +214,18 @@ impl BreakerShared {
         }
         if !matches!(g.state, State::Probing) {
             return false;
+        }
+        if let Recovery::FailureRate { passed } = g.recovery {
+            let passed = match answer {
+                Ok(Ok(status)) if !status.is_server_error() => passed + 1,
+                _ => 0,
+            };
+            if passed >= outlier::RATE_RECOVERY_PROBES {
+                self.close(&mut g, "health probes passed");
+                return false;
+            }
+            g.recovery = Recovery::FailureRate { passed };
+            return true;
         }
         match answer {
             Ok(Ok(status)) if !status.is_server_error() => {

@@ -5,6 +5,7 @@
 use super::{
     BreakerState, TransitionSink,
     cap::{EjectionCap, Slot},
+    outlier::{self, Window},
     stall::StallWatch,
 };
 use crate::{error::FailureKind, policy::BreakerPolicy};
@@ -29,8 +30,21 @@ pub(super) enum State {
     HalfOpen {
         probing: bool,
     },
-    /// Ejected as stalled or refusing connections: health probes own its recovery.
+    /// Ejected as stalled, refusing connections or failing too often: health probes own
+    /// its recovery (how, [`Recovery`] says).
     Probing,
+}
+
+/// Why an instance in [`State::Probing`] was ejected, which decides what brings it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Recovery {
+    /// Stalled: any answer (to the probe or a late one to a real request).
+    Stalled,
+    /// Refusing connections: any answer to a probe sent every 250 ms.
+    Refused,
+    /// Failing too high a percentage: this many probes passed in a row so far, out of
+    /// [`outlier::RATE_RECOVERY_PROBES`].
+    FailureRate { passed: u32 },
 }
 
 #[derive(Debug)]
@@ -46,6 +60,8 @@ pub(super) struct Inner {
     /// is ejected if the probe is not answered within
     /// [`STALL_CONFIRM`](super::stall::STALL_CONFIRM).
     pub(super) suspect_since: Option<Instant>,
+    /// What brings a probing instance back.
+    pub(super) recovery: Recovery,
 }
 
 /// State shared by a breaker service and its in-flight response futures.
@@ -69,6 +85,11 @@ pub(crate) struct BreakerShared {
     pub(super) owes: AtomicBool,
     pub(super) epoch: Instant,
     pub(super) stall: Option<StallWatch>,
+    /// This instance's attempts and failures over the failure-percentage window.
+    pub(super) window: Window,
+    /// When the breaker last closed after an ejection (nanoseconds since `epoch`; 0:
+    /// never): the start of its slow start.
+    pub(super) returned_ns: AtomicU64,
 }
 
 impl std::fmt::Debug for BreakerShared {
@@ -111,6 +132,7 @@ impl BreakerShared {
                 holds_slot: None,
                 waiter: None,
                 suspect_since: None,
+                recovery: Recovery::Stalled,
             }),
             ejections: AtomicU64::new(0),
             sink,
@@ -119,6 +141,8 @@ impl BreakerShared {
             owes: AtomicBool::new(false),
             epoch: Instant::now(),
             stall,
+            window: Window::new(policy.failure_window),
+            returned_ns: AtomicU64::new(0),
         })
     }
 
@@ -145,6 +169,11 @@ impl BreakerShared {
         }
         // The answer is progress: a stall needs a whole new silent period.
         self.quiet_since_ns.store(self.now_ns(), Ordering::Relaxed);
+        // Back from an ejection: failures from before do not count, and its share ramps
+        // up (slow start).
+        self.window.reset();
+        self.returned_ns
+            .store(self.now_ns().max(1), Ordering::Relaxed);
         self.owes.store(false, Ordering::Relaxed);
         tracing::info!(service = %self.service, instance = %self.instance, reason = why, "breaker closed");
         self.sink.transition(BreakerState::Closed);
@@ -195,15 +224,99 @@ impl BreakerShared {
         self.sink.transition(BreakerState::Open);
     }
 
+    /// The slow-start weight now: below 1 for `slow_start` after the breaker closed
+    /// again (see [`outlier`]).
+    pub(crate) fn weight(&self) -> f64 {
+        let returned = self.returned_ns.load(Ordering::Relaxed);
+        if returned == 0 || self.policy.slow_start.is_zero() {
+            return 1.0;
+        }
+        let since = Duration::from_nanos(self.now_ns().saturating_sub(returned));
+        outlier::slow_start_weight(since, self.policy.slow_start)
+    }
+
+    /// Ejects an instance whose failure percentage over the window is above the
+    /// threshold, when the rest of the service is healthy and the cap allows; health
+    /// probes own its recovery (an open period without a prober).
+    fn check_failure_rate(self: &Arc<Self>, g: &mut Inner) {
+        let p = &self.policy;
+        let (requests, failures) = self.window.totals();
+        if requests < u64::from(p.failure_min_requests)
+            || !outlier::above(requests, failures, p.failure_threshold)
+        {
+            return;
+        }
+        let (all, all_failed) = self.cap.window.totals();
+        let (rest, rest_failed) = (
+            all.saturating_sub(requests),
+            all_failed.saturating_sub(failures),
+        );
+        if rest == 0 || outlier::above(rest, rest_failed, p.failure_threshold) {
+            // Alone, or the whole service fails alike: not this instance's fault.
+            return;
+        }
+        let Some(slot) = self.cap.try_acquire(false) else {
+            if !self.cap.capped_logged.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    service = %self.service,
+                    instance = %self.instance,
+                    max_ejection_percent = p.max_ejection_percent,
+                    failure_percent = failures * 100 / requests,
+                    "ejection cap reached: keeping an instance with a high failure percentage in rotation"
+                );
+            }
+            return;
+        };
+        g.holds_slot = Some(slot);
+        self.sink.ejected("failure_percentage");
+        let percent = failures * 100 / requests;
+        let rest_percent = rest_failed * 100 / rest;
+        if self.stall.is_none() {
+            tracing::warn!(
+                service = %self.service,
+                instance = %self.instance,
+                failure_percent = percent,
+                requests,
+                "instance failing too often"
+            );
+            self.open(g, "failure_percentage");
+            return;
+        }
+        g.state = State::Probing;
+        g.recovery = Recovery::FailureRate { passed: 0 };
+        g.suspect_since = None;
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            service = %self.service,
+            instance = %self.instance,
+            reason = "failure_percentage",
+            failure_percent = percent,
+            requests,
+            service_failure_percent = rest_percent,
+            threshold_percent = p.failure_threshold,
+            "breaker opened: failing far more often than the rest of its service; \
+             health probes bring it back"
+        );
+        self.sink.transition(BreakerState::Open);
+        self.spawn_probes(outlier::RATE_PROBE_INTERVAL, false);
+    }
+
     /// Records the outcome of a request; `probe` says whether it was the half-open probe.
     pub(super) fn record(self: &Arc<Self>, failure: Option<FailureKind>, probe: bool) {
         let mut g = self.lock();
+        if let State::Closed { .. } = g.state {
+            self.window.record(failure.is_some());
+            self.cap.window.record(failure.is_some());
+        }
         match (g.state, failure) {
             (State::Closed { .. }, None) => g.state = State::Closed { consecutive: 0 },
             (State::Closed { consecutive }, Some(kind)) => {
                 let n = consecutive + 1;
-                if n < self.policy.failures {
-                    g.state = State::Closed { consecutive: n };
+                g.state = State::Closed { consecutive: n };
+                // The percentage first: an instance failing often is out until probes
+                // pass, not for one open period.
+                self.check_failure_rate(&mut g);
+                if n < self.policy.failures || !matches!(g.state, State::Closed { .. }) {
                     return;
                 }
                 let force = kind == FailureKind::Connect;
@@ -212,6 +325,7 @@ impl BreakerShared {
                     if force && self.stall.is_some() {
                         self.eject_refused(&mut g);
                     } else {
+                        self.sink.ejected("consecutive_failures");
                         self.open(&mut g, kind.as_str());
                     }
                 } else {
@@ -227,8 +341,11 @@ impl BreakerShared {
                 }
             }
             (State::HalfOpen { .. }, None) if probe => self.close(&mut g, "probe succeeded"),
-            // A stalled instance that answers again is not stalled.
-            (State::Probing, None) => self.close(&mut g, "answered again"),
+            // A stalled instance that answers again is not stalled (one ejected for its
+            // failure percentage answers often: its probes decide).
+            (State::Probing, None) if !matches!(g.recovery, Recovery::FailureRate { .. }) => {
+                self.close(&mut g, "answered again")
+            }
             (State::HalfOpen { .. }, Some(kind)) if probe => {
                 if kind == FailureKind::Connect && self.stall.is_some() {
                     self.eject_refused(&mut g);

@@ -34,6 +34,7 @@ fn policy() -> BreakerPolicy {
         backoff_max: Duration::from_secs(30),
         max_ejection_percent: 100,
         stall_after: Duration::from_millis(250),
+        ..BreakerPolicy::default()
     }
 }
 
@@ -457,4 +458,113 @@ async fn a_late_answer_from_a_stalled_instance_closes_its_breaker() {
     slow.await.unwrap();
     assert_eq!(shared.state(), BreakerState::Closed);
     assert!(svc.poll_ready().is_ready());
+}
+
+/// A prober that answers every probe at once with the status the test sets.
+struct SteadyProber {
+    calls: AtomicUsize,
+    status: std::sync::atomic::AtomicU16,
+}
+
+impl Prober for SteadyProber {
+    fn probe(&self) -> BoxFuture<'static, Result<http::StatusCode, BoxError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let s = self.status.load(Ordering::SeqCst);
+        Box::pin(async move { Ok(http::StatusCode::from_u16(s)?) })
+    }
+}
+
+/// A breaker with a steady prober, for failure-percentage ejection.
+fn rated(cap: Arc<EjectionCap>) -> (Arc<BreakerShared>, Arc<SteadyProber>) {
+    let prober = Arc::new(SteadyProber {
+        calls: AtomicUsize::new(0),
+        status: std::sync::atomic::AtomicU16::new(503),
+    });
+    let shared = BreakerShared::with_stall_watch(
+        "room".into(),
+        "room-1".into(),
+        policy(),
+        cap,
+        Box::new(()),
+        StallWatch {
+            after: Duration::from_millis(250),
+            latency: Arc::new(crate::latency::LatencyWindow::default()),
+            prober: prober.clone(),
+        },
+    );
+    (shared, prober)
+}
+
+/// Records `n` outcomes, one failure in every three (never three in a row).
+fn a_third_failing(shared: &Arc<BreakerShared>, n: usize) {
+    for i in 0..n {
+        let failure = (i % 3 == 2).then_some(FailureKind::Transport);
+        shared.record(failure, false);
+    }
+}
+
+/// The rest of the service: `n` attempts, `failed` of them failures.
+fn rest_of_service(cap: &EjectionCap, n: usize, failed: usize) {
+    for i in 0..n {
+        cap.window.record(i < failed);
+    }
+}
+
+/// Probe rounds: lets the probe task run and moves time past one probe interval.
+async fn probe_rounds(n: usize) {
+    for _ in 0..n {
+        settle().await;
+        tokio::time::advance(super::outlier::RATE_PROBE_INTERVAL * 2).await;
+        settle().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_failing_a_third_of_its_requests_is_ejected_and_passing_probes_bring_it_back_slowly()
+ {
+    let cap = cap_of(3, 50);
+    rest_of_service(&cap, 60, 1);
+    let (shared, prober) = rated(cap.clone());
+    a_third_failing(&shared, 18);
+    assert_eq!(
+        shared.state(),
+        BreakerState::Closed,
+        "under 20 requests the percentage does not count"
+    );
+    a_third_failing(&shared, 3);
+    assert_eq!(shared.state(), BreakerState::Open);
+    assert_eq!(shared.ejections(), 1);
+    assert_eq!(cap.ejected(), 1);
+    // Late successes of attempts sent before do not bring it back; failing probes
+    // keep it out.
+    shared.record(None, false);
+    probe_rounds(8).await;
+    assert_eq!(shared.state(), BreakerState::Open);
+    assert!(prober.calls.load(Ordering::SeqCst) >= 5);
+    // Fixed: five passing probes in a row, then it ramps up over slow_start.
+    prober.status.store(200, Ordering::SeqCst);
+    probe_rounds(6).await;
+    assert_eq!(shared.state(), BreakerState::Closed);
+    assert_eq!(cap.ejected(), 0);
+    assert!(shared.weight() < 0.5, "{}", shared.weight());
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(shared.weight(), 1.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_failing_as_a_whole_or_a_full_cap_ejects_no_one_for_its_percentage() {
+    let cap = cap_of(3, 50);
+    rest_of_service(&cap, 60, 30);
+    let (shared, _) = rated(cap.clone());
+    a_third_failing(&shared, 30);
+    assert_eq!(shared.state(), BreakerState::Closed, "everyone fails alike");
+    // A healthy rest, but the cap is used up by another instance.
+    let cap = cap_of(3, 50);
+    rest_of_service(&cap, 60, 0);
+    let (other, _) = rated(cap.clone());
+    a_third_failing(&other, 21);
+    assert_eq!(other.state(), BreakerState::Open);
+    let (shared, _) = rated(cap.clone());
+    a_third_failing(&shared, 30);
+    assert_eq!(shared.state(), BreakerState::Closed, "the cap holds");
 }
