@@ -321,6 +321,8 @@ mod tests {
             admin_token: "a".into(),
             api_key: "k".into(),
             control_token: "secret".into(),
+            gateway_config: None,
+            tls: None,
         };
         router(
             Supervisor::new(cfg, "http://127.0.0.1:1".into(), None),
