@@ -529,6 +529,10 @@ async fn hotel_up_tls_serves_https_from_a_local_ca_and_hotel_reload_applies_the_
         (0, "2 200".to_owned())
     );
     assert_eq!(curl(&[&url]).0, 60, "untrusted without --cacert");
+    // `hotel load` is cleartext only, and says so instead of failing every request.
+    let load = c.hotel(&["load", "--requests", "1"]);
+    assert!(!load.status.success());
+    assert!(String::from_utf8_lossy(&load.stderr).contains("cleartext"));
 
     std::fs::write(
         &gw_file,
