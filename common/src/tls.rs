@@ -376,6 +376,48 @@ mod tests {
     }
 
     #[test]
+    fn the_local_ca_is_made_once_its_keys_are_private_and_reissued_certificates_load() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("hotel-ca-{}", uuid::Uuid::new_v4()));
+        let first = local_ca::ensure(&dir).unwrap();
+        let ca = std::fs::read_to_string(&first.ca_cert).unwrap();
+        let second = local_ca::ensure(&dir).unwrap();
+        // The CA is reused (users trust it once); the gateway certificate is new.
+        assert_eq!(std::fs::read_to_string(&second.ca_cert).unwrap(), ca);
+        for key in [dir.join("ca-key.pem"), second.gateway_key.clone()] {
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", key.display());
+        }
+        load_certified_key(&second.gateway_cert, &second.gateway_key).unwrap();
+        // The certificate issued by the CA loaded back from disk verifies against the
+        // CA certificate written the first time.
+        use rustls::client::danger::ServerCertVerifier;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+            .unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .unwrap();
+        let leaf = CertificateDer::from_pem_file(&second.gateway_cert).unwrap();
+        for name in ["localhost", "127.0.0.1"] {
+            verifier
+                .verify_server_cert(
+                    &leaf,
+                    &[],
+                    &rustls_pki_types::ServerName::try_from(name).unwrap(),
+                    &[],
+                    rustls_pki_types::UnixTime::now(),
+                )
+                .unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_renewed_pair_is_swapped_in_and_a_mismatched_one_refused() {
         let dir = std::env::temp_dir().join(format!("hotel-tls-{}", uuid::Uuid::new_v4()));
         let ca = local_ca::Ca::new("test CA").unwrap();
