@@ -60,6 +60,10 @@ pub struct ClusterFile {
     /// Jaeger UI address when traces are exported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jaeger_url: Option<String>,
+    /// With `hotel up --tls`: the local CA certificate that verifies the gateway
+    /// (`curl --cacert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
     /// Every live instance (exited ones are removed).
     pub instances: Vec<InstanceEntry>,
 }

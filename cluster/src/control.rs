@@ -379,6 +379,8 @@ mod tests {
             api_key: "k".into(),
             control_token: "secret".into(),
             fault_token: "f".into(),
+            gateway_config: None,
+            tls: None,
         };
         router(
             Supervisor::new(cfg, "http://127.0.0.1:1".into(), None),

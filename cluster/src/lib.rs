@@ -15,6 +15,7 @@ pub mod events;
 pub mod load;
 mod output;
 pub mod ports;
+mod reload;
 pub mod settings;
 pub mod status;
 pub mod supervisor;
@@ -55,6 +56,20 @@ pub enum ClusterCommand {
     /// Watch the cluster's events: `hotel events tail [--type hotel.booking.*] [--json]`.
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// Make the gateway read its configuration file again (routes, keys, limits,
+    /// policies, cache) without a restart; an invalid file is refused with the reason
+    /// and the running configuration stays.
+    Reload(ReloadArgs),
+}
+
+/// `hotel reload` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReloadArgs {
+    #[command(flatten)]
+    dir: DataDirArg,
+    /// Print the gateway's JSON answer.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Where the cluster lives (control commands).
@@ -95,6 +110,14 @@ pub struct UpArgs {
     /// Export traces to this OTLP endpoint from every process (Jaeger: http://localhost:4317).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// The gateway's configuration file, which `hotel reload` reads again [default:
+    /// config/gateway.toml when it exists].
+    #[arg(long)]
+    pub gateway_config: Option<PathBuf>,
+    /// Serve the gateway over HTTPS with a certificate from a local CA, created in
+    /// <data-dir>/tls/ on first use (the banner says how to trust it).
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// `hotel status` options.
@@ -259,6 +282,7 @@ pub async fn run(cmd: ClusterCommand) -> Result<ExitCode, BoxError> {
         }
         ClusterCommand::Load(args) => load::run(args).await,
         ClusterCommand::Events(cmd) => events::run(cmd).await,
+        ClusterCommand::Reload(a) => reload::run(&a.dir.data_dir, a.json).await,
     }
 }
 
@@ -450,6 +474,18 @@ async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
         }
     };
     let otlp = args.otlp_endpoint.clone().filter(|e| !e.trim().is_empty());
+    let gateway_config = match &args.gateway_config {
+        Some(p) => Some(
+            std::fs::canonicalize(p)
+                .map_err(|e| format!("--gateway-config {}: {e}", p.display()))?,
+        ),
+        None => std::fs::canonicalize("config/gateway.toml").ok(),
+    };
+    let tls = if args.tls {
+        Some(hotel_common::tls::local_ca::ensure(&data_dir.join("tls"))?)
+    } else {
+        None
+    };
     let cfg = UpConfig {
         registry_token: pick(&settings.registry_token, "reg_"),
         admin_token: pick(&settings.admin_token, "adm_"),
@@ -460,6 +496,8 @@ async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
         otlp_endpoint: otlp.clone(),
         data_dir: data_dir.clone(),
         settings,
+        gateway_config,
+        tls,
     };
     let (listener, control_addr) =
         hotel_common::server::bind(([127, 0, 0, 1], cfg.settings.ports.control).into()).await?;

@@ -843,6 +843,13 @@ pub fn plan(args: LoadArgs) -> Result<Plan, BoxError> {
         })?,
         (None, Err(e)) => return Err(format!("{e}; or pass --url").into()),
     };
+    if url.starts_with("https://") {
+        return Err(format!(
+            "{url}: hotel load speaks cleartext HTTP only; run it against a cluster started \
+             without --tls (or a gateway without [tls])"
+        )
+        .into());
+    }
     let api_key = args.api_key.clone().or_else(|| {
         file.as_ref()
             .ok()

@@ -180,10 +180,24 @@ fn banner(
     if let Some(j) = &file.jaeger_url {
         text.push_str(&jaeger.unwrap_or(JaegerKind::NotAnswering).banner_line(j));
     }
+    let cacert = match &file.ca_cert {
+        Some(ca) => {
+            text.push_str(&format!(
+                "tls       {ca}   (the local CA that signed the gateway's certificate)\n"
+            ));
+            format!(" --cacert {ca}")
+        }
+        None => String::new(),
+    };
     text.push_str(&format!(
-        "\ntry:\n  curl -s -H \"Authorization: Bearer {key}\" {gateway}/api/rooms\n  curl -s -H \"Authorization: Bearer {key}\" -H 'content-type: application/json' \\\n       -d '{{\"number\":\"101\",\"kind\":\"double\",\"capacity\":2,\"nightly_rate_cents\":12000}}' {gateway}/api/rooms\n",
+        "\ntry:\n  curl -s{cacert} -H \"Authorization: Bearer {key}\" {gateway}/api/rooms\n  curl -s{cacert} -H \"Authorization: Bearer {key}\" -H 'content-type: application/json' \\\n       -d '{{\"number\":\"101\",\"kind\":\"double\",\"capacity\":2,\"nightly_rate_cents\":12000}}' {gateway}/api/rooms\n",
         key = file.api_key
     ));
+    if let Some(ca) = &file.ca_cert {
+        text.push_str(&format!(
+            "\ntrust the local CA (once; remove it the same way when done):\n  Debian/Ubuntu: sudo cp {ca} /usr/local/share/ca-certificates/hotel-local-ca.crt && sudo update-ca-certificates\n  Fedora/RHEL:   sudo cp {ca} /etc/pki/ca-trust/source/anchors/hotel-local-ca.pem && sudo update-ca-trust\n  macOS:         sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain {ca}\n  one program:   curl --cacert {ca}, SSL_CERT_FILE={ca}, NODE_EXTRA_CA_CERTS={ca}\n"
+        ));
+    }
     // The control commands default to ./.hotel; name the directory only when it differs.
     let default_dir = std::fs::canonicalize(".hotel").ok();
     let dir_flag = if default_dir.as_deref() == Some(data_dir) {

@@ -150,6 +150,10 @@ pub struct Status {
     /// duplicates, dead letters, last error (that instance's counts).
     #[serde(default)]
     pub events: BTreeMap<String, serde_json::Value>,
+    /// The gateway's running configuration: `version` (1 at startup, +1 per accepted
+    /// `hotel reload`) and `loaded_at`; `None` when the gateway did not answer.
+    #[serde(default)]
+    pub gateway_config: Option<serde_json::Value>,
 }
 
 /// What the registry holds of one instance.
@@ -260,8 +264,13 @@ fn collect_gateway(value: &Value, out: &mut Vec<(Vec<String>, GatewayView)>) {
     }
 }
 
-/// The gateway's per-instance entries and its cache, from `/admin/status`.
-type GatewayAnswer = (Vec<(Vec<String>, GatewayView)>, Option<CacheView>);
+/// The gateway's per-instance entries, its cache and its configuration version, from
+/// `/admin/status`.
+type GatewayAnswer = (
+    Vec<(Vec<String>, GatewayView)>,
+    Option<CacheView>,
+    Option<Value>,
+);
 
 async fn gateway_view(
     http: &reqwest::Client,
@@ -283,7 +292,8 @@ async fn gateway_view(
         .get("cache")
         .filter(|c| c.is_object())
         .and_then(|c| serde_json::from_value(c.clone()).ok());
-    Some((out, cache))
+    let config = body.get("config").filter(|c| c.is_object()).cloned();
+    Some((out, cache, config))
 }
 
 /// Gathers the joined view of the cluster in `data_dir`.
@@ -341,7 +351,7 @@ pub async fn gather(data_dir: &Path) -> Result<Status, BoxError> {
                 };
             // By address first: a restarted instance keeps its name but not its
             // address, and the gateway may still hold the old endpoint's counters.
-            let gw = gateway.as_ref().and_then(|(entries, _)| {
+            let gw = gateway.as_ref().and_then(|(entries, _, _)| {
                 let by_address = inst
                     .address
                     .as_deref()
@@ -393,7 +403,8 @@ pub async fn gather(data_dir: &Path) -> Result<Status, BoxError> {
         registry_reachable: registry.is_some(),
         gateway_reachable: gateway.is_some(),
         instances: rows,
-        cache: gateway.and_then(|(_, cache)| cache),
+        gateway_config: gateway.as_ref().and_then(|(_, _, c)| c.clone()),
+        cache: gateway.and_then(|(_, cache, _)| cache),
     })
 }
 
@@ -497,6 +508,13 @@ pub fn render(status: &Status) -> String {
     } else {
         text.push_str("gateway cache: off\n");
     }
+    if let Some(c) = &status.gateway_config {
+        text.push_str(&format!(
+            "gateway config: version {}, loaded {}\n",
+            c["version"],
+            c["loaded_at"].as_str().unwrap_or("?")
+        ));
+    }
     for (service, e) in &status.events {
         let mut line = format!("events: {service} outbox {}", e["outbox_head"]);
         for (producer, c) in e["consumers"].as_object().into_iter().flatten() {
@@ -588,7 +606,14 @@ mod tests {
                 serde_json::json!({"outbox_head": 3, "consumers": {"booking": {
                     "lag": 2, "applied": 7, "dead_letters": 1, "last_error": null}}}),
             )]),
+            gateway_config: Some(
+                serde_json::json!({"version": 3, "loaded_at": "2026-12-06T03:00:00Z"}),
+            ),
         });
+        assert!(
+            text.contains("gateway config: version 3, loaded 2026-12-06T03:00:00Z"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "gateway cache: hit ratio 87.5 % (hits 70, stale 0, misses 10, bypass 0; \

@@ -257,6 +257,10 @@ pub struct UpConfig {
     pub control_token: String,
     /// Bearer token of every instance's fault control endpoint (`/admin/fault`).
     pub fault_token: String,
+    /// The gateway's configuration file (`--config`), what `hotel reload` re-reads.
+    pub gateway_config: Option<PathBuf>,
+    /// With `--tls`: the local CA and the gateway's certificate.
+    pub tls: Option<hotel_common::tls::local_ca::Files>,
 }
 
 /// The supervisor of one local cluster. Cheap to share (`Arc`).
@@ -302,6 +306,16 @@ fn child_env(role: Role, cfg: &UpConfig, urls: &ChildUrls) -> Vec<(String, Strin
             }
             // Accepted only while the gateway listens on loopback, as it does here.
             env.push((format!("{prefix}AUTH__DEV_KEY"), cfg.api_key.clone()));
+            if let Some(tls) = &cfg.tls {
+                env.push((
+                    format!("{prefix}TLS__CERT"),
+                    tls.gateway_cert.display().to_string(),
+                ));
+                env.push((
+                    format!("{prefix}TLS__KEY"),
+                    tls.gateway_key.display().to_string(),
+                ));
+            }
         }
         _ => {
             env.push((format!("{prefix}REGISTRY__URL"), urls.registry.clone()));
@@ -383,6 +397,7 @@ impl Supervisor {
             control_token: cfg.control_token.clone(),
             supervisor_pid: std::process::id(),
             jaeger_url,
+            ca_cert: cfg.tls.as_ref().map(|t| t.ca_cert.display().to_string()),
             ..ClusterFile::default()
         };
         let http = reqwest::Client::builder()
@@ -508,7 +523,12 @@ impl Supervisor {
             )
             .await?;
         let mut st = self.lock();
-        st.file.gateway_url = Some(format!("http://{gateway}"));
+        let scheme = if self.cfg.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        st.file.gateway_url = Some(format!("{scheme}://{gateway}"));
         st.fixed.insert(Role::Gateway, gateway);
         self.persist(&st);
         Ok(())
@@ -587,8 +607,11 @@ impl Supervisor {
             Err(e) => return Err(fail(format!("cannot open its log: {e}"))),
         };
         let mut cmd = tokio::process::Command::new(&self.cfg.exe);
-        cmd.args(role.command())
-            .arg("--name")
+        cmd.args(role.command());
+        if let (Role::Gateway, Some(file)) = (role, &self.cfg.gateway_config) {
+            cmd.arg("--config").arg(file);
+        }
+        cmd.arg("--name")
             .arg(&name)
             .arg("--listen")
             .arg(listen.to_string())
@@ -1211,6 +1234,8 @@ mod tests {
             api_key: "key".into(),
             control_token: "ct".into(),
             fault_token: "ft".into(),
+            gateway_config: None,
+            tls: None,
         };
         let urls = |admin| ChildUrls {
             registry: "http://r".into(),

@@ -22,5 +22,6 @@ pub mod problem;
 pub mod process;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 
 pub use problem::Problem;

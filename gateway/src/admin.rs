@@ -1,6 +1,8 @@
 //! The admin server: `/admin/status` (every service and instance as the gateway sees
-//! them, and the HTTP cache), `POST /admin/cache/purge`, `/metrics` (Prometheus),
-//! `/healthz`, `/readyz`.
+//! them, the HTTP cache, the configuration version), `POST /admin/cache/purge`,
+//! `GET /admin/config` (the running configuration, secrets redacted), `POST
+//! /admin/reload` (read the configuration again, see [`crate::reload`]), `/metrics`
+//! (Prometheus), `/healthz`, `/readyz`.
 //!
 //! It listens on loopback by default. With an admin token configured, `/admin/*` and
 //! `/metrics` need `Authorization: Bearer <token>` (compared in constant time); the
@@ -16,7 +18,7 @@ use axum::{
     routing::{get, post},
 };
 use hotel_common::Problem;
-use hotel_upstream::{EndpointView, ServiceUpstream};
+use hotel_upstream::EndpointView;
 use serde::Serialize;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -26,14 +28,12 @@ use subtle::ConstantTimeEq;
 pub struct AdminState {
     /// This gateway's instance name.
     pub instance: String,
-    /// Every service the gateway routes to.
-    pub services: Vec<Arc<ServiceUpstream>>,
+    /// The running configuration: its services, cache and version.
+    pub live: Arc<crate::reload::Live>,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
     /// The bearer token, when configured.
     pub token: Option<Arc<str>>,
-    /// The shared HTTP cache, when on.
-    pub cache: Option<Arc<crate::cache::HttpCache>>,
 }
 
 /// `GET /admin/status`.
@@ -46,6 +46,8 @@ pub struct Status {
     /// The HTTP cache (absent when `[cache] max_bytes = 0`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<crate::cache::CacheStatus>,
+    /// The running configuration's version and load time.
+    pub config: crate::reload::ConfigVersion,
 }
 
 /// One service in `/admin/status`.
@@ -66,6 +68,8 @@ pub fn router(state: AdminState) -> Router {
     let protected = Router::new()
         .route("/admin/status", get(status))
         .route("/admin/cache/purge", post(purge))
+        .route("/admin/config", get(config))
+        .route("/admin/reload", post(reload))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -104,12 +108,29 @@ async fn require_token(State(s): State<AdminState>, req: Request, next: Next) ->
     res
 }
 
+async fn config(State(s): State<AdminState>) -> axum::Json<serde_json::Value> {
+    axum::Json(s.live.settings())
+}
+
+/// `POST /admin/reload`: 200 with what changed, or 422 problem+json with the reason the
+/// new configuration was refused (the running one stays).
+async fn reload(State(s): State<AdminState>) -> Response {
+    match s.live.reload().await {
+        Ok(r) => axum::Json(r).into_response(),
+        Err(e) => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "config-refused", e).into_response()
+        }
+    }
+}
+
 async fn status(State(s): State<AdminState>) -> axum::Json<Status> {
+    let g = s.live.current();
     axum::Json(Status {
         gateway: s.instance.clone(),
-        services: s
+        config: s.live.version(),
+        services: g
             .services
-            .iter()
+            .values()
             .map(|u| ServiceStatus {
                 service: u.name().to_owned(),
                 known: u.known(),
@@ -117,7 +138,7 @@ async fn status(State(s): State<AdminState>) -> axum::Json<Status> {
                 instances: u.endpoints(),
             })
             .collect(),
-        cache: s.cache.as_ref().map(|c| c.status()),
+        cache: g.cache.as_ref().map(|c| c.status()),
     })
 }
 
@@ -148,7 +169,12 @@ async fn purge(
         )
         .into_response();
     }
-    let removed = s.cache.as_ref().map_or(0, |c| c.purge(&p.prefix));
+    let removed = s
+        .live
+        .current()
+        .cache
+        .as_ref()
+        .map_or(0, |c| c.purge(&p.prefix));
     axum::Json(serde_json::json!({"prefix": p.prefix, "removed": removed})).into_response()
 }
 
@@ -162,9 +188,10 @@ async fn metrics(State(s): State<AdminState>) -> Response {
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
-    let missing: Vec<&str> = s
+    let g = s.live.current();
+    let missing: Vec<&str> = g
         .services
-        .iter()
+        .values()
         .filter(|u| u.known() == 0)
         .map(|u| u.name())
         .collect();

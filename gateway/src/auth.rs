@@ -446,8 +446,21 @@ impl ApiKeys {
         loopback: bool,
         limiter: Arc<RateLimiter>,
     ) -> ApiKeys {
+        Self::succeeding(keys, auth, loopback, limiter, None)
+    }
+
+    /// Like [`ApiKeys::new`] on a configuration reload: the clients of `before` that
+    /// remain keep their buckets (`before` must share `limiter`).
+    pub(crate) fn succeeding(
+        keys: Keys,
+        auth: AuthSettings,
+        loopback: bool,
+        limiter: Arc<RateLimiter>,
+        before: Option<&ApiKeys>,
+    ) -> ApiKeys {
+        let before = before.map(|b| b.state.current());
         ApiKeys {
-            state: KeyCell::new(KeyState::new(keys, &limiter, None)),
+            state: KeyCell::new(KeyState::new(keys, &limiter, before.as_deref())),
             auth,
             loopback,
             limiter,
@@ -482,28 +495,6 @@ impl ApiKeys {
         self.state
             .replace(KeyState::new(keys, &self.limiter, Some(&before)));
         Ok(n)
-    }
-
-    /// Reloads the keys on every SIGHUP (like `nginx -s reload` for the key file), until
-    /// the returned task is aborted.
-    pub fn reload_on_sighup(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let keys = self.clone();
-        tokio::spawn(async move {
-            let Ok(mut hup) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
-                tracing::warn!("SIGHUP handler unavailable: API keys reload only on restart");
-                return;
-            };
-            while hup.recv().await.is_some() {
-                match keys.reload() {
-                    Ok(n) => tracing::info!(keys = n, "API keys reloaded"),
-                    Err(e) => {
-                        tracing::error!(error = %e, "API keys not reloaded; the old ones stay")
-                    }
-                }
-            }
-        })
     }
 }
 

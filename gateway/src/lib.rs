@@ -35,6 +35,7 @@ mod listener;
 pub mod metrics;
 pub mod overload;
 pub mod ratelimit;
+pub mod reload;
 mod routes;
 pub mod settings;
 mod shield;
@@ -42,7 +43,7 @@ mod shield;
 pub use settings::{Config, Settings};
 
 use hotel_common::process::{BoxError, ProcessArgs};
-use hotel_upstream::{ClientOptions, ServiceUpstream, Source, Target};
+use hotel_upstream::{ClientOptions, Source, Target};
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -99,7 +100,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), BoxError> {
         return auth::run_key_command(cmd);
     }
     let settings = load_settings(&args)?;
-    let config = Config::try_from(settings)?;
+    let config = Config::try_from(settings.clone())?;
     let _telemetry = hotel_common::telemetry::init(
         &hotel_common::telemetry::Identity {
             role: "gateway".into(),
@@ -107,9 +108,9 @@ pub async fn run(args: GatewayArgs) -> Result<(), BoxError> {
         },
         args.process.log_format,
     );
-    let api_docs = args.api_docs;
+    let api_docs = args.api_docs.clone();
     if config.worker_threads == 0 {
-        return serve(config, api_docs).await;
+        return serve(config, api_docs, settings, args).await;
     }
     // A runtime of its own, so `worker_threads = 1` really is one thread (benchmarks
     // against single-worker proxies); the process runtime only waits for it.
@@ -133,19 +134,31 @@ pub async fn run(args: GatewayArgs) -> Result<(), BoxError> {
                 .enable_all()
                 .build()
                 .map_err(BoxError::from)
-                .and_then(|rt| rt.block_on(serve(config, api_docs)));
+                .and_then(|rt| rt.block_on(serve(config, api_docs, settings, args)));
             let _ = tx.send(result);
         })?;
     rx.await
         .map_err(|_| BoxError::from("the gateway runtime stopped unexpectedly"))?
 }
 
-async fn serve(config: Config, api_docs: docs::ApiDocs) -> Result<(), BoxError> {
+async fn serve(
+    config: Config,
+    api_docs: docs::ApiDocs,
+    settings: Settings,
+    args: GatewayArgs,
+) -> Result<(), BoxError> {
     let app = Application::build_with_docs(config, &api_docs).await?;
+    app.live()
+        .set_loader(&settings, Box::new(move || load_settings(&args)));
     hotel_common::process::announce(app.local_addr());
     // Second, so launchers reading the first `listening on` line still get the edge.
     hotel_common::process::announce_admin(app.admin_addr());
-    tracing::info!(addr = %app.local_addr(), admin = %app.admin_addr(), "gateway listening");
+    tracing::info!(
+        addr = %app.local_addr(),
+        admin = %app.admin_addr(),
+        tls = app.tls.is_some(),
+        "gateway listening"
+    );
     if !app.api_keys().required() {
         tracing::warn!(
             addr = %app.local_addr(),
@@ -158,6 +171,13 @@ async fn serve(config: Config, api_docs: docs::ApiDocs) -> Result<(), BoxError> 
     Ok(())
 }
 
+/// The public listener's TLS: the acceptor and the certificate it reloads.
+struct Tls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    cert: Arc<hotel_common::tls::ReloadingCert>,
+    every: Duration,
+}
+
 /// A gateway with its listeners bound (port 0 picks free ports) and its live state
 /// built, ready to serve.
 pub struct Application {
@@ -165,10 +185,12 @@ pub struct Application {
     admin_listener: TcpListener,
     addr: SocketAddr,
     admin_addr: SocketAddr,
-    gateway: Arc<edge::Gateway>,
+    /// The running configuration and its live state; swapped whole on reload.
+    live: Arc<reload::Live>,
     /// The connection limits of `listener`.
     admission: Arc<listener::Admission>,
-    keys: Arc<auth::ApiKeys>,
+    /// With `[tls]`: the public listener speaks TLS.
+    tls: Option<Tls>,
     admin: axum::Router,
     grace: Duration,
 }
@@ -194,7 +216,7 @@ impl Application {
             )?),
             None => None,
         };
-        Self::build_from(config, api_docs, |_, cfg| match &registry {
+        Self::build_from(config, api_docs, move |_, cfg| match &registry {
             Some(c) => Source::Registry(c.clone()),
             None => Source::Fixed(
                 cfg.instances
@@ -210,14 +232,15 @@ impl Application {
     }
 
     /// Like [`Application::build`] with each service's instance source chosen by
-    /// `source` (tests publish instance sets themselves).
+    /// `source` (tests publish instance sets themselves); a reload calls it again for
+    /// each new or changed service.
     ///
     /// Every piece of live state is made here, from the plain data in `config`: the
     /// metrics registry, the upstream stacks, the edge protections (key cell, rate-limit
     /// buckets, in-flight counters) and the connection limits.
     pub async fn build_with(
         config: Config,
-        source: impl FnMut(&str, &settings::ServiceConfig) -> Source,
+        source: impl FnMut(&str, &settings::ServiceConfig) -> Source + Send + 'static,
     ) -> Result<Application, BoxError> {
         Self::build_from(config, &docs::ApiDocs::new(), source).await
     }
@@ -226,7 +249,7 @@ impl Application {
     pub async fn build_from(
         config: Config,
         api_docs: &docs::ApiDocs,
-        mut source: impl FnMut(&str, &settings::ServiceConfig) -> Source,
+        source: impl FnMut(&str, &settings::ServiceConfig) -> Source + Send + 'static,
     ) -> Result<Application, BoxError> {
         let metrics = metrics::Metrics::new();
         let client = hotel_upstream::http_client(ClientOptions {
@@ -234,78 +257,66 @@ impl Application {
             pool_idle_timeout: config.pool_idle_timeout,
             pool_max_idle_per_host: config.pool_max_idle_per_host,
         });
-        let mut services = std::collections::BTreeMap::new();
-        for (name, cfg) in &config.services {
-            let s = ServiceUpstream::new(
-                name,
-                &cfg.policy,
-                source(name, cfg),
-                client.clone(),
-                metrics.upstream.clone(),
-            );
-            services.insert(name.clone(), s);
-        }
-        let upstreams = config
-            .routes
-            .iter()
-            .map(|r| {
-                services[&r.service].route(&r.prefix, r.policy.clone(), metrics.upstream.clone())
-            })
-            .collect();
-        let protections = Arc::new(shield::Protections::new(&config.edge, &config.routes));
-        let keys = protections.keys().clone();
+        let tls = match config.tls.files().map_err(BoxError::from)? {
+            Some((cert, key)) => {
+                let cert = hotel_common::tls::ReloadingCert::load(cert, key)?;
+                let server = hotel_common::tls::server_config(cert.clone())?;
+                Some(Tls {
+                    acceptor: tokio_rustls::TlsAcceptor::from(server),
+                    cert,
+                    every: config.tls.reload_interval,
+                })
+            }
+            None => None,
+        };
         // The framing inspector cuts a chunked upload off past the largest route limit;
-        // each route's own limit is enforced while its body is read (see `edge`).
+        // each route's own limit is enforced while its body is read (see `edge`). The
+        // inspector is the listener's: a reload cannot raise it past its startup value.
         let max_body = config
             .routes
             .iter()
             .map(|r| r.max_body_bytes)
-            .fold(config.edge.limits.max_body_bytes, u64::max);
+            .fold(config.edge.limits.max_body_bytes, u64::max)
+            .max(settings::MAX_BODY_LIMIT);
         let admission = Arc::new(listener::Admission::new(
             &config.edge.limits,
             max_body,
             &config.edge.hygiene,
             metrics.clone(),
         ));
-        let cache = cache::HttpCache::new(
-            &config.cache,
-            metrics.clone(),
-            config.edge.client_header.clone(),
+        let (listen, admin_listen) = (config.listen, config.admin_listen);
+        let (instance, token, grace) = (
+            config.instance.clone(),
+            config.admin_token.as_deref().map(Arc::from),
+            config.shutdown_grace,
         );
-        let table = routes::RouteTable::new(config.routes.clone());
-        let api_docs = docs::Docs::build(api_docs, &table);
-        let gateway = Arc::new(
-            edge::Gateway::new(
-                table,
-                upstreams,
-                protections,
-                metrics.clone(),
-                config.retry_buffer_bytes,
-            )
-            .with_docs(api_docs)
-            .with_cors(config.cors.clone())
-            .with_cache(cache.clone()),
+        let live = reload::Live::new(
+            reload::Parts {
+                client,
+                metrics: metrics.clone(),
+                docs: api_docs.clone(),
+                source: Box::new(source),
+            },
+            config,
         );
-        let services: Vec<_> = services.into_values().collect();
         let admin = admin::router(admin::AdminState {
-            instance: config.instance.clone(),
-            services,
+            instance,
+            live: live.clone(),
             metrics,
-            token: config.admin_token.as_deref().map(Arc::from),
-            cache,
+            token,
         });
-        let (listener, addr) = hotel_common::server::bind(config.listen).await?;
-        let (admin_listener, admin_addr) = hotel_common::server::bind(config.admin_listen).await?;
+        let (listener, addr) = hotel_common::server::bind(listen).await?;
+        let (admin_listener, admin_addr) = hotel_common::server::bind(admin_listen).await?;
         Ok(Application {
             listener,
             admin_listener,
             addr,
             admin_addr,
-            gateway,
+            live,
             admission,
-            keys,
+            tls,
             admin,
-            grace: config.shutdown_grace,
+            grace,
         })
     }
 
@@ -319,9 +330,20 @@ impl Application {
         self.admin_addr
     }
 
-    /// The live API keys, e.g. to reload the keys file.
-    pub fn api_keys(&self) -> &Arc<auth::ApiKeys> {
-        &self.keys
+    /// The live API keys of the running configuration, e.g. to reload the keys file
+    /// alone (a configuration reload replaces them).
+    pub fn api_keys(&self) -> Arc<auth::ApiKeys> {
+        self.live.current().protections.keys().clone()
+    }
+
+    /// The running configuration, to reload it (see [`reload`]).
+    pub fn live(&self) -> &Arc<reload::Live> {
+        &self.live
+    }
+
+    /// Whether the public listener speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Serves until `shutdown` resolves: then stops accepting, lets in-flight requests
@@ -340,16 +362,39 @@ impl Application {
             Duration::from_secs(1),
         ));
         let admin_stop = admin_stop.drop_guard();
-        let reload_keys = self.keys.reload_on_sighup();
+        let reload = self.live.reload_on_sighup();
+        let metrics = self.live.metrics().clone();
+        let cert_watch = self.tls.as_ref().map(|t| {
+            t.cert.watch(t.every, move |r| {
+                let outcome = match r {
+                    Ok(()) => {
+                        tracing::info!("TLS certificate reloaded from its files");
+                        "accepted"
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS certificate not reloaded; the served one stays");
+                        "refused"
+                    }
+                };
+                metrics
+                    .tls_cert_reloads
+                    .get_or_create(&metrics::ReloadLabels { outcome })
+                    .inc();
+            })
+        });
         listener::serve(
             self.listener,
             self.admission,
-            edge::stack(self.gateway),
+            reload::LiveEdge(self.live.clone()),
+            self.tls.map(|t| t.acceptor),
             shutdown,
             self.grace,
         )
         .await;
-        reload_keys.abort();
+        reload.abort();
+        if let Some(w) = cert_watch {
+            w.abort();
+        }
         drop(admin_stop);
         let _ = admin.await;
         Ok(())

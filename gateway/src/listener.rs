@@ -5,14 +5,16 @@
 //! sends nothing within `header_timeout`, and otherwise served by hyper's auto builder
 //! (HTTP/1.1 and h2) over a [`crate::framing::Inspected`] stream, so the smuggling checks
 //! and the head/body deadlines see every byte hyper reads. Each request carries a
-//! [`Conn`] with its peer and what the inspector found. On shutdown the listener stops
-//! accepting and open connections get the grace period to finish.
+//! [`Conn`] with its peer and what the inspector found. With `[tls]` the handshake comes
+//! first (within `header_timeout`, counted by outcome), and the inspector reads the
+//! decrypted stream. On shutdown the listener stops accepting and open connections get
+//! the grace period to finish.
 
 use crate::{
     body::GatewayBody,
     framing::{self, Deadlines, Flag, Inspected, Inspector},
     hygiene::{Hygiene, PeerHeaders},
-    metrics::{ConnLabels, Metrics},
+    metrics::{ConnLabels, HandshakeLabels, Metrics},
     overload::{InFlight, InFlightGuard, LimitSettings},
 };
 use hotel_common::{http::HYPER_HEAD_HEADROOM, server::accept};
@@ -24,7 +26,11 @@ use hyper_util::{
 };
 use prometheus_client::metrics::gauge::Gauge;
 use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+};
+use tokio_rustls::TlsAcceptor;
 use tower::Service;
 
 /// What every request of one client connection shares, built once per connection and
@@ -152,7 +158,7 @@ impl Admission {
 
     /// Wraps a client connection from `peer` so its request framing is followed (see
     /// [`crate::framing`]), and returns what its requests share.
-    fn connection(&self, stream: TcpStream, peer: SocketAddr) -> (Inspected<TcpStream>, Conn) {
+    fn connection<IO>(&self, stream: IO, peer: SocketAddr) -> (Inspected<IO>, Conn) {
         let flag = Flag::default();
         let io = framing::Inspected::new(
             stream,
@@ -173,6 +179,49 @@ impl Admission {
         };
         (io, Conn(Arc::new(info)))
     }
+
+    /// The TLS handshake of a new connection within the header timeout; `None` (counted
+    /// and logged with its reason) when it fails.
+    async fn handshake(
+        &self,
+        tls: &TlsAcceptor,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+        let outcome =
+            match tokio::time::timeout(self.limits.header_timeout, tls.accept(stream)).await {
+                Ok(Ok(s)) => {
+                    self.count_handshake("ok");
+                    return Some(s);
+                }
+                Ok(Err(e)) => handshake_failure(&e),
+                Err(_) => "timeout",
+            };
+        self.count_handshake(outcome);
+        tracing::info!(%peer, reason = outcome, "TLS handshake failed");
+        None
+    }
+
+    fn count_handshake(&self, outcome: &'static str) {
+        self.metrics
+            .tls_handshakes
+            .get_or_create(&HandshakeLabels { outcome })
+            .inc();
+    }
+}
+
+/// Why a handshake failed, for the metric label: `alert` (the client refused us, e.g. it
+/// does not trust the certificate), `protocol` (not TLS, or no version, cipher suite or
+/// ALPN protocol in common), `io` (the connection broke).
+fn handshake_failure(e: &std::io::Error) -> &'static str {
+    match e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<tokio_rustls::rustls::Error>())
+    {
+        Some(tokio_rustls::rustls::Error::AlertReceived(_)) => "alert",
+        Some(_) => "protocol",
+        None => "io",
+    }
 }
 
 /// Serves `edge` on `listener` until `shutdown` resolves; then stops accepting and lets
@@ -181,6 +230,7 @@ pub(crate) async fn serve<S>(
     listener: TcpListener,
     admission: Arc<Admission>,
     edge: S,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) where
@@ -203,23 +253,24 @@ pub(crate) async fn serve<S>(
                 };
                 let _ = stream.set_nodelay(true);
                 let (watcher, builder) = (graceful.watcher(), builder.clone());
-                let (admission, edge) = (admission.clone(), edge.clone());
+                let (admission, edge, tls) = (admission.clone(), edge.clone(), tls.clone());
                 tokio::spawn(async move {
                     // A silent connection must not hold its slot forever.
                     if !admission.first_byte(&stream).await {
                         return;
                     }
-                    // Each request learns its peer and whether its connection showed
-                    // smuggling-shaped framing (see `framing`).
-                    let (io, conn) = admission.connection(stream, peer);
-                    let svc = tower::ServiceExt::map_request(edge, move |mut r: Request| {
-                        r.extensions_mut().insert(conn.clone());
-                        r
-                    });
-                    let served = builder
-                        .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
-                        .into_owned();
-                    let _ = watcher.watch(served).await;
+                    match tls {
+                        Some(tls) => {
+                            let Some(stream) = admission.handshake(&tls, stream, peer).await
+                            else {
+                                return;
+                            };
+                            serve_io(&admission, &builder, watcher, edge, stream, peer).await;
+                        }
+                        None => {
+                            serve_io(&admission, &builder, watcher, edge, stream, peer).await;
+                        }
+                    }
                     drop(slot);
                 });
             }
@@ -227,6 +278,35 @@ pub(crate) async fn serve<S>(
         }
     }
     hotel_common::server::drain(listener, graceful, grace).await;
+}
+
+/// Serves one admitted connection (cleartext or decrypted) until it closes.
+async fn serve_io<S, IO>(
+    admission: &Admission,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    edge: S,
+    stream: IO,
+    peer: SocketAddr,
+) where
+    S: Service<Request, Response = http::Response<GatewayBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Each request learns its peer and whether its connection showed smuggling-shaped
+    // framing (see `framing`).
+    let (io, conn) = admission.connection(stream, peer);
+    let svc = tower::ServiceExt::map_request(edge, move |mut r: Request| {
+        r.extensions_mut().insert(conn.clone());
+        r
+    });
+    let served = builder
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
+        .into_owned();
+    let _ = watcher.watch(served).await;
 }
 
 /// A client request as hyper hands it to the edge.

@@ -48,6 +48,21 @@ pub struct ConnLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a configuration or certificate reload.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `accepted` or `refused`.
+    pub outcome: &'static str,
+}
+
+/// Labels of a TLS handshake on the public listener.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// `ok`, or why it failed: `timeout`, `alert` (the client refused our certificate),
+    /// `protocol` (no common version, cipher or ALPN; not TLS), `io`.
+    pub outcome: &'static str,
+}
+
 /// Metrics of the edge protections (registered by [`Metrics::new`]).
 #[derive(Debug, Default)]
 pub struct EdgeMetrics {
@@ -101,6 +116,14 @@ pub struct Metrics {
     pub edge: EdgeMetrics,
     /// The HTTP cache: outcomes, bytes, entries, evictions, stale answers served.
     pub cache: crate::cache::CacheMetrics,
+    /// `gateway_config_reloads_total{outcome}`.
+    pub config_reloads: Family<ReloadLabels, Counter>,
+    /// `gateway_config_version`: the running configuration's version.
+    pub config_version: Gauge,
+    /// `gateway_tls_handshakes_total{outcome}`.
+    pub tls_handshakes: Family<HandshakeLabels, Counter>,
+    /// `gateway_tls_certificate_reloads_total{outcome}`.
+    pub tls_cert_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -133,7 +156,35 @@ impl Metrics {
         edge.register(&mut registry);
         let cache = crate::cache::CacheMetrics::default();
         cache.register(&mut registry);
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        let config_version = Gauge::default();
+        let tls_handshakes = Family::<HandshakeLabels, Counter>::default();
+        let tls_cert_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads, by outcome (accepted, refused)",
+            config_reloads.clone(),
+        );
+        registry.register(
+            "config_version",
+            "Version of the running configuration (1 at startup, +1 per reload)",
+            config_version.clone(),
+        );
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes on the public listener, by outcome",
+            tls_handshakes.clone(),
+        );
+        registry.register(
+            "tls_certificate_reloads",
+            "Reloads of the public listener's certificate files, by outcome",
+            tls_cert_reloads.clone(),
+        );
         Arc::new(Metrics {
+            config_reloads,
+            config_version,
+            tls_handshakes,
+            tls_cert_reloads,
             registry,
             requests,
             duration,

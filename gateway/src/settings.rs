@@ -80,6 +80,10 @@ pub struct Settings {
     /// The shared HTTP cache (see [`crate::cache`]).
     #[serde(default)]
     pub cache: crate::cache::CacheSettings,
+    /// TLS on the public listener (`cert`, `key` PEM paths; see
+    /// [`hotel_common::tls`]); cleartext without them.
+    #[serde(default)]
+    pub tls: hotel_common::tls::TlsSettings,
 }
 
 /// One route: requests whose path starts with `prefix` go to `service`.
@@ -166,6 +170,7 @@ impl Default for Settings {
             headers: Default::default(),
             cors: Default::default(),
             cache: Default::default(),
+            tls: Default::default(),
         }
     }
 }
@@ -249,6 +254,8 @@ pub struct Config {
     pub cors: Option<crate::cors::EdgeCorsLayer>,
     /// `[cache]`, validated (`max_bytes = 0`: no cache).
     pub cache: crate::cache::CacheSettings,
+    /// `[tls]`: both files or neither (the files are read by the listener).
+    pub tls: hotel_common::tls::TlsSettings,
 }
 
 /// The edge protections, validated. Plain data: the live state built from it (the key
@@ -319,7 +326,7 @@ impl EdgeConfig {
 }
 
 /// The largest body limit a route may have (16 MiB).
-const MAX_BODY_LIMIT: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_BODY_LIMIT: u64 = 16 * 1024 * 1024;
 
 fn check_prefix(key: &str, p: &str) -> Result<(), InvalidConfig> {
     if !p.starts_with('/') {
@@ -476,7 +483,9 @@ impl TryFrom<Settings> for Config {
         let edge = EdgeConfig::validate(&s.auth, &s.rate_limit, &s.limits, &s.headers, s.listen)
             .map_err(InvalidConfig)?;
         s.cache.validate().map_err(InvalidConfig)?;
+        s.tls.files().map_err(InvalidConfig)?;
         Ok(Config {
+            tls: s.tls,
             cache: s.cache,
             edge,
             cors: s.cors.layer().map_err(InvalidConfig)?,

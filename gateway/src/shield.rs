@@ -61,18 +61,40 @@ pub(crate) struct Protections {
     routes: Vec<(String, usize, u64)>,
     /// Requests in flight per service.
     services: Vec<Arc<InFlight>>,
+    /// What `limiter` was built from, so a reload with the same limits keeps it.
+    rate_limits: crate::ratelimit::RateLimits,
+    /// The limit of `global`, so a reload with the same limit keeps its count.
+    max_in_flight: usize,
 }
 
 impl Protections {
-    /// Fresh state for `edge` over `routes`: every bucket full, nothing in flight.
-    pub(crate) fn new(edge: &EdgeConfig, routes: &[Route]) -> Protections {
-        let limiter = Arc::new(RateLimiter::new(&edge.rate_limits));
-        let keys = Arc::new(ApiKeys::new(
+    /// The state for `edge` over `routes`. Without `before`, fresh: every bucket full,
+    /// nothing in flight. On a reload, `before` is the running state: with the same
+    /// `[rate_limit]` its limiter and every remaining client's bucket are kept (a reload
+    /// must not refill a limited client), with the same `max_in_flight` the global count.
+    pub(crate) fn build(
+        edge: &EdgeConfig,
+        routes: &[Route],
+        before: Option<&Protections>,
+    ) -> Protections {
+        let same_limits = before.filter(|b| b.rate_limits == edge.rate_limits);
+        let limiter = same_limits.map_or_else(
+            || Arc::new(RateLimiter::new(&edge.rate_limits)),
+            |b| b.limiter.clone(),
+        );
+        let keys = Arc::new(ApiKeys::succeeding(
             edge.keys.clone(),
             edge.auth.clone(),
             edge.loopback,
             limiter.clone(),
+            same_limits.map(|b| &*b.keys),
         ));
+        let global = before
+            .filter(|b| b.max_in_flight == edge.limits.max_in_flight)
+            .map_or_else(
+                || InFlight::new(edge.limits.max_in_flight),
+                |b| b.global.clone(),
+            );
         let mut names: Vec<&str> = Vec::new();
         let routes = routes
             .iter()
@@ -103,13 +125,15 @@ impl Protections {
             max_body_bytes: edge.limits.max_body_bytes,
             head: edge.limits.head(),
             retry_after_secs: edge.limits.retry_after_secs,
-            global: InFlight::new(edge.limits.max_in_flight),
+            global,
             routes,
             services,
+            rate_limits: edge.rate_limits.clone(),
+            max_in_flight: edge.limits.max_in_flight,
         }
     }
 
-    /// The live API keys (to reload them).
+    /// The live API keys (to reload the keys file alone).
     pub(crate) fn keys(&self) -> &Arc<ApiKeys> {
         &self.keys
     }

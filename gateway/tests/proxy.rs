@@ -132,7 +132,7 @@ fn target(name: &str, url: &str) -> Target {
 async fn discovering_gateway(initial: Vec<Target>) -> (Gw, watch::Sender<Targets>) {
     let (tx, rx) = watch::channel::<Targets>(Arc::new(initial));
     let cfg = Config::try_from(settings(&[], |_| {})).unwrap();
-    let app = Application::build_with(cfg, |name, _| {
+    let app = Application::build_with(cfg, move |name, _| {
         if name == "room" {
             Source::Watch(rx.clone())
         } else {

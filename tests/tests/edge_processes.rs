@@ -228,5 +228,5 @@ async fn sighup_reloads_the_keys_file_so_a_new_key_works_and_a_revoked_one_stops
     .await
     .unwrap();
     assert_eq!(status(old).await, 401);
-    assert!(gw.log_text().contains("API keys reloaded"));
+    assert!(gw.log_text().contains("configuration reloaded"));
 }

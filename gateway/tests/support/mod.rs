@@ -45,8 +45,10 @@ pub struct Gw {
     pub addr: std::net::SocketAddr,
     /// The admin listener.
     pub admin: std::net::SocketAddr,
-    /// Its live API keys (what SIGHUP reloads).
+    /// Its live API keys as built at startup (a configuration reload replaces them).
     pub keys: std::sync::Arc<hotel_gateway::auth::ApiKeys>,
+    /// Its running configuration (what `/admin/reload` and SIGHUP replace).
+    pub live: std::sync::Arc<hotel_gateway::reload::Live>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -55,7 +57,8 @@ impl Gw {
     pub fn start(app: hotel_gateway::Application) -> Gw {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr, admin) = (app.local_addr(), app.admin_addr());
-        let keys = app.api_keys().clone();
+        let keys = app.api_keys();
+        let live = app.live().clone();
         tokio::spawn(app.run_until(async move {
             let _ = rx.await;
         }));
@@ -63,6 +66,7 @@ impl Gw {
             addr,
             admin,
             keys,
+            live,
             _stop: tx,
         }
     }
@@ -71,6 +75,39 @@ impl Gw {
     pub async fn launch(s: hotel_gateway::Settings) -> Gw {
         let cfg = hotel_gateway::Config::try_from(s).unwrap();
         Gw::start(hotel_gateway::Application::build(cfg).await.unwrap())
+    }
+
+    /// Writes `s` as TOML to `file`, runs the gateway it describes, and has reloads read
+    /// that file again (as `hotel gateway --config FILE` does).
+    pub async fn launch_from_file(s: &hotel_gateway::Settings, file: &std::path::Path) -> Gw {
+        write_settings(s, file);
+        let loaded: hotel_gateway::Settings =
+            hotel_common::config::load(&hotel_gateway::Settings::default(), Some(file), "gateway")
+                .unwrap();
+        let gw = Gw::launch(loaded.clone()).await;
+        let file = file.to_owned();
+        gw.live.set_loader(
+            &loaded,
+            Box::new(move || {
+                hotel_common::config::load(
+                    &hotel_gateway::Settings::default(),
+                    Some(&file),
+                    "gateway",
+                )
+                .map_err(Into::into)
+            }),
+        );
+        gw
+    }
+
+    /// `POST /admin/reload`: the status and the JSON answer.
+    pub async fn reload(&self) -> (u16, serde_json::Value) {
+        let r = client()
+            .post(self.admin_url("/admin/reload"))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), json(r).await)
     }
 
     /// `http://ADDR{path}` on the public listener.
@@ -118,6 +155,14 @@ impl Gw {
             .unwrap();
         r.text().await.unwrap()
     }
+}
+
+/// Writes `s` to `file` as TOML, the way an operator edits `gateway.toml` (through a
+/// rename, so a reload never reads half a file).
+pub fn write_settings(s: &hotel_gateway::Settings, file: &std::path::Path) {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, toml::to_string(s).unwrap()).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
 }
 
 /// The default settings with both listeners on loopback ephemeral ports.
