@@ -29,7 +29,7 @@ use axum::{
 };
 use hotel_common::{Problem, extract::Query};
 use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +43,7 @@ pub const MAX_LIMIT: u32 = 1000;
 /// The feed of one service instance's outbox.
 #[derive(Clone, Debug)]
 pub struct Feed {
-    pool: SqlitePool,
+    pool: AnyPool,
     metrics: Arc<EventMetrics>,
     /// Cancelled when the instance starts shutting down: waiting reads answer at once,
     /// so they do not hold up the drain.
@@ -90,7 +90,7 @@ pub type ConsumerStatusView = serde_json::Value;
 
 impl Feed {
     /// The feed of the outbox in `pool`.
-    pub fn new(pool: SqlitePool, metrics: Arc<EventMetrics>) -> Feed {
+    pub fn new(pool: AnyPool, metrics: Arc<EventMetrics>) -> Feed {
         Feed {
             pool,
             metrics,

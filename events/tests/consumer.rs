@@ -13,7 +13,7 @@ use hotel_events::{
     outbox,
 };
 use hotel_testkit::{TempDir, eventually};
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::{AnyConnection, AnyPool};
 use std::{
     sync::{
         Arc, Mutex,
@@ -69,7 +69,7 @@ struct Sum {
 impl Handler for Sum {
     fn handle<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut AnyConnection,
         event: &'a CloudEvent,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
@@ -89,7 +89,7 @@ impl Handler for Sum {
             let n = event.data["n"]
                 .as_i64()
                 .ok_or_else(|| HandleError::Reject("no n".into()))?;
-            sqlx::query("UPDATE total SET n = n + ?")
+            sqlx::query("UPDATE total SET n = n + $1")
                 .bind(n)
                 .execute(&mut *conn)
                 .await?;
@@ -98,7 +98,7 @@ impl Handler for Sum {
     }
 }
 
-async fn database(dir: &TempDir) -> SqlitePool {
+async fn database(dir: &TempDir) -> AnyPool {
     let pool = hotel_common::db::open(&dir.path().join("consumer.db"))
         .await
         .unwrap();
@@ -113,7 +113,7 @@ async fn database(dir: &TempDir) -> SqlitePool {
 }
 
 /// Writes an event through a real producer (into a scratch outbox) and returns its JSON.
-async fn event(producer: &Producer, pool: &SqlitePool, kind: &str, n: i64) -> String {
+async fn event(producer: &Producer, pool: &AnyPool, kind: &str, n: i64) -> String {
     let mut conn = pool.acquire().await.unwrap();
     let e = producer
         .publish(&mut conn, kind, n, &serde_json::json!({ "n": n }))
@@ -124,7 +124,7 @@ async fn event(producer: &Producer, pool: &SqlitePool, kind: &str, n: i64) -> St
 
 fn consumer(
     name: &str,
-    pool: &SqlitePool,
+    pool: &AnyPool,
     source: Arc<MemoryFeed>,
     handler: Arc<Sum>,
     metrics: Arc<EventMetrics>,
@@ -147,7 +147,7 @@ fn consumer(
     }
 }
 
-async fn total(pool: &SqlitePool) -> i64 {
+async fn total(pool: &AnyPool) -> i64 {
     let (n,): (i64,) = sqlx::query_as("SELECT n FROM total")
         .fetch_one(pool)
         .await

@@ -1,7 +1,11 @@
 //! The booking service's settings: defaults < `config/booking.toml` < `HOTEL_BOOKING__*`
 //! environment < command line.
 
-use hotel_common::{config::RegistryLink, process::ProcessArgs};
+use hotel_common::{
+    config::RegistryLink,
+    db::{DatabaseSettings, Location},
+    process::ProcessArgs,
+};
 use hotel_events::EventSettings;
 use hotel_service::ServiceConfig;
 use hotel_upstream::{PolicySettings, ServicePolicy};
@@ -58,6 +62,10 @@ pub struct Settings {
     /// registry).
     #[serde(default)]
     pub events: EventSettings,
+    /// The service's database (`[database]`): a SQLite file in `data_dir` (default) or
+    /// PostgreSQL (`url = "postgres://..."`), with the pool's size and acquire timeout.
+    #[serde(default)]
+    pub database: DatabaseSettings,
 }
 
 impl Default for Settings {
@@ -77,6 +85,7 @@ impl Default for Settings {
             max_days_ahead: 730,
             registry: RegistryLink::default(),
             events: EventSettings::default(),
+            database: DatabaseSettings::default(),
         }
     }
 }
@@ -85,6 +94,12 @@ impl Settings {
     /// The database file: `<data_dir>/booking.db`.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("booking.db")
+    }
+
+    /// Where the database is: `database.url`, else [`Self::database_path`]; an error
+    /// names the bad key.
+    pub fn database_location(&self) -> Result<Location, String> {
+        self.database.location(self.database_path())
     }
 }
 

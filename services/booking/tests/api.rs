@@ -854,7 +854,7 @@ async fn bookings_stored_before_versions_existed_read_back_as_version_1_last_cha
         sqlx::query(
             "INSERT INTO bookings (id, customer_id, room_id, check_in, check_out, guests, \
              status, total_cents, created_at, cancelled_at) \
-             VALUES (?, ?, ?, '2027-01-01', '2027-01-02', 1, ?, 100, ?, ?)",
+             VALUES ($1, $2, $3, '2027-01-01', '2027-01-02', 1, $4, 100, $5, $6)",
         )
         .bind(id.to_string())
         .bind(Uuid::new_v4().to_string())

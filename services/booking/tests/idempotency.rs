@@ -51,7 +51,7 @@ async fn assert_booked_once(app: &TestApp, room: Uuid) {
 }
 
 /// Opens the app's own database, as another replica sharing it would.
-async fn database(app: &TestApp) -> sqlx::SqlitePool {
+async fn database(app: &TestApp) -> sqlx::AnyPool {
     let any: std::net::SocketAddr = ([127, 0, 0, 1], 1).into();
     hotel_booking::open_database(&support::settings(&app.dir, any, any))
         .await
@@ -236,7 +236,7 @@ async fn plant_reservation(app: &TestApp, key: &str, body: &Value, owner: &str, 
     let now = hotel_booking::idempotency::now_ms();
     sqlx::query(
         "INSERT INTO idempotency_keys (key, request_hash, state, created_at, locked_at, owner) \
-         VALUES (?1, ?2, 'in_flight', ?3, ?4, ?5)",
+         VALUES ($1, $2, 'in_flight', $3, $4, $5)",
     )
     .bind(key)
     .bind(hotel_booking::idempotency::request_hash(&req))

@@ -20,7 +20,7 @@ async fn app() -> TestApp {
 }
 
 /// The whole router over `pool`, with the events of an instance with `settings`.
-fn full_router(settings: &Settings, pool: sqlx::SqlitePool) -> axum::Router {
+fn full_router(settings: &Settings, pool: sqlx::AnyPool) -> axum::Router {
     let events = hotel_service::Events::new(settings, pool.clone()).expect("events");
     router(pool, settings.cache.cache_control(), &events)
 }
@@ -859,7 +859,7 @@ async fn rooms_stored_before_versions_existed_read_back_as_version_1_last_change
     let created_at: i64 = 1_796_464_800_250_000;
     sqlx::query(
         "INSERT INTO rooms (id, number, number_key, kind, capacity, nightly_rate_cents, \
-         status, created_at) VALUES (?, '9', '9', 'single', 1, 100, 'available', ?)",
+         status, created_at) VALUES ($1, '9', '9', 'single', 1, 100, 'available', $2)",
     )
     .bind(id.to_string())
     .bind(created_at)

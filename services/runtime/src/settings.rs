@@ -8,7 +8,9 @@
 //! not support `flatten` together with `deny_unknown_fields`, and a misspelt key must
 //! stay an error naming the key.
 
-use hotel_common::{conditional::CacheControl, config::RegistryLink, process::ProcessArgs};
+use hotel_common::{
+    conditional::CacheControl, config::RegistryLink, db::{DatabaseSettings, Location}, process::ProcessArgs,
+};
 use hotel_events::EventSettings;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::{fmt::Debug, marker::PhantomData, net::SocketAddr, path::PathBuf, time::Duration};
@@ -97,6 +99,9 @@ pub struct ServiceSettings<R: Role> {
     pub cache: R::Cache,
     /// How events are published and consumed (`[events]`).
     pub events: EventSettings,
+    /// The service's database (`[database]`): a SQLite file in `data_dir` (default) or
+    /// PostgreSQL (`url = "postgres://..."`), with the pool's size and acquire timeout.
+    pub database: DatabaseSettings,
     /// Which service these settings are for; no value, never read from config.
     #[serde(skip)]
     pub role: PhantomData<R>,
@@ -115,6 +120,7 @@ impl<R: Role> Clone for ServiceSettings<R> {
             registry: self.registry.clone(),
             cache: self.cache.clone(),
             events: self.events.clone(),
+            database: self.database.clone(),
             role: PhantomData,
         }
     }
@@ -130,6 +136,7 @@ impl<R: Role> PartialEq for ServiceSettings<R> {
             && self.registry == other.registry
             && self.cache == other.cache
             && self.events == other.events
+            && self.database == other.database
     }
 }
 
@@ -146,6 +153,7 @@ impl<R: Role> Default for ServiceSettings<R> {
             registry: RegistryLink::default(),
             cache: R::Cache::default(),
             events: EventSettings::default(),
+            database: DatabaseSettings::default(),
             role: PhantomData,
         }
     }
@@ -155,6 +163,12 @@ impl<R: Role> ServiceSettings<R> {
     /// The database file every replica opens: `<data_dir>/<role>.db`.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join(format!("{}.db", R::NAME))
+    }
+
+    /// Where the database is: `database.url`, else [`Self::database_path`]; an error
+    /// names the bad key.
+    pub fn database_location(&self) -> Result<Location, String> {
+        self.database.location(self.database_path())
     }
 
     /// Applies the command-line options, which win over file and environment.

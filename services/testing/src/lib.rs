@@ -13,7 +13,10 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
-pub use hotel_testkit::TempDir;
+pub use hotel_testkit::{
+    TempDir,
+    postgres::{Backend, TestDb},
+};
 
 /// What a test reads back from one call.
 #[derive(Debug)]
@@ -50,18 +53,22 @@ impl Reply {
     }
 }
 
-/// A service router over its own database file.
+/// A service router over its own database.
 pub struct TestApp {
     /// The service's whole router (not served; called with `oneshot`).
     pub router: Router,
-    /// The directory of its database, removed with the app.
-    pub dir: TempDir,
+    /// Its database (the directory of its file, or its PostgreSQL database), removed
+    /// with the app.
+    pub db: TestDb,
 }
 
 impl TestApp {
-    /// Wraps `router`, which keeps its database in `dir`.
-    pub fn new(router: Router, dir: TempDir) -> Self {
-        TestApp { router, dir }
+    /// Wraps `router`, which keeps its database in `db` (a `TempDir` for a SQLite file).
+    pub fn new(router: Router, db: impl Into<TestDb>) -> Self {
+        TestApp {
+            router,
+            db: db.into(),
+        }
     }
 
     /// Sends a request with an optional JSON body.
