@@ -134,7 +134,12 @@ pub enum Backend {
 impl Backend {
     /// The backend of `pool`.
     pub fn of(pool: &AnyPool) -> Backend {
-        if pool.connect_options().database_url.scheme().starts_with("postgres") {
+        if pool
+            .connect_options()
+            .database_url
+            .scheme()
+            .starts_with("postgres")
+        {
             Backend::Postgres
         } else {
             Backend::Sqlite
@@ -165,7 +170,10 @@ const WRITE_LOCK: i64 = 0x686f_7465_6c77; // "hotelw"
 
 /// Opens the database at `location` with the pool `settings`; a SQLite file is created
 /// (private) when missing.
-pub async fn open(location: &Location, settings: &DatabaseSettings) -> Result<AnyPool, sqlx::Error> {
+pub async fn open(
+    location: &Location,
+    settings: &DatabaseSettings,
+) -> Result<AnyPool, sqlx::Error> {
     sqlx::any::install_default_drivers();
     let pool = AnyPoolOptions::new()
         .max_connections(settings.max_connections)
@@ -195,8 +203,12 @@ async fn open_sqlite(path: &Path, pool: AnyPoolOptions) -> Result<AnyPool, sqlx:
     // failing, and WAL's usual `synchronous = NORMAL` (foreign keys are on by default).
     let pool = pool.after_connect(|conn, _| {
         Box::pin(async move {
-            sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
-            sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+            sqlx::query("PRAGMA busy_timeout = 10000")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut *conn)
+                .await?;
             Ok(())
         })
     });
@@ -206,7 +218,9 @@ async fn open_sqlite(path: &Path, pool: AnyPoolOptions) -> Result<AnyPool, sqlx:
     let lock = file_lock(path).await.map_err(sqlx::Error::Io)?;
     let opened = async {
         let pool = pool.connect_with(opts).await?;
-        sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&pool)
+            .await?;
         Ok(pool)
     }
     .await;
@@ -373,9 +387,8 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
 /// Whether `e` is PostgreSQL's exclusion-constraint violation (SQLSTATE `23P01`) of the
 /// constraint named `constraint`: two rows that the constraint says may not coexist.
 pub fn is_exclusion_violation(e: &sqlx::Error, constraint: &str) -> bool {
-    e.as_database_error().is_some_and(|d| {
-        d.code().as_deref() == Some("23P01") && d.constraint() == Some(constraint)
-    })
+    e.as_database_error()
+        .is_some_and(|d| d.code().as_deref() == Some("23P01") && d.constraint() == Some(constraint))
 }
 
 /// Whether `e` is worth retrying elsewhere or later: the database is unreachable (the
@@ -422,9 +435,12 @@ mod tests {
         let root = hotel_testkit::TempDir::new("db");
         let dir = root.join("data");
         let path = dir.join("room.db");
-        let pool = open(&Location::Sqlite(path.clone()), &DatabaseSettings::default())
-            .await
-            .unwrap();
+        let pool = open(
+            &Location::Sqlite(path.clone()),
+            &DatabaseSettings::default(),
+        )
+        .await
+        .unwrap();
         sqlx::query("CREATE TABLE t (x INTEGER)")
             .execute(&pool)
             .await
@@ -455,10 +471,7 @@ mod tests {
         let migrator = sqlx::migrate::Migrator::new(migrations.as_path())
             .await
             .unwrap();
-        let err = migrate(&pool, &migrator)
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = migrate(&pool, &migrator).await.unwrap_err().to_string();
         assert!(err.contains("share version 1"), "{err}");
         let tables: i64 =
             sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name IN ('a', 'b')")
@@ -469,18 +482,66 @@ mod tests {
         pool.close().await;
     }
 
-    #[test]
-    fn every_service_migration_history_has_distinct_versions() {
-        let services = Path::new(env!("CARGO_MANIFEST_DIR")).join("../services");
-        for service in ["customer", "room", "booking"] {
-            let mut versions = std::collections::BTreeMap::new();
-            for entry in std::fs::read_dir(services.join(service).join("migrations")).unwrap() {
-                let name = entry.unwrap().file_name().into_string().unwrap();
-                let version = name.split('_').next().unwrap().to_owned();
-                if let Some(other) = versions.insert(version.clone(), name.clone()) {
-                    panic!("{service}: {other} and {name} share version {version}");
-                }
+    /// The files of one migration history, by version.
+    fn history(dir: &Path) -> std::collections::BTreeMap<String, String> {
+        let mut versions = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let version = name.split('_').next().unwrap().to_owned();
+            if let Some(other) = versions.insert(version.clone(), name.clone()) {
+                panic!(
+                    "{}: {other} and {name} share version {version}",
+                    dir.display()
+                );
             }
         }
+        versions
+    }
+
+    #[test]
+    fn every_service_migration_history_has_distinct_versions_and_one_twin_per_backend() {
+        let services = Path::new(env!("CARGO_MANIFEST_DIR")).join("../services");
+        for service in ["customer", "room", "booking"] {
+            let sqlite = history(&services.join(service).join("migrations"));
+            let postgres = history(&services.join(service).join("migrations-postgres"));
+            assert_eq!(
+                sqlite, postgres,
+                "{service}: every migration needs its twin, same file name, in \
+                 migrations/ (SQLite) and migrations-postgres/ (PostgreSQL)"
+            );
+        }
+    }
+
+    #[test]
+    fn database_urls_choose_the_backend_and_bad_settings_name_their_key() {
+        let file = PathBuf::from("/data/room.db");
+        let with = |url: Option<&str>| DatabaseSettings {
+            url: url.map(str::to_owned),
+            ..DatabaseSettings::default()
+        };
+        assert_eq!(
+            with(None).location(file.clone()),
+            Ok(Location::Sqlite(file.clone()))
+        );
+        assert_eq!(
+            with(Some("sqlite:///srv/x.db")).location(file.clone()),
+            Ok(Location::Sqlite(PathBuf::from("/srv/x.db")))
+        );
+        let pg = with(Some("postgres://hotel:secret@db:5432/hotel_room"))
+            .location(file.clone())
+            .unwrap();
+        assert_eq!(pg.backend(), Backend::Postgres);
+        assert!(!pg.to_string().contains("secret"), "{pg}");
+        let err = with(Some("mysql://db/x"))
+            .location(file.clone())
+            .unwrap_err();
+        assert!(err.starts_with("database.url"), "{err}");
+        let err = DatabaseSettings {
+            max_connections: 0,
+            ..DatabaseSettings::default()
+        }
+        .location(file)
+        .unwrap_err();
+        assert!(err.starts_with("database.max_connections"), "{err}");
     }
 }

@@ -172,14 +172,16 @@ impl Producer {
             traceparent,
         };
         let body = serde_json::to_string(&event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        sqlx::query("INSERT INTO event_outbox (id, type, body, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(id.to_string())
-            .bind(kind)
-            .bind(body)
-            .bind(now)
-            .execute(&mut *conn)
-            .instrument(span.clone())
-            .await?;
+        sqlx::query(
+            "INSERT INTO event_outbox (id, type, body, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id.to_string())
+        .bind(kind)
+        .bind(body)
+        .bind(now)
+        .execute(&mut *conn)
+        .instrument(span.clone())
+        .await?;
         span.in_scope(
             || tracing::debug!(event.id = %id, event.type = %kind, "event written to the outbox"),
         );

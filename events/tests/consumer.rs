@@ -99,9 +99,12 @@ impl Handler for Sum {
 }
 
 async fn database(dir: &TempDir) -> AnyPool {
-    let pool = hotel_common::db::open(&dir.path().join("consumer.db"))
-        .await
-        .unwrap();
+    let pool = hotel_common::db::open(
+        &hotel_common::db::Location::Sqlite(dir.path().join("consumer.db")),
+        &hotel_common::db::DatabaseSettings::default(),
+    )
+    .await
+    .unwrap();
     outbox::create_tables(&pool).await.unwrap();
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS total (n INTEGER NOT NULL); INSERT INTO total VALUES (0);",

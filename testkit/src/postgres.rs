@@ -56,7 +56,13 @@ impl TestDatabase {
         let server = server_url()?;
         let label: String = label
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .take(30)
             .collect();
         let name = format!("t_{label}_{}", uuid::Uuid::new_v4().simple());

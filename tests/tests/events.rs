@@ -22,7 +22,7 @@ use anyhow::{Context, Result, ensure};
 use cluster_support::Cluster;
 use hotel_tests::{Proc, TempDir, day, eventually, spawn_instance, wait_ready};
 use serde_json::{Value, json};
-use sqlx::{Connection, AnyConnection};
+use sqlx::{AnyConnection, Connection};
 use std::{
     collections::HashMap,
     path::Path,

@@ -1,10 +1,13 @@
 //! The bookings table: the one place that decides whether a room's nights are free.
 //!
-//! The overlap check and the insert run in one `BEGIN IMMEDIATE` transaction, which takes
-//! SQLite's write lock before the check. Every replica of the service opens the same
-//! database file, so two processes taking conflicting requests at the same moment are
-//! serialised by the file lock (the loser waits up to the busy timeout) and the second one
-//! sees the first one's booking.
+//! The overlap check and the insert run in one `db::begin_immediate` transaction, which
+//! takes the database's write lock before the check: SQLite's file lock (every replica on
+//! the host opens the same file), or on PostgreSQL the service's advisory write lock
+//! (replicas on any host). Two replicas taking conflicting requests at the same moment
+//! are serialised (the loser waits) and the second one sees the first one's booking.
+//! On PostgreSQL the database enforces it besides: the exclusion constraint
+//! `bookings_no_overlap` (over `daterange`, with btree_gist) refuses a second confirmed
+//! booking of a room for overlapping nights whatever wrote it, answered as the same 409.
 
 use crate::{
     error::BookingError,
@@ -17,7 +20,7 @@ use hotel_common::{
     page::{Keyset, Page, rfc3339_micros},
 };
 use hotel_events::Producer;
-use sqlx::{FromRow, AnyPool};
+use sqlx::{AnyPool, FromRow};
 use std::collections::HashSet;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -134,8 +137,29 @@ impl Draft {
     }
 }
 
+/// The database's own refusal of an overlap (PostgreSQL's exclusion constraint
+/// `bookings_no_overlap`) is the same 409 as the check above it: the check names the
+/// clashing stay, the constraint only guarantees there is one, so the 409 names the
+/// requested nights. Anything else stays a database error.
+fn overlap_or(e: sqlx::Error, draft: &Draft) -> BookingError {
+    if db::is_exclusion_violation(&e, "bookings_no_overlap") {
+        tracing::warn!(room_id = %draft.room_id, "overlap refused by the database's exclusion constraint");
+        BookingError::Overlap {
+            room_id: draft.room_id,
+            check_in: format_date(draft.stay.check_in),
+            check_out: format_date(draft.stay.check_out),
+        }
+    } else {
+        BookingError::from(e)
+    }
+}
+
 /// The booking with `id` read through `conn` (the pool, or a transaction).
-async fn fetch<'c, E>(backend: db::Backend, conn: E, id: Uuid) -> Result<Versioned<Booking>, BookingError>
+async fn fetch<'c, E>(
+    backend: db::Backend,
+    conn: E,
+    id: Uuid,
+) -> Result<Versioned<Booking>, BookingError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
@@ -218,7 +242,8 @@ impl Store {
         .bind(draft.created_at)
         .execute(&mut *tx)
         .instrument(db::span(backend, "INSERT", "bookings"))
-        .await?;
+        .await
+        .map_err(|e| overlap_or(e, draft))?;
         let booking = draft.to_booking();
         self.producer
             .publish(&mut tx, hotel_events::BOOKING_CREATED, booking.id, &booking)

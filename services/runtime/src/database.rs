@@ -46,7 +46,12 @@ pub async fn connect<R: DatabaseService>(
     settings: &ServiceSettings<R>,
 ) -> Result<AnyPool, BoxError> {
     let location = settings.database_location()?;
-    open_and_migrate(&location, &settings.database, R::migrator(location.backend())).await
+    open_and_migrate(
+        &location,
+        &settings.database,
+        R::migrator(location.backend()),
+    )
+    .await
 }
 
 /// Opens the database at `location` and brings its schema up to date: `migrator`, then

@@ -9,7 +9,10 @@
 //! stay an error naming the key.
 
 use hotel_common::{
-    conditional::CacheControl, config::RegistryLink, db::{DatabaseSettings, Location}, process::ProcessArgs,
+    conditional::CacheControl,
+    config::RegistryLink,
+    db::{DatabaseSettings, Location},
+    process::ProcessArgs,
 };
 use hotel_events::EventSettings;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
