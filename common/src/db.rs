@@ -323,6 +323,15 @@ pub async fn ping(pool: &AnyPool, within: Duration) -> Result<(), String> {
     }
     match tokio::time::timeout(within, sqlx::query("SELECT 1").execute(pool)).await {
         Ok(Ok(_)) => Ok(()),
+        // Every connection open and in use: the database answers, the instance is busy
+        // (writes queue for the write lock under load). Failing readiness here would take
+        // a working instance out of rotation exactly when it is needed; a database that
+        // is down breaks those connections, and the pool shrinks.
+        Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_)
+            if pool.num_idle() == 0 && pool.size() >= pool.options().get_max_connections() =>
+        {
+            Ok(())
+        }
         Ok(Err(e)) => Err(format!("database unreachable: {e}")),
         Err(_) => Err(format!("database unreachable: no answer within {within:?}")),
     }
@@ -375,6 +384,39 @@ pub async fn migrate(
     let result = migrator.run(pool).await;
     drop(lock);
     result
+}
+
+/// Makes sure the database `name` exists on the PostgreSQL server at `server_url`
+/// (connecting to the database that URL names), creating it when missing and allowed;
+/// answers the URL of `name` on that server. Used by `hotel up --postgres` to give each
+/// service a database of its own.
+pub async fn ensure_postgres_database(server_url: &str, name: &str) -> Result<String, String> {
+    use sqlx::Connection;
+    let shown = redact(server_url);
+    let mut url = url::Url::parse(server_url).map_err(|e| format!("{shown}: {e}"))?;
+    let mut conn = sqlx::PgConnection::connect(server_url)
+        .await
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut conn)
+        .await
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if exists.is_none() {
+        // The name is ours (hotel_<role>), not user input: quoting it is enough.
+        let created = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await;
+        match created {
+            Ok(_) => tracing::info!(database = name, server = %shown, "database created"),
+            // Another `hotel up` created it meanwhile (duplicate_database).
+            Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42P04") => {}
+            Err(e) => return Err(format!("{shown}: cannot create database {name}: {e}")),
+        }
+    }
+    conn.close().await.ok();
+    url.set_path(name);
+    Ok(url.to_string())
 }
 
 /// Whether `e` is a UNIQUE (or primary key) constraint violation: the request conflicts
