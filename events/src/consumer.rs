@@ -479,7 +479,8 @@ async fn set_position(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO event_positions (producer, seq, updated_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (producer) DO UPDATE SET seq = CASE WHEN seq > $2 THEN seq ELSE $2 END, updated_at = $3",
+         ON CONFLICT (producer) DO UPDATE SET seq = CASE WHEN event_positions.seq > $2 THEN event_positions.seq ELSE $2 END, \
+         updated_at = $3",
     )
     .bind(producer)
     .bind(seq)

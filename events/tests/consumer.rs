@@ -12,7 +12,10 @@ use hotel_events::{
     consumer::{Consumer, Running, position},
     outbox,
 };
-use hotel_testkit::{TempDir, eventually};
+use hotel_testkit::{
+    eventually,
+    postgres::{Backend, TestDb},
+};
 use sqlx::{AnyConnection, AnyPool};
 use std::{
     sync::{
@@ -98,16 +101,18 @@ impl Handler for Sum {
     }
 }
 
-async fn database(dir: &TempDir) -> AnyPool {
-    let pool = hotel_common::db::open(
-        &hotel_common::db::Location::Sqlite(dir.path().join("consumer.db")),
-        &hotel_common::db::DatabaseSettings::default(),
-    )
-    .await
-    .unwrap();
+/// The consumer's database on `db`'s backend, with the bus's tables and `total`.
+async fn database(db: &TestDb) -> AnyPool {
+    let location = match db.url() {
+        Some(url) => hotel_common::db::Location::Postgres(url),
+        None => hotel_common::db::Location::Sqlite(db.dir.path().join("consumer.db")),
+    };
+    let pool = hotel_common::db::open(&location, &hotel_common::db::DatabaseSettings::default())
+        .await
+        .unwrap();
     outbox::create_tables(&pool).await.unwrap();
     sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS total (n INTEGER NOT NULL); INSERT INTO total VALUES (0);",
+        "CREATE TABLE IF NOT EXISTS total (n BIGINT NOT NULL); INSERT INTO total VALUES (0);",
     )
     .execute(&pool)
     .await
@@ -159,10 +164,25 @@ async fn total(pool: &AnyPool) -> i64 {
 }
 
 #[tokio::test]
-async fn competing_consumers_apply_each_event_once_and_dead_letter_what_they_cannot_apply() {
-    let dir = TempDir::new("events-consumer");
+async fn competing_consumers_apply_each_event_once_and_dead_letter_what_they_cannot_apply_on_sqlite()
+ {
+    competing_consumers(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn competing_consumers_apply_each_event_once_and_dead_letter_what_they_cannot_apply_on_postgres()
+ {
+    competing_consumers(Backend::Postgres).await;
+}
+
+async fn competing_consumers(backend: Backend) {
+    let Some(dir) = TestDb::new(backend, "events-consumer").await else {
+        return;
+    };
     let pool = database(&dir).await;
-    let scratch_dir = TempDir::new("events-scratch");
+    let Some(scratch_dir) = TestDb::new(backend, "events-scratch").await else {
+        return;
+    };
     let scratch = database(&scratch_dir).await;
     let producer = Producer::new("producer", "producer-1", EventMetrics::new());
     let feed = Arc::new(MemoryFeed::default());

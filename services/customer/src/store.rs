@@ -255,8 +255,9 @@ pub async fn count_bookings(
          SELECT $1, CASE WHEN $2 > 0 THEN $2 ELSE 0 END, $3 \
          WHERE EXISTS (SELECT 1 FROM customers WHERE id = $1) \
          ON CONFLICT (customer_id) DO UPDATE SET \
-           active = CASE WHEN active + $2 > 0 THEN active + $2 ELSE 0 END, \
-           cancelled = cancelled + $3",
+           active = CASE WHEN customer_bookings.active + $2 > 0 \
+             THEN customer_bookings.active + $2 ELSE 0 END, \
+           cancelled = customer_bookings.cancelled + $3",
     )
     .bind(id.to_string())
     .bind(active)
