@@ -51,13 +51,18 @@ install() {
     if bindir >/dev/null; then
         return 0
     fi
-    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-        say "initdb not found, and installing needs root and apt-get: apt-get install postgresql"
+    local sudo=()
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo=(sudo -n)
+    fi
+    if { [ "$(id -u)" != 0 ] && [ ${#sudo[@]} = 0 ]; } || ! command -v apt-get >/dev/null 2>&1; then
+        say "initdb not found, and installing needs root (or sudo) and apt-get: apt-get install postgresql"
         return 1
     fi
     say "installing postgresql (apt-get)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null ||
-        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; }
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null ||
+        { "${sudo[@]}" apt-get update -q >/dev/null &&
+            "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; }
     bindir >/dev/null
 }
 
