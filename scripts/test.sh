@@ -6,6 +6,11 @@
 # says so and passes; in CI (CI=true) a Jaeger that cannot be installed or started fails
 # the run. Extra arguments go to `cargo test`.
 #
+# PostgreSQL (scripts/postgres.sh: Debian's package, a private cluster on its own port)
+# is installed and started the same way: the services' tests then run on both backends
+# (HOTEL_TEST_POSTGRES_URL); without it the PostgreSQL variants say they are skipped, and
+# in CI they fail.
+#
 # The container tests (tests/tests/containers.rs: compose; tests/tests/k8s.rs: the
 # Kubernetes manifests with `podman kube play`) install what they need themselves through
 # scripts/podman.sh (podman, runc, catatonit, podman-compose; root and apt) and
@@ -16,9 +21,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 jaeger_pid_we_started=""
+postgres_we_started=""
 cleanup() {
     if [ -n "$jaeger_pid_we_started" ]; then
         ./scripts/jaeger.sh stop || true
+    fi
+    if [ -n "$postgres_we_started" ]; then
+        ./scripts/postgres.sh stop || true
     fi
 }
 trap cleanup EXIT
@@ -51,6 +60,31 @@ fi
 if [ -n "$jaeger_ready" ]; then
     export HOTEL_TEST_JAEGER="$ui"
     export HOTEL_TEST_OTLP_ENDPOINT="http://127.0.0.1:${JAEGER_OTLP_GRPC_PORT:-4317}"
+fi
+
+if [ -n "${HOTEL_TEST_POSTGRES_URL:-}" ]; then
+    echo "test.sh: using the PostgreSQL at HOTEL_TEST_POSTGRES_URL" >&2
+elif ./scripts/postgres.sh install; then
+    if ./scripts/postgres.sh status | grep -q '^running'; then
+        HOTEL_TEST_POSTGRES_URL="$(./scripts/postgres.sh url)"
+    elif HOTEL_TEST_POSTGRES_URL="$(./scripts/postgres.sh start)"; then
+        postgres_we_started=yes
+    else
+        HOTEL_TEST_POSTGRES_URL=""
+    fi
+    if [ -n "$HOTEL_TEST_POSTGRES_URL" ]; then
+        export HOTEL_TEST_POSTGRES_URL
+    elif [ "${CI:-}" = "true" ]; then
+        echo "test.sh: PostgreSQL is required in CI: it did not start" >&2
+        exit 1
+    else
+        echo "test.sh: running without PostgreSQL (it did not start); its tests will be skipped" >&2
+    fi
+elif [ "${CI:-}" = "true" ]; then
+    echo "test.sh: PostgreSQL is required in CI: it could not be installed" >&2
+    exit 1
+else
+    echo "test.sh: running without PostgreSQL (it could not be installed); its tests will be skipped" >&2
 fi
 
 # --no-fail-fast: one run shows every failing test, not only the first failing binary.

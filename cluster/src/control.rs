@@ -374,6 +374,7 @@ mod tests {
             data_dir: std::env::temp_dir(),
             exe: "/nonexistent/hotel".into(),
             otlp_endpoint: None,
+            databases: Default::default(),
             registry_token: "r".into(),
             admin_token: "a".into(),
             api_key: "k".into(),

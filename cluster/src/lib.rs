@@ -24,7 +24,7 @@ use clusterfile::{ClusterFile, Lock};
 use control::ControlClient;
 use hotel_common::process::BoxError;
 use settings::{ReplicaSpec, Role, UpSettings};
-use std::{io::Write, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{collections::BTreeMap, io::Write, path::PathBuf, process::ExitCode, sync::Arc};
 use supervisor::{Supervisor, UpConfig};
 
 /// Commands that launch or control a local cluster.
@@ -118,6 +118,11 @@ pub struct UpArgs {
     /// <data-dir>/tls/ on first use (the banner says how to trust it).
     #[arg(long)]
     pub tls: bool,
+    /// Put every service's database on this PostgreSQL server
+    /// (`postgres://USER@HOST:PORT/DB`): customer, room and booking each get their own
+    /// database `hotel_<service>` there, created when missing (and the role may).
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
 }
 
 /// `hotel status` options.
@@ -486,7 +491,17 @@ async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
     } else {
         None
     };
+    let mut databases = BTreeMap::new();
+    if let Some(server) = args.postgres.as_deref().filter(|u| !u.trim().is_empty()) {
+        for role in Role::SERVICES {
+            let url = hotel_common::db::ensure_postgres_database(server, &format!("hotel_{role}"))
+                .await
+                .map_err(|e| format!("--postgres: {e}"))?;
+            databases.insert(role, url);
+        }
+    }
     let cfg = UpConfig {
+        databases,
         registry_token: pick(&settings.registry_token, "reg_"),
         admin_token: pick(&settings.admin_token, "adm_"),
         api_key: pick(&settings.api_key, "hk_dev_"),

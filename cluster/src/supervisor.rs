@@ -247,6 +247,9 @@ pub struct UpConfig {
     pub exe: PathBuf,
     /// OTLP endpoint passed to every child, when set.
     pub otlp_endpoint: Option<String>,
+    /// Each service's `database.url` (`hotel up --postgres`); a service missing here
+    /// keeps its SQLite file in the data directory.
+    pub databases: BTreeMap<Role, String>,
     /// Bearer token of the registry.
     pub registry_token: String,
     /// Bearer token of the gateway admin API.
@@ -324,6 +327,9 @@ fn child_env(role: Role, cfg: &UpConfig, urls: &ChildUrls) -> Vec<(String, Strin
                 cfg.registry_token.clone(),
             ));
             env.push((format!("{prefix}FAULT_TOKEN"), cfg.fault_token.clone()));
+            if let Some(url) = cfg.databases.get(&role) {
+                env.push((format!("{prefix}DATABASE__URL"), url.clone()));
+            }
         }
     }
     if let Some(endpoint) = &cfg.otlp_endpoint {
@@ -1229,6 +1235,7 @@ mod tests {
             data_dir: PathBuf::from("/tmp/x"),
             exe: PathBuf::from("hotel"),
             otlp_endpoint: Some("http://127.0.0.1:4317".into()),
+            databases: BTreeMap::from([(Role::Room, "postgres://db/hotel_room".to_owned())]),
             registry_token: "rt".into(),
             admin_token: "at".into(),
             api_key: "key".into(),
@@ -1243,6 +1250,10 @@ mod tests {
         };
         let room = child_env(Role::Room, &cfg, &urls(None));
         assert!(room.contains(&("HOTEL_ROOM__REGISTRY__URL".into(), "http://r".into())));
+        assert!(room.contains(&(
+            "HOTEL_ROOM__DATABASE__URL".into(),
+            "postgres://db/hotel_room".into()
+        )));
         assert!(room.contains(&("HOTEL_ROOM__REGISTRY__TOKEN".into(), "rt".into())));
         assert!(room.contains(&(
             "OTEL_EXPORTER_OTLP_ENDPOINT".into(),

@@ -28,7 +28,7 @@ use crate::{
 use futures::future::BoxFuture;
 use hotel_common::{db, page};
 use hotel_registry::client::{RegistryClient, Watcher};
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::{AnyConnection, AnyPool};
 use std::{sync::Arc, time::Duration};
 use tracing::Instrument;
 
@@ -77,7 +77,7 @@ pub trait Handler: Send + Sync + 'static {
     /// the inbox row and the position: commit is the caller's.
     fn handle<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut AnyConnection,
         event: &'a CloudEvent,
     ) -> BoxFuture<'a, Result<(), HandleError>>;
 }
@@ -234,7 +234,7 @@ pub struct Consumer {
     /// This instance's name, for logs and spans.
     pub instance: String,
     /// The database holding this service's inbox and positions.
-    pub pool: SqlitePool,
+    pub pool: AnyPool,
     /// What to consume.
     pub subscription: Subscription,
     /// Where from.
@@ -351,6 +351,7 @@ impl Consumer {
         parsed: Result<CloudEvent, String>,
     ) -> Result<Outcome, String> {
         let producer = self.subscription.producer;
+        let backend = db::Backend::of(&self.pool);
         let db_err = |e: sqlx::Error| {
             format!(
                 "applying event at {producer} position {}: {e}",
@@ -363,7 +364,7 @@ impl Consumer {
             return Ok(Outcome::Behind);
         }
         let mut tx = db::begin_immediate(&self.pool)
-            .instrument(db::span("BEGIN IMMEDIATE", "event_inbox"))
+            .instrument(db::span(backend, "BEGIN IMMEDIATE", "event_inbox"))
             .await
             .map_err(db_err)?;
         let at = position(&mut *tx, producer).await.map_err(db_err)?;
@@ -389,7 +390,8 @@ impl Consumer {
         };
         let now = page::now_micros();
         let fresh = sqlx::query(
-            "INSERT OR IGNORE INTO event_inbox (id, producer, seq, type, applied_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO event_inbox (id, producer, seq, type, applied_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(event.id.to_string())
         .bind(producer)
@@ -397,7 +399,7 @@ impl Consumer {
         .bind(&event.kind)
         .bind(now)
         .execute(&mut *tx)
-        .instrument(db::span("INSERT", "event_inbox"))
+        .instrument(db::span(backend, "INSERT", "event_inbox"))
         .await
         .map_err(db_err)?
         .rows_affected()
@@ -416,7 +418,7 @@ impl Consumer {
                     .await
                     .map_err(db_err)?;
                 tx.commit()
-                    .instrument(db::span("COMMIT", "event_inbox"))
+                    .instrument(db::span(backend, "COMMIT", "event_inbox"))
                     .await
                     .map_err(db_err)?;
                 let delay = time_of(&event.time).map(|t| (now - t) as f64 / 1e6);
@@ -444,16 +446,19 @@ impl Consumer {
 
     async fn dead_letter(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut AnyConnection,
         delivery: &Delivery,
         id: Option<&str>,
         kind: Option<&str>,
         reason: &str,
     ) -> Result<(), sqlx::Error> {
         let producer = self.subscription.producer;
+        let backend = db::Backend::of_conn(tx);
         sqlx::query(
-            "INSERT OR REPLACE INTO event_dead_letters (producer, seq, id, type, reason, body, at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO event_dead_letters (producer, seq, id, type, reason, body, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (producer, seq) DO UPDATE SET id = excluded.id, type = excluded.type, \
+               reason = excluded.reason, body = excluded.body, at = excluded.at",
         )
         .bind(producer)
         .bind(delivery.seq)
@@ -463,7 +468,7 @@ impl Consumer {
         .bind(&delivery.payload)
         .bind(page::now_micros())
         .execute(&mut *tx)
-        .instrument(db::span("INSERT", "event_dead_letters"))
+        .instrument(db::span(backend, "INSERT", "event_dead_letters"))
         .await?;
         set_position(tx, producer, delivery.seq).await?;
         self.metrics.dead_letter(producer);
@@ -482,9 +487,9 @@ impl Consumer {
 /// This service's position in `producer`'s feed (0 before the first event).
 pub async fn position<'c, E>(conn: E, producer: &str) -> Result<i64, sqlx::Error>
 where
-    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
-    let row: Option<(i64,)> = sqlx::query_as("SELECT seq FROM event_positions WHERE producer = ?")
+    let row: Option<(i64,)> = sqlx::query_as("SELECT seq FROM event_positions WHERE producer = $1")
         .bind(producer)
         .fetch_optional(conn)
         .await?;
@@ -492,13 +497,14 @@ where
 }
 
 async fn set_position(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     producer: &str,
     seq: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO event_positions (producer, seq, updated_at) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (producer) DO UPDATE SET seq = MAX(seq, ?2), updated_at = ?3",
+        "INSERT INTO event_positions (producer, seq, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (producer) DO UPDATE SET seq = CASE WHEN event_positions.seq > $2 THEN event_positions.seq ELSE $2 END, \
+         updated_at = $3",
     )
     .bind(producer)
     .bind(seq)

@@ -4,9 +4,9 @@
 //! - `GET /events?after=SEQ&limit=N&wait_ms=MS&consumer=NAME`: up to `limit` events after
 //!   position `after`; when there are none, the request waits up to `wait_ms` for one to
 //!   be committed (by any replica: the outbox is read from the shared database file, so
-//!   the wait looks every [`RECHECK`] whether the file or its write-ahead log changed,
-//!   a `stat` and no query, and re-reads the outbox when one did or every
-//!   [`REREAD`] regardless) and answers the empty batch when the wait runs out or the
+//!   on SQLite the wait looks every [`RECHECK`] whether the file or its write-ahead log
+//!   changed, a `stat` and no query, and re-reads the outbox when one did or every
+//!   [`REREAD`] regardless; on PostgreSQL it queries every [`RECHECK`]) and answers the empty batch when the wait runs out or the
 //!   instance starts shutting down. `consumer` names the reader for the
 //!   backlog metric.
 //! - `GET /events/status`: this instance's view: the outbox head and, per producer it
@@ -25,7 +25,7 @@ use crate::{
 use axum::{Json, Router, extract::State, routing::get};
 use hotel_common::{Problem, extract::Query};
 use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +43,7 @@ pub const MAX_LIMIT: u32 = 1000;
 /// The feed of one service instance's outbox.
 #[derive(Clone, Debug)]
 pub struct Feed {
-    pool: SqlitePool,
+    pool: AnyPool,
     metrics: Arc<EventMetrics>,
     /// Cancelled when the instance starts shutting down: waiting reads answer at once,
     /// so they do not hold up the drain.
@@ -90,7 +90,7 @@ pub type ConsumerStatusView = serde_json::Value;
 
 impl Feed {
     /// The feed of the outbox in `pool`.
-    pub fn new(pool: SqlitePool, metrics: Arc<EventMetrics>) -> Feed {
+    pub fn new(pool: AnyPool, metrics: Arc<EventMetrics>) -> Feed {
         Feed {
             pool,
             metrics,
@@ -136,11 +136,11 @@ async fn read(
         return Err(Problem::invalid_field("wait_ms", "must be at most 30000"));
     }
     let deadline = tokio::time::Instant::now() + wait;
-    let path = feed.pool.connect_options().get_filename().to_owned();
+    let path = sqlite_file(&feed.pool);
     loop {
         // Taken before the query: a commit after it changes the stamp, so it is never
         // missed between the query and the next look.
-        let seen = Stamp::of(&path);
+        let seen = path.as_deref().map(Stamp::of);
         let read_at = tokio::time::Instant::now();
         let (events, head) = outbox::read_after(&feed.pool, q.after, limit)
             .await
@@ -158,14 +158,28 @@ async fn read(
                 () = tokio::time::sleep(RECHECK) => {}
                 () = feed.stop.cancelled() => {}
             }
-            if feed.stop.is_cancelled()
-                || tokio::time::Instant::now() >= reread
-                || Stamp::of(&path) != seen
-            {
+            // PostgreSQL has no file to look at: the outbox is queried every RECHECK.
+            let changed = match (&path, &seen) {
+                (Some(path), Some(seen)) => Stamp::of(path) != *seen,
+                _ => true,
+            };
+            if feed.stop.is_cancelled() || tokio::time::Instant::now() >= reread || changed {
                 break;
             }
         }
     }
+}
+
+/// The file of a SQLite pool; `None` on PostgreSQL.
+fn sqlite_file(pool: &AnyPool) -> Option<std::path::PathBuf> {
+    use std::str::FromStr;
+    let url = &pool.connect_options().database_url;
+    if url.scheme() != "sqlite" {
+        return None;
+    }
+    sqlx::sqlite::SqliteConnectOptions::from_str(url.as_str())
+        .ok()
+        .map(|o| o.get_filename().to_owned())
 }
 
 /// Size and modification time of a SQLite database file and its write-ahead log: a

@@ -5,9 +5,11 @@
 //! in one place):
 //!
 //! - `event_outbox`: the events this service produced, in commit order. `seq` is an
-//!   `AUTOINCREMENT` key assigned inside the producing write transaction; SQLite has one
-//!   writer at a time (across processes, by the file lock), so a reader never sees
-//!   `seq` N+1 committed before N, and "after N" is a complete position.
+//!   `AUTOINCREMENT` (identity on PostgreSQL) key assigned inside the producing write
+//!   transaction; the database has one writer at a time (SQLite's file lock across
+//!   processes, PostgreSQL's advisory write lock across hosts: [`db::begin_immediate`]),
+//!   so a reader never sees `seq` N+1 committed before N, and "after N" is a complete
+//!   position.
 //! - `event_inbox`: ids of the events this service applied (the once-only check).
 //! - `event_positions`: per producer, the last feed position applied.
 //! - `event_dead_letters`: events that could not be applied (malformed, unknown type).
@@ -15,12 +17,13 @@
 use crate::{cloudevent::CloudEvent, metrics::EventMetrics};
 use hotel_common::{db, page};
 use serde::Serialize;
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::{AnyConnection, AnyPool};
 use std::sync::Arc;
 use tracing::Instrument;
 use uuid::Uuid;
 
-const TABLES: &str = "
+/// The bus's tables on SQLite.
+const SQLITE_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS event_outbox (
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,
     id         TEXT    NOT NULL,
@@ -54,11 +57,51 @@ CREATE TABLE IF NOT EXISTS event_dead_letters (
 );
 ";
 
-/// Creates the bus's tables when missing (idempotent; replicas starting together on one
-/// file are serialised by SQLite's write lock).
-pub async fn create_tables(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+/// The same tables on PostgreSQL: 64-bit integers, and `seq` from an identity column.
+/// Every write transaction holds the service's advisory write lock
+/// ([`db::begin_immediate`]) from before `seq` is drawn until it commits, so here too
+/// commit order is `seq` order and a reader never sees N+1 without N.
+const POSTGRES_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS event_outbox (
+    seq        BIGINT  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id         TEXT    NOT NULL,
+    type       TEXT    NOT NULL,
+    body       TEXT    NOT NULL,
+    created_at BIGINT  NOT NULL
+);
+CREATE TABLE IF NOT EXISTS event_inbox (
+    id         TEXT    PRIMARY KEY NOT NULL,
+    producer   TEXT    NOT NULL,
+    seq        BIGINT  NOT NULL,
+    type       TEXT    NOT NULL,
+    applied_at BIGINT  NOT NULL
+);
+CREATE TABLE IF NOT EXISTS event_positions (
+    producer   TEXT    PRIMARY KEY NOT NULL,
+    seq        BIGINT  NOT NULL,
+    updated_at BIGINT  NOT NULL
+);
+CREATE TABLE IF NOT EXISTS event_dead_letters (
+    producer   TEXT    NOT NULL,
+    seq        BIGINT  NOT NULL,
+    id         TEXT,
+    type       TEXT,
+    reason     TEXT    NOT NULL,
+    body       TEXT    NOT NULL,
+    at         BIGINT  NOT NULL,
+    PRIMARY KEY (producer, seq)
+);
+";
+
+/// Creates the bus's tables when missing (idempotent; replicas starting together are
+/// serialised by the write lock of [`db::begin_immediate`], on either backend).
+pub async fn create_tables(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    let tables = match db::Backend::of(pool) {
+        db::Backend::Sqlite => SQLITE_TABLES,
+        db::Backend::Postgres => POSTGRES_TABLES,
+    };
     let mut tx = db::begin_immediate(pool).await?;
-    sqlx::raw_sql(TABLES).execute(&mut *tx).await?;
+    sqlx::raw_sql(tables).execute(&mut *tx).await?;
     tx.commit().await
 }
 
@@ -97,7 +140,7 @@ impl Producer {
     /// current one (the request's), whose trace context the event carries.
     pub async fn publish(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         kind: &str,
         subject: impl std::fmt::Display,
         data: &impl Serialize,
@@ -129,14 +172,16 @@ impl Producer {
             traceparent,
         };
         let body = serde_json::to_string(&event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        sqlx::query("INSERT INTO event_outbox (id, type, body, created_at) VALUES (?, ?, ?, ?)")
-            .bind(id.to_string())
-            .bind(kind)
-            .bind(body)
-            .bind(now)
-            .execute(&mut *conn)
-            .instrument(span.clone())
-            .await?;
+        sqlx::query(
+            "INSERT INTO event_outbox (id, type, body, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id.to_string())
+        .bind(kind)
+        .bind(body)
+        .bind(now)
+        .execute(&mut *conn)
+        .instrument(span.clone())
+        .await?;
         span.in_scope(
             || tracing::debug!(event.id = %id, event.type = %kind, "event written to the outbox"),
         );
@@ -156,12 +201,12 @@ pub struct Stored {
 
 /// Up to `limit` events after position `after`, oldest first, and the outbox's head.
 pub async fn read_after(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     after: i64,
     limit: u32,
 ) -> Result<(Vec<Stored>, i64), sqlx::Error> {
     let rows: Vec<(i64, String)> =
-        sqlx::query_as("SELECT seq, body FROM event_outbox WHERE seq > ? ORDER BY seq LIMIT ?")
+        sqlx::query_as("SELECT seq, body FROM event_outbox WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(after)
             .bind(i64::from(limit))
             .fetch_all(pool)
@@ -179,7 +224,7 @@ pub async fn read_after(
 }
 
 /// The newest position of the outbox (0 when empty).
-pub async fn head(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
+pub async fn head(pool: &AnyPool) -> Result<i64, sqlx::Error> {
     let (head,): (Option<i64>,) = sqlx::query_as("SELECT MAX(seq) FROM event_outbox")
         .fetch_one(pool)
         .await?;

@@ -12,8 +12,11 @@ use hotel_events::{
     consumer::{Consumer, Running, position},
     outbox,
 };
-use hotel_testkit::{TempDir, eventually};
-use sqlx::{SqliteConnection, SqlitePool};
+use hotel_testkit::{
+    eventually,
+    postgres::{Backend, TestDb},
+};
+use sqlx::{AnyConnection, AnyPool};
 use std::{
     sync::{
         Arc, Mutex,
@@ -69,7 +72,7 @@ struct Sum {
 impl Handler for Sum {
     fn handle<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut AnyConnection,
         event: &'a CloudEvent,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
@@ -84,7 +87,7 @@ impl Handler for Sum {
             let n = event.data["n"]
                 .as_i64()
                 .ok_or_else(|| HandleError::Reject("no n".into()))?;
-            sqlx::query("UPDATE total SET n = n + ?")
+            sqlx::query("UPDATE total SET n = n + $1")
                 .bind(n)
                 .execute(&mut *conn)
                 .await?;
@@ -93,13 +96,18 @@ impl Handler for Sum {
     }
 }
 
-async fn database(dir: &TempDir) -> SqlitePool {
-    let pool = hotel_common::db::open(&dir.path().join("consumer.db"))
+/// The consumer's database on `db`'s backend, with the bus's tables and `total`.
+async fn database(db: &TestDb) -> AnyPool {
+    let location = match db.url() {
+        Some(url) => hotel_common::db::Location::Postgres(url),
+        None => hotel_common::db::Location::Sqlite(db.dir.path().join("consumer.db")),
+    };
+    let pool = hotel_common::db::open(&location, &hotel_common::db::DatabaseSettings::default())
         .await
         .unwrap();
     outbox::create_tables(&pool).await.unwrap();
     sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS total (n INTEGER NOT NULL); INSERT INTO total VALUES (0);",
+        "CREATE TABLE IF NOT EXISTS total (n BIGINT NOT NULL); INSERT INTO total VALUES (0);",
     )
     .execute(&pool)
     .await
@@ -108,7 +116,7 @@ async fn database(dir: &TempDir) -> SqlitePool {
 }
 
 /// Writes an event through a real producer (into a scratch outbox) and returns its JSON.
-async fn event(producer: &Producer, pool: &SqlitePool, kind: &str, n: i64) -> String {
+async fn event(producer: &Producer, pool: &AnyPool, kind: &str, n: i64) -> String {
     let mut conn = pool.acquire().await.unwrap();
     let e = producer
         .publish(&mut conn, kind, n, &serde_json::json!({ "n": n }))
@@ -119,7 +127,7 @@ async fn event(producer: &Producer, pool: &SqlitePool, kind: &str, n: i64) -> St
 
 fn consumer(
     name: &str,
-    pool: &SqlitePool,
+    pool: &AnyPool,
     source: Arc<MemoryFeed>,
     handler: Arc<Sum>,
     metrics: Arc<EventMetrics>,
@@ -142,7 +150,7 @@ fn consumer(
     }
 }
 
-async fn total(pool: &SqlitePool) -> i64 {
+async fn total(pool: &AnyPool) -> i64 {
     let (n,): (i64,) = sqlx::query_as("SELECT n FROM total")
         .fetch_one(pool)
         .await
@@ -151,10 +159,25 @@ async fn total(pool: &SqlitePool) -> i64 {
 }
 
 #[tokio::test]
-async fn competing_consumers_apply_each_event_once_and_dead_letter_what_they_cannot_apply() {
-    let dir = TempDir::new("events-consumer");
+async fn competing_consumers_apply_each_event_once_and_dead_letter_what_they_cannot_apply_on_sqlite()
+ {
+    competing_consumers(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn competing_consumers_apply_each_event_once_and_dead_letter_what_they_cannot_apply_on_postgres()
+ {
+    competing_consumers(Backend::Postgres).await;
+}
+
+async fn competing_consumers(backend: Backend) {
+    let Some(dir) = TestDb::new(backend, "events-consumer").await else {
+        return;
+    };
     let pool = database(&dir).await;
-    let scratch_dir = TempDir::new("events-scratch");
+    let Some(scratch_dir) = TestDb::new(backend, "events-scratch").await else {
+        return;
+    };
     let scratch = database(&scratch_dir).await;
     let producer = Producer::new("producer", "producer-1", EventMetrics::new());
     let feed = Arc::new(MemoryFeed::default());

@@ -6,6 +6,7 @@
 //! A dev-dependency only. It depends on nothing of the project, so any crate's tests
 //! (the registry's included) may use it without a cycle.
 
+pub mod postgres;
 pub mod wire;
 
 use std::{

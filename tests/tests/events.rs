@@ -22,7 +22,7 @@ use anyhow::{Context, Result, ensure};
 use cluster_support::Cluster;
 use hotel_tests::{Proc, TempDir, day, eventually, spawn_instance, wait_ready};
 use serde_json::{Value, json};
-use sqlx::{Connection, SqliteConnection};
+use sqlx::{AnyConnection, Connection};
 use std::{
     collections::HashMap,
     path::Path,
@@ -150,9 +150,9 @@ async fn status(client: &reqwest::Client, url: &str) -> Result<Value> {
     Ok(body)
 }
 
-async fn open_db(path: &Path) -> Result<SqliteConnection> {
+async fn open_db(path: &Path) -> Result<AnyConnection> {
     let url = format!("sqlite://{}", path.display());
-    Ok(SqliteConnection::connect(&url).await?)
+    Ok(AnyConnection::connect(&url).await?)
 }
 
 async fn count_rows(db: &Path, sql: &'static str) -> Result<i64> {
@@ -289,7 +289,7 @@ async fn a_deleted_customers_five_future_bookings_are_cancelled_within_5_s_and_c
         || async {
             let mut conn = open_db(&booking_db).await.ok()?;
             let row: Option<(String,)> =
-                sqlx::query_as("SELECT status FROM room_statuses WHERE room_id = ?")
+                sqlx::query_as("SELECT status FROM room_statuses WHERE room_id = $1")
                     .bind(&room)
                     .fetch_optional(&mut conn)
                     .await
@@ -367,7 +367,7 @@ async fn a_duplicate_delivery_is_applied_once_and_bad_events_are_dead_lettered_w
         "subject": "x", "time": "2026-12-05T00:00:00.000000Z",
         "datacontenttype": "application/json", "data": {},
     });
-    sqlx::query("INSERT INTO event_outbox (id, type, body, created_at) VALUES (?, ?, ?, 0)")
+    sqlx::query("INSERT INTO event_outbox (id, type, body, created_at) VALUES ($1, $2, $3, 0)")
         .bind("0b7c4c1e-2f7a-4e43-9c55-5b1d3c8f9a01")
         .bind("hotel.booking.teleported")
         .bind(unknown.to_string())

@@ -1,7 +1,11 @@
 //! The booking service's settings: defaults < `config/booking.toml` < `HOTEL_BOOKING__*`
 //! environment < command line.
 
-use hotel_common::{config::RegistryLink, process::ProcessArgs};
+use hotel_common::{
+    config::RegistryLink,
+    db::{DatabaseSettings, Location},
+    process::ProcessArgs,
+};
 use hotel_events::EventSettings;
 use hotel_service::ServiceConfig;
 use hotel_upstream::{PolicySettings, ServicePolicy};
@@ -62,6 +66,10 @@ pub struct Settings {
     /// unset: no endpoint, no faults. `hotel up` sets a fresh one per run.
     #[serde(default)]
     pub fault_token: Option<String>,
+    /// The service's database (`[database]`): a SQLite file in `data_dir` (default) or
+    /// PostgreSQL (`url = "postgres://..."`), with the pool's size and acquire timeout.
+    #[serde(default)]
+    pub database: DatabaseSettings,
 }
 
 impl Default for Settings {
@@ -82,6 +90,7 @@ impl Default for Settings {
             registry: RegistryLink::default(),
             events: EventSettings::default(),
             fault_token: None,
+            database: DatabaseSettings::default(),
         }
     }
 }
@@ -90,6 +99,12 @@ impl Settings {
     /// The database file: `<data_dir>/booking.db`.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("booking.db")
+    }
+
+    /// Where the database is: `database.url`, else [`Self::database_path`]; an error
+    /// names the bad key.
+    pub fn database_location(&self) -> Result<Location, String> {
+        self.database.location(self.database_path())
     }
 }
 

@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use hotel_common::page;
 use hotel_events::{CloudEvent, HandleError, Handler};
 use serde::Deserialize;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 use uuid::Uuid;
 
 fn handle_error(e: BookingError) -> HandleError {
@@ -34,7 +34,7 @@ struct CustomerData {
 impl Handler for CustomerDeleted {
     fn handle<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut AnyConnection,
         event: &'a CloudEvent,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
@@ -70,7 +70,7 @@ struct RoomState {
 impl Handler for RoomUpdated {
     fn handle<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut AnyConnection,
         event: &'a CloudEvent,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {

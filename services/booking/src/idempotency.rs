@@ -24,7 +24,7 @@ use axum::{
 };
 use hotel_common::{Problem, db, problem::PROBLEM_JSON};
 use sha2::{Digest, Sha256};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Any, AnyPool, Transaction};
 use tracing::Instrument;
 
 /// The request header carrying the key.
@@ -202,38 +202,43 @@ pub fn owner_is_gone(owner: &str) -> bool {
 /// than `retention_ms` count as absent. Errors: another body used this key (422), or its
 /// first request is still running (409).
 pub async fn reserve(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     key: &str,
     hash: &str,
     now_ms: i64,
     retention_ms: i64,
 ) -> Result<Reservation, BookingError> {
+    let backend = db::Backend::of(pool);
     let mut tx = db::begin_immediate(pool)
-        .instrument(db::span("BEGIN IMMEDIATE", "idempotency_keys"))
+        .instrument(db::span(backend, "BEGIN IMMEDIATE", "idempotency_keys"))
         .await?;
     let row: Option<KeyRow> = sqlx::query_as(
         "SELECT request_hash, state, status, content_type, location, body, created_at, locked_at, \
-         owner FROM idempotency_keys WHERE key = ?1",
+         owner FROM idempotency_keys WHERE key = $1",
     )
     .bind(key)
     .fetch_optional(&mut *tx)
-    .instrument(db::span("SELECT", "idempotency_keys"))
+    .instrument(db::span(backend, "SELECT", "idempotency_keys"))
     .await?;
     let row = row.filter(|r| r.created_at >= now_ms - retention_ms);
     let owner = new_owner();
     let outcome = match row {
         None => {
             sqlx::query(
-                "INSERT OR REPLACE INTO idempotency_keys \
+                "INSERT INTO idempotency_keys \
                  (key, request_hash, state, created_at, locked_at, owner) \
-                 VALUES (?1, ?2, 'in_flight', ?3, ?3, ?4)",
+                 VALUES ($1, $2, 'in_flight', $3, $3, $4) \
+                 ON CONFLICT (key) DO UPDATE SET request_hash = excluded.request_hash, \
+                   state = 'in_flight', status = NULL, content_type = NULL, location = NULL, \
+                   body = NULL, created_at = excluded.created_at, \
+                   locked_at = excluded.locked_at, owner = excluded.owner",
             )
             .bind(key)
             .bind(hash)
             .bind(now_ms)
             .bind(&owner)
             .execute(&mut *tx)
-            .instrument(db::span("INSERT", "idempotency_keys"))
+            .instrument(db::span(backend, "INSERT", "idempotency_keys"))
             .await?;
             Ok(Reservation::Reserved(owner))
         }
@@ -249,13 +254,13 @@ pub async fn reserve(
                     "taking over an abandoned idempotency key reservation"
                 );
                 sqlx::query(
-                    "UPDATE idempotency_keys SET locked_at = ?2, owner = ?3 WHERE key = ?1",
+                    "UPDATE idempotency_keys SET locked_at = $2, owner = $3 WHERE key = $1",
                 )
                 .bind(key)
                 .bind(now_ms)
                 .bind(&owner)
                 .execute(&mut *tx)
-                .instrument(db::span("UPDATE", "idempotency_keys"))
+                .instrument(db::span(backend, "UPDATE", "idempotency_keys"))
                 .await?;
                 Ok(Reservation::Reserved(owner))
             }
@@ -275,7 +280,7 @@ pub async fn reserve(
     };
     // Only the reservation wrote; committing a read-only transaction is harmless.
     tx.commit()
-        .instrument(db::span("COMMIT", "idempotency_keys"))
+        .instrument(db::span(backend, "COMMIT", "idempotency_keys"))
         .await?;
     outcome
 }
@@ -284,10 +289,11 @@ pub async fn reserve(
 /// its owner is gone, or its lease ran out; or until `deadline`. Reads only, so many
 /// waiting duplicates do not compete for the write lock.
 pub async fn wait_for_change(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     key: &str,
     deadline: tokio::time::Instant,
 ) -> Result<(), BookingError> {
+    let backend = db::Backend::of(pool);
     const POLL: std::time::Duration = std::time::Duration::from_millis(20);
     loop {
         let now = tokio::time::Instant::now();
@@ -296,10 +302,10 @@ pub async fn wait_for_change(
         }
         tokio::time::sleep_until((now + POLL).min(deadline)).await;
         let row: Option<(String, i64, String)> =
-            sqlx::query_as("SELECT state, locked_at, owner FROM idempotency_keys WHERE key = ?1")
+            sqlx::query_as("SELECT state, locked_at, owner FROM idempotency_keys WHERE key = $1")
                 .bind(key)
                 .fetch_optional(pool)
-                .instrument(db::span("SELECT", "idempotency_keys"))
+                .instrument(db::span(backend, "SELECT", "idempotency_keys"))
                 .await?;
         let settled = match row {
             None => true,
@@ -317,20 +323,21 @@ pub async fn wait_for_change(
 
 /// Renews `owner`'s reservation of `key`; false when it is no longer `owner`'s.
 pub async fn renew(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     key: &str,
     owner: &str,
     now_ms: i64,
 ) -> Result<bool, BookingError> {
+    let backend = db::Backend::of(pool);
     let done = sqlx::query(
-        "UPDATE idempotency_keys SET locked_at = ?3 \
-         WHERE key = ?1 AND owner = ?2 AND state = 'in_flight'",
+        "UPDATE idempotency_keys SET locked_at = $3 \
+         WHERE key = $1 AND owner = $2 AND state = 'in_flight'",
     )
     .bind(key)
     .bind(owner)
     .bind(now_ms)
     .execute(pool)
-    .instrument(db::span("UPDATE", "idempotency_keys"))
+    .instrument(db::span(backend, "UPDATE", "idempotency_keys"))
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -339,15 +346,16 @@ pub async fn renew(
 /// transaction; false when the reservation was taken over meanwhile (then nothing is
 /// written and the caller must not commit its work).
 pub async fn complete_in(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'static, Any>,
     key: &str,
     owner: &str,
     response: &StoredResponse,
 ) -> Result<bool, BookingError> {
+    let backend = db::Backend::of_conn(tx);
     let done = sqlx::query(
         "UPDATE idempotency_keys \
-         SET state = 'completed', status = ?3, content_type = ?4, location = ?5, body = ?6 \
-         WHERE key = ?1 AND owner = ?2 AND state = 'in_flight'",
+         SET state = 'completed', status = $3, content_type = $4, location = $5, body = $6 \
+         WHERE key = $1 AND owner = $2 AND state = 'in_flight'",
     )
     .bind(key)
     .bind(owner)
@@ -356,7 +364,7 @@ pub async fn complete_in(
     .bind(&response.location)
     .bind(&response.body)
     .execute(&mut **tx)
-    .instrument(db::span("UPDATE", "idempotency_keys"))
+    .instrument(db::span(backend, "UPDATE", "idempotency_keys"))
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -364,40 +372,43 @@ pub async fn complete_in(
 /// Stores the final response of `owner`'s reservation of `key`; false when it was taken
 /// over meanwhile.
 pub async fn complete(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     key: &str,
     owner: &str,
     response: &StoredResponse,
 ) -> Result<bool, BookingError> {
+    let backend = db::Backend::of(pool);
     let mut tx = db::begin_immediate(pool)
-        .instrument(db::span("BEGIN IMMEDIATE", "idempotency_keys"))
+        .instrument(db::span(backend, "BEGIN IMMEDIATE", "idempotency_keys"))
         .await?;
     let completed = complete_in(&mut tx, key, owner, response).await?;
     tx.commit()
-        .instrument(db::span("COMMIT", "idempotency_keys"))
+        .instrument(db::span(backend, "COMMIT", "idempotency_keys"))
         .await?;
     Ok(completed)
 }
 
 /// Forgets `owner`'s reservation of `key` after a 5xx, so a retry runs again.
-pub async fn release(pool: &SqlitePool, key: &str, owner: &str) -> Result<(), BookingError> {
+pub async fn release(pool: &AnyPool, key: &str, owner: &str) -> Result<(), BookingError> {
+    let backend = db::Backend::of(pool);
     sqlx::query(
-        "DELETE FROM idempotency_keys WHERE key = ?1 AND owner = ?2 AND state = 'in_flight'",
+        "DELETE FROM idempotency_keys WHERE key = $1 AND owner = $2 AND state = 'in_flight'",
     )
     .bind(key)
     .bind(owner)
     .execute(pool)
-    .instrument(db::span("DELETE", "idempotency_keys"))
+    .instrument(db::span(backend, "DELETE", "idempotency_keys"))
     .await?;
     Ok(())
 }
 
 /// Deletes keys created before `before_ms` (Unix ms); returns how many.
-pub async fn purge(pool: &SqlitePool, before_ms: i64) -> Result<u64, BookingError> {
-    let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?1")
+pub async fn purge(pool: &AnyPool, before_ms: i64) -> Result<u64, BookingError> {
+    let backend = db::Backend::of(pool);
+    let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
         .bind(before_ms)
         .execute(pool)
-        .instrument(db::span("DELETE", "idempotency_keys"))
+        .instrument(db::span(backend, "DELETE", "idempotency_keys"))
         .await?;
     Ok(done.rows_affected())
 }

@@ -49,16 +49,20 @@ pub fn app_router(state: AppState, events: &Events) -> Router {
     hotel_service::service_router(ROLE, routes, doc, pool, events)
 }
 
-/// Opens `<data_dir>/booking.db` and brings its schema up to date (under a file lock:
-/// replicas starting together on one file take turns).
-pub async fn open_database(settings: &Settings) -> Result<sqlx::SqlitePool, BoxError> {
-    let path = settings.database_path();
-    let pool = db::open(&path).await?;
-    db::migrate(&pool, &path, &sqlx::migrate!("./migrations"))
-        .await
-        .map_err(|e| format!("migrating {}: {e}", path.display()))?;
-    hotel_events::outbox::create_tables(&pool).await?;
-    Ok(pool)
+/// The migrations compiled into the binary, one history per backend (same versions).
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-postgres");
+
+/// Opens the database (`database.url`, else `<data_dir>/booking.db`) and brings its
+/// schema up to date (replicas starting together take turns: a file lock on SQLite, an
+/// advisory lock on PostgreSQL).
+pub async fn open_database(settings: &Settings) -> Result<sqlx::AnyPool, BoxError> {
+    let location = settings.database_location()?;
+    let migrator = match location.backend() {
+        db::Backend::Sqlite => &SQLITE,
+        db::Backend::Postgres => &POSTGRES,
+    };
+    hotel_service::database::open_and_migrate(&location, &settings.database, migrator).await
 }
 
 /// How booking reaches customer and room: static `customer_url` and `room_url` when set

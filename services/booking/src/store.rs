@@ -1,10 +1,13 @@
 //! The bookings table: the one place that decides whether a room's nights are free.
 //!
-//! The overlap check and the insert run in one `BEGIN IMMEDIATE` transaction, which takes
-//! SQLite's write lock before the check. Every replica of the service opens the same
-//! database file, so two processes taking conflicting requests at the same moment are
-//! serialised by the file lock (the loser waits up to the busy timeout) and the second one
-//! sees the first one's booking.
+//! The overlap check and the insert run in one `db::begin_immediate` transaction, which
+//! takes the database's write lock before the check: SQLite's file lock (every replica on
+//! the host opens the same file), or on PostgreSQL the service's advisory write lock
+//! (replicas on any host). Two replicas taking conflicting requests at the same moment
+//! are serialised (the loser waits) and the second one sees the first one's booking.
+//! On PostgreSQL the database enforces it besides: the exclusion constraint
+//! `bookings_no_overlap` (over `daterange`, with btree_gist) refuses a second confirmed
+//! booking of a room for overlapping nights whatever wrote it, answered as the same 409.
 
 use crate::{
     error::BookingError,
@@ -17,7 +20,7 @@ use hotel_common::{
     page::{Keyset, Page, rfc3339_micros},
 };
 use hotel_events::Producer;
-use sqlx::{FromRow, SqlitePool};
+use sqlx::{AnyPool, FromRow};
 use std::collections::HashSet;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -93,7 +96,7 @@ impl BookingRow {
 /// same transactions as the bookings they report.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
     producer: Producer,
 }
 
@@ -134,19 +137,40 @@ impl Draft {
     }
 }
 
+/// The database's own refusal of an overlap (PostgreSQL's exclusion constraint
+/// `bookings_no_overlap`) is the same 409 as the check above it: the check names the
+/// clashing stay, the constraint only guarantees there is one, so the 409 names the
+/// requested nights. Anything else stays a database error.
+fn overlap_or(e: sqlx::Error, draft: &Draft) -> BookingError {
+    if db::is_exclusion_violation(&e, "bookings_no_overlap") {
+        tracing::warn!(room_id = %draft.room_id, "overlap refused by the database's exclusion constraint");
+        BookingError::Overlap {
+            room_id: draft.room_id,
+            check_in: format_date(draft.stay.check_in),
+            check_out: format_date(draft.stay.check_out),
+        }
+    } else {
+        BookingError::from(e)
+    }
+}
+
 /// The booking with `id` read through `conn` (the pool, or a transaction).
-async fn fetch<'c, E>(conn: E, id: Uuid) -> Result<Versioned<Booking>, BookingError>
+async fn fetch<'c, E>(
+    backend: db::Backend,
+    conn: E,
+    id: Uuid,
+) -> Result<Versioned<Booking>, BookingError>
 where
-    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
     let row: Option<BookingRow> = sqlx::query_as(concat!(
         "SELECT ",
         booking_columns!(),
-        " FROM bookings WHERE id = ?1"
+        " FROM bookings WHERE id = $1"
     ))
     .bind(id.to_string())
     .fetch_optional(conn)
-    .instrument(db::span("SELECT", "bookings"))
+    .instrument(db::span(backend, "SELECT", "bookings"))
     .await?;
     match row {
         Some(row) => row.into_versioned(),
@@ -156,12 +180,12 @@ where
 
 impl Store {
     /// Wraps an open pool (migrations already run) and the producer of booking events.
-    pub fn new(pool: SqlitePool, producer: Producer) -> Self {
+    pub fn new(pool: AnyPool, producer: Producer) -> Self {
         Store { pool, producer }
     }
 
     /// The pool, for readiness checks and the idempotency table.
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
@@ -175,24 +199,25 @@ impl Store {
         draft: &Draft,
         idempotency: Option<(&str, &str, &StoredResponse)>,
     ) -> Result<Booking, BookingError> {
+        let backend = db::Backend::of(&self.pool);
         let check_in = format_date(draft.stay.check_in);
         let check_out = format_date(draft.stay.check_out);
         let room_id = draft.room_id.to_string();
         let mut tx = db::begin_immediate(&self.pool)
-            .instrument(db::span("BEGIN IMMEDIATE", "bookings"))
+            .instrument(db::span(backend, "BEGIN IMMEDIATE", "bookings"))
             .await?;
         // Stays are half-open [check_in, check_out): a stay leaving on the 5th does not
         // clash with one arriving on the 5th.
         let clash: Option<(String, String)> = sqlx::query_as(
             "SELECT check_in, check_out FROM bookings \
-             WHERE room_id = ?1 AND status = 'confirmed' AND check_in < ?3 AND check_out > ?2 \
+             WHERE room_id = $1 AND status = 'confirmed' AND check_in < $3 AND check_out > $2 \
              ORDER BY check_in LIMIT 1",
         )
         .bind(&room_id)
         .bind(&check_in)
         .bind(&check_out)
         .fetch_optional(&mut *tx)
-        .instrument(db::span("SELECT", "bookings"))
+        .instrument(db::span(backend, "SELECT", "bookings"))
         .await?;
         if let Some((clash_in, clash_out)) = clash {
             return Err(BookingError::Overlap {
@@ -205,7 +230,7 @@ impl Store {
             "INSERT INTO bookings \
              (id, customer_id, room_id, check_in, check_out, guests, status, total_cents, created_at, \
               version, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'confirmed', ?7, ?8, 1, ?8)",
+             VALUES ($1, $2, $3, $4, $5, $6, 'confirmed', $7, $8, 1, $8)",
         )
         .bind(draft.id.to_string())
         .bind(draft.customer_id.to_string())
@@ -216,8 +241,9 @@ impl Store {
         .bind(draft.total_cents)
         .bind(draft.created_at)
         .execute(&mut *tx)
-        .instrument(db::span("INSERT", "bookings"))
-        .await?;
+        .instrument(db::span(backend, "INSERT", "bookings"))
+        .await
+        .map_err(|e| overlap_or(e, draft))?;
         let booking = draft.to_booking();
         self.producer
             .publish(&mut tx, hotel_events::BOOKING_CREATED, booking.id, &booking)
@@ -229,7 +255,7 @@ impl Store {
             }
         }
         tx.commit()
-            .instrument(db::span("COMMIT", "bookings"))
+            .instrument(db::span(backend, "COMMIT", "bookings"))
             .await?;
         Ok(booking)
     }
@@ -241,7 +267,8 @@ impl Store {
 
     /// The booking with this id, with its validators.
     pub async fn get(&self, id: Uuid) -> Result<Versioned<Booking>, BookingError> {
-        fetch(&self.pool, id).await
+        let backend = db::Backend::of(&self.pool);
+        fetch(backend, &self.pool, id).await
     }
 
     /// One page of bookings, oldest first, filtered by customer and/or room, starting
@@ -253,13 +280,14 @@ impl Store {
         after: Option<Keyset>,
         limit: u32,
     ) -> Result<(Page<Booking>, Validators), BookingError> {
+        let backend = db::Backend::of(&self.pool);
         let rows: Vec<BookingRow> = sqlx::query_as(concat!(
             "SELECT ",
             booking_columns!(),
             " FROM bookings \
-             WHERE (?1 IS NULL OR customer_id = ?1) AND (?2 IS NULL OR room_id = ?2) \
-               AND (?3 IS NULL OR created_at > ?3 OR (created_at = ?3 AND id > ?4)) \
-             ORDER BY created_at, id LIMIT ?5"
+             WHERE ($1 IS NULL OR customer_id = $1) AND ($2 IS NULL OR room_id = $2) \
+               AND ($3 IS NULL OR created_at > $3 OR (created_at = $3 AND id > $4)) \
+             ORDER BY created_at, id LIMIT $5"
         ))
         .bind(customer_id.map(|u| u.to_string()))
         .bind(room_id.map(|u| u.to_string()))
@@ -267,7 +295,7 @@ impl Store {
         .bind(after.map(|k| k.id.to_string()))
         .bind(i64::from(limit) + 1)
         .fetch_all(&self.pool)
-        .instrument(db::span("SELECT", "bookings"))
+        .instrument(db::span(backend, "SELECT", "bookings"))
         .await?;
         let versions: Vec<(String, i64)> = rows
             .iter()
@@ -289,10 +317,11 @@ impl Store {
         now_micros: i64,
         condition: Option<&IfMatch>,
     ) -> Result<Versioned<Booking>, BookingError> {
+        let backend = db::Backend::of(&self.pool);
         let mut tx = db::begin_immediate(&self.pool)
-            .instrument(db::span("BEGIN IMMEDIATE", "bookings"))
+            .instrument(db::span(backend, "BEGIN IMMEDIATE", "bookings"))
             .await?;
-        let current = fetch(&mut *tx, id).await?;
+        let current = fetch(backend, &mut *tx, id).await?;
         conditional::check(
             condition,
             &format!("booking {id}"),
@@ -303,15 +332,15 @@ impl Store {
             return Ok(current);
         }
         sqlx::query(
-            "UPDATE bookings SET status = 'cancelled', cancelled_at = ?2, \
-             cancel_reason = 'requested', version = version + 1, updated_at = ?2 WHERE id = ?1",
+            "UPDATE bookings SET status = 'cancelled', cancelled_at = $2, \
+             cancel_reason = 'requested', version = version + 1, updated_at = $2 WHERE id = $1",
         )
         .bind(id.to_string())
         .bind(now_micros)
         .execute(&mut *tx)
-        .instrument(db::span("UPDATE", "bookings"))
+        .instrument(db::span(backend, "UPDATE", "bookings"))
         .await?;
-        let cancelled = fetch(&mut *tx, id).await?;
+        let cancelled = fetch(backend, &mut *tx, id).await?;
         self.producer
             .publish(
                 &mut tx,
@@ -321,7 +350,7 @@ impl Store {
             )
             .await?;
         tx.commit()
-            .instrument(db::span("COMMIT", "bookings"))
+            .instrument(db::span(backend, "COMMIT", "bookings"))
             .await?;
         Ok(cancelled)
     }
@@ -332,34 +361,35 @@ impl Store {
     /// each. Answers how many.
     pub async fn cancel_for_customer(
         &self,
-        conn: &mut sqlx::SqliteConnection,
+        conn: &mut sqlx::AnyConnection,
         customer_id: Uuid,
         today: &str,
         now_micros: i64,
     ) -> Result<usize, BookingError> {
+        let backend = db::Backend::of(&self.pool);
         let ids: Vec<(String,)> = sqlx::query_as(
             "SELECT id FROM bookings \
-             WHERE customer_id = ?1 AND status = 'confirmed' AND check_out > ?2 ORDER BY created_at, id",
+             WHERE customer_id = $1 AND status = 'confirmed' AND check_out > $2 ORDER BY created_at, id",
         )
         .bind(customer_id.to_string())
         .bind(today)
         .fetch_all(&mut *conn)
-        .instrument(db::span("SELECT", "bookings"))
+        .instrument(db::span(backend, "SELECT", "bookings"))
         .await?;
         for (id,) in &ids {
             sqlx::query(
-                "UPDATE bookings SET status = 'cancelled', cancelled_at = ?2, \
-                 cancel_reason = 'customer_deleted', version = version + 1, updated_at = ?2 \
-                 WHERE id = ?1",
+                "UPDATE bookings SET status = 'cancelled', cancelled_at = $2, \
+                 cancel_reason = 'customer_deleted', version = version + 1, updated_at = $2 \
+                 WHERE id = $1",
             )
             .bind(id)
             .bind(now_micros)
             .execute(&mut *conn)
-            .instrument(db::span("UPDATE", "bookings"))
+            .instrument(db::span(backend, "UPDATE", "bookings"))
             .await?;
             let id = Uuid::parse_str(id)
                 .map_err(|e| BookingError::Internal(format!("stored id {id:?}: {e}")))?;
-            let booking = fetch(&mut *conn, id).await?.value;
+            let booking = fetch(backend, &mut *conn, id).await?.value;
             self.producer
                 .publish(conn, hotel_events::BOOKING_CANCELLED, id, &booking)
                 .await?;
@@ -370,20 +400,21 @@ impl Store {
     /// Records a room's status from a `hotel.room.updated` event, on the connection of
     /// the event's transaction.
     pub async fn set_room_status(
-        conn: &mut sqlx::SqliteConnection,
+        conn: &mut sqlx::AnyConnection,
         room_id: Uuid,
         status: &str,
         now_micros: i64,
     ) -> Result<(), sqlx::Error> {
+        let backend = db::Backend::of_conn(conn);
         sqlx::query(
-            "INSERT INTO room_statuses (room_id, status, updated_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (room_id) DO UPDATE SET status = ?2, updated_at = ?3",
+            "INSERT INTO room_statuses (room_id, status, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (room_id) DO UPDATE SET status = $2, updated_at = $3",
         )
         .bind(room_id.to_string())
         .bind(status)
         .bind(now_micros)
         .execute(conn)
-        .instrument(db::span("UPSERT", "room_statuses"))
+        .instrument(db::span(backend, "UPSERT", "room_statuses"))
         .await?;
         Ok(())
     }
@@ -391,25 +422,27 @@ impl Store {
     /// The status of a room as this service's projection knows it (`None`: no event
     /// about it yet).
     pub async fn room_status(&self, room_id: Uuid) -> Result<Option<String>, BookingError> {
+        let backend = db::Backend::of(&self.pool);
         let row: Option<(String,)> =
-            sqlx::query_as("SELECT status FROM room_statuses WHERE room_id = ?")
+            sqlx::query_as("SELECT status FROM room_statuses WHERE room_id = $1")
                 .bind(room_id.to_string())
                 .fetch_optional(&self.pool)
-                .instrument(db::span("SELECT", "room_statuses"))
+                .instrument(db::span(backend, "SELECT", "room_statuses"))
                 .await?;
         Ok(row.map(|(s,)| s))
     }
 
     /// Rooms with a confirmed booking on any night of `stay`.
     pub async fn booked_rooms(&self, stay: &Stay) -> Result<HashSet<Uuid>, BookingError> {
+        let backend = db::Backend::of(&self.pool);
         let ids: Vec<(String,)> = sqlx::query_as(
             "SELECT DISTINCT room_id FROM bookings \
-             WHERE status = 'confirmed' AND check_in < ?2 AND check_out > ?1",
+             WHERE status = 'confirmed' AND check_in < $2 AND check_out > $1",
         )
         .bind(format_date(stay.check_in))
         .bind(format_date(stay.check_out))
         .fetch_all(&self.pool)
-        .instrument(db::span("SELECT", "bookings"))
+        .instrument(db::span(backend, "SELECT", "bookings"))
         .await?;
         ids.into_iter()
             .map(|(s,)| {

@@ -7,26 +7,26 @@ mod support;
 
 use serde_json::{Value, json};
 use std::{collections::HashSet, net::SocketAddr};
-use support::{TempDir, day, field, send};
+use support::{TempDir, TestDb, day, field, send};
 
 struct Real {
     customer: String,
     room: String,
     booking: axum::Router,
     http: reqwest::Client,
-    _dir: TempDir,
+    _dir: TestDb,
 }
 
 async fn start() -> Real {
-    let dir = TempDir::new("booking-real");
+    let dir = TestDb::from(TempDir::new("booking-real"));
     let customer = hotel_customer::Application::build(hotel_customer::Settings {
-        data_dir: dir.to_path_buf(),
+        data_dir: dir.dir.to_path_buf(),
         ..Default::default()
     })
     .await
     .unwrap();
     let room = hotel_room::Application::build(hotel_room::Settings {
-        data_dir: dir.to_path_buf(),
+        data_dir: dir.dir.to_path_buf(),
         ..Default::default()
     })
     .await

@@ -12,7 +12,7 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
-use support::{TempDir, day, send, spawn_peers, stay};
+use support::{TempDir, TestDb, day, send, spawn_peers, stay};
 
 /// An address nothing listens on.
 fn dead_addr() -> SocketAddr {
@@ -31,7 +31,7 @@ async fn books_through_the_resilient_client_while_one_of_two_instances_is_dead()
     let directory =
         UpstreamDirectory::new(urls(&[dead, up]), urls(&[up, dead]), Duration::from_secs(2))
             .unwrap();
-    let dir = TempDir::new("booking-upstream");
+    let dir = TestDb::from(TempDir::new("booking-upstream"));
     let app =
         Application::build_with_directory(support::settings(&dir, dead, dead), Arc::new(directory))
             .await
@@ -82,7 +82,7 @@ async fn no_live_instance_answers_503_with_retry_after_within_the_deadline() {
     let dead = dead_addr();
     let deadline = Duration::from_secs(1);
     let directory = UpstreamDirectory::new(urls(&[dead]), urls(&[dead]), deadline).unwrap();
-    let dir = TempDir::new("booking-upstream");
+    let dir = TestDb::from(TempDir::new("booking-upstream"));
     let app =
         Application::build_with_directory(support::settings(&dir, dead, dead), Arc::new(directory))
             .await
@@ -101,9 +101,9 @@ async fn no_live_instance_answers_503_with_retry_after_within_the_deadline() {
 
 #[tokio::test]
 async fn settings_choose_discovery_only_when_no_static_url_is_given() {
-    let dir = TempDir::new("booking-upstream");
+    let dir = TestDb::from(TempDir::new("booking-upstream"));
     let mut settings = hotel_booking::Settings {
-        data_dir: dir.to_path_buf(),
+        data_dir: dir.dir.to_path_buf(),
         ..Default::default()
     };
     settings.registry.url = Some("http://127.0.0.1:1".into());

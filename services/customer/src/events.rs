@@ -5,7 +5,7 @@ use crate::store;
 use futures::future::BoxFuture;
 use hotel_events::{CloudEvent, HandleError, Handler};
 use serde::Deserialize;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 use uuid::Uuid;
 
 /// The part of a booking event's data this service reads.
@@ -22,7 +22,7 @@ pub struct BookingCounts;
 impl Handler for BookingCounts {
     fn handle<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut AnyConnection,
         event: &'a CloudEvent,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {

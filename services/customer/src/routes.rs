@@ -22,7 +22,7 @@ use hotel_common::{
 };
 use hotel_events::Producer;
 use hotel_service::DatabaseState;
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -94,7 +94,7 @@ fn declared() -> OpenApiRouter<DatabaseState> {
     )
 )]
 async fn create_customer(
-    State(pool): State<SqlitePool>,
+    State(pool): State<AnyPool>,
     headers: HeaderMap,
     Json(body): Json<NewCustomer>,
 ) -> Result<Response, Error> {
@@ -123,7 +123,7 @@ async fn create_customer(
     )
 )]
 async fn list_customers(
-    State(pool): State<SqlitePool>,
+    State(pool): State<AnyPool>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, Error> {
@@ -145,7 +145,7 @@ async fn list_customers(
     )
 )]
 async fn get_customer(
-    State(pool): State<SqlitePool>,
+    State(pool): State<AnyPool>,
     headers: HeaderMap,
     Path(id): Path<Uuid>,
 ) -> Result<Response, Error> {
@@ -169,7 +169,7 @@ async fn get_customer(
     )
 )]
 async fn update_customer(
-    State(pool): State<SqlitePool>,
+    State(pool): State<AnyPool>,
     headers: HeaderMap,
     Path(id): Path<Uuid>,
     Json(patch): Json<CustomerPatch>,
@@ -194,7 +194,7 @@ async fn update_customer(
     )
 )]
 async fn delete_customer(
-    State(pool): State<SqlitePool>,
+    State(pool): State<AnyPool>,
     State(producer): State<Producer>,
     headers: HeaderMap,
     Path(id): Path<Uuid>,

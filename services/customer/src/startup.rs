@@ -3,18 +3,19 @@
 
 use crate::{ROLE, Settings, routes, settings::Customer};
 use axum::Router;
-use hotel_common::{conditional::CacheControl, process::BoxError};
+use hotel_common::{conditional::CacheControl, db::Backend, process::BoxError};
 use hotel_events::Subscription;
 use hotel_service::{DatabaseService, DatabaseState, Events};
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 use std::sync::Arc;
 
-/// The migrations compiled into the binary.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The migrations compiled into the binary, one history per backend (same versions).
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-postgres");
 
 /// Opens `<data_dir>/customer.db` (shared with the other replicas) and brings its schema
 /// up to date.
-pub async fn connect(settings: &Settings) -> Result<SqlitePool, BoxError> {
+pub async fn connect(settings: &Settings) -> Result<AnyPool, BoxError> {
     hotel_service::database::connect(settings).await
 }
 
@@ -27,7 +28,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The whole HTTP surface: customer routes, `/openapi.json`, the event feed, health and
 /// the shared layers.
-pub fn router(pool: SqlitePool, events: &Events) -> Router {
+pub fn router(pool: AnyPool, events: &Events) -> Router {
     let state = DatabaseState {
         pool: pool.clone(),
         producer: events.producer.clone(),
@@ -40,15 +41,18 @@ pub fn router(pool: SqlitePool, events: &Events) -> Router {
 pub type Application = hotel_service::DatabaseApp<Customer>;
 
 impl DatabaseService for Customer {
-    fn migrator() -> &'static sqlx::migrate::Migrator {
-        &MIGRATOR
+    fn migrator(backend: Backend) -> &'static sqlx::migrate::Migrator {
+        match backend {
+            Backend::Sqlite => &SQLITE,
+            Backend::Postgres => &POSTGRES,
+        }
     }
     // Customers are personal data: `PersonalData` has no keys, so `cache` is always
     // `private, no-store`, which the routes answer with of their own accord.
-    fn router(pool: SqlitePool, _cache: CacheControl, events: &Events) -> Router {
+    fn router(pool: AnyPool, _cache: CacheControl, events: &Events) -> Router {
         router(pool, events)
     }
-    fn subscriptions(_pool: &SqlitePool, _events: &Events) -> Vec<Subscription> {
+    fn subscriptions(_pool: &AnyPool, _events: &Events) -> Vec<Subscription> {
         vec![Subscription {
             producer: "booking",
             handler: Arc::new(crate::events::BookingCounts),

@@ -11,7 +11,7 @@ use hotel_common::{
     page::{self, Keyset, Page},
 };
 use hotel_events::Producer;
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -76,15 +76,16 @@ fn taken_or(e: sqlx::Error) -> Error {
 
 /// Inserts a customer whose name and email are already valid.
 pub async fn insert(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     name: String,
     email: String,
 ) -> Result<Versioned<Customer>, Error> {
+    let backend = db::Backend::of(pool);
     let id = Uuid::new_v4();
     let created_at = page::now_micros();
     sqlx::query(
         "INSERT INTO customers (id, name, email, email_key, created_at, version, updated_at) \
-         VALUES (?, ?, ?, ?, ?5, 1, ?5)",
+         VALUES ($1, $2, $3, $4, $5, 1, $5)",
     )
     .bind(id.to_string())
     .bind(&name)
@@ -92,7 +93,7 @@ pub async fn insert(
     .bind(email_key(&email))
     .bind(created_at)
     .execute(pool)
-    .instrument(db::span("INSERT", TABLE))
+    .instrument(db::span(backend, "INSERT", TABLE))
     .await
     .map_err(taken_or)?;
     Ok(Versioned {
@@ -108,18 +109,19 @@ pub async fn insert(
 }
 
 /// The customer with `id`.
-pub async fn get(pool: &SqlitePool, id: Uuid) -> Result<Versioned<Customer>, Error> {
-    fetch(pool, id).await
+pub async fn get(pool: &AnyPool, id: Uuid) -> Result<Versioned<Customer>, Error> {
+    let backend = db::Backend::of(pool);
+    fetch(backend, pool, id).await
 }
 
-async fn fetch<'c, E>(conn: E, id: Uuid) -> Result<Versioned<Customer>, Error>
+async fn fetch<'c, E>(backend: db::Backend, conn: E, id: Uuid) -> Result<Versioned<Customer>, Error>
 where
-    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
-    let row: Option<Row> = sqlx::query_as(concat!(customer_select!(), "WHERE c.id = ?"))
+    let row: Option<Row> = sqlx::query_as(concat!(customer_select!(), "WHERE c.id = $1"))
         .bind(id.to_string())
         .fetch_optional(conn)
-        .instrument(db::span("SELECT", TABLE))
+        .instrument(db::span(backend, "SELECT", TABLE))
         .await?;
     row.ok_or(Error::NotFound(id))?.into_versioned()
 }
@@ -132,23 +134,24 @@ fn check(condition: Option<&IfMatch>, customer: &Versioned<Customer>) -> Result<
 
 /// One page of customers in `(created_at, id)` order, optionally only those with `email`.
 pub async fn list(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     email: Option<&str>,
     after: Option<Keyset>,
     limit: u32,
 ) -> Result<(Page<Customer>, Validators), Error> {
+    let backend = db::Backend::of(pool);
     let rows: Vec<Row> = sqlx::query_as(concat!(
         customer_select!(),
-        "WHERE (?1 IS NULL OR c.email_key = ?1) \
-           AND (?2 IS NULL OR (c.created_at, c.id) > (?2, ?3)) \
-         ORDER BY c.created_at, c.id LIMIT ?4"
+        "WHERE ($1 IS NULL OR c.email_key = $1) \
+           AND ($2 IS NULL OR (c.created_at, c.id) > ($2, $3)) \
+         ORDER BY c.created_at, c.id LIMIT $4"
     ))
     .bind(email.map(email_key))
     .bind(after.map(|k| k.t))
     .bind(after.map(|k| k.id.to_string()))
     .bind(i64::from(limit) + 1)
     .fetch_all(pool)
-    .instrument(db::span("SELECT", TABLE))
+    .instrument(db::span(backend, "SELECT", TABLE))
     .await?;
     let versions: Vec<(String, i64)> = rows
         .iter()
@@ -169,14 +172,15 @@ pub async fn list(
 /// Applies the given changes (already valid) in one write transaction, which bumps the
 /// version; 412 when `condition` does not name the current one.
 pub async fn update(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     id: Uuid,
     name: Option<String>,
     email: Option<String>,
     condition: Option<&IfMatch>,
 ) -> Result<Versioned<Customer>, Error> {
+    let backend = db::Backend::of(pool);
     let mut tx = db::begin_immediate(pool).await?;
-    let current = fetch(&mut *tx, id).await?;
+    let current = fetch(backend, &mut *tx, id).await?;
     check(condition, &current)?;
     let mut customer = current.value;
     if let Some(name) = name {
@@ -187,8 +191,8 @@ pub async fn update(
     }
     let updated_at = page::now_micros();
     let version: i64 = sqlx::query_scalar(
-        "UPDATE customers SET name = ?, email = ?, email_key = ?, version = version + 1, \
-         updated_at = ? WHERE id = ? RETURNING version",
+        "UPDATE customers SET name = $1, email = $2, email_key = $3, version = version + 1, \
+         updated_at = $4 WHERE id = $5 RETURNING version",
     )
     .bind(&customer.name)
     .bind(&customer.email)
@@ -196,7 +200,7 @@ pub async fn update(
     .bind(updated_at)
     .bind(id.to_string())
     .fetch_one(&mut *tx)
-    .instrument(db::span("UPDATE", TABLE))
+    .instrument(db::span(backend, "UPDATE", TABLE))
     .await
     .map_err(taken_or)?;
     tx.commit().await?;
@@ -210,23 +214,24 @@ pub async fn update(
 /// as it was) in the same transaction: booking cancels their bookings when it reads it.
 /// With `condition`, only the version it names is deleted (412).
 pub async fn delete(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     producer: &Producer,
     id: Uuid,
     condition: Option<&IfMatch>,
 ) -> Result<(), Error> {
+    let backend = db::Backend::of(pool);
     let mut tx = db::begin_immediate(pool).await?;
-    let current = fetch(&mut *tx, id).await?;
+    let current = fetch(backend, &mut *tx, id).await?;
     check(condition, &current)?;
-    sqlx::query("DELETE FROM customers WHERE id = ?")
+    sqlx::query("DELETE FROM customers WHERE id = $1")
         .bind(id.to_string())
         .execute(&mut *tx)
-        .instrument(db::span("DELETE", TABLE))
+        .instrument(db::span(backend, "DELETE", TABLE))
         .await?;
-    sqlx::query("DELETE FROM customer_bookings WHERE customer_id = ?")
+    sqlx::query("DELETE FROM customer_bookings WHERE customer_id = $1")
         .bind(id.to_string())
         .execute(&mut *tx)
-        .instrument(db::span("DELETE", "customer_bookings"))
+        .instrument(db::span(backend, "DELETE", "customer_bookings"))
         .await?;
     producer
         .publish(&mut tx, hotel_events::CUSTOMER_DELETED, id, &current.value)
@@ -239,30 +244,34 @@ pub async fn delete(
 /// version, on the connection of the event's transaction; a customer that no longer
 /// exists gets no row.
 pub async fn count_bookings(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     id: Uuid,
     active: i64,
     cancelled: i64,
 ) -> Result<(), sqlx::Error> {
+    let backend = db::Backend::of_conn(conn);
     sqlx::query(
         "INSERT INTO customer_bookings (customer_id, active, cancelled) \
-         SELECT ?1, MAX(?2, 0), ?3 WHERE EXISTS (SELECT 1 FROM customers WHERE id = ?1) \
+         SELECT $1, CASE WHEN $2 > 0 THEN $2 ELSE 0 END, $3 \
+         WHERE EXISTS (SELECT 1 FROM customers WHERE id = $1) \
          ON CONFLICT (customer_id) DO UPDATE SET \
-           active = MAX(active + ?2, 0), cancelled = cancelled + ?3",
+           active = CASE WHEN customer_bookings.active + $2 > 0 \
+             THEN customer_bookings.active + $2 ELSE 0 END, \
+           cancelled = customer_bookings.cancelled + $3",
     )
     .bind(id.to_string())
     .bind(active)
     .bind(cancelled)
     .execute(&mut *conn)
-    .instrument(db::span("UPSERT", "customer_bookings"))
+    .instrument(db::span(backend, "UPSERT", "customer_bookings"))
     .await?;
     // The counts are part of the customer as the API shows it: a new version, so an ETag
     // taken before the event no longer matches (no 304 for changed counts).
-    sqlx::query("UPDATE customers SET version = version + 1, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE customers SET version = version + 1, updated_at = $1 WHERE id = $2")
         .bind(page::now_micros())
         .bind(id.to_string())
         .execute(&mut *conn)
-        .instrument(db::span("UPDATE", TABLE))
+        .instrument(db::span(backend, "UPDATE", TABLE))
         .await?;
     Ok(())
 }

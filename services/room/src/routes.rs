@@ -22,7 +22,7 @@ use hotel_common::{
 };
 use hotel_events::Producer;
 use hotel_service::DatabaseState;
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -39,7 +39,7 @@ pub struct ApiDoc;
 #[derive(Clone)]
 pub struct AppState {
     /// The rooms database.
-    pub pool: SqlitePool,
+    pub pool: AnyPool,
     /// Writes this service's events (`hotel.room.updated`).
     pub producer: Producer,
     /// The `Cache-Control` of every read (`[cache]` in the settings).

@@ -3,16 +3,17 @@
 
 use crate::{ROLE, Settings, routes, settings::Room};
 use axum::Router;
-use hotel_common::{conditional::CacheControl, process::BoxError};
+use hotel_common::{conditional::CacheControl, db::Backend, process::BoxError};
 use hotel_service::{CacheSettings, DatabaseService, DatabaseState, Events};
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 
-/// The migrations compiled into the binary.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The migrations compiled into the binary, one history per backend (same versions).
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-postgres");
 
 /// Opens `<data_dir>/room.db` (shared with the other replicas) and brings its schema
 /// up to date.
-pub async fn connect(settings: &Settings) -> Result<SqlitePool, BoxError> {
+pub async fn connect(settings: &Settings) -> Result<AnyPool, BoxError> {
     hotel_service::database::connect(settings).await
 }
 
@@ -27,7 +28,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The whole HTTP surface: room routes (reads answered with `cache`), `/openapi.json`,
 /// the event feed, health and the shared layers.
-pub fn router(pool: SqlitePool, cache: CacheControl, events: &Events) -> Router {
+pub fn router(pool: AnyPool, cache: CacheControl, events: &Events) -> Router {
     let state = DatabaseState {
         pool: pool.clone(),
         producer: events.producer.clone(),
@@ -40,10 +41,13 @@ pub fn router(pool: SqlitePool, cache: CacheControl, events: &Events) -> Router 
 pub type Application = hotel_service::DatabaseApp<Room>;
 
 impl DatabaseService for Room {
-    fn migrator() -> &'static sqlx::migrate::Migrator {
-        &MIGRATOR
+    fn migrator(backend: Backend) -> &'static sqlx::migrate::Migrator {
+        match backend {
+            Backend::Sqlite => &SQLITE,
+            Backend::Postgres => &POSTGRES,
+        }
     }
-    fn router(pool: SqlitePool, cache: CacheControl, events: &Events) -> Router {
+    fn router(pool: AnyPool, cache: CacheControl, events: &Events) -> Router {
         router(pool, cache, events)
     }
 }

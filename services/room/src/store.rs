@@ -11,7 +11,7 @@ use hotel_common::{
     page::{self, Keyset, Page},
 };
 use hotel_events::Producer;
-use sqlx::{Sqlite, SqlitePool};
+use sqlx::AnyPool;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -74,16 +74,16 @@ fn taken_or(e: sqlx::Error) -> Error {
     }
 }
 
-async fn fetch<'c, E>(conn: E, id: Uuid) -> Result<Versioned<Room>, Error>
+async fn fetch<'c, E>(backend: db::Backend, conn: E, id: Uuid) -> Result<Versioned<Room>, Error>
 where
-    E: sqlx::Executor<'c, Database = Sqlite>,
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM rooms WHERE id = ?"
+        "SELECT {COLUMNS} FROM rooms WHERE id = $1"
     )))
     .bind(id.to_string())
     .fetch_optional(conn)
-    .instrument(db::span("SELECT", TABLE))
+    .instrument(db::span(backend, "SELECT", TABLE))
     .await?;
     row.ok_or(Error::NotFound(id))?.into_versioned()
 }
@@ -96,12 +96,13 @@ fn check(condition: Option<&IfMatch>, room: &Versioned<Room>) -> Result<(), Erro
 
 /// Inserts an available room whose fields are already valid.
 pub async fn insert(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     number: String,
     kind: RoomKind,
     capacity: i64,
     nightly_rate_cents: i64,
 ) -> Result<Versioned<Room>, Error> {
+    let backend = db::Backend::of(pool);
     let room = Room {
         id: Uuid::new_v4(),
         number,
@@ -114,7 +115,7 @@ pub async fn insert(
     let created_at = page::now_micros();
     sqlx::query(
         "INSERT INTO rooms (id, number, number_key, kind, capacity, nightly_rate_cents, status, \
-         created_at, version, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?8)",
+         created_at, version, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $8)",
     )
     .bind(room.id.to_string())
     .bind(&room.number)
@@ -125,7 +126,7 @@ pub async fn insert(
     .bind(room.status.as_str())
     .bind(created_at)
     .execute(pool)
-    .instrument(db::span("INSERT", TABLE))
+    .instrument(db::span(backend, "INSERT", TABLE))
     .await
     .map_err(taken_or)?;
     Ok(Versioned {
@@ -138,8 +139,9 @@ pub async fn insert(
 }
 
 /// The room with `id`, whatever its status.
-pub async fn get(pool: &SqlitePool, id: Uuid) -> Result<Versioned<Room>, Error> {
-    fetch(pool, id).await
+pub async fn get(pool: &AnyPool, id: Uuid) -> Result<Versioned<Room>, Error> {
+    let backend = db::Backend::of(pool);
+    fetch(backend, pool, id).await
 }
 
 /// Filters of a room list, already valid.
@@ -155,18 +157,19 @@ pub struct Filter {
 
 /// One page of rooms in `(created_at, id)` order, and its weak `ETag`.
 pub async fn list(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     filter: Filter,
     after: Option<Keyset>,
     limit: u32,
 ) -> Result<(Page<Room>, Validators), Error> {
+    let backend = db::Backend::of(pool);
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM rooms \
-         WHERE (?1 IS NULL OR kind = ?1) \
-           AND (?2 IS NULL OR capacity >= ?2) \
-           AND (?3 IS NULL OR status = ?3) \
-           AND (?4 IS NULL OR (created_at, id) > (?4, ?5)) \
-         ORDER BY created_at, id LIMIT ?6"
+         WHERE ($1 IS NULL OR kind = $1) \
+           AND ($2 IS NULL OR capacity >= $2) \
+           AND ($3 IS NULL OR status = $3) \
+           AND ($4 IS NULL OR (created_at, id) > ($4, $5)) \
+         ORDER BY created_at, id LIMIT $6"
     )))
     .bind(filter.kind.map(RoomKind::as_str))
     .bind(filter.min_capacity)
@@ -175,7 +178,7 @@ pub async fn list(
     .bind(after.map(|k| k.id.to_string()))
     .bind(i64::from(limit) + 1)
     .fetch_all(pool)
-    .instrument(db::span("SELECT", TABLE))
+    .instrument(db::span(backend, "SELECT", TABLE))
     .await?;
     let versions: Vec<(String, i64)> = rows
         .iter()
@@ -212,14 +215,15 @@ pub struct Changes {
 /// `hotel.room.updated` event in the outbox; a retired room refuses them (409), and so
 /// does a room whose version `condition` does not name (412).
 pub async fn update(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     producer: &Producer,
     id: Uuid,
     changes: Changes,
     condition: Option<&IfMatch>,
 ) -> Result<Versioned<Room>, Error> {
+    let backend = db::Backend::of(pool);
     let mut tx = db::begin_immediate(pool).await?;
-    let current = fetch(&mut *tx, id).await?;
+    let current = fetch(backend, &mut *tx, id).await?;
     let before = current.value.clone();
     if current.value.status == RoomStatus::Retired {
         return Err(Error::Retired(id));
@@ -237,9 +241,9 @@ pub async fn update(
     room.status = changes.status.unwrap_or(room.status);
     let updated_at = page::now_micros();
     let version: i64 = sqlx::query_scalar(
-        "UPDATE rooms SET number = ?, number_key = ?, kind = ?, capacity = ?, \
-         nightly_rate_cents = ?, status = ?, version = version + 1, updated_at = ? \
-         WHERE id = ? RETURNING version",
+        "UPDATE rooms SET number = $1, number_key = $2, kind = $3, capacity = $4, \
+         nightly_rate_cents = $5, status = $6, version = version + 1, updated_at = $7 \
+         WHERE id = $8 RETURNING version",
     )
     .bind(&room.number)
     .bind(number_key(&room.number))
@@ -250,7 +254,7 @@ pub async fn update(
     .bind(updated_at)
     .bind(id.to_string())
     .fetch_one(&mut *tx)
-    .instrument(db::span("UPDATE", TABLE))
+    .instrument(db::span(backend, "UPDATE", TABLE))
     .await
     .map_err(taken_or)?;
     publish_update(&mut tx, producer, &before, &room).await?;
@@ -265,27 +269,28 @@ pub async fn update(
 /// even its version, and publishes nothing) and returns it; 412 when `condition` does not
 /// name its version. The retirement writes `hotel.room.updated` in the same transaction.
 pub async fn retire(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     producer: &Producer,
     id: Uuid,
     condition: Option<&IfMatch>,
 ) -> Result<Versioned<Room>, Error> {
+    let backend = db::Backend::of(pool);
     let mut tx = db::begin_immediate(pool).await?;
-    let current = fetch(&mut *tx, id).await?;
+    let current = fetch(backend, &mut *tx, id).await?;
     check(condition, &current)?;
     if current.value.status == RoomStatus::Retired {
         return Ok(current);
     }
     sqlx::query(
-        "UPDATE rooms SET status = 'retired', version = version + 1, updated_at = ? \
-         WHERE id = ?",
+        "UPDATE rooms SET status = 'retired', version = version + 1, updated_at = $1 \
+         WHERE id = $2",
     )
     .bind(page::now_micros())
     .bind(id.to_string())
     .execute(&mut *tx)
-    .instrument(db::span("UPDATE", TABLE))
+    .instrument(db::span(backend, "UPDATE", TABLE))
     .await?;
-    let room = fetch(&mut *tx, id).await?;
+    let room = fetch(backend, &mut *tx, id).await?;
     publish_update(&mut tx, producer, &current.value, &room.value).await?;
     tx.commit().await?;
     Ok(room)
@@ -294,7 +299,7 @@ pub async fn retire(
 /// Writes `hotel.room.updated` (data: the room now, and `changes`: each changed field's
 /// value before) unless nothing changed.
 async fn publish_update(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     producer: &Producer,
     before: &Room,
     after: &Room,

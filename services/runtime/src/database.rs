@@ -1,4 +1,5 @@
-//! A domain service over its SQLite database: opening the file every replica shares,
+//! A domain service over its database (the SQLite file every replica on the host shares,
+//! or PostgreSQL, see `hotel_common::db`): opening it,
 //! the router with the readiness check that asks the database, the problem a failed
 //! database call answers, and [`DatabaseApp`], the whole application of a service whose
 //! only state is its database (customer, room).
@@ -17,44 +18,75 @@ use hotel_common::{
     http::{SERVICE_BODY_LIMIT, finish_instance},
     process::BoxError,
 };
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 use std::{future::Future, net::SocketAddr, sync::Arc};
 use utoipa::openapi::OpenApi;
 
-/// A service whose whole state is its SQLite database (customer, room): everything
+/// A service whose whole state is its database (customer, room): everything
 /// [`DatabaseApp`] needs to know of it.
 pub trait DatabaseService: Role {
-    /// The migrations compiled into the service.
-    fn migrator() -> &'static sqlx::migrate::Migrator;
+    /// The migrations compiled into the service for `backend` (`migrations/` for SQLite,
+    /// `migrations-postgres/`: the same versions, each backend's SQL).
+    fn migrator(backend: db::Backend) -> &'static sqlx::migrate::Migrator;
     /// The whole HTTP surface over the database (see [`service_router`]): reads answered
     /// with `cache` (from the `[cache]` settings), changes published through
     /// `events.producer`, and `events.feed` served.
-    fn router(pool: SqlitePool, cache: CacheControl, events: &Events) -> Router;
+    fn router(pool: AnyPool, cache: CacheControl, events: &Events) -> Router;
     /// The producers whose events this service consumes, and their effects (none by
     /// default).
-    fn subscriptions(_pool: &SqlitePool, _events: &Events) -> Vec<hotel_events::Subscription> {
+    fn subscriptions(_pool: &AnyPool, _events: &Events) -> Vec<hotel_events::Subscription> {
         Vec::new()
     }
 }
 
-/// Opens `<data_dir>/<role>.db` (shared with the other replicas) and brings its schema up
-/// to date, the event bus's tables included.
+/// Opens the service's database (`database.url`, else `<data_dir>/<role>.db`; shared
+/// with the other replicas) and brings its schema up to date, the event bus's tables
+/// included.
 pub async fn connect<R: DatabaseService>(
     settings: &ServiceSettings<R>,
-) -> Result<SqlitePool, BoxError> {
-    let path = settings.database_path();
-    let pool = db::open(&path).await?;
-    db::migrate(&pool, &path, R::migrator()).await?;
+) -> Result<AnyPool, BoxError> {
+    let location = settings.database_location()?;
+    open_and_migrate(
+        &location,
+        &settings.database,
+        R::migrator(location.backend()),
+    )
+    .await
+}
+
+/// Opens the database at `location` and brings its schema up to date: `migrator`, then
+/// the event bus's tables.
+pub async fn open_and_migrate(
+    location: &db::Location,
+    settings: &db::DatabaseSettings,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<AnyPool, BoxError> {
+    let pool = db::open(location, settings)
+        .await
+        .map_err(|e| format!("database {location}: {e}"))?;
+    db::migrate(&pool, migrator)
+        .await
+        .map_err(|e| format!("database {location}: migrating: {e}"))?;
     hotel_events::outbox::create_tables(&pool).await?;
+    tracing::info!(
+        database = %location,
+        db.system.name = location.backend().system_name(),
+        "database ready"
+    );
     Ok(pool)
 }
 
+/// How long `/readyz` waits for the database's answer before it says not ready: a
+/// database that is down or unreachable fails the check at once or within this, never
+/// hangs it (the heartbeat carries the result, and the gateway stops routing here).
+pub const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The readiness check of a service over `pool` (see [`db::ping`]): what `/readyz`
 /// answers.
-pub fn database_readiness(pool: SqlitePool) -> ReadinessCheck {
+pub fn database_readiness(pool: AnyPool) -> ReadinessCheck {
     Arc::new(move || {
         let pool = pool.clone();
-        Box::pin(async move { db::ping(&pool).await })
+        Box::pin(async move { db::ping(&pool, READINESS_TIMEOUT).await })
     })
 }
 
@@ -67,7 +99,7 @@ pub fn service_router(
     role: &'static str,
     routes: Router,
     doc: OpenApi,
-    pool: SqlitePool,
+    pool: AnyPool,
     events: &Events,
 ) -> Router {
     let routes = hotel_common::openapi::serve(routes, doc).merge(events.feed.router());
@@ -84,7 +116,7 @@ pub fn service_router(
 
 /// `hotel_db_pool_connections{state="idle"|"in_use"}` and `hotel_db_pool_max`, read from
 /// `pool` at every scrape.
-fn watch_pool(metrics: &hotel_common::metrics::InstanceMetrics, pool: SqlitePool) {
+fn watch_pool(metrics: &hotel_common::metrics::InstanceMetrics, pool: AnyPool) {
     use prometheus_client::{
         encoding::EncodeLabelSet, metrics::family::Family, metrics::gauge::Gauge,
     };
@@ -121,7 +153,7 @@ fn watch_pool(metrics: &hotel_common::metrics::InstanceMetrics, pool: SqlitePool
 
 /// The problem a failed database call answers: 503 with `Retry-After: 1` and `busy` as
 /// the detail when the failure is transient (the file is locked by another replica past
-/// the busy timeout), otherwise 500. Either way the SQL error is logged here and never
+/// the busy timeout, the database server is down or unreachable), otherwise 500. Either way the SQL error is logged here and never
 /// sent to the client.
 pub fn database_problem(e: &sqlx::Error, busy: &str) -> Problem {
     if db::is_transient(e) {
@@ -193,16 +225,16 @@ impl<R: DatabaseService> Service for DatabaseApp<R> {
 
 /// What the handlers of a service over its database share: the pool, and the producer
 /// that writes events into the outbox in the same transactions. Handlers take either
-/// part alone (`State<SqlitePool>`, `State<Producer>`).
+/// part alone (`State<AnyPool>`, `State<Producer>`).
 #[derive(Clone, Debug)]
 pub struct DatabaseState {
     /// The service's database.
-    pub pool: SqlitePool,
+    pub pool: AnyPool,
     /// Writes this service's events.
     pub producer: hotel_events::Producer,
 }
 
-impl axum::extract::FromRef<DatabaseState> for SqlitePool {
+impl axum::extract::FromRef<DatabaseState> for AnyPool {
     fn from_ref(state: &DatabaseState) -> Self {
         state.pool.clone()
     }

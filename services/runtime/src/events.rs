@@ -10,7 +10,7 @@ use hotel_events::{
     feed::Feed,
 };
 use hotel_registry::client::RegistryClient;
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 use std::sync::Arc;
 
 /// The events of one service instance, built with it, running while it serves; and,
@@ -26,7 +26,7 @@ pub struct Events {
     pub producer: Producer,
     /// Serves the outbox at `/events`, with `/events/status` and `/events/dead`.
     pub feed: Feed,
-    pool: SqlitePool,
+    pool: AnyPool,
     service: &'static str,
     instance: String,
     settings: EventSettings,
@@ -38,7 +38,7 @@ impl Events {
     /// The events of an instance with `settings` over its database `pool` (whose event
     /// tables [`hotel_events::outbox::create_tables`] made). Fails naming the key on a
     /// bad `[events]` block.
-    pub fn new<S: ServiceConfig>(settings: &S, pool: SqlitePool) -> Result<Events, BoxError> {
+    pub fn new<S: ServiceConfig>(settings: &S, pool: AnyPool) -> Result<Events, BoxError> {
         settings.events().validate()?;
         let metrics = EventMetrics::new();
         let registry = RegistryClient::from_link(settings.registry())?;

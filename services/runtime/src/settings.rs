@@ -8,7 +8,12 @@
 //! not support `flatten` together with `deny_unknown_fields`, and a misspelt key must
 //! stay an error naming the key.
 
-use hotel_common::{conditional::CacheControl, config::RegistryLink, process::ProcessArgs};
+use hotel_common::{
+    conditional::CacheControl,
+    config::RegistryLink,
+    db::{DatabaseSettings, Location},
+    process::ProcessArgs,
+};
 use hotel_events::EventSettings;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::{fmt::Debug, marker::PhantomData, net::SocketAddr, path::PathBuf, time::Duration};
@@ -101,6 +106,9 @@ pub struct ServiceSettings<R: Role> {
     /// unset: no endpoint, no faults. `hotel up` sets a fresh one per run.
     #[serde(default)]
     pub fault_token: Option<String>,
+    /// The service's database (`[database]`): a SQLite file in `data_dir` (default) or
+    /// PostgreSQL (`url = "postgres://..."`), with the pool's size and acquire timeout.
+    pub database: DatabaseSettings,
     /// Which service these settings are for; no value, never read from config.
     #[serde(skip)]
     pub role: PhantomData<R>,
@@ -120,6 +128,7 @@ impl<R: Role> Clone for ServiceSettings<R> {
             cache: self.cache.clone(),
             events: self.events.clone(),
             fault_token: self.fault_token.clone(),
+            database: self.database.clone(),
             role: PhantomData,
         }
     }
@@ -136,6 +145,7 @@ impl<R: Role> PartialEq for ServiceSettings<R> {
             && self.cache == other.cache
             && self.events == other.events
             && self.fault_token == other.fault_token
+            && self.database == other.database
     }
 }
 
@@ -153,6 +163,7 @@ impl<R: Role> Default for ServiceSettings<R> {
             cache: R::Cache::default(),
             events: EventSettings::default(),
             fault_token: None,
+            database: DatabaseSettings::default(),
             role: PhantomData,
         }
     }
@@ -162,6 +173,12 @@ impl<R: Role> ServiceSettings<R> {
     /// The database file every replica opens: `<data_dir>/<role>.db`.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join(format!("{}.db", R::NAME))
+    }
+
+    /// Where the database is: `database.url`, else [`Self::database_path`]; an error
+    /// names the bad key.
+    pub fn database_location(&self) -> Result<Location, String> {
+        self.database.location(self.database_path())
     }
 
     /// Applies the command-line options, which win over file and environment.

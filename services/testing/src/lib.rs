@@ -13,24 +13,32 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
-pub use hotel_testkit::TempDir;
+pub use hotel_testkit::{
+    TempDir,
+    postgres::{Backend, TestDb},
+};
 
-/// Opens the database at `path` as an earlier release left it: only the migrations
-/// `names` of the crate at `manifest_dir` (its `env!("CARGO_MANIFEST_DIR")`) applied. An
-/// upgrade test inserts rows of that release next, then builds the service, which
-/// migrates the rest.
+/// Opens the database at `location` as an earlier release left it: only the migrations
+/// `names` of the crate at `manifest_dir` (its `env!("CARGO_MANIFEST_DIR")`) applied,
+/// from `migrations/` or `migrations-postgres/` by the backend. An upgrade test inserts
+/// rows of that release next, then builds the service, which migrates the rest.
 pub async fn database_as_released(
-    path: &std::path::Path,
+    location: &hotel_common::db::Location,
+    settings: &hotel_common::db::DatabaseSettings,
     manifest_dir: &str,
     names: &[&str],
-) -> sqlx::SqlitePool {
+) -> sqlx::AnyPool {
+    let history = match location.backend() {
+        hotel_common::db::Backend::Sqlite => "migrations",
+        hotel_common::db::Backend::Postgres => "migrations-postgres",
+    };
     let released = TempDir::new("released-migrations");
-    let migrations = std::path::Path::new(manifest_dir).join("migrations");
+    let migrations = std::path::Path::new(manifest_dir).join(history);
     for name in names {
         std::fs::copy(migrations.join(name), released.path().join(name))
             .expect("copying a migration");
     }
-    let pool = hotel_common::db::open(path)
+    let pool = hotel_common::db::open(location, settings)
         .await
         .expect("opening the database");
     sqlx::migrate::Migrator::new(released.path())
@@ -77,18 +85,22 @@ impl Reply {
     }
 }
 
-/// A service router over its own database file.
+/// A service router over its own database.
 pub struct TestApp {
     /// The service's whole router (not served; called with `oneshot`).
     pub router: Router,
-    /// The directory of its database, removed with the app.
-    pub dir: TempDir,
+    /// Its database (the directory of its file, or its PostgreSQL database), removed
+    /// with the app.
+    pub db: TestDb,
 }
 
 impl TestApp {
-    /// Wraps `router`, which keeps its database in `dir`.
-    pub fn new(router: Router, dir: TempDir) -> Self {
-        TestApp { router, dir }
+    /// Wraps `router`, which keeps its database in `db` (a `TempDir` for a SQLite file).
+    pub fn new(router: Router, db: impl Into<TestDb>) -> Self {
+        TestApp {
+            router,
+            db: db.into(),
+        }
     }
 
     /// Sends a request with an optional JSON body.

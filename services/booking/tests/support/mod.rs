@@ -153,7 +153,11 @@ pub async fn spawn_peers() -> (Arc<Peers>, SocketAddr) {
     (peers, addr)
 }
 
-pub use hotel_testkit::TempDir;
+#[allow(unused_imports)] // each test file uses some
+pub use hotel_testkit::{
+    TempDir,
+    postgres::{Backend, TestDb},
+};
 
 /// A booking app on a fresh database, pointed at fresh fakes.
 pub struct TestApp {
@@ -161,38 +165,46 @@ pub struct TestApp {
     pub router: Router,
     /// The fakes it calls.
     pub peers: Arc<Peers>,
-    /// Its data directory.
-    pub dir: Arc<TempDir>,
+    /// Its database (data directory, and its PostgreSQL database on that backend).
+    pub db: Arc<TestDb>,
 }
 
-/// Settings for a test app on `dir` calling `peer` for both customer and room.
-pub fn settings(dir: &TempDir, customer: SocketAddr, room: SocketAddr) -> Settings {
+/// Settings for a test app on `db` calling `customer` and `room`.
+pub fn settings(db: &TestDb, customer: SocketAddr, room: SocketAddr) -> Settings {
     Settings {
-        data_dir: dir.to_path_buf(),
+        data_dir: db.dir.to_path_buf(),
         customer_url: Some(format!("http://{customer}")),
         room_url: Some(format!("http://{room}")),
+        database: hotel_common::db::DatabaseSettings {
+            url: db.url(),
+            ..Default::default()
+        },
         ..Settings::default()
     }
 }
 
 impl TestApp {
-    /// A new app with its own database and fakes.
-    pub async fn spawn() -> TestApp {
-        Self::spawn_with(|_| {}).await
+    /// A new app with its own database on `backend` and fakes; `None` when that backend
+    /// is not available here (the test is skipped, saying so).
+    pub async fn spawn(backend: Backend) -> Option<TestApp> {
+        Self::spawn_with(backend, |_| {}).await
     }
 
     /// A new app whose settings `tweak` adjusts.
-    pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    pub async fn spawn_with(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Option<TestApp> {
+        let db = Arc::new(TestDb::new(backend, "booking").await?);
         let (peers, addr) = spawn_peers().await;
-        let dir = Arc::new(TempDir::new("booking"));
-        let mut s = settings(&dir, addr, addr);
+        let mut s = settings(&db, addr, addr);
         tweak(&mut s);
         let app = Application::build(s).await.unwrap();
-        TestApp {
+        Some(TestApp {
             router: app.router(),
             peers,
-            dir,
-        }
+            db,
+        })
     }
 
     /// Sends a request; returns status, headers and the JSON body (`Null` when empty).
