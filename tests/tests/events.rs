@@ -151,6 +151,7 @@ async fn status(client: &reqwest::Client, url: &str) -> Result<Value> {
 }
 
 async fn open_db(path: &Path) -> Result<AnyConnection> {
+    sqlx::any::install_default_drivers();
     let url = format!("sqlite://{}", path.display());
     Ok(AnyConnection::connect(&url).await?)
 }
