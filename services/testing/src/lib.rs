@@ -50,6 +50,19 @@ pub async fn database_as_released(
     pool
 }
 
+/// What every service answers alike: `/healthz` 200, `/readyz` 200 `ready`, an
+/// `unknown` path 404 and `PUT collection` 405, both as problems.
+pub async fn assert_health_and_unknown_routes(app: &TestApp, unknown: &str, collection: &str) {
+    assert_eq!(app.get("/healthz").await.status, 200);
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.body["status"], "ready");
+    app.get(unknown).await.problem(404);
+    app.call(Method::PUT, collection, Some(serde_json::json!({})))
+        .await
+        .problem(405);
+}
+
 /// What a test reads back from one call.
 #[derive(Debug)]
 pub struct Reply {

@@ -481,21 +481,9 @@ async fn delete_retires_the_room_keeping_its_id_and_twice_is_fine() {
 }
 
 #[tokio::test]
-async fn health_and_readiness_answer_200() {
+async fn health_readiness_and_unknown_routes_answer_as_in_every_service() {
     let Some(app) = app().await else { return };
-    assert_eq!(app.get("/healthz").await.status, 200);
-    let ready = app.get("/readyz").await;
-    assert_eq!(ready.status, 200);
-    assert_eq!(ready.body["status"], "ready");
-}
-
-#[tokio::test]
-async fn unknown_routes_and_methods_answer_problems() {
-    let Some(app) = app().await else { return };
-    app.get("/rooms/1/beds").await.problem(404);
-    app.call(Method::PUT, "/rooms", Some(json!({})))
-        .await
-        .problem(405);
+    hotel_service_testing::assert_health_and_unknown_routes(&app, "/rooms/1/beds", "/rooms").await;
 }
 
 #[tokio::test]
