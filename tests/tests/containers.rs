@@ -18,7 +18,9 @@ mod podman_support;
 use anyhow::{Context, Result, bail, ensure};
 use hotel_tests::{free_port, hotel_bin, repo_root, signal_pid, wait_exit};
 use nix::sys::signal::Signal;
-use podman_support::{build_image, podman, registered, run, script, unique, until};
+use podman_support::{
+    build_image, exactly_registered, podman, registered, run, script, unique, until,
+};
 use serde_json::Value;
 use std::{
     path::PathBuf,
@@ -239,17 +241,7 @@ async fn compose_cluster_in_podman_serves_through_a_stop_and_a_kill_without_a_fa
         "every replica registered at its container address",
         || {
             let (http, registry, token, expected) = (&http, &registry, &token, &expected);
-            async move {
-                let mut found = Vec::new();
-                for service in ["customer", "room", "booking"] {
-                    found.extend(registered(http, registry, token, service).await?);
-                }
-                found.sort();
-                let mut want = expected.clone();
-                want.sort();
-                ensure!(found == want, "registered {found:?}, want {want:?}");
-                Ok(())
-            }
+            async move { exactly_registered(http, registry, token, expected).await }
         },
     )
     .await;

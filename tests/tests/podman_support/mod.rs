@@ -116,6 +116,25 @@ where
     waited.map_err(|e| anyhow::anyhow!("{e}: {}", last.lock().unwrap()))
 }
 
+/// Ok when the registry holds exactly the `expected` (instance, url) pairs across the
+/// customer, room and booking services (in any order).
+pub async fn exactly_registered(
+    http: &reqwest::Client,
+    registry: &str,
+    token: &str,
+    expected: &[(String, String)],
+) -> Result<()> {
+    let mut found = Vec::new();
+    for service in ["customer", "room", "booking"] {
+        found.extend(registered(http, registry, token, service).await?);
+    }
+    found.sort();
+    let mut want = expected.to_vec();
+    want.sort();
+    ensure!(found == want, "registered {found:?}, want {want:?}");
+    Ok(())
+}
+
 /// The registry's passing instances of `service`: (instance name, URL).
 pub async fn registered(
     http: &reqwest::Client,
