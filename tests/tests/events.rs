@@ -176,24 +176,17 @@ async fn small_cluster(client: &reqwest::Client, name: &str) -> Result<Small> {
     let dir = TempDir::new(name);
     let registry = spawn(&dir, "registry", "registry", &[])?;
     let url = registry.url();
-    let customer = spawn(
-        &dir,
-        "customer",
-        "customer-1",
-        &[("HOTEL_CUSTOMER__REGISTRY__URL", &url)],
-    )?;
-    let room = spawn(
-        &dir,
-        "room",
-        "room-1",
-        &[("HOTEL_ROOM__REGISTRY__URL", &url)],
-    )?;
-    let booking = spawn(
-        &dir,
-        "booking",
-        "booking-1",
-        &[("HOTEL_BOOKING__REGISTRY__URL", &url)],
-    )?;
+    // One replica of a service, registering with `registry`.
+    let service = |role: &str| {
+        let var = format!("HOTEL_{}__REGISTRY__URL", role.to_uppercase());
+        spawn(
+            &dir,
+            role,
+            &format!("{role}-1"),
+            &[(var.as_str(), url.as_str())],
+        )
+    };
+    let (customer, room, booking) = (service("customer")?, service("room")?, service("booking")?);
     wait_all_ready(client, &[&registry, &customer, &room, &booking]).await?;
     Ok(Small {
         _registry: registry,
