@@ -64,8 +64,50 @@ pub struct ClusterFile {
     /// (`curl --cacert`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<String>,
+    /// With `hotel up --internal-tls`: the operators' (`control`) certificate, which
+    /// `hotel status` and `hotel events` present to the services and the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_tls: Option<IdentityFiles>,
     /// Every live instance (exited ones are removed).
     pub instances: Vec<InstanceEntry>,
+}
+
+/// The files of one identity for mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityFiles {
+    /// The CA every component trusts.
+    pub ca: PathBuf,
+    /// The certificate (naming the `control` role).
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+}
+
+impl From<&hotel_common::tls::local_ca::RoleFiles> for IdentityFiles {
+    fn from(f: &hotel_common::tls::local_ca::RoleFiles) -> Self {
+        IdentityFiles {
+            ca: f.ca.clone(),
+            cert: f.cert.clone(),
+            key: f.key.clone(),
+        }
+    }
+}
+
+impl ClusterFile {
+    /// With mutual TLS in the cluster, makes the operators' identity this process's, so
+    /// its internal clients ([`hotel_common::tls::internal::reqwest_client`]) present it
+    /// and its internal URLs are `https://`. Call before building those clients.
+    pub fn install_identity(&self) -> Result<(), String> {
+        if let Some(f) = &self.internal_tls {
+            hotel_common::tls::internal::install(hotel_common::tls::internal::Identity::load(
+                hotel_common::tls::internal::CONTROL_ROLE,
+                &f.ca,
+                &f.cert,
+                &f.key,
+            )?);
+        }
+        Ok(())
+    }
 }
 
 /// Why a data directory's files could not be read.

@@ -382,6 +382,7 @@ mod tests {
             fault_token: "f".into(),
             gateway_config: None,
             tls: None,
+            internal_tls: None,
         };
         router(
             Supervisor::new(cfg, "http://127.0.0.1:1".into(), None),

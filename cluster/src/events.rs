@@ -65,8 +65,8 @@ pub async fn run(cmd: EventsCommand) -> Result<ExitCode, BoxError> {
 }
 
 async fn dead(args: DeadArgs) -> Result<ExitCode, BoxError> {
-    ClusterFile::read(&args.dir.data_dir)?;
-    let client = reqwest::Client::builder()
+    ClusterFile::read(&args.dir.data_dir)?.install_identity()?;
+    let client = hotel_common::tls::internal::reqwest_client()
         .timeout(Duration::from_secs(10))
         .build()?;
     let mut all = serde_json::Map::new();
@@ -119,8 +119,8 @@ async fn dead(args: DeadArgs) -> Result<ExitCode, BoxError> {
 
 async fn tail(args: TailArgs) -> Result<ExitCode, BoxError> {
     // Fails at once, naming the directory, when no cluster runs there.
-    ClusterFile::read(&args.dir.data_dir)?;
-    let client = reqwest::Client::builder()
+    ClusterFile::read(&args.dir.data_dir)?.install_identity()?;
+    let client = hotel_common::tls::internal::reqwest_client()
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_millis(WAIT_MS) + Duration::from_secs(5))
         .build()?;
@@ -220,7 +220,11 @@ fn instance_url(data_dir: &Path, service: &str, turn: usize) -> Option<String> {
         .instances
         .iter()
         .filter(|i| i.service == service && i.state == "running")
-        .filter_map(|i| i.address.as_ref().map(|a| format!("http://{a}")))
+        .filter_map(|i| {
+            i.address
+                .as_ref()
+                .map(hotel_common::tls::internal::base_url)
+        })
         .collect();
     (!live.is_empty()).then(|| live[turn % live.len()].clone())
 }

@@ -118,6 +118,13 @@ pub struct UpArgs {
     /// <data-dir>/tls/ on first use (the banner says how to trust it).
     #[arg(long)]
     pub tls: bool,
+    /// Mutual TLS between every component (gateway -> services, services -> registry,
+    /// booking -> room and customer): each process gets its own certificate from the
+    /// local CA in <data-dir>/tls/, naming its role, and refuses callers of the wrong
+    /// role. `hotel status` and `hotel events` use the operators' certificate
+    /// (`control`) recorded in cluster.json.
+    #[arg(long)]
+    pub internal_tls: bool,
     /// Put every service's database on this PostgreSQL server
     /// (`postgres://USER@HOST:PORT/DB`): customer, room and booking each get their own
     /// database `hotel_<service>` there, created when missing (and the role may).
@@ -491,6 +498,30 @@ async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
     } else {
         None
     };
+    let internal_tls = if args.internal_tls {
+        let files = hotel_common::tls::local_ca::ensure_roles(
+            &data_dir.join("tls"),
+            &[
+                "registry",
+                "gateway",
+                "customer",
+                "room",
+                "booking",
+                hotel_common::tls::internal::CONTROL_ROLE,
+            ],
+        )?;
+        // The supervisor calls the services' /readyz and /admin/fault as `control`.
+        let control = &files[hotel_common::tls::internal::CONTROL_ROLE];
+        hotel_common::tls::internal::install(hotel_common::tls::internal::Identity::load(
+            hotel_common::tls::internal::CONTROL_ROLE,
+            &control.ca,
+            &control.cert,
+            &control.key,
+        )?);
+        Some(files)
+    } else {
+        None
+    };
     let mut databases = BTreeMap::new();
     if let Some(server) = args.postgres.as_deref().filter(|u| !u.trim().is_empty()) {
         for role in Role::SERVICES {
@@ -513,6 +544,7 @@ async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
         settings,
         gateway_config,
         tls,
+        internal_tls,
     };
     let (listener, control_addr) =
         hotel_common::server::bind(([127, 0, 0, 1], cfg.settings.ports.control).into()).await?;

@@ -189,6 +189,14 @@ fn banner(
         }
         None => String::new(),
     };
+    if let Some(id) = &file.internal_tls {
+        text.push_str(&format!(
+            "mtls      between every component; the services answer only certificates of \
+             their CA naming an allowed role ({}; operators: {})\n",
+            id.ca.display(),
+            id.cert.display()
+        ));
+    }
     text.push_str(&format!(
         "\ntry:\n  curl -s{cacert} -H \"Authorization: Bearer {key}\" {gateway}/api/rooms\n  curl -s{cacert} -H \"Authorization: Bearer {key}\" -H 'content-type: application/json' \\\n       -d '{{\"number\":\"101\",\"kind\":\"double\",\"capacity\":2,\"nightly_rate_cents\":12000}}' {gateway}/api/rooms\n",
         key = file.api_key

@@ -220,6 +220,7 @@ fn collect_gateway(value: &Value, out: &mut Vec<(Vec<String>, GatewayView)>) {
                 .filter_map(|k| obj.get(*k).and_then(Value::as_str))
                 .map(|s| {
                     s.trim_start_matches("http://")
+                        .trim_start_matches("https://")
                         .trim_end_matches('/')
                         .to_owned()
                 })
@@ -300,7 +301,8 @@ async fn gateway_view(
 pub async fn gather(data_dir: &Path) -> Result<Status, BoxError> {
     let client = ControlClient::open(data_dir)?;
     let instances = client.instances().await?;
-    let http = reqwest::Client::builder()
+    client.file.install_identity()?;
+    let http = hotel_common::tls::internal::reqwest_client()
         .timeout(Duration::from_secs(2))
         .no_proxy()
         .build()?;
@@ -387,7 +389,10 @@ pub async fn gather(data_dir: &Path) -> Result<Status, BoxError> {
             continue;
         };
         let answer = http
-            .get(format!("http://{addr}/events/status"))
+            .get(format!(
+                "{}/events/status",
+                hotel_common::tls::internal::base_url(addr)
+            ))
             .send()
             .await
             .and_then(reqwest::Response::error_for_status);

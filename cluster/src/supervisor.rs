@@ -264,6 +264,9 @@ pub struct UpConfig {
     pub gateway_config: Option<PathBuf>,
     /// With `--tls`: the local CA and the gateway's certificate.
     pub tls: Option<hotel_common::tls::local_ca::Files>,
+    /// With `--internal-tls`: every role's certificate for mutual TLS (and `control`'s,
+    /// the supervisor's and the CLI's own), by role.
+    pub internal_tls: Option<BTreeMap<String, hotel_common::tls::local_ca::RoleFiles>>,
 }
 
 /// The supervisor of one local cluster. Cheap to share (`Arc`).
@@ -330,6 +333,19 @@ fn child_env(role: Role, cfg: &UpConfig, urls: &ChildUrls) -> Vec<(String, Strin
             if let Some(url) = cfg.databases.get(&role) {
                 env.push((format!("{prefix}DATABASE__URL"), url.clone()));
             }
+        }
+    }
+    if let Some(files) = cfg.internal_tls.as_ref().and_then(|f| f.get(role.as_str())) {
+        env.push((format!("{prefix}INTERNAL_TLS__ENABLED"), "true".into()));
+        for (key, path) in [
+            ("CA", &files.ca),
+            ("CERT", &files.cert),
+            ("KEY", &files.key),
+        ] {
+            env.push((
+                format!("{prefix}INTERNAL_TLS__{key}"),
+                path.display().to_string(),
+            ));
         }
     }
     if let Some(endpoint) = &cfg.otlp_endpoint {
@@ -404,9 +420,15 @@ impl Supervisor {
             supervisor_pid: std::process::id(),
             jaeger_url,
             ca_cert: cfg.tls.as_ref().map(|t| t.ca_cert.display().to_string()),
+            internal_tls: cfg
+                .internal_tls
+                .as_ref()
+                .and_then(|f| f.get(hotel_common::tls::internal::CONTROL_ROLE))
+                .map(crate::clusterfile::IdentityFiles::from),
             ..ClusterFile::default()
         };
-        let http = reqwest::Client::builder()
+        // With --internal-tls, `hotel up` installed the operators' identity first.
+        let http = hotel_common::tls::internal::reqwest_client()
             .timeout(Duration::from_secs(2))
             .no_proxy()
             .build()
@@ -506,7 +528,7 @@ impl Supervisor {
             .await?;
         {
             let mut st = self.lock();
-            st.file.registry_url = Some(format!("http://{registry}"));
+            st.file.registry_url = Some(hotel_common::tls::internal::base_url(registry));
             st.fixed.insert(Role::Registry, registry);
             self.persist(&st);
         }
@@ -774,7 +796,7 @@ impl Supervisor {
         // The gateway serves its health on the admin listener.
         let ready_url = match admin {
             Some(a) => format!("http://{a}/readyz"),
-            None => format!("http://{addr}/readyz"),
+            None => format!("{}/readyz", hotel_common::tls::internal::base_url(addr)),
         };
         let mut last;
         loop {
@@ -1033,7 +1055,11 @@ impl Supervisor {
             };
             (addr, i.pid)
         };
-        let url = format!("http://{addr}{}", hotel_common::fault::FAULT_PATH);
+        let url = format!(
+            "{}{}",
+            hotel_common::tls::internal::base_url(addr),
+            hotel_common::fault::FAULT_PATH
+        );
         let req = match &spec {
             Some(s) => self.http.put(&url).json(s),
             None => self.http.delete(&url),
@@ -1243,6 +1269,7 @@ mod tests {
             fault_token: "ft".into(),
             gateway_config: None,
             tls: None,
+            internal_tls: None,
         };
         let urls = |admin| ChildUrls {
             registry: "http://r".into(),

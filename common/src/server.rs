@@ -6,6 +6,7 @@
 
 use crate::fault::ConnAbort;
 use crate::http::{HYPER_HEAD_HEADROOM, SERVICE_MAX_HEADERS};
+use crate::tls::internal;
 use axum::{Router, extract::ConnectInfo};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -91,6 +92,73 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
+    serve_with(listener, router, shutdown, grace, None).await
+}
+
+/// Like [`serve`], for the listener other components call (a service's, the registry's):
+/// with mutual TLS on ([`internal`]), it speaks TLS only, requires a client certificate
+/// from the cluster's CA, and answers 403 problem+json to a role [`internal::may_call`]
+/// does not allow; otherwise it is [`serve`].
+pub async fn serve_internal(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+    role: &'static str,
+) -> std::io::Result<()> {
+    let Some(identity) = internal::installed() else {
+        return serve(listener, router, shutdown, grace).await;
+    };
+    identity.watch();
+    let router = router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| authorize(role, req, next),
+    ));
+    let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config());
+    serve_with(listener, router, shutdown, grace, Some(acceptor)).await
+}
+
+/// The longest a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Refuses a request whose client certificate names a role that may not call `server`
+/// on that path.
+async fn authorize(
+    server: &'static str,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path();
+    let role = req
+        .extensions()
+        .get::<internal::PeerRole>()
+        .map(|r| r.0.clone());
+    match role {
+        Some(role) if internal::may_call(server, &role, path) => next.run(req).await,
+        role => {
+            let role = role.as_deref().unwrap_or("none").to_owned();
+            tracing::warn!(
+                peer_role = %role,
+                path,
+                "internal_tls: refused a caller whose certificate's role may not call {server}"
+            );
+            crate::problem::Problem::new(
+                http::StatusCode::FORBIDDEN,
+                "forbidden-role",
+                format!("a client certificate of role {role:?} may not call {server} at {path}"),
+            )
+            .with_title("Role not allowed")
+            .to_http()
+        }
+    }
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -105,21 +173,56 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let abort = ConnAbort::default();
                 let io = AbortableIo { stream, abort: abort.clone() };
-                let svc = tower::ServiceExt::map_request(
-                    router.clone(),
-                    move |mut r: http::Request<hyper::body::Incoming>| {
-                        r.extensions_mut().insert(ConnectInfo(peer));
-                        r.extensions_mut().insert(abort.clone());
-                        r
-                    },
-                );
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc))
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                let router = router.clone();
+                let service = move |role: Option<internal::PeerRole>| {
+                    TowerToHyperService::new(tower::ServiceExt::map_request(
+                        router,
+                        move |mut r: http::Request<hyper::body::Incoming>| {
+                            r.extensions_mut().insert(ConnectInfo(peer));
+                            r.extensions_mut().insert(abort.clone());
+                            if let Some(role) = &role {
+                                r.extensions_mut().insert(role.clone());
+                            }
+                            r
+                        },
+                    ))
+                };
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                match &tls {
+                    None => {
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(io), service(None))
+                            .into_owned();
+                        tokio::spawn(watcher.watch(conn));
+                    }
+                    Some(acceptor) => {
+                        let accept = acceptor.accept(io);
+                        tokio::spawn(async move {
+                            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::warn!(%peer, error = %e, "internal_tls: handshake refused");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::warn!(%peer, "internal_tls: handshake timed out");
+                                    return;
+                                }
+                            };
+                            let role = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(internal::peer_role)
+                                .map(|r| internal::PeerRole(r.into()));
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service(role))
+                                .into_owned();
+                            let _ = watcher.watch(conn).await;
+                        });
+                    }
+                }
             }
             () = &mut shutdown => break,
         }

@@ -7,6 +7,8 @@
 //! (TLS 1.3: AES-GCM, ChaCha20-Poly1305; TLS 1.2: ECDHE with the same ciphers). ALPN
 //! offers `h2` first, then `http/1.1`.
 
+pub mod internal;
+
 use arc_swap::ArcSwap;
 use rustls::{
     ServerConfig,
@@ -136,6 +138,11 @@ impl ReloadingCert {
         }))
     }
 
+    /// The pair served now.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.load_full()
+    }
+
     /// Reads the files again: `Ok(true)` when a new valid pair was swapped in, `Ok(false)`
     /// when they are as last seen, `Err` (the served certificate stays) when the new
     /// contents are unreadable or do not form a valid pair, e.g. halfway through a
@@ -202,7 +209,7 @@ pub fn server_config(cert: Arc<ReloadingCert>) -> Result<Arc<ServerConfig>, Stri
 pub mod local_ca {
     use rcgen::{
         BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-        IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
     };
     use std::path::{Path, PathBuf};
     use time::{Duration, OffsetDateTime};
@@ -271,14 +278,43 @@ pub mod local_ca {
             not_before: OffsetDateTime,
             not_after: OffsetDateTime,
         ) -> Result<(String, String), String> {
+            self.issue_with(names, None, not_before, not_after)
+        }
+
+        /// A certificate of a component for mutual TLS: like [`Ca::issue`], plus the URI
+        /// `spiffe://hotel/<role>` that names its role (see [`super::internal`]); its
+        /// common name is the role.
+        pub fn issue_role(&self, role: &str, names: &[&str]) -> Result<(String, String), String> {
+            let now = OffsetDateTime::now_utc();
+            self.issue_with(
+                names,
+                Some(role),
+                now - Duration::days(1),
+                now + Duration::days(90),
+            )
+        }
+
+        fn issue_with(
+            &self,
+            names: &[&str],
+            role: Option<&str>,
+            not_before: OffsetDateTime,
+            not_after: OffsetDateTime,
+        ) -> Result<(String, String), String> {
             let key = KeyPair::generate().map_err(|e| e.to_string())?;
             let mut p =
                 CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
                     .map_err(|e| e.to_string())?;
+            if let Some(role) = role {
+                let uri = format!("{}{role}", super::internal::ROLE_URI_PREFIX);
+                p.subject_alt_names.push(SanType::URI(
+                    uri.try_into().map_err(|e: rcgen::Error| e.to_string())?,
+                ));
+            }
             let mut dn = DistinguishedName::new();
             dn.push(
                 DnType::CommonName,
-                names.first().copied().unwrap_or("hotel"),
+                role.or(names.first().copied()).unwrap_or("hotel"),
             );
             p.distinguished_name = dn;
             p.key_usages = vec![
@@ -316,6 +352,24 @@ pub mod local_ca {
     /// Creates (or reuses) the local CA in `dir` and issues a fresh gateway certificate
     /// for `localhost`, `127.0.0.1` and `::1`. Keys are written `0600`.
     pub fn ensure(dir: &Path) -> Result<Files, String> {
+        let (ca, ca_cert) = open_or_create(dir)?;
+        let (cert, key) = ca.issue(&LOOPBACK_NAMES)?;
+        let files = Files {
+            ca_cert,
+            gateway_cert: dir.join("gateway.pem"),
+            gateway_key: dir.join("gateway-key.pem"),
+        };
+        write(&files.gateway_key, &key, true)?;
+        write(&files.gateway_cert, &cert, false)?;
+        Ok(files)
+    }
+
+    /// The names every local certificate is valid for.
+    const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+    /// The CA in `dir` (`ca.pem`, `ca-key.pem`), made on first use, and its certificate's
+    /// path.
+    fn open_or_create(dir: &Path) -> Result<(Ca, PathBuf), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let ca_cert = dir.join("ca.pem");
         let ca_key = dir.join("ca-key.pem");
@@ -331,15 +385,42 @@ pub mod local_ca {
                 ca
             }
         };
-        let (cert, key) = ca.issue(&["localhost", "127.0.0.1", "::1"])?;
-        let files = Files {
-            ca_cert,
-            gateway_cert: dir.join("gateway.pem"),
-            gateway_key: dir.join("gateway-key.pem"),
-        };
-        write(&files.gateway_key, &key, true)?;
-        write(&files.gateway_cert, &cert, false)?;
-        Ok(files)
+        Ok((ca, ca_cert))
+    }
+
+    /// One component's files for mutual TLS (`hotel up --internal-tls`).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct RoleFiles {
+        /// The CA every component trusts.
+        pub ca: PathBuf,
+        /// The certificate naming the role (`spiffe://hotel/<role>`).
+        pub cert: PathBuf,
+        /// Its key (`0600`).
+        pub key: PathBuf,
+    }
+
+    /// Creates (or reuses) the local CA in `dir` and issues a fresh certificate for each
+    /// of `roles` (valid for `localhost`, `127.0.0.1`, `::1`) in `dir/internal/`.
+    pub fn ensure_roles(
+        dir: &Path,
+        roles: &[&str],
+    ) -> Result<std::collections::BTreeMap<String, RoleFiles>, String> {
+        let (ca, ca_cert) = open_or_create(dir)?;
+        let internal = dir.join("internal");
+        std::fs::create_dir_all(&internal).map_err(|e| format!("{}: {e}", internal.display()))?;
+        let mut out = std::collections::BTreeMap::new();
+        for role in roles {
+            let (cert, key) = ca.issue_role(role, &LOOPBACK_NAMES)?;
+            let files = RoleFiles {
+                ca: ca_cert.clone(),
+                cert: internal.join(format!("{role}.pem")),
+                key: internal.join(format!("{role}-key.pem")),
+            };
+            write(&files.key, &key, true)?;
+            write(&files.cert, &cert, false)?;
+            out.insert((*role).to_owned(), files);
+        }
+        Ok(out)
     }
 
     /// Writes `text` to `path` through a temporary file and a rename, so a reader never

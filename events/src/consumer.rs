@@ -159,7 +159,7 @@ impl HttpFeed {
         feeds: Feeds,
         settings: &EventSettings,
     ) -> Result<HttpFeed, String> {
-        let client = reqwest::Client::builder()
+        let client = hotel_common::tls::internal::reqwest_client()
             .connect_timeout(Duration::from_secs(1))
             // The blocking read plus room for the answer.
             .timeout(settings.poll_wait + Duration::from_secs(5))

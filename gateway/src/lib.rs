@@ -108,6 +108,8 @@ pub async fn run(args: GatewayArgs) -> Result<(), BoxError> {
         },
         args.process.log_format,
     );
+    // Before the upstream client is built: it presents this identity to the services.
+    hotel_common::tls::internal::install_from(&settings.internal_tls, "gateway")?;
     let api_docs = args.api_docs.clone();
     if config.worker_threads == 0 {
         return serve(config, api_docs, settings, args).await;

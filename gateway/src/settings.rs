@@ -84,6 +84,11 @@ pub struct Settings {
     /// [`hotel_common::tls`]); cleartext without them.
     #[serde(default)]
     pub tls: hotel_common::tls::TlsSettings,
+    /// Mutual TLS to the services and the registry (`enabled`, `ca`, `cert`, `key`; see
+    /// [`hotel_common::tls::internal`]). Read at startup only: a reload keeps the
+    /// identity the process started with.
+    #[serde(default)]
+    pub internal_tls: hotel_common::tls::internal::InternalTlsSettings,
 }
 
 /// One route: requests whose path starts with `prefix` go to `service`.
@@ -171,6 +176,7 @@ impl Default for Settings {
             cors: Default::default(),
             cache: Default::default(),
             tls: Default::default(),
+            internal_tls: Default::default(),
         }
     }
 }

@@ -90,7 +90,7 @@ impl RegistryClient {
     /// as a bearer token when given.
     pub fn new(base_url: &str, token: Option<String>) -> Result<RegistryClient, ClientError> {
         let base = model::check_url(base_url).map_err(ClientError::BadUrl)?;
-        let http = reqwest::Client::builder()
+        let http = hotel_common::tls::internal::reqwest_client()
             .connect_timeout(Duration::from_secs(1))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
@@ -495,7 +495,7 @@ async fn keep_registered(
 }
 
 /// Wires a service replica into the registry. When `link.url` is set, registers
-/// `service/instance` at `http://<advertise>` (`HOST:PORT`, see
+/// `service/instance` at `http://<advertise>` (`https://` with mutual TLS on) (`HOST:PORT`, see
 /// `hotel_common::advertise`; with `version` and `pid` metadata) and keeps it
 /// registered, reporting the result of `readiness` with every heartbeat; returns the future to hand to the server as its shutdown signal: it
 /// resolves once `signal` fired and the instance is deregistered, so the server drains
@@ -534,7 +534,7 @@ pub fn register_until(
             let spec = RegistrationSpec {
                 service: service.to_owned(),
                 instance: instance.to_owned(),
-                url: format!("http://{advertise}"),
+                url: hotel_common::tls::internal::base_url(advertise),
                 metadata,
                 heartbeat: link.heartbeat,
                 lease: link.lease,

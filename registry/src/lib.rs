@@ -65,9 +65,9 @@ impl Application {
         self.addr
     }
 
-    /// `http://ADDR`.
+    /// `http://ADDR` (`https://` with mutual TLS on).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        hotel_common::tls::internal::base_url(self.addr)
     }
 
     /// The state, for in-process tests.
@@ -86,11 +86,12 @@ impl Application {
             shutdown.await;
             store.close();
         };
-        hotel_common::server::serve(
+        hotel_common::server::serve_internal(
             self.listener,
             self.router,
             shutdown,
             self.settings.shutdown_grace,
+            "registry",
         )
         .await
     }
@@ -113,6 +114,7 @@ pub async fn run(args: ProcessArgs) -> Result<(), BoxError> {
         },
         args.log_format,
     );
+    hotel_common::tls::internal::install_from(&settings.internal_tls, "registry")?;
     let app = Application::build(settings.clone()).await?;
     if settings
         .token

@@ -47,6 +47,9 @@ pub struct Settings {
     /// unset: no endpoint, no faults. `hotel up` sets a fresh one per run.
     #[serde(default)]
     pub fault_token: Option<String>,
+    /// Mutual TLS with the other components (`[internal_tls]`); off by default.
+    #[serde(default)]
+    pub internal_tls: hotel_common::tls::internal::InternalTlsSettings,
 }
 
 impl Default for Settings {
@@ -67,6 +70,7 @@ impl Default for Settings {
             max_metadata_value_len: 512,
             body_limit: 4 * 1024,
             fault_token: None,
+            internal_tls: Default::default(),
         }
     }
 }
@@ -93,6 +97,7 @@ impl std::fmt::Debug for Settings {
                 "fault_token",
                 &self.fault_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("internal_tls", &self.internal_tls)
             .finish()
     }
 }

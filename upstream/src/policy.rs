@@ -496,8 +496,8 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// Parses a base URL such as `http://127.0.0.1:9001` (a trailing `/` is allowed, a
-    /// path is not).
+    /// Parses a base URL such as `http://127.0.0.1:9001` or, with mutual TLS between the
+    /// components, `https://127.0.0.1:9001` (a trailing `/` is allowed, a path is not).
     pub fn parse(url: &str) -> Result<Origin, String> {
         let uri: http::Uri = url
             .parse()
@@ -506,8 +506,10 @@ impl Origin {
             .scheme()
             .cloned()
             .ok_or_else(|| format!("{url:?} has no scheme"))?;
-        if scheme != Scheme::HTTP {
-            return Err(format!("{url:?}: only http:// instances are supported"));
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(format!(
+                "{url:?}: only http:// and https:// instances are supported"
+            ));
         }
         let authority = uri
             .authority()

@@ -40,6 +40,7 @@ use crate::{
 };
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
@@ -54,7 +55,7 @@ use tokio::sync::watch;
 use tower::{Layer, ServiceExt, retry::Retry};
 
 /// The one HTTP client every instance of every service is reached through.
-pub type HttpClient = Client<HttpConnector, ProxyBody>;
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
 /// One instance's stack, as the balancer holds it.
 pub(crate) type EndpointService = Breaker<Observe<Timeout<HttpClient>>>;
@@ -86,11 +87,20 @@ impl Default for ClientOptions {
     }
 }
 
-/// Builds the shared pooled client.
+/// Builds the shared pooled client. `http://` instances are reached in cleartext;
+/// `https://` ones (registered so with mutual TLS on) with the process's identity
+/// (`hotel_common::tls::internal`), and refused when the process has none.
 pub fn http_client(o: ClientOptions) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(o.connect_timeout));
     connector.set_nodelay(true);
+    connector.enforce_http(false);
+    let tls = hotel_common::tls::internal::client_config_or_refusing();
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config((*tls).clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
     Client::builder(TokioExecutor::new())
         // Without a timer idle connections are never evicted.
         .pool_timer(TokioTimer::new())

@@ -1,6 +1,7 @@
 //! The booking service's settings: defaults < `config/booking.toml` < `HOTEL_BOOKING__*`
 //! environment < command line.
 
+use hotel_common::tls::internal::InternalTlsSettings;
 use hotel_common::{
     config::RegistryLink,
     db::{DatabaseSettings, Location},
@@ -70,6 +71,9 @@ pub struct Settings {
     /// PostgreSQL (`url = "postgres://..."`), with the pool's size and acquire timeout.
     #[serde(default)]
     pub database: DatabaseSettings,
+    /// Mutual TLS with the other components (`[internal_tls]`); off by default.
+    #[serde(default)]
+    pub internal_tls: InternalTlsSettings,
 }
 
 impl Default for Settings {
@@ -91,6 +95,7 @@ impl Default for Settings {
             events: EventSettings::default(),
             fault_token: None,
             database: DatabaseSettings::default(),
+            internal_tls: InternalTlsSettings::default(),
         }
     }
 }
@@ -132,6 +137,9 @@ impl ServiceConfig for Settings {
     }
     fn fault_token(&self) -> Option<&str> {
         self.fault_token.as_deref()
+    }
+    fn internal_tls(&self) -> &InternalTlsSettings {
+        &self.internal_tls
     }
     fn apply(&mut self, args: &ProcessArgs) {
         hotel_service::settings::apply_args(

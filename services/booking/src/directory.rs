@@ -70,7 +70,7 @@ impl HttpDirectory {
         timeout: Duration,
         connect_timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let client = hotel_common::tls::internal::reqwest_client()
             .timeout(timeout)
             .connect_timeout(connect_timeout)
             .pool_idle_timeout(Duration::from_secs(30))

@@ -102,7 +102,14 @@ impl ServiceInstance {
             shutdown,
         )?;
         tracing::info!(instance = %self.instance, addr = %self.addr, advertised = %self.advertise, "{} serving", self.role);
-        server::serve(self.listener, self.router, shutdown, self.shutdown_grace).await?;
+        server::serve_internal(
+            self.listener,
+            self.router,
+            shutdown,
+            self.shutdown_grace,
+            self.role,
+        )
+        .await?;
         drop(consumers);
         Ok(())
     }
@@ -136,6 +143,8 @@ pub async fn run<A: Service>(args: ProcessArgs) -> Result<(), BoxError> {
         },
         args.log_format,
     );
+    // Before anything builds a client: they all present this identity.
+    hotel_common::tls::internal::install_from(settings.internal_tls(), role)?;
     let app = A::build(settings).await?;
     process::announce(app.local_addr());
     app.run_until(server::shutdown_signal()).await

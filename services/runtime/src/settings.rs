@@ -8,6 +8,7 @@
 //! not support `flatten` together with `deny_unknown_fields`, and a misspelt key must
 //! stay an error naming the key.
 
+use hotel_common::tls::internal::InternalTlsSettings;
 use hotel_common::{
     conditional::CacheControl,
     config::RegistryLink,
@@ -109,6 +110,8 @@ pub struct ServiceSettings<R: Role> {
     /// The service's database (`[database]`): a SQLite file in `data_dir` (default) or
     /// PostgreSQL (`url = "postgres://..."`), with the pool's size and acquire timeout.
     pub database: DatabaseSettings,
+    /// Mutual TLS with the other components (`[internal_tls]`); off by default.
+    pub internal_tls: InternalTlsSettings,
     /// Which service these settings are for; no value, never read from config.
     #[serde(skip)]
     pub role: PhantomData<R>,
@@ -129,6 +132,7 @@ impl<R: Role> Clone for ServiceSettings<R> {
             events: self.events.clone(),
             fault_token: self.fault_token.clone(),
             database: self.database.clone(),
+            internal_tls: self.internal_tls.clone(),
             role: PhantomData,
         }
     }
@@ -146,6 +150,7 @@ impl<R: Role> PartialEq for ServiceSettings<R> {
             && self.events == other.events
             && self.fault_token == other.fault_token
             && self.database == other.database
+            && self.internal_tls == other.internal_tls
     }
 }
 
@@ -164,6 +169,7 @@ impl<R: Role> Default for ServiceSettings<R> {
             events: EventSettings::default(),
             fault_token: None,
             database: DatabaseSettings::default(),
+            internal_tls: InternalTlsSettings::default(),
             role: PhantomData,
         }
     }
@@ -234,6 +240,8 @@ pub trait ServiceConfig: Serialize + DeserializeOwned + Default + Send + 'static
     fn events(&self) -> &EventSettings;
     /// The fault control endpoint's token, if it has one.
     fn fault_token(&self) -> Option<&str>;
+    /// Mutual TLS with the other components.
+    fn internal_tls(&self) -> &InternalTlsSettings;
     /// Applies the command-line options, which win over file and environment.
     fn apply(&mut self, args: &ProcessArgs);
 }
@@ -260,6 +268,9 @@ impl<R: Role> ServiceConfig for ServiceSettings<R> {
     }
     fn fault_token(&self) -> Option<&str> {
         self.fault_token.as_deref()
+    }
+    fn internal_tls(&self) -> &InternalTlsSettings {
+        &self.internal_tls
     }
     fn apply(&mut self, args: &ProcessArgs) {
         ServiceSettings::apply(self, args);
