@@ -32,6 +32,50 @@ enum Command {
     /// GET one URL and exit 0 on a 2xx answer (container healthchecks: the image has no
     /// shell or curl): `hotel probe http://127.0.0.1:7000/readyz`.
     Probe(probe::ProbeArgs),
+    /// Issue the certificates for mutual TLS between the components outside `hotel up`
+    /// (compose, Kubernetes): a CA in DIR (made once, kept after) and, for every role
+    /// (registry, gateway, customer, room, booking, and control for operators), a fresh
+    /// certificate naming it in DIR/internal/. Prints each role's `[internal_tls]` env.
+    Certs(CertsArgs),
+}
+
+#[derive(clap::Args)]
+struct CertsArgs {
+    /// Directory of the CA (`ca.pem`, `ca-key.pem`) and the certificates.
+    #[arg(long, value_name = "DIR")]
+    out: std::path::PathBuf,
+}
+
+/// The roles `hotel certs` issues certificates for.
+const CERT_ROLES: [&str; 6] = [
+    "registry",
+    "gateway",
+    "customer",
+    "room",
+    "booking",
+    hotel_common::tls::internal::CONTROL_ROLE,
+];
+
+fn certs(args: &CertsArgs) -> Result<std::process::ExitCode, BoxError> {
+    let files = hotel_common::tls::local_ca::ensure_roles(&args.out, &CERT_ROLES)?;
+    for (role, f) in &files {
+        if role == hotel_common::tls::internal::CONTROL_ROLE {
+            println!(
+                "# control (operators' tools): --cacert {} --cert {} --key {}",
+                f.ca.display(),
+                f.cert.display(),
+                f.key.display()
+            );
+            continue;
+        }
+        let p = format!("HOTEL_{}__INTERNAL_TLS__", role.to_ascii_uppercase());
+        println!("# {role}");
+        println!("{p}ENABLED=true");
+        println!("{p}CA={}", f.ca.display());
+        println!("{p}CERT={}", f.cert.display());
+        println!("{p}KEY={}", f.key.display());
+    }
+    Ok(0u8.into())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -87,6 +131,7 @@ fn main() -> std::process::ExitCode {
             }
             .map(|()| 0u8.into()),
             Command::Cluster(cmd) => hotel_cluster::run(cmd).await,
+            Command::Certs(args) => certs(&args),
             Command::Probe(args) => Ok(match probe::run(&args).await {
                 Ok(_) => 0u8.into(),
                 Err(why) => {

@@ -19,10 +19,17 @@
 
 use super::{ReloadingCert, provider};
 use rustls::{
-    ClientConfig, RootCertStore, ServerConfig, SignatureScheme, client::ResolvesClientCert,
-    server::WebPkiClientVerifier, sign::CertifiedKey,
+    ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
+    client::{
+        ResolvesClientCert,
+        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+        verify_server_cert_signed_by_trust_anchor,
+    },
+    crypto::WebPkiSupportedAlgorithms,
+    server::{ParsedCertificate, WebPkiClientVerifier},
+    sign::CertifiedKey,
 };
-use rustls_pki_types::{CertificateDer, pem::PemObject};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
 use serde::{Deserialize, Serialize};
 use std::{
     path::{Path, PathBuf},
@@ -133,7 +140,11 @@ impl Identity {
         let client = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| format!("internal_tls: {e}"))?
-            .with_root_certificates(roots)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(RoleVerifier {
+                roots,
+                algorithms: provider().signature_verification_algorithms,
+            }))
             .with_client_cert_resolver(Arc::new(ClientCert(reloading.clone())));
         Ok(Identity {
             role: role.to_owned(),
@@ -180,6 +191,67 @@ impl ResolvesClientCert for ClientCert {
 
     fn has_certs(&self) -> bool {
         true
+    }
+}
+
+/// How a component checks the server it calls: by identity, not by address (as Linkerd
+/// and Istio do). The chain must lead to the cluster's CA and be valid now, and the
+/// leaf must name a role (`spiffe://hotel/<role>`); the host name or IP in the URL is
+/// not compared with the certificate's names, because instances register addresses
+/// that no certificate can know in advance (a pod's IP, a container's). The handshake's
+/// signatures are checked as usual.
+#[derive(Debug)]
+struct RoleVerifier {
+    roots: Arc<RootCertStore>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for RoleVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )?;
+        match peer_role(std::slice::from_ref(end_entity)) {
+            Some(_) => Ok(ServerCertVerified::assertion()),
+            None => Err(rustls::Error::General(
+                "internal_tls: the server's certificate names no role (spiffe://hotel/<role>)"
+                    .into(),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -352,6 +424,105 @@ mod tests {
         let (plain, _) = ca.issue(&["localhost"]).unwrap();
         let plain = CertificateDer::from_pem_slice(plain.as_bytes()).unwrap();
         assert_eq!(peer_role(&[plain]), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `role`'s identity from a certificate of `ca`, written under `dir`.
+    fn identity(dir: &Path, ca: &Ca, ca_path: &Path, role: &str) -> Identity {
+        let (cert, key) = ca.issue_role(role, &["localhost"]).unwrap();
+        let (cp, kp) = (
+            dir.join(format!("{role}.pem")),
+            dir.join(format!("{role}-k.pem")),
+        );
+        local_ca::write(&cp, &cert, false).unwrap();
+        local_ca::write(&kp, &key, true).unwrap();
+        Identity::load(role, ca_path, &cp, &kp).unwrap()
+    }
+
+    /// A TLS handshake over an in-memory pipe, the client asking for `name`; the role
+    /// the server saw, or the first error.
+    async fn handshake(
+        server: Arc<ServerConfig>,
+        client: Arc<ClientConfig>,
+        name: &str,
+    ) -> Result<Option<String>, String> {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        let accept = tokio_rustls::TlsAcceptor::from(server).accept(a);
+        let connect = tokio_rustls::TlsConnector::from(client).connect(name, b);
+        let (s, c) = tokio::join!(accept, connect);
+        // The side that refused reports it; the other sees the alert.
+        let mut c = c.map_err(|e| format!("client: {e}"))?;
+        let s = s.map_err(|e| format!("server: {e}"))?;
+        // TLS 1.3: the server judges the client's certificate after the client finished;
+        // a refusal reaches the client on its next read.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = s;
+        c.write_all(b"x")
+            .await
+            .map_err(|e| format!("client: {e}"))?;
+        let mut byte = [0u8; 1];
+        s.read_exact(&mut byte)
+            .await
+            .map_err(|e| format!("server: {e}"))?;
+        Ok(s.get_ref().1.peer_certificates().and_then(peer_role))
+    }
+
+    #[tokio::test]
+    async fn peers_are_checked_by_their_ca_and_role_not_by_the_address_called() {
+        let dir = std::env::temp_dir().join(format!("hotel-mtls-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = Ca::new("test CA").unwrap();
+        let ca_path = dir.join("ca.pem");
+        local_ca::write(&ca_path, &ca.cert_pem, false).unwrap();
+        let room = identity(&dir, &ca, &ca_path, "room");
+        let gateway = identity(&dir, &ca, &ca_path, "gateway");
+        // A pod's IP or a container's name is in no certificate: still the room.
+        for name in ["10.88.0.7", "room.hotel.svc", "localhost"] {
+            let seen = handshake(room.server_config(), gateway.client_config(), name).await;
+            assert_eq!(seen, Ok(Some("gateway".to_owned())), "{name}");
+        }
+        // A server from another CA, even naming a role, is refused by the client.
+        let rogue_dir = dir.join("rogue");
+        std::fs::create_dir_all(&rogue_dir).unwrap();
+        let rogue = Ca::new("rogue CA").unwrap();
+        let rogue_ca = rogue_dir.join("ca.pem");
+        local_ca::write(&rogue_ca, &rogue.cert_pem, false).unwrap();
+        let impostor = identity(&rogue_dir, &rogue, &rogue_ca, "room");
+        let err = handshake(
+            impostor.server_config(),
+            gateway.client_config(),
+            "localhost",
+        )
+        .await
+        .unwrap_err();
+        assert!(err.starts_with("client:"), "{err}");
+        // ... and that CA's client never gets a session with the room.
+        let err = handshake(room.server_config(), impostor.client_config(), "localhost")
+            .await
+            .unwrap_err();
+        assert!(err.contains("Unknown"), "{err}");
+        // A client without a certificate is refused.
+        let bare = Arc::new(
+            ClientConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(RoleVerifier {
+                    roots: Arc::new({
+                        let mut r = RootCertStore::empty();
+                        r.add(CertificateDer::from_pem_file(&ca_path).unwrap())
+                            .unwrap();
+                        r
+                    }),
+                    algorithms: provider().signature_verification_algorithms,
+                }))
+                .with_no_client_auth(),
+        );
+        let err = handshake(room.server_config(), bare, "localhost")
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("server:"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
