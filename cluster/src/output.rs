@@ -172,6 +172,9 @@ fn banner(
         file.registry_url.as_deref().unwrap_or("-")
     ));
     text.push_str(&format!("api key   {}\n", file.api_key));
+    if let Some(url) = &file.dashboard_url {
+        text.push_str(&format!("dashboard {url}\n"));
+    }
     text.push_str(&format!("logs      {}\n", data_dir.join("logs").display()));
     text.push_str(&format!(
         "state     {}\n",
