@@ -195,6 +195,7 @@ pub struct Sampler {
     before: Option<Counters>,
     /// Each instance's state and fault summary in the previous round.
     seen: BTreeMap<String, (InstanceState, Option<String>)>,
+    /// Whether the gateway answered last round; `None` until it first did.
     gateway_was_reachable: Option<bool>,
     history: VecDeque<Point>,
     feed: VecDeque<FeedEntry>,
@@ -221,6 +222,7 @@ impl Sampler {
         let now = input.at_unix_ms;
         self.instance_changes(now, &input.instances);
         let reachable = input.gateway.is_some();
+        // Only once it has answered: before that the gateway is still starting.
         if self
             .gateway_was_reachable
             .is_some_and(|was| was != reachable)
@@ -232,7 +234,9 @@ impl Sampler {
             };
             self.push(now, "gateway", level, text);
         }
-        self.gateway_was_reachable = Some(reachable);
+        if reachable || self.gateway_was_reachable.is_some() {
+            self.gateway_was_reachable = Some(reachable);
+        }
 
         let counters = input
             .metrics
@@ -637,6 +641,20 @@ mod tests {
         );
         assert!(!p.snapshot.gateway_reachable);
         assert!(p.snapshot.instances.iter().all(|i| i.rps.is_none()));
+    }
+
+    #[test]
+    fn a_gateway_still_starting_is_not_reported_as_coming_back() {
+        let mut s = Sampler::default();
+        let up = || vec![instance("room-1", InstanceState::Running)];
+        s.absorb(input(1_000, up(), None));
+        s.absorb(input(2_000, up(), None));
+        let p = s.absorb(input(3_000, up(), Some(metrics([1, 1], [0, 0], 0, 0))));
+        assert!(p.feed.is_empty(), "{:?}", p.feed);
+        let p = s.absorb(input(4_000, up(), None));
+        assert_eq!(p.feed.len(), 1);
+        let p = s.absorb(input(5_000, up(), Some(metrics([1, 1], [0, 0], 0, 0))));
+        assert_eq!(p.feed[1].text, "the gateway's admin API answers again");
     }
 
     #[test]

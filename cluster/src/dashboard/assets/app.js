@@ -234,6 +234,7 @@ function chart(canvas, series, unit) {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, w, h);
   const now = Date.now();
+  const span = chartSpan();
   const left = 44;
   const bottom = h - 16;
   let max = 0;
@@ -249,9 +250,10 @@ function chart(canvas, series, unit) {
     const v = max * i / 4;
     ctx.fillText(unit === '%' ? (v * 100).toFixed(0) + '%' : v.toFixed(v < 10 ? 1 : 0), 2, y + 4);
   }
-  ctx.fillText('-5 min', left, h - 2);
+  ctx.fillText(span >= 120000 ? `-${Math.round(span / 60000)} min` : `-${Math.round(span / 1000)} s`,
+    left, h - 2);
   ctx.fillText('now', w - 22, h - 2);
-  const x = (t) => left + (w - left) * (1 - (now - t) / HISTORY_MS);
+  const x = (t) => left + (w - left) * (1 - (now - t) / span);
   const y = (v) => bottom - (bottom - 6) * v / max;
   for (const s of series) {
     ctx.strokeStyle = s.color;
@@ -267,6 +269,12 @@ function chart(canvas, series, unit) {
     ctx.stroke();
   }
   ctx.setLineDash([]);
+}
+
+// The time the charts span: the history there is, at least a minute, at most five.
+function chartSpan() {
+  const oldest = history.length ? history[0].at_unix_ms : Date.now();
+  return Math.min(HISTORY_MS, Math.max(60000, Date.now() - oldest));
 }
 
 function renderCharts() {
