@@ -189,6 +189,84 @@ fn deltas<K: Ord + Clone>(now: &BTreeMap<K, f64>, before: &BTreeMap<K, f64>) -> 
         .collect()
 }
 
+/// Per service (each one the gateway sent attempts to, and each in `known`) a point
+/// over the `secs` between `b` and `c`; per instance, attempts per second and error share.
+fn rates<'a>(
+    c: &Counters,
+    b: &Counters,
+    secs: f64,
+    known: impl Iterator<Item = &'a str>,
+) -> (Vec<Point>, BTreeMap<String, (f64, f64)>) {
+    // (attempts, failed) per instance and per service.
+    let mut per_instance: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    let mut per_service: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for ((service, instance, outcome), d) in deltas(&c.attempts, &b.attempts) {
+        let failed = if ERROR_OUTCOMES.contains(&outcome.as_str()) {
+            d
+        } else {
+            0.0
+        };
+        for (key, map) in [(instance, &mut per_instance), (service, &mut per_service)] {
+            let e = map.entry(key).or_default();
+            e.0 += d;
+            e.1 += failed;
+        }
+    }
+    let share = |(n, failed): (f64, f64)| if n > 0.0 { failed / n } else { 0.0 };
+    // Bucket increases per service, summed over its instances.
+    let mut buckets: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for ((service, _, le), d) in deltas(&c.buckets, &b.buckets) {
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            match le.parse() {
+                Ok(v) => v,
+                Err(_) => continue,
+            }
+        };
+        let list = buckets.entry(service).or_default();
+        match list.iter_mut().find(|(l, _)| *l == le) {
+            Some(e) => e.1 += d,
+            None => list.push((le, d)),
+        }
+    }
+    let services: BTreeSet<String> = c
+        .attempts
+        .keys()
+        .map(|(s, _, _)| s.clone())
+        .chain(
+            known
+                .filter(|s| {
+                    crate::settings::Role::SERVICES
+                        .iter()
+                        .any(|r| r.as_str() == *s)
+                })
+                .map(str::to_owned),
+        )
+        .collect();
+    let points = services
+        .into_iter()
+        .map(|service| {
+            let tally = per_service.get(&service).copied().unwrap_or_default();
+            let mut b = buckets.remove(&service).unwrap_or_default();
+            b.sort_by(|x, y| x.0.total_cmp(&y.0));
+            let ms = |q| prom::quantile(q, &b).map(|s| s * 1000.0);
+            Point {
+                at_unix_ms: c.at_unix_ms,
+                rps: tally.0 / secs,
+                error_rate: share(tally),
+                p50_ms: ms(0.5),
+                p99_ms: ms(0.99),
+                service,
+            }
+        })
+        .collect();
+    for v in per_instance.values_mut() {
+        *v = (v.0 / secs, share(*v));
+    }
+    (points, per_instance)
+}
+
 /// The sampler's memory between rounds.
 #[derive(Debug, Default)]
 pub struct Sampler {
@@ -242,99 +320,16 @@ impl Sampler {
             .metrics
             .as_deref()
             .map(|m| Counters::from_samples(now, m));
-        // Per instance name: (attempts, failed), then (attempts per second, error share).
-        let mut per_instance: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        // Per instance name: attempts per second and error share.
+        let mut per_instance = BTreeMap::new();
         let mut services = Vec::new();
-        if let (Some(c), Some(b)) = (&counters, self.before.take()) {
+        if let Some(c) = &counters
+            && let Some(b) = self.before.take()
+        {
             let secs = (c.at_unix_ms.saturating_sub(b.at_unix_ms) as f64 / 1000.0).max(0.001);
-            let mut per_service: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-            for ((service, instance, outcome), d) in deltas(&c.attempts, &b.attempts) {
-                let failed = if ERROR_OUTCOMES.contains(&outcome.as_str()) {
-                    d
-                } else {
-                    0.0
-                };
-                for (key, map) in [(instance, &mut per_instance), (service, &mut per_service)] {
-                    let e = map.entry(key).or_default();
-                    e.0 += d;
-                    e.1 += failed;
-                }
-            }
-            let mut buckets: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
-            for ((service, _, le), d) in deltas(&c.buckets, &b.buckets) {
-                *buckets.entry(service).or_default().entry(le).or_default() += d;
-            }
-            let names: BTreeSet<String> = c
-                .attempts
-                .keys()
-                .map(|(s, _, _)| s.clone())
-                .chain(
-                    input
-                        .instances
-                        .iter()
-                        .filter(|i| {
-                            crate::settings::Role::SERVICES
-                                .iter()
-                                .any(|r| r.as_str() == i.service)
-                        })
-                        .map(|i| i.service.clone()),
-                )
-                .collect();
-            for service in names {
-                let (n, failed) = per_service.get(&service).copied().unwrap_or_default();
-                let mut b: Vec<(f64, f64)> = buckets
-                    .get(&service)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|(le, v)| {
-                        let le = if le == "+Inf" {
-                            f64::INFINITY
-                        } else {
-                            le.parse().ok()?
-                        };
-                        Some((le, *v))
-                    })
-                    .collect();
-                b.sort_by(|x, y| x.0.total_cmp(&y.0));
-                let ms = |q| prom::quantile(q, &b).map(|s| s * 1000.0);
-                services.push(Point {
-                    at_unix_ms: now,
-                    service,
-                    rps: n / secs,
-                    error_rate: if n > 0.0 { failed / n } else { 0.0 },
-                    p50_ms: ms(0.5),
-                    p99_ms: ms(0.99),
-                });
-            }
-            for ((service, instance, to), d) in deltas(&c.transitions, &b.transitions) {
-                let level = if to == "open" { "warn" } else { "info" };
-                let times = if d > 1.0 {
-                    format!(" ({d} times)")
-                } else {
-                    String::new()
-                };
-                let text = format!(
-                    "{instance} ({service}): breaker {}{times}",
-                    to.replace('_', "-")
-                );
-                self.push(now, "breaker", level, text);
-            }
-            for ((service, instance, reason), _) in deltas(&c.ejections, &b.ejections) {
-                let text = format!(
-                    "{instance} ({service}) ejected: {}",
-                    reason.replace('_', " ")
-                );
-                self.push(now, "ejection", "warn", text);
-            }
-            for (route, d) in deltas(&c.budget, &b.budget) {
-                let text =
-                    format!("retry budget exhausted on {route}: {d} retries or hedges not sent");
-                self.push(now, "retry-budget", "warn", text);
-            }
-            // (attempts, failed) become (attempts per second, error share).
-            for v in per_instance.values_mut() {
-                *v = (v.0 / secs, if v.0 > 0.0 { v.1 / v.0 } else { 0.0 });
-            }
+            let known = input.instances.iter().map(|i| i.service.as_str());
+            (services, per_instance) = rates(c, &b, secs, known);
+            self.counter_feed(now, c, &b);
         }
         if counters.is_some() {
             self.before = counters;
@@ -378,6 +373,35 @@ impl Sampler {
             },
             history: self.history.iter().cloned().collect(),
             feed: self.feed.iter().cloned().collect(),
+        }
+    }
+
+    /// Feed entries for the counters that went up: breaker transitions, ejections,
+    /// retry-budget exhaustion.
+    fn counter_feed(&mut self, now: u64, c: &Counters, b: &Counters) {
+        for ((service, instance, to), d) in deltas(&c.transitions, &b.transitions) {
+            let level = if to == "open" { "warn" } else { "info" };
+            let times = if d > 1.0 {
+                format!(" ({d} times)")
+            } else {
+                String::new()
+            };
+            let to = to.replace('_', "-");
+            self.push(
+                now,
+                "breaker",
+                level,
+                format!("{instance} ({service}): breaker {to}{times}"),
+            );
+        }
+        for ((service, instance, reason), _) in deltas(&c.ejections, &b.ejections) {
+            let reason = reason.replace('_', " ");
+            let text = format!("{instance} ({service}) ejected: {reason}");
+            self.push(now, "ejection", "warn", text);
+        }
+        for (route, d) in deltas(&c.budget, &b.budget) {
+            let text = format!("retry budget exhausted on {route}: {d} retries or hedges not sent");
+            self.push(now, "retry-budget", "warn", text);
         }
     }
 
@@ -655,6 +679,17 @@ mod tests {
         assert_eq!(p.feed.len(), 1);
         let p = s.absorb(input(5_000, up(), Some(metrics([1, 1], [0, 0], 0, 0))));
         assert_eq!(p.feed[1].text, "the gateway's admin API answers again");
+    }
+
+    #[test]
+    fn a_round_without_the_gateway_keeps_the_baseline() {
+        let mut s = Sampler::default();
+        let up = || vec![instance("room-1", InstanceState::Running)];
+        s.absorb(input(1_000, up(), Some(metrics([10, 0], [0, 0], 0, 0))));
+        let p = s.absorb(input(2_000, up(), None));
+        assert!(p.snapshot.services.is_empty());
+        let p = s.absorb(input(3_000, up(), Some(metrics([30, 0], [0, 0], 0, 0))));
+        assert!((p.snapshot.services[0].rps - 10.0).abs() < 1e-9, "{p:?}");
     }
 
     #[test]
