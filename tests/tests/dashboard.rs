@@ -76,7 +76,16 @@ async fn the_dashboard_shows_the_cluster_live_and_its_buttons_pause_fault_and_cl
         "{url}"
     );
     assert!(c.up_output().contains(&url), "the banner lacks {url}");
-    let mut load = c.load(&["--rate", "30", "--duration", "180s"]).unwrap();
+    let mut load = c
+        .load(&[
+            "--rate",
+            "30",
+            "--duration",
+            "180s",
+            "--mix",
+            "availability=2,room=4,customer=2,book=2,cancel=1",
+        ])
+        .unwrap();
     load.wait_running(Duration::from_secs(60)).await.unwrap();
     phase("load running");
 
@@ -103,19 +112,29 @@ async fn the_dashboard_shows_the_cluster_live_and_its_buttons_pause_fault_and_cl
         .await
         .unwrap();
     phase(&format!("table filled: {rows}"));
-    // Updated at least once a second: three different snapshots within 3.5 s.
-    let mut seen = std::collections::BTreeSet::new();
+    // Updated about once a second: four snapshots in a row, stamped by the sampler, each
+    // at most 1.5 s after the one before (the page is polled every 100 ms).
+    let mut stamps: Vec<u64> = Vec::new();
     let started = Instant::now();
-    while seen.len() < 3 {
+    while stamps.len() < 4 {
         assert!(
-            started.elapsed() < Duration::from_millis(3500),
-            "snapshots seen in 3.5 s: {seen:?}"
+            started.elapsed() < Duration::from_secs(10),
+            "snapshots seen in 10 s: {stamps:?}"
         );
-        if let Value::String(s) = page.eval("document.body.dataset.updated").await.unwrap() {
-            seen.insert(s);
+        if let Value::String(s) = page.eval("document.body.dataset.updated").await.unwrap()
+            && let Ok(t) = s.parse::<u64>()
+            && t > 0
+            && stamps.last() != Some(&t)
+        {
+            stamps.push(t);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let gaps: Vec<u64> = stamps.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|g| *g <= 1500),
+        "gaps between snapshots: {gaps:?} ms"
+    );
     // The gateway's view reaches the page: room traffic, a closed breaker.
     page.wait_for(
         "room-1's breaker and rate",
@@ -173,8 +192,8 @@ async fn the_dashboard_shows_the_cluster_live_and_its_buttons_pause_fault_and_cl
     // A fault from the form, cleared from the row.
     page.eval(
         "(() => { const f = document.querySelector('#fault-form'); \
-         f.instance.value = 'room-1'; f.error_rate.value = '0.2'; f.status.value = '503'; \
-         f.latency.value = '40ms'; return f.instance.value; })()",
+         f.instance.value = 'room-1'; f.error_rate.value = '0.5'; f.status.value = '503'; \
+         return f.instance.value; })()",
     )
     .await
     .unwrap();
@@ -183,12 +202,12 @@ async fn the_dashboard_shows_the_cluster_live_and_its_buttons_pause_fault_and_cl
         "room-1's fault on the page",
         Duration::from_secs(10),
         &cell("room-1", "fault"),
-        |v| v.as_str().is_some_and(|t| t.contains("error 20%")),
+        |v| v.as_str().is_some_and(|t| t.contains("error 50% (503)")),
     )
     .await
     .unwrap();
     let row = c.instance("room-1").unwrap();
-    assert_eq!(row["fault"]["spec"]["error_rate"], 0.2, "{row}");
+    assert_eq!(row["fault"]["spec"]["error_rate"], 0.5, "{row}");
     phase("fault set on room-1 from the page; hotel status agrees");
     // The slowest requests link to their traces.
     let link = page
@@ -208,12 +227,21 @@ async fn the_dashboard_shows_the_cluster_live_and_its_buttons_pause_fault_and_cl
         id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
         "{link}"
     );
-    // Let the charts gather a few seconds of the fault before the picture.
+    // The fault shows before the picture: room-1's error rate, or (when the share of
+    // failures in its window ran past the threshold) its ejection in the feed.
     page.wait_for(
-        "an error rate on the page",
+        "room-1's errors or ejection on the page",
         Duration::from_secs(20),
-        &cell("room-1", "errors"),
-        |v| v.as_str().is_some_and(|t| t != "-" && t != "0.0 %"),
+        &format!(
+            "[{}, document.querySelector('#feed').textContent]",
+            cell("room-1", "errors")
+        ),
+        |v| {
+            v[0].as_str().is_some_and(|t| t != "-" && t != "0.0 %")
+                || v[1]
+                    .as_str()
+                    .is_some_and(|t| t.contains("room-1 (room) ejected"))
+        },
     )
     .await
     .unwrap();
