@@ -56,7 +56,9 @@ async fn the_dashboard_shows_the_cluster_live_and_its_buttons_pause_fault_and_cl
     // tests: the links to the Jaeger UI are there either way.
     let otlp = std::env::var("HOTEL_TEST_OTLP_ENDPOINT")
         .unwrap_or_else(|_| format!("http://127.0.0.1:{}", hotel_tests::free_port()));
-    let jaeger_ui = "http://127.0.0.1:16686";
+    let jaeger_ui =
+        std::env::var("HOTEL_TEST_JAEGER").unwrap_or_else(|_| "http://127.0.0.1:16686".to_owned());
+    let jaeger_ui = jaeger_ui.trim_end_matches('/');
     let mut c = Cluster::up(&[
         "--replicas",
         "customer=1,room=2,booking=1",

@@ -96,7 +96,10 @@ function wireControls() {
     control('POST', `/v1/services/${service()}/start`, undefined, `start ${service()}`));
   $('#scale').addEventListener('click', () => {
     const n = Number($('#service-form input[name=replicas]').value);
-    control('POST', `/v1/services/${service()}/scale`, { replicas: n, force: n === 0 },
+    // As `hotel scale SERVICE=0` needs --force: stopping every instance is asked first.
+    const force = n === 0 && window.confirm(`Stop every ${service()} instance?`);
+    if (n === 0 && !force) return;
+    control('POST', `/v1/services/${service()}/scale`, { replicas: n, force },
       `scale ${service()} to ${n}`);
   });
   $('#service-form').addEventListener('submit', (e) => e.preventDefault());
