@@ -248,6 +248,21 @@ mod tests {
     }
 
     #[test]
+    fn the_banner_prints_the_dashboard_url_with_its_token() {
+        let file = ClusterFile {
+            dashboard_url: Some("http://127.0.0.1:5/dashboard/login?token=dsh_x".into()),
+            ..ClusterFile::default()
+        };
+        let text = banner(&file, &[], &std::env::temp_dir(), None);
+        assert!(
+            text.contains("dashboard http://127.0.0.1:5/dashboard/login?token=dsh_x\n"),
+            "{text}"
+        );
+        let text = banner(&ClusterFile::default(), &[], &std::env::temp_dir(), None);
+        assert!(!text.contains("dashboard"), "{text}");
+    }
+
+    #[test]
     fn the_jaeger_line_says_whether_the_web_ui_is_there() {
         let placeholder = "<h1>This is not the Jaeger UI you are looking for!</h1>";
         assert_eq!(
