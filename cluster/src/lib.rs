@@ -2,7 +2,8 @@
 //! `stop`, `pause`, `resume`, `start`, `scale`), plus `hotel load` and `hotel events tail`.
 //!
 //! `hotel up` is a supervisor: it spawns the `hotel` binary once per instance (registry,
-//! services, gateway), owns those children, and serves a small control API on loopback.
+//! services, gateway), owns those children, and serves a small control API on loopback,
+//! with the live dashboard (see [`dashboard`]) on the same listener.
 //! The other commands find it through `<data-dir>/cluster.json`.
 //!
 //! Who may depend on it: the `hotel` binary only. It starts the other roles as child
