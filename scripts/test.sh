@@ -11,6 +11,10 @@
 # (HOTEL_TEST_POSTGRES_URL); without it the PostgreSQL variants say they are skipped, and
 # in CI they fail.
 #
+# Chromium (scripts/chromium.sh: Debian's package) drives the dashboard's browser test
+# (tests/tests/dashboard.rs) through HOTEL_TEST_CHROMIUM; without it that test says it is
+# skipped, and in CI it fails.
+#
 # The container tests (tests/tests/containers.rs: compose; tests/tests/k8s.rs: the
 # Kubernetes manifests with `podman kube play`) install what they need themselves through
 # scripts/podman.sh (podman, runc, catatonit, podman-compose; root and apt) and
@@ -85,6 +89,17 @@ elif [ "${CI:-}" = "true" ]; then
     exit 1
 else
     echo "test.sh: running without PostgreSQL (it could not be installed); its tests will be skipped" >&2
+fi
+
+if [ -n "${HOTEL_TEST_CHROMIUM:-}" ]; then
+    echo "test.sh: using the Chromium at HOTEL_TEST_CHROMIUM" >&2
+elif ./scripts/chromium.sh install && HOTEL_TEST_CHROMIUM="$(./scripts/chromium.sh path)"; then
+    export HOTEL_TEST_CHROMIUM
+elif [ "${CI:-}" = "true" ]; then
+    echo "test.sh: Chromium is required in CI: it could not be installed" >&2
+    exit 1
+else
+    echo "test.sh: running without Chromium (it could not be installed); the dashboard's browser test will be skipped" >&2
 fi
 
 # --no-fail-fast: one run shows every failing test, not only the first failing binary.

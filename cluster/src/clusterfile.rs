@@ -57,6 +57,10 @@ pub struct ClusterFile {
     pub supervisor_pid: u32,
     /// Whether every instance of the initial topology answered `/readyz`.
     pub ready: bool,
+    /// The live dashboard with this run's login token
+    /// (`http://127.0.0.1:PORT/dashboard/login?token=dsh_...`): open it in a browser.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard_url: Option<String>,
     /// Jaeger UI address when traces are exported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jaeger_url: Option<String>,

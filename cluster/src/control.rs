@@ -18,6 +18,7 @@ use axum::{
 use hotel_common::{Problem, fault::FaultSpec};
 use serde::{Deserialize, Serialize};
 use std::{path::Path as FsPath, sync::Arc, time::Duration};
+use subtle::ConstantTimeEq;
 
 /// Body of `POST /v1/services/{service}/scale`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -82,26 +83,41 @@ fn routes() -> Router<Arc<Supervisor>> {
         .route("/v1/services/{service}/scale", post(scale))
 }
 
-/// The control API with its bearer-token check.
-pub fn router(sup: Arc<Supervisor>, token: String) -> Router {
+/// The control API with its credentials check: the bearer token (the CLI), or with
+/// `dashboard` the page's session cookie together with its CSRF header (see
+/// [`crate::dashboard`]).
+pub fn router(
+    sup: Arc<Supervisor>,
+    token: String,
+    dashboard: Option<crate::dashboard::DashboardAuth>,
+) -> Router {
     let token: Arc<str> = token.into();
     routes()
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no-route", "no such route") })
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let token = Arc::clone(&token);
+            let dashboard = dashboard.clone();
             async move {
                 let presented = req
                     .headers()
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.strip_prefix("Bearer "));
-                if presented != Some(&*token) {
-                    return Problem::unauthorized(
-                        "the control API needs the control_token from cluster.json",
-                    )
-                    .into_response();
+                if let Some(given) = presented
+                    && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+                {
+                    return next.run(req).await;
                 }
-                next.run(req).await
+                let verdict = match &dashboard {
+                    Some(d) if presented.is_none() => d.allows_control(req.headers()),
+                    _ => Err(Box::new(Problem::unauthorized(
+                        "the control API needs the control_token from cluster.json",
+                    ))),
+                };
+                match verdict {
+                    Ok(()) => next.run(req).await,
+                    Err(p) => p.into_response(),
+                }
             }
         }))
         .with_state(sup)
@@ -387,6 +403,10 @@ mod tests {
         router(
             Supervisor::new(cfg, "http://127.0.0.1:1".into(), None),
             "secret".into(),
+            Some(crate::dashboard::DashboardAuth::new(
+                "dsh_login".into(),
+                "session".into(),
+            )),
         )
     }
 
@@ -425,6 +445,67 @@ mod tests {
         let (status, body) = call("GET", "/v1/instances", Some("secret"), "").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["instances"], serde_json::json!([]));
+    }
+
+    /// `GET /v1/instances` with the given headers.
+    async fn list_with(headers: &[(&str, &str)]) -> (StatusCode, serde_json::Value) {
+        let mut req = axum::http::Request::builder().uri("/v1/instances");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = app()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_dashboard_calls_with_its_cookie_and_csrf_header_from_a_loopback_host_only() {
+        let cookie = ("cookie", "other=1; hotel_dashboard=session");
+        let csrf = ("x-hotel-dashboard", "1");
+        let host = ("host", "127.0.0.1:4000");
+        assert_eq!(list_with(&[cookie, csrf, host]).await.0, StatusCode::OK);
+        assert_eq!(
+            list_with(&[cookie, csrf, ("host", "localhost:4000")])
+                .await
+                .0,
+            StatusCode::OK
+        );
+        // No CSRF header: what a cross-site form could send.
+        let (status, body) = list_with(&[cookie, host]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("x-hotel-dashboard")
+        );
+        // A rebound name.
+        let (status, body) = list_with(&[cookie, csrf, ("host", "evil.example:4000")]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        // The header without the cookie, a wrong cookie, or the login token as cookie.
+        assert_eq!(list_with(&[csrf, host]).await.0, StatusCode::UNAUTHORIZED);
+        for wrong in [
+            "hotel_dashboard=sessio",
+            "hotel_dashboard=dsh_login",
+            "x_hotel_dashboard=session",
+        ] {
+            assert_eq!(
+                list_with(&[("cookie", wrong), csrf, host]).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{wrong}"
+            );
+        }
+        // A wrong bearer token does not fall back to the cookie.
+        assert_eq!(
+            list_with(&[cookie, csrf, host, ("authorization", "Bearer guess")])
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
     }
 
     #[tokio::test]

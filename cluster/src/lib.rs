@@ -2,7 +2,8 @@
 //! `stop`, `pause`, `resume`, `start`, `scale`), plus `hotel load` and `hotel events tail`.
 //!
 //! `hotel up` is a supervisor: it spawns the `hotel` binary once per instance (registry,
-//! services, gateway), owns those children, and serves a small control API on loopback.
+//! services, gateway), owns those children, and serves a small control API on loopback,
+//! with the live dashboard (see [`dashboard`]) on the same listener.
 //! The other commands find it through `<data-dir>/cluster.json`.
 //!
 //! Who may depend on it: the `hotel` binary only. It starts the other roles as child
@@ -11,6 +12,7 @@
 
 pub mod clusterfile;
 pub mod control;
+pub mod dashboard;
 pub mod events;
 pub mod load;
 mod output;
@@ -110,6 +112,10 @@ pub struct UpArgs {
     /// Export traces to this OTLP endpoint from every process (Jaeger: http://localhost:4317).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// The Jaeger UI that the dashboard's trace links open [default: port 16686 on the
+    /// OTLP endpoint's host, when --otlp-endpoint is set].
+    #[arg(long, value_name = "URL")]
+    pub jaeger_ui: Option<String>,
     /// The gateway's configuration file, which `hotel reload` reads again [default:
     /// config/gateway.toml when it exists].
     #[arg(long)]
@@ -406,6 +412,19 @@ fn jaeger_ui(endpoint: &str) -> String {
     format!("http://{host}:16686")
 }
 
+/// `--jaeger-ui`: an http(s) URL, without a trailing slash.
+fn checked_jaeger_ui(url: &str) -> Result<String, BoxError> {
+    let url = url.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("--jaeger-ui {url:?}: give an http:// or https:// URL"))?;
+    if rest.is_empty() || rest.contains(['"', '<', '>', ' ', '\'']) {
+        return Err(format!("--jaeger-ui {url:?}: not a URL").into());
+    }
+    Ok(url.to_owned())
+}
+
 /// The fixed ports of a cluster, with the settings that choose each.
 fn fixed_ports(s: &UpSettings) -> [ports::FixedPort; 4] {
     use ports::FixedPort;
@@ -549,16 +568,34 @@ async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
     let (listener, control_addr) =
         hotel_common::server::bind(([127, 0, 0, 1], cfg.settings.ports.control).into()).await?;
     let control_token = cfg.control_token.clone();
-    let sup = Supervisor::new(
-        cfg,
-        format!("http://{control_addr}"),
-        otlp.as_deref().map(jaeger_ui),
-    );
+    let jaeger = match (&args.jaeger_ui, otlp.as_deref()) {
+        (Some(url), Some(_)) => Some(checked_jaeger_ui(url)?),
+        (Some(_), None) => {
+            return Err("--jaeger-ui: traces are exported only with --otlp-endpoint".into());
+        }
+        (None, endpoint) => endpoint.map(jaeger_ui),
+    };
+    let dashboard = dashboard::DashboardAuth::new(random_token("dsh_"), random_token("dss_"));
+    let sup = Supervisor::new(cfg, format!("http://{control_addr}"), jaeger);
+    sup.set_dashboard_url(format!(
+        "http://{control_addr}/dashboard/login?token={}",
+        dashboard.token()
+    ));
     sup.cluster_file().write(&data_dir)?;
     let stop_control = tokio_util::sync::CancellationToken::new();
+    let (published, watching) = tokio::sync::watch::channel(Arc::new(
+        dashboard::sampler::Sampler::default().absorb(Default::default()),
+    ));
+    let sampler = tokio::spawn(dashboard::sampler::Sampler::default().run(
+        Arc::clone(&sup),
+        published,
+        stop_control.clone(),
+    ));
+    let app = control::router(Arc::clone(&sup), control_token, Some(dashboard.clone()))
+        .merge(dashboard::router(dashboard, watching));
     let control = tokio::spawn(hotel_common::server::serve(
         listener,
-        control::router(Arc::clone(&sup), control_token),
+        app,
         stop_control.clone().cancelled_owned(),
         std::time::Duration::from_secs(1),
     ));
@@ -602,6 +639,7 @@ async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
     }
     stop_control.cancel();
     let _ = control.await;
+    let _ = sampler.await;
     sup.remove_cluster_file();
     output::line("stopped");
     Ok(code)
@@ -660,6 +698,17 @@ mod tests {
         );
         assert!(spec(&["--latency", "soon"]).unwrap_err().contains("soon"));
         assert!(spec(&["--clear", "--error-rate", "0.1"]).is_err());
+    }
+
+    #[test]
+    fn jaeger_ui_flag_takes_http_urls_only() {
+        assert_eq!(
+            checked_jaeger_ui("http://127.0.0.1:16686/").unwrap(),
+            "http://127.0.0.1:16686"
+        );
+        assert!(checked_jaeger_ui("javascript:alert(1)").is_err());
+        assert!(checked_jaeger_ui("http://a\"b").is_err());
+        assert!(checked_jaeger_ui("http://").is_err());
     }
 
     #[test]

@@ -172,6 +172,9 @@ fn banner(
         file.registry_url.as_deref().unwrap_or("-")
     ));
     text.push_str(&format!("api key   {}\n", file.api_key));
+    if let Some(url) = &file.dashboard_url {
+        text.push_str(&format!("dashboard {url}\n"));
+    }
     text.push_str(&format!("logs      {}\n", data_dir.join("logs").display()));
     text.push_str(&format!(
         "state     {}\n",
@@ -250,6 +253,21 @@ mod tests {
         {
             assert_eq!(l.trim_start(), format!("$ {LOAD_EXAMPLE}"), "README: {l}");
         }
+    }
+
+    #[test]
+    fn the_banner_prints_the_dashboard_url_with_its_token() {
+        let file = ClusterFile {
+            dashboard_url: Some("http://127.0.0.1:5/dashboard/login?token=dsh_x".into()),
+            ..ClusterFile::default()
+        };
+        let text = banner(&file, &[], &std::env::temp_dir(), None);
+        assert!(
+            text.contains("dashboard http://127.0.0.1:5/dashboard/login?token=dsh_x\n"),
+            "{text}"
+        );
+        let text = banner(&ClusterFile::default(), &[], &std::env::temp_dir(), None);
+        assert!(!text.contains("dashboard"), "{text}");
     }
 
     #[test]

@@ -267,13 +267,13 @@ fn collect_gateway(value: &Value, out: &mut Vec<(Vec<String>, GatewayView)>) {
 
 /// The gateway's per-instance entries, its cache and its configuration version, from
 /// `/admin/status`.
-type GatewayAnswer = (
+pub(crate) type GatewayAnswer = (
     Vec<(Vec<String>, GatewayView)>,
     Option<CacheView>,
     Option<Value>,
 );
 
-async fn gateway_view(
+pub(crate) async fn gateway_view(
     http: &reqwest::Client,
     admin_url: &str,
     token: &str,
@@ -295,6 +295,30 @@ async fn gateway_view(
         .and_then(|c| serde_json::from_value(c.clone()).ok());
     let config = body.get("config").filter(|c| c.is_object()).cloned();
     Some((out, cache, config))
+}
+
+/// The gateway's entry for `inst` among `entries` (from [`gateway_view`]). By address
+/// first: a restarted instance keeps its name but not its address, and the gateway may
+/// still hold the old endpoint's counters.
+pub(crate) fn gateway_of(
+    inst: &InstanceView,
+    entries: &[(Vec<String>, GatewayView)],
+) -> Option<GatewayView> {
+    let by_address = inst
+        .address
+        .as_deref()
+        .and_then(|a| entries.iter().find(|(keys, _)| keys.iter().any(|k| k == a)));
+    let has_address = |keys: &[String]| {
+        keys.iter()
+            .any(|k| k.parse::<std::net::SocketAddr>().is_ok())
+    };
+    by_address
+        .or_else(|| {
+            entries
+                .iter()
+                .find(|(keys, _)| !has_address(keys) && keys.contains(&inst.name))
+        })
+        .map(|(_, v)| v.clone())
 }
 
 /// Gathers the joined view of the cluster in `data_dir`.
@@ -351,25 +375,9 @@ pub async fn gather(data_dir: &Path) -> Result<Status, BoxError> {
                         },
                     }
                 };
-            // By address first: a restarted instance keeps its name but not its
-            // address, and the gateway may still hold the old endpoint's counters.
-            let gw = gateway.as_ref().and_then(|(entries, _, _)| {
-                let by_address = inst
-                    .address
-                    .as_deref()
-                    .and_then(|a| entries.iter().find(|(keys, _)| keys.iter().any(|k| k == a)));
-                let has_address = |keys: &[String]| {
-                    keys.iter()
-                        .any(|k| k.parse::<std::net::SocketAddr>().is_ok())
-                };
-                by_address
-                    .or_else(|| {
-                        entries
-                            .iter()
-                            .find(|(keys, _)| !has_address(keys) && keys.contains(&inst.name))
-                    })
-                    .map(|(_, v)| v.clone())
-            });
+            let gw = gateway
+                .as_ref()
+                .and_then(|(entries, _, _)| gateway_of(&inst, entries));
             StatusRow {
                 instance: inst,
                 registry: registry_state,

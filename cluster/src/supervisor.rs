@@ -500,6 +500,13 @@ impl Supervisor {
         }
     }
 
+    /// Records the dashboard's login URL for `cluster.json` (`dashboard_url`).
+    pub fn set_dashboard_url(&self, url: String) {
+        let mut st = self.lock();
+        st.file.dashboard_url = Some(url);
+        self.persist(&st);
+    }
+
     /// Marks the initial topology ready in `cluster.json`.
     pub fn mark_ready(&self) {
         let mut st = self.lock();

@@ -1,7 +1,8 @@
 //! The admin server: `/admin/status` (every service and instance as the gateway sees
 //! them, the HTTP cache, the configuration version), `POST /admin/cache/purge`,
 //! `GET /admin/config` (the running configuration, secrets redacted), `POST
-//! /admin/reload` (read the configuration again, see [`crate::reload`]), `/metrics`
+//! /admin/reload` (read the configuration again, see [`crate::reload`]), `GET
+//! /admin/recent` (the slowest and failed recent requests, see [`crate::recent`]), `/metrics`
 //! (Prometheus), `/healthz`, `/readyz`.
 //!
 //! It listens on loopback by default. With an admin token configured, `/admin/*` and
@@ -70,6 +71,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/cache/purge", post(purge))
         .route("/admin/config", get(config))
         .route("/admin/reload", post(reload))
+        .route("/admin/recent", get(recent))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -176,6 +178,12 @@ async fn purge(
         .as_ref()
         .map_or(0, |c| c.purge(&p.prefix));
     axum::Json(serde_json::json!({"prefix": p.prefix, "removed": removed})).into_response()
+}
+
+/// `GET /admin/recent`: the slowest and the failed recent requests with their trace ids
+/// (see [`crate::recent`]).
+async fn recent(State(s): State<AdminState>) -> axum::Json<crate::recent::RecentView> {
+    axum::Json(s.metrics.recent.view())
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {

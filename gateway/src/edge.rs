@@ -245,6 +245,8 @@ where
             req.extensions_mut().insert(AddedRequestId);
         }
         let method = req.method().clone();
+        // A cheap clone (shared bytes): the recent-requests buffer may keep the path.
+        let uri = req.uri().clone();
         // At its own target, which the default log filter leaves out: the log layer
         // would otherwise format its fields for every request (see
         // `hotel_common::telemetry::DEFAULT_LOG_FILTER`); export is filtered apart.
@@ -300,10 +302,22 @@ where
                     status: status.as_u16(),
                 })
                 .inc();
+            let took = start.elapsed();
+            gw.metrics.recent.offer(
+                trace_value
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+                method.as_str(),
+                uri.path(),
+                &route,
+                status.as_u16(),
+                took,
+            );
             gw.metrics
                 .duration
                 .get_or_create(&RouteLabels { route })
-                .observe(start.elapsed().as_secs_f64());
+                .observe(took.as_secs_f64());
             let h = res.headers_mut();
             if let Some(v) = rid_value {
                 h.insert(REQUEST_ID_NAME, v);

@@ -35,6 +35,7 @@ mod listener;
 pub mod metrics;
 pub mod overload;
 pub mod ratelimit;
+pub mod recent;
 pub mod reload;
 mod routes;
 pub mod settings;

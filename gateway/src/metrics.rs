@@ -124,6 +124,9 @@ pub struct Metrics {
     pub tls_handshakes: Family<HandshakeLabels, Counter>,
     /// `gateway_tls_certificate_reloads_total{outcome}`.
     pub tls_cert_reloads: Family<ReloadLabels, Counter>,
+    /// The slowest and the failed recent requests with their trace ids
+    /// (`/admin/recent`); not a Prometheus family.
+    pub recent: crate::recent::RecentRequests,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -191,6 +194,7 @@ impl Metrics {
             upstream,
             edge,
             cache,
+            recent: crate::recent::RecentRequests::default(),
         })
     }
 

@@ -495,6 +495,46 @@ async fn admin_endpoints_need_the_token_and_report_instances_and_metrics() {
 }
 
 #[tokio::test]
+async fn admin_recent_lists_failed_and_slow_requests_with_the_trace_id_the_client_saw() {
+    let failing = upstream("failing", Behave::Status(500)).await;
+    let token = "admin-token-0123456789";
+    let gw = gateway(&[failing.url.clone()], |s| {
+        s.admin_token = Some(token.into())
+    })
+    .await;
+    let c = client();
+    let r = c
+        .get(gw.url("/api/rooms/42?secret=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let trace = r.headers()["x-trace-id"].to_str().unwrap().to_owned();
+    let admin = format!("http://{}/admin/recent", gw.admin);
+    assert_eq!(c.get(&admin).send().await.unwrap().status(), 401);
+    let v = json(c.get(&admin).bearer_auth(token).send().await.unwrap()).await;
+    let failed = v["failed"].as_array().unwrap();
+    let mine = failed
+        .iter()
+        .find(|e| e["trace_id"] == trace.as_str())
+        .unwrap_or_else(|| panic!("{trace} not in {v}"));
+    assert_eq!(mine["status"], 500);
+    assert_eq!(mine["method"], "GET");
+    // The query (personal data, keys) is not kept.
+    assert_eq!(mine["path"], "/api/rooms/42");
+    assert_eq!(mine["route"], "/api/rooms");
+    assert!(mine["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert!(
+        v["slowest"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["trace_id"] == trace.as_str()),
+        "{v}"
+    );
+}
+
+#[tokio::test]
 async fn a_new_instance_takes_traffic_as_soon_as_discovery_publishes_it() {
     let a = upstream("a", Behave::Ok).await;
     let b = upstream("b", Behave::Ok).await;
