@@ -177,6 +177,32 @@ async fn the_dashboard_shows_the_cluster_live_and_its_buttons_pause_fault_and_cl
         .await
         .unwrap();
     phase(&format!("booking's view filled: {seen}"));
+    // A paused booking instance is not asked (it would hold the sampler's round up), and
+    // its row says why; resumed, its rows come back.
+    let booking_1 = "#booking-view tr[data-from=\"booking-1\"]";
+    page.click("#instances tr[data-instance=\"booking-1\"] button[data-action=\"pause\"]")
+        .await
+        .unwrap();
+    page.wait_for(
+        "booking-1 paused in booking's view",
+        Duration::from_secs(10),
+        &format!("(document.querySelector('{booking_1} td.empty') || {{}}).textContent"),
+        |v| v == "not asked (paused)",
+    )
+    .await
+    .unwrap();
+    page.click("#instances tr[data-instance=\"booking-1\"] button[data-action=\"resume\"]")
+        .await
+        .unwrap();
+    page.wait_for(
+        "booking-1's rows back after resume",
+        Duration::from_secs(20),
+        &format!("document.querySelectorAll('{booking_1}[data-upstream]').length"),
+        |v| v.as_u64().is_some_and(|n| n >= 3),
+    )
+    .await
+    .unwrap();
+    phase("booking-1 paused and resumed: its view says so, then fills again");
 
     // Pause from the page.
     page.click("#instances tr[data-instance=\"room-2\"] button[data-action=\"pause\"]")

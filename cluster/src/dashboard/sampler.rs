@@ -112,7 +112,8 @@ pub struct Snapshot {
     pub services: Vec<Point>,
     /// The gateway's `/admin/recent`: the slowest and the failed recent requests.
     pub recent: Option<serde_json::Value>,
-    /// Each running booking instance's view of the room and customer instances it calls.
+    /// Each live booking instance's view of the room and customer instances it calls
+    /// (only a running one is asked).
     pub booking: Vec<BookingView>,
 }
 
@@ -121,7 +122,7 @@ pub struct Snapshot {
 pub struct BookingView {
     /// The booking instance (`booking-1`).
     pub instance: String,
-    /// Whether its `/metrics` answered this round.
+    /// Whether its `/metrics` answered this round (a paused instance is not asked).
     pub reachable: bool,
     /// One row per room and customer instance its client knows, by service and name.
     pub upstreams: Vec<UpstreamRow>,
@@ -166,8 +167,8 @@ pub struct Input {
     pub gateway: Option<Vec<(Vec<String>, GatewayView)>>,
     /// The gateway's metric samples (`None`: it did not answer).
     pub metrics: Option<Vec<Sample>>,
-    /// Each running booking instance's name and metric samples (`None`: it did not
-    /// answer).
+    /// Each live booking instance's name and metric samples (`None`: it did not answer,
+    /// or was not asked because it is not running).
     pub booking: Vec<(String, Option<Vec<Sample>>)>,
     /// The gateway's `/admin/recent`.
     pub recent: Option<serde_json::Value>,
@@ -661,19 +662,30 @@ async fn scrape_booking(http: &reqwest::Client, addr: &str) -> Option<Vec<Sample
 }
 
 /// One round of I/O: the supervisor's instances, the gateway's status, metrics and
-/// recent requests, and every running booking instance's metrics, concurrently.
+/// recent requests, and every live booking instance's metrics, concurrently.
 async fn fetch(sup: &Supervisor, http: &reqwest::Client) -> Input {
     let file = sup.cluster_file();
     let instances = sup.instances();
+    // Only a running instance is asked: a paused one would hold the round up to the
+    // timeout, and one starting or stopping may not listen. They are listed unanswered.
     let booking = futures::future::join_all(
         instances
             .iter()
-            .filter(|i| {
-                i.service == crate::settings::Role::Booking.as_str()
-                    && i.state == InstanceState::Running
-            })
-            .filter_map(|i| Some((i.name.clone(), i.address.clone()?)))
-            .map(|(name, addr)| async move { (name, scrape_booking(http, &addr).await) }),
+            .filter(|i| i.service == crate::settings::Role::Booking.as_str() && i.state.is_live())
+            .map(|i| {
+                let name = i.name.clone();
+                let addr = i
+                    .address
+                    .clone()
+                    .filter(|_| i.state == InstanceState::Running);
+                async move {
+                    let samples = match addr {
+                        Some(addr) => scrape_booking(http, &addr).await,
+                        None => None,
+                    };
+                    (name, samples)
+                }
+            }),
     );
     let token = &sup.config().admin_token;
     let gateway = async {

@@ -180,13 +180,16 @@ function renderInstances(instances) {
 
 // ---- booking's view of room and customer --------------------------------------------
 
-function renderBookingView(views) {
+function renderBookingView(views, instances) {
+  const state = new Map(instances.map((i) => [i.name, i.state]));
   const rows = [];
   for (const v of views || []) {
     if (!v.reachable || v.upstreams.length === 0) {
+      const s = state.get(v.instance);
+      const why = v.reachable ? 'no calls to room or customer yet'
+        : s === 'running' ? '/metrics not answering' : `not asked (${s})`;
       const tr = el('tr', { 'data-from': v.instance });
-      tr.append(el('td', {}, v.instance), el('td', { class: 'empty', colspan: '6' },
-        v.reachable ? 'no calls to room or customer yet' : '/metrics not answering'));
+      tr.append(el('td', {}, v.instance), el('td', { class: 'empty', colspan: '6' }, why));
       rows.push(tr);
       continue;
     }
@@ -207,7 +210,7 @@ function renderBookingView(views) {
   }
   if (rows.length === 0) {
     const tr = el('tr');
-    tr.append(el('td', { class: 'empty', colspan: '7' }, 'no running booking instance'));
+    tr.append(el('td', { class: 'empty', colspan: '7' }, 'no booking instance'));
     rows.push(tr);
   }
   $('#booking-view tbody').replaceChildren(...rows);
@@ -349,7 +352,7 @@ function apply(msg) {
   const oldest = Date.now() - HISTORY_MS;
   while (history.length && history[0].at_unix_ms < oldest) history.shift();
   renderInstances(snap.instances);
-  renderBookingView(snap.booking);
+  renderBookingView(snap.booking, snap.instances);
   renderFeed(msg.feed);
   renderRequests('slowest', snap.recent && snap.recent.slowest);
   renderRequests('failed', snap.recent && snap.recent.failed);
