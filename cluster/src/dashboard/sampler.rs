@@ -498,6 +498,7 @@ impl Sampler {
                 continue;
             };
             let c = Counters::from_samples(now, SERVICE_PREFIX, &samples);
+            // Per upstream instance only: the charts stay the gateway's (the client's view).
             let per_instance = before.remove(&name).map(|b| {
                 self.counter_feed(now, Some(&name), &c, &b);
                 rates(&c, &b, seconds(&c, &b), std::iter::empty()).1
