@@ -4,8 +4,9 @@
 //! both say paused) and resumes it, a fault is set on `room-1` from the form and cleared
 //! from its row, a refused scale shows the problem's detail and `room=3` starts `room-3`,
 //! which its kill button kills, the slowest requests link to their traces in the Jaeger
-//! UI, and the page cannot call the control API without its CSRF header. Screenshots go to
-//! `target/dashboard-test/`.
+//! UI, booking's view of room and customer (from booking-1's own `/metrics`) fills its
+//! panel, and the page cannot call the control API without its CSRF header. Screenshots
+//! go to `target/dashboard-test/`.
 //!
 //! Needs Chromium (`scripts/chromium.sh install`; `scripts/test.sh` exports
 //! `HOTEL_TEST_CHROMIUM`): skipped with a message without it, except in CI.
@@ -150,6 +151,58 @@ async fn the_dashboard_shows_the_cluster_live_and_its_buttons_pause_fault_and_cl
         page.eval(&cell("room-2", "state")).await.unwrap(),
         "running"
     );
+    // Booking's view, scraped from booking-1's own /metrics: the load's bookings go
+    // through its upstream client to customer and room, so the panel names each of
+    // their instances, with a closed breaker and a rate.
+    let seen = page
+        .wait_for(
+            "booking's view of room and customer",
+            Duration::from_secs(30),
+            "Array.from(document.querySelectorAll('#booking-view tr[data-upstream]'), r => \
+             [r.dataset.from, r.dataset.upstream, r.querySelector('td.breaker').textContent, \
+              r.querySelector('td.rps').textContent].join(' '))",
+            |v| {
+                let rows: Vec<&str> = v
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                ["customer-1", "room-1", "room-2"].iter().all(|up| {
+                    rows.iter().any(|r| {
+                        r.strip_prefix(&format!("booking-1 {up} closed "))
+                            .is_some_and(|rps| rps != "-")
+                    })
+                })
+            },
+        )
+        .await
+        .unwrap();
+    phase(&format!("booking's view filled: {seen}"));
+    // A paused booking instance is not asked (it would hold the sampler's round up), and
+    // its row says why; resumed, its rows come back.
+    let booking_1 = "#booking-view tr[data-from=\"booking-1\"]";
+    page.click("#instances tr[data-instance=\"booking-1\"] button[data-action=\"pause\"]")
+        .await
+        .unwrap();
+    page.wait_for(
+        "booking-1 paused in booking's view",
+        Duration::from_secs(10),
+        &format!("(document.querySelector('{booking_1} td.empty') || {{}}).textContent"),
+        |v| v == "not asked (paused)",
+    )
+    .await
+    .unwrap();
+    page.click("#instances tr[data-instance=\"booking-1\"] button[data-action=\"resume\"]")
+        .await
+        .unwrap();
+    page.wait_for(
+        "booking-1's rows back after resume",
+        Duration::from_secs(20),
+        &format!("document.querySelectorAll('{booking_1}[data-upstream]').length"),
+        |v| v.as_u64().is_some_and(|n| n >= 3),
+    )
+    .await
+    .unwrap();
+    phase("booking-1 paused and resumed: its view says so, then fills again");
 
     // Pause from the page.
     page.click("#instances tr[data-instance=\"room-2\"] button[data-action=\"pause\"]")

@@ -2,8 +2,9 @@
 //! real TLS clients (`curl` with and without a client certificate): the whole request
 //! path works over mTLS (gateway -> booking -> room and customer, the services ->
 //! registry, customer <- booking's event feed, the supervisor's fault calls, `hotel
-//! status`), and a service refuses a caller without a certificate, with a certificate
-//! from another CA, or with one of a role that may not call it.
+//! status`, the dashboard's scrape of booking's `/metrics`), and a service refuses a
+//! caller without a certificate, with a certificate from another CA, or with one of a
+//! role that may not call it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,7 +14,11 @@ use cluster_support::{Cluster, until};
 use hotel_common::tls::local_ca::{Ca, write};
 use hotel_tests::{TempDir, day};
 use serde_json::{Value, json};
-use std::{path::Path, process::Command, time::Duration};
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 /// `curl -s ARGS URL`: (exit code, `HTTP_CODE BODY`).
 fn curl(args: &[&str], url: &str) -> (i32, String) {
@@ -40,6 +45,40 @@ fn address_of(c: &mut Cluster, name: &str) -> String {
         .and_then(|i| i["address"].as_str())
         .unwrap_or_else(|| panic!("{name} has no address: {file}"))
         .to_owned()
+}
+
+/// The first snapshot of the dashboard's event stream, logged in through `login` (the
+/// `dashboard_url` of cluster.json); `None` when a step fails.
+async fn dashboard_snapshot(login: &str) -> Option<Value> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
+    let res = http.get(login).send().await.ok()?;
+    let cookie = res
+        .headers()
+        .get("set-cookie")?
+        .to_str()
+        .ok()?
+        .split(';')
+        .next()?
+        .to_owned();
+    let events = login.split("/dashboard/login").next()?.to_owned() + "/dashboard/events";
+    let mut res = http
+        .get(events)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .ok()?;
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        text += &String::from_utf8_lossy(&res.chunk().await.ok()??);
+    }
+    let data = text.lines().find_map(|l| l.strip_prefix("data: "))?;
+    serde_json::from_str::<Value>(data).ok()?["snapshot"]
+        .get("booking")
+        .cloned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,6 +156,37 @@ async fn hotel_up_internal_tls_serves_through_mtls_and_services_refuse_wrong_cal
     )
     .await;
     assert!(counted.is_ok(), "{counted:?}");
+
+    // The dashboard's sampler scrapes booking's /metrics over mTLS: booking-1's view of
+    // the customer and room instances it called for that booking.
+    let login = file["dashboard_url"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let view = loop {
+        let view = dashboard_snapshot(&login).await;
+        let names = view.as_ref().and_then(|v| {
+            let b = v
+                .as_array()?
+                .iter()
+                .find(|b| b["instance"] == "booking-1")?;
+            let rows = b["upstreams"].as_array()?;
+            let mut names: Vec<String> = rows
+                .iter()
+                .filter(|u| u["breaker"] == "closed")
+                .filter_map(|u| u["instance"].as_str().map(str::to_owned))
+                .collect();
+            names.sort();
+            Some(names)
+        });
+        if names.as_deref() == Some(&["customer-1".to_owned(), "room-1".to_owned()]) {
+            break view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "booking's view on the dashboard over mTLS: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(view.unwrap()[0]["reachable"], true);
 
     // The operators' tools speak mTLS too: status reads the registry, faults reach room.
     let status = c.status().unwrap();

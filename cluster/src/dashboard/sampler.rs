@@ -4,6 +4,12 @@
 //! quantiles, derives a feed of what changed, and publishes the result on a `watch`
 //! channel that every open page reads.
 //!
+//! Booking calls room and customer through the same upstream stack as the gateway, and
+//! its instances serve that stack's families on their own `/metrics` (under `hotel_`
+//! instead of `gateway_`). The sampler scrapes each running booking instance too (over
+//! mutual TLS when the cluster runs with `--internal-tls`) and reads them with the same
+//! code, so the page shows booking's view of room and customer beside the gateway's.
+//!
 //! The I/O ([`Sampler::run`]) is kept apart from the arithmetic ([`Sampler::absorb`]), so
 //! the second is tested with made-up inputs.
 
@@ -29,6 +35,13 @@ pub const HISTORY: Duration = Duration::from_secs(300);
 
 /// How many feed entries are kept.
 pub const FEED_LEN: usize = 200;
+
+/// The metric name prefix of the gateway's upstream families.
+const GATEWAY_PREFIX: &str = "gateway_";
+
+/// The metric name prefix of a service instance's families, booking's upstream client's
+/// among them.
+const SERVICE_PREFIX: &str = "hotel_";
 
 /// Attempt outcomes that count as errors (a cancelled hedge or a refused body does not).
 const ERROR_OUTCOMES: [&str; 4] = ["http_5xx", "connect_error", "timeout", "transport_error"];
@@ -74,6 +87,10 @@ pub struct FeedEntry {
     pub at_unix_ms: u64,
     /// `breaker`, `ejection`, `retry-budget`, `instance`, `fault` or `gateway`.
     pub kind: &'static str,
+    /// Whose view a breaker, ejection or retry-budget entry is: the booking instance
+    /// that saw it; `None` for the gateway's and for the supervisor's entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view: Option<String>,
     /// `info` or `warn`.
     pub level: &'static str,
     /// What happened, in words.
@@ -95,6 +112,37 @@ pub struct Snapshot {
     pub services: Vec<Point>,
     /// The gateway's `/admin/recent`: the slowest and the failed recent requests.
     pub recent: Option<serde_json::Value>,
+    /// Each live booking instance's view of the room and customer instances it calls
+    /// (only a running one is asked).
+    pub booking: Vec<BookingView>,
+}
+
+/// One booking instance's upstream client, as its `/metrics` tells it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BookingView {
+    /// The booking instance (`booking-1`).
+    pub instance: String,
+    /// Whether its `/metrics` answered this round (a paused instance is not asked).
+    pub reachable: bool,
+    /// One row per room and customer instance its client knows, by service and name.
+    pub upstreams: Vec<UpstreamRow>,
+}
+
+/// One upstream instance as one booking instance's client sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpstreamRow {
+    /// room or customer.
+    pub service: String,
+    /// The instance (`room-1`).
+    pub instance: String,
+    /// `closed`, `open` or `half-open` (`None` before the client has a breaker for it).
+    pub breaker: Option<&'static str>,
+    /// Attempts per second over the last interval (`None` in the first round).
+    pub rps: Option<f64>,
+    /// Share of those attempts that failed.
+    pub error_rate: Option<f64>,
+    /// Ejections since the booking instance started, every reason together.
+    pub ejections: f64,
 }
 
 /// The snapshot with the history and feed it belongs to.
@@ -119,6 +167,9 @@ pub struct Input {
     pub gateway: Option<Vec<(Vec<String>, GatewayView)>>,
     /// The gateway's metric samples (`None`: it did not answer).
     pub metrics: Option<Vec<Sample>>,
+    /// Each live booking instance's name and metric samples (`None`: it did not answer,
+    /// or was not asked because it is not running).
+    pub booking: Vec<(String, Option<Vec<Sample>>)>,
     /// The gateway's `/admin/recent`.
     pub recent: Option<serde_json::Value>,
     /// The Jaeger UI.
@@ -127,7 +178,10 @@ pub struct Input {
 
 type Key3 = (String, String, String);
 
-/// The gateway counters the sampler takes deltas of.
+type Key2 = (String, String);
+
+/// The upstream counters (the gateway's, or a booking instance's client's) the sampler
+/// takes deltas of, and the breaker states.
 #[derive(Debug, Default, Clone)]
 struct Counters {
     at_unix_ms: u64,
@@ -141,10 +195,13 @@ struct Counters {
     ejections: BTreeMap<Key3, f64>,
     /// route.
     budget: BTreeMap<String, f64>,
+    /// (service, instance): 0 closed, 1 open, 2 half-open (a gauge).
+    breaker: BTreeMap<Key2, f64>,
 }
 
 impl Counters {
-    fn from_samples(at_unix_ms: u64, samples: &[Sample]) -> Self {
+    /// The upstream families among `samples` whose names start with `prefix`.
+    fn from_samples(at_unix_ms: u64, prefix: &str, samples: &[Sample]) -> Self {
         let mut c = Counters {
             at_unix_ms,
             ..Counters::default()
@@ -157,26 +214,51 @@ impl Counters {
                     s.label(third).to_owned(),
                 )
             };
-            match s.name.as_str() {
-                "gateway_upstream_attempts_total" => {
+            let Some(name) = s.name.strip_prefix(prefix) else {
+                continue;
+            };
+            match name {
+                "upstream_attempts_total" => {
                     c.attempts.insert(key("outcome"), s.value);
                 }
-                "gateway_upstream_attempt_duration_seconds_bucket" => {
+                "upstream_attempt_duration_seconds_bucket" => {
                     c.buckets.insert(key("le"), s.value);
                 }
-                "gateway_breaker_transitions_total" => {
+                "breaker_transitions_total" => {
                     c.transitions.insert(key("to"), s.value);
                 }
-                "gateway_upstream_ejections_total" => {
+                "upstream_ejections_total" => {
                     c.ejections.insert(key("reason"), s.value);
                 }
-                "gateway_retry_budget_exhausted_total" => {
+                "retry_budget_exhausted_total" => {
                     c.budget.insert(s.label("route").to_owned(), s.value);
+                }
+                "breaker_state" => {
+                    let k = (
+                        s.label("service").to_owned(),
+                        s.label("instance").to_owned(),
+                    );
+                    c.breaker.insert(k, s.value);
                 }
                 _ => {}
             }
         }
         c
+    }
+}
+
+/// The seconds from `b` to `c` (at least a millisecond).
+fn seconds(c: &Counters, b: &Counters) -> f64 {
+    (c.at_unix_ms.saturating_sub(b.at_unix_ms) as f64 / 1000.0).max(0.001)
+}
+
+/// The name of a `breaker_state` gauge's value.
+fn breaker_name(state: f64) -> Option<&'static str> {
+    match state as i64 {
+        0 => Some("closed"),
+        1 => Some("open"),
+        2 => Some("half-open"),
+        _ => None,
     }
 }
 
@@ -271,6 +353,9 @@ fn rates<'a>(
 #[derive(Debug, Default)]
 pub struct Sampler {
     before: Option<Counters>,
+    /// Each booking instance's counters in the previous round it answered; an instance
+    /// no longer scraped (stopped, restarting) leaves.
+    booking_before: BTreeMap<String, Counters>,
     /// Each instance's state and fault summary in the previous round.
     seen: BTreeMap<String, (InstanceState, Option<String>)>,
     /// Whether the gateway answered last round; `None` until it first did.
@@ -282,6 +367,18 @@ pub struct Sampler {
 
 impl Sampler {
     fn push(&mut self, at_unix_ms: u64, kind: &'static str, level: &'static str, text: String) {
+        self.push_seen_by(None, at_unix_ms, kind, level, text);
+    }
+
+    /// Adds an entry marked as `view`'s (a booking instance's).
+    fn push_seen_by(
+        &mut self,
+        view: Option<&str>,
+        at_unix_ms: u64,
+        kind: &'static str,
+        level: &'static str,
+        text: String,
+    ) {
         self.seq += 1;
         if self.feed.len() == FEED_LEN {
             self.feed.pop_front();
@@ -290,6 +387,7 @@ impl Sampler {
             seq: self.seq,
             at_unix_ms,
             kind,
+            view: view.map(str::to_owned),
             level,
             text,
         });
@@ -319,21 +417,21 @@ impl Sampler {
         let counters = input
             .metrics
             .as_deref()
-            .map(|m| Counters::from_samples(now, m));
+            .map(|m| Counters::from_samples(now, GATEWAY_PREFIX, m));
         // Per instance name: attempts per second and error share.
         let mut per_instance = BTreeMap::new();
         let mut services = Vec::new();
         if let Some(c) = &counters
             && let Some(b) = self.before.take()
         {
-            let secs = (c.at_unix_ms.saturating_sub(b.at_unix_ms) as f64 / 1000.0).max(0.001);
             let known = input.instances.iter().map(|i| i.service.as_str());
-            (services, per_instance) = rates(c, &b, secs, known);
-            self.counter_feed(now, c, &b);
+            (services, per_instance) = rates(c, &b, seconds(c, &b), known);
+            self.counter_feed(now, None, c, &b);
         }
         if counters.is_some() {
             self.before = counters;
         }
+        let booking = self.booking_views(now, input.booking);
         self.history.extend(services.iter().cloned());
         let oldest = now.saturating_sub(u64::try_from(HISTORY.as_millis()).unwrap_or(u64::MAX));
         while self.history.front().is_some_and(|p| p.at_unix_ms < oldest) {
@@ -370,15 +468,92 @@ impl Sampler {
                 instances,
                 services,
                 recent: input.recent,
+                booking,
             },
             history: self.history.iter().cloned().collect(),
             feed: self.feed.iter().cloned().collect(),
         }
     }
 
+    /// Each scraped booking instance's upstream rows, with rates from the deltas since
+    /// its previous answer; its breaker transitions and ejections go to the feed.
+    fn booking_views(
+        &mut self,
+        now: u64,
+        scraped: Vec<(String, Option<Vec<Sample>>)>,
+    ) -> Vec<BookingView> {
+        let mut before = std::mem::take(&mut self.booking_before);
+        let mut views = Vec::new();
+        for (name, samples) in scraped {
+            let Some(samples) = samples else {
+                // The baseline stays: the next answer is compared with the last one.
+                if let Some(b) = before.remove(&name) {
+                    self.booking_before.insert(name.clone(), b);
+                }
+                views.push(BookingView {
+                    instance: name,
+                    reachable: false,
+                    upstreams: Vec::new(),
+                });
+                continue;
+            };
+            let c = Counters::from_samples(now, SERVICE_PREFIX, &samples);
+            // Per upstream instance only: the charts stay the gateway's (the client's view).
+            let per_instance = before.remove(&name).map(|b| {
+                self.counter_feed(now, Some(&name), &c, &b);
+                rates(&c, &b, seconds(&c, &b), std::iter::empty()).1
+            });
+            let known: BTreeSet<Key2> = c
+                .breaker
+                .keys()
+                .cloned()
+                .chain(c.attempts.keys().map(|(s, i, _)| (s.clone(), i.clone())))
+                .collect();
+            let upstreams = known
+                .into_iter()
+                .map(|(service, instance)| {
+                    let (rps, error_rate) = match &per_instance {
+                        Some(rates) => {
+                            let (rps, errors) = rates.get(&instance).copied().unwrap_or_default();
+                            (Some(rps), Some(errors))
+                        }
+                        None => (None, None),
+                    };
+                    let ejections = c
+                        .ejections
+                        .iter()
+                        .filter(|((s, i, _), _)| *s == service && *i == instance)
+                        .map(|(_, n)| n)
+                        .sum();
+                    UpstreamRow {
+                        breaker: c
+                            .breaker
+                            .get(&(service.clone(), instance.clone()))
+                            .copied()
+                            .and_then(breaker_name),
+                        rps,
+                        error_rate,
+                        ejections,
+                        service,
+                        instance,
+                    }
+                })
+                .collect();
+            self.booking_before.insert(name.clone(), c);
+            views.push(BookingView {
+                instance: name,
+                reachable: true,
+                upstreams,
+            });
+        }
+        views
+    }
+
     /// Feed entries for the counters that went up: breaker transitions, ejections,
-    /// retry-budget exhaustion.
-    fn counter_feed(&mut self, now: u64, c: &Counters, b: &Counters) {
+    /// retry-budget exhaustion; `view` names the booking instance whose client saw them
+    /// (`None`: the gateway).
+    fn counter_feed(&mut self, now: u64, view: Option<&str>, c: &Counters, b: &Counters) {
+        let by = view.map_or_else(String::new, |v| format!("{v} \u{2192} "));
         for ((service, instance, to), d) in deltas(&c.transitions, &b.transitions) {
             let level = if to == "open" { "warn" } else { "info" };
             let times = if d > 1.0 {
@@ -387,21 +562,19 @@ impl Sampler {
                 String::new()
             };
             let to = to.replace('_', "-");
-            self.push(
-                now,
-                "breaker",
-                level,
-                format!("{instance} ({service}): breaker {to}{times}"),
-            );
+            let text = format!("{by}{instance} ({service}): breaker {to}{times}");
+            self.push_seen_by(view, now, "breaker", level, text);
         }
         for ((service, instance, reason), _) in deltas(&c.ejections, &b.ejections) {
             let reason = reason.replace('_', " ");
-            let text = format!("{instance} ({service}) ejected: {reason}");
-            self.push(now, "ejection", "warn", text);
+            let text = format!("{by}{instance} ({service}) ejected: {reason}");
+            self.push_seen_by(view, now, "ejection", "warn", text);
         }
         for (route, d) in deltas(&c.budget, &b.budget) {
-            let text = format!("retry budget exhausted on {route}: {d} retries or hedges not sent");
-            self.push(now, "retry-budget", "warn", text);
+            let by = view.map_or_else(String::new, |v| format!("{v}: "));
+            let text =
+                format!("{by}retry budget exhausted on {route}: {d} retries or hedges not sent");
+            self.push_seen_by(view, now, "retry-budget", "warn", text);
         }
     }
 
@@ -454,7 +627,10 @@ impl Sampler {
         tx: watch::Sender<Arc<Published>>,
         stop: CancellationToken,
     ) {
-        let http = match reqwest::Client::builder()
+        // With --internal-tls, `hotel up` installed the operators' identity before the
+        // sampler started: booking's listener wants it; the gateway's admin API is plain
+        // http either way.
+        let http = match hotel_common::tls::internal::reqwest_client()
             .timeout(Duration::from_millis(800))
             .no_proxy()
             .build()
@@ -478,38 +654,70 @@ impl Sampler {
     }
 }
 
+/// `GET /metrics` of the booking instance at `addr` (`HOST:PORT`), parsed; `None`
+/// when it does not answer.
+async fn scrape_booking(http: &reqwest::Client, addr: &str) -> Option<Vec<Sample>> {
+    let url = format!("{}/metrics", hotel_common::tls::internal::base_url(addr));
+    let res = http.get(url).send().await.ok()?.error_for_status().ok()?;
+    Some(prom::parse(&res.text().await.ok()?))
+}
+
 /// One round of I/O: the supervisor's instances, the gateway's status, metrics and
-/// recent requests, concurrently.
+/// recent requests, and every live booking instance's metrics, concurrently.
 async fn fetch(sup: &Supervisor, http: &reqwest::Client) -> Input {
     let file = sup.cluster_file();
-    let token = &sup.config().admin_token;
-    let (gateway, metrics, recent) = match &file.admin_url {
-        Some(admin) => {
-            let get = |path: &str| http.get(format!("{admin}{path}")).bearer_auth(token).send();
-            let (g, m, r) = tokio::join!(
-                gateway_view(http, admin, token),
-                async {
-                    let res = get("/metrics").await.ok()?.error_for_status().ok()?;
-                    res.text().await.ok()
-                },
-                async {
-                    let res = get("/admin/recent").await.ok()?.error_for_status().ok()?;
-                    res.json::<serde_json::Value>().await.ok()
+    let instances = sup.instances();
+    // Only a running instance is asked: a paused one would hold the round up to the
+    // timeout, and one starting or stopping may not listen. They are listed unanswered.
+    let booking = futures::future::join_all(
+        instances
+            .iter()
+            .filter(|i| i.service == crate::settings::Role::Booking.as_str() && i.state.is_live())
+            .map(|i| {
+                let name = i.name.clone();
+                let addr = i
+                    .address
+                    .clone()
+                    .filter(|_| i.state == InstanceState::Running);
+                async move {
+                    let samples = match addr {
+                        Some(addr) => scrape_booking(http, &addr).await,
+                        None => None,
+                    };
+                    (name, samples)
                 }
-            );
-            (
-                g.map(|(entries, _, _)| entries),
-                m.map(|t| prom::parse(&t)),
-                r,
-            )
-        }
-        None => (None, None, None),
+            }),
+    );
+    let token = &sup.config().admin_token;
+    let gateway = async {
+        let Some(admin) = &file.admin_url else {
+            return (None, None, None);
+        };
+        let get = |path: &str| http.get(format!("{admin}{path}")).bearer_auth(token).send();
+        let (g, m, r) = tokio::join!(
+            gateway_view(http, admin, token),
+            async {
+                let res = get("/metrics").await.ok()?.error_for_status().ok()?;
+                res.text().await.ok()
+            },
+            async {
+                let res = get("/admin/recent").await.ok()?.error_for_status().ok()?;
+                res.json::<serde_json::Value>().await.ok()
+            }
+        );
+        (
+            g.map(|(entries, _, _)| entries),
+            m.map(|t| prom::parse(&t)),
+            r,
+        )
     };
+    let ((gateway, metrics, recent), booking) = tokio::join!(gateway, booking);
     Input {
         at_unix_ms: unix_ms(),
-        instances: sup.instances(),
+        instances,
         gateway,
         metrics,
+        booking,
         recent,
         jaeger_url: file.jaeger_url,
     }
@@ -575,6 +783,7 @@ mod tests {
             instances,
             gateway: m.as_ref().map(|_| Vec::new()),
             metrics: m,
+            booking: Vec::new(),
             recent: None,
             jaeger_url: None,
         }
@@ -707,5 +916,135 @@ mod tests {
         assert!(p.history.len() >= 299);
         assert_eq!(p.feed.len(), FEED_LEN);
         assert!(p.feed.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    }
+
+    /// booking-1's `/metrics` as its upstream client writes it (under `hotel_`, beside
+    /// its own request families): `[ok, failed]` attempts to room-1, room-2 and
+    /// customer-1, room-2's breaker state, how often it opened and was ejected.
+    fn booking_metrics(attempts: [[u64; 2]; 3], room2: u8, opened: u64) -> Vec<Sample> {
+        let mut t = String::from(
+            "# TYPE hotel_http_requests counter\n\
+             hotel_http_requests_total{route=\"/bookings\",method=\"POST\",status=\"201\"} 9\n\
+             gateway_upstream_attempts_total{service=\"room\",instance=\"room-1\",outcome=\"http_5xx\"} 99\n",
+        );
+        for ([ok, failed], (service, name)) in attempts.iter().zip([
+            ("room", "room-1"),
+            ("room", "room-2"),
+            ("customer", "customer-1"),
+        ]) {
+            let labels = format!("service=\"{service}\",instance=\"{name}\"");
+            t += &format!("hotel_upstream_attempts_total{{{labels},outcome=\"success\"}} {ok}\n");
+            t += &format!(
+                "hotel_upstream_attempts_total{{{labels},outcome=\"connect_error\"}} {failed}\n"
+            );
+            let state = if name == "room-2" { room2 } else { 0 };
+            t += &format!("hotel_breaker_state{{{labels}}} {state}\n");
+        }
+        let room2 = "service=\"room\",instance=\"room-2\"";
+        t += &format!("hotel_breaker_transitions_total{{{room2},to=\"open\"}} {opened}\n");
+        t += &format!(
+            "hotel_upstream_ejections_total{{{room2},reason=\"consecutive_failures\"}} {opened}\n"
+        );
+        prom::parse(&t)
+    }
+
+    fn with_booking(at: u64, samples: Option<Vec<Sample>>) -> Input {
+        Input {
+            booking: vec![("booking-1".to_owned(), samples)],
+            ..input(
+                at,
+                vec![instance("booking-1", InstanceState::Running)],
+                None,
+            )
+        }
+    }
+
+    #[test]
+    fn booking_s_view_of_room_and_customer_comes_from_its_own_metrics() {
+        let mut s = Sampler::default();
+        let p = s.absorb(with_booking(
+            10_000,
+            Some(booking_metrics([[10, 0], [5, 0], [10, 0]], 0, 0)),
+        ));
+        let view = &p.snapshot.booking[0];
+        assert_eq!(view.instance, "booking-1");
+        assert!(view.reachable);
+        let names: Vec<_> = view
+            .upstreams
+            .iter()
+            .map(|u| format!("{}/{}", u.service, u.instance))
+            .collect();
+        assert_eq!(names, ["customer/customer-1", "room/room-1", "room/room-2"]);
+        // The first answer only sets the baseline; the breakers are known at once.
+        assert!(view.upstreams.iter().all(|u| u.rps.is_none()));
+        assert!(view.upstreams.iter().all(|u| u.breaker == Some("closed")));
+        assert!(p.feed.is_empty());
+
+        // Two seconds later: 20 more to room-1, 2 more and 6 refused connections to
+        // room-2, whose breaker opened and which was ejected; 10 more to customer-1.
+        let p = s.absorb(with_booking(
+            12_000,
+            Some(booking_metrics([[30, 0], [7, 6], [20, 0]], 1, 1)),
+        ));
+        let rows = &p.snapshot.booking[0].upstreams;
+        let (customer, room1, room2) = (&rows[0], &rows[1], &rows[2]);
+        assert_eq!(customer.rps, Some(5.0));
+        assert_eq!(room1.rps, Some(10.0));
+        assert_eq!(room1.error_rate, Some(0.0));
+        assert_eq!(room2.rps, Some(4.0));
+        assert_eq!(room2.error_rate, Some(0.75));
+        assert_eq!(room2.breaker, Some("open"));
+        assert_eq!((room1.ejections, room2.ejections), (0.0, 1.0));
+        // The gateway's families in the same text are not booking's.
+        assert!(p.snapshot.services.is_empty());
+        let feed: Vec<_> = p
+            .feed
+            .iter()
+            .map(|f| (f.kind, f.view.as_deref(), f.text.as_str()))
+            .collect();
+        assert_eq!(
+            feed,
+            [
+                (
+                    "breaker",
+                    Some("booking-1"),
+                    "booking-1 \u{2192} room-2 (room): breaker open"
+                ),
+                (
+                    "ejection",
+                    Some("booking-1"),
+                    "booking-1 \u{2192} room-2 (room) ejected: consecutive failures"
+                ),
+            ]
+        );
+        let json = serde_json::to_value(&p.feed[0]).unwrap();
+        assert_eq!(json["view"], "booking-1");
+
+        // booking-1 does not answer once: shown so, and its baseline is kept.
+        let p = s.absorb(with_booking(13_000, None));
+        assert_eq!(
+            p.snapshot.booking,
+            [BookingView {
+                instance: "booking-1".into(),
+                reachable: false,
+                upstreams: Vec::new(),
+            }]
+        );
+        let p = s.absorb(with_booking(
+            14_000,
+            Some(booking_metrics([[40, 0], [7, 6], [20, 0]], 2, 1)),
+        ));
+        let rows = &p.snapshot.booking[0].upstreams;
+        assert_eq!(rows[1].rps, Some(5.0));
+        assert_eq!(rows[2].rps, Some(0.0));
+        assert_eq!(rows[2].breaker, Some("half-open"));
+        assert_eq!(p.feed.len(), 2, "{:?}", p.feed);
+        // Gone from the scrape (stopped): gone from the page and from the baselines.
+        let p = s.absorb(Input {
+            booking: Vec::new(),
+            ..with_booking(15_000, None)
+        });
+        assert!(p.snapshot.booking.is_empty());
+        assert!(s.booking_before.is_empty());
     }
 }

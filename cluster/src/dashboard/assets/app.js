@@ -178,6 +178,44 @@ function renderInstances(instances) {
   }
 }
 
+// ---- booking's view of room and customer --------------------------------------------
+
+function renderBookingView(views, instances) {
+  const state = new Map(instances.map((i) => [i.name, i.state]));
+  const rows = [];
+  for (const v of views || []) {
+    if (!v.reachable || v.upstreams.length === 0) {
+      const s = state.get(v.instance);
+      const why = v.reachable ? 'no calls to room or customer yet'
+        : s === 'running' ? '/metrics not answering' : `not asked (${s})`;
+      const tr = el('tr', { 'data-from': v.instance });
+      tr.append(el('td', {}, v.instance), el('td', { class: 'empty', colspan: '6' }, why));
+      rows.push(tr);
+      continue;
+    }
+    for (const u of v.upstreams) {
+      const tr = el('tr', { 'data-from': v.instance, 'data-upstream': u.instance });
+      const breaker = u.breaker || '-';
+      tr.append(
+        el('td', { class: 'from' }, v.instance),
+        el('td', { class: 'upstream' }, u.instance),
+        el('td', { class: 'service' }, u.service),
+        el('td', { class: 'breaker b-' + (u.breaker || 'none') }, breaker),
+        el('td', { class: 'rps num' }, fmt(u.rps, 1)),
+        el('td', { class: 'errors num' }, pct(u.error_rate)),
+        el('td', { class: 'ejections num' }, u.ejections),
+      );
+      rows.push(tr);
+    }
+  }
+  if (rows.length === 0) {
+    const tr = el('tr');
+    tr.append(el('td', { class: 'empty', colspan: '7' }, 'no booking instance'));
+    rows.push(tr);
+  }
+  $('#booking-view tbody').replaceChildren(...rows);
+}
+
 // ---- feed and recent requests -------------------------------------------------------
 
 function renderFeed(entries) {
@@ -186,7 +224,13 @@ function renderFeed(entries) {
     if (f.seq <= lastSeq) continue;
     lastSeq = f.seq;
     const li = el('li', { class: f.level, 'data-kind': f.kind });
-    li.append(el('time', {}, clock(f.at_unix_ms)), document.createTextNode(f.text));
+    li.append(el('time', {}, clock(f.at_unix_ms)));
+    // Breaker and ejection entries a booking instance saw are marked as its view.
+    if (f.view) {
+      li.dataset.view = f.view;
+      li.append(el('span', { class: 'view' }, "booking's view"));
+    }
+    li.append(document.createTextNode(f.text));
     list.prepend(li);
   }
   while (list.children.length > 200) list.lastChild.remove();
@@ -308,6 +352,7 @@ function apply(msg) {
   const oldest = Date.now() - HISTORY_MS;
   while (history.length && history[0].at_unix_ms < oldest) history.shift();
   renderInstances(snap.instances);
+  renderBookingView(snap.booking, snap.instances);
   renderFeed(msg.feed);
   renderRequests('slowest', snap.recent && snap.recent.slowest);
   renderRequests('failed', snap.recent && snap.recent.failed);
