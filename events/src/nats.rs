@@ -102,8 +102,6 @@ pub struct Broker {
     ack_wait: Duration,
     max_in_flight: u32,
     jetstream: jetstream::Context,
-    /// The stream, once created or found (every instance makes sure it exists).
-    stream: tokio::sync::OnceCell<jetstream::stream::Stream>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -152,7 +150,6 @@ impl Broker {
             ack_wait: settings.ack_wait,
             max_in_flight: settings.max_in_flight,
             jetstream,
-            stream: tokio::sync::OnceCell::new(),
         }))
     }
 
@@ -162,24 +159,22 @@ impl Broker {
     }
 
     /// The stream, created when missing: every subject under `hotel.`, on disk, events
-    /// kept for [`MAX_AGE`], copies dropped within [`DUPLICATE_WINDOW`].
-    async fn stream(&self) -> Result<&jetstream::stream::Stream, String> {
-        self.stream
-            .get_or_try_init(|| async {
-                self.jetstream
-                    .get_or_create_stream(jetstream::stream::Config {
-                        name: self.stream_name.clone(),
-                        subjects: vec!["hotel.>".into()],
-                        storage: StorageType::File,
-                        retention: RetentionPolicy::Limits,
-                        max_age: MAX_AGE,
-                        duplicate_window: DUPLICATE_WINDOW,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| format!("stream {} at {}: {e}", self.stream_name, self.url))
+    /// kept for [`MAX_AGE`], copies dropped within [`DUPLICATE_WINDOW`]. Asked for
+    /// before every batch the relay publishes and every time a consumer opens, not
+    /// cached: a broker that came back with an empty store gets the stream again.
+    async fn stream(&self) -> Result<jetstream::stream::Stream, String> {
+        self.jetstream
+            .get_or_create_stream(jetstream::stream::Config {
+                name: self.stream_name.clone(),
+                subjects: vec!["hotel.>".into()],
+                storage: StorageType::File,
+                retention: RetentionPolicy::Limits,
+                max_age: MAX_AGE,
+                duplicate_window: DUPLICATE_WINDOW,
+                ..Default::default()
             })
             .await
+            .map_err(|e| format!("stream {} at {}: {e}", self.stream_name, self.url))
     }
 
     /// The durable pull consumer of `consumer`'s replicas for `producer`'s events,
