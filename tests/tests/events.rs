@@ -703,6 +703,21 @@ async fn bus_down(kind: BusKind) -> Result<()> {
         outbox == i64::try_from(BOOKINGS)? + 1,
         "outbox head {outbox}"
     );
+    if bus.nats.is_some() {
+        // booking's relay says what is wrong and how much waits, while the broker is down.
+        let booking_1_url = booking_1.url();
+        let seen = eventually(SETTLE, "booking-1's relay to report the outage", || async {
+            let s = status(&client, &booking_1_url).await.ok()?;
+            let relay = &s["relay"];
+            (relay["backlog"].as_i64()? > 0 && relay["last_error"].is_string()).then_some(s)
+        })
+        .await;
+        ensure!(
+            seen.is_ok(),
+            "no backlog and last error while the broker was down: {}",
+            status(&client, &booking_1_url).await?
+        );
+    }
 
     let booking_2 = match &bus.nats {
         None => spawn_on(&bus, &dir, "booking", "booking-2", &booking_2_env)?,
@@ -733,6 +748,20 @@ async fn bus_down(kind: BusKind) -> Result<()> {
         "{kind:?}: every count exact {:.1} s after the bus came back",
         back_at.elapsed().as_secs_f64()
     );
+    if bus.nats.is_some() {
+        let booking_1_url = booking_1.url();
+        let cleared = eventually(SETTLE, "booking-1's relay to catch up", || async {
+            let s = status(&client, &booking_1_url).await.ok()?;
+            let relay = &s["relay"];
+            (relay["backlog"] == 0 && relay["last_error"].is_null()).then_some(s)
+        })
+        .await;
+        ensure!(
+            cleared.is_ok(),
+            "the relay caught up and its error cleared: {}",
+            status(&client, &booking_1_url).await?
+        );
+    }
     let applied = count_rows(&customer_db, "SELECT COUNT(*) FROM event_inbox").await?;
     ensure!(
         applied == i64::try_from(BOOKINGS)? + 1,
