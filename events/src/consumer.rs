@@ -15,13 +15,16 @@
 //! So a kill -9 at any moment leaves either all of it or none of it, and the next reader
 //! (a restarted process or another replica) continues from the position.
 //!
-//! On a broker ([`crate::nats`]) deliveries do not come in position order (replicas
-//! compete through one durable consumer, and an event not acked in time is delivered
-//! again), so steps 1 and 4 are left out ([`Source::ordered`]): the inbox alone makes
-//! each effect happen once, and each event is acked after its transaction committed. A malformed or
-//! unknown event is logged once with its id, counted, and stored in the dead-letter table
-//! in place of the effect, so the stream moves on. A failed read or a transient failure
-//! to apply is retried after `events.retry_backoff`, reported as the last error.
+//! On a broker ([`crate::nats`]) a position proves nothing (an event not acked in time
+//! is delivered again, maybe to another replica; with `events.max_in_flight` above 1
+//! replicas apply in parallel), so steps 1 and 4 are left out ([`Source::ordered`]): the
+//! inbox alone makes each effect happen once, and each event is acked after its
+//! transaction committed.
+//!
+//! A malformed or unknown event is logged once with its id, counted, and stored in the
+//! dead-letter table in place of the effect, so the stream moves on. A failed read or a
+//! transient failure to apply is retried after `events.retry_backoff`, reported as the
+//! last error (on a broker, the events of the batch not yet applied are handed back).
 
 use crate::{
     cloudevent::{self, CloudEvent},
