@@ -15,6 +15,11 @@
 # (tests/tests/dashboard.rs) through HOTEL_TEST_CHROMIUM; without it that test says it is
 # skipped, and in CI it fails.
 #
+# NATS (scripts/nats.sh: Debian's nats-server, else the Go module; `nats-server -js` on
+# loopback port 54222) is installed and started the same way: the event drills then also
+# run over NATS JetStream (HOTEL_TEST_NATS_URL); without it the NATS variants say they are
+# skipped, and in CI they fail.
+#
 # The container tests (tests/tests/containers.rs: compose; tests/tests/k8s.rs: the
 # Kubernetes manifests with `podman kube play`) install what they need themselves through
 # scripts/podman.sh (podman, runc, catatonit, podman-compose; root and apt) and
@@ -26,7 +31,11 @@ cd "$(dirname "$0")/.."
 
 jaeger_pid_we_started=""
 postgres_we_started=""
+nats_we_started=""
 cleanup() {
+    if [ -n "$nats_we_started" ]; then
+        ./scripts/nats.sh stop || true
+    fi
     if [ -n "$jaeger_pid_we_started" ]; then
         ./scripts/jaeger.sh stop || true
     fi
@@ -100,6 +109,31 @@ elif [ "${CI:-}" = "true" ]; then
     exit 1
 else
     echo "test.sh: running without Chromium (it could not be installed); the dashboard's browser test will be skipped" >&2
+fi
+
+if [ -n "${HOTEL_TEST_NATS_URL:-}" ]; then
+    echo "test.sh: using the NATS server at HOTEL_TEST_NATS_URL" >&2
+elif ./scripts/nats.sh install; then
+    if ./scripts/nats.sh status | grep -q '^running'; then
+        HOTEL_TEST_NATS_URL="$(./scripts/nats.sh url)"
+    elif HOTEL_TEST_NATS_URL="$(./scripts/nats.sh start)"; then
+        nats_we_started=yes
+    else
+        HOTEL_TEST_NATS_URL=""
+    fi
+    if [ -n "$HOTEL_TEST_NATS_URL" ]; then
+        export HOTEL_TEST_NATS_URL
+    elif [ "${CI:-}" = "true" ]; then
+        echo "test.sh: NATS is required in CI: nats-server did not start" >&2
+        exit 1
+    else
+        echo "test.sh: running without NATS (nats-server did not start); its tests will be skipped" >&2
+    fi
+elif [ "${CI:-}" = "true" ]; then
+    echo "test.sh: NATS is required in CI: nats-server could not be installed" >&2
+    exit 1
+else
+    echo "test.sh: running without NATS (nats-server could not be installed); its tests will be skipped" >&2
 fi
 
 # --no-fail-fast: one run shows every failing test, not only the first failing binary.

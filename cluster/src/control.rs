@@ -391,6 +391,7 @@ mod tests {
             exe: "/nonexistent/hotel".into(),
             otlp_endpoint: None,
             databases: Default::default(),
+            events_url: None,
             registry_token: "r".into(),
             admin_token: "a".into(),
             api_key: "k".into(),

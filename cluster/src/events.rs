@@ -1,6 +1,9 @@
 //! `hotel events tail`: a live stream of a running cluster's events, read from each
 //! producing service's own feed (`GET /events`, the embedded bus) at the instances
-//! `cluster.json` lists, one line per event as it is published.
+//! `cluster.json` lists, one line per event as it is published. The outbox is there on
+//! either bus (on NATS JetStream the producers relay it to the broker from there), so
+//! this works the same with `hotel up --events nats://...`: an event shows here once it
+//! is committed, whether or not the broker has it yet.
 //!
 //! Each producer is followed on its own task from its head at start (or from its first
 //! event with `--from-start`); when the instance being read goes away, the next live

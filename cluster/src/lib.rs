@@ -136,6 +136,11 @@ pub struct UpArgs {
     /// database `hotel_<service>` there, created when missing (and the role may).
     #[arg(long, value_name = "URL")]
     pub postgres: Option<String>,
+    /// Carry the services' events over this NATS JetStream server
+    /// (`nats://HOST:PORT`, run with `-js`) instead of the embedded bus: every service
+    /// instance gets it as `events.url`.
+    #[arg(long = "events", value_name = "URL")]
+    pub events: Option<String>,
 }
 
 /// `hotel status` options.
@@ -550,8 +555,16 @@ async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
             databases.insert(role, url);
         }
     }
+    let events_url = match args.events.as_deref().map(str::trim) {
+        Some(url) if !url.is_empty() => {
+            hotel_events::nats::check_url(url).map_err(|why| format!("--events {url:?}: {why}"))?;
+            Some(url.to_owned())
+        }
+        _ => None,
+    };
     let cfg = UpConfig {
         databases,
+        events_url,
         registry_token: pick(&settings.registry_token, "reg_"),
         admin_token: pick(&settings.admin_token, "adm_"),
         api_key: pick(&settings.api_key, "hk_dev_"),

@@ -530,6 +530,17 @@ pub fn render(status: &Status) -> String {
     }
     for (service, e) in &status.events {
         let mut line = format!("events: {service} outbox {}", e["outbox_head"]);
+        if let Some(relay) = e.get("relay").filter(|r| r.is_object()) {
+            line.push_str(&format!(
+                " (relayed to {}: backlog {}",
+                relay["broker"].as_str().unwrap_or("?"),
+                relay["backlog"]
+            ));
+            if let Some(err) = relay["last_error"].as_str() {
+                line.push_str(&format!(", last error: {err}"));
+            }
+            line.push(')');
+        }
         for (producer, c) in e["consumers"].as_object().into_iter().flatten() {
             line.push_str(&format!(
                 "; reads {producer}: lag {}, applied {}, dead {}",
@@ -614,11 +625,19 @@ mod tests {
                 max_bytes: 64 * 1024 * 1024,
                 ..CacheView::default()
             }),
-            events: BTreeMap::from([(
-                "customer".to_owned(),
-                serde_json::json!({"outbox_head": 3, "consumers": {"booking": {
-                    "lag": 2, "applied": 7, "dead_letters": 1, "last_error": null}}}),
-            )]),
+            events: BTreeMap::from([
+                (
+                    "customer".to_owned(),
+                    serde_json::json!({"outbox_head": 3, "consumers": {"booking": {
+                        "lag": 2, "applied": 7, "dead_letters": 1, "last_error": null}}}),
+                ),
+                (
+                    "room".to_owned(),
+                    serde_json::json!({"outbox_head": 9, "consumers": {}, "relay": {
+                        "broker": "nats://127.0.0.1:4222, stream HOTEL_EVENTS",
+                        "position": 5, "backlog": 4, "published": 5, "last_error": null}}),
+                ),
+            ]),
             gateway_config: Some(
                 serde_json::json!({"version": 3, "loaded_at": "2026-12-06T03:00:00Z"}),
             ),
@@ -645,6 +664,12 @@ mod tests {
         assert!(
             lines[3..]
                 .contains(&"events: customer outbox 3; reads booking: lag 2, applied 7, dead 1"),
+            "{text}"
+        );
+        assert!(
+            lines[3..].contains(
+                &"events: room outbox 9 (relayed to nats://127.0.0.1:4222, stream HOTEL_EVENTS: backlog 4)"
+            ),
             "{text}"
         );
     }

@@ -250,6 +250,9 @@ pub struct UpConfig {
     /// Each service's `database.url` (`hotel up --postgres`); a service missing here
     /// keeps its SQLite file in the data directory.
     pub databases: BTreeMap<Role, String>,
+    /// Every service's `events.url` (`hotel up --events nats://...`); `None`: the
+    /// embedded bus.
+    pub events_url: Option<String>,
     /// Bearer token of the registry.
     pub registry_token: String,
     /// Bearer token of the gateway admin API.
@@ -332,6 +335,9 @@ fn child_env(role: Role, cfg: &UpConfig, urls: &ChildUrls) -> Vec<(String, Strin
             env.push((format!("{prefix}FAULT_TOKEN"), cfg.fault_token.clone()));
             if let Some(url) = cfg.databases.get(&role) {
                 env.push((format!("{prefix}DATABASE__URL"), url.clone()));
+            }
+            if let Some(url) = &cfg.events_url {
+                env.push((format!("{prefix}EVENTS__URL"), url.clone()));
             }
         }
     }
@@ -1269,6 +1275,7 @@ mod tests {
             exe: PathBuf::from("hotel"),
             otlp_endpoint: Some("http://127.0.0.1:4317".into()),
             databases: BTreeMap::from([(Role::Room, "postgres://db/hotel_room".to_owned())]),
+            events_url: Some("nats://127.0.0.1:4222".into()),
             registry_token: "rt".into(),
             admin_token: "at".into(),
             api_key: "key".into(),
@@ -1290,6 +1297,10 @@ mod tests {
         )));
         assert!(room.contains(&("HOTEL_ROOM__REGISTRY__TOKEN".into(), "rt".into())));
         assert!(room.contains(&(
+            "HOTEL_ROOM__EVENTS__URL".into(),
+            "nats://127.0.0.1:4222".into()
+        )));
+        assert!(room.contains(&(
             "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
             "http://127.0.0.1:4317".into()
         )));
@@ -1302,9 +1313,13 @@ mod tests {
         // Booking discovers customer and room through the registry, like the gateway.
         let booking = child_env(Role::Booking, &cfg, &urls(None));
         assert!(
-            booking
-                .iter()
-                .all(|(k, _)| !k.ends_with("_URL") || k.contains("REGISTRY"))
+            booking.iter().all(|(k, _)| !k.ends_with("_URL")
+                || k.contains("REGISTRY")
+                || k.contains("EVENTS"))
+        );
+        assert!(
+            gw.iter().all(|(k, _)| !k.contains("EVENTS")),
+            "the gateway takes no events.url"
         );
         assert!(gw.contains(&("HOTEL_GATEWAY__ADMIN_LISTEN".into(), "127.0.0.1:9".into())));
         assert!(gw.contains(&("HOTEL_GATEWAY__ADMIN_TOKEN".into(), "at".into())));

@@ -44,6 +44,11 @@ impl CloudEvent {
         Ok(event)
     }
 
+    /// `time` in microseconds since the Unix epoch, if it is an RFC 3339 time.
+    pub fn time_micros(&self) -> Option<i64> {
+        crate::consumer::time_of(&self.time)
+    }
+
     /// The service named in `source` (`/hotel/<service>/<instance>`).
     pub fn source_service(&self) -> Option<&str> {
         self.source.strip_prefix("/hotel/")?.split('/').next()

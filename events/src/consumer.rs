@@ -13,16 +13,23 @@
 //! 4. moves the position.
 //!
 //! So a kill -9 at any moment leaves either all of it or none of it, and the next reader
-//! (a restarted process or another replica) continues from the position. A malformed or
-//! unknown event is logged once with its id, counted, and stored in the dead-letter table
-//! in place of the effect, so the stream moves on. A failed read or a transient failure
-//! to apply is retried after `events.retry_backoff`, reported as the last error.
+//! (a restarted process or another replica) continues from the position.
+//!
+//! On a broker ([`crate::nats`]) a position proves nothing (an event not acked in time
+//! is delivered again, maybe to another replica; with `events.max_in_flight` above 1
+//! replicas apply in parallel), so steps 1 and 4 are left out ([`Source::ordered`]): the
+//! inbox alone makes each effect happen once, and each event is acked after its
+//! transaction committed.
+//!
+//! A malformed or unknown event is logged once with its id, counted, and stored in the
+//! dead-letter table in place of the effect, so the stream moves on. A failed read or a
+//! transient failure to apply is retried after `events.retry_backoff`, reported as the
+//! last error (on a broker, the events of the batch not yet applied are handed back).
 
 use crate::{
     cloudevent::{self, CloudEvent},
     feed::FeedPage,
     metrics::EventMetrics,
-    outbox::Stored,
     settings::EventSettings,
 };
 use futures::future::BoxFuture;
@@ -33,7 +40,43 @@ use std::{sync::Arc, time::Duration};
 use tracing::Instrument;
 
 /// One event as a source delivers it.
-pub type Delivery = Stored;
+#[derive(Debug)]
+pub struct Delivery {
+    /// Its position: in the producer's outbox (embedded feed) or in the broker's stream.
+    pub seq: i64,
+    /// The CloudEvent JSON text, exactly as delivered.
+    pub payload: String,
+    /// The broker's handle to ack it by once applied (`None` on the embedded feed,
+    /// where the position committed with the effect is the acknowledgement).
+    pub receipt: Option<crate::nats::Receipt>,
+}
+
+/// What one read of a [`Source`] returned.
+#[derive(Debug)]
+pub struct Batch {
+    /// The events, in the order to apply them.
+    pub deliveries: Vec<Delivery>,
+    /// How far behind this service is.
+    pub progress: Progress,
+}
+
+/// How far behind a consumer is, as its source tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// The producer's outbox head (embedded feed): the lag is the head minus this
+    /// service's position.
+    Head(i64),
+    /// The broker's count of this service's events not yet acked (`pending`, the batch
+    /// included), and the stream position up to which all are acked.
+    Pending {
+        /// Stream position up to which every event of this consumer is acked.
+        acked: i64,
+        /// Events not delivered yet plus delivered and not acked yet.
+        pending: i64,
+    },
+    /// The source did not ask this time: the lag last reported, less each event applied.
+    Unknown,
+}
 
 /// Why a handler did not apply an event.
 #[derive(Debug, thiserror::Error)]
@@ -83,16 +126,29 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Where a consumer reads a producer's events from: the transport behind the bus. The
-/// embedded bus reads the producer's own feed ([`HttpFeed`]); a broker would plug in here.
+/// embedded bus reads the producer's own feed ([`HttpFeed`]); NATS JetStream reads a
+/// durable consumer ([`crate::nats::NatsSource`]).
 pub trait Source: Send + Sync + 'static {
-    /// Up to `limit` events after position `after`, waiting up to `wait` for one when
-    /// there are none; with the producer's head position.
+    /// Up to `limit` events after position `after` (ignored by a broker, which keeps the
+    /// position itself), waiting up to `wait` for one when there are none.
     fn read<'a>(
         &'a self,
         after: i64,
         limit: u32,
         wait: Duration,
-    ) -> BoxFuture<'a, Result<(Vec<Delivery>, i64), String>>;
+    ) -> BoxFuture<'a, Result<Batch, String>>;
+
+    /// Whether deliveries come in position order, one reader winning each position (the
+    /// embedded feed), so that a position at or past an event means it was applied;
+    /// `false` for a broker, where the inbox alone decides.
+    fn ordered(&self) -> bool {
+        true
+    }
+
+    /// `messaging.system` of the `process` spans: `hotel` (embedded) or `nats`.
+    fn system(&self) -> &'static str {
+        "hotel"
+    }
 }
 
 /// A producer this service consumes, and the effect of its events.
@@ -199,7 +255,7 @@ impl Source for HttpFeed {
         after: i64,
         limit: u32,
         wait: Duration,
-    ) -> BoxFuture<'a, Result<(Vec<Delivery>, i64), String>> {
+    ) -> BoxFuture<'a, Result<Batch, String>> {
         Box::pin(async move {
             let base = self.base_url()?;
             let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
@@ -219,7 +275,19 @@ impl Source for HttpFeed {
                 Ok(res) => res.json().await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
-            page.map(|p| (p.events, p.head)).map_err(|e| {
+            page.map(|p| Batch {
+                deliveries: p
+                    .events
+                    .into_iter()
+                    .map(|e| Delivery {
+                        seq: e.seq,
+                        payload: e.payload,
+                        receipt: None,
+                    })
+                    .collect(),
+                progress: Progress::Head(p.head),
+            })
+            .map_err(|e| {
                 self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 format!("reading the {} feed at {base}: {e}", self.producer)
             })
@@ -288,29 +356,64 @@ impl Consumer {
     /// One read and the application of what it returned.
     async fn round(&self, wait: Duration) -> Result<(), String> {
         let producer = self.subscription.producer;
-        let after = position(&self.pool, producer)
-            .await
-            .map_err(|e| format!("reading the position: {e}"))?;
-        let (batch, head) = self.source.read(after, self.settings.batch, wait).await?;
-        self.metrics.position(producer, after, head);
-        for delivery in batch {
-            let seq = delivery.seq;
-            self.apply(delivery).await?;
-            self.metrics.position(producer, seq, head);
+        let ordered = self.source.ordered();
+        let after = if ordered {
+            position(&self.pool, producer)
+                .await
+                .map_err(|e| format!("reading the position: {e}"))?
+        } else {
+            0
+        };
+        let batch = self.source.read(after, self.settings.batch, wait).await?;
+        let progress = batch.progress;
+        self.progress(progress, after);
+        let mut deliveries = batch.deliveries.into_iter();
+        while let Some(delivery) = deliveries.next() {
+            let done = match self.apply(&delivery, ordered).await {
+                Ok(_) => match &delivery.receipt {
+                    Some(receipt) => receipt.ack().await,
+                    None => Ok(()),
+                },
+                Err(e) => Err(e),
+            };
+            if let Err(e) = done {
+                // A broker delivers what is left again after the backoff, to any replica,
+                // instead of after its ack wait.
+                for rest in std::iter::once(delivery).chain(deliveries) {
+                    if let Some(receipt) = &rest.receipt {
+                        receipt.release(self.settings.retry_backoff).await;
+                    }
+                }
+                return Err(e);
+            }
+            match progress {
+                Progress::Head(_) => self.progress(progress, delivery.seq),
+                Progress::Pending { .. } | Progress::Unknown => self.metrics.one_less(producer),
+            }
         }
         self.metrics.recovered(producer);
         Ok(())
     }
 
+    /// Records `progress` (with this service's `position` in an ordered feed).
+    fn progress(&self, progress: Progress, position: i64) {
+        let producer = self.subscription.producer;
+        match progress {
+            Progress::Head(head) => self.metrics.position(producer, position, head),
+            Progress::Pending { acked, pending } => self.metrics.pending(producer, acked, pending),
+            Progress::Unknown => {}
+        }
+    }
+
     /// Applies one delivery in its own transaction (see the module documentation).
-    async fn apply(&self, delivery: Delivery) -> Result<Outcome, String> {
+    async fn apply(&self, delivery: &Delivery, ordered: bool) -> Result<Outcome, String> {
         let producer = self.subscription.producer;
         let parsed = CloudEvent::parse(&delivery.payload);
         let span = tracing::info_span!(
             "process",
             otel.kind = "consumer",
             otel.status_code = tracing::field::Empty,
-            messaging.system = "hotel",
+            messaging.system = self.source.system(),
             messaging.destination.name = tracing::field::Empty,
             messaging.message.id = tracing::field::Empty,
             messaging.consumer.group.name = self.service,
@@ -331,7 +434,7 @@ impl Consumer {
             }
         }
         let outcome = self
-            .apply_in(&delivery, parsed)
+            .apply_in(delivery, parsed, ordered)
             .instrument(span.clone())
             .await;
         match &outcome {
@@ -349,6 +452,7 @@ impl Consumer {
         &self,
         delivery: &Delivery,
         parsed: Result<CloudEvent, String>,
+        ordered: bool,
     ) -> Result<Outcome, String> {
         let producer = self.subscription.producer;
         let backend = db::Backend::of(&self.pool);
@@ -360,15 +464,14 @@ impl Consumer {
         };
         // A replica that got there first has moved the position: skip without taking the
         // write lock (checked again under it below).
-        if delivery.seq <= position(&self.pool, producer).await.map_err(db_err)? {
+        if ordered && delivery.seq <= position(&self.pool, producer).await.map_err(db_err)? {
             return Ok(Outcome::Behind);
         }
         let mut tx = db::begin_immediate(&self.pool)
             .instrument(db::span(backend, "BEGIN IMMEDIATE", "event_inbox"))
             .await
             .map_err(db_err)?;
-        let at = position(&mut *tx, producer).await.map_err(db_err)?;
-        if delivery.seq <= at {
+        if ordered && delivery.seq <= position(&mut *tx, producer).await.map_err(db_err)? {
             return Ok(Outcome::Behind);
         }
         let event = match parsed {
@@ -378,6 +481,7 @@ impl Consumer {
                 self.dead_letter(
                     &mut tx,
                     delivery,
+                    ordered,
                     id.as_deref(),
                     None,
                     &format!("malformed: {why}"),
@@ -406,17 +510,21 @@ impl Consumer {
             == 1;
         if !fresh {
             tracing::info!(instance = %self.instance, event.id = %event.id, event.type = %event.kind, "duplicate delivery: already applied");
-            set_position(&mut tx, producer, delivery.seq)
-                .await
-                .map_err(db_err)?;
+            if ordered {
+                set_position(&mut tx, producer, delivery.seq)
+                    .await
+                    .map_err(db_err)?;
+            }
             tx.commit().await.map_err(db_err)?;
             return Ok(Outcome::Duplicate);
         }
         match self.subscription.handler.handle(&mut tx, &event).await {
             Ok(()) => {
-                set_position(&mut tx, producer, delivery.seq)
-                    .await
-                    .map_err(db_err)?;
+                if ordered {
+                    set_position(&mut tx, producer, delivery.seq)
+                        .await
+                        .map_err(db_err)?;
+                }
                 tx.commit()
                     .instrument(db::span(backend, "COMMIT", "event_inbox"))
                     .await
@@ -430,13 +538,20 @@ impl Consumer {
                 // Undo whatever the handler did before refusing, then record the refusal.
                 tx.rollback().await.map_err(db_err)?;
                 let mut tx = db::begin_immediate(&self.pool).await.map_err(db_err)?;
-                if delivery.seq <= position(&mut *tx, producer).await.map_err(db_err)? {
+                if ordered && delivery.seq <= position(&mut *tx, producer).await.map_err(db_err)? {
                     return Ok(Outcome::Behind);
                 }
                 let id = event.id.to_string();
-                self.dead_letter(&mut tx, delivery, Some(&id), Some(&event.kind), &why)
-                    .await
-                    .map_err(db_err)?;
+                self.dead_letter(
+                    &mut tx,
+                    delivery,
+                    ordered,
+                    Some(&id),
+                    Some(&event.kind),
+                    &why,
+                )
+                .await
+                .map_err(db_err)?;
                 tx.commit().await.map_err(db_err)?;
                 Ok(Outcome::DeadLetter)
             }
@@ -448,6 +563,7 @@ impl Consumer {
         &self,
         tx: &mut AnyConnection,
         delivery: &Delivery,
+        ordered: bool,
         id: Option<&str>,
         kind: Option<&str>,
         reason: &str,
@@ -470,7 +586,9 @@ impl Consumer {
         .execute(&mut *tx)
         .instrument(db::span(backend, "INSERT", "event_dead_letters"))
         .await?;
-        set_position(tx, producer, delivery.seq).await?;
+        if ordered {
+            set_position(tx, producer, delivery.seq).await?;
+        }
         self.metrics.dead_letter(producer);
         tracing::warn!(
             instance = %self.instance,
@@ -515,7 +633,7 @@ async fn set_position(
 }
 
 /// Microseconds since the epoch of an RFC 3339 time, if it is one.
-fn time_of(rfc3339: &str) -> Option<i64> {
+pub(crate) fn time_of(rfc3339: &str) -> Option<i64> {
     let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
         .ok()?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000).ok()
@@ -529,6 +647,11 @@ impl Running {
     /// Starts `consumer` on its own task.
     pub fn spawn(&mut self, consumer: Consumer) {
         self.0.push(tokio::spawn(consumer.run()));
+    }
+
+    /// Starts `relay` on its own task.
+    pub fn spawn_relay(&mut self, relay: crate::nats::Relay) {
+        self.0.push(tokio::spawn(relay.run()));
     }
 }
 

@@ -19,7 +19,7 @@
 //! and not routed by the gateway.
 
 use crate::{
-    metrics::{ConsumerStatus, EventMetrics},
+    metrics::{ConsumerStatus, EventMetrics, RelayStatus},
     outbox::{self, Stored},
 };
 use axum::{Json, Router, extract::State, routing::get};
@@ -83,6 +83,10 @@ pub struct StatusPage {
     pub outbox_head: i64,
     /// Per producer this service consumes, this instance's view.
     pub consumers: BTreeMap<String, ConsumerStatusView>,
+    /// The relay of the outbox to the broker (NATS JetStream), as this instance sees
+    /// it; absent on the embedded bus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayStatus>,
 }
 
 /// A consumer's status as `/events/status` shows it.
@@ -135,35 +139,49 @@ async fn read(
     if wait > MAX_WAIT {
         return Err(Problem::invalid_field("wait_ms", "must be at most 30000"));
     }
+    let (events, head) = read_waiting(&feed.pool, q.after, limit, wait, &feed.stop)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    feed.metrics.served(q.consumer.as_deref(), q.after, head);
+    Ok(Json(FeedPage { events, head }))
+}
+
+/// Up to `limit` events of the outbox in `pool` after position `after`, with its head;
+/// when there are none, waits up to `wait` for one to be committed (by any process: see
+/// the module documentation), and answers the empty batch when the wait runs out or
+/// `stop` is cancelled. The feed's blocking read, and the NATS relay's wait for work.
+pub async fn read_waiting(
+    pool: &AnyPool,
+    after: i64,
+    limit: u32,
+    wait: Duration,
+    stop: &CancellationToken,
+) -> Result<(Vec<Stored>, i64), sqlx::Error> {
     let deadline = tokio::time::Instant::now() + wait;
-    let path = sqlite_file(&feed.pool);
+    let path = sqlite_file(pool);
     loop {
         // Taken before the query: a commit after it changes the stamp, so it is never
         // missed between the query and the next look.
         let seen = path.as_deref().map(Stamp::of);
         let read_at = tokio::time::Instant::now();
-        let (events, head) = outbox::read_after(&feed.pool, q.after, limit)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let done = !events.is_empty()
-            || tokio::time::Instant::now() >= deadline
-            || feed.stop.is_cancelled();
+        let (events, head) = outbox::read_after(pool, after, limit).await?;
+        let done =
+            !events.is_empty() || tokio::time::Instant::now() >= deadline || stop.is_cancelled();
         if done {
-            feed.metrics.served(q.consumer.as_deref(), q.after, head);
-            return Ok(Json(FeedPage { events, head }));
+            return Ok((events, head));
         }
         let reread = (read_at + REREAD).min(deadline);
         loop {
             tokio::select! {
                 () = tokio::time::sleep(RECHECK) => {}
-                () = feed.stop.cancelled() => {}
+                () = stop.cancelled() => {}
             }
             // PostgreSQL has no file to look at: the outbox is queried every RECHECK.
             let changed = match (&path, &seen) {
                 (Some(path), Some(seen)) => Stamp::of(path) != *seen,
                 _ => true,
             };
-            if feed.stop.is_cancelled() || tokio::time::Instant::now() >= reread || changed {
+            if stop.is_cancelled() || tokio::time::Instant::now() >= reread || changed {
                 break;
             }
         }
@@ -216,6 +234,7 @@ async fn status(State(feed): State<Feed>) -> Result<Json<StatusPage>, Problem> {
     Ok(Json(StatusPage {
         outbox_head,
         consumers,
+        relay: feed.metrics.relay(),
     }))
 }
 

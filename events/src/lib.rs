@@ -9,11 +9,14 @@
 //!   replica can serve it, since replicas share the database file. Nothing to install, and
 //!   as durable as the database: a kill -9 of any process loses nothing.
 //! - [`consumer`]: a consumer service reads a producer's feed through a [`Source`] (the
-//!   embedded feed found through the registry today; a broker such as NATS JetStream plugs
-//!   in behind the same trait), and applies each event in one transaction with its inbox
+//!   embedded feed found through the registry, or NATS JetStream: [`nats`]), and applies each event in one transaction with its inbox
 //!   row and its position, so each effect happens once per service however often the
 //!   event is delivered and however many replicas read. A malformed or unknown event goes
 //!   to the dead-letter table instead of blocking the stream.
+//! - [`nats`]: the broker transport, when `events.url = "nats://HOST:PORT"`: a relay per
+//!   producing instance publishes the outbox to one JetStream stream (dedupe by event
+//!   id), and each consuming service reads through a durable pull consumer shared by its
+//!   replicas, acking after the inbox transaction commits.
 //! - [`metrics`]: `/metrics` of each service: outbox head, backlog per consumer, lag,
 //!   applied, duplicates, dead letters, last error.
 //!
@@ -30,11 +33,12 @@ pub mod cloudevent;
 pub mod consumer;
 pub mod feed;
 pub mod metrics;
+pub mod nats;
 pub mod outbox;
 pub mod settings;
 
 pub use cloudevent::CloudEvent;
-pub use consumer::{Delivery, HandleError, Handler, Source, Subscription};
+pub use consumer::{Batch, Delivery, HandleError, Handler, Progress, Source, Subscription};
 pub use metrics::EventMetrics;
 pub use outbox::Producer;
 pub use settings::EventSettings;

@@ -64,6 +64,22 @@ pub struct ConsumerStatus {
     pub last_error: Option<String>,
 }
 
+/// The relay's state as `/events/status` shows it (NATS JetStream only: the embedded
+/// bus has no relay, consumers read the outbox itself).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct RelayStatus {
+    /// Where the outbox is published: `nats://HOST:PORT`, stream `NAME`.
+    pub broker: String,
+    /// The last outbox position the broker acknowledged (shared by the replicas).
+    pub position: i64,
+    /// Outbox events not yet acknowledged by the broker: `head - position`.
+    pub backlog: i64,
+    /// Events this instance published and the broker acknowledged.
+    pub published: u64,
+    /// The last failure publishing, until the next success.
+    pub last_error: Option<String>,
+}
+
 /// The events metrics of one service instance.
 pub struct EventMetrics {
     registry: Registry,
@@ -76,6 +92,11 @@ pub struct EventMetrics {
     errors: Family<ProducerLabels, Counter>,
     lag: Family<ProducerLabels, Gauge>,
     delay: Family<ProducerLabels, Histogram, fn() -> Histogram>,
+    relayed: Counter,
+    relay_errors: Counter,
+    publish_latency: Histogram,
+    /// What `/events/status` says of the relay; `None` on the embedded bus.
+    relay: Mutex<Option<RelayStatus>>,
     /// Per producer, what `/events/status` answers; written by the consumer tasks.
     status: Mutex<BTreeMap<String, ConsumerStatus>>,
 }
@@ -147,6 +168,24 @@ impl EventMetrics {
             "Events the producer has written that this service has not applied",
             lag.clone(),
         );
+        let relayed = Counter::default();
+        let relay_errors = Counter::default();
+        let publish_latency = delay_histogram();
+        registry.register(
+            "relayed",
+            "Outbox events this instance published to the broker (NATS JetStream) and the broker acknowledged",
+            relayed.clone(),
+        );
+        registry.register(
+            "relay_errors",
+            "Failed publishes to the broker (retried)",
+            relay_errors.clone(),
+        );
+        registry.register(
+            "publish_latency_seconds",
+            "From an event's time (its commit on the producer) to the broker's ack of it",
+            publish_latency.clone(),
+        );
         registry.register(
             "process_delay_seconds",
             "From an event's time (its commit on the producer) to its effect's commit here",
@@ -163,6 +202,10 @@ impl EventMetrics {
             errors,
             lag,
             delay,
+            relayed,
+            relay_errors,
+            publish_latency,
+            relay: Mutex::new(None),
             status: Mutex::new(BTreeMap::new()),
         })
     }
@@ -179,6 +222,57 @@ impl EventMetrics {
     /// Every consumer's status, by producer.
     pub fn status(&self) -> BTreeMap<String, ConsumerStatus> {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The relay's status, when this instance publishes to a broker.
+    pub fn relay(&self) -> Option<RelayStatus> {
+        self.relay.lock().ok().and_then(|r| r.clone())
+    }
+
+    fn with_relay(&self, f: impl FnOnce(&mut RelayStatus)) {
+        if let Ok(mut r) = self.relay.lock() {
+            f(r.get_or_insert_with(RelayStatus::default));
+        }
+    }
+
+    pub(crate) fn relay_to(&self, broker: String) {
+        self.with_relay(|r| r.broker = broker);
+    }
+
+    /// The relay's position and the outbox head: the backlog, also as
+    /// `outbox_backlog{consumer="broker"}`.
+    pub(crate) fn relay_position(&self, position: i64, head: i64) {
+        let backlog = head.saturating_sub(position).max(0);
+        self.outbox_head.set(head);
+        self.backlog
+            .get_or_create(&ConsumerLabels {
+                consumer: "broker".to_owned(),
+            })
+            .set(backlog);
+        self.with_relay(|r| {
+            r.position = r.position.max(position);
+            r.backlog = backlog;
+        });
+    }
+
+    pub(crate) fn relayed(&self, latency: Option<f64>) {
+        self.relayed.inc();
+        if let Some(l) = latency {
+            self.publish_latency.observe(l);
+        }
+        self.with_relay(|r| {
+            r.published += 1;
+            r.last_error = None;
+        });
+    }
+
+    pub(crate) fn relay_error(&self, error: String) {
+        self.relay_errors.inc();
+        self.with_relay(|r| r.last_error = Some(error));
+    }
+
+    pub(crate) fn relay_recovered(&self) {
+        self.with_relay(|r| r.last_error = None);
     }
 
     fn with_status(&self, producer: &str, f: impl FnOnce(&mut ConsumerStatus)) {
@@ -218,6 +312,35 @@ impl EventMetrics {
             s.head = s.head.max(head);
             s.lag = s.head.saturating_sub(position).max(0);
         });
+    }
+
+    /// A broker's count: `pending` events not yet acked, all acked up to `acked`.
+    pub(crate) fn pending(&self, producer: &str, acked: i64, pending: i64) {
+        self.lag
+            .get_or_create(&ProducerLabels {
+                producer: producer.to_owned(),
+            })
+            .set(pending);
+        self.with_status(producer, |s| {
+            s.position = acked;
+            s.head = acked.saturating_add(pending);
+            s.lag = pending;
+        });
+    }
+
+    /// One event of a broker's count acked: the lag one less (until the next count).
+    pub(crate) fn one_less(&self, producer: &str) {
+        let mut lag = 0;
+        self.with_status(producer, |s| {
+            s.lag = (s.lag - 1).max(0);
+            s.head = s.position.saturating_add(s.lag);
+            lag = s.lag;
+        });
+        self.lag
+            .get_or_create(&ProducerLabels {
+                producer: producer.to_owned(),
+            })
+            .set(lag);
     }
 
     pub(crate) fn applied(&self, producer: &str, kind: &str, delay: Option<f64>) {

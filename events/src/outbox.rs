@@ -1,6 +1,6 @@
 //! The tables of the bus in a service's own database, and the transactional outbox.
 //!
-//! Every service's database has the same four tables, created by [`create_tables`] (here
+//! Every service's database has the same five tables, created by [`create_tables`] (here
 //! rather than in each service's migrations, so that the schema the bus relies on lives
 //! in one place):
 //!
@@ -12,7 +12,10 @@
 //!   position.
 //! - `event_inbox`: ids of the events this service applied (the once-only check).
 //! - `event_positions`: per producer, the last feed position applied.
-//! - `event_dead_letters`: events that could not be applied (malformed, unknown type).
+//! - `event_relay`: per broker stream, the last outbox position the broker acknowledged
+//!   (NATS JetStream only, see [`crate::nats`]).
+//! - `event_dead_letters`: events that could not be applied (malformed, unknown type; on
+//!   a broker `seq` is the stream's sequence).
 
 use crate::{cloudevent::CloudEvent, metrics::EventMetrics};
 use hotel_common::{db, page};
@@ -42,6 +45,11 @@ CREATE TABLE IF NOT EXISTS event_inbox (
 );
 CREATE TABLE IF NOT EXISTS event_positions (
     producer   TEXT    PRIMARY KEY NOT NULL,
+    seq        INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS event_relay (
+    stream     TEXT    PRIMARY KEY NOT NULL,
     seq        INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
@@ -78,6 +86,11 @@ CREATE TABLE IF NOT EXISTS event_inbox (
 );
 CREATE TABLE IF NOT EXISTS event_positions (
     producer   TEXT    PRIMARY KEY NOT NULL,
+    seq        BIGINT  NOT NULL,
+    updated_at BIGINT  NOT NULL
+);
+CREATE TABLE IF NOT EXISTS event_relay (
+    stream     TEXT    PRIMARY KEY NOT NULL,
     seq        BIGINT  NOT NULL,
     updated_at BIGINT  NOT NULL
 );

@@ -7,11 +7,24 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventSettings {
-    /// Reserved for a broker (`nats://HOST:PORT`, NATS JetStream); unset means the
-    /// embedded bus: each producer serves its own outbox, nothing to install. Setting it
-    /// is refused at startup until the broker transport exists.
+    /// The broker, `nats://HOST:PORT` (NATS JetStream, see [`crate::nats`]); unset means
+    /// the embedded bus: each producer serves its own outbox, nothing to install.
     #[serde(default)]
     pub url: Option<String>,
+    /// The JetStream stream every service's events go to (NATS only): one stream,
+    /// subjects by event type (`hotel.booking.created`).
+    pub stream: String,
+    /// How long JetStream waits for a consumer's ack before it delivers the event again
+    /// (NATS only): what a consumer replica killed mid-batch costs in delay.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// Most events of one producer delivered to this service and not yet acked, across
+    /// its replicas (NATS only). 1, the default, applies each producer's events in order,
+    /// one at a time, as the embedded bus does (the handlers rely on it: counts clamp at
+    /// zero); more lets replicas apply in parallel, out of order, for handlers whose
+    /// effects commute. With 1, a replica killed holding an event stalls the service's
+    /// consumption until `ack_wait` runs out.
+    pub max_in_flight: u32,
     /// Longest blocking read of a producer's feed: a consumer with nothing to do holds
     /// one request open this long, and sees a new event as soon as it is committed.
     #[serde(with = "humantime_serde")]
@@ -27,6 +40,9 @@ impl Default for EventSettings {
     fn default() -> Self {
         EventSettings {
             url: None,
+            stream: "HOTEL_EVENTS".to_owned(),
+            ack_wait: Duration::from_secs(30),
+            max_in_flight: 1,
             poll_wait: Duration::from_secs(20),
             batch: 100,
             retry_backoff: Duration::from_millis(500),
@@ -38,9 +54,20 @@ impl EventSettings {
     /// Refuses what this build cannot do, naming the key.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(url) = &self.url {
+            crate::nats::check_url(url).map_err(|why| format!("events.url = {url:?}: {why}"))?;
+        }
+        let bad = |c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\');
+        if self.stream.is_empty() || self.stream.chars().any(bad) {
             return Err(format!(
-                "events.url = {url:?}: only the embedded bus is built in so far; leave events.url unset"
+                "events.stream = {:?}: a JetStream stream name: not empty, no spaces, '.', '*', '>', '/' or '\\'",
+                self.stream
             ));
+        }
+        if self.ack_wait < Duration::from_secs(1) {
+            return Err("events.ack_wait must be at least 1s".into());
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > 10_000 {
+            return Err("events.max_in_flight must be 1 to 10000".into());
         }
         if self.batch == 0 || self.batch > 1000 {
             return Err("events.batch must be 1 to 1000".into());
@@ -60,13 +87,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn what_this_build_cannot_do_is_refused_naming_the_key() {
+    fn bad_settings_are_refused_naming_the_key() {
         assert_eq!(EventSettings::default().validate(), Ok(()));
-        let nats = EventSettings {
-            url: Some("nats://127.0.0.1:4222".into()),
+        let nats = |url: &str| EventSettings {
+            url: Some(url.into()),
             ..EventSettings::default()
         };
-        assert!(nats.validate().is_err_and(|e| e.starts_with("events.url")));
+        assert_eq!(nats("nats://127.0.0.1:4222").validate(), Ok(()));
+        assert_eq!(nats("nats://nats.example:4222").validate(), Ok(()));
+        for bad in [
+            "http://127.0.0.1:4222",
+            "nats://",
+            "nats://127.0.0.1",
+            "127.0.0.1:4222",
+        ] {
+            assert!(
+                nats(bad)
+                    .validate()
+                    .is_err_and(|e| e.starts_with("events.url")),
+                "{bad}"
+            );
+        }
+        let stream = EventSettings {
+            stream: "hotel.events".into(),
+            ..EventSettings::default()
+        };
+        assert!(
+            stream
+                .validate()
+                .is_err_and(|e| e.starts_with("events.stream"))
+        );
         let none = EventSettings {
             batch: 0,
             ..EventSettings::default()

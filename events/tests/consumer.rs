@@ -7,10 +7,10 @@
 
 use futures::future::BoxFuture;
 use hotel_events::{
-    CloudEvent, Delivery, EventMetrics, EventSettings, HandleError, Handler, Producer, Source,
-    Subscription,
+    Batch, CloudEvent, Delivery, EventMetrics, EventSettings, HandleError, Handler, Producer,
+    Progress, Source, Subscription,
     consumer::{Consumer, Running, position},
-    outbox,
+    outbox::{self, Stored},
 };
 use hotel_testkit::{
     eventually,
@@ -27,13 +27,13 @@ use std::{
 
 /// A feed held in memory: what a producer's outbox would serve.
 #[derive(Default)]
-struct MemoryFeed(Mutex<Vec<Delivery>>);
+struct MemoryFeed(Mutex<Vec<Stored>>);
 
 impl MemoryFeed {
     fn push(&self, payload: String) {
         let mut v = self.0.lock().unwrap();
         let seq = i64::try_from(v.len()).unwrap() + 1;
-        v.push(Delivery { seq, payload });
+        v.push(Stored { seq, payload });
     }
 }
 
@@ -43,7 +43,7 @@ impl Source for MemoryFeed {
         after: i64,
         limit: u32,
         wait: Duration,
-    ) -> BoxFuture<'a, Result<(Vec<Delivery>, i64), String>> {
+    ) -> BoxFuture<'a, Result<Batch, String>> {
         Box::pin(async move {
             let (batch, head) = {
                 let v = self.0.lock().unwrap();
@@ -51,14 +51,21 @@ impl Source for MemoryFeed {
                     .iter()
                     .filter(|d| d.seq > after)
                     .take(limit as usize)
-                    .cloned()
+                    .map(|d| Delivery {
+                        seq: d.seq,
+                        payload: d.payload.clone(),
+                        receipt: None,
+                    })
                     .collect();
                 (batch, i64::try_from(v.len()).unwrap())
             };
             if batch.is_empty() {
                 tokio::time::sleep(wait.min(Duration::from_millis(20))).await;
             }
-            Ok((batch, head))
+            Ok(Batch {
+                deliveries: batch,
+                progress: Progress::Head(head),
+            })
         })
     }
 }

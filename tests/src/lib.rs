@@ -6,6 +6,8 @@
 //! `hotel` binary and links none of the roles (the tracing tests alone link
 //! `hotel-common`, as a dev-dependency, to run in-process apps).
 
+pub mod nats;
+
 use anyhow::{Context, Result, bail};
 pub use hotel_testkit::{TempDir, eventually, eventually_true};
 use nix::sys::signal::{Signal, kill};

@@ -1,6 +1,11 @@
-//! System tests of the event bus (issue 19, embedded bus) with real processes on
-//! loopback: producers write events into their outbox in the transaction of the change,
-//! serve it as a feed, and consumers apply each event once.
+//! System tests of the event bus (issue 19) with real processes on loopback: producers
+//! write events into their outbox in the transaction of the change, and consumers apply
+//! each event once. Every drill runs over both buses: the embedded one (each producer
+//! serves its outbox as a feed) and NATS JetStream (`events.url`: a relay publishes the
+//! outbox, consumers read a durable consumer per service), each NATS variant on a
+//! `nats-server -js` of its own (`hotel_tests::nats::PrivateNats`, ended by pid), which the
+//! bus-down drill stops and starts. Without NATS (`HOTEL_TEST_NATS_URL` unset, see
+//! scripts/test.sh) the NATS variants say they are skipped; in CI they fail.
 //!
 //! - the customer-deletion saga: a deleted customer's 5 future bookings are cancelled
 //!   within 5 s (`cancel_reason: customer_deleted`), the customer's booking counts follow
@@ -8,8 +13,9 @@
 //!   projection;
 //! - a duplicate delivery is applied once, and malformed or unknown events go to the
 //!   dead-letter table without blocking the stream;
-//! - the feed's only process killed with -9 for 10 s while 200 bookings are made, then a consumer
-//!   replica killed with -9 mid-stream: every count exact, nothing applied twice.
+//! - the bus down for 10 s while 200 bookings are made (the feed's only process killed
+//!   with -9, or nats-server stopped), then a consumer replica killed with -9
+//!   mid-stream: every count exact, nothing applied twice.
 //!
 //! - `hotel events tail --type ... --json` over a `hotel up` cluster prints the events
 //!   of the type asked for as they are published.
@@ -20,7 +26,7 @@ mod cluster_support;
 
 use anyhow::{Context, Result, ensure};
 use cluster_support::Cluster;
-use hotel_tests::{Proc, TempDir, day, eventually, spawn_instance, wait_ready};
+use hotel_tests::{Proc, TempDir, day, eventually, nats::PrivateNats, spawn_instance, wait_ready};
 use serde_json::{Value, json};
 use sqlx::{AnyConnection, Connection};
 use std::{
@@ -41,6 +47,59 @@ fn client() -> Result<reqwest::Client> {
 
 fn spawn(dir: &TempDir, role: &str, name: &str, env: &[(&str, &str)]) -> Result<Proc> {
     spawn_instance(role, name, dir.path(), env, &[], dir.path())
+}
+
+/// Which bus a drill runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BusKind {
+    /// Each producer serves its own outbox (nothing to install).
+    Embedded,
+    /// NATS JetStream, on a server of the test's own.
+    Nats,
+}
+
+/// The bus of one test: nothing for the embedded one, a private nats-server for NATS.
+struct Bus {
+    nats: Option<PrivateNats>,
+}
+
+impl Bus {
+    /// The bus of `kind` for a test whose files are in `dir`; `None` when NATS is not
+    /// available here (the test then passes, having said it was skipped).
+    fn new(kind: BusKind, dir: &TempDir) -> Result<Option<Bus>> {
+        match kind {
+            BusKind::Embedded => Ok(Some(Bus { nats: None })),
+            BusKind::Nats if !hotel_tests::nats::available()? => Ok(None),
+            BusKind::Nats => Ok(Some(Bus {
+                nats: Some(PrivateNats::start(dir.path())?),
+            })),
+        }
+    }
+
+    /// The environment that puts an instance of `role` on this bus.
+    fn env(&self, role: &str) -> Vec<(String, String)> {
+        match &self.nats {
+            None => Vec::new(),
+            Some(n) => vec![(
+                format!("HOTEL_{}__EVENTS__URL", role.to_uppercase()),
+                n.url.clone(),
+            )],
+        }
+    }
+}
+
+/// Spawns instance `name` of `role` on `bus`, with `env` besides.
+fn spawn_on(
+    bus: &Bus,
+    dir: &TempDir,
+    role: &str,
+    name: &str,
+    env: &[(&str, &str)],
+) -> Result<Proc> {
+    let bus_env = bus.env(role);
+    let mut all: Vec<(&str, &str)> = env.to_vec();
+    all.extend(bus_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    spawn(dir, role, name, &all)
 }
 
 async fn wait_all_ready(client: &reqwest::Client, procs: &[&Proc]) -> Result<()> {
@@ -163,23 +222,35 @@ async fn count_rows(db: &Path, sql: &'static str) -> Result<i64> {
 }
 
 /// A registry, one customer, one room and one booking instance, each registered, so that
-/// booking finds customer and room, and customer finds booking's feed, through it.
+/// booking finds customer and room, and customer finds booking's feed, through it; on
+/// the bus of the test. Fields drop in order: the processes before the bus and the
+/// directory.
 struct Small {
     _registry: Proc,
     customer: Proc,
     room: Proc,
     booking: Proc,
+    bus: Bus,
     dir: TempDir,
 }
 
-async fn small_cluster(client: &reqwest::Client, name: &str) -> Result<Small> {
+/// The small cluster on a bus of `kind`; `None` when that bus is not available here.
+async fn small_cluster(
+    client: &reqwest::Client,
+    name: &str,
+    kind: BusKind,
+) -> Result<Option<Small>> {
     let dir = TempDir::new(name);
+    let Some(bus) = Bus::new(kind, &dir)? else {
+        return Ok(None);
+    };
     let registry = spawn(&dir, "registry", "registry", &[])?;
     let url = registry.url();
     // One replica of a service, registering with `registry`.
     let service = |role: &str| {
         let var = format!("HOTEL_{}__REGISTRY__URL", role.to_uppercase());
-        spawn(
+        spawn_on(
+            &bus,
             &dir,
             role,
             &format!("{role}-1"),
@@ -188,20 +259,33 @@ async fn small_cluster(client: &reqwest::Client, name: &str) -> Result<Small> {
     };
     let (customer, room, booking) = (service("customer")?, service("room")?, service("booking")?);
     wait_all_ready(client, &[&registry, &customer, &room, &booking]).await?;
-    Ok(Small {
+    Ok(Some(Small {
         _registry: registry,
         customer,
         room,
         booking,
+        bus,
         dir,
-    })
+    }))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deleted_customers_five_future_bookings_are_cancelled_within_5_s_and_counts_follow_the_events()
 -> Result<()> {
+    saga(BusKind::Embedded).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_nats_a_deleted_customers_five_future_bookings_are_cancelled_within_5_s_and_counts_follow_the_events()
+-> Result<()> {
+    saga(BusKind::Nats).await
+}
+
+async fn saga(kind: BusKind) -> Result<()> {
     let client = client()?;
-    let mut c = small_cluster(&client, "hotel-events-saga").await?;
+    let Some(mut c) = small_cluster(&client, "hotel-events-saga", kind).await? else {
+        return Ok(());
+    };
     let (customer_url, booking_url) = (c.customer.url(), c.booking.url());
     let customer = new_customer(&client, &customer_url, 1).await?;
     let other = new_customer(&client, &customer_url, 2).await?;
@@ -243,7 +327,7 @@ async fn a_deleted_customers_five_future_bookings_are_cancelled_within_5_s_and_c
     )
     .await?;
     println!(
-        "5 future bookings of a deleted customer cancelled {:.0} ms after the DELETE",
+        "{kind:?}: 5 future bookings of a deleted customer cancelled {:.0} ms after the DELETE",
         deleted_at.elapsed().as_secs_f64() * 1000.0
     );
     let by_saga = items
@@ -325,14 +409,58 @@ async fn a_deleted_customers_five_future_bookings_are_cancelled_within_5_s_and_c
         ),
         "customer's /metrics counts applied events:\n{metrics}"
     );
+    if c.bus.nats.is_some() {
+        // On NATS, booking relayed its whole outbox, the broker acked it, and its
+        // /metrics and status say so.
+        let s = eventually(SETTLE, "booking's relay backlog to be 0", || async {
+            let s = self::status(&client, &booking_url).await.ok()?;
+            (s["relay"]["backlog"] == 0 && s["relay"]["position"].as_i64()? == outbox).then_some(s)
+        })
+        .await?;
+        ensure!(
+            s["relay"]["broker"]
+                .as_str()
+                .is_some_and(|b| b.starts_with("nats://127.0.0.1:")),
+            "{s}"
+        );
+        let metrics = client
+            .get(format!("{booking_url}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        ensure!(
+            metrics.contains("hotel_events_publish_latency_seconds_count")
+                && metrics.contains("hotel_events_outbox_backlog{consumer=\"broker\"} 0"),
+            "booking's /metrics has the relay's families:\n{metrics}"
+        );
+    }
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_duplicate_delivery_is_applied_once_and_bad_events_are_dead_lettered_without_blocking()
 -> Result<()> {
+    duplicate(BusKind::Embedded).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_nats_a_duplicate_delivery_is_applied_once_and_bad_events_are_dead_lettered_without_blocking()
+-> Result<()> {
+    duplicate(BusKind::Nats).await
+}
+
+/// The JetStream stream's message count.
+async fn stream_messages(js: &async_nats::jetstream::Context) -> Result<u64> {
+    let mut stream = js.get_stream("HOTEL_EVENTS").await?;
+    Ok(stream.info().await?.state.messages)
+}
+
+async fn duplicate(kind: BusKind) -> Result<()> {
     let client = client()?;
-    let c = small_cluster(&client, "hotel-events-duplicate").await?;
+    let Some(c) = small_cluster(&client, "hotel-events-duplicate", kind).await? else {
+        return Ok(());
+    };
     let (customer_url, booking_url) = (c.customer.url(), c.booking.url());
     let customer = new_customer(&client, &customer_url, 1).await?;
     let room = new_room(&client, &c.room.url(), 1).await?;
@@ -372,6 +500,31 @@ async fn a_duplicate_delivery_is_applied_once_and_bad_events_are_dead_lettered_w
     // A real event after them still gets through, and the duplicate counted nothing.
     book(&client, &booking_url, &customer, &room, 11).await?;
     wait_counts(&client, &customer_url, &customer, (2, 0)).await?;
+    if let Some(nats) = &c.bus.nats {
+        // On NATS the copy in the outbox carried the same Nats-Msg-Id, and JetStream
+        // dropped it: the stream holds one message fewer than the outbox has rows. A
+        // copy published again after the broker's duplicate window (the same event under
+        // another message id) reaches the consumer, whose inbox must catch it.
+        let outbox = count_rows(&booking_db, "SELECT COUNT(*) FROM event_outbox").await?;
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url.as_str()).await?);
+        let messages = stream_messages(&js).await?;
+        ensure!(
+            i64::try_from(messages)? == outbox - 1,
+            "the stream holds {messages} messages for {outbox} outbox rows, one of them a copy"
+        );
+        let (first,): (String,) =
+            sqlx::query_as("SELECT body FROM event_outbox ORDER BY seq LIMIT 1")
+                .fetch_one(&mut open_db(&booking_db).await?)
+                .await?;
+        js.send_publish(
+            "hotel.booking.created",
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload(first.into())
+                .message_id("a-later-copy"),
+        )
+        .await?
+        .await?;
+    }
     let customer_db = c.dir.path().join("customer.db");
     let dead: Vec<(i64, Option<String>, String)> = {
         let mut conn = open_db(&customer_db).await?;
@@ -391,11 +544,21 @@ async fn a_duplicate_delivery_is_applied_once_and_bad_events_are_dead_lettered_w
         code == 200 && listed["items"].as_array().map(Vec::len) == Some(2),
         "GET /events/dead lists both: {listed}"
     );
+    let seen = eventually(SETTLE, "customer to count the duplicate", || async {
+        let s = status(&client, &customer_url).await.ok()?;
+        let booking = &s["consumers"]["booking"];
+        (booking["duplicates"] == 1 && booking["lag"] == 0).then_some(s)
+    })
+    .await;
     let s = status(&client, &customer_url).await?;
     let booking = &s["consumers"]["booking"];
     ensure!(
-        booking["duplicates"] == 1 && booking["dead_letters"] == 2 && booking["lag"] == 0,
-        "customer's view of the booking feed: {s}"
+        seen.is_ok() && booking["duplicates"] == 1 && booking["dead_letters"] == 2,
+        "customer's view of the booking events: {s}"
+    );
+    ensure!(
+        counts(&client, &customer_url, &customer).await? == (2, 0),
+        "the duplicate counted nothing"
     );
     let log = c.customer.log_text();
     let lines = log
@@ -412,18 +575,39 @@ async fn a_duplicate_delivery_is_applied_once_and_bad_events_are_dead_lettered_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_feed_killed_while_200_bookings_are_made_and_a_consumer_killed_mid_stream_lose_nothing_and_apply_nothing_twice()
 -> Result<()> {
+    bus_down(BusKind::Embedded).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_stopped_while_200_bookings_are_made_and_a_consumer_killed_mid_stream_lose_nothing_and_apply_nothing_twice()
+-> Result<()> {
+    bus_down(BusKind::Nats).await
+}
+
+/// The bus down for 10 s while 200 bookings are made: on the embedded bus booking's feed
+/// (its only registered instance killed with -9), on NATS the broker (nats-server
+/// stopped). Then a consumer replica killed with -9 mid-stream.
+async fn bus_down(kind: BusKind) -> Result<()> {
     const CUSTOMERS: usize = 4;
     const ROOMS: usize = 10;
     const BOOKINGS: usize = 200;
     const OUTAGE: Duration = Duration::from_secs(10);
     let client = client()?;
-    let dir = TempDir::new("hotel-events-feed-down");
+    let dir = TempDir::new("hotel-events-bus-down");
+    let Some(bus) = Bus::new(kind, &dir)? else {
+        return Ok(());
+    };
     let registry = spawn(&dir, "registry", "registry", &[])?;
     let url = registry.url();
-    let customer_env = [("HOTEL_CUSTOMER__REGISTRY__URL", url.as_str())];
-    let mut customer_1 = spawn(&dir, "customer", "customer-1", &customer_env)?;
-    let customer_2 = spawn(&dir, "customer", "customer-2", &customer_env)?;
-    let room = spawn(
+    // On NATS, an event a killed replica held unacked comes back after 5 s, not 30.
+    let customer_env = [
+        ("HOTEL_CUSTOMER__REGISTRY__URL", url.as_str()),
+        ("HOTEL_CUSTOMER__EVENTS__ACK_WAIT", "5s"),
+    ];
+    let mut customer_1 = spawn_on(&bus, &dir, "customer", "customer-1", &customer_env)?;
+    let customer_2 = spawn_on(&bus, &dir, "customer", "customer-2", &customer_env)?;
+    let room = spawn_on(
+        &bus,
         &dir,
         "room",
         "room-1",
@@ -433,7 +617,8 @@ async fn the_feed_killed_while_200_bookings_are_made_and_a_consumer_killed_mid_s
     // directly, and reads their feeds there); booking-2, on the same database file, is
     // the only instance the registry offers, so it alone serves booking's feed.
     let (customer_2_url, room_url) = (customer_2.url(), room.url());
-    let booking_1 = spawn(
+    let booking_1 = spawn_on(
+        &bus,
         &dir,
         "booking",
         "booking-1",
@@ -443,7 +628,7 @@ async fn the_feed_killed_while_200_bookings_are_made_and_a_consumer_killed_mid_s
         ],
     )?;
     let booking_2_env = [("HOTEL_BOOKING__REGISTRY__URL", url.as_str())];
-    let mut booking_2 = spawn(&dir, "booking", "booking-2", &booking_2_env)?;
+    let mut booking_2 = spawn_on(&bus, &dir, "booking", "booking-2", &booking_2_env)?;
     wait_all_ready(
         &client,
         &[
@@ -469,7 +654,10 @@ async fn the_feed_killed_while_200_bookings_are_made_and_a_consumer_killed_mid_s
     book(&client, &booking_1.url(), &customers[0], &rooms[0], 5).await?;
     wait_counts(&client, &customer_2_url, &customers[0], (1, 0)).await?;
 
-    booking_2.kill9();
+    match &bus.nats {
+        None => booking_2.kill9(),
+        Some(nats) => nats.stop()?,
+    }
     let down_at = Instant::now();
     let mut made: HashMap<String, i64> = HashMap::new();
     made.insert(customers[0].clone(), 1);
@@ -495,7 +683,7 @@ async fn the_feed_killed_while_200_bookings_are_made_and_a_consumer_killed_mid_s
         done??;
     }
     println!(
-        "{BOOKINGS} bookings made over {:.1} s while booking's feed was down",
+        "{kind:?}: {BOOKINGS} bookings made over {:.1} s while the bus was down",
         down_at.elapsed().as_secs_f64()
     );
     // The consumers see nothing new while the feed is down.
@@ -515,8 +703,29 @@ async fn the_feed_killed_while_200_bookings_are_made_and_a_consumer_killed_mid_s
         outbox == i64::try_from(BOOKINGS)? + 1,
         "outbox head {outbox}"
     );
+    if bus.nats.is_some() {
+        // booking's relay says what is wrong and how much waits, while the broker is down.
+        let booking_1_url = booking_1.url();
+        let seen = eventually(SETTLE, "booking-1's relay to report the outage", || async {
+            let s = status(&client, &booking_1_url).await.ok()?;
+            let relay = &s["relay"];
+            (relay["backlog"].as_i64()? > 0 && relay["last_error"].is_string()).then_some(s)
+        })
+        .await;
+        ensure!(
+            seen.is_ok(),
+            "no backlog and last error while the broker was down: {}",
+            status(&client, &booking_1_url).await?
+        );
+    }
 
-    let booking_2 = spawn(&dir, "booking", "booking-2", &booking_2_env)?;
+    let booking_2 = match &bus.nats {
+        None => spawn_on(&bus, &dir, "booking", "booking-2", &booking_2_env)?,
+        Some(nats) => {
+            nats.resume()?;
+            booking_2
+        }
+    };
     let back_at = Instant::now();
     // Mid-stream: as soon as the consumers have started on the backlog, kill one.
     let customer_db = dir.path().join("customer.db");
@@ -536,9 +745,23 @@ async fn the_feed_killed_while_200_bookings_are_made_and_a_consumer_killed_mid_s
         wait_counts(&client, &customer_2_url, id, (*want, 0)).await?;
     }
     println!(
-        "every count exact {:.1} s after the feed came back",
+        "{kind:?}: every count exact {:.1} s after the bus came back",
         back_at.elapsed().as_secs_f64()
     );
+    if bus.nats.is_some() {
+        let booking_1_url = booking_1.url();
+        let cleared = eventually(SETTLE, "booking-1's relay to catch up", || async {
+            let s = status(&client, &booking_1_url).await.ok()?;
+            let relay = &s["relay"];
+            (relay["backlog"] == 0 && relay["last_error"].is_null()).then_some(s)
+        })
+        .await;
+        ensure!(
+            cleared.is_ok(),
+            "the relay caught up and its error cleared: {}",
+            status(&client, &booking_1_url).await?
+        );
+    }
     let applied = count_rows(&customer_db, "SELECT COUNT(*) FROM event_inbox").await?;
     ensure!(
         applied == i64::try_from(BOOKINGS)? + 1,
@@ -546,9 +769,9 @@ async fn the_feed_killed_while_200_bookings_are_made_and_a_consumer_killed_mid_s
         BOOKINGS + 1
     );
     // customer-1, restarted, finds nothing left to do and changes nothing.
-    let customer_1 = spawn(&dir, "customer", "customer-1", &customer_env)?;
+    let customer_1 = spawn_on(&bus, &dir, "customer", "customer-1", &customer_env)?;
     wait_all_ready(&client, &[&customer_1, &booking_2]).await?;
-    let s = eventually(SETTLE, "customer-1 to reach booking's feed", || async {
+    let s = eventually(SETTLE, "customer-1 to reach booking's events", || async {
         let s = status(&client, &customer_1.url()).await.ok()?;
         (s["consumers"]["booking"]["head"].as_i64()? > 0).then_some(s)
     })
@@ -579,9 +802,27 @@ impl Drop for Tail {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_tail_prints_the_events_of_the_type_asked_for_as_they_are_published() -> Result<()> {
+    tail_events(BusKind::Embedded).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_hotel_up_events_nats_events_tail_prints_the_events_of_the_type_asked_for()
+-> Result<()> {
+    tail_events(BusKind::Nats).await
+}
+
+async fn tail_events(kind: BusKind) -> Result<()> {
     use std::io::BufRead;
     let client = client()?;
-    let mut cluster = Cluster::up(&["--replicas", "1"]).await?;
+    let dir = TempDir::new("hotel-events-tail");
+    let Some(bus) = Bus::new(kind, &dir)? else {
+        return Ok(());
+    };
+    let mut args = vec!["--replicas", "1"];
+    if let Some(nats) = &bus.nats {
+        args.extend(["--events", nats.url.as_str()]);
+    }
+    let mut cluster = Cluster::up(&args).await?;
     let file = cluster.file()?;
     let url_of = |service: &str| {
         file["instances"]
@@ -681,9 +922,23 @@ async fn events_tail_prints_the_events_of_the_type_asked_for_as_they_are_publish
         }
     }
     drop(tail);
+    if bus.nats.is_some() {
+        // Every service of the cluster relays to the broker `hotel up --events` named.
+        let s = status(&client, &customer_url).await?;
+        ensure!(
+            s["relay"]["broker"]
+                .as_str()
+                .is_some_and(|b| b.contains(&format!("{}, stream HOTEL_EVENTS", nats_url(&bus)))),
+            "customer relays to the broker given: {s}"
+        );
+    }
     ensure!(
         cluster.shutdown(Duration::from_secs(60)),
         "hotel up stopped cleanly"
     );
     Ok(())
+}
+
+fn nats_url(bus: &Bus) -> String {
+    bus.nats.as_ref().map(|n| n.url.clone()).unwrap_or_default()
 }

@@ -630,20 +630,56 @@ mod in_process {
 /// it under a `process` span whose parent is that `publish` span.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_events_process_span_on_the_consumer_joins_the_trace_of_the_request_that_published_it() {
+    event_trace(false).await;
+}
+
+/// The same over NATS JetStream (a nats-server of the test's own): room's relay adds a
+/// `relay` span, child of `publish`, and booking's `process` span is still the child of
+/// `publish`. Skipped without `HOTEL_TEST_NATS_URL`, failing in CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_nats_an_events_relay_and_process_spans_join_the_trace_of_the_request_that_published_it()
+{
+    if !hotel_tests::nats::available().expect("NATS in CI") {
+        return;
+    }
+    event_trace(true).await;
+}
+
+async fn event_trace(on_nats: bool) {
     let receiver = Receiver::start().await;
     let dir = TempDir::new("tracing-events");
+    let nats = on_nats.then(|| hotel_tests::nats::PrivateNats::start(dir.path()).expect("nats"));
+    let nats_url = nats.as_ref().map(|n| n.url.clone()).unwrap_or_default();
     let otel = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.grpc_url.as_str()),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
         ("OTEL_BSP_SCHEDULE_DELAY", "50"),
     ];
-    let room = spawn_service("room", "room-1", &dir, &otel, &[]);
-    let customer = spawn_service("customer", "customer-1", &dir, &otel, &[]);
+    let with_bus = |role: &str, env: &[(&str, &str)]| {
+        let mut all: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        if on_nats {
+            all.push((
+                format!("HOTEL_{}__EVENTS__URL", role.to_uppercase()),
+                nats_url.clone(),
+            ));
+        }
+        all
+    };
+    let spawn_on = |role: &str, name: &str, env: &[(&str, &str)]| {
+        let all = with_bus(role, env);
+        let refs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        spawn_service(role, name, &dir, &refs, &[])
+    };
+    let room = spawn_on("room", "room-1", &otel);
+    let customer = spawn_on("customer", "customer-1", &otel);
     let (room_url, customer_url) = (room.url(), customer.url());
     let mut env = otel.to_vec();
     env.push(("HOTEL_BOOKING__ROOM_URL", room_url.as_str()));
     env.push(("HOTEL_BOOKING__CUSTOMER_URL", customer_url.as_str()));
-    let _booking = spawn_service("booking", "booking-1", &dir, &env, &[]);
+    let _booking = spawn_on("booking", "booking-1", &env);
 
     let client = reqwest::Client::new();
     let created = create_room(&client, &room_url, None).await;
@@ -668,7 +704,9 @@ async fn an_events_process_span_on_the_consumer_joins_the_trace_of_the_request_t
                         .iter()
                         .any(|s| s.trace_id == trace_id && s.name == name && s.service() == service)
                 };
-                mine("publish", "room") && mine("process", "booking")
+                mine("publish", "room")
+                    && mine("process", "booking")
+                    && (!on_nats || mine("relay", "room"))
             },
         )
         .await;
@@ -709,4 +747,19 @@ async fn an_events_process_span_on_the_consumer_joins_the_trace_of_the_request_t
             .map(String::as_str),
         Some("booking-1")
     );
+    if on_nats {
+        let relay = find("relay");
+        assert_eq!(
+            relay.parent_span_id,
+            publish.span_id,
+            "relay is the child of publish:\n{}",
+            dump(&trace)
+        );
+        assert_eq!(relay.attr("messaging.system"), "nats");
+        assert_eq!(process.attr("messaging.system"), "nats");
+        assert_eq!(
+            relay.attr("messaging.message.id"),
+            publish.attr("messaging.message.id")
+        );
+    }
 }

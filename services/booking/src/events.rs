@@ -80,7 +80,10 @@ impl Handler for RoomUpdated {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
-            Store::set_room_status(conn, room.room.id, &status, page::now_micros()).await?;
+            // The event's time orders the updates of one room: on a broker, replicas
+            // compete and redeliver, so an older update may arrive after a newer one.
+            let at = event.time_micros().unwrap_or_else(page::now_micros);
+            Store::set_room_status(conn, room.room.id, &status, at).await?;
             Ok(())
         })
     }

@@ -397,22 +397,24 @@ impl Store {
         Ok(ids.len())
     }
 
-    /// Records a room's status from a `hotel.room.updated` event, on the connection of
-    /// the event's transaction.
+    /// Records a room's status from a `hotel.room.updated` event of time `at_micros`, on
+    /// the connection of the event's transaction; an update older than the one recorded
+    /// changes nothing.
     pub async fn set_room_status(
         conn: &mut sqlx::AnyConnection,
         room_id: Uuid,
         status: &str,
-        now_micros: i64,
+        at_micros: i64,
     ) -> Result<(), sqlx::Error> {
         let backend = db::Backend::of_conn(conn);
         sqlx::query(
             "INSERT INTO room_statuses (room_id, status, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (room_id) DO UPDATE SET status = $2, updated_at = $3",
+             ON CONFLICT (room_id) DO UPDATE SET status = $2, updated_at = $3 \
+             WHERE room_statuses.updated_at <= $3",
         )
         .bind(room_id.to_string())
         .bind(status)
-        .bind(now_micros)
+        .bind(at_micros)
         .execute(conn)
         .instrument(db::span(backend, "UPSERT", "room_statuses"))
         .await?;

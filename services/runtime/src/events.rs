@@ -1,6 +1,9 @@
 //! The event bus in a domain service instance: its [`Producer`] (the outbox its
 //! handlers write), its [`Feed`] (the outbox served to other services), and the
 //! consumers of the producers it subscribes to, started while the instance serves.
+//! With `events.url` set (NATS JetStream), the instance also relays its outbox to the
+//! broker, and its consumers read from the broker instead of the producers' feeds (the
+//! feed is still served: `hotel events tail` reads it on either bus).
 
 use crate::settings::ServiceConfig;
 use hotel_common::process::BoxError;
@@ -8,6 +11,7 @@ use hotel_events::{
     EventMetrics, EventSettings, Producer, Subscription,
     consumer::{Consumer, HttpFeed, Running, Source},
     feed::Feed,
+    nats::{Broker, NatsSource, Relay},
 };
 use hotel_registry::client::RegistryClient;
 use sqlx::AnyPool;
@@ -71,25 +75,43 @@ impl Events {
         self.producer.metrics()
     }
 
-    /// Starts the consumers; they stop when the returned value is dropped.
-    pub fn start(&self) -> Result<Running, BoxError> {
+    /// Starts the consumers (and, on NATS, the relay); they stop when the returned
+    /// value is dropped.
+    pub async fn start(&self) -> Result<Running, BoxError> {
         let mut running = Running::default();
+        let broker = match &self.settings.url {
+            Some(_) => Some(Broker::connect(&self.settings, &self.instance).await?),
+            None => None,
+        };
+        if let Some(broker) = &broker {
+            running.spawn_relay(Relay {
+                service: self.service,
+                instance: self.instance.clone(),
+                pool: self.pool.clone(),
+                broker: broker.clone(),
+                settings: self.settings.clone(),
+                metrics: self.metrics().clone(),
+            });
+        }
         for (subscription, fixed) in &self.consumers {
             let producer = subscription.producer;
-            let source: Arc<dyn Source> = match (fixed, &self.registry) {
-                (Some(url), _) => Arc::new(HttpFeed::fixed(
+            let source: Arc<dyn Source> = match (&broker, fixed, &self.registry) {
+                (Some(broker), _, _) => {
+                    Arc::new(NatsSource::new(broker.clone(), self.service, producer))
+                }
+                (None, Some(url), _) => Arc::new(HttpFeed::fixed(
                     producer,
                     self.service,
                     url.clone(),
                     &self.settings,
                 )?),
-                (None, Some(registry)) => Arc::new(HttpFeed::registry(
+                (None, None, Some(registry)) => Arc::new(HttpFeed::registry(
                     producer,
                     self.service,
                     registry.clone(),
                     &self.settings,
                 )?),
-                (None, None) => {
+                (None, None, None) => {
                     tracing::warn!(
                         instance = %self.instance,
                         producer,

@@ -89,7 +89,7 @@ impl ServiceInstance {
             shutdown.await;
             feed.stop();
         };
-        let consumers = self.events.start()?;
+        let consumers = self.events.start().await?;
         // With `registry.url` set, register now that the port is bound, heartbeat while
         // serving (each carrying the readiness check's result), and on shutdown
         // deregister before draining so watchers stop sending new requests first.
