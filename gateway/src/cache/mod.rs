@@ -36,11 +36,15 @@
 //!   `stale-if-error` window is served (`STALE`) unless it said `must-revalidate`,
 //!   `proxy-revalidate`, `s-maxage` or `no-cache`.
 //! - **Invalidation**: a 2xx/3xx answer to an unsafe method drops the target URI and the
-//!   same-origin `Location` / `Content-Location` (RFC 9111 section 4.4).
+//!   same-origin `Location` / `Content-Location` (RFC 9111 section 4.4); with a registry,
+//!   `hotel.room.updated` from room's event feed drops the room's answers
+//!   ([`room_events`]).
 //!
 //! The store is `quick_cache` (sync, sharded, S3-FIFO, weighed in bytes): its bound is
 //! exact at every insert (a moka cache settles its size in deferred housekeeping), it
 //! needs no background thread, and a lookup is a read lock and an `Arc` clone.
+
+pub mod room_events;
 
 pub use hotel_upstream::cache::{CacheControl, Outcome};
 
@@ -135,6 +139,10 @@ pub struct CacheMetrics {
     pub evictions: Counter,
     /// Stale answers served because the upstream failed, by route.
     pub stale_served: Family<RouteLabels, Counter>,
+    /// `hotel.room.updated` events that dropped a room's cached answers.
+    pub event_invalidations: Counter,
+    /// Failed reads of room's event feed.
+    pub feed_errors: Counter,
 }
 
 impl CacheMetrics {
@@ -164,6 +172,16 @@ impl CacheMetrics {
             "cache_stale_served",
             "Stale answers served because the upstream failed, by route",
             self.stale_served.clone(),
+        );
+        r.register(
+            "cache_event_invalidations",
+            "hotel.room.updated events that dropped the room's cached answers",
+            self.event_invalidations.clone(),
+        );
+        r.register(
+            "cache_feed_errors",
+            "Failed reads of room's event feed (cache invalidation)",
+            self.feed_errors.clone(),
         );
     }
 }
