@@ -632,9 +632,13 @@ impl HttpCache {
                 return (problem(p), Outcome::Miss);
             }
         };
+        // `x-cache` is stamped on every answer from the entry: present in the stored
+        // headers, it replaces in place on a hit instead of growing the copied map.
+        let mut stored = parts.headers.clone();
+        stored.insert(X_CACHE_NAME, HeaderValue::from_static("HIT"));
         let entry = Entry::new(
             parts.status,
-            parts.headers.clone(),
+            stored,
             bytes.clone(),
             &req_headers,
             request_time,

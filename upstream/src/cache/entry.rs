@@ -45,6 +45,11 @@ impl Entry {
             .map_or(Duration::ZERO, Duration::from_secs);
         let vary = vary_names(&headers).unwrap_or_default();
         let vary_values = vary_values(req_headers, &vary);
+        // Serving stamps `Age` on a copy of these headers: with the name already present
+        // (value replaced on serving), the copy takes it in place, without growing (and
+        // rehashing) the map on every hit.
+        let mut headers = headers;
+        headers.insert(header::AGE, HeaderValue::from_static("0"));
         let weight = 256
             + body.len() as u64
             + headers
@@ -179,7 +184,7 @@ impl Entry {
         now: Instant,
     ) -> (StatusCode, HeaderMap, Bytes) {
         let mut headers = self.headers.clone();
-        headers.insert(header::AGE, HeaderValue::from(self.age(now).as_secs()));
+        headers.insert(header::AGE, age_value(self.age(now).as_secs()));
         if client_inm.is_some_and(|inm| none_match(inm, self.etag())) {
             headers.remove(header::CONTENT_LENGTH);
             (StatusCode::NOT_MODIFIED, headers, Bytes::new())
@@ -190,6 +195,21 @@ impl Entry {
         }
     }
 }
+
+/// An `Age` value; the first [`AGES`] seconds come from a table (a clone is a reference
+/// count), so a hit does not allocate to print its age.
+fn age_value(secs: u64) -> HeaderValue {
+    static TABLE: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| (0..AGES).map(HeaderValue::from).collect());
+    usize::try_from(secs)
+        .ok()
+        .and_then(|s| table.get(s))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(secs))
+}
+
+/// Ages (seconds) whose `Age` values are precomputed.
+const AGES: u64 = 1024;
 
 /// Weighs an entry in bytes (body, headers, key, bookkeeping) for a byte-bounded store.
 #[derive(Debug, Clone, Copy, Default)]
