@@ -9,7 +9,9 @@
 //! updates made since the gateway started (it may have stored answers in the moment
 //! before it found the feed), then follows. On `hotel.room.updated`
 //! for room `ID`, every route of service `room` drops `{prefix}/ID` (and its queries),
-//! `{prefix}` and `{prefix}?...` (lists that may show the room). Counted in
+//! `{prefix}` and `{prefix}?...` (lists that may show the room), unless fetched after
+//! the event's time (they show the change already; the gateway's own PATCH invalidated
+//! and re-fetched before the event arrived). Counted in
 //! `gateway_cache_event_invalidations_total` and `gateway_cache_feed_errors_total`.
 
 use super::HttpCache;
@@ -20,7 +22,10 @@ use hotel_upstream::{ClientOptions, HttpClient, ProxyBody};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde::Deserialize;
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 use time::format_description::well_known::Rfc3339;
 
 /// The service whose feed is followed.
@@ -194,14 +199,14 @@ fn invalidate(live: &Live, stored: &Stored, since: Option<time::OffsetDateTime>)
     if event.kind != ROOM_UPDATED {
         return;
     }
-    if let Some(since) = since {
-        let at = event
-            .time
-            .as_deref()
-            .and_then(|t| time::OffsetDateTime::parse(t, &Rfc3339).ok());
-        if at.is_some_and(|at| at < since) {
-            return;
-        }
+    let at = event
+        .time
+        .as_deref()
+        .and_then(|t| time::OffsetDateTime::parse(t, &Rfc3339).ok());
+    if let (Some(since), Some(at)) = (since, at)
+        && at < since
+    {
+        return;
     }
     let Some(id) = event.data.pointer("/room/id").and_then(|v| v.as_str()) else {
         tracing::warn!(
@@ -219,7 +224,7 @@ fn invalidate(live: &Live, stored: &Stored, since: Option<time::OffsetDateTime>)
         .routes
         .iter()
         .filter(|r| r.service == PRODUCER && r.cache)
-        .map(|r| cache.invalidate_entity(&r.prefix, id))
+        .map(|r| cache.invalidate_entity(&r.prefix, id, at.map(SystemTime::from)))
         .sum();
     cache.metrics.cache.event_invalidations.inc();
     tracing::info!(
@@ -232,10 +237,21 @@ fn invalidate(live: &Live, stored: &Stored, since: Option<time::OffsetDateTime>)
 
 impl HttpCache {
     /// Drops `{prefix}/{id}` (with any query), `{prefix}` and `{prefix}?...`: the
-    /// entity's answers and the lists that may show it. How many were removed.
-    pub fn invalidate_entity(&self, prefix: &str, id: &str) -> usize {
+    /// entity's answers and the lists that may show it; with `changed_at`, only those
+    /// fetched before it (an answer fetched after the change already shows it: the
+    /// event's time is taken inside the transaction, before its commit). How many were
+    /// removed.
+    pub fn invalidate_entity(
+        &self,
+        prefix: &str,
+        id: &str,
+        changed_at: Option<SystemTime>,
+    ) -> usize {
         let removed = std::cell::Cell::new(0usize);
-        self.store.retain(|k, _| {
+        self.store.retain(|k, e| {
+            if changed_at.is_some_and(|at| e.fetched_at() > at) {
+                return true;
+            }
             let Some(rest) = k.strip_prefix(prefix) else {
                 return true;
             };
@@ -295,7 +311,13 @@ mod tests {
             );
             cache.insert(k.into(), Arc::new(entry));
         }
-        assert_eq!(cache.invalidate_entity("/api/rooms", "a"), 4);
+        let before = SystemTime::now() - Duration::from_secs(60);
+        assert_eq!(
+            cache.invalidate_entity("/api/rooms", "a", Some(before)),
+            0,
+            "fetched after the change: kept"
+        );
+        assert_eq!(cache.invalidate_entity("/api/rooms", "a", None), 4);
         let left: Vec<&str> = keys
             .into_iter()
             .filter(|k| cache.store.get(*k).is_some())

@@ -5,7 +5,10 @@ use super::directives::{CacheControl, none_match, vary_names, vary_values};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use quick_cache::Weighter;
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 use tokio::time::Instant;
 
 /// One stored answer.
@@ -17,6 +20,9 @@ pub struct Entry {
     cc: CacheControl,
     /// When the answer, or the 304 that last confirmed it, arrived.
     response_time: Instant,
+    /// Wall-clock time the request that fetched (or last confirmed) it was sent: it
+    /// reflects every change committed before then.
+    fetched_at: SystemTime,
     /// The age it had on arrival: its `Age` plus the time in transit.
     initial_age: Duration,
     lifetime: Duration,
@@ -56,8 +62,12 @@ impl Entry {
                 .iter()
                 .map(|(k, v)| (k.as_str().len() + v.len() + 32) as u64)
                 .sum::<u64>();
+        let fetched_at = SystemTime::now()
+            .checked_sub(Instant::now().saturating_duration_since(request_time))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         Entry {
             status,
+            fetched_at,
             lifetime: cc.freshness_lifetime().unwrap_or_default(),
             cc,
             initial_age: age_header + response_time.saturating_duration_since(request_time),
@@ -116,6 +126,11 @@ impl Entry {
     /// The answer's `Cache-Control`.
     pub fn cache_control(&self) -> &CacheControl {
         &self.cc
+    }
+
+    /// Wall-clock time the request that fetched or last confirmed it was sent.
+    pub fn fetched_at(&self) -> SystemTime {
+        self.fetched_at
     }
 
     /// Bytes it takes (body, headers, bookkeeping; not the key).
