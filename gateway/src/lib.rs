@@ -196,6 +196,8 @@ pub struct Application {
     tls: Option<Tls>,
     admin: axum::Router,
     grace: Duration,
+    /// With a registry: follow room's event feed to invalidate cached rooms.
+    room_events: Option<hotel_registry::client::RegistryClient>,
 }
 
 impl Application {
@@ -219,7 +221,8 @@ impl Application {
             )?),
             None => None,
         };
-        Self::build_from(config, api_docs, move |_, cfg| match &registry {
+        let room_events = registry.clone();
+        let app = Self::build_from(config, api_docs, move |_, cfg| match &registry {
             Some(c) => Source::Registry(c.clone()),
             None => Source::Fixed(
                 cfg.instances
@@ -231,7 +234,8 @@ impl Application {
                     .collect(),
             ),
         })
-        .await
+        .await?;
+        Ok(Application { room_events, ..app })
     }
 
     /// Like [`Application::build`] with each service's instance source chosen by
@@ -320,6 +324,7 @@ impl Application {
             tls,
             admin,
             grace,
+            room_events: None,
         })
     }
 
@@ -366,6 +371,9 @@ impl Application {
         ));
         let admin_stop = admin_stop.drop_guard();
         let reload = self.live.reload_on_sighup();
+        let room_events = self
+            .room_events
+            .map(|r| cache::room_events::spawn(self.live.clone(), r));
         let metrics = self.live.metrics().clone();
         let cert_watch = self.tls.as_ref().map(|t| {
             t.cert.watch(t.every, move |r| {
@@ -395,6 +403,9 @@ impl Application {
         )
         .await;
         reload.abort();
+        if let Some(f) = room_events {
+            f.abort();
+        }
         if let Some(w) = cert_watch {
             w.abort();
         }

@@ -477,3 +477,146 @@ async fn booking_discovers_its_peers_in_the_registry_and_a_killed_room_replica_c
     );
     Ok(())
 }
+
+/// The sum of the samples of `name` whose labels include every one of `labels`
+/// (`status="304"`) in a Prometheus text exposition; 0 when there are none.
+fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn metrics_of(client: &reqwest::Client, p: &Proc) -> Result<String> {
+    Ok(client
+        .get(format!("{}/metrics", p.url()))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?)
+}
+
+/// Booking reads rooms through its peer cache (the gateway's cache rules, shared in
+/// `hotel_upstream::cache`): with room's `max_age = 0s` every read is stale at once, so
+/// repeated bookings of one room fetch it once (200) and then only revalidate it with its
+/// ETag (304, no body); customers are `private, no-store` and read every time. (The
+/// gateway's cache has the HIT case; `upstream/tests/cached_client.rs` has it here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repeated_bookings_read_the_room_once_then_revalidate_it_with_its_etag() -> Result<()> {
+    const BOOKINGS: u32 = 6;
+    let client = client()?;
+    let dir = TempDir::new("hotel-booking-peer-cache");
+    let registry = spawn_role(&dir, "registry", "registry", &[])?;
+    let url = registry.url();
+    let customer = spawn_role(
+        &dir,
+        "customer",
+        "customer-1",
+        &[("HOTEL_CUSTOMER__REGISTRY__URL", &url)],
+    )?;
+    let room = spawn_role(
+        &dir,
+        "room",
+        "room-1",
+        &[
+            ("HOTEL_ROOM__REGISTRY__URL", &url),
+            ("HOTEL_ROOM__CACHE__MAX_AGE", "0s"),
+        ],
+    )?;
+    let booking = spawn_role(
+        &dir,
+        "booking",
+        "booking-1",
+        &[
+            ("HOTEL_BOOKING__REGISTRY__URL", &url),
+            ("RUST_LOG", "info,hotel_upstream::cache=debug"),
+        ],
+    )?;
+    wait_all_ready(&client, &[&registry, &customer, &room, &booking]).await?;
+    let (customer_id, room_id) = seed(&client, &customer.url(), &room.url()).await?;
+    let book = |n: u32| {
+        let (client, url) = (client.clone(), format!("{}/bookings", booking.url()));
+        let body = json!({
+            "customer_id": customer_id, "room_id": room_id,
+            "check_in": day(300 + i64::from(n)), "check_out": day(301 + i64::from(n)),
+            "guests": 1,
+        });
+        async move {
+            let res = client
+                .post(url)
+                .header("Idempotency-Key", format!("peer-cache-{n}"))
+                .json(&body)
+                .send()
+                .await?;
+            anyhow::Ok(res.status().as_u16())
+        }
+    };
+    // Discovery takes a moment after the instances register (same key each try).
+    hotel_tests::eventually(
+        Duration::from_secs(30),
+        "booking to reach customer and room",
+        || async { matches!(book(1).await, Ok(201)).then_some(()) },
+    )
+    .await?;
+    // Counted from here: a first attempt that failed while discovery was still filling
+    // in may have read the room or the customer already.
+    let room_reads = |text: &str, status: &str| {
+        metric_sum(
+            text,
+            "hotel_http_requests_total",
+            &[
+                "route=\"/rooms/{id}\"",
+                "method=\"GET\"",
+                &format!("status=\"{status}\""),
+            ],
+        )
+    };
+    let peer = |text: &str, name: &str, service: &str| {
+        metric_sum(text, name, &[&format!("service=\"{service}\"")])
+    };
+    let (room_before, booking_before) = (
+        metrics_of(&client, &room).await?,
+        metrics_of(&client, &booking).await?,
+    );
+    for n in 2..=BOOKINGS + 1 {
+        ensure!(book(n).await? == 201, "booking {n} failed");
+    }
+    let (room_after, booking_after) = (
+        metrics_of(&client, &room).await?,
+        metrics_of(&client, &booking).await?,
+    );
+
+    let full = room_reads(&room_after, "200");
+    let not_modified = room_reads(&room_after, "304") - room_reads(&room_before, "304");
+    println!("room served booking's reads: {full} x 200 in all, then {not_modified} x 304");
+    ensure!(
+        full == 1.0,
+        "room sent the room in full {full} times, not once"
+    );
+    ensure!(
+        not_modified == f64::from(BOOKINGS),
+        "expected {BOOKINGS} revalidations answered 304, got {not_modified}"
+    );
+    let delta = |name: &str, service: &str| {
+        peer(&booking_after, name, service) - peer(&booking_before, name, service)
+    };
+    ensure!(delta("hotel_peer_cache_misses_total", "room") == 0.0);
+    ensure!(
+        delta("hotel_peer_cache_revalidations_total", "room") == f64::from(BOOKINGS),
+        "{booking_after}"
+    );
+    // Customers are private, no-store: every booking asks the customer service.
+    ensure!(delta("hotel_peer_cache_misses_total", "customer") == f64::from(BOOKINGS));
+    ensure!(peer(&booking_after, "hotel_peer_cache_hits_total", "customer") == 0.0);
+    ensure!(metric_sum(&booking_after, "hotel_peer_cache_bytes", &[]) > 0.0);
+    ensure!(
+        booking.log_text().contains("REVALIDATED"),
+        "the outcome is logged at debug"
+    );
+    Ok(())
+}

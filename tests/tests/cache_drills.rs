@@ -495,3 +495,103 @@ async fn cache_drill_5_a_customer_answer_for_one_api_key_is_never_served_to_anot
         "nothing personal is stored: {counts}"
     );
 }
+
+/// The gateway's `/metrics` (admin listener, admin token from `cluster.json`).
+async fn gateway_metrics(c: &mut Cluster) -> String {
+    let file = c.file().unwrap();
+    reqwest::Client::new()
+        .get(format!("{}/metrics", file["admin_url"].as_str().unwrap()))
+        .bearer_auth(file["admin_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the sample `name` (no labels) in a Prometheus text exposition.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in the gateway's metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_drill_6_a_room_changed_at_the_room_service_itself_is_dropped_from_the_gateway_cache_by_its_event()
+ {
+    let drill = "cache drill 6 (hotel.room.updated invalidates)";
+    // max-age 60 s: only the event can make the entry go before the drill ends.
+    let mut c = Cluster::up_with_env(&[], &[("HOTEL_ROOM__CACHE__MAX_AGE", "60s")])
+        .await
+        .unwrap();
+    let api = Client::of(&mut c).await;
+    // No wait for the gateway to find room's feed: an update made before it did is
+    // applied when it does (it reads the updates made since its start).
+    let room = api.room().await;
+    assert_eq!(api.get(&room, &[]).await.header("x-cache"), "MISS");
+    let hit = api.get(&room, &[]).await;
+    assert_eq!(hit.header("x-cache"), "HIT");
+    let etag = hit.header("etag").to_owned();
+    let before = gateway_metrics(&mut c).await;
+
+    // Straight to a room instance, behind the gateway's back.
+    let file = c.file().unwrap();
+    let address = file["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "room-1")
+        .and_then(|i| i["address"].as_str())
+        .unwrap()
+        .to_owned();
+    let id = room.rsplit('/').next().unwrap();
+    let changed = api
+        .http
+        .patch(format!("http://{address}/rooms/{id}"))
+        .header("if-match", &etag)
+        .json(&json!({"capacity": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    let new_etag = changed.headers()["etag"].to_str().unwrap().to_owned();
+    assert_ne!(new_etag, etag);
+    let changed_at = Instant::now();
+
+    // Hits until the event arrives; the first answer that is not a hit must be the miss
+    // that fetched the new version.
+    let after = hotel_tests::eventually(
+        Duration::from_secs(20),
+        "the event to drop the entry",
+        || {
+            let (api, room) = (api.clone(), room.clone());
+            async move {
+                let a = api.get(&room, &[]).await;
+                (a.header("x-cache") != "HIT").then_some(a)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    measured(
+        drill,
+        "change to invalidation ms",
+        changed_at.elapsed().as_millis(),
+    );
+    assert_eq!(after.status, 200, "{}", after.body);
+    assert_eq!(after.header("x-cache"), "MISS");
+    assert_eq!(after.header("etag"), new_etag);
+    assert_eq!(after.body["capacity"], 3);
+    let metrics = gateway_metrics(&mut c).await;
+    let invalidations = |t: &str| sample(t, "gateway_cache_event_invalidations_total");
+    assert!(
+        invalidations(&metrics) > invalidations(&before),
+        "counted in gateway_cache_event_invalidations_total"
+    );
+    measured(
+        drill,
+        "feed errors",
+        sample(&metrics, "gateway_cache_feed_errors_total"),
+    );
+}

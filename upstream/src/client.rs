@@ -135,6 +135,11 @@ impl UpstreamClient {
         }
     }
 
+    /// The overall deadline of one call (all attempts).
+    pub fn deadline(&self) -> std::time::Duration {
+        self.route.policy().deadline
+    }
+
     /// The instances with their breaker state and statistics.
     pub fn endpoints(&self) -> Vec<EndpointView> {
         self.service.endpoints()

@@ -23,7 +23,9 @@
 //! key; `metrics` holds the families ([`UpstreamMetrics`]), registered into a registry
 //! the caller owns; `latency` the service's recent latency window (hedge delay, stall
 //! threshold); `body` the replayable [`ProxyBody`]; `error` the stack's errors, which
-//! leave it as a `BoxError` that [`classify`] maps to 502/503/504 once.
+//! leave it as a `BoxError` that [`classify`] maps to 502/503/504 once. [`cache`] is the
+//! HTTP cache core (directives, entries, outcome) of the gateway's cache and of
+//! [`CachedClient`], a service's cache of its reads of its peers.
 //!
 //! Dependency rule: the gateway and the services may depend on this crate; it never
 //! depends on the gateway (nor on any service).
@@ -31,6 +33,7 @@
 mod balance;
 mod body;
 mod breaker;
+pub mod cache;
 mod client;
 mod discovery;
 mod endpoint;
@@ -45,6 +48,7 @@ mod timeout;
 
 pub use body::{ProxyBody, RequestBodyError};
 pub use breaker::BreakerState;
+pub use cache::CachedClient;
 pub use client::{Discovery, UpstreamClient};
 pub use discovery::{Target, Targets};
 pub use endpoint::{EndpointView, LastError};

@@ -15,7 +15,9 @@
 //!   explicit freshness (`s-maxage` or `max-age`), without `no-store`, `private`,
 //!   `Vary: *` or `Set-Cookie`, whose `Content-Length` is at most `max_entry_bytes`. A
 //!   request with credentials (`Authorization`, an API key) only when the answer says
-//!   `public`, `s-maxage` or `must-revalidate`. See [`directives`].
+//!   `public`, `s-maxage` or `must-revalidate`. See
+//!   [`hotel_upstream::cache::directives`] (the rules and [`Entry`] are shared with
+//!   booking's cache of its peer reads).
 //! - **Freshness**: `age = Age header + time in transit + time stored` (the `Date`
 //!   header is not used: it has a one-second resolution and the lifetimes here are
 //!   seconds); fresh while `age < s-maxage | max-age`. HEAD is answered from a stored GET.
@@ -34,24 +36,25 @@
 //!   `stale-if-error` window is served (`STALE`) unless it said `must-revalidate`,
 //!   `proxy-revalidate`, `s-maxage` or `no-cache`.
 //! - **Invalidation**: a 2xx/3xx answer to an unsafe method drops the target URI and the
-//!   same-origin `Location` / `Content-Location` (RFC 9111 section 4.4).
+//!   same-origin `Location` / `Content-Location` (RFC 9111 section 4.4); with a registry,
+//!   `hotel.room.updated` from room's event feed drops the room's answers
+//!   ([`room_events`]).
 //!
 //! The store is `quick_cache` (sync, sharded, S3-FIFO, weighed in bytes): its bound is
 //! exact at every insert (a moka cache settles its size in deferred housekeeping), it
 //! needs no background thread, and a lookup is a read lock and an `Arc` clone.
 
-mod directives;
+pub mod room_events;
 
-pub use directives::CacheControl;
+pub use hotel_upstream::cache::{CacheControl, Outcome};
 
 use crate::{
     body::{GatewayBody, full},
     metrics::{Metrics, RouteLabels},
 };
-use bytes::Bytes;
-use directives::{none_match, storable, vary_names, vary_values};
 use hotel_common::Problem;
 use hotel_upstream::ProxyBody;
+use hotel_upstream::cache::{Entry, Weigh, storable};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use prometheus_client::{
@@ -59,7 +62,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter, sync::Cache};
+use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, sync::Cache};
 use serde::{Deserialize, Serialize};
 use std::{
     collections::HashMap,
@@ -114,44 +117,6 @@ impl CacheSettings {
     }
 }
 
-/// What the cache did with one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Answered from a fresh entry.
-    Hit,
-    /// Sent upstream (and stored when the answer allowed it).
-    Miss,
-    /// A stale entry stood in for a failed upstream.
-    Stale,
-    /// A stale entry was confirmed by a 304 and served.
-    Revalidated,
-    /// Not a cacheable request (method, body, `no-store`): passed through.
-    Bypass,
-}
-
-impl Outcome {
-    /// The `x-cache` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Hit => "HIT",
-            Outcome::Miss => "MISS",
-            Outcome::Stale => "STALE",
-            Outcome::Revalidated => "REVALIDATED",
-            Outcome::Bypass => "BYPASS",
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Outcome::Hit => "hit",
-            Outcome::Miss => "miss",
-            Outcome::Stale => "stale",
-            Outcome::Revalidated => "revalidated",
-            Outcome::Bypass => "bypass",
-        }
-    }
-}
-
 /// Labels of `gateway_cache_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
@@ -174,6 +139,10 @@ pub struct CacheMetrics {
     pub evictions: Counter,
     /// Stale answers served because the upstream failed, by route.
     pub stale_served: Family<RouteLabels, Counter>,
+    /// `hotel.room.updated` events that dropped a room's cached answers.
+    pub event_invalidations: Counter,
+    /// Failed reads of room's event feed.
+    pub feed_errors: Counter,
 }
 
 impl CacheMetrics {
@@ -204,156 +173,16 @@ impl CacheMetrics {
             "Stale answers served because the upstream failed, by route",
             self.stale_served.clone(),
         );
-    }
-}
-
-/// One stored answer.
-#[derive(Debug)]
-struct Entry {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-    cc: CacheControl,
-    /// When the answer, or the 304 that last confirmed it, arrived.
-    response_time: Instant,
-    /// The age it had on arrival: its `Age` plus the time in transit.
-    initial_age: Duration,
-    lifetime: Duration,
-    /// The request headers it varies on, and their values in the request that fetched it.
-    vary: Vec<HeaderName>,
-    vary_values: Vec<Option<String>>,
-    weight: u64,
-}
-
-impl Entry {
-    fn new(
-        status: StatusCode,
-        headers: HeaderMap,
-        body: Bytes,
-        req_headers: &HeaderMap,
-        request_time: Instant,
-        response_time: Instant,
-    ) -> Entry {
-        let cc = CacheControl::of(&headers);
-        let age_header = headers
-            .get(header::AGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(Duration::ZERO, Duration::from_secs);
-        let vary = vary_names(&headers).unwrap_or_default();
-        let vary_values = vary_values(req_headers, &vary);
-        let weight = 256
-            + body.len() as u64
-            + headers
-                .iter()
-                .map(|(k, v)| (k.as_str().len() + v.len() + 32) as u64)
-                .sum::<u64>();
-        Entry {
-            status,
-            lifetime: cc.freshness_lifetime().unwrap_or_default(),
-            cc,
-            initial_age: age_header + response_time.saturating_duration_since(request_time),
-            response_time,
-            headers,
-            body,
-            vary,
-            vary_values,
-            weight,
-        }
-    }
-
-    /// The entry after a 304: its headers replaced by the 304's (RFC 9111 section 4.3.4).
-    fn refreshed(
-        &self,
-        not_modified: &HeaderMap,
-        req_headers: &HeaderMap,
-        request_time: Instant,
-        response_time: Instant,
-    ) -> Entry {
-        let mut headers = self.headers.clone();
-        for name in not_modified.keys() {
-            if name == header::CONTENT_LENGTH {
-                continue;
-            }
-            headers.remove(name);
-            for v in not_modified.get_all(name) {
-                headers.append(name.clone(), v.clone());
-            }
-        }
-        Entry::new(
-            self.status,
-            headers,
-            self.body.clone(),
-            req_headers,
-            request_time,
-            response_time,
-        )
-    }
-
-    fn age(&self, now: Instant) -> Duration {
-        self.initial_age + now.saturating_duration_since(self.response_time)
-    }
-
-    /// Whether it may answer `req_cc` without asking upstream.
-    fn usable(&self, req_cc: &CacheControl, now: Instant) -> bool {
-        let age = self.age(now);
-        age < self.lifetime
-            && !self.cc.no_cache
-            && !req_cc.no_cache
-            && req_cc.max_age.is_none_or(|m| age <= m)
-    }
-
-    /// Whether it may stand in for a failed upstream now.
-    fn stale_usable(&self, now: Instant) -> bool {
-        let staleness = self.age(now).saturating_sub(self.lifetime);
-        !self.cc.forbids_stale() && self.cc.stale_if_error.is_some_and(|w| staleness <= w)
-    }
-
-    fn matches(&self, req: &HeaderMap) -> bool {
-        self.vary.is_empty() || vary_values(req, &self.vary) == self.vary_values
-    }
-
-    fn etag(&self) -> Option<&HeaderValue> {
-        self.headers.get(header::ETAG)
-    }
-
-    fn last_modified(&self) -> Option<&HeaderValue> {
-        self.headers.get(header::LAST_MODIFIED)
-    }
-
-    /// The answer to a client: the stored one with its `Age`, a 304 when the client's
-    /// `If-None-Match` matches, no body for HEAD.
-    fn respond(
-        &self,
-        client_inm: Option<&HeaderValue>,
-        head: bool,
-        now: Instant,
-    ) -> Response<GatewayBody> {
-        let mut headers = self.headers.clone();
-        headers.insert(header::AGE, HeaderValue::from(self.age(now).as_secs()));
-        let not_modified = client_inm.is_some_and(|inm| none_match(inm, self.etag()));
-        let (status, body) = if not_modified {
-            headers.remove(header::CONTENT_LENGTH);
-            (StatusCode::NOT_MODIFIED, Bytes::new())
-        } else if head {
-            (self.status, Bytes::new())
-        } else {
-            (self.status, self.body.clone())
-        };
-        let mut res = Response::new(full(body));
-        *res.status_mut() = status;
-        *res.headers_mut() = headers;
-        res
-    }
-}
-
-/// Weighs an entry in bytes (body, headers, key, bookkeeping).
-#[derive(Debug, Clone)]
-struct Weigh;
-
-impl Weighter<Arc<str>, Arc<Entry>> for Weigh {
-    fn weight(&self, key: &Arc<str>, val: &Arc<Entry>) -> u64 {
-        key.len() as u64 + val.weight
+        r.register(
+            "cache_event_invalidations",
+            "hotel.room.updated events that dropped the room's cached answers",
+            self.event_invalidations.clone(),
+        );
+        r.register(
+            "cache_feed_errors",
+            "Failed reads of room's event feed (cache invalidation)",
+            self.feed_errors.clone(),
+        );
     }
 }
 
@@ -458,6 +287,20 @@ enum Turn {
     Served(Arc<Entry>),
     Wait(watch::Receiver<()>),
     Lead(Leader),
+}
+
+/// A stored entry as a gateway answer (see [`Entry::respond`]).
+fn respond(
+    e: &Entry,
+    client_inm: Option<&HeaderValue>,
+    head: bool,
+    now: Instant,
+) -> Response<GatewayBody> {
+    let (status, headers, body) = e.respond(client_inm, head, now);
+    let mut res = Response::new(full(body));
+    *res.status_mut() = status;
+    *res.headers_mut() = headers;
+    res
 }
 
 fn problem(p: Problem) -> Response<GatewayBody> {
@@ -584,7 +427,7 @@ impl HttpCache {
         if let Some(e) = &found
             && e.usable(&req_cc, now)
         {
-            return (e.respond(client_inm.as_ref(), head, now), Outcome::Hit);
+            return (respond(e, client_inm.as_ref(), head, now), Outcome::Hit);
         }
         if req_cc.only_if_cached {
             let p = Problem::new(
@@ -608,7 +451,7 @@ impl HttpCache {
         if plain {
             match self.turn(key, req.headers(), &req_cc) {
                 Turn::Served(e) => {
-                    return (e.respond(None, false, Instant::now()), Outcome::Hit);
+                    return (respond(&e, None, false, Instant::now()), Outcome::Hit);
                 }
                 Turn::Lead(l) => _leader = Some(l),
                 Turn::Wait(mut rx) => {
@@ -618,7 +461,7 @@ impl HttpCache {
                     if let Some(e) = &found
                         && e.usable(&req_cc, now)
                     {
-                        return (e.respond(None, false, now), Outcome::Hit);
+                        return (respond(e, None, false, now), Outcome::Hit);
                     }
                     if waited.is_err() {
                         let p = Problem::new(
@@ -696,7 +539,7 @@ impl HttpCache {
                         route: route.label.clone(),
                     })
                     .inc();
-                (e.respond(None, head, now), Outcome::Stale)
+                (respond(&e, None, head, now), Outcome::Stale)
             }
             _ => (res, Outcome::Miss),
         }
@@ -716,20 +559,9 @@ impl HttpCache {
         Fut: Future<Output = Response<GatewayBody>>,
     {
         let client_inm = req.headers().get(header::IF_NONE_MATCH).cloned();
-        let validating = found
-            .as_ref()
-            .filter(|e| e.etag().is_some() || e.last_modified().is_some())
-            .cloned();
+        let validating = found.as_ref().filter(|e| e.validatable()).cloned();
         if let Some(e) = &validating {
-            let h = req.headers_mut();
-            h.remove(header::IF_NONE_MATCH);
-            h.remove(header::IF_MODIFIED_SINCE);
-            if let Some(t) = e.etag() {
-                h.insert(header::IF_NONE_MATCH, t.clone());
-            }
-            if let Some(lm) = e.last_modified() {
-                h.insert(header::IF_MODIFIED_SINCE, lm.clone());
-            }
+            e.condition(req.headers_mut());
         }
         let req_headers = req.headers().clone();
         let authenticated = self.authenticated(&req_headers);
@@ -742,13 +574,13 @@ impl HttpCache {
         {
             let entry =
                 Arc::new(old.refreshed(res.headers(), &req_headers, request_time, response_time));
-            let res_cc = &entry.cc;
+            let res_cc = entry.cache_control();
             if storable(
                 &Method::GET,
                 req_cc,
-                entry.status,
+                entry.status(),
                 res_cc,
-                &entry.headers,
+                entry.headers(),
                 authenticated,
             )
             .is_ok()
@@ -758,7 +590,7 @@ impl HttpCache {
                 self.remove(key);
             }
             return (
-                entry.respond(client_inm.as_ref(), false, response_time),
+                respond(&entry, client_inm.as_ref(), false, response_time),
                 Outcome::Revalidated,
             );
         }
@@ -800,9 +632,13 @@ impl HttpCache {
                 return (problem(p), Outcome::Miss);
             }
         };
+        // `x-cache` is stamped on every answer from the entry: present in the stored
+        // headers, it replaces in place on a hit instead of growing the copied map.
+        let mut stored = parts.headers.clone();
+        stored.insert(X_CACHE_NAME, HeaderValue::from_static("HIT"));
         let entry = Entry::new(
             parts.status,
-            parts.headers.clone(),
+            stored,
             bytes.clone(),
             &req_headers,
             request_time,

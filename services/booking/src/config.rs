@@ -44,6 +44,9 @@ pub struct Settings {
     /// TCP connect timeout to customer or room: a dead peer is refused fast.
     #[serde(with = "humantime_serde")]
     pub peer_connect_timeout: Duration,
+    /// Bytes booking's cache of room and customer answers may take (with `registry.url`,
+    /// where the resilient client is used); 0 turns it off.
+    pub peer_cache_max_bytes: u64,
     /// How long an `Idempotency-Key` and its stored response are kept (24 h, like Stripe).
     #[serde(with = "humantime_serde")]
     pub idempotency_retention: Duration,
@@ -88,6 +91,7 @@ impl Default for Settings {
             room_url: None,
             peer_timeout: Duration::from_secs(2),
             peer_connect_timeout: Duration::from_millis(500),
+            peer_cache_max_bytes: crate::directory::DEFAULT_PEER_CACHE_BYTES,
             idempotency_retention: Duration::from_secs(24 * 60 * 60),
             idempotency_wait: Duration::from_secs(2),
             max_days_ahead: 730,

@@ -5,6 +5,11 @@
 //!   discovery, p2c over peak-EWMA, per-instance breakers, budgeted retries, hedging,
 //!   deadlines), the same stack the gateway uses, so booking calls customer and room
 //!   replicas directly (DESIGN.md section 1).
+//!   Its reads go through a [`CachedClient`] (the gateway's cache rules, from
+//!   `hotel_upstream::cache`): a room read while fresh costs no request, a stale one a
+//!   conditional request answered 304, concurrent reads of one room one request, and a
+//!   room read before still answers while room is down (`stale-if-error`). Customers
+//!   are `private, no-store`, so they are never stored.
 //! - [`HttpDirectory`]: plain pooled HTTP to one static base URL per service (a single
 //!   instance, or a gateway's `/api`).
 //!
@@ -17,7 +22,10 @@ use crate::{
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use futures::future::BoxFuture;
-use hotel_upstream::{Discovery, ServicePolicy, UpstreamClient};
+use hotel_upstream::{
+    CachedClient, Discovery, ServicePolicy, UpstreamClient,
+    cache::{PeerCache, PeerCacheMetrics},
+};
 use serde::de::DeserializeOwned;
 use std::{sync::Arc, time::Duration};
 use tracing::Instrument;
@@ -273,13 +281,19 @@ impl Directory for HttpDirectory {
     }
 }
 
-/// [`Directory`] over the resilient upstream client, one per service.
+/// Bytes booking's cache of peer answers may take by default (`peer_cache_max_bytes`).
+pub const DEFAULT_PEER_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// [`Directory`] over the resilient upstream client, one per service, each behind the
+/// shared peer cache.
 #[derive(Clone)]
 pub struct UpstreamDirectory {
-    customer: UpstreamClient,
-    room: UpstreamClient,
+    customer: CachedClient,
+    room: CachedClient,
     /// Both clients count into these (`hotel_upstream_*`, `hotel_breaker_*`).
     metrics: Arc<hotel_upstream::UpstreamMetrics>,
+    /// The peer cache counts into these (`hotel_peer_cache_*`).
+    cache_metrics: Arc<PeerCacheMetrics>,
 }
 
 impl std::fmt::Debug for UpstreamDirectory {
@@ -302,32 +316,53 @@ impl UpstreamDirectory {
         Self::with_policy(customer, room, &policy)
     }
 
-    /// Clients of the customer and room services with a validated `policy`. Must be
-    /// called inside a tokio runtime.
+    /// Clients of the customer and room services with a validated `policy` and a peer
+    /// cache of [`DEFAULT_PEER_CACHE_BYTES`]. Must be called inside a tokio runtime.
     pub fn with_policy(
         customer: Discovery,
         room: Discovery,
         policy: &ServicePolicy,
     ) -> Result<Self, hotel_common::process::BoxError> {
+        Self::with_cache(customer, room, policy, DEFAULT_PEER_CACHE_BYTES)
+    }
+
+    /// Clients of the customer and room services with a validated `policy`, sharing a
+    /// peer cache of `peer_cache_max_bytes` (0: none). Must be called inside a tokio
+    /// runtime.
+    pub fn with_cache(
+        customer: Discovery,
+        room: Discovery,
+        policy: &ServicePolicy,
+        peer_cache_max_bytes: u64,
+    ) -> Result<Self, hotel_common::process::BoxError> {
         let metrics = hotel_upstream::UpstreamMetrics::unregistered();
+        let cache_metrics = Arc::new(PeerCacheMetrics::default());
+        let cache = PeerCache::new(peer_cache_max_bytes, cache_metrics.clone());
+        let client = |service: &'static str, discovery| {
+            UpstreamClient::with_metrics(service, discovery, policy, metrics.clone())
+                .map(|c| CachedClient::new(service, c, cache.clone()))
+        };
         Ok(UpstreamDirectory {
-            customer: UpstreamClient::with_metrics("customer", customer, policy, metrics.clone())?,
-            room: UpstreamClient::with_metrics("room", room, policy, metrics.clone())?,
+            customer: client("customer", customer)?,
+            room: client("room", room)?,
             metrics,
+            cache_metrics,
         })
     }
 
-    /// Both services discovered through the registry at `url`, with `policy`.
+    /// Both services discovered through the registry at `url`, with `policy` and a peer
+    /// cache of `peer_cache_max_bytes`.
     pub fn from_registry(
         url: &str,
         token: Option<String>,
         policy: &ServicePolicy,
+        peer_cache_max_bytes: u64,
     ) -> Result<Self, hotel_common::process::BoxError> {
         let discovery = || Discovery::Registry {
             url: url.to_owned(),
             token: token.clone(),
         };
-        Self::with_policy(discovery(), discovery(), policy)
+        Self::with_cache(discovery(), discovery(), policy, peer_cache_max_bytes)
     }
 
     /// One GET of `path_and_query` inside a span; `Ok(None)` on 404.
@@ -346,6 +381,7 @@ impl UpstreamDirectory {
             url.path = %path_and_query,
             http.response.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
+            cache = tracing::field::Empty,
         );
         let client = if service == "customer" {
             &self.customer
@@ -364,11 +400,13 @@ impl UpstreamDirectory {
                     reason: e.to_string(),
                 })?;
             match client.send(req).await {
-                Ok(res) => {
-                    tracing::Span::current().record(
+                Ok((res, outcome)) => {
+                    let span = tracing::Span::current();
+                    span.record(
                         "http.response.status_code",
                         i64::from(res.status().as_u16()),
                     );
+                    span.record("cache", outcome.as_str());
                     decode(service, res.status(), res.body())
                 }
                 // 502/503/504 from the client: no instance, breakers open, connect
@@ -405,6 +443,7 @@ fn with_query(path: &str, query: &[(&str, String)]) -> String {
 impl Directory for UpstreamDirectory {
     fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.metrics.register(registry);
+        self.cache_metrics.register(registry);
     }
     fn customer(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Customer>, PeerError>> {
         Box::pin(self.get("customer", "/customers/{id}", format!("/customers/{id}")))

@@ -75,8 +75,12 @@ pub fn directory_from(settings: &Settings) -> Result<Arc<dyn Directory>, BoxErro
     );
     if let ((None, None), Some(registry)) = (statics, settings.registry.url.as_deref()) {
         let policy = config::peer_policy(settings.peer_timeout)?;
-        let directory =
-            UpstreamDirectory::from_registry(registry, settings.registry.token.clone(), &policy)?;
+        let directory = UpstreamDirectory::from_registry(
+            registry,
+            settings.registry.token.clone(),
+            &policy,
+            settings.peer_cache_max_bytes,
+        )?;
         return Ok(Arc::new(directory));
     }
     let customer_url = config::peer_url("customer_url", statics.0)?;
