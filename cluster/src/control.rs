@@ -252,7 +252,7 @@ impl ControlClient {
                 pid: file.supervisor_pid,
             });
         }
-        let http = reqwest::Client::builder()
+        let http = hotel_common::tls::internal::reqwest_client()
             // Generous: `stop` waits for a drain and `start` for readiness.
             .timeout(Duration::from_secs(120))
             .no_proxy()

@@ -634,7 +634,7 @@ pub struct Plan {
 
 /// Runs the load described by `plan` and returns its summary.
 pub async fn execute(plan: Plan) -> Result<Summary, BoxError> {
-    let http = reqwest::Client::builder()
+    let http = hotel_common::tls::internal::reqwest_client()
         .timeout(plan.timeout)
         .connect_timeout(plan.timeout.min(Duration::from_secs(2)))
         .no_proxy()

@@ -36,7 +36,7 @@ impl JaegerKind {
 
     /// Asks the UI root of `url` (one short request).
     pub async fn probe(url: &str) -> JaegerKind {
-        let Ok(http) = reqwest::Client::builder()
+        let Ok(http) = hotel_common::tls::internal::reqwest_client()
             .timeout(std::time::Duration::from_secs(1))
             .no_proxy()
             .build()

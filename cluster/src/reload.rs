@@ -14,7 +14,7 @@ pub async fn run(data_dir: &Path, json: bool) -> Result<ExitCode, BoxError> {
         .admin_url
         .as_deref()
         .ok_or("the cluster has no gateway admin URL yet (is the gateway running?)")?;
-    let http = reqwest::Client::builder()
+    let http = hotel_common::tls::internal::reqwest_client()
         .timeout(Duration::from_secs(10))
         .no_proxy()
         .build()?;

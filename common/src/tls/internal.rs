@@ -291,18 +291,15 @@ pub fn base_url(addr: impl std::fmt::Display) -> String {
     format!("{}://{addr}", scheme())
 }
 
-/// A client builder for internal calls: with mutual TLS on, it presents the process's
-/// certificate and trusts only the cluster's CA.
+/// The builder of every HTTP client the binary makes (internal calls, the operators'
+/// tools): with mutual TLS on, it presents the process's certificate and trusts only the
+/// cluster's CA; without, `https://` peers are refused. Either way its TLS configuration
+/// is ours (the ring provider, no platform verifier): reqwest's own default would look
+/// for the system's roots, which a `FROM scratch` image does not have, and fail to build.
 pub fn reqwest_client() -> reqwest::ClientBuilder {
-    let builder = reqwest::Client::builder();
-    match installed() {
-        Some(id) => {
-            let mut config = (*id.client).clone();
-            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-            builder.use_preconfigured_tls(config)
-        }
-        None => builder,
-    }
+    let mut config = (*client_config_or_refusing()).clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    reqwest::Client::builder().use_preconfigured_tls(config)
 }
 
 /// The client configuration of the process's identity, when mutual TLS is on.
