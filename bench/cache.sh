@@ -253,12 +253,7 @@ done
 	awk -F'\t' -v order="${TARGETS[*]}" '
 		NR == 1 { next }
 		{ n[$2]++; k = $2 SUBSEP n[$2]; rps[k] = $3; p50[k] = $4; p99[k] = $5; p999[k] = $6; cpu[k] = $8; err[$2] += $7 }
-		function med(arr, t,    i, j, m, x, tmp) {
-			m = n[t]
-			for (i = 1; i <= m; i++) x[i] = arr[t SUBSEP i]
-			for (i = 2; i <= m; i++) for (j = i; j > 1 && x[j - 1] > x[j]; j--) { tmp = x[j]; x[j] = x[j - 1]; x[j - 1] = tmp }
-			return (m % 2) ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2
-		}
+		'"$AWK_MEDIAN"'
 		END {
 			print "| target | req/s | p50 ms | p99 ms | p99.9 ms | errors | CPU us/req |"
 			print "|---|---:|---:|---:|---:|---:|---:|"

@@ -18,6 +18,15 @@ BENCH_PIDS=()
 BENCH_PIDFILES=()
 WORK=""
 
+# An awk function for the tables: med(arr, t), the median of arr[t SUBSEP 1..n[t]] (the
+# rounds of target t; the program keeps the count in n). Spliced into each program.
+AWK_MEDIAN='function med(arr, t,    i, j, m, x, tmp) {
+	m = n[t]
+	for (i = 1; i <= m; i++) x[i] = arr[t SUBSEP i]
+	for (i = 2; i <= m; i++) for (j = i; j > 1 && x[j - 1] > x[j]; j--) { tmp = x[j]; x[j] = x[j - 1]; x[j - 1] = tmp }
+	return (m % 2) ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2
+}'
+
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() {
 	printf '[bench] error: %s\n' "$*" >&2

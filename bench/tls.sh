@@ -120,11 +120,7 @@ done
 	echo "| target | mode | per second | p50 ms | p99 ms | errors | proxy CPU us/req |"
 	echo "|---|---|---:|---:|---:|---:|---:|"
 	awk -F'\t' 'NR > 1 { k = $2 " " $3; n[k]++; rate[k, n[k]] = $4; p50[k, n[k]] = $5; p99[k, n[k]] = $6; err[k] += $7; cpu[k, n[k]] = $8 }
-		function med(a, k,    i, j, m, x, tmp) {
-			m = n[k]; for (i = 1; i <= m; i++) x[i] = a[k, i]
-			for (i = 2; i <= m; i++) for (j = i; j > 1 && x[j - 1] > x[j]; j--) { tmp = x[j]; x[j] = x[j - 1]; x[j - 1] = tmp }
-			return (m % 2) ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2
-		}
+		'"$AWK_MEDIAN"'
 		END {
 			split("nginx handshakes,hotel handshakes,nginx keep-alive,hotel keep-alive", ks, ",")
 			for (i = 1; i <= 4; i++) { k = ks[i]; split(k, tm, " ")

@@ -525,14 +525,7 @@ async fn up(args: UpArgs) -> Result<ExitCode, BoxError> {
     let internal_tls = if args.internal_tls {
         let files = hotel_common::tls::local_ca::ensure_roles(
             &data_dir.join("tls"),
-            &[
-                "registry",
-                "gateway",
-                "customer",
-                "room",
-                "booking",
-                hotel_common::tls::internal::CONTROL_ROLE,
-            ],
+            &hotel_common::tls::internal::IDENTITIES,
         )?;
         // The supervisor calls the services' /readyz and /admin/fault as `control`.
         let control = &files[hotel_common::tls::internal::CONTROL_ROLE];

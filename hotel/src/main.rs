@@ -46,18 +46,11 @@ struct CertsArgs {
     out: std::path::PathBuf,
 }
 
-/// The roles `hotel certs` issues certificates for.
-const CERT_ROLES: [&str; 6] = [
-    "registry",
-    "gateway",
-    "customer",
-    "room",
-    "booking",
-    hotel_common::tls::internal::CONTROL_ROLE,
-];
-
 fn certs(args: &CertsArgs) -> Result<std::process::ExitCode, BoxError> {
-    let files = hotel_common::tls::local_ca::ensure_roles(&args.out, &CERT_ROLES)?;
+    let files = hotel_common::tls::local_ca::ensure_roles(
+        &args.out,
+        &hotel_common::tls::internal::IDENTITIES,
+    )?;
     for (role, f) in &files {
         if role == hotel_common::tls::internal::CONTROL_ROLE {
             println!(

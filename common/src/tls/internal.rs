@@ -47,6 +47,16 @@ pub const RELOAD_EVERY: Duration = Duration::from_secs(5);
 /// operators, allowed everywhere.
 pub const CONTROL_ROLE: &str = "control";
 
+/// Every identity a cluster has: the five roles, and `control` for the operators.
+pub const IDENTITIES: [&str; 6] = [
+    "registry",
+    "gateway",
+    "customer",
+    "room",
+    "booking",
+    CONTROL_ROLE,
+];
+
 /// `[internal_tls]` as written in a role's TOML.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]

@@ -54,7 +54,7 @@ use crate::{
 };
 use hotel_common::Problem;
 use hotel_upstream::ProxyBody;
-use hotel_upstream::cache::{Entry, Weigh, storable};
+use hotel_upstream::cache::{Coalescer, Entry, Turn, Weigh, storable};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use prometheus_client::{
@@ -65,15 +65,14 @@ use prometheus_client::{
 use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, sync::Cache};
 use serde::{Deserialize, Serialize};
 use std::{
-    collections::HashMap,
     future::Future,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
-use tokio::{sync::watch, time::Instant};
+use tokio::time::Instant;
 
 /// Response header naming what the cache did: `HIT`, `MISS`, `STALE`, `REVALIDATED` or
 /// `BYPASS`.
@@ -246,9 +245,8 @@ pub struct RouteInfo {
 /// The shared HTTP cache of one gateway.
 pub struct HttpCache {
     store: Store,
-    /// Keys with an upstream fetch in flight; a follower waits until the sender (held by
-    /// the leader's [`Leader`] guard) is dropped, then looks in the store again.
-    inflight: Mutex<HashMap<Arc<str>, watch::Receiver<()>>>,
+    /// Keys with an upstream fetch in flight (one request per key at a time).
+    inflight: Coalescer,
     /// Keys whose last answer was not storable, until when: not coalesced.
     passes: Cache<Arc<str>, Instant>,
     max_bytes: u64,
@@ -265,28 +263,6 @@ impl std::fmt::Debug for HttpCache {
             .field("max_bytes", &self.max_bytes)
             .finish_non_exhaustive()
     }
-}
-
-/// Removes its key from the in-flight map when the leader is done (or cancelled), which
-/// wakes the followers.
-struct Leader {
-    cache: Arc<HttpCache>,
-    key: Arc<str>,
-    _done: watch::Sender<()>,
-}
-
-impl Drop for Leader {
-    fn drop(&mut self) {
-        if let Ok(mut m) = self.cache.inflight.lock() {
-            m.remove(&self.key);
-        }
-    }
-}
-
-enum Turn {
-    Served(Arc<Entry>),
-    Wait(watch::Receiver<()>),
-    Lead(Leader),
 }
 
 /// A stored entry as a gateway answer (see [`Entry::respond`]).
@@ -346,7 +322,7 @@ impl HttpCache {
         let max_entry_bytes = settings.max_entry_bytes.min(store.shard_capacity() / 2);
         Some(Arc::new(HttpCache {
             store,
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Coalescer::default(),
             passes: Cache::new(16 * 1024),
             max_bytes: settings.max_bytes,
             max_entry_bytes,
@@ -483,32 +459,11 @@ impl HttpCache {
         self.store.get(key).filter(|e| e.matches(req))
     }
 
-    /// Under the in-flight lock: a usable entry, a fetch to wait for, or the lead.
-    fn turn(self: &Arc<Self>, key: &Arc<str>, req: &HeaderMap, req_cc: &CacheControl) -> Turn {
-        let Ok(mut inflight) = self.inflight.lock() else {
-            let (tx, _) = watch::channel(());
-            return Turn::Lead(Leader {
-                cache: self.clone(),
-                key: key.clone(),
-                _done: tx,
-            });
-        };
-        // Looked up under the lock: a leader stores before it leaves the map, so a key
-        // absent from the map here has its answer in the store already.
-        if let Some(e) = self.lookup(key, req)
-            && e.usable(req_cc, Instant::now())
-        {
-            return Turn::Served(e);
-        }
-        if let Some(rx) = inflight.get(key) {
-            return Turn::Wait(rx.clone());
-        }
-        let (tx, rx) = watch::channel(());
-        inflight.insert(key.clone(), rx);
-        Turn::Lead(Leader {
-            cache: self.clone(),
-            key: key.clone(),
-            _done: tx,
+    /// A usable entry, a fetch to wait for, or the lead (see [`Coalescer::turn`]).
+    fn turn(&self, key: &Arc<str>, req: &HeaderMap, req_cc: &CacheControl) -> Turn {
+        self.inflight.turn(key, || {
+            self.lookup(key, req)
+                .filter(|e| e.usable(req_cc, Instant::now()))
         })
     }
 

@@ -12,6 +12,7 @@
 //! key is the service and the path.
 
 use super::{
+    coalesce::{Coalescer, Turn},
     directives::{CacheControl, storable},
     entry::{Entry, Outcome, Weigh},
 };
@@ -25,12 +26,8 @@ use prometheus_client::{
     registry::Registry,
 };
 use quick_cache::{DefaultHashBuilder, OptionsBuilder, sync::Cache};
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
-use tokio::{sync::watch, time::Instant};
+use std::{sync::Arc, time::Duration};
+use tokio::time::Instant;
 
 /// How long a key whose answer could not be stored skips request coalescing.
 const PASS_FOR: Duration = Duration::from_secs(60);
@@ -94,9 +91,8 @@ type Store = Cache<Arc<str>, Arc<Entry>, Weigh>;
 /// The store one process's [`CachedClient`]s share, bounded in bytes.
 pub struct PeerCache {
     store: Store,
-    /// Keys with a peer request in flight; followers wait until the leader's sender
-    /// (held by its [`Leader`] guard) is dropped, then look in the store again.
-    inflight: Mutex<HashMap<Arc<str>, watch::Receiver<()>>>,
+    /// Keys with a peer request in flight (one request per key at a time).
+    inflight: Coalescer,
     /// Keys whose last answer was not storable, until when: not coalesced.
     passes: Cache<Arc<str>, Instant>,
     max_entry_bytes: u64,
@@ -133,7 +129,7 @@ impl PeerCache {
         Some(Arc::new(PeerCache {
             max_entry_bytes: (max_bytes / 8).min(store.shard_capacity() / 2),
             store,
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Coalescer::default(),
             passes: Cache::new(4096),
             metrics,
         }))
@@ -158,54 +154,13 @@ impl PeerCache {
         }
     }
 
-    /// Under the in-flight lock: a usable entry, a fetch to wait for, or the lead.
-    fn turn(self: &Arc<Self>, key: &Arc<str>, req: &HeaderMap) -> Turn {
-        let lead = |cache: &Arc<Self>, tx| {
-            Turn::Lead(Leader {
-                cache: cache.clone(),
-                key: key.clone(),
-                _done: tx,
-            })
-        };
-        let Ok(mut inflight) = self.inflight.lock() else {
-            return lead(self, watch::channel(()).0);
-        };
-        // A leader stores before it leaves the map, so a key absent from the map has its
-        // answer in the store already.
-        if let Some(e) = self.lookup(key, req)
-            && e.usable(&CacheControl::default(), Instant::now())
-        {
-            return Turn::Served(e);
-        }
-        if let Some(rx) = inflight.get(key) {
-            return Turn::Wait(rx.clone());
-        }
-        let (tx, rx) = watch::channel(());
-        inflight.insert(key.clone(), rx);
-        lead(self, tx)
+    /// A usable entry, a fetch to wait for, or the lead (see [`Coalescer::turn`]).
+    fn turn(&self, key: &Arc<str>, req: &HeaderMap) -> Turn {
+        self.inflight.turn(key, || {
+            self.lookup(key, req)
+                .filter(|e| e.usable(&CacheControl::default(), Instant::now()))
+        })
     }
-}
-
-/// Removes its key from the in-flight map when the leader is done (or cancelled), which
-/// wakes the followers.
-struct Leader {
-    cache: Arc<PeerCache>,
-    key: Arc<str>,
-    _done: watch::Sender<()>,
-}
-
-impl Drop for Leader {
-    fn drop(&mut self) {
-        if let Ok(mut m) = self.cache.inflight.lock() {
-            m.remove(&self.key);
-        }
-    }
-}
-
-enum Turn {
-    Served(Arc<Entry>),
-    Wait(watch::Receiver<()>),
-    Lead(Leader),
 }
 
 /// An [`UpstreamClient`] whose GETs go through a [`PeerCache`] (or straight through when

@@ -10,9 +10,11 @@
 //!   [`PeerCache`] store and metrics.
 
 pub mod client;
+pub mod coalesce;
 pub mod directives;
 pub mod entry;
 
 pub use client::{CachedClient, PeerCache, PeerCacheMetrics, PeerLabels};
+pub use coalesce::{Coalescer, Turn};
 pub use directives::{CacheControl, none_match, storable, vary_names, vary_values};
 pub use entry::{Entry, Outcome, Weigh};
