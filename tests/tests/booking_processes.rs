@@ -413,24 +413,17 @@ async fn booking_discovers_its_peers_in_the_registry_and_a_killed_room_replica_c
     )?;
     wait_all_ready(&client, &[&registry, &customer, &room_1, &room_2, &booking]).await?;
     let (customer_id, room_id) = seed(&client, &customer.url(), &room_1.url()).await?;
+    let booking_url = booking.url();
     let book = |n: u32| {
-        let (client, url) = (client.clone(), format!("{}/bookings", booking.url()));
-        let body = json!({
-            "customer_id": customer_id, "room_id": room_id,
-            "check_in": day(200 + i64::from(n)), "check_out": day(201 + i64::from(n)),
-            "guests": 1,
-        });
-        async move {
-            let res = client
-                .post(url)
-                .header("Idempotency-Key", format!("discovery-{n}"))
-                .json(&body)
-                .send()
-                .await?;
-            let status = res.status().as_u16();
-            let body: Value = res.json().await.unwrap_or(Value::Null);
-            anyhow::Ok((status, body))
-        }
+        let key = format!("discovery-{n}");
+        book_night(
+            &client,
+            &booking_url,
+            &customer_id,
+            &room_id,
+            200 + i64::from(n),
+            key,
+        )
     };
     // Discovery takes a moment after the instances register: the first booking waits for
     // it (same key each try, so it books once).
@@ -539,28 +532,23 @@ async fn repeated_bookings_read_the_room_once_then_revalidate_it_with_its_etag()
     )?;
     wait_all_ready(&client, &[&registry, &customer, &room, &booking]).await?;
     let (customer_id, room_id) = seed(&client, &customer.url(), &room.url()).await?;
+    let booking_url = booking.url();
     let book = |n: u32| {
-        let (client, url) = (client.clone(), format!("{}/bookings", booking.url()));
-        let body = json!({
-            "customer_id": customer_id, "room_id": room_id,
-            "check_in": day(300 + i64::from(n)), "check_out": day(301 + i64::from(n)),
-            "guests": 1,
-        });
-        async move {
-            let res = client
-                .post(url)
-                .header("Idempotency-Key", format!("peer-cache-{n}"))
-                .json(&body)
-                .send()
-                .await?;
-            anyhow::Ok(res.status().as_u16())
-        }
+        let key = format!("peer-cache-{n}");
+        book_night(
+            &client,
+            &booking_url,
+            &customer_id,
+            &room_id,
+            300 + i64::from(n),
+            key,
+        )
     };
     // Discovery takes a moment after the instances register (same key each try).
     hotel_tests::eventually(
         Duration::from_secs(30),
         "booking to reach customer and room",
-        || async { matches!(book(1).await, Ok(201)).then_some(()) },
+        || async { matches!(book(1).await, Ok((201, _))).then_some(()) },
     )
     .await?;
     // Counted from here: a first attempt that failed while discovery was still filling
@@ -584,7 +572,7 @@ async fn repeated_bookings_read_the_room_once_then_revalidate_it_with_its_etag()
         metrics_of(&client, &booking).await?,
     );
     for n in 2..=BOOKINGS + 1 {
-        ensure!(book(n).await? == 201, "booking {n} failed");
+        ensure!(book(n).await?.0 == 201, "booking {n} failed");
     }
     let (room_after, booking_after) = (
         metrics_of(&client, &room).await?,
@@ -619,4 +607,28 @@ async fn repeated_bookings_read_the_room_once_then_revalidate_it_with_its_etag()
         "the outcome is logged at debug"
     );
     Ok(())
+}
+
+/// `POST BOOKING/bookings` of one night `offset` days from today of `room` for `customer`,
+/// under the Idempotency-Key `key`: its status and body.
+async fn book_night(
+    client: &reqwest::Client,
+    booking: &str,
+    customer: &Value,
+    room: &Value,
+    offset: i64,
+    key: String,
+) -> anyhow::Result<(u16, Value)> {
+    let body = json!({
+        "customer_id": customer, "room_id": room,
+        "check_in": day(offset), "check_out": day(offset + 1), "guests": 1,
+    });
+    let res = client
+        .post(format!("{booking}/bookings"))
+        .header("Idempotency-Key", key)
+        .json(&body)
+        .send()
+        .await?;
+    let status = res.status().as_u16();
+    Ok((status, res.json().await.unwrap_or(Value::Null)))
 }
