@@ -109,7 +109,6 @@ pub async fn serve_internal(
     let Some(identity) = internal::installed() else {
         return serve(listener, router, shutdown, grace).await;
     };
-    identity.watch();
     let router = router.layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| authorize(role, req, next),
     ));

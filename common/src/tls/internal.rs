@@ -278,11 +278,14 @@ pub fn installed() -> Option<&'static Identity> {
     INSTALLED.get()
 }
 
-/// Loads and installs `role`'s identity from `settings` when enabled.
+/// Loads and installs `role`'s identity from `settings` when enabled, and reads its
+/// certificate files again every [`RELOAD_EVERY`] for as long as the runtime runs (the
+/// served certificate and the one its clients present are the same). Call from inside
+/// the process's runtime.
 pub fn install_from(settings: &InternalTlsSettings, role: &str) -> Result<(), String> {
     if let Some(id) = settings.load(role)? {
         tracing::info!(role, "internal_tls: mutual TLS with the other components");
-        install(id);
+        install(id).watch();
     }
     Ok(())
 }
