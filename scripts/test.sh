@@ -30,17 +30,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 jaeger_pid_we_started=""
-postgres_we_started=""
-nats_we_started=""
+servers_we_started=()
 cleanup() {
-    if [ -n "$nats_we_started" ]; then
-        ./scripts/nats.sh stop || true
-    fi
+    local script
+    for script in "${servers_we_started[@]}"; do
+        "$script" stop || true
+    done
     if [ -n "$jaeger_pid_we_started" ]; then
         ./scripts/jaeger.sh stop || true
-    fi
-    if [ -n "$postgres_we_started" ]; then
-        ./scripts/postgres.sh stop || true
     fi
 }
 trap cleanup EXIT
@@ -75,30 +72,34 @@ if [ -n "$jaeger_ready" ]; then
     export HOTEL_TEST_OTLP_ENDPOINT="http://127.0.0.1:${JAEGER_OTLP_GRPC_PORT:-4317}"
 fi
 
-if [ -n "${HOTEL_TEST_POSTGRES_URL:-}" ]; then
-    echo "test.sh: using the PostgreSQL at HOTEL_TEST_POSTGRES_URL" >&2
-elif ./scripts/postgres.sh install; then
-    if ./scripts/postgres.sh status | grep -q '^running'; then
-        HOTEL_TEST_POSTGRES_URL="$(./scripts/postgres.sh url)"
-    elif HOTEL_TEST_POSTGRES_URL="$(./scripts/postgres.sh start)"; then
-        postgres_we_started=yes
-    else
-        HOTEL_TEST_POSTGRES_URL=""
+# A private server the tests use, through scripts/SCRIPT.sh (install|status|url|start):
+# with VAR already set, that one; else installed, reused when running, or started (then
+# stopped at exit). Exports VAR; without one, says which tests are skipped, and fails in CI.
+#   private_server NAME SCRIPT VAR
+private_server() {
+    local name=$1 script=./scripts/$2.sh var=$3 url="" why="it did not start"
+    if [ -n "${!var:-}" ]; then
+        echo "test.sh: using the $name at $var" >&2
+        return
     fi
-    if [ -n "$HOTEL_TEST_POSTGRES_URL" ]; then
-        export HOTEL_TEST_POSTGRES_URL
+    if ! "$script" install; then
+        why="it could not be installed"
+    elif "$script" status | grep -q '^running'; then
+        url="$("$script" url)"
+    elif url="$("$script" start)"; then
+        servers_we_started+=("$script")
+    fi
+    if [ -n "$url" ]; then
+        export "$var=$url"
     elif [ "${CI:-}" = "true" ]; then
-        echo "test.sh: PostgreSQL is required in CI: it did not start" >&2
+        echo "test.sh: $name is required in CI: $why" >&2
         exit 1
     else
-        echo "test.sh: running without PostgreSQL (it did not start); its tests will be skipped" >&2
+        echo "test.sh: running without $name ($why); its tests will be skipped" >&2
     fi
-elif [ "${CI:-}" = "true" ]; then
-    echo "test.sh: PostgreSQL is required in CI: it could not be installed" >&2
-    exit 1
-else
-    echo "test.sh: running without PostgreSQL (it could not be installed); its tests will be skipped" >&2
-fi
+}
+
+private_server PostgreSQL postgres HOTEL_TEST_POSTGRES_URL
 
 if [ -n "${HOTEL_TEST_CHROMIUM:-}" ]; then
     echo "test.sh: using the Chromium at HOTEL_TEST_CHROMIUM" >&2
@@ -111,30 +112,7 @@ else
     echo "test.sh: running without Chromium (it could not be installed); the dashboard's browser test will be skipped" >&2
 fi
 
-if [ -n "${HOTEL_TEST_NATS_URL:-}" ]; then
-    echo "test.sh: using the NATS server at HOTEL_TEST_NATS_URL" >&2
-elif ./scripts/nats.sh install; then
-    if ./scripts/nats.sh status | grep -q '^running'; then
-        HOTEL_TEST_NATS_URL="$(./scripts/nats.sh url)"
-    elif HOTEL_TEST_NATS_URL="$(./scripts/nats.sh start)"; then
-        nats_we_started=yes
-    else
-        HOTEL_TEST_NATS_URL=""
-    fi
-    if [ -n "$HOTEL_TEST_NATS_URL" ]; then
-        export HOTEL_TEST_NATS_URL
-    elif [ "${CI:-}" = "true" ]; then
-        echo "test.sh: NATS is required in CI: nats-server did not start" >&2
-        exit 1
-    else
-        echo "test.sh: running without NATS (nats-server did not start); its tests will be skipped" >&2
-    fi
-elif [ "${CI:-}" = "true" ]; then
-    echo "test.sh: NATS is required in CI: nats-server could not be installed" >&2
-    exit 1
-else
-    echo "test.sh: running without NATS (nats-server could not be installed); its tests will be skipped" >&2
-fi
+private_server NATS nats HOTEL_TEST_NATS_URL
 
 # --no-fail-fast: one run shows every failing test, not only the first failing binary.
 cargo test --workspace --no-fail-fast "$@"
