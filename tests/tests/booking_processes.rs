@@ -394,14 +394,7 @@ async fn booking_discovers_its_peers_in_the_registry_and_a_killed_room_replica_c
 -> Result<()> {
     let client = client()?;
     let dir = TempDir::new("hotel-booking-discovery");
-    let registry = spawn_role(&dir, "registry", "registry", &[])?;
-    let url = registry.url();
-    let customer = spawn_role(
-        &dir,
-        "customer",
-        "customer-1",
-        &[("HOTEL_CUSTOMER__REGISTRY__URL", &url)],
-    )?;
+    let (registry, url, customer) = registry_and_customer(&dir)?;
     let room_env = [("HOTEL_ROOM__REGISTRY__URL", url.as_str())];
     let mut room_1 = spawn_role(&dir, "room", "room-1", &room_env)?;
     let room_2 = spawn_role(&dir, "room", "room-2", &room_env)?;
@@ -504,14 +497,7 @@ async fn repeated_bookings_read_the_room_once_then_revalidate_it_with_its_etag()
     const BOOKINGS: u32 = 6;
     let client = client()?;
     let dir = TempDir::new("hotel-booking-peer-cache");
-    let registry = spawn_role(&dir, "registry", "registry", &[])?;
-    let url = registry.url();
-    let customer = spawn_role(
-        &dir,
-        "customer",
-        "customer-1",
-        &[("HOTEL_CUSTOMER__REGISTRY__URL", &url)],
-    )?;
+    let (registry, url, customer) = registry_and_customer(&dir)?;
     let room = spawn_role(
         &dir,
         "room",
@@ -631,4 +617,18 @@ async fn book_night(
         .await?;
     let status = res.status().as_u16();
     Ok((status, res.json().await.unwrap_or(Value::Null)))
+}
+
+/// A registry and one customer replica registered with it: the registry, its URL, the
+/// customer.
+fn registry_and_customer(dir: &TempDir) -> Result<(Proc, String, Proc)> {
+    let registry = spawn_role(dir, "registry", "registry", &[])?;
+    let url = registry.url();
+    let customer = spawn_role(
+        dir,
+        "customer",
+        "customer-1",
+        &[("HOTEL_CUSTOMER__REGISTRY__URL", &url)],
+    )?;
+    Ok((registry, url, customer))
 }
