@@ -31,7 +31,7 @@ use opentelemetry::{
     propagation::TextMapPropagator,
     trace::{SpanContext, SpanId, Status, TraceContextExt, TraceId},
 };
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use std::{sync::OnceLock, time::Duration};
 use tracing::{Dispatch, Span, dispatcher::WeakDispatch};
@@ -321,7 +321,25 @@ pub fn span_context_of(span: &Span) -> Option<SpanContext> {
 
 /// The W3C trace id (32 lowercase hex digits) of `span`.
 pub fn trace_id_of(span: &Span) -> Option<String> {
-    span_context_of(span).map(|sc| sc.trace_id().to_string())
+    span_context_of(span).map(|sc| hex_id(&sc.trace_id().to_bytes()))
+}
+
+/// `bytes` as lowercase hex digits, as W3C ids are written. By table: `{:032x}` on a
+/// `u128` goes digit by digit through the formatter, and this runs for every request.
+pub fn hex_id(bytes: &[u8]) -> String {
+    let mut out = vec![0; bytes.len() * 2];
+    write_hex(bytes, &mut out);
+    // Only ASCII digits were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Writes `bytes` as lowercase hex into `out` (twice as long).
+fn write_hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (b, o) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        o[0] = DIGITS[usize::from(b >> 4)];
+        o[1] = DIGITS[usize::from(b & 0xf)];
+    }
 }
 
 /// The W3C trace id of the current span (whether or not the trace is sampled: an
@@ -366,20 +384,15 @@ pub fn inject_span(span: &Span, headers: &mut http::HeaderMap) {
 /// them, but formatted in place under static header names: the propagator allocates the
 /// names, a `String` and a `Context` for every outgoing request.
 fn inject_context(sc: &SpanContext, headers: &mut http::HeaderMap) {
-    use std::io::Write;
     if !sc.is_valid() {
         return;
     }
     // "00-" + 32 + "-" + 16 + "-" + 2 = 55 bytes.
-    let mut buf = [0u8; 55];
-    let mut w = &mut buf[..];
+    let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
     let flags = (sc.trace_flags() & opentelemetry::trace::TraceFlags::SAMPLED).to_u8();
-    if write!(w, "00-{}-{}-{flags:02x}", sc.trace_id(), sc.span_id()).is_err() || !w.is_empty() {
-        // Cannot happen with valid ids; the propagator is the reference.
-        let cx = Context::new().with_remote_span_context(sc.clone());
-        TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
-        return;
-    }
+    write_hex(&sc.trace_id().to_bytes(), &mut buf[3..35]);
+    write_hex(&sc.span_id().to_bytes(), &mut buf[36..52]);
+    write_hex(&[flags], &mut buf[53..55]);
     if let Ok(v) = http::HeaderValue::from_bytes(&buf) {
         headers.insert(http::HeaderName::from_static(TRACEPARENT), v);
     }
@@ -578,6 +591,7 @@ mod tests {
     #[test]
     fn injected_headers_are_byte_for_byte_what_the_w3c_propagator_writes() {
         use opentelemetry::trace::{TraceFlags, TraceState};
+        use opentelemetry_http::HeaderInjector;
         for (flags, state) in [
             (TraceFlags::SAMPLED, TraceState::NONE),
             (TraceFlags::default(), TraceState::NONE),

@@ -195,7 +195,7 @@ pub struct RequestContext<S> {
 }
 
 fn new_trace_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    hotel_common::telemetry::hex_id(&rand::random::<[u8; 16]>())
 }
 
 /// The client's request id when well formed, else a new UUID v4 drawn from the
@@ -294,13 +294,16 @@ where
                 hotel_common::telemetry::record_error(&span, format!("HTTP {status}"));
             }
             let route = route.unwrap_or_else(|| gw.unrouted.clone());
-            gw.metrics
-                .requests
-                .get_or_create(&RequestLabels {
-                    route: route.clone(),
-                    method: method_label(&method),
-                    status: status.as_u16(),
-                })
+            let m = &gw.metrics;
+            m.request_series
+                .get(
+                    &RequestLabels {
+                        route: route.clone(),
+                        method: method_label(&method),
+                        status: status.as_u16(),
+                    },
+                    |l| m.requests.get_or_create_owned(l),
+                )
                 .inc();
             let took = start.elapsed();
             gw.metrics.recent.offer(
@@ -314,9 +317,10 @@ where
                 status.as_u16(),
                 took,
             );
-            gw.metrics
-                .duration
-                .get_or_create(&RouteLabels { route })
+            m.duration_series
+                .get(&RouteLabels { route }, |l| {
+                    m.duration.get_or_create_owned(l)
+                })
                 .observe(took.as_secs_f64());
             let h = res.headers_mut();
             if let Some(v) = rid_value {

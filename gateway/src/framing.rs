@@ -81,30 +81,31 @@ enum Head {
 }
 
 fn parse_head(head: &[u8]) -> Head {
-    let text = String::from_utf8_lossy(head);
-    let mut lines = text.split('\n').map(|l| l.trim_end_matches('\r'));
-    let request_line = lines.next().unwrap_or("");
-    if request_line.starts_with("PRI ") || request_line.starts_with("CONNECT ") {
+    // On the bytes: no copy, no lowercased names (this runs for every request).
+    let mut lines = head
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let request_line = lines.next().unwrap_or_default();
+    if request_line.starts_with(b"PRI ") || request_line.starts_with(b"CONNECT ") {
         return Head::Stop;
     }
     let (mut cl, mut te, mut len, mut chunked, mut upgrade) = (0, 0, None, false, false);
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
             continue;
         };
-        let name = name.trim().to_ascii_lowercase();
-        let value = value.trim();
-        match name.as_str() {
-            "content-length" => {
-                cl += 1;
-                len = value.parse::<u64>().ok();
-            }
-            "transfer-encoding" => {
-                te += 1;
-                chunked = value.eq_ignore_ascii_case("chunked");
-            }
-            "upgrade" => upgrade = true,
-            _ => {}
+        let name = line[..colon].trim_ascii();
+        let value = line[colon + 1..].trim_ascii();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            cl += 1;
+            len = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te += 1;
+            chunked = value.eq_ignore_ascii_case(b"chunked");
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = true;
         }
     }
     if (cl > 0 && te > 0) || cl > 1 || te > 1 {
@@ -195,9 +196,16 @@ impl Inspector {
                         }
                         return None;
                     };
-                    buf.extend_from_slice(&bytes[..end]);
+                    // A head that arrived in one read (nearly all) is parsed where it
+                    // lies; only one split across reads was collected.
+                    let head = if buf.is_empty() {
+                        parse_head(&bytes[..end])
+                    } else {
+                        buf.extend_from_slice(&bytes[..end]);
+                        parse_head(buf)
+                    };
                     bytes = &bytes[end..];
-                    self.state = match parse_head(buf) {
+                    self.state = match head {
                         Head::Ambiguous => {
                             self.flag.raise();
                             State::Done

@@ -196,15 +196,7 @@ impl Hygiene {
         pre: Option<&PeerHeaders>,
     ) {
         if let Some(pre) = pre {
-            for name in [
-                "x-forwarded-for",
-                "x-forwarded-proto",
-                "x-forwarded-host",
-                "x-real-ip",
-                "forwarded",
-            ] {
-                headers.remove(name);
-            }
+            remove_present(headers, &FORWARDING);
             // `HeaderName`s, not `&str`s: a non-standard name given as `&str` is copied
             // into a new allocation on every insert.
             headers.insert(HeaderName::from_static("x-forwarded-for"), pre.xff.clone());
@@ -261,15 +253,10 @@ impl Hygiene {
 
     /// Marks credentials sensitive so no `Debug` print of the headers shows them.
     pub fn mark_sensitive(&self, headers: &mut HeaderMap) {
-        for name in &self.sensitive {
-            // `entry` may grow the map; look first so absent names cost a lookup only.
-            if !headers.contains_key(name) {
-                continue;
-            }
-            if let http::header::Entry::Occupied(mut e) = headers.entry(name) {
-                for v in e.iter_mut() {
-                    v.set_sensitive(true);
-                }
+        // One pass over the values (a handful) rather than a hashed lookup per name.
+        for (k, v) in headers.iter_mut() {
+            if self.sensitive.contains(k) {
+                v.set_sensitive(true);
             }
         }
     }
@@ -277,9 +264,7 @@ impl Hygiene {
     /// Removes upstream-identifying headers from a response.
     pub fn clean_response(&self, headers: &mut HeaderMap) {
         remove_connection_listed(headers);
-        for name in &self.strip_exact {
-            headers.remove(name);
-        }
+        remove_present(headers, &self.strip_exact);
         if !self.strip_prefix.is_empty() {
             let doomed: Vec<HeaderName> = headers
                 .keys()
@@ -331,14 +316,48 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// names. Applied to the request sent upstream and to the response sent back.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     remove_connection_listed(h);
-    for name in HOP_BY_HOP.iter() {
-        h.remove(name);
+    remove_present(h, &HOP_BY_HOP);
+}
+
+/// The forwarding headers a client may not set for itself.
+const FORWARDING: [HeaderName; 5] = [
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-real-ip"),
+    header::FORWARDED,
+];
+
+/// Removes the headers of `names` that `h` holds. One pass over the names `h` holds (a
+/// handful on most messages, and usually none of `names`) instead of a hashed lookup
+/// per name: on the proxy path every request and response goes through several lists.
+pub fn remove_present(h: &mut HeaderMap, names: &[HeaderName]) {
+    if h.is_empty() || names.is_empty() {
+        return;
+    }
+    // Bit i: `names[i]` is present. Lists longer than 64 take the plain way past it.
+    let mut present = 0u64;
+    for k in h.keys() {
+        if let Some(i) = names.iter().take(64).position(|n| n == k) {
+            present |= 1 << i;
+        }
+    }
+    for (i, n) in names.iter().enumerate().take(64) {
+        if present & (1 << i) != 0 {
+            h.remove(n);
+        }
+    }
+    for n in names.iter().skip(64) {
+        h.remove(n);
     }
 }
 
 /// Removes every header named by a `Connection` header (and `Connection` itself): they
 /// describe this hop only.
 pub fn remove_connection_listed(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::CONNECTION) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -380,6 +399,26 @@ impl std::fmt::Display for Redacted<'_> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remove_present_removes_every_value_of_the_listed_names_and_nothing_else() {
+        let mut h = HeaderMap::new();
+        h.append(header::TE, HeaderValue::from_static("trailers"));
+        h.append("keep-alive", HeaderValue::from_static("a"));
+        h.append("keep-alive", HeaderValue::from_static("b"));
+        h.append(header::ACCEPT, HeaderValue::from_static("*/*"));
+        remove_present(&mut h, &HOP_BY_HOP);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::ACCEPT));
+        // Past 64 names the rest are still removed.
+        let many: Vec<HeaderName> = (0..70)
+            .map(|i| HeaderName::try_from(format!("x-n{i}")).unwrap())
+            .collect();
+        h.insert(many[3].clone(), HeaderValue::from_static("1"));
+        h.insert(many[66].clone(), HeaderValue::from_static("1"));
+        remove_present(&mut h, &many);
+        assert_eq!(h.len(), 1);
+    }
 
     fn hygiene(trusted: &[&str]) -> Hygiene {
         Hygiene::from_settings(&HeaderSettings {

@@ -127,6 +127,51 @@ pub struct Metrics {
     /// The slowest and the failed recent requests with their trace ids
     /// (`/admin/recent`); not a Prometheus family.
     pub recent: crate::recent::RecentRequests,
+    /// `requests` and `duration` series as resolved on the request path.
+    pub(crate) request_series: Resolved<RequestLabels, Counter>,
+    pub(crate) duration_series: Resolved<RouteLabels, Histogram>,
+}
+
+/// Series of one family, resolved once per label set and kept: a read lock and a short
+/// scan on the request path instead of `Family::get_or_create`, which hashes the labels
+/// (SipHash over the route string) under the family's lock on every call. For families
+/// whose series are never removed; past `MAX` label sets it resolves every time.
+pub(crate) struct Resolved<K, M> {
+    seen: std::sync::RwLock<Vec<(K, M)>>,
+}
+
+impl<K, M> Default for Resolved<K, M> {
+    fn default() -> Self {
+        Resolved {
+            seen: std::sync::RwLock::new(Vec::new()),
+        }
+    }
+}
+
+impl<K, M> std::fmt::Debug for Resolved<K, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolved")
+    }
+}
+
+impl<K: PartialEq + Clone, M: Clone> Resolved<K, M> {
+    const MAX: usize = 64;
+
+    /// The series of `key`, from `resolve` the first time.
+    pub(crate) fn get(&self, key: &K, resolve: impl FnOnce(&K) -> M) -> M {
+        {
+            let seen = self.seen.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, m)) = seen.iter().find(|(k, _)| k == key) {
+                return m.clone();
+            }
+        }
+        let m = resolve(key);
+        let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
+        if seen.len() < Self::MAX && !seen.iter().any(|(k, _)| k == key) {
+            seen.push((key.clone(), m.clone()));
+        }
+        m
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -195,6 +240,8 @@ impl Metrics {
             edge,
             cache,
             recent: crate::recent::RecentRequests::default(),
+            request_series: Resolved::default(),
+            duration_series: Resolved::default(),
         })
     }
 

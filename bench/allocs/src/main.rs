@@ -170,11 +170,17 @@ fn main() -> Result<(), BoxError> {
     let config = hotel_gateway::Config::try_from(settings)?;
 
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let gateway = std::thread::Builder::new()
         .name("gateway-worker".into())
         .spawn(move || -> Result<(), String> {
             count_this_thread();
+            let _ = tid_tx.send(
+                std::fs::read_link("/proc/thread-self")
+                    .ok()
+                    .map(|t| std::path::Path::new("/proc").join(t)),
+            );
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .on_thread_start(count_this_thread)
@@ -200,18 +206,22 @@ fn main() -> Result<(), BoxError> {
             })
         })?;
     let addr = addr_rx.recv().map_err(|_| "the gateway did not start")?;
+    // `/proc/<pid>/task/<tid>` of the gateway's runtime thread, for its CPU time.
+    let task = tid_rx.recv().ok().flatten();
 
     let senders = peers.block_on(async {
         let senders = connect(addr, args.connections).await?;
         drive(senders, addr, &args.path, args.warmup).await
     })?;
     let (a0, b0) = snapshot();
+    let cpu0 = task.as_deref().and_then(cpu_ns);
     if let Some((n, min)) = args.trace.as_deref().and_then(|t| t.split_once(':')) {
         TRACE_MIN.store(min.parse()?, Ordering::Relaxed);
         TRACE_LEFT.store(n.parse()?, Ordering::Relaxed);
     }
     let senders = peers.block_on(drive(senders, addr, &args.path, args.requests))?;
     let (a1, b1) = snapshot();
+    let cpu1 = task.as_deref().and_then(cpu_ns);
     drop(senders);
     let _ = stop_tx.send(());
     gateway
@@ -231,7 +241,21 @@ fn main() -> Result<(), BoxError> {
         (a1 - a0) as f64 / n,
         (b1 - b0) as f64 / n
     );
+    if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
+        // User and system time of the gateway's thread; the client and the upstreams run on
+        // other threads. Comparable between builds of one profile on a quiet machine.
+        println!(
+            "gateway thread CPU per request: {:.2} us",
+            (c1 - c0) as f64 / n / 1000.0
+        );
+    }
     Ok(())
+}
+
+/// Nanoseconds a thread has run on a CPU, from `/proc/.../task/<tid>/schedstat`.
+fn cpu_ns(task: &std::path::Path) -> Option<u64> {
+    let s = std::fs::read_to_string(task.join("schedstat")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
 }
 
 /// An upstream like the benchmark's nginx: `{"ok":true}` and `X-Upstream: uN` for any

@@ -130,6 +130,8 @@ pub struct CacheLabels {
 pub struct CacheMetrics {
     /// Requests on cache-enabled routes, by route and outcome.
     pub requests: Family<CacheLabels, Counter>,
+    /// `requests` series as resolved on the request path.
+    pub(crate) request_series: crate::metrics::Resolved<CacheLabels, Counter>,
     /// Bytes stored now.
     pub bytes: Gauge,
     /// Entries stored now.
@@ -351,13 +353,15 @@ impl HttpCache {
         res.headers_mut()
             .insert(X_CACHE_NAME, HeaderValue::from_static(outcome.as_str()));
         res.extensions_mut().insert(outcome);
-        self.metrics
-            .cache
-            .requests
-            .get_or_create(&CacheLabels {
-                route: route.label.clone(),
-                outcome: outcome.label(),
-            })
+        let m = &self.metrics.cache;
+        m.request_series
+            .get(
+                &CacheLabels {
+                    route: route.label.clone(),
+                    outcome: outcome.label(),
+                },
+                |l| m.requests.get_or_create_owned(l),
+            )
             .inc();
         let count = match outcome {
             Outcome::Hit => &self.counts.hit,
