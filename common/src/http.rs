@@ -73,7 +73,13 @@ pub fn head_problem<B>(
             limits.max_headers
         )));
     }
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let uri = req.uri();
+    // Origin form (nearly every request) without formatting the URI anew.
+    let target = match (uri.scheme(), uri.authority(), uri.path_and_query()) {
+        (None, None, Some(pq)) => pq.as_str().len(),
+        _ => uri.to_string().len(),
+    };
+    let line = req.method().as_str().len() + target + 12;
     let size = h
         .iter()
         .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4);

@@ -332,8 +332,18 @@ pub struct Deadlines {
     pub body: std::time::Duration,
 }
 
+/// Makes the answer that replaces hyper's own bare 431 (see [`Inspected::refusing`]):
+/// the whole response, head and problem+json body.
+#[derive(Clone)]
+pub struct BareRefusal(pub Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>);
+
+impl std::fmt::Debug for BareRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BareRefusal")
+    }
+}
+
 /// A client connection whose reads pass through an [`Inspector`].
-#[derive(Debug)]
 pub struct Inspected<T> {
     io: T,
     inspector: Inspector,
@@ -343,6 +353,34 @@ pub struct Inspected<T> {
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The phase the deadline was armed for.
     armed: Phase,
+    /// Replaces a bare 431 from hyper, when set.
+    refusal: Option<BareRefusal>,
+    /// The replacement being written, and how much of it is out.
+    pending: Option<(Vec<u8>, usize)>,
+    /// A replacement was made: everything hyper writes after it is dropped (it closes
+    /// the connection after its error answer anyway).
+    swallow: bool,
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Inspected<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inspected")
+            .field("io", &self.io)
+            .field("inspector", &self.inspector)
+            .field("armed", &self.armed)
+            .field("swallow", &self.swallow)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `head` starts hyper's own 431: the answer it writes itself, with no body, for
+/// a head past its header-line or buffer limit. Every 431 of ours carries a
+/// problem+json body, so never `content-length: 0`.
+fn is_bare_431(head: &[u8]) -> bool {
+    (head.starts_with(b"HTTP/1.1 431 ") || head.starts_with(b"HTTP/1.0 431 "))
+        && head
+            .windows(b"\r\ncontent-length: 0\r\n".len())
+            .any(|w| w == b"\r\ncontent-length: 0\r\n")
 }
 
 impl<T> Inspected<T> {
@@ -358,7 +396,54 @@ impl<T> Inspected<T> {
             deadlines,
             deadline: None,
             armed: Phase::Idle,
+            refusal: None,
+            pending: None,
+            swallow: false,
         }
+    }
+
+    /// The same connection, with hyper's own bare 431 (a head past hyper's limits, which
+    /// it answers before any layer of ours sees the request) replaced by what `refusal`
+    /// makes of it. hyper's limits are kept at its inline sizes for speed (no heap
+    /// arrays per request), so this is how a head with more lines than hyper holds still
+    /// gets problem+json.
+    pub fn refusing(mut self, refusal: BareRefusal) -> Self {
+        self.refusal = Some(refusal);
+        self
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Inspected<T> {
+    /// Writes out the pending replacement.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, at)) = &mut self.pending {
+            if *at >= bytes.len() {
+                self.pending = None;
+                break;
+            }
+            let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &bytes[*at..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *at += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// For a write of `len` bytes starting with `head`: `Some` when it is taken over (a
+    /// bare 431 replaced, or anything after one), `None` to pass it through.
+    fn take_over(
+        &mut self,
+        cx: &mut Context<'_>,
+        head: &[u8],
+        len: usize,
+    ) -> Option<Poll<io::Result<usize>>> {
+        if !self.swallow {
+            let refusal = self.refusal.as_ref().filter(|_| is_bare_431(head))?;
+            self.pending = Some(((refusal.0)(head), 0));
+            self.swallow = true;
+        }
+        Some(self.drain(cx).map_ok(|()| len))
     }
 }
 
@@ -418,14 +503,22 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Inspected<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let this = &mut *self;
+        if this.refusal.is_some()
+            && let Some(p) = this.take_over(cx, buf, buf.len())
+        {
+            return p;
+        }
+        Pin::new(&mut this.io).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 
@@ -434,7 +527,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Inspected<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        if this.refusal.is_some() {
+            let head = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
+            let len = bufs.iter().map(|b| b.len()).sum();
+            if let Some(p) = this.take_over(cx, head, len) {
+                return p;
+            }
+        }
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -454,6 +555,44 @@ mod tests {
             let _ = i.feed(c);
         }
         flag.is_raised()
+    }
+
+    #[test]
+    fn only_hypers_own_bodyless_431_is_taken_for_a_bare_refusal() {
+        assert!(is_bare_431(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n"
+        ));
+        assert!(!is_bare_431(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 181\r\n\r\n{}"
+        ));
+        assert!(!is_bare_431(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"));
+    }
+
+    #[tokio::test]
+    async fn a_bare_431_is_replaced_whole_and_what_follows_it_is_dropped() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (a, mut b) = tokio::io::duplex(64);
+        let io = Inspected::new(
+            a,
+            Inspector::new(Flag::default(), 1024, 1024),
+            Deadlines {
+                head: std::time::Duration::from_secs(5),
+                body: std::time::Duration::from_secs(5),
+            },
+        )
+        .refusing(BareRefusal(Arc::new(|_: &[u8]| vec![b'r'; 300])));
+        let writer = tokio::spawn(async move {
+            let mut io = io;
+            io.write_all(b"HTTP/1.1 431 Too Large\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            io.write_all(b"more").await.unwrap();
+            io.shutdown().await.unwrap();
+        });
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(got, vec![b'r'; 300]);
     }
 
     #[test]

@@ -60,6 +60,65 @@ pub(crate) struct Admission {
     /// Open connections, against `max_connections`.
     connections: Arc<InFlight>,
     metrics: Arc<Metrics>,
+    /// Replaces hyper's bare 431 on every connection (see [`hyper_max_headers`]).
+    refusal: framing::BareRefusal,
+}
+
+/// hyper's inline capacity for header lines (`DEFAULT_MAX_HEADERS`): up to it, hyper
+/// parses a head into arrays on the stack; any larger `max_headers` makes it allocate
+/// (and fill) two heap arrays of that many entries for every request.
+const HYPER_INLINE_HEADERS: usize = 100;
+
+/// hyper's header-line limit for our limit `ours`: hyper's inline default while ours
+/// is below it (heads between the two get our 431 from the shield, heads past hyper's
+/// get hyper's, replaced on the wire by [`bare_refusal`]), else headroom above ours.
+fn hyper_max_headers(ours: usize) -> Option<usize> {
+    (ours >= HYPER_INLINE_HEADERS).then(|| ours * HYPER_HEAD_HEADROOM)
+}
+
+/// The answer that replaces hyper's bare 431: problem+json with a request id, as the
+/// shield's own 431, counted and logged like it; the connection closes after it.
+fn bare_refusal(limits: &LimitSettings, metrics: Arc<Metrics>) -> framing::BareRefusal {
+    let detail = format!(
+        "the request has more than {} header fields, or a head larger than {} bytes",
+        limits.max_headers, limits.max_header_bytes
+    );
+    let rejected = metrics
+        .edge
+        .rejections
+        .get_or_create_owned(&crate::metrics::RejectionLabels {
+            reason: "headers_too_large",
+            client: Arc::new("unauthenticated".to_owned()),
+        });
+    framing::BareRefusal(Arc::new(move |hyper_head: &[u8]| {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let mut p = hotel_common::Problem::new(
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            detail.clone(),
+        );
+        p.request_id = Some(request_id.clone());
+        let body = serde_json::to_vec(&p).unwrap_or_default();
+        rejected.inc();
+        tracing::info!(
+            edge.rejection = "headers_too_large",
+            request_id = %request_id,
+            http.response.status_code = 431,
+            "request refused at the edge: head past the parser's limits"
+        );
+        // The version hyper answered in ("HTTP/1.1" or "HTTP/1.0").
+        let version = std::str::from_utf8(&hyper_head[..8]).unwrap_or("HTTP/1.1");
+        let mut out = format!(
+            "{version} 431 Request Header Fields Too Large\r\n\
+             content-type: {}\r\ncontent-length: {}\r\nx-request-id: {request_id}\r\n\
+             connection: close\r\n\r\n",
+            hotel_common::problem::PROBLEM_JSON,
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&body);
+        out
+    }))
 }
 
 /// One open client connection; frees its slot when dropped.
@@ -89,6 +148,7 @@ impl Admission {
             connections: InFlight::new(limits.max_connections),
             limits: limits.clone(),
             hygiene: hygiene.clone(),
+            refusal: bare_refusal(limits, metrics.clone()),
             metrics,
         }
     }
@@ -106,12 +166,14 @@ impl Admission {
             // hyper answers heads past its own limits itself, bare; ours (the shield's,
             // with problem+json) must be met first.
             .max_buf_size(self.limits.max_header_bytes * HYPER_HEAD_HEADROOM)
-            .max_headers(self.limits.max_headers * HYPER_HEAD_HEADROOM)
             // A client may shut down its write side once its request is out (`nc -q`,
             // `shutdown(SHUT_WR)`) and still wait for the answer (RFC 9112 9.6). Without
             // this, hyper reads that EOF while the response is pending, calls the message
             // incomplete and drops the connection unanswered.
             .half_close(true);
+        if let Some(n) = hyper_max_headers(self.limits.max_headers) {
+            b.http1().max_headers(n);
+        }
         b.http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(self.limits.max_h2_streams)
@@ -171,7 +233,8 @@ impl Admission {
                 head: self.limits.header_timeout,
                 body: self.limits.body_timeout,
             },
-        );
+        )
+        .refusing(self.refusal.clone());
         let info = ConnInfo {
             peer,
             flag,
