@@ -529,7 +529,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Inspected<T> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if this.refusal.is_some() {
-            let head = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
+            let head = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
             let len = bufs.iter().map(|b| b.len()).sum();
             if let Some(p) = this.take_over(cx, head, len) {
                 return p;
@@ -565,7 +568,9 @@ mod tests {
         assert!(!is_bare_431(
             b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 181\r\n\r\n{}"
         ));
-        assert!(!is_bare_431(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"));
+        assert!(!is_bare_431(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+        ));
     }
 
     #[tokio::test]

@@ -228,7 +228,15 @@ where
                     let no = a.push(k.clone());
                     req.extensions_mut().insert(AttemptNo(no));
                 }
-                Either::Right(self.cache.call_ready_index(i, req).err_into())
+                // Called where it stands: `pick` has just polled it ready (its breaker
+                // takes a half-open permit in `call`, and the next pick polls it again).
+                // `call_ready_index` would move it to the pending set, a task for
+                // `FuturesUnordered` and an index-map removal and insertion per request,
+                // only for the next poll to move it straight back.
+                match self.cache.get_ready_index_mut(i) {
+                    Some((_, svc)) => Either::Right(svc.call(req).err_into()),
+                    None => Either::Right(self.cache.call_ready_index(i, req).err_into()),
+                }
             }
         }
     }
