@@ -216,7 +216,7 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         use futures::TryFutureExt;
-        let attempts = req.extensions().get::<Arc<Attempts>>().cloned();
+        let attempts = crate::retry::attempts_of(req.extensions()).cloned();
         match self.pick(attempts.as_deref()) {
             None => Either::Left(ready(Err(NoReadyInstance {
                 service: self.service.clone(),

@@ -241,7 +241,13 @@ mod tests {
         let (svc, mut handle) = mock::pair::<Request<ProxyBody>, Res>();
         let svc = tower::Layer::layer(&layer(), svc);
         let mut r = req(http::Method::GET);
-        let replay = Replay::of(&r).unwrap();
+        let replay = Replay::of(
+            &r,
+            &Arc::new(crate::endpoint::Attempts::default()),
+            crate::timeout::TryTimeout(Duration::from_secs(1)),
+            crate::retry::Deadline(tokio::time::Instant::now() + Duration::from_secs(3)),
+        )
+        .unwrap();
         r.extensions_mut().insert(replay);
         let call = tokio::spawn(svc.oneshot(r));
         // The first attempt hangs (a frozen instance); the hedge is refused at once (a

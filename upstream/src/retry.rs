@@ -169,44 +169,38 @@ pub(crate) struct Replay {
 }
 
 impl Replay {
-    /// The replayable copy of `req` (with the extensions an attempt needs), or `None`
-    /// when its body is streamed and so cannot be sent twice.
-    pub(crate) fn of(req: &Request<ProxyBody>) -> Option<Arc<Replay>> {
+    /// The replayable copy of `req` with what its attempts share, or `None` when its
+    /// body is streamed and so cannot be sent twice.
+    pub(crate) fn of(
+        req: &Request<ProxyBody>,
+        attempts: &Arc<Attempts>,
+        try_timeout: TryTimeout,
+        deadline: Deadline,
+    ) -> Option<Arc<Replay>> {
         let ProxyBody::Buffered(body) = req.body() else {
             return None;
         };
-        let ext = req.extensions();
         Some(Arc::new(Replay {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
             headers: req.headers().clone(),
             body: body.clone(),
-            attempts: ext.get::<Arc<Attempts>>().cloned(),
-            try_timeout: ext.get::<TryTimeout>().copied(),
-            deadline: ext.get::<Deadline>().copied(),
+            attempts: Some(attempts.clone()),
+            try_timeout: Some(try_timeout),
+            deadline: Some(deadline),
         }))
     }
 
     /// A new attempt's request: what [`clone_request`] would have copied, carrying this
-    /// replay on for later retries and hedges.
+    /// replay (and with it the attempts, per-try timeout and deadline) on.
     pub(crate) fn request(self: &Arc<Self>) -> Request<ProxyBody> {
         let mut r = Request::new(ProxyBody::Buffered(self.body.clone()));
         *r.method_mut() = self.method.clone();
         *r.uri_mut() = self.uri.clone();
         *r.version_mut() = self.version;
         *r.headers_mut() = self.headers.clone();
-        let out = r.extensions_mut();
-        if let Some(a) = &self.attempts {
-            out.insert(a.clone());
-        }
-        if let Some(t) = self.try_timeout {
-            out.insert(t);
-        }
-        if let Some(d) = self.deadline {
-            out.insert(d);
-        }
-        out.insert(self.clone());
+        r.extensions_mut().insert(self.clone());
         r
     }
 
@@ -220,6 +214,26 @@ impl Replay {
     }
 }
 
+/// The instances `ext`'s request was sent to: its own extension, or its replay's.
+pub(crate) fn attempts_of(ext: &http::Extensions) -> Option<&Arc<Attempts>> {
+    ext.get::<Arc<Attempts>>()
+        .or_else(|| ext.get::<Arc<Replay>>()?.attempts.as_ref())
+}
+
+/// The per-try timeout of `ext`'s request: its own extension, or its replay's.
+pub(crate) fn try_timeout_of(ext: &http::Extensions) -> Option<TryTimeout> {
+    ext.get::<TryTimeout>()
+        .copied()
+        .or_else(|| ext.get::<Arc<Replay>>()?.try_timeout)
+}
+
+/// The deadline of `ext`'s request: its own extension, or its replay's.
+pub(crate) fn deadline_of(ext: &http::Extensions) -> Option<Deadline> {
+    ext.get::<Deadline>()
+        .copied()
+        .or_else(|| ext.get::<Arc<Replay>>()?.deadline)
+}
+
 /// Copies a request for another attempt (same extensions that matter), when its body
 /// is buffered.
 pub(crate) fn clone_request(req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
@@ -231,14 +245,14 @@ pub(crate) fn clone_request(req: &Request<ProxyBody>) -> Option<Request<ProxyBod
     *r.headers_mut() = req.headers().clone();
     let ext = req.extensions();
     let out = r.extensions_mut();
-    if let Some(a) = ext.get::<Arc<Attempts>>() {
+    if let Some(a) = attempts_of(ext) {
         out.insert(a.clone());
     }
-    if let Some(t) = ext.get::<TryTimeout>() {
-        out.insert(*t);
+    if let Some(t) = try_timeout_of(ext) {
+        out.insert(t);
     }
-    if let Some(d) = ext.get::<Deadline>() {
-        out.insert(*d);
+    if let Some(d) = deadline_of(ext) {
+        out.insert(d);
     }
     Some(r)
 }
@@ -282,10 +296,7 @@ impl<RB> tower::retry::Policy<Request<ProxyBody>, Response<RB>, BoxError> for Re
             return None;
         }
         let backoff = self.backoff();
-        let deadline = match replay {
-            Some(r) => r.deadline,
-            None => req.extensions().get::<Deadline>().copied(),
-        };
+        let deadline = deadline_of(req.extensions());
         if let Some(Deadline(d)) = deadline
             && Instant::now() + backoff >= d
         {
@@ -307,9 +318,7 @@ impl<RB> tower::retry::Policy<Request<ProxyBody>, Response<RB>, BoxError> for Re
                 reason,
             })
             .inc();
-        let tried = req
-            .extensions()
-            .get::<Arc<Attempts>>()
+        let tried = attempts_of(req.extensions())
             .map(|a| a.tried())
             .unwrap_or_default();
         tracing::info!(

@@ -462,16 +462,25 @@ impl RouteUpstream {
         use tower::retry::budget::Budget;
         let p = &self.shared.policy;
         self.shared.budget.deposit();
+        let attempts = Arc::new(Attempts::default());
+        let try_timeout = TryTimeout(p.per_try_timeout);
+        let deadline = Deadline(tokio::time::Instant::now() + p.deadline);
+        // One copy for every retry and hedge this request may need. It carries the
+        // attempts, per-try timeout and deadline too, so it is the request's one
+        // extension (each extension is a boxed map entry; see `retry::attempts_of`).
+        let replay = (p.retries > 0 || p.hedge.is_some())
+            .then(|| Replay::of(&req, &attempts, try_timeout, deadline))
+            .flatten();
         let ext = req.extensions_mut();
-        ext.insert(Arc::new(Attempts::default()));
-        ext.insert(TryTimeout(p.per_try_timeout));
-        ext.insert(Deadline(tokio::time::Instant::now() + p.deadline));
-        // One copy for every retry and hedge this request may need, made after the
-        // extensions above so attempts rebuilt from it carry them.
-        if (p.retries > 0 || p.hedge.is_some())
-            && let Some(r) = Replay::of(&req)
-        {
-            req.extensions_mut().insert(r);
+        match replay {
+            Some(r) => {
+                ext.insert(r);
+            }
+            None => {
+                ext.insert(attempts);
+                ext.insert(try_timeout);
+                ext.insert(deadline);
+            }
         }
         self.svc.clone().oneshot(req)
     }

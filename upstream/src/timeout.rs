@@ -60,10 +60,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let d = req
-            .extensions()
-            .get::<TryTimeout>()
-            .map_or(self.fallback, |t| t.0);
+        let d = crate::retry::try_timeout_of(req.extensions()).map_or(self.fallback, |t| t.0);
         TimeoutFuture {
             inner: self.inner.call(req),
             sleep: tokio::time::sleep(d),
