@@ -235,6 +235,33 @@ async fn a_second_get_is_a_hit_with_an_age_and_never_reaches_the_instance() {
 }
 
 #[tokio::test]
+async fn a_key_in_pass_goes_straight_through_and_is_stored_again_once_its_answers_are_storable() {
+    // The first two answers say no-store, the rest are storable.
+    let served = Arc::new(AtomicUsize::new(0));
+    let n = served.clone();
+    let room = Fake::start(move |_| {
+        if n.fetch_add(1, Ordering::SeqCst) < 2 {
+            Answer::ok("no-store", "fresh each time")
+        } else {
+            Answer::ok(ROOMS, "storable now")
+        }
+    })
+    .await;
+    let gw = gateway(&room.url, None, |_| {}).await;
+    let c = client();
+    let mut outcomes = Vec::new();
+    for _ in 0..5 {
+        let r = c.get(gw.url("/api/rooms/7")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        outcomes.push(x_cache(&r));
+    }
+    // no-store (pass begins), no-store (in pass), storable but in pass (not stored, pass
+    // ends), storable (stored), hit.
+    assert_eq!(outcomes, ["MISS", "MISS", "MISS", "MISS", "HIT"]);
+    assert_eq!(room.hits(), 4);
+}
+
+#[tokio::test]
 async fn a_patch_through_the_gateway_invalidates_the_uri_and_a_post_its_location() {
     let room = Fake::start(|s| match s.method.as_str() {
         "GET" => Answer::ok(ROOMS, "room"),

@@ -522,17 +522,27 @@ impl HttpCache {
         if let Some(e) = &validating {
             e.condition(req.headers_mut());
         }
-        let req_headers = req.headers().clone();
-        let authenticated = self.authenticated(&req_headers);
         let request_time = Instant::now();
+        // The request's headers are kept for the entry (the values its `Vary` names) and
+        // for a revalidation. A key in pass (its answers were not storable lately) keeps
+        // no copy: most of its answers go straight through, and should one become
+        // storable it is not stored this time but the pass ends, so the next is.
+        let passing = validating.is_none()
+            && self
+                .passes
+                .get(key)
+                .is_some_and(|until| until > request_time);
+        let req_headers = (!passing).then(|| req.headers().clone());
+        let authenticated = self.authenticated(req.headers());
         let res = fetch(req).await;
         let response_time = Instant::now();
         let status = res.status();
         if status == StatusCode::NOT_MODIFIED
             && let Some(old) = validating
+            && let Some(req_headers) = &req_headers
         {
             let entry =
-                Arc::new(old.refreshed(res.headers(), &req_headers, request_time, response_time));
+                Arc::new(old.refreshed(res.headers(), req_headers, request_time, response_time));
             let res_cc = entry.cache_control();
             if storable(
                 &Method::GET,
@@ -578,6 +588,11 @@ impl HttpCache {
             tracing::debug!(route = %route.label, key = %key, why, "answer not stored");
             return (res, Outcome::Miss);
         }
+        let Some(req_headers) = req_headers else {
+            self.passes.remove(key);
+            tracing::debug!(route = %route.label, key = %key, "storable again: stored from the next answer");
+            return (res, Outcome::Miss);
+        };
         let (parts, body) = res.into_parts();
         let bytes = match body.collect().await {
             Ok(c) => c.to_bytes(),
