@@ -160,9 +160,10 @@ pub fn stack(
     Request<Incoming>,
     Response = Response<GatewayBody>,
     Error = Infallible,
-    Future: Send + 'static,
+    Future = BoxFuture<'static, Result<Response<GatewayBody>, Infallible>>,
 > + Clone
 + Send
++ Sync
 + 'static {
     tower::ServiceBuilder::new()
         .layer(ContextLayer { gw: gw.clone() })

@@ -29,6 +29,7 @@ use crate::{
     shield::Protections,
 };
 use arc_swap::ArcSwap;
+use futures::future::BoxFuture;
 use hotel_common::process::BoxError;
 use hotel_upstream::{HttpClient, ServiceUpstream, Source};
 use http::{Request, Response};
@@ -41,11 +42,39 @@ use std::{
     task::{Context, Poll},
 };
 use time::OffsetDateTime;
-use tower::{Service, util::BoxCloneSyncService};
+use tower::Service;
 
-/// The whole edge of one generation, as one service.
-pub(crate) type EdgeService =
-    BoxCloneSyncService<Request<Incoming>, Response<GatewayBody>, Infallible>;
+/// What one call of the edge returns.
+pub(crate) type EdgeFuture = BoxFuture<'static, Result<Response<GatewayBody>, Infallible>>;
+
+/// The whole edge of one generation, as one call. Not a boxed `Service`: that is cloned
+/// (a heap copy of the layer stack) for every request; this clones the stack's handles
+/// on the stack frame and calls it (see [`edge_fn`]).
+pub(crate) type EdgeService = Arc<dyn Fn(Request<Incoming>) -> EdgeFuture + Send + Sync>;
+
+/// `svc` as an [`EdgeService`]: every layer of the edge is ready at once (none holds a
+/// permit or a queue), so a call is a readiness check with a no-op waker and the call;
+/// a layer that ever answered not-ready would be driven through `oneshot` instead.
+fn edge_fn<S>(svc: S) -> EdgeService
+where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<GatewayBody>,
+            Error = Infallible,
+            Future = EdgeFuture,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    Arc::new(move |req| {
+        let mut s = svc.clone();
+        match s.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
+            Poll::Ready(Ok(())) => s.call(req),
+            Poll::Pending => Box::pin(tower::ServiceExt::oneshot(s, req)),
+        }
+    })
+}
 
 /// Reads the configuration again (defaults < file < environment < command line).
 pub type Loader = Box<dyn Fn() -> Result<Settings, BoxError> + Send + Sync>;
@@ -151,7 +180,7 @@ impl Parts {
             version: before.map_or(1, |b| b.version + 1),
             loaded_at: OffsetDateTime::now_utc(),
             settings: settings.map(redacted),
-            stack: BoxCloneSyncService::new(edge::stack(gateway.clone())),
+            stack: edge_fn(edge::stack(gateway.clone())),
             gateway,
             services,
             cache,
@@ -469,15 +498,14 @@ pub(crate) struct LiveEdge(pub(crate) Arc<Live>);
 impl Service<Request<Incoming>> for LiveEdge {
     type Response = Response<GatewayBody>;
     type Error = Infallible;
-    type Future = tower::util::Oneshot<EdgeService, Request<Incoming>>;
+    type Future = EdgeFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let stack = self.0.current.load().stack.clone();
-        tower::ServiceExt::oneshot(stack, req)
+        (self.0.current.load().stack)(req)
     }
 }
 

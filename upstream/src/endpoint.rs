@@ -52,14 +52,38 @@ impl AttemptKind {
 /// extension), so a retry or hedge can go somewhere else.
 #[derive(Debug, Default)]
 pub(crate) struct Attempts {
-    tried: Mutex<Vec<Arc<str>>>,
+    tried: Mutex<Tried>,
+}
+
+/// The instances tried, in order: the first few inline (most requests make one
+/// attempt, a retried or hedged one two or three), the rest on the heap.
+#[derive(Debug, Default)]
+struct Tried {
+    first: [Option<Arc<str>>; 3],
+    rest: Vec<Arc<str>>,
+}
+
+impl Tried {
+    fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.first
+            .iter()
+            .map_while(Option::as_ref)
+            .chain(&self.rest)
+    }
+
+    fn len(&self) -> usize {
+        self.first.iter().take_while(|i| i.is_some()).count() + self.rest.len()
+    }
 }
 
 impl Attempts {
     /// Records that attempt number `n` (1-based, returned) goes to `instance`.
     pub(crate) fn push(&self, instance: Arc<str>) -> u32 {
         let mut t = self.tried.lock().unwrap_or_else(|p| p.into_inner());
-        t.push(instance);
+        match t.first.iter_mut().find(|i| i.is_none()) {
+            Some(slot) => *slot = Some(instance),
+            None => t.rest.push(instance),
+        }
         t.len() as u32
     }
 
@@ -74,15 +98,17 @@ impl Attempts {
 
     /// Whether nothing was tried yet.
     pub(crate) fn is_empty(&self) -> bool {
-        self.tried
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+        self.tried.lock().unwrap_or_else(|p| p.into_inner()).first[0].is_none()
     }
 
     /// The instances tried, in order.
     pub(crate) fn tried(&self) -> Vec<Arc<str>> {
-        self.tried.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.tried
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 
@@ -496,5 +522,23 @@ where
             }
         }
         Poll::Ready(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_keep_every_instance_in_order_past_the_inline_ones() {
+        let a = Attempts::default();
+        assert!(a.is_empty());
+        for (n, name) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+            assert_eq!(a.push(name.into()), n as u32 + 1);
+        }
+        assert!(!a.is_empty());
+        assert!(a.contains("a") && a.contains("e") && !a.contains("f"));
+        let tried: Vec<String> = a.tried().iter().map(|s| s.to_string()).collect();
+        assert_eq!(tried, ["a", "b", "c", "d", "e"]);
     }
 }
