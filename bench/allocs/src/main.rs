@@ -17,7 +17,7 @@
 //!     cargo run --release -p hotel-bench-allocs -- --requests 20000 --connections 64
 
 use std::{
-    alloc::{GlobalAlloc, Layout, System},
+    alloc::{GlobalAlloc, Layout},
     cell::Cell,
     net::SocketAddr,
     path::PathBuf,
@@ -83,32 +83,33 @@ fn snapshot() -> (u64, u64) {
     )
 }
 
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the
-// counting touches only atomics and a const-initialised thread-local `Cell` (no
-// allocation, no destructor).
+// SAFETY: every method forwards to mimalloc (the `hotel` binary's global allocator, so
+// the counts and instructions are the gateway's as it runs) with the caller's arguments
+// unchanged; the counting touches only atomics and a const-initialised thread-local
+// `Cell` (no allocation, no destructor).
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note(layout.size());
         // SAFETY: as the caller promised for `alloc`.
-        unsafe { System.alloc(layout) }
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         note(layout.size());
         // SAFETY: as the caller promised for `alloc_zeroed`.
-        unsafe { System.alloc_zeroed(layout) }
+        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         note(new_size);
         // SAFETY: as the caller promised for `realloc`.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: as the caller promised for `dealloc`.
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
     }
 }
 
