@@ -310,15 +310,22 @@ impl<S> Observe<S> {
     }
 }
 
-/// How fast an instance's estimate returns to the service's median without new samples.
+/// How fast an instance's estimate drifts without new samples.
 const ESTIMATE_DECAY_NS: f64 = 2e9;
+
+/// Where an idle instance's estimate drifts to, as a share of the service's median: below
+/// the median, so that it ends up under the instances that keep answering at about the
+/// median and is tried again. Drifting to the median itself could leave an instance that
+/// was slow once unpicked for good whenever the median sat above the others' estimates
+/// (seen under load: one of three replicas got no request in 30 s).
+const IDLE_TARGET: f64 = 0.5;
 
 /// The balancer's load of an instance: its latency estimate times its attempts in flight
 /// plus one (peak-EWMA's cost function, from statistics kept here anyway, without a
-/// lock per request). The estimate is the EWMA of its answers, drifting back to the
-/// service's median while it takes no new samples: an instance p2c stopped choosing
-/// because it was slow once (or a new one, which starts at the median) gets tried again,
-/// as with peak-EWMA's decay.
+/// lock per request). The estimate is the EWMA of its answers, drifting towards half the
+/// service's median ([`IDLE_TARGET`]) while it takes no new samples: an instance p2c
+/// stopped choosing because it was slow once gets tried again, as with peak-EWMA's
+/// decay; a new one starts at the median.
 ///
 /// Before the service has a median, an instance without answers is tried first.
 impl<S> tower::load::Load for Observe<S> {
@@ -335,7 +342,8 @@ impl<S> tower::load::Load for Observe<S> {
         } else {
             let now = stats.created.elapsed().as_nanos() as u64;
             let idle = now.saturating_sub(stats.ewma_at_ns.load(Ordering::Relaxed)) as f64;
-            prior + (ewma - prior) * (-idle / ESTIMATE_DECAY_NS).exp()
+            let target = prior * IDLE_TARGET;
+            target + (ewma - target) * (-idle / ESTIMATE_DECAY_NS).exp()
         };
         estimate * (stats.in_flight.load(Ordering::Relaxed) + 1) as f64
     }
