@@ -335,7 +335,10 @@ pub struct Deadlines {
 /// Makes the answer that replaces hyper's own bare 431 (see [`Inspected::refusing`]):
 /// the whole response, head and problem+json body.
 #[derive(Clone)]
-pub struct BareRefusal(pub Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>);
+pub struct BareRefusal(pub Arc<RefusalFn>);
+
+/// Given hyper's answer head, the whole replacement answer.
+pub type RefusalFn = dyn Fn(&[u8]) -> Vec<u8> + Send + Sync;
 
 impl std::fmt::Debug for BareRefusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -344,6 +347,7 @@ impl std::fmt::Debug for BareRefusal {
 }
 
 /// A client connection whose reads pass through an [`Inspector`].
+#[derive(Debug)]
 pub struct Inspected<T> {
     io: T,
     inspector: Inspector,
@@ -360,17 +364,6 @@ pub struct Inspected<T> {
     /// A replacement was made: everything hyper writes after it is dropped (it closes
     /// the connection after its error answer anyway).
     swallow: bool,
-}
-
-impl<T: std::fmt::Debug> std::fmt::Debug for Inspected<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inspected")
-            .field("io", &self.io)
-            .field("inspector", &self.inspector)
-            .field("armed", &self.armed)
-            .field("swallow", &self.swallow)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Whether `head` starts hyper's own 431: the answer it writes itself, with no body, for

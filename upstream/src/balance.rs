@@ -217,28 +217,23 @@ where
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         use futures::TryFutureExt;
         let attempts = crate::retry::attempts_of(req.extensions()).cloned();
-        match self.pick(attempts.as_deref()) {
-            None => Either::Left(ready(Err(NoReadyInstance {
+        let picked = self.pick(attempts.as_deref());
+        // Called where it stands: `pick` has just polled it ready (its breaker takes a
+        // half-open permit in `call`, and the next pick polls it again). tower's
+        // `call_ready_index` would move it to the pending set, a task for
+        // `FuturesUnordered` and an index-map removal and insertion per request, only for
+        // the next poll to move it straight back.
+        let Some((k, svc)) = picked.and_then(|i| self.cache.get_ready_index_mut(i)) else {
+            return Either::Left(ready(Err(NoReadyInstance {
                 service: self.service.clone(),
                 known: self.cache.len(),
             }
-            .into()))),
-            Some(i) => {
-                if let (Some(a), Some((k, _))) = (&attempts, self.cache.get_ready_index(i)) {
-                    let no = a.push(k.clone());
-                    req.extensions_mut().insert(AttemptNo(no));
-                }
-                // Called where it stands: `pick` has just polled it ready (its breaker
-                // takes a half-open permit in `call`, and the next pick polls it again).
-                // `call_ready_index` would move it to the pending set, a task for
-                // `FuturesUnordered` and an index-map removal and insertion per request,
-                // only for the next poll to move it straight back.
-                match self.cache.get_ready_index_mut(i) {
-                    Some((_, svc)) => Either::Right(svc.call(req).err_into()),
-                    None => Either::Right(self.cache.call_ready_index(i, req).err_into()),
-                }
-            }
+            .into())));
+        };
+        if let Some(a) = &attempts {
+            req.extensions_mut().insert(AttemptNo(a.push(k.clone())));
         }
+        Either::Right(svc.call(req).err_into())
     }
 }
 

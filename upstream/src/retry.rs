@@ -163,9 +163,9 @@ pub(crate) struct Replay {
     version: Version,
     headers: HeaderMap,
     body: Option<Bytes>,
-    attempts: Option<Arc<Attempts>>,
-    try_timeout: Option<TryTimeout>,
-    deadline: Option<Deadline>,
+    attempts: Arc<Attempts>,
+    try_timeout: TryTimeout,
+    deadline: Deadline,
 }
 
 impl Replay {
@@ -186,9 +186,9 @@ impl Replay {
             version: req.version(),
             headers: req.headers().clone(),
             body: body.clone(),
-            attempts: Some(attempts.clone()),
-            try_timeout: Some(try_timeout),
-            deadline: Some(deadline),
+            attempts: attempts.clone(),
+            try_timeout,
+            deadline,
         }))
     }
 
@@ -217,21 +217,21 @@ impl Replay {
 /// The instances `ext`'s request was sent to: its own extension, or its replay's.
 pub(crate) fn attempts_of(ext: &http::Extensions) -> Option<&Arc<Attempts>> {
     ext.get::<Arc<Attempts>>()
-        .or_else(|| ext.get::<Arc<Replay>>()?.attempts.as_ref())
+        .or_else(|| ext.get::<Arc<Replay>>().map(|r| &r.attempts))
 }
 
 /// The per-try timeout of `ext`'s request: its own extension, or its replay's.
 pub(crate) fn try_timeout_of(ext: &http::Extensions) -> Option<TryTimeout> {
     ext.get::<TryTimeout>()
         .copied()
-        .or_else(|| ext.get::<Arc<Replay>>()?.try_timeout)
+        .or_else(|| ext.get::<Arc<Replay>>().map(|r| r.try_timeout))
 }
 
 /// The deadline of `ext`'s request: its own extension, or its replay's.
 pub(crate) fn deadline_of(ext: &http::Extensions) -> Option<Deadline> {
     ext.get::<Deadline>()
         .copied()
-        .or_else(|| ext.get::<Arc<Replay>>()?.deadline)
+        .or_else(|| ext.get::<Arc<Replay>>().map(|r| r.deadline))
 }
 
 /// Copies a request for another attempt (same extensions that matter), when its body

@@ -125,6 +125,14 @@ pub struct CacheLabels {
     pub outcome: &'static str,
 }
 
+/// What the cache knew of a key before fetching it.
+struct Known {
+    /// The stored entry, fresh or not.
+    found: Option<Arc<Entry>>,
+    /// The key is in pass: its answers were not storable lately.
+    passing: bool,
+}
+
 /// The cache's metric families (registered by [`Metrics::new`]).
 #[derive(Debug, Default)]
 pub struct CacheMetrics {
@@ -421,9 +429,11 @@ impl HttpCache {
             let res = fetch(req).await;
             return self.stale_or(route, key, found, res, head);
         }
+        // In pass: its answers were not storable lately (see `fetch_and_store`).
+        let passing = self.passes.get(key).is_some_and(|until| until > now);
         let plain = !req_cc.no_cache
             && req_cc.max_age.is_none()
-            && self.passes.get(key).is_none_or(|until| until <= now)
+            && !passing
             && client_inm.is_none()
             && !req.headers().contains_key(header::IF_MODIFIED_SINCE);
         let mut _leader = None;
@@ -454,7 +464,7 @@ impl HttpCache {
                 }
             }
         }
-        self.fetch_and_store(route, key, req, &req_cc, found, fetch)
+        self.fetch_and_store(route, key, req, &req_cc, Known { found, passing }, fetch)
             .await
     }
 
@@ -510,13 +520,14 @@ impl HttpCache {
         key: &Arc<str>,
         mut req: Request<ProxyBody>,
         req_cc: &CacheControl,
-        found: Option<Arc<Entry>>,
+        known: Known,
         fetch: F,
     ) -> (Response<GatewayBody>, Outcome)
     where
         F: FnOnce(Request<ProxyBody>) -> Fut,
         Fut: Future<Output = Response<GatewayBody>>,
     {
+        let Known { found, passing } = known;
         let client_inm = req.headers().get(header::IF_NONE_MATCH).cloned();
         let validating = found.as_ref().filter(|e| e.validatable()).cloned();
         if let Some(e) = &validating {
@@ -527,12 +538,7 @@ impl HttpCache {
         // for a revalidation. A key in pass (its answers were not storable lately) keeps
         // no copy: most of its answers go straight through, and should one become
         // storable it is not stored this time but the pass ends, so the next is.
-        let passing = validating.is_none()
-            && self
-                .passes
-                .get(key)
-                .is_some_and(|until| until > request_time);
-        let req_headers = (!passing).then(|| req.headers().clone());
+        let req_headers = (!passing || validating.is_some()).then(|| req.headers().clone());
         let authenticated = self.authenticated(req.headers());
         let res = fetch(req).await;
         let response_time = Instant::now();
