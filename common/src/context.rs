@@ -16,6 +16,10 @@ pub struct RequestContext {
     pub request_id: String,
     /// W3C trace id, when the request is traced.
     pub trace_id: Option<String>,
+    /// The `traceparent` that continues the request's span, formatted once by the
+    /// gateway's edge for every attempt that has no span of its own (see
+    /// [`crate::telemetry::inject`]); `None` where the current span decides.
+    pub traceparent: Option<HeaderValue>,
 }
 
 tokio::task_local! {
@@ -25,6 +29,11 @@ tokio::task_local! {
 /// The context of the request being handled on this task, if any.
 pub fn current() -> Option<RequestContext> {
     CONTEXT.try_with(Clone::clone).ok()
+}
+
+/// The `traceparent` the current request context carries, if any.
+pub fn traceparent() -> Option<HeaderValue> {
+    CONTEXT.try_with(|c| c.traceparent.clone()).ok().flatten()
 }
 
 /// Runs `fut` with `ctx` as the current request context.
@@ -61,6 +70,7 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     let ctx = RequestContext {
         request_id: request_id.clone(),
         trace_id: crate::telemetry::current_trace_id(),
+        traceparent: None,
     };
     let mut res = scope(ctx, next.run(req)).await;
     if let Ok(v) = HeaderValue::from_str(&request_id) {

@@ -384,8 +384,20 @@ pub fn inject_span(span: &Span, headers: &mut http::HeaderMap) {
 /// them, but formatted in place under static header names: the propagator allocates the
 /// names, a `String` and a `Context` for every outgoing request.
 fn inject_context(sc: &SpanContext, headers: &mut http::HeaderMap) {
-    if !sc.is_valid() {
+    let Some(v) = traceparent_value(sc) else {
         return;
+    };
+    headers.insert(TRACEPARENT_NAME, v);
+    let state = sc.trace_state().header();
+    if let Ok(v) = http::HeaderValue::from_str(&state) {
+        headers.insert(TRACESTATE_NAME, v);
+    }
+}
+
+/// The `traceparent` value of `sc`, if it is valid.
+fn traceparent_value(sc: &SpanContext) -> Option<http::HeaderValue> {
+    if !sc.is_valid() {
+        return None;
     }
     // "00-" + 32 + "-" + 16 + "-" + 2 = 55 bytes.
     let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
@@ -393,22 +405,42 @@ fn inject_context(sc: &SpanContext, headers: &mut http::HeaderMap) {
     write_hex(&sc.trace_id().to_bytes(), &mut buf[3..35]);
     write_hex(&sc.span_id().to_bytes(), &mut buf[36..52]);
     write_hex(&[flags], &mut buf[53..55]);
-    if let Ok(v) = http::HeaderValue::from_bytes(&buf) {
-        headers.insert(http::HeaderName::from_static(TRACEPARENT), v);
-    }
-    let state = sc.trace_state().header();
-    if let Ok(v) = http::HeaderValue::from_str(&state) {
-        headers.insert(http::HeaderName::from_static(TRACESTATE), v);
-    }
+    http::HeaderValue::from_bytes(&buf).ok()
+}
+
+/// What the gateway's edge needs of its request span, read once: the W3C trace id and,
+/// when the trace state is empty (as it is unless a caller sent one), the `traceparent`
+/// every attempt without a span of its own sends (see [`inject`]).
+pub fn ids_of_request(span: &Span) -> (Option<String>, Option<http::HeaderValue>) {
+    let Some(sc) = span_context_of(span) else {
+        return (None, None);
+    };
+    let traceparent = sc
+        .trace_state()
+        .header()
+        .is_empty()
+        .then(|| traceparent_value(&sc))
+        .flatten();
+    (Some(hex_id(&sc.trace_id().to_bytes())), traceparent)
 }
 
 /// W3C trace context header names.
 const TRACEPARENT: &str = "traceparent";
-const TRACESTATE: &str = "tracestate";
+const TRACEPARENT_NAME: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
+const TRACESTATE_NAME: http::HeaderName = http::HeaderName::from_static("tracestate");
 
-/// Writes the current span's W3C trace context into outgoing headers.
+/// Writes the current span's W3C trace context into outgoing headers: the request
+/// context's `traceparent` when the edge formatted one (the request span is then the
+/// current span; reading it back through the subscriber costs a lookup and a clone of
+/// the span per attempt), else the current span's.
 pub fn inject(headers: &mut http::HeaderMap) {
-    inject_span(&Span::current(), headers);
+    match crate::context::traceparent() {
+        Some(v) => {
+            headers.insert(TRACEPARENT_NAME, v);
+            headers.insert(TRACESTATE_NAME, http::HeaderValue::from_static(""));
+        }
+        None => inject_span(&Span::current(), headers),
+    }
 }
 
 /// Marks `span` failed: status ERROR with `message` (what Jaeger shows in red), and the
@@ -557,6 +589,47 @@ mod tests {
                 "our own span is the parent: {tp}"
             );
         });
+    }
+
+    #[tokio::test]
+    async fn the_edges_formatted_traceparent_is_what_the_request_span_would_inject() {
+        let subscriber = tracing_subscriber::registry().with(ids::IdsLayer);
+        let _default = tracing::subscriber::set_default(subscriber);
+        let mut incoming = http::HeaderMap::new();
+        incoming.insert(
+            "traceparent",
+            http::HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+        );
+        let server = tracing::info_span!("server");
+        set_parent_from(&server, &incoming);
+        let (trace_id, traceparent) = ids_of_request(&server);
+        assert_eq!(
+            trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        let mut by_span = http::HeaderMap::new();
+        inject_span(&server, &mut by_span);
+        assert_eq!(traceparent.as_ref(), by_span.get("traceparent"));
+        // Inside the request's context, `inject` writes the formatted value, whatever
+        // the current span (none here).
+        let ctx = crate::context::RequestContext {
+            request_id: "r-1".into(),
+            trace_id,
+            traceparent,
+        };
+        let by_context = crate::context::scope(ctx, async {
+            let mut h = http::HeaderMap::new();
+            inject(&mut h);
+            h
+        })
+        .await;
+        assert_eq!(by_context, by_span);
+        // Outside any context the current span decides, as before.
+        let mut outside = http::HeaderMap::new();
+        server.in_scope(|| inject(&mut outside));
+        assert_eq!(outside, by_span);
     }
 
     /// Records the targets of the spans it is shown.

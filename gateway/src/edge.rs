@@ -37,7 +37,6 @@ use std::{
 };
 use tokio::time::Instant;
 use tower::Service;
-use tracing::Instrument;
 
 /// Response header carrying the W3C trace id.
 pub const TRACE_ID: &str = "x-trace-id";
@@ -208,9 +207,13 @@ fn request_id_of(headers: &http::HeaderMap) -> String {
         .filter(|v| hotel_common::context::is_well_formed_request_id(v))
         .map_or_else(
             || {
+                // Through a stack buffer: `to_string` goes through the formatter.
+                let mut buf = uuid::Uuid::encode_buffer();
                 uuid::Builder::from_random_bytes(rand::random())
                     .into_uuid()
-                    .to_string()
+                    .hyphenated()
+                    .encode_lower(&mut buf)
+                    .to_owned()
             },
             str::to_owned,
         )
@@ -267,20 +270,24 @@ where
             request_id = %request_id,
         );
         hotel_common::telemetry::set_parent_from(&span, req.headers());
-        let trace_id = hotel_common::telemetry::trace_id_of(&span).unwrap_or_else(new_trace_id);
+        let (trace_id, traceparent) = hotel_common::telemetry::ids_of_request(&span);
+        let trace_id = trace_id.unwrap_or_else(new_trace_id);
         // The response header now, so the id itself moves into the context (no copy).
         let trace_value = HeaderValue::from_str(&trace_id).ok();
         let ctx = hotel_common::context::RequestContext {
             request_id,
             trace_id: Some(trace_id),
+            traceparent,
         };
         let inner = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, inner);
         let gw = self.gw.clone();
         Box::pin(async move {
-            let Ok(mut res) = hotel_common::context::scope(ctx, inner.call(req))
-                .instrument(span.clone())
-                .await;
+            let (Ok(mut res), span) = InSpan {
+                inner: hotel_common::context::scope(ctx, inner.call(req)),
+                span: Some(span),
+            }
+            .await;
             let status = res.status();
             let route = res.extensions_mut().remove::<MatchedRoute>().map(|r| r.0);
             if let Some(r) = &route {
@@ -332,6 +339,30 @@ where
             }
             Ok(res)
         })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `inner` polled inside `span`, which it hands back with the output: what
+    /// `.instrument(span.clone())` does, without the clone, whose registration and close
+    /// go through every layer of the subscriber.
+    struct InSpan<F> {
+        #[pin]
+        inner: F,
+        span: Option<tracing::Span>,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for InSpan<F> {
+    type Output = (F::Output, tracing::Span);
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = {
+            let _entered = this.span.as_ref().map(tracing::Span::enter);
+            std::task::ready!(this.inner.poll(cx))
+        };
+        Poll::Ready((out, this.span.take().unwrap_or_else(tracing::Span::none)))
     }
 }
 

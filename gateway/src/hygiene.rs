@@ -199,11 +199,8 @@ impl Hygiene {
             remove_present(headers, &FORWARDING);
             // `HeaderName`s, not `&str`s: a non-standard name given as `&str` is copied
             // into a new allocation on every insert.
-            headers.insert(HeaderName::from_static("x-forwarded-for"), pre.xff.clone());
-            headers.insert(
-                HeaderName::from_static("x-forwarded-proto"),
-                HeaderValue::from_static("http"),
-            );
+            headers.insert(X_FORWARDED_FOR, pre.xff.clone());
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
             headers.insert(header::FORWARDED, pre.forwarded.clone());
             return;
         }
@@ -241,8 +238,8 @@ impl Hygiene {
             None => format!("{forwarded_for};proto={proto}"),
         };
         for (name, value) in [
-            (HeaderName::from_static("x-forwarded-for"), xff),
-            (HeaderName::from_static("x-forwarded-proto"), proto),
+            (X_FORWARDED_FOR, xff),
+            (X_FORWARDED_PROTO, proto),
             (header::FORWARDED, fwd),
         ] {
             if let Ok(v) = HeaderValue::try_from(value) {
@@ -319,10 +316,15 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     remove_present(h, &HOP_BY_HOP);
 }
 
+/// As constants: `HeaderName::from_static` outside a const context parses the name at
+/// run time, on every request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 /// The forwarding headers a client may not set for itself.
 const FORWARDING: [HeaderName; 5] = [
-    HeaderName::from_static("x-forwarded-for"),
-    HeaderName::from_static("x-forwarded-proto"),
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
     HeaderName::from_static("x-forwarded-host"),
     HeaderName::from_static("x-real-ip"),
     header::FORWARDED,

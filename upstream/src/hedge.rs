@@ -112,8 +112,10 @@ where
         };
         let inner = self.inner.clone();
         let shared = self.shared.clone();
+        // Boxed here, where it is made: moved into the async block unboxed, the attempt's
+        // whole future (balancer, breaker, client) would be copied twice more.
+        let mut first = Box::pin(first);
         Box::pin(async move {
-            let mut first = Box::pin(first);
             tokio::select! {
                 biased;
                 r = &mut first => return r,
