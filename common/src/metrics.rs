@@ -253,6 +253,12 @@ impl<S> tracing_subscriber::Layer<S> for DbTimingLayer
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
+    /// The `db` spans are at INFO; without a hint this layer would raise the process's
+    /// maximum level to TRACE (see `IdsLayer`'s).
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::INFO)
+    }
+
     fn on_new_span(
         &self,
         attrs: &tracing::span::Attributes<'_>,

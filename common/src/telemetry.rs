@@ -632,6 +632,27 @@ mod tests {
         assert_eq!(outside, by_span);
     }
 
+    #[test]
+    fn the_span_only_layers_leave_the_maximum_level_to_the_log_filter() {
+        use tracing::level_filters::LevelFilter;
+        let hint = |filter: &str| {
+            let logs = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::sink)
+                .with_filter(EnvFilter::new(filter));
+            let subscriber = tracing_subscriber::registry()
+                .with(logs)
+                .with(ids::IdsLayer)
+                .with(crate::metrics::DbTimingLayer);
+            tracing::Subscriber::max_level_hint(&subscriber)
+        };
+        // At the default level a `debug!` on the request path is off before any layer
+        // is asked; request and `db` spans (INFO) stay on under a quieter filter.
+        assert_eq!(hint(DEFAULT_LOG_FILTER), Some(LevelFilter::INFO));
+        assert_eq!(hint("warn"), Some(LevelFilter::INFO));
+        assert_eq!(hint("debug"), Some(LevelFilter::DEBUG));
+        assert_eq!(hint("info,hotel_room=trace"), Some(LevelFilter::TRACE));
+    }
+
     /// Records the targets of the spans it is shown.
     struct Seen(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
 

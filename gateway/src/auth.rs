@@ -281,6 +281,9 @@ pub fn ct_find<'a>(digests: impl Iterator<Item = &'a [u8; 32]>, probe: &[u8; 32]
     bool::from(found).then_some(index as usize)
 }
 
+/// The API key header, as a constant: a `&str` name is parsed on every lookup.
+pub(crate) const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+
 /// The key a request presents: `Authorization: Bearer <key>` first, else `x-api-key`.
 /// Borrowed from the headers, so looking it up allocates nothing.
 pub fn presented_key(headers: &http::HeaderMap) -> Option<&[u8]> {
@@ -290,7 +293,7 @@ pub fn presented_key(headers: &http::HeaderMap) -> Option<&[u8]> {
             return Some(trim(&b[7..]));
         }
     }
-    headers.get("x-api-key").map(|v| trim(v.as_bytes()))
+    headers.get(X_API_KEY).map(|v| trim(v.as_bytes()))
 }
 
 fn trim(b: &[u8]) -> &[u8] {

@@ -380,7 +380,7 @@ impl<S> Shield<S> {
         // The services must never see the key, nor a client name the client chose.
         if authenticated {
             headers.remove(header::AUTHORIZATION);
-            headers.remove("x-api-key");
+            headers.remove(crate::auth::X_API_KEY);
         }
         headers.insert(p.client_header.clone(), client.header.clone());
         if let Some(d) = decision.filter(|d| !d.allowed) {

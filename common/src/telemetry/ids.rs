@@ -43,6 +43,15 @@ impl<S> Layer<S> for IdsLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    /// Spans up to INFO (the request spans), and whatever the other layers enable. An
+    /// unfiltered layer without a hint would raise the process's maximum level to TRACE:
+    /// every `debug!` and `trace!` on the request path (hyper-util's pool, the cache)
+    /// would then be checked and dispatched to every layer, to be dropped by the log
+    /// filter.
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::INFO)
+    }
+
     fn on_new_span(&self, _attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         // `span.parent()` follows an explicit parent, or the current span for contextual

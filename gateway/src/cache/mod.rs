@@ -633,7 +633,7 @@ impl HttpCache {
     /// shield removes both once checked) a client name other than anonymous/public.
     fn authenticated(&self, h: &HeaderMap) -> bool {
         h.contains_key(header::AUTHORIZATION)
-            || h.contains_key("x-api-key")
+            || h.contains_key(crate::auth::X_API_KEY)
             || h.get(&self.client_header).is_some_and(|v| {
                 v.as_bytes() != crate::auth::ANONYMOUS.as_bytes()
                     && v.as_bytes() != crate::auth::PUBLIC.as_bytes()
