@@ -559,19 +559,25 @@ mod tests {
     use super::*;
     use tracing_subscriber::layer::SubscriberExt;
 
+    /// A server span continuing the caller trace 4bf92f35..., parent span 00f067aa....
+    fn server_span_of_a_caller() -> Span {
+        let mut incoming = http::HeaderMap::new();
+        incoming.insert(
+            "traceparent",
+            http::HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+        );
+        let server = tracing::info_span!("server");
+        set_parent_from(&server, &incoming);
+        server
+    }
+
     #[test]
     fn without_export_a_traceparent_is_continued_with_the_same_trace_id() {
         let subscriber = tracing_subscriber::registry().with(ids::IdsLayer);
         tracing::subscriber::with_default(subscriber, || {
-            let mut incoming = http::HeaderMap::new();
-            incoming.insert(
-                "traceparent",
-                http::HeaderValue::from_static(
-                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-                ),
-            );
-            let server = tracing::info_span!("server");
-            set_parent_from(&server, &incoming);
+            let server = server_span_of_a_caller();
             assert_eq!(
                 trace_id_of(&server).as_deref(),
                 Some("4bf92f3577b34da6a3ce929d0e0e4736")
@@ -595,15 +601,7 @@ mod tests {
     async fn the_edges_formatted_traceparent_is_what_the_request_span_would_inject() {
         let subscriber = tracing_subscriber::registry().with(ids::IdsLayer);
         let _default = tracing::subscriber::set_default(subscriber);
-        let mut incoming = http::HeaderMap::new();
-        incoming.insert(
-            "traceparent",
-            http::HeaderValue::from_static(
-                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            ),
-        );
-        let server = tracing::info_span!("server");
-        set_parent_from(&server, &incoming);
+        let server = server_span_of_a_caller();
         let (trace_id, traceparent) = ids_of_request(&server);
         assert_eq!(
             trace_id.as_deref(),
