@@ -32,6 +32,7 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use std::{
     convert::Infallible,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -283,11 +284,8 @@ where
         let mut inner = std::mem::replace(&mut self.inner, inner);
         let gw = self.gw.clone();
         Box::pin(async move {
-            let (Ok(mut res), span) = InSpan {
-                inner: hotel_common::context::scope(ctx, inner.call(req)),
-                span: Some(span),
-            }
-            .await;
+            let (Ok(mut res), span) =
+                InSpan::new(hotel_common::context::scope(ctx, inner.call(req)), span).await;
             let status = res.status();
             let route = res.extensions_mut().remove::<MatchedRoute>().map(|r| r.0);
             if let Some(r) = &route {
@@ -345,23 +343,46 @@ where
 pin_project_lite::pin_project! {
     /// `inner` polled inside `span`, which it hands back with the output: what
     /// `.instrument(span.clone())` does, without the clone, whose registration and close
-    /// go through every layer of the subscriber.
+    /// go through every layer of the subscriber. Like `Instrumented`, it also drops
+    /// `inner` inside the span, so what a cancelled request logs on its way out still
+    /// carries the request's ids.
     struct InSpan<F> {
         #[pin]
-        inner: F,
+        inner: Option<F>,
         span: Option<tracing::Span>,
+    }
+
+    impl<F> PinnedDrop for InSpan<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            let _entered = this.span.as_ref().map(tracing::Span::enter);
+            this.inner.set(None);
+        }
+    }
+}
+
+impl<F> InSpan<F> {
+    fn new(inner: F, span: tracing::Span) -> Self {
+        InSpan {
+            inner: Some(inner),
+            span: Some(span),
+        }
     }
 }
 
 impl<F: std::future::Future> std::future::Future for InSpan<F> {
     type Output = (F::Output, tracing::Span);
 
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let out = {
-            let _entered = this.span.as_ref().map(tracing::Span::enter);
-            std::task::ready!(this.inner.poll(cx))
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let _entered = this.span.as_ref().map(tracing::Span::enter);
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            // Polled again after it finished: nothing left to wait for.
+            return Poll::Pending;
         };
+        let out = std::task::ready!(inner.poll(cx));
+        this.inner.set(None);
+        drop(_entered);
         Poll::Ready((out, this.span.take().unwrap_or_else(tracing::Span::none)))
     }
 }
@@ -549,5 +570,94 @@ async fn forward(gw: &Gateway, index: usize, req: Request<ProxyBody>) -> Respons
             }
             res
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// What a [`Witness`] saw: the event, and the current span then.
+    type Seen = Arc<Mutex<Vec<(&'static str, Option<tracing::Id>)>>>;
+
+    /// Notes the current span when polled and when dropped; ready on its second poll.
+    struct Witness {
+        polled: bool,
+        seen: Seen,
+    }
+
+    impl std::future::Future for Witness {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.seen
+                .lock()
+                .unwrap()
+                .push(("poll", tracing::Span::current().id()));
+            if std::mem::replace(&mut self.polled, true) {
+                Poll::Ready(())
+            } else {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+
+    impl Drop for Witness {
+        fn drop(&mut self) {
+            self.seen
+                .lock()
+                .unwrap()
+                .push(("drop", tracing::Span::current().id()));
+        }
+    }
+
+    #[test]
+    fn the_request_future_runs_and_is_dropped_inside_the_request_span() {
+        let _default = tracing::subscriber::set_default(tracing_subscriber::registry());
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        // Run to the end: both polls and the drop inside, the span handed back.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let span = tracing::info_span!("request");
+        let id = span.id();
+        let mut f = Box::pin(InSpan::new(
+            Witness {
+                polled: false,
+                seen: seen.clone(),
+            },
+            span,
+        ));
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+        let Poll::Ready(((), back)) = f.as_mut().poll(&mut cx) else {
+            panic!("the inner future was ready");
+        };
+        assert_eq!(back.id(), id);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                ("poll", id.clone()),
+                ("poll", id.clone()),
+                ("drop", id.clone())
+            ]
+        );
+        // Cancelled (dropped while pending): dropped inside the span too.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let span = tracing::info_span!("request");
+        let id = span.id();
+        let mut f = Box::pin(InSpan::new(
+            Witness {
+                polled: false,
+                seen: seen.clone(),
+            },
+            span,
+        ));
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+        drop(f);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![("poll", id.clone()), ("drop", id)]
+        );
     }
 }
