@@ -618,17 +618,19 @@ mod tests {
         let _default = tracing::subscriber::set_default(tracing_subscriber::registry());
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
-        // Run to the end: both polls and the drop inside, the span handed back.
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let span = tracing::info_span!("request");
-        let id = span.id();
-        let mut f = Box::pin(InSpan::new(
-            Witness {
+        // A witness in a new request span: the future, what it will see, the span's id.
+        let start = || {
+            let seen = Seen::default();
+            let span = tracing::info_span!("request");
+            let id = span.id();
+            let witness = Witness {
                 polled: false,
                 seen: seen.clone(),
-            },
-            span,
-        ));
+            };
+            (Box::pin(InSpan::new(witness, span)), seen, id)
+        };
+        // Run to the end: both polls and the drop inside, the span handed back.
+        let (mut f, seen, id) = start();
         assert!(f.as_mut().poll(&mut cx).is_pending());
         let Poll::Ready(((), back)) = f.as_mut().poll(&mut cx) else {
             panic!("the inner future was ready");
@@ -643,16 +645,7 @@ mod tests {
             ]
         );
         // Cancelled (dropped while pending): dropped inside the span too.
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let span = tracing::info_span!("request");
-        let id = span.id();
-        let mut f = Box::pin(InSpan::new(
-            Witness {
-                polled: false,
-                seen: seen.clone(),
-            },
-            span,
-        ));
+        let (mut f, seen, id) = start();
         assert!(f.as_mut().poll(&mut cx).is_pending());
         drop(f);
         assert_eq!(
