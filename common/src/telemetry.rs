@@ -387,9 +387,19 @@ fn inject_context(sc: &SpanContext, headers: &mut http::HeaderMap) {
     let Some(v) = traceparent_value(sc) else {
         return;
     };
-    headers.insert(TRACEPARENT_NAME, v);
-    let state = sc.trace_state().header();
-    if let Ok(v) = http::HeaderValue::from_str(&state) {
+    let state = http::HeaderValue::from_str(&sc.trace_state().header()).ok();
+    write_trace_headers(headers, v, state);
+}
+
+/// Writes `traceparent` and, when given, `tracestate` (the propagator writes it even
+/// when empty).
+fn write_trace_headers(
+    headers: &mut http::HeaderMap,
+    traceparent: http::HeaderValue,
+    tracestate: Option<http::HeaderValue>,
+) {
+    headers.insert(TRACEPARENT_NAME, traceparent);
+    if let Some(v) = tracestate {
         headers.insert(TRACESTATE_NAME, v);
     }
 }
@@ -435,10 +445,8 @@ const TRACESTATE_NAME: http::HeaderName = http::HeaderName::from_static("tracest
 /// the span per attempt), else the current span's.
 pub fn inject(headers: &mut http::HeaderMap) {
     match crate::context::traceparent() {
-        Some(v) => {
-            headers.insert(TRACEPARENT_NAME, v);
-            headers.insert(TRACESTATE_NAME, http::HeaderValue::from_static(""));
-        }
+        // Formatted only for an empty trace state (see `ids_of_request`).
+        Some(v) => write_trace_headers(headers, v, Some(http::HeaderValue::from_static(""))),
         None => inject_span(&Span::current(), headers),
     }
 }
