@@ -325,27 +325,32 @@ const IDLE_TARGET: f64 = 0.5;
 /// lock per request). The estimate is the EWMA of its answers, drifting towards half the
 /// service's median ([`IDLE_TARGET`]) while it takes no new samples: an instance p2c
 /// stopped choosing because it was slow once gets tried again, as with peak-EWMA's
-/// decay; a new one starts at the median.
+/// decay.
 ///
-/// Before the service has a median, an instance without answers is tried first.
+/// An instance without answers yet (a new one) is tried first, one attempt at a time:
+/// idle, its load is 0; with an attempt in flight, the service's median. Starting it at
+/// the median could leave it unpicked for good while the median sat above the others'
+/// estimates (seen in drill 4: a replica started after a registry restart got no request
+/// in 15 s).
 impl<S> tower::load::Load for Observe<S> {
     type Metric = f64;
 
     fn load(&self) -> f64 {
         let stats = &self.stats;
-        // Before the service has a median, an instance without answers is tried first
-        // (it gets samples at once; its breaker handles one that only fails).
         let prior = self.latency.median().map_or(0.0, |d| d.as_micros() as f64);
         let ewma = f64::from_bits(stats.ewma_us.load(Ordering::Relaxed));
+        let in_flight = stats.in_flight.load(Ordering::Relaxed);
         let estimate = if ewma == 0.0 {
-            prior
+            // No answer yet: tried first while idle (it gets a sample at once; its
+            // breaker handles one that only fails), at the median while one is out.
+            if in_flight == 0 { 0.0 } else { prior }
         } else {
             let now = stats.created.elapsed().as_nanos() as u64;
             let idle = now.saturating_sub(stats.ewma_at_ns.load(Ordering::Relaxed)) as f64;
             let target = prior * IDLE_TARGET;
             target + (ewma - target) * (-idle / ESTIMATE_DECAY_NS).exp()
         };
-        estimate * (stats.in_flight.load(Ordering::Relaxed) + 1) as f64
+        estimate * (in_flight + 1) as f64
     }
 }
 
