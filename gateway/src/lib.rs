@@ -61,7 +61,7 @@ pub struct GatewayArgs {
     /// Registry base URL; overrides `registry.url`.
     #[arg(long)]
     pub registry: Option<String>,
-    /// Tokio worker threads for the gateway (0: one per core); overrides `worker_threads`.
+    /// Serving workers of the gateway (0: one per core); overrides `worker_threads`.
     #[arg(long)]
     pub worker_threads: Option<usize>,
     /// API key tools (`hash-key`, `new-key`) instead of serving.
@@ -112,28 +112,14 @@ pub async fn run(args: GatewayArgs) -> Result<(), BoxError> {
     // Before the upstream client is built: it presents this identity to the services.
     hotel_common::tls::internal::install_from(&settings.internal_tls, "gateway")?;
     let api_docs = args.api_docs.clone();
-    if config.worker_threads == 0 {
-        return serve(config, api_docs, settings, args).await;
-    }
-    // A runtime of its own, so `worker_threads = 1` really is one thread (benchmarks
-    // against single-worker proxies); the process runtime only waits for it.
-    let threads = config.worker_threads;
+    // The gateway runs on threads of its own, each a current-thread runtime (a worker, see
+    // `Application::run_until`); this first one also holds the admin listener and the
+    // background tasks. The process runtime only waits for it.
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("gateway-worker".into())
         .spawn(move || {
-            // One worker: a current-thread runtime on this thread. Every wake-up is then a
-            // local queue push, with no cross-thread notification or work-stealing
-            // bookkeeping per task switch (a few per request).
-            let mut builder = if threads == 1 {
-                tokio::runtime::Builder::new_current_thread()
-            } else {
-                let mut b = tokio::runtime::Builder::new_multi_thread();
-                b.worker_threads(threads);
-                b
-            };
-            let result = builder
-                .thread_name("gateway-worker")
+            let result = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(BoxError::from)
@@ -196,6 +182,9 @@ pub struct Application {
     tls: Option<Tls>,
     admin: axum::Router,
     grace: Duration,
+    /// Serving workers: the runtime that calls `run_until` and this many less one
+    /// threads of their own.
+    workers: usize,
     /// With a registry: follow room's event feed to invalidate cached rooms.
     room_events: Option<hotel_registry::client::RegistryClient>,
 }
@@ -259,10 +248,15 @@ impl Application {
         source: impl FnMut(&str, &settings::ServiceConfig) -> Source + Send + 'static,
     ) -> Result<Application, BoxError> {
         let metrics = metrics::Metrics::new();
+        let workers = match config.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
         let client = hotel_upstream::http_client(ClientOptions {
             connect_timeout: config.connect_timeout,
             pool_idle_timeout: config.pool_idle_timeout,
             pool_max_idle_per_host: config.pool_max_idle_per_host,
+            workers,
         });
         let tls = match config.tls.files().map_err(BoxError::from)? {
             Some((cert, key)) => {
@@ -324,6 +318,7 @@ impl Application {
             tls,
             admin,
             grace,
+            workers,
             room_events: None,
         })
     }
@@ -357,6 +352,15 @@ impl Application {
     /// Serves until `shutdown` resolves: then stops accepting, lets in-flight requests
     /// finish for up to the grace period, and returns. The admin listener keeps answering
     /// during the drain (status, metrics) and stops after it.
+    ///
+    /// Connections are served by `worker_threads` workers (0: one per core), each with
+    /// its own accept loop on the one listening socket: the calling runtime, and a thread
+    /// per further worker with a current-thread runtime of its own. A connection stays on
+    /// the worker that accepted it, with everything its requests wake (the upstream
+    /// connections of that worker's pool, see [`hotel_upstream::HttpClient`]); a busy
+    /// worker is late to `accept`, so an idle one takes the next connection. The state
+    /// behind the edge (configuration, balancers, breakers, buckets, cache, metrics) is
+    /// one, shared by all workers.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -393,15 +397,40 @@ impl Application {
                     .inc();
             })
         });
+        let edge = reload::LiveEdge(self.live.clone());
+        let acceptor = self.tls.map(|t| t.acceptor);
+        // Stops the other workers with this one, or when this future is dropped.
+        let stop = CancellationToken::new();
+        let stop_others = stop.clone().drop_guard();
+        let mut others = Vec::with_capacity(self.workers.saturating_sub(1));
+        for index in 1..self.workers {
+            others.push(spawn_worker(
+                index,
+                &self.listener,
+                self.admission.clone(),
+                edge.clone(),
+                acceptor.clone(),
+                stop.clone(),
+                self.grace,
+            )?);
+        }
         listener::serve(
+            0,
             self.listener,
             self.admission,
-            reload::LiveEdge(self.live.clone()),
-            self.tls.map(|t| t.acceptor),
-            shutdown,
+            edge,
+            acceptor,
+            async move {
+                shutdown.await;
+                stop.cancel();
+            },
             self.grace,
         )
         .await;
+        drop(stop_others);
+        for w in others {
+            let _ = w.await;
+        }
         reload.abort();
         if let Some(f) = room_events {
             f.abort();
@@ -413,4 +442,51 @@ impl Application {
         let _ = admin.await;
         Ok(())
     }
+}
+
+/// Starts serving worker `index`: a thread with a current-thread runtime running its own
+/// accept loop on `listener` (the same socket, another descriptor) until `stop`, then
+/// draining its connections for up to `grace`. Resolves when the worker has stopped.
+fn spawn_worker(
+    index: usize,
+    listener: &TcpListener,
+    admission: Arc<listener::Admission>,
+    edge: reload::LiveEdge,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    use std::os::fd::AsFd;
+    let socket = std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?);
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("gateway-worker-{index}"))
+        .spawn(move || {
+            hotel_upstream::enter_worker(index);
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(async move {
+                    match TcpListener::from_std(socket) {
+                        Ok(l) => {
+                            listener::serve(
+                                index,
+                                l,
+                                admission,
+                                edge,
+                                tls,
+                                stop.cancelled_owned(),
+                                grace,
+                            )
+                            .await;
+                        }
+                        Err(e) => tracing::error!(worker = index, error = %e, "worker not started"),
+                    }
+                }),
+                Err(e) => tracing::error!(worker = index, error = %e, "worker not started"),
+            }
+            let _ = done.send(());
+        })?;
+    Ok(stopped)
 }

@@ -287,9 +287,11 @@ fn handshake_failure(e: &std::io::Error) -> &'static str {
     }
 }
 
-/// Serves `edge` on `listener` until `shutdown` resolves; then stops accepting and lets
-/// open connections finish for up to `grace` before dropping them.
+/// Serves `edge` on `listener` as serving worker `worker` until `shutdown` resolves; then
+/// stops accepting and lets open connections finish for up to `grace` before dropping
+/// them.
 pub(crate) async fn serve<S>(
+    worker: usize,
     listener: TcpListener,
     admission: Arc<Admission>,
     edge: S,
@@ -305,11 +307,20 @@ pub(crate) async fn serve<S>(
 {
     let builder = Arc::new(admission.builder());
     let graceful = GracefulShutdown::new();
+    let counted =
+        admission
+            .metrics
+            .edge
+            .accepted
+            .get_or_create_owned(&crate::metrics::WorkerLabels {
+                worker: u16::try_from(worker).unwrap_or(u16::MAX),
+            });
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = accept(&listener) => {
                 let Some((stream, peer)) = accepted else { continue };
+                counted.inc();
                 // Past max_connections: close at once rather than queue.
                 let Some(slot) = admission.admit() else {
                     continue;

@@ -48,6 +48,13 @@ pub struct ConnLabels {
     pub reason: &'static str,
 }
 
+/// Labels naming a serving worker.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    /// The worker's index, from 0 (see `worker_threads`).
+    pub worker: u16,
+}
+
 /// Labels of a configuration or certificate reload.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -74,6 +81,8 @@ pub struct EdgeMetrics {
     pub connections: Gauge,
     /// Connections closed by the edge, by reason (`limit`, `slow`).
     pub connections_refused: Family<ConnLabels, Counter>,
+    /// Client connections accepted, by the serving worker that accepted them.
+    pub accepted: Family<WorkerLabels, Counter>,
 }
 
 impl EdgeMetrics {
@@ -98,6 +107,11 @@ impl EdgeMetrics {
             "edge_connections_refused",
             "Client connections closed by the edge, by reason",
             self.connections_refused.clone(),
+        );
+        r.register(
+            "edge_accepted",
+            "Client connections accepted, by the serving worker that accepted them",
+            self.accepted.clone(),
         );
     }
 }

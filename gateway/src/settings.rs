@@ -35,7 +35,8 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// Instance name of this gateway, for logs and traces.
     pub instance: String,
-    /// Tokio worker threads for the gateway; 0 keeps the process runtime (one per core).
+    /// Serving workers: threads with a current-thread runtime each, accepting on the one
+    /// listening socket, each with its own upstream connection pool; 0 = one per core.
     pub worker_threads: usize,
     /// How long in-flight requests may finish after the shutdown signal.
     #[serde(with = "humantime_serde")]
@@ -235,7 +236,7 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Instance name.
     pub instance: String,
-    /// Worker threads (0: the process runtime).
+    /// Serving workers (0: one per core).
     pub worker_threads: usize,
     /// Drain period on shutdown.
     pub shutdown_grace: Duration,

@@ -682,3 +682,72 @@ async fn admin_status_lists_every_discovered_instance_before_any_traffic_and_dro
     assert_eq!(names, ["room-2", "room-3"], "{r}");
     assert_eq!(r["known"], 2);
 }
+
+/// Worker 0 of a two-worker gateway is stuck (its runtime is not driven, as a thread
+/// caught in a long computation would leave it): worker 1 accepts and serves every new
+/// connection alone, through a pool of its own. Stopping the gateway then stops both and
+/// closes the listening socket: no worker keeps it open.
+#[test]
+fn a_stuck_worker_leaves_new_connections_to_the_other_and_both_stop_with_the_gateway() {
+    // The instance and the test's client, on a runtime of their own.
+    let outside = tokio::runtime::Runtime::new().unwrap();
+    let room = outside.block_on(upstream("r1", Behave::Ok));
+    let worker0 = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (addr, admin, served) = worker0.block_on(async {
+        let cfg = Config::try_from(settings(&[room.url.clone()], |s| s.worker_threads = 2));
+        let app = Application::build(cfg.unwrap()).await.unwrap();
+        let (addr, admin) = (app.local_addr(), app.admin_addr());
+        let served = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        // The admin listener answers once `run_until` has run, i.e. started worker 1.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client()
+            .get(format!("http://{admin}/healthz"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "the admin listener never answered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (addr, admin, served)
+    });
+
+    // Worker 0's runtime is not driven from here on.
+    for _ in 0..5 {
+        let answer = outside.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), raw_get(addr, "/api/rooms/1")).await
+        });
+        let answer = answer.expect("worker 1 did not answer while worker 0 was stuck");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    assert_eq!(room.hits.load(Ordering::SeqCst), 5);
+
+    worker0.block_on(async {
+        let metrics = client()
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for series in [
+            r#"gateway_edge_accepted_total{worker="0"} 0"#,
+            r#"gateway_edge_accepted_total{worker="1"} 5"#,
+        ] {
+            assert!(metrics.contains(series), "no {series} in\n{metrics}");
+        }
+        stop.send(()).unwrap();
+        served.await.unwrap().unwrap();
+    });
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "the listening socket stayed open after the gateway stopped"
+    );
+}

@@ -57,4 +57,6 @@ pub use metrics::{UpstreamMetrics, latency_histogram};
 pub use policy::{
     BreakerPolicy, HedgePolicy, InvalidUpstream, Origin, Policy, PolicySettings, ServicePolicy,
 };
-pub use stack::{ClientOptions, HttpClient, RouteUpstream, ServiceUpstream, Source, http_client};
+pub use stack::{
+    ClientOptions, HttpClient, RouteUpstream, ServiceUpstream, Source, enter_worker, http_client,
+};

@@ -10,7 +10,8 @@
 //!      breaker      Breaker: per-instance readiness gate, ejection cap
 //!       observe     Observe: absolute URI, trace context, client span, stats
 //!        try        timeout::Timeout: the per-try timeout
-//!         client    one shared, pooled hyper-util client (keep-alive)       -> 502
+//!         client    the pooled hyper-util client of the calling worker       -> 502
+//!                   (keep-alive; one pool per serving worker, see [`HttpClient`])
 //! ```
 //!
 //! Everything from `shared` down exists once per service; the top three once per route,
@@ -42,7 +43,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
+    client::legacy::{Client, ResponseFuture, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
@@ -54,8 +55,71 @@ use std::{
 use tokio::sync::watch;
 use tower::{Layer, ServiceExt, retry::Retry};
 
-/// The one HTTP client every instance of every service is reached through.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+/// One pool of keep-alive connections to the instances.
+type Pool = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+thread_local! {
+    /// The serving worker this thread is (see [`HttpClient`]); 0 on every other thread.
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the calling thread as serving worker `index` (a current-thread runtime of its
+/// own): an [`HttpClient`] called on it uses pool `index`.
+pub fn enter_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
+/// The HTTP client every instance of every service is reached through: one pool of
+/// keep-alive connections per serving worker ([`ClientOptions::workers`]).
+///
+/// A worker is one thread with a current-thread runtime. A pooled connection is served
+/// by a task on the runtime that opened it, so a connection shared between workers would
+/// move every request and answer across threads (a wake-up on another core each way).
+/// A worker therefore takes connections from its own pool only. Threads that are not
+/// serving workers (the admin runtime, health probes, services' clients) use pool 0.
+#[derive(Clone)]
+pub struct HttpClient {
+    pools: Arc<[Pool]>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("pools", &self.pools.len())
+            .finish()
+    }
+}
+
+impl HttpClient {
+    /// The calling worker's pool.
+    fn pool(&self) -> &Pool {
+        let i = WORKER.with(std::cell::Cell::get);
+        &self.pools[if i < self.pools.len() { i } else { 0 }]
+    }
+
+    /// Sends `req` (an absolute URI) on a connection of the calling worker's pool.
+    pub fn request(&self, req: Request<ProxyBody>) -> ResponseFuture {
+        self.pool().request(req)
+    }
+}
+
+impl tower::Service<Request<ProxyBody>> for HttpClient {
+    type Response = Response<Incoming>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // hyper-util's client is always ready: a connection is found or made per request.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ProxyBody>) -> ResponseFuture {
+        self.request(req)
+    }
+}
 
 /// One instance's stack, as the balancer holds it.
 pub(crate) type EndpointService = Breaker<Observe<Timeout<HttpClient>>>;
@@ -73,8 +137,10 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Idle pooled connections are closed after this long.
     pub pool_idle_timeout: Duration,
-    /// Idle connections kept per instance.
+    /// Idle connections kept per instance, in each worker's pool.
     pub pool_max_idle_per_host: usize,
+    /// Serving workers, each with its own pool (see [`HttpClient`]); 0 counts as 1.
+    pub workers: usize,
 }
 
 impl Default for ClientOptions {
@@ -83,13 +149,15 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_millis(500),
             pool_idle_timeout: Duration::from_secs(30),
             pool_max_idle_per_host: 64,
+            workers: 1,
         }
     }
 }
 
-/// Builds the shared pooled client. `http://` instances are reached in cleartext;
-/// `https://` ones (registered so with mutual TLS on) with the process's identity
-/// (`hotel_common::tls::internal`), and refused when the process has none.
+/// Builds the shared client, with one pool per serving worker. `http://` instances are
+/// reached in cleartext; `https://` ones (registered so with mutual TLS on) with the
+/// process's identity (`hotel_common::tls::internal`), and refused when the process has
+/// none.
 pub fn http_client(o: ClientOptions) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(o.connect_timeout));
@@ -101,12 +169,17 @@ pub fn http_client(o: ClientOptions) -> HttpClient {
         .https_or_http()
         .enable_http1()
         .wrap_connector(connector);
-    Client::builder(TokioExecutor::new())
-        // Without a timer idle connections are never evicted.
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(o.pool_idle_timeout)
-        .pool_max_idle_per_host(o.pool_max_idle_per_host)
-        .build(connector)
+    let pools = (0..o.workers.max(1))
+        .map(|_| {
+            Client::builder(TokioExecutor::new())
+                // Without a timer idle connections are never evicted.
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(o.pool_idle_timeout)
+                .pool_max_idle_per_host(o.pool_max_idle_per_host)
+                .build(connector.clone())
+        })
+        .collect();
+    HttpClient { pools }
 }
 
 /// `GET /healthz` on one instance through the shared client.
@@ -483,5 +556,99 @@ impl RouteUpstream {
             }
         }
         self.svc.clone().oneshot(req)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// An instance that answers each request with the client port of its connection.
+    async fn echo_port() -> std::net::SocketAddr {
+        use axum::extract::ConnectInfo;
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(
+                |ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>| async move {
+                    peer.port().to_string()
+                },
+            ),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                l,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+        });
+        addr
+    }
+
+    /// The client port of the connection `client` sent a GET to `addr` on.
+    async fn port(client: &HttpClient, addr: std::net::SocketAddr) -> String {
+        let mut req = Request::new(ProxyBody::empty());
+        *req.uri_mut() = format!("http://{addr}/").parse().unwrap();
+        let body = client.request(req).await.unwrap().into_body();
+        String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    /// The port of the connection pool 0 keeps idle: GETs until two in a row use one.
+    async fn pooled_port(client: &HttpClient, addr: std::net::SocketAddr) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut last = port(client, addr).await;
+        loop {
+            let now = port(client, addr).await;
+            if now == last {
+                return now;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no connection was reused"
+            );
+            last = now;
+        }
+    }
+
+    /// The port a GET from a thread marked as worker 1 (with its own runtime) went out
+    /// on. The calling runtime keeps running meanwhile: it serves pool 0's connections.
+    async fn port_from_worker_1(client: &HttpClient, addr: std::net::SocketAddr) -> String {
+        let client = client.clone();
+        tokio::task::spawn_blocking(move || {
+            enter_worker(1);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(port(&client, addr))
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_worker_sends_on_connections_of_its_own_pool() {
+        let addr = echo_port().await;
+        let client = http_client(ClientOptions {
+            workers: 2,
+            ..Default::default()
+        });
+        let idle = pooled_port(&client, addr).await;
+        assert_ne!(
+            port_from_worker_1(&client, addr).await,
+            idle,
+            "worker 1 took a connection of worker 0's pool"
+        );
+        // Worker 0 still has its own connection.
+        assert_eq!(pooled_port(&client, addr).await, idle);
+
+        // With one pool, the same thread takes the idle connection: the check above can
+        // tell the two apart.
+        let shared = http_client(ClientOptions::default());
+        let idle = pooled_port(&shared, addr).await;
+        assert_eq!(port_from_worker_1(&shared, addr).await, idle);
     }
 }
