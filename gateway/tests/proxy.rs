@@ -712,7 +712,10 @@ fn a_stuck_worker_leaves_new_connections_to_the_other_and_both_stop_with_the_gat
             .await
             .is_err()
         {
-            assert!(Instant::now() < deadline, "the admin listener never answered");
+            assert!(
+                Instant::now() < deadline,
+                "the admin listener never answered"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         (addr, admin, served)

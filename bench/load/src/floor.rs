@@ -1,8 +1,9 @@
 //! `bench-floor`: the benchmark's floor, a bare hyper forwarder (see bench/README).
 //!
-//! What hyper alone costs on the gateway's path: an HTTP/1.1 hyper server, one pooled
+//! What hyper alone costs on the gateway's path: an HTTP/1.1 hyper server, a pooled
 //! hyper-util client (the gateway's connector settings: `TCP_NODELAY`, 128 idle
-//! connections per upstream), round robin over the upstreams, and nothing else: no
+//! connections per upstream), round robin over the upstreams, served by workers as the
+//! gateway serves (a current-thread runtime, accept loop and pool each), and nothing else: no
 //! layers, no retries, no breakers, no metrics, no spans, no header rewriting. An error
 //! from the upstream is a bare 502. `bench/run.sh` measures it beside the peers and the
 //! gateway, so each table says how much of the gap to nginx is the library and how much
@@ -42,7 +43,7 @@ struct Args {
     /// An upstream `HOST:PORT`; repeatable; requests go round robin.
     #[arg(long = "upstream", required = true)]
     upstreams: Vec<Authority>,
-    /// Worker threads: 1 is a current-thread runtime, as the gateway runs one worker.
+    /// Serving workers, as the gateway's `worker_threads`.
     #[arg(long, default_value_t = 1)]
     workers: usize,
 }
@@ -51,18 +52,7 @@ type FloorBody = Either<Incoming, Empty<Bytes>>;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = if args.workers <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.workers)
-            .enable_all()
-            .build()
-    };
-    let result = runtime.and_then(|rt| rt.block_on(serve(args)));
-    match result {
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench-floor: {e}");
@@ -71,17 +61,44 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: Args) -> std::io::Result<()> {
-    let listener = TcpListener::bind(args.listen).await?;
+/// Serves with `--workers` workers as the gateway does: each a thread with a
+/// current-thread runtime, its own accept loop on the one listening socket, and its own
+/// connection pool.
+fn run(args: Args) -> std::io::Result<()> {
+    let listener = std::net::TcpListener::bind(args.listen)?;
+    listener.set_nonblocking(true)?;
     println!("listening on http://{}", listener.local_addr()?);
+    let upstreams: Arc<[Authority]> = args.upstreams.into();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..args.workers.max(1) {
+        let (listener, upstreams, next) = (listener.try_clone()?, upstreams.clone(), next.clone());
+        workers.push(std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|rt| rt.block_on(serve(listener, upstreams, next)))
+        }));
+    }
+    for w in workers {
+        w.join()
+            .map_err(|_| std::io::Error::other("a worker panicked"))??;
+    }
+    Ok(())
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    upstreams: Arc<[Authority]>,
+    next: Arc<AtomicUsize>,
+) -> std::io::Result<()> {
+    let listener = TcpListener::from_std(listener)?;
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_max_idle_per_host(128)
         .build(connector);
-    let upstreams: Arc<[Authority]> = args.upstreams.into();
-    let next = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, _) = listener.accept().await?;
         // Like the gateway's listener; a socket that refuses it is served anyway.
