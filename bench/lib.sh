@@ -303,8 +303,8 @@ gateway_conf() {
 }
 
 # start_gateway WORKERS PORT [RUST_LOG]: our gateway with static upstreams and WORKERS
-# tokio worker threads (the config key, and TOKIO_WORKER_THREADS for the process
-# runtime). Logs at the given RUST_LOG, else at the caller's, else at the default level
+# serving workers (the config key; TOKIO_WORKER_THREADS sizes the process runtime, which
+# only waits for them). Logs at the given RUST_LOG, else at the caller's, else at the default level
 # (no RUST_LOG: as users run it).
 start_gateway() {
 	local workers=$1 port=$2 level=${3:-${RUST_LOG:-}} admin n
