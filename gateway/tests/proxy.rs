@@ -732,14 +732,7 @@ fn a_stuck_worker_leaves_new_connections_to_the_other_and_both_stop_with_the_gat
     assert_eq!(room.hits.load(Ordering::SeqCst), 5);
 
     worker0.block_on(async {
-        let metrics = client()
-            .get(format!("http://{admin}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = support::metrics_at(admin).await;
         for series in [
             r#"gateway_edge_accepted_total{worker="0"} 0"#,
             r#"gateway_edge_accepted_total{worker="1"} 5"#,

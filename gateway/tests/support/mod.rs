@@ -148,13 +148,18 @@ impl Gw {
 
     /// `GET /metrics` (Prometheus text).
     pub async fn metrics(&self) -> String {
-        let r = client()
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap();
-        r.text().await.unwrap()
+        metrics_at(self.admin).await
     }
+}
+
+/// `/metrics` of the admin listener at `admin` (without a token).
+pub async fn metrics_at(admin: std::net::SocketAddr) -> String {
+    let r = client()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    r.text().await.unwrap()
 }
 
 /// Writes `s` to `file` as TOML, the way an operator edits `gateway.toml` (through a
