@@ -117,7 +117,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), BoxError> {
     // background tasks. The process runtime only waits for it.
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
-        .name("gateway-worker".into())
+        .name("gateway-worker-0".into())
         .spawn(move || {
             let result = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
