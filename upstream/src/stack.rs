@@ -596,26 +596,14 @@ mod tests {
         String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap()
     }
 
-    /// The port of the connection pool 0 keeps idle: GETs until two in a row use one.
-    async fn pooled_port(client: &HttpClient, addr: std::net::SocketAddr) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut last = port(client, addr).await;
-        loop {
-            let now = port(client, addr).await;
-            if now == last {
-                return now;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no connection was reused"
-            );
-            last = now;
-        }
-    }
-
-    /// The port a GET from a thread marked as worker 1 (with its own runtime) went out
-    /// on. The calling runtime keeps running meanwhile: it serves pool 0's connections.
-    async fn port_from_worker_1(client: &HttpClient, addr: std::net::SocketAddr) -> String {
+    /// The ports of `n` GETs in a row from a thread marked as worker 1 (with its own
+    /// runtime). The calling runtime keeps running meanwhile: it serves pool 0's
+    /// connections.
+    async fn ports_from_worker_1(
+        client: &HttpClient,
+        addr: std::net::SocketAddr,
+        n: usize,
+    ) -> std::collections::HashSet<String> {
         let client = client.clone();
         tokio::task::spawn_blocking(move || {
             enter_worker(1);
@@ -623,10 +611,29 @@ mod tests {
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(port(&client, addr))
+            rt.block_on(async {
+                let mut ports = std::collections::HashSet::new();
+                for _ in 0..n {
+                    ports.insert(port(&client, addr).await);
+                }
+                ports
+            })
         })
         .await
         .unwrap()
+    }
+
+    /// The ports of `n` GETs in a row from the calling thread (worker 0).
+    async fn ports_from_worker_0(
+        client: &HttpClient,
+        addr: std::net::SocketAddr,
+        n: usize,
+    ) -> std::collections::HashSet<String> {
+        let mut ports = std::collections::HashSet::new();
+        for _ in 0..n {
+            ports.insert(port(client, addr).await);
+        }
+        ports
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -636,19 +643,31 @@ mod tests {
             workers: 2,
             ..Default::default()
         });
-        let idle = pooled_port(&client, addr).await;
-        assert_ne!(
-            port_from_worker_1(&client, addr).await,
-            idle,
-            "worker 1 took a connection of worker 0's pool"
+        let mut worker_0 = ports_from_worker_0(&client, addr, 5).await;
+        let worker_1 = ports_from_worker_1(&client, addr, 5).await;
+        worker_0.extend(ports_from_worker_0(&client, addr, 5).await);
+        assert!(
+            worker_0.is_disjoint(&worker_1),
+            "workers shared a connection: worker 0 {worker_0:?}, worker 1 {worker_1:?}"
         );
-        // Worker 0 still has its own connection.
-        assert_eq!(pooled_port(&client, addr).await, idle);
 
-        // With one pool, the same thread takes the idle connection: the check above can
-        // tell the two apart.
+        // With one pool, the worker-1 thread does take connections worker 0 left idle:
+        // the check above can tell the two apart.
         let shared = http_client(ClientOptions::default());
-        let idle = pooled_port(&shared, addr).await;
-        assert_eq!(port_from_worker_1(&shared, addr).await, idle);
+        let mut seen = std::collections::HashSet::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            seen.extend(ports_from_worker_0(&shared, addr, 2).await);
+            if !ports_from_worker_1(&shared, addr, 1)
+                .await
+                .is_disjoint(&seen)
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "one pool, yet the worker-1 thread never took an idle connection"
+            );
+        }
     }
 }
