@@ -192,10 +192,15 @@ pub async fn open(
 /// `-shm` files the mode of the database file.
 async fn open_sqlite(path: &Path, pool: AnyPoolOptions) -> Result<AnyPool, sqlx::Error> {
     create_private(path).map_err(sqlx::Error::Io)?;
+    // The file exists now (just made, private). Connections opened later must not make
+    // it again: were it removed or renamed under a running instance, a new connection
+    // would start an empty database at the path, the readiness check would pass on it,
+    // and writes would land where the other replicas never look. Such a connection
+    // fails instead, and the check keeps reporting the file gone.
     let url = sqlx::ConnectOptions::to_url_lossy(
         &SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true),
+            .create_if_missing(in_memory(path)),
     );
     let opts = <AnyConnectOptions as sqlx::ConnectOptions>::from_url(&url)?;
     // The Any driver builds SQLite's options from the URL alone, so the per-connection
@@ -232,7 +237,7 @@ async fn open_sqlite(path: &Path, pool: AnyPoolOptions) -> Result<AnyPool, sqlx:
 /// `0600`, empty) when they are missing; existing ones are left as they are.
 fn create_private(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    if path == Path::new(":memory:") || path.to_string_lossy().starts_with("file:") {
+    if in_memory(path) {
         return Ok(());
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -251,6 +256,12 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Whether the SQLite `path` names an in-memory database (`:memory:` or a `file:` URI),
+/// not a file.
+fn in_memory(path: &Path) -> bool {
+    path == Path::new(":memory:") || path.to_string_lossy().starts_with("file:")
 }
 
 /// Takes an exclusive `flock` on `<db>.migrate.lock` (waiting on a blocking thread); the
@@ -285,8 +296,7 @@ fn sqlite_file(pool: &AnyPool) -> Option<PathBuf> {
         .ok()?
         .get_filename()
         .to_owned();
-    let in_memory = path == Path::new(":memory:") || path.to_string_lossy().starts_with("file:");
-    (!in_memory).then_some(path)
+    (!in_memory(&path)).then_some(path)
 }
 
 /// Starts a write transaction that no other writer of the database can interleave with:
@@ -496,6 +506,44 @@ mod tests {
             let file = PathBuf::from(format!("{}{suffix}", path.display()));
             assert_eq!(mode(&file), 0o600, "{}", file.display());
         }
+        pool.close().await;
+    }
+
+    /// SQLite goes on with an open file that was renamed; a connection opened after that
+    /// must fail rather than start an empty database at the path (which would pass the
+    /// readiness check and take writes no other replica sees).
+    #[tokio::test]
+    async fn a_database_file_that_left_its_path_is_not_made_again_by_a_new_connection() {
+        let root = hotel_testkit::TempDir::new("db");
+        let path = root.join("data").join("room.db");
+        let settings = DatabaseSettings {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(2),
+            ..DatabaseSettings::default()
+        };
+        let pool = open(&Location::Sqlite(path.clone()), &settings)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        std::fs::rename(&path, root.join("room.db.away")).unwrap();
+        // The connections the pool holds keep working on the renamed file; one more has
+        // to be opened now.
+        let mut held = Vec::new();
+        for _ in 0..pool.num_idle() {
+            held.push(pool.acquire().await.unwrap());
+        }
+        let more = pool.acquire().await;
+        assert!(
+            more.is_err(),
+            "a new connection opened a database at the old path"
+        );
+        assert!(!path.exists(), "an empty database was made at the old path");
+        let why = ping(&pool, Duration::from_secs(1)).await.unwrap_err();
+        assert!(why.contains("is gone"), "{why}");
+        drop(held);
         pool.close().await;
     }
 
