@@ -482,6 +482,11 @@ mod tests {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
+    /// Runs one statement on `pool`.
+    async fn run(pool: &AnyPool, sql: &'static str) {
+        sqlx::query(sql).execute(pool).await.unwrap();
+    }
+
     #[tokio::test]
     async fn a_new_database_and_its_wal_and_shm_files_are_readable_by_their_owner_only() {
         let root = hotel_testkit::TempDir::new("db");
@@ -493,14 +498,8 @@ mod tests {
         )
         .await
         .unwrap();
-        sqlx::query("CREATE TABLE t (x INTEGER)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::query("INSERT INTO t VALUES (1)")
-            .execute(&pool)
-            .await
-            .unwrap();
+        run(&pool, "CREATE TABLE t (x INTEGER)").await;
+        run(&pool, "INSERT INTO t VALUES (1)").await;
         assert_eq!(mode(&dir), 0o700, "data directory");
         for suffix in ["", "-wal", "-shm", ".migrate.lock"] {
             let file = PathBuf::from(format!("{}{suffix}", path.display()));
@@ -524,10 +523,7 @@ mod tests {
         let pool = open(&Location::Sqlite(path.clone()), &settings)
             .await
             .unwrap();
-        sqlx::query("CREATE TABLE t (x INTEGER)")
-            .execute(&pool)
-            .await
-            .unwrap();
+        run(&pool, "CREATE TABLE t (x INTEGER)").await;
         std::fs::rename(&path, root.join("room.db.away")).unwrap();
         // The connections the pool holds keep working on the renamed file; one more has
         // to be opened now.
