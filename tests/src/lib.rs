@@ -17,7 +17,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::mpsc,
+    sync::{Arc, OnceLock, mpsc},
     time::{Duration, Instant},
 };
 
@@ -69,7 +69,8 @@ pub const UP_EPHEMERAL_PORTS: [&str; 8] = [
 ];
 
 /// A loopback port that was free a moment ago, for a listener that a process does not
-/// announce on stdout (such as the gateway's admin listener).
+/// announce on stdout (a container's published port, a database server's). Another
+/// process may take it before it is used: prefer port 0 and the announced address.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     l.local_addr().expect("local address").port()
@@ -104,6 +105,8 @@ pub struct Proc {
     pub addr: SocketAddr,
     /// Where its stdout and stderr go.
     pub log: PathBuf,
+    /// The address from its `admin listening on` line, once printed (a gateway's).
+    admin: Arc<OnceLock<SocketAddr>>,
     child: Child,
 }
 
@@ -134,6 +137,8 @@ impl Proc {
         let stdout = child.stdout.take().context("stdout")?;
         let (tx, rx) = mpsc::channel();
         let log_copy = log.clone();
+        let admin = Arc::new(OnceLock::new());
+        let admin_seen = admin.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             let mut out = std::fs::OpenOptions::new()
@@ -146,6 +151,11 @@ impl Proc {
                     && let (Some(tx), Ok(a)) = (tx.take(), rest.trim().parse::<SocketAddr>())
                 {
                     let _ = tx.send(a);
+                }
+                if let Some(rest) = line.strip_prefix(hotel_common::process::ADMIN_ANNOUNCE_PREFIX)
+                    && let Ok(a) = rest.trim().parse::<SocketAddr>()
+                {
+                    let _ = admin_seen.set(a);
                 }
                 if let Some(f) = out.as_mut() {
                     let _ = writeln!(f, "{line}");
@@ -165,8 +175,28 @@ impl Proc {
             name: name.to_owned(),
             addr,
             log,
+            admin,
             child,
         })
+    }
+
+    /// The address from its `admin listening on http://ADDR` line (a gateway prints it
+    /// right after its public one), waiting up to 10 s for it.
+    pub fn admin_addr(&self) -> Result<SocketAddr> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(a) = self.admin.get() {
+                return Ok(*a);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} printed no admin address within 10 s; log:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// `http://ADDR`.
@@ -268,7 +298,6 @@ pub fn spawn_gateway_watching(
     token: &str,
     log_dir: &Path,
 ) -> Result<(Proc, String)> {
-    let admin = format!("127.0.0.1:{}", free_port());
     let gateway = Proc::spawn(
         "gateway",
         &[
@@ -276,7 +305,7 @@ pub fn spawn_gateway_watching(
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",
-            &admin,
+            "127.0.0.1:0",
         ],
         &[
             ("HOTEL_GATEWAY__REGISTRY__URL", registry_url),
@@ -284,6 +313,7 @@ pub fn spawn_gateway_watching(
         ],
         log_dir,
     )?;
+    let admin = gateway.admin_addr()?;
     Ok((gateway, format!("http://{admin}")))
 }
 

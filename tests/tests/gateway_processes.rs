@@ -11,9 +11,7 @@
 )]
 
 use anyhow::{Context, Result, bail};
-use hotel_tests::{
-    Proc, TempDir, eventually, free_port, spawn_gateway_watching, spawn_instance, wait_known,
-};
+use hotel_tests::{Proc, TempDir, eventually, spawn_gateway_watching, spawn_instance, wait_known};
 use serde_json::{Value, json};
 use std::{
     path::Path,
@@ -151,12 +149,11 @@ async fn static_rooms(test: &str, room: Value) -> Result<StaticRooms> {
         .iter()
         .map(|p| format!("\"{}\"", p.url()))
         .collect();
-    let admin_port = free_port();
     let config = dir.path().join("gateway.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\n[services.room]\ninstances = [{}]\n",
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[services.room]\ninstances = [{}]\n",
             instances.join(", ")
         ),
     )?;
@@ -170,6 +167,7 @@ async fn static_rooms(test: &str, room: Value) -> Result<StaticRooms> {
         &[],
         dir.path(),
     )?;
+    let admin_port = gateway.admin_addr()?.port();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()?;
