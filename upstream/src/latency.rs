@@ -56,14 +56,16 @@ impl Ring {
             self.samples.push(us);
             let at = sorted.partition_point(|&x| x < us);
             sorted.insert(at, us);
+            // The ring wraps to slot 0 once it is full.
+            self.next = self.samples.len() % WINDOW;
         } else {
             let old = std::mem::replace(&mut self.samples[self.next], us);
+            self.next = (self.next + 1) % WINDOW;
             // Where `old` is, and where `us` goes; only the samples between move.
             let Ok(old_at) = sorted.binary_search(&old) else {
                 // Every sample of the ring is in its sorted copy; were it not, sort anew.
                 sorted.clone_from(&self.samples);
                 sorted.sort_unstable();
-                self.next = (self.next + 1) % WINDOW;
                 return;
             };
             let at = sorted.partition_point(|&x| x < us);
@@ -76,7 +78,6 @@ impl Ring {
                 sorted[at - 1] = us;
             }
         }
-        self.next = (self.next + 1) % WINDOW;
     }
 }
 

@@ -77,17 +77,9 @@ pub fn enter_worker(index: usize) {
 /// move every request and answer across threads (a wake-up on another core each way).
 /// A worker therefore takes connections from its own pool only. Threads that are not
 /// serving workers (the admin runtime, health probes, services' clients) use pool 0.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct HttpClient {
     pools: Arc<[Pool]>,
-}
-
-impl std::fmt::Debug for HttpClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpClient")
-            .field("pools", &self.pools.len())
-            .finish()
-    }
 }
 
 impl HttpClient {
