@@ -9,7 +9,8 @@ use crate::{
     error::{BoxError, DeadlineExceeded, classify},
     metrics::UpstreamMetrics,
     policy::{InvalidUpstream, Origin, ServicePolicy, bad},
-    stack::{ClientOptions, RouteUpstream, ServiceUpstream, Source, http_client},
+    pool::{ClientOptions, http_client},
+    stack::{RouteUpstream, ServiceUpstream, Source},
 };
 use bytes::Bytes;
 use http::{Request, Response};

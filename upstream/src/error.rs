@@ -95,7 +95,7 @@ impl FailureKind {
             FailureKind::NoInstance
         } else if e.is::<DeadlineExceeded>() || e.is::<tower::timeout::error::Elapsed>() {
             FailureKind::Deadline
-        } else if let Some(c) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+        } else if let Some(c) = e.downcast_ref::<crate::pool::ClientError>() {
             if c.is_connect() {
                 FailureKind::Connect
             } else {

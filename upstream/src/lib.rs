@@ -13,7 +13,7 @@
 //!                   ejection, ejection cap                           (breaker)
 //!       observe     absolute URI, trace context, client span, stats  (endpoint)
 //!        try        the per-try timeout                              (timeout)
-//!         client    one shared, pooled hyper-util client             (stack)   -> 502
+//!         client    keep-alive connections, a pool per worker        (pool)    -> 502
 //! ```
 //!
 //! Around it: `stack` assembles the layers (`ServiceUpstream` once per service,
@@ -42,6 +42,7 @@ mod hedge;
 mod latency;
 mod metrics;
 mod policy;
+mod pool;
 mod retry;
 mod stack;
 mod timeout;
@@ -57,6 +58,5 @@ pub use metrics::{UpstreamMetrics, latency_histogram};
 pub use policy::{
     BreakerPolicy, HedgePolicy, InvalidUpstream, Origin, Policy, PolicySettings, ServicePolicy,
 };
-pub use stack::{
-    ClientOptions, HttpClient, RouteUpstream, ServiceUpstream, Source, enter_worker, http_client,
-};
+pub use pool::{ClientError, ClientOptions, HttpClient, enter_worker, http_client};
+pub use stack::{RouteUpstream, ServiceUpstream, Source};

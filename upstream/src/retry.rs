@@ -483,7 +483,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         drop(l);
-        let client = crate::stack::http_client(Default::default());
+        let client = crate::pool::http_client(Default::default());
         let r = Request::get(format!("http://{addr}/"))
             .body(ProxyBody::empty())
             .unwrap();

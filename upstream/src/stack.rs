@@ -10,8 +10,8 @@
 //!      breaker      Breaker: per-instance readiness gate, ejection cap
 //!       observe     Observe: absolute URI, trace context, client span, stats
 //!        try        timeout::Timeout: the per-try timeout
-//!         client    the pooled hyper-util client of the calling worker       -> 502
-//!                   (keep-alive; one pool per serving worker, see [`HttpClient`])
+//!         client    a keep-alive connection from the calling worker's pool   -> 502
+//!                   (one pool per serving worker, see [`HttpClient`])
 //! ```
 //!
 //! Everything from `shared` down exists once per service; the top three once per route,
@@ -36,16 +36,12 @@ use crate::{
         UpstreamMetrics,
     },
     policy::{BreakerPolicy, Policy, ServicePolicy},
+    pool::HttpClient,
     retry::{Deadline, Replay, RetryPolicy, RouteShared},
     timeout::{Timeout, TimeoutLayer, TryTimeout},
 };
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::{
-    client::legacy::{Client, ResponseFuture, connect::HttpConnector},
-    rt::{TokioExecutor, TokioTimer},
-};
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use std::{
     collections::BTreeMap,
@@ -55,64 +51,6 @@ use std::{
 use tokio::sync::watch;
 use tower::{Layer, ServiceExt, retry::Retry};
 
-/// One pool of keep-alive connections to the instances.
-type Pool = Client<HttpsConnector<HttpConnector>, ProxyBody>;
-
-thread_local! {
-    /// The serving worker this thread is (see [`HttpClient`]); 0 on every other thread.
-    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Marks the calling thread as serving worker `index` (a current-thread runtime of its
-/// own): an [`HttpClient`] called on it uses pool `index`.
-pub fn enter_worker(index: usize) {
-    WORKER.with(|w| w.set(index));
-}
-
-/// The HTTP client every instance of every service is reached through: one pool of
-/// keep-alive connections per serving worker ([`ClientOptions::workers`]).
-///
-/// A worker is one thread with a current-thread runtime. A pooled connection is served
-/// by a task on the runtime that opened it, so a connection shared between workers would
-/// move every request and answer across threads (a wake-up on another core each way).
-/// A worker therefore takes connections from its own pool only. Threads that are not
-/// serving workers (the admin runtime, health probes, services' clients) use pool 0.
-#[derive(Clone, Debug)]
-pub struct HttpClient {
-    pools: Arc<[Pool]>,
-}
-
-impl HttpClient {
-    /// The calling worker's pool.
-    fn pool(&self) -> &Pool {
-        let i = WORKER.with(std::cell::Cell::get);
-        &self.pools[if i < self.pools.len() { i } else { 0 }]
-    }
-
-    /// Sends `req` (an absolute URI) on a connection of the calling worker's pool.
-    pub fn request(&self, req: Request<ProxyBody>) -> ResponseFuture {
-        self.pool().request(req)
-    }
-}
-
-impl tower::Service<Request<ProxyBody>> for HttpClient {
-    type Response = Response<Incoming>;
-    type Error = hyper_util::client::legacy::Error;
-    type Future = ResponseFuture;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        // hyper-util's client is always ready: a connection is found or made per request.
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<ProxyBody>) -> ResponseFuture {
-        self.request(req)
-    }
-}
-
 /// One instance's stack, as the balancer holds it.
 pub(crate) type EndpointService = Breaker<Observe<Timeout<HttpClient>>>;
 
@@ -121,58 +59,6 @@ type Shared = crate::balance::SharedBalancer<Balancer>;
 
 /// A route's stack over its service's shared balancer.
 pub(crate) type RouteService = tower::timeout::Timeout<Retry<RetryPolicy, Hedge<Shared>>>;
-
-/// Options of the shared client.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientOptions {
-    /// TCP connect timeout.
-    pub connect_timeout: Duration,
-    /// Idle pooled connections are closed after this long.
-    pub pool_idle_timeout: Duration,
-    /// Idle connections kept per instance, in each worker's pool.
-    pub pool_max_idle_per_host: usize,
-    /// Serving workers, each with its own pool (see [`HttpClient`]); 0 counts as 1.
-    pub workers: usize,
-}
-
-impl Default for ClientOptions {
-    fn default() -> Self {
-        ClientOptions {
-            connect_timeout: Duration::from_millis(500),
-            pool_idle_timeout: Duration::from_secs(30),
-            pool_max_idle_per_host: 64,
-            workers: 1,
-        }
-    }
-}
-
-/// Builds the shared client, with one pool per serving worker. `http://` instances are
-/// reached in cleartext; `https://` ones (registered so with mutual TLS on) with the
-/// process's identity (`hotel_common::tls::internal`), and refused when the process has
-/// none.
-pub fn http_client(o: ClientOptions) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(o.connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(false);
-    let tls = hotel_common::tls::internal::client_config_or_refusing();
-    let connector = HttpsConnectorBuilder::new()
-        .with_tls_config((*tls).clone())
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(connector);
-    let pools = (0..o.workers.max(1))
-        .map(|_| {
-            Client::builder(TokioExecutor::new())
-                // Without a timer idle connections are never evicted.
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(o.pool_idle_timeout)
-                .pool_max_idle_per_host(o.pool_max_idle_per_host)
-                .build(connector.clone())
-        })
-        .collect();
-    HttpClient { pools }
-}
 
 /// `GET /healthz` on one instance through the shared client.
 struct HealthProbe {
@@ -548,118 +434,5 @@ impl RouteUpstream {
             }
         }
         self.svc.clone().oneshot(req)
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use http_body_util::BodyExt;
-
-    /// An instance that answers each request with the client port of its connection.
-    async fn echo_port() -> std::net::SocketAddr {
-        use axum::extract::ConnectInfo;
-        let app = axum::Router::new().route(
-            "/",
-            axum::routing::get(
-                |ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>| async move {
-                    peer.port().to_string()
-                },
-            ),
-        );
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(
-                l,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .await
-        });
-        addr
-    }
-
-    /// The client port of the connection `client` sent a GET to `addr` on.
-    async fn port(client: &HttpClient, addr: std::net::SocketAddr) -> String {
-        let mut req = Request::new(ProxyBody::empty());
-        *req.uri_mut() = format!("http://{addr}/").parse().unwrap();
-        let body = client.request(req).await.unwrap().into_body();
-        String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap()
-    }
-
-    /// The ports of `n` GETs in a row from a thread marked as worker 1 (with its own
-    /// runtime). The calling runtime keeps running meanwhile: it serves pool 0's
-    /// connections.
-    async fn ports_from_worker_1(
-        client: &HttpClient,
-        addr: std::net::SocketAddr,
-        n: usize,
-    ) -> std::collections::HashSet<String> {
-        let client = client.clone();
-        tokio::task::spawn_blocking(move || {
-            enter_worker(1);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let mut ports = std::collections::HashSet::new();
-                for _ in 0..n {
-                    ports.insert(port(&client, addr).await);
-                }
-                ports
-            })
-        })
-        .await
-        .unwrap()
-    }
-
-    /// The ports of `n` GETs in a row from the calling thread (worker 0).
-    async fn ports_from_worker_0(
-        client: &HttpClient,
-        addr: std::net::SocketAddr,
-        n: usize,
-    ) -> std::collections::HashSet<String> {
-        let mut ports = std::collections::HashSet::new();
-        for _ in 0..n {
-            ports.insert(port(client, addr).await);
-        }
-        ports
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn each_worker_sends_on_connections_of_its_own_pool() {
-        let addr = echo_port().await;
-        let client = http_client(ClientOptions {
-            workers: 2,
-            ..Default::default()
-        });
-        let mut worker_0 = ports_from_worker_0(&client, addr, 5).await;
-        let worker_1 = ports_from_worker_1(&client, addr, 5).await;
-        worker_0.extend(ports_from_worker_0(&client, addr, 5).await);
-        assert!(
-            worker_0.is_disjoint(&worker_1),
-            "workers shared a connection: worker 0 {worker_0:?}, worker 1 {worker_1:?}"
-        );
-
-        // With one pool, the worker-1 thread does take connections worker 0 left idle:
-        // the check above can tell the two apart.
-        let shared = http_client(ClientOptions::default());
-        let mut seen = std::collections::HashSet::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            seen.extend(ports_from_worker_0(&shared, addr, 2).await);
-            if !ports_from_worker_1(&shared, addr, 1)
-                .await
-                .is_disjoint(&seen)
-            {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "one pool, yet the worker-1 thread never took an idle connection"
-            );
-        }
     }
 }
