@@ -196,7 +196,7 @@ impl Hygiene {
         pre: Option<&PeerHeaders>,
     ) {
         if let Some(pre) = pre {
-            remove_present(headers, &FORWARDING);
+            remove_present(headers, &CLIENT_FORWARDING);
             // `HeaderName`s, not `&str`s: a non-standard name given as `&str` is copied
             // into a new allocation on every insert.
             headers.insert(X_FORWARDED_FOR, pre.xff.clone());
@@ -321,13 +321,12 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// The forwarding headers a client may not set for itself.
-const FORWARDING: [HeaderName; 5] = [
-    X_FORWARDED_FOR,
-    X_FORWARDED_PROTO,
+/// The forwarding headers a client may not set for itself that the gateway does not
+/// set again for an untrusted peer: `X-Forwarded-For`, `X-Forwarded-Proto` and
+/// `Forwarded` are replaced whole by their `insert`.
+const CLIENT_FORWARDING: [HeaderName; 2] = [
     HeaderName::from_static("x-forwarded-host"),
     HeaderName::from_static("x-real-ip"),
-    header::FORWARDED,
 ];
 
 /// Removes the headers of `names` that `h` holds. One pass over the names `h` holds (a
@@ -470,11 +469,19 @@ mod tests {
             let pre = h.peer_headers(peer).unwrap();
             let mut spoofed = HeaderMap::new();
             spoofed.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+            spoofed.append("x-forwarded-for", "5.6.7.8".parse().unwrap());
             spoofed.insert("forwarded", "for=1.2.3.4".parse().unwrap());
+            spoofed.append("forwarded", "for=5.6.7.8".parse().unwrap());
+            spoofed.insert("x-forwarded-proto", "https".parse().unwrap());
+            spoofed.insert("x-forwarded-host", "evil.example".parse().unwrap());
+            spoofed.insert("x-real-ip", "1.2.3.4".parse().unwrap());
             let (mut a, mut b) = (spoofed.clone(), spoofed);
             h.set_forwarded(&mut a, peer, None);
             h.set_forwarded(&mut b, peer, Some(&pre));
             assert_eq!(a, b, "{peer}");
+            assert_eq!(b.get_all("x-forwarded-for").iter().count(), 1, "{peer}");
+            assert_eq!(b.get_all("forwarded").iter().count(), 1, "{peer}");
+            assert!(!b.contains_key("x-forwarded-host") && !b.contains_key("x-real-ip"));
         }
     }
 

@@ -13,7 +13,7 @@
 
 use crate::{
     breaker::EjectionCap,
-    endpoint::{AttemptNo, Attempts},
+    endpoint::Attempts,
     error::{BoxError, NoReadyInstance},
 };
 use futures::future::{Either, Ready, ready};
@@ -214,7 +214,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
         use futures::TryFutureExt;
         let attempts = crate::retry::attempts_of(req.extensions()).cloned();
         let picked = self.pick(attempts.as_deref());
@@ -231,7 +231,7 @@ where
             .into())));
         };
         if let Some(a) = &attempts {
-            req.extensions_mut().insert(AttemptNo(a.push(k.clone())));
+            a.push(k.clone());
         }
         Either::Right(svc.call(req).err_into())
     }

@@ -96,6 +96,11 @@ impl Attempts {
             .any(|i| &**i == instance)
     }
 
+    /// How many attempts went out so far (the number of the latest).
+    pub(crate) fn count(&self) -> u32 {
+        self.tried.lock().unwrap_or_else(|p| p.into_inner()).len() as u32
+    }
+
     /// Whether nothing was tried yet.
     pub(crate) fn is_empty(&self) -> bool {
         self.tried.lock().unwrap_or_else(|p| p.into_inner()).first[0].is_none()
@@ -111,10 +116,6 @@ impl Attempts {
             .collect()
     }
 }
-
-/// Request extension set by the balancer: this attempt's number.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct AttemptNo(pub u32);
 
 /// Live statistics of one instance (the admin status page reads them).
 #[derive(Debug)]
@@ -373,7 +374,6 @@ where
             .get::<AttemptKind>()
             .copied()
             .unwrap_or(AttemptKind::First);
-        let no = req.extensions().get::<AttemptNo>().map_or(1, |n| n.0);
         let origin = &self.stats.origin;
         let pq = req
             .uri()
@@ -401,7 +401,9 @@ where
                 server.address = %origin.authority,
                 peer.service = %self.stats.service,
                 hotel.instance = %self.stats.instance,
-                hotel.attempt = no,
+                // The balancer recorded this attempt just before calling this instance
+                // (one synchronous step, so no other attempt came in between).
+                hotel.attempt = crate::retry::attempts_of(req.extensions()).map_or(1, |a| a.count()),
                 hotel.attempt.kind = kind.as_str(),
                 hotel.retry.reason = tracing::field::Empty,
                 hotel.outcome = tracing::field::Empty,
