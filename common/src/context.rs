@@ -20,6 +20,10 @@ pub struct RequestContext {
     /// gateway's edge for every attempt that has no span of its own (see
     /// [`crate::telemetry::inject`]); `None` where the current span decides.
     pub traceparent: Option<HeaderValue>,
+    /// The trace and span ids log lines written inside the request carry when it has no
+    /// span of its own (the gateway's edge makes none when nothing would show it, see
+    /// [`crate::telemetry::request_span_wanted`]); `None` where spans decide.
+    pub log_ids: Option<(opentelemetry::trace::TraceId, opentelemetry::trace::SpanId)>,
 }
 
 tokio::task_local! {
@@ -34,6 +38,12 @@ pub fn current() -> Option<RequestContext> {
 /// The `traceparent` the current request context carries, if any.
 pub fn traceparent() -> Option<HeaderValue> {
     CONTEXT.try_with(|c| c.traceparent.clone()).ok().flatten()
+}
+
+/// The ids log lines take from the current request context (see
+/// [`RequestContext::log_ids`]).
+pub(crate) fn log_ids() -> Option<(opentelemetry::trace::TraceId, opentelemetry::trace::SpanId)> {
+    CONTEXT.try_with(|c| c.log_ids).ok().flatten()
 }
 
 /// Runs `fut` with `ctx` as the current request context.
@@ -71,6 +81,7 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         request_id: request_id.clone(),
         trace_id: crate::telemetry::current_trace_id(),
         traceparent: None,
+        log_ids: None,
     };
     let mut res = scope(ctx, next.run(req)).await;
     if let Ok(v) = HeaderValue::from_str(&request_id) {

@@ -33,7 +33,13 @@ use opentelemetry::{
 };
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
-use std::{sync::OnceLock, time::Duration};
+use std::{
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 use tracing::{Dispatch, Span, dispatcher::WeakDispatch};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt};
@@ -64,11 +70,12 @@ pub fn trace_filter(spec: &str) -> Result<EnvFilter, String> {
 /// The request span is the one span the gateway makes for every request. Left to the
 /// log layer it would have its fields formatted into a string at creation and at every
 /// `record`, for every request, although at `info` no line is written inside a healthy
-/// request; that was a quarter of the gateway's throughput. Left out, it still exists
-/// (its ids name the request in `x-trace-id` and `traceparent`, and the OpenTelemetry
-/// layer, which has its own filter, still exports it), and log lines written inside it
-/// still carry its `trace_id`/`span_id` (see `format`); they only lose the
-/// `request{...}:` prefix. `RUST_LOG=info` (or `hotel_gateway=info`) brings it back.
+/// request; that was a quarter of the gateway's throughput. Left out, it is made only
+/// when spans are exported (the OpenTelemetry layer has its own filter); otherwise the
+/// request goes without a span (see [`request_span_wanted`]), its ids still name it in
+/// `x-trace-id` and `traceparent`, and log lines written inside it still carry its
+/// `trace_id`/`span_id` (see `format`); they only lose the `request{...}:` prefix.
+/// `RUST_LOG=info` (or `hotel_gateway=info`) brings it back.
 pub const DEFAULT_LOG_FILTER: &str = "info,opentelemetry=warn,hotel_gateway::request=warn";
 
 /// The target of the gateway's per-request server span (see [`DEFAULT_LOG_FILTER`]).
@@ -151,6 +158,141 @@ pub fn is_exporting() -> bool {
     EXPORTING_DISPATCH.get().is_some()
 }
 
+/// Whether the process's log filter shows the gateway's request span (set by
+/// [`WatchRequestSpan`] when the span's callsite registers).
+static REQUEST_SPAN_LOGGED: std::sync::LazyLock<Arc<AtomicBool>> =
+    std::sync::LazyLock::new(Arc::default);
+
+/// Whether the gateway's edge should make its per-request span: when spans are exported,
+/// or when the log filter shows it (`RUST_LOG=info`, see [`DEFAULT_LOG_FILTER`]).
+/// Otherwise nothing would ever show the span, and the request goes without one: its ids
+/// come from [`request_ids`] and its log lines take them from the request context (see
+/// `format`). Registering and closing a span through every layer of the subscriber, with
+/// an enter and an exit on every poll, cost about 4k instructions per request, 6 % of
+/// the gateway's.
+///
+/// The answer is known once the span's callsite has registered (the edge creates one
+/// span when it is built, see `hotel_gateway::edge::stack`).
+pub fn request_span_wanted() -> bool {
+    is_exporting() || REQUEST_SPAN_LOGGED.load(Ordering::Relaxed)
+}
+
+/// The log layer's filter, which also notes whether it lets the gateway's request span
+/// through ([`request_span_wanted`]). Everything else is the inner filter's.
+struct WatchRequestSpan<F> {
+    inner: F,
+    logged: Arc<AtomicBool>,
+}
+
+impl<F, S> tracing_subscriber::layer::Filter<S> for WatchRequestSpan<F>
+where
+    F: tracing_subscriber::layer::Filter<S>,
+{
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        self.inner.enabled(meta, cx)
+    }
+
+    fn callsite_enabled(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        let interest = self.inner.callsite_enabled(meta);
+        if meta.is_span() && meta.target() == GATEWAY_REQUEST_TARGET && !interest.is_never() {
+            self.logged.store(true, Ordering::Relaxed);
+        }
+        interest
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        self.inner.max_level_hint()
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        self.inner.event_enabled(event, cx)
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        cx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.inner.on_new_span(attrs, id, cx);
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        cx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.inner.on_record(id, values, cx);
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, cx: tracing_subscriber::layer::Context<'_, S>) {
+        self.inner.on_enter(id, cx);
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, cx: tracing_subscriber::layer::Context<'_, S>) {
+        self.inner.on_exit(id, cx);
+    }
+
+    fn on_close(&self, id: tracing::span::Id, cx: tracing_subscriber::layer::Context<'_, S>) {
+        self.inner.on_close(id, cx);
+    }
+}
+
+/// A request's ids when it has no span (see [`request_span_wanted`]).
+#[derive(Debug, Clone)]
+pub struct RequestIds {
+    /// The W3C trace id, 32 lowercase hex digits.
+    pub trace_id: String,
+    /// What every attempt sends upstream: the trace, and the request's span id.
+    pub traceparent: Option<http::HeaderValue>,
+    /// The ids log lines inside the request carry.
+    pub log_ids: (TraceId, SpanId),
+}
+
+/// Ids for a request that gets no span, as a span would have them without export: the
+/// caller's trace and sampling flag when `headers` carry a valid `traceparent`, else a
+/// new trace; a new span id either way.
+pub fn request_ids(headers: &http::HeaderMap) -> RequestIds {
+    let remote = if headers.contains_key(TRACEPARENT) {
+        extract_parent(headers).span().span_context().clone()
+    } else {
+        SpanContext::empty_context()
+    };
+    let (trace_id, flags) = if remote.is_valid() {
+        (remote.trace_id(), remote.trace_flags())
+    } else {
+        (
+            ids::random_trace_id(),
+            opentelemetry::trace::TraceFlags::default(),
+        )
+    };
+    let span_id = ids::random_span_id();
+    let sc = SpanContext::new(
+        trace_id,
+        span_id,
+        flags,
+        false,
+        opentelemetry::trace::TraceState::NONE,
+    );
+    RequestIds {
+        trace_id: hex_id(&trace_id.to_bytes()),
+        traceparent: traceparent_value(&sc),
+        log_ids: (trace_id, span_id),
+    }
+}
+
 /// Installs the global subscriber (logs, and span export when configured) and the W3C
 /// propagator. Call once, from a role's `run`, inside the tokio runtime. A second call
 /// leaves the first subscriber in place and returns an inert guard.
@@ -169,7 +311,10 @@ pub fn init_with_writer(
     let log_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let whole = format::Unfiltered::default();
-    let logs = log_layer(format, writer, whole.clone()).with_filter(log_filter);
+    let logs = log_layer(format, writer, whole.clone()).with_filter(WatchRequestSpan {
+        inner: log_filter,
+        logged: REQUEST_SPAN_LOGGED.clone(),
+    });
 
     let export = ExportSettings::from_vars(|k| std::env::var(k).ok());
     let mut problems = Vec::new();
@@ -624,6 +769,7 @@ mod tests {
             request_id: "r-1".into(),
             trace_id,
             traceparent,
+            log_ids: None,
         };
         let by_context = crate::context::scope(ctx, async {
             let mut h = http::HeaderMap::new();
@@ -785,6 +931,110 @@ mod tests {
         let (line, trace) = line_inside_request_span("info", LogFormat::Text);
         assert!(line.contains("rid-1"), "{line}");
         assert!(line.contains(&format!("trace_id={trace}")), "{line}");
+    }
+
+    #[test]
+    fn a_request_without_a_span_gets_the_ids_a_span_would_have() {
+        let subscriber = tracing_subscriber::registry().with(ids::IdsLayer);
+        let _default = tracing::subscriber::set_default(subscriber);
+        let (by_span, by_span_parent) = ids_of_request(&server_span_of_a_caller());
+        let by_span_parent = by_span_parent.unwrap();
+        let mut incoming = http::HeaderMap::new();
+        incoming.insert(
+            "traceparent",
+            http::HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+        );
+        let ids = request_ids(&incoming);
+        // The caller's trace and flags, as the span has them; a span id of its own.
+        assert_eq!(Some(&ids.trace_id), by_span.as_ref());
+        let tp = ids.traceparent.unwrap();
+        let (tp, tp_span) = (tp.to_str().unwrap(), by_span_parent.to_str().unwrap());
+        assert_eq!(tp.len(), 55, "{tp}");
+        assert_eq!((&tp[..36], &tp[52..]), (&tp_span[..36], &tp_span[52..]));
+        assert_ne!(
+            &tp[36..52],
+            "00f067aa0ba902b7",
+            "the caller's span id reused"
+        );
+        assert_eq!(hex_id(&ids.log_ids.0.to_bytes()), ids.trace_id);
+        assert_eq!(&tp[36..52], hex_id(&ids.log_ids.1.to_bytes()));
+        // No caller (or a malformed one): a new trace, unsampled, a new one each time.
+        let mut bad = http::HeaderMap::new();
+        bad.insert("traceparent", http::HeaderValue::from_static("00-zz-yy-01"));
+        let (a, b) = (request_ids(&http::HeaderMap::new()), request_ids(&bad));
+        for ids in [&a, &b] {
+            let tp = ids.traceparent.as_ref().unwrap().to_str().unwrap();
+            assert_eq!(ids.trace_id.len(), 32);
+            assert_ne!(ids.trace_id, "0".repeat(32));
+            assert!(
+                tp.starts_with(&format!("00-{}-", ids.trace_id)) && tp.ends_with("-00"),
+                "{tp}"
+            );
+        }
+        assert_ne!(a.trace_id, b.trace_id);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn lines_inside_a_request_without_a_span_carry_its_context_ids() {
+        let lines = Lines::default();
+        let sink = lines.clone();
+        let whole = format::Unfiltered::default();
+        let logs = log_layer(
+            LogFormat::Text,
+            BoxMakeWriter::new(move || sink.clone()),
+            whole.clone(),
+        )
+        .with_filter(EnvFilter::new(DEFAULT_LOG_FILTER));
+        let dispatch = Dispatch::new(
+            tracing_subscriber::registry()
+                .with(logs)
+                .with(ids::IdsLayer),
+        );
+        whole.set(dispatch.downgrade());
+        let _default = tracing::dispatcher::set_default(&dispatch);
+        let ids = request_ids(&http::HeaderMap::new());
+        let ctx = crate::context::RequestContext {
+            request_id: "r-1".into(),
+            trace_id: Some(ids.trace_id.clone()),
+            traceparent: ids.traceparent.clone(),
+            log_ids: Some(ids.log_ids),
+        };
+        crate::context::scope(ctx, async { tracing::warn!("upstream request failed") }).await;
+        tracing::warn!("outside any request");
+        let out = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let (inside, outside) = out.split_once('\n').unwrap();
+        let span_id = hex_id(&ids.log_ids.1.to_bytes());
+        assert!(
+            inside.contains(&format!("trace_id={} span_id={span_id}", ids.trace_id)),
+            "{inside}"
+        );
+        assert!(!outside.contains("trace_id="), "{outside}");
+    }
+
+    #[test]
+    fn the_log_filter_tells_whether_it_shows_the_request_span() {
+        let shows = |filter: &str| {
+            let logged = Arc::new(AtomicBool::new(false));
+            let logs = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::sink)
+                .with_filter(WatchRequestSpan {
+                    inner: EnvFilter::new(filter),
+                    logged: logged.clone(),
+                });
+            tracing::subscriber::with_default(tracing_subscriber::registry().with(logs), || {
+                drop(tracing::info_span!(target: GATEWAY_REQUEST_TARGET, "request"));
+            });
+            logged.load(Ordering::Relaxed)
+        };
+        assert!(!shows(DEFAULT_LOG_FILTER));
+        assert!(!shows("warn"));
+        assert!(shows("info"));
+        assert!(shows("hotel_gateway=debug"));
+        assert!(shows(&format!(
+            "{DEFAULT_LOG_FILTER},hotel_gateway::request=info"
+        )));
     }
 
     #[test]

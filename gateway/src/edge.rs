@@ -165,6 +165,9 @@ pub fn stack(
 + Send
 + Sync
 + 'static {
+    // Registers the request span's callsite, so that whether anything shows the span is
+    // known before the first request (`hotel_common::telemetry::request_span_wanted`).
+    drop(request_span(&http::Method::GET, "/", ""));
     tower::ServiceBuilder::new()
         .layer(ContextLayer { gw: gw.clone() })
         .option_layer(gw.cors.clone())
@@ -220,6 +223,27 @@ fn request_id_of(headers: &http::HeaderMap) -> String {
         )
 }
 
+/// The request's server span. At its own target, which the default log filter leaves
+/// out: the log layer would otherwise format its fields for every request (see
+/// `hotel_common::telemetry::DEFAULT_LOG_FILTER`); export is filtered apart.
+fn request_span(method: &http::Method, path: &str, request_id: &str) -> tracing::Span {
+    tracing::info_span!(
+        target: hotel_common::telemetry::GATEWAY_REQUEST_TARGET,
+        "request",
+        otel.name = %method,
+        otel.kind = "server",
+        service = "gateway",
+        http.request.method = %method,
+        http.route = tracing::field::Empty,
+        url.path = %path,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        cache.outcome = tracing::field::Empty,
+        request_id = %request_id,
+    )
+}
+
 impl<S> Service<Request<Incoming>> for RequestContext<S>
 where
     S: Service<Request<Incoming>, Response = Response<GatewayBody>, Error = Infallible>
@@ -252,33 +276,35 @@ where
         let method = req.method().clone();
         // A cheap clone (shared bytes): the recent-requests buffer may keep the path.
         let uri = req.uri().clone();
-        // At its own target, which the default log filter leaves out: the log layer
-        // would otherwise format its fields for every request (see
-        // `hotel_common::telemetry::DEFAULT_LOG_FILTER`); export is filtered apart.
-        let span = tracing::info_span!(
-            target: hotel_common::telemetry::GATEWAY_REQUEST_TARGET,
-            "request",
-            otel.name = %method,
-            otel.kind = "server",
-            service = "gateway",
-            http.request.method = %method,
-            http.route = tracing::field::Empty,
-            url.path = %req.uri().path(),
-            http.response.status_code = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-            otel.status_description = tracing::field::Empty,
-            cache.outcome = tracing::field::Empty,
-            request_id = %request_id,
-        );
-        hotel_common::telemetry::set_parent_from(&span, req.headers());
-        let (trace_id, traceparent) = hotel_common::telemetry::ids_of_request(&span);
-        let trace_id = trace_id.unwrap_or_else(new_trace_id);
+        let (span, trace_id, traceparent, log_ids) =
+            if hotel_common::telemetry::request_span_wanted() {
+                let span = request_span(&method, req.uri().path(), &request_id);
+                hotel_common::telemetry::set_parent_from(&span, req.headers());
+                let (trace_id, traceparent) = hotel_common::telemetry::ids_of_request(&span);
+                (
+                    span,
+                    trace_id.unwrap_or_else(new_trace_id),
+                    traceparent,
+                    None,
+                )
+            } else {
+                // Nothing would show the span: the request goes without (see
+                // `request_span_wanted`), with the same ids a span would have had.
+                let ids = hotel_common::telemetry::request_ids(req.headers());
+                (
+                    tracing::Span::none(),
+                    ids.trace_id,
+                    ids.traceparent,
+                    Some(ids.log_ids),
+                )
+            };
         // The response header now, so the id itself moves into the context (no copy).
         let trace_value = HeaderValue::from_str(&trace_id).ok();
         let ctx = hotel_common::context::RequestContext {
             request_id,
             trace_id: Some(trace_id),
             traceparent,
+            log_ids,
         };
         let inner = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, inner);

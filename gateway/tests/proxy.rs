@@ -48,7 +48,7 @@ async fn handler(State(f): State<Fake>, req: axum::extract::Request) -> axum::re
     f.hits.fetch_add(1, Ordering::SeqCst);
     let method = req.method().to_string();
     let path = req.uri().to_string();
-    let (rid, fwd) = {
+    let (rid, fwd, traceparent) = {
         let header = |n: &str| {
             req.headers()
                 .get(n)
@@ -56,14 +56,18 @@ async fn handler(State(f): State<Fake>, req: axum::extract::Request) -> axum::re
                 .unwrap_or("")
                 .to_owned()
         };
-        (header("x-request-id"), header("x-forwarded-prefix"))
+        (
+            header("x-request-id"),
+            header("x-forwarded-prefix"),
+            header("traceparent"),
+        )
     };
     let body: Bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
         .await
         .unwrap_or_default();
     let answer = serde_json::json!({
         "instance": f.name, "method": method, "path": path, "body_len": body.len(), "request_id": rid,
-        "forwarded_prefix": fwd,
+        "forwarded_prefix": fwd, "traceparent": traceparent,
     });
     match f.behave {
         Behave::Ok => axum::Json(answer).into_response(),
@@ -357,6 +361,50 @@ async fn the_request_id_reaches_the_instance_and_comes_back() {
     assert_eq!(r.headers()["x-request-id"], "req-42");
     assert!(r.headers().contains_key("x-trace-id"));
     assert_eq!(json(r).await["request_id"], "req-42");
+}
+
+#[tokio::test]
+async fn the_instance_gets_a_traceparent_in_the_trace_the_client_is_told() {
+    // No subscriber here, as in a gateway that neither exports nor logs its request
+    // span: the request has no span, and its ids must still hold together.
+    let good = upstream("good", Behave::Ok).await;
+    let gw = gateway(&[good.url.clone()], |_| {}).await;
+    let mut spans = std::collections::HashSet::new();
+    for _ in 0..2 {
+        let r = client().get(gw.url("/api/rooms")).send().await.unwrap();
+        let trace = r.headers()["x-trace-id"].to_str().unwrap().to_owned();
+        let sent = json(r).await["traceparent"].as_str().unwrap().to_owned();
+        let parts: Vec<&str> = sent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{sent}");
+        assert_eq!(
+            (parts[0], parts[1], parts[3]),
+            ("00", trace.as_str(), "00"),
+            "{sent}"
+        );
+        assert_eq!(parts[2].len(), 16, "{sent}");
+        spans.insert(parts[2].to_owned());
+    }
+    assert_eq!(spans.len(), 2, "two requests, one span id: {spans:?}");
+    // A caller's trace goes on, sampled as the caller said, under a span of our own.
+    let r = client()
+        .get(gw.url("/api/rooms"))
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["x-trace-id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    let sent = json(r).await["traceparent"].as_str().unwrap().to_owned();
+    assert!(
+        sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && sent.ends_with("-01"),
+        "{sent}"
+    );
+    assert!(!sent.contains("00f067aa0ba902b7"), "{sent}");
 }
 
 #[tokio::test]

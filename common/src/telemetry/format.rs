@@ -85,7 +85,9 @@ where
                 })
             })
         });
-        let Some((trace_id, span_id)) = ids else {
+        // No span with ids around the event: a request without a span of its own still
+        // names its ids in its context.
+        let Some((trace_id, span_id)) = ids.or_else(crate::context::log_ids) else {
             return writer.write_str(&line);
         };
         if self.json {

@@ -101,7 +101,7 @@ pub(crate) fn set_remote_parent(span: &tracing::Span, parent: &SpanContext) {
     });
 }
 
-fn random_trace_id() -> TraceId {
+pub(crate) fn random_trace_id() -> TraceId {
     // Zero is the invalid id; the chance is negligible but the retry is free.
     loop {
         let v: u128 = rand::random();
@@ -111,7 +111,7 @@ fn random_trace_id() -> TraceId {
     }
 }
 
-fn random_span_id() -> SpanId {
+pub(crate) fn random_span_id() -> SpanId {
     loop {
         let v: u64 = rand::random();
         if v != 0 {
