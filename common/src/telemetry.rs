@@ -23,6 +23,7 @@
 mod export;
 mod format;
 mod ids;
+pub use ids::random_id;
 
 pub use export::{ExportProtocol, ExportSettings};
 
@@ -634,6 +635,10 @@ fn is_chatter(method: &http::Method, route: Option<&str>, query: Option<&str>) -
 /// written out where it is used, by a layer that records `otel.name`, and as a `String`
 /// only for an OpenTelemetry layer.
 pub fn set_span_name(span: &Span, name: impl std::fmt::Display) {
+    if span.is_disabled() {
+        // Not even a name to format.
+        return;
+    }
     span.record("otel.name", tracing::field::display(&name));
     // The fallback ids exist exactly when no OpenTelemetry layer does (see `init`).
     if ids::ids_of(span).is_none() {

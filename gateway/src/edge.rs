@@ -199,7 +199,7 @@ pub struct RequestContext<S> {
 }
 
 fn new_trace_id() -> String {
-    hotel_common::telemetry::hex_id(&rand::random::<[u8; 16]>())
+    hotel_common::telemetry::hex_id(&hotel_common::telemetry::random_id::<[u8; 16]>())
 }
 
 /// The client's request id when well formed, else a new UUID v4 drawn from the
@@ -213,7 +213,7 @@ fn request_id_of(headers: &http::HeaderMap) -> String {
             || {
                 // Through a stack buffer: `to_string` goes through the formatter.
                 let mut buf = uuid::Uuid::encode_buffer();
-                uuid::Builder::from_random_bytes(rand::random())
+                uuid::Builder::from_random_bytes(hotel_common::telemetry::random_id())
                     .into_uuid()
                     .hyphenated()
                     .encode_lower(&mut buf)

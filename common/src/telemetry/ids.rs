@@ -101,10 +101,27 @@ pub(crate) fn set_remote_parent(span: &tracing::Span, parent: &SpanContext) {
     });
 }
 
+thread_local! {
+    /// The generator of ids on this thread: small and fast, seeded from the operating
+    /// system, as OpenTelemetry's SDK draws its ids (`RandomIdGenerator`). Ids need to be
+    /// unique, not secret; `rand::random` would draw them from ChaCha12.
+    static IDS: std::cell::RefCell<rand::rngs::SmallRng> =
+        std::cell::RefCell::new(rand::SeedableRng::from_os_rng());
+}
+
+/// A random value for an id (trace, span, request): from this thread's fast generator.
+/// Not for secrets (keys, tokens): those take `rand::random`.
+pub fn random_id<T>() -> T
+where
+    rand::distr::StandardUniform: rand::distr::Distribution<T>,
+{
+    IDS.with(|r| rand::Rng::random(&mut *r.borrow_mut()))
+}
+
 pub(crate) fn random_trace_id() -> TraceId {
     // Zero is the invalid id; the chance is negligible but the retry is free.
     loop {
-        let v: u128 = rand::random();
+        let v: u128 = random_id();
         if v != 0 {
             return TraceId::from_bytes(v.to_be_bytes());
         }
@@ -113,7 +130,7 @@ pub(crate) fn random_trace_id() -> TraceId {
 
 pub(crate) fn random_span_id() -> SpanId {
     loop {
-        let v: u64 = rand::random();
+        let v: u64 = random_id();
         if v != 0 {
             return SpanId::from_bytes(v.to_be_bytes());
         }
@@ -125,6 +142,21 @@ pub(crate) fn random_span_id() -> SpanId {
 mod tests {
     use super::*;
     use tracing_subscriber::layer::SubscriberExt;
+
+    #[test]
+    fn ids_drawn_on_several_threads_are_all_different() {
+        // Each thread seeds its own generator: no two threads may draw the same series.
+        let drawn: Vec<u64> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| (0..1000).map(|_| random_id::<u64>()).collect::<Vec<_>>())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let unique: std::collections::HashSet<_> = drawn.iter().collect();
+        assert_eq!(unique.len(), drawn.len());
+    }
 
     #[test]
     fn children_share_the_trace_id_of_their_parent_and_roots_differ() {
