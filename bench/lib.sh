@@ -353,19 +353,28 @@ tree_pids() {
 	for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do tree_pids "$c"; done
 }
 
-# cpu_ticks PID...: user+system clock ticks of those processes and their descendants.
-cpu_ticks() {
-	local total=0 p q t
+# proc_ticks AWK_EXPR PID...: the clock ticks AWK_EXPR adds up from /proc/PID/stat (after
+# "pid (comm) ": $12 is user time, $13 system time) over those processes and their
+# descendants.
+proc_ticks() {
+	local expr=$1 total=0 p q t
+	shift
 	for p in "$@"; do
 		for q in $(tree_pids "$p"); do
-			# Fields after "pid (comm) ": utime and stime are the 12th and 13th.
 			# A process may end between listing and reading: it then counts as 0.
-			t=$(sed 's/^.*) //' "/proc/$q/stat" 2>/dev/null | awk '{print $12 + $13}') || t=0
+			t=$(sed 's/^.*) //' "/proc/$q/stat" 2>/dev/null | awk "{print $expr}") || t=0
 			total=$((total + ${t:-0}))
 		done
 	done
 	echo "$total"
 }
+
+# cpu_ticks PID...: user+system clock ticks of those processes and their descendants.
+cpu_ticks() { proc_ticks '$12 + $13' "$@"; }
+
+# user_ticks PID...: their user-space clock ticks only (what the gateway's own code
+# costs; the kernel's TCP work is the rest).
+user_ticks() { proc_ticks '$12' "$@"; }
 
 # busy_ticks: clock ticks all CPUs spent not idle, from /proc/stat.
 busy_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }

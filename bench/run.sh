@@ -99,7 +99,8 @@ UP_PIDS=("$(upstream_pid 1)" "$(upstream_pid 2)" "$(upstream_pid 3)")
 # share of CPU that other processes used meanwhile.
 measure() {
 	local t=$1 round=$2 res="$WORK/wrk-$1-$2.txt" timing="$WORK/time-$1-$2.txt"
-	local p0 u0 b0 s0 p1 u1 b1 s1
+	local p0 u0 b0 s0 p1 u1 b1 s1 q0 q1
+	q0=$(user_ticks "${PID[$t]}")
 	p0=$(cpu_ticks "${PID[$t]}")
 	u0=$(cpu_ticks "${UP_PIDS[@]}")
 	b0=$(busy_ticks)
@@ -110,13 +111,14 @@ measure() {
 	b1=$(busy_ticks)
 	u1=$(cpu_ticks "${UP_PIDS[@]}")
 	p1=$(cpu_ticks "${PID[$t]}")
+	q1=$(user_ticks "${PID[$t]}")
 	local rss
 	rss=$(rss_kb "${PID[$t]}")
 	grep -q '^BENCH ' "$res" || die "wrk printed no result for $t: $(cat "$res")"
 	# For "direct" the target is upstream u1, already counted among the upstreams.
 	local proxy=$((p1 - p0)) ups=$((u1 - u0))
 	[[ $t == direct ]] && proxy=$((p1 - p0)) && ups=$((ups - proxy))
-	awk -v t="$t" -v r="$round" -v proxy="$proxy" -v ups="$ups" -v busy="$((b1 - b0))" \
+	awk -v t="$t" -v r="$round" -v proxy="$proxy" -v user="$((q1 - q0))" -v ups="$ups" -v busy="$((b1 - b0))" \
 		-v ns="$((s1 - s0))" -v hz="$HZ" -v ncpu="$NCPU" -v rss="$rss" -v dur="$DURATION" \
 		-v wrkcpu="$(cat "$timing")" '
 		/^BENCH / {
@@ -128,13 +130,14 @@ measure() {
 			if (other < 0) other = 0
 			rps = v["requests"] / (v["duration_us"] / 1e6)
 			cpu = v["requests"] > 0 ? proxy * 1e6 / hz / v["requests"] : 0
-			printf "%s\t%s\t%.0f\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%d\t%d\n", r, t, rps, v["p50"], v["p99"], v["p999"], v["errors"], cpu, 100 * other / (ncpu * elapsed), rss, v["requests"]
+			ucpu = v["requests"] > 0 ? user * 1e6 / hz / v["requests"] : 0
+			printf "%s\t%s\t%.0f\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%d\t%d\t%.1f\n", r, t, rps, v["p50"], v["p99"], v["p999"], v["errors"], cpu, 100 * other / (ncpu * elapsed), rss, v["requests"], ucpu
 		}' "$res" >"$WORK/row"
 	OTHER=$(cut -f9 "$WORK/row")
 	printf '%s\n' "$(cat "$WORK/row")" >>"$WORK/attempts.tsv"
 }
 
-printf 'round\ttarget\treq/s\tp50_us\tp99_us\tp999_us\terrors\tcpu_us_per_req\tother_cpu_pct\tpeak_rss_kb\trequests\n' >"$OUT/rounds.tsv"
+printf 'round\ttarget\treq/s\tp50_us\tp99_us\tp999_us\terrors\tcpu_us_per_req\tother_cpu_pct\tpeak_rss_kb\trequests\tuser_us_per_req\n' >"$OUT/rounds.tsv"
 log "warming up ${ACTIVE[*]} (${WARMUP} s each)"
 for t in "${ACTIVE[@]}"; do
 	wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${URL[$t]}" >/dev/null
@@ -166,19 +169,19 @@ done
 	echo
 	awk -F'\t' -v order="${ACTIVE[*]}" -v max="$MAX_OTHER" '
 		NR == 1 { next }
-		{ n[$2]++; k = $2 SUBSEP n[$2]; rps[k] = $3; p50[k] = $4; p99[k] = $5; p999[k] = $6; cpu[k] = $8; rss[k] = $10
+		{ n[$2]++; k = $2 SUBSEP n[$2]; rps[k] = $3; p50[k] = $4; p99[k] = $5; p999[k] = $6; cpu[k] = $8; rss[k] = $10; ucpu[k] = $12
 		  err[$2] += $7; if ($9 > oth[$2]) oth[$2] = $9 }
 		'"$AWK_MEDIAN"'
 		END {
-			print "| target | req/s | p50 ms | p99 ms | p99.9 ms | errors | vs direct | CPU us/req | peak RSS MB | other CPU % |"
-			print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+			print "| target | req/s | p50 ms | p99 ms | p99.9 ms | errors | vs direct | CPU us/req | user us/req | peak RSS MB | other CPU % |"
+			print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 			nt = split(order, ts, " ")
 			direct = ("direct" in n) ? med(rps, "direct") : 0
 			for (i = 1; i <= nt; i++) {
 				t = ts[i]; if (!(t in n)) continue
 				r = med(rps, t)
 				ratio = (direct > 0) ? sprintf("%.2f", r / direct) : "-"
-				printf "| %s | %.0f | %.2f | %.2f | %.2f | %d | %s | %.1f | %.1f | %.1f%s |\n", t, r, med(p50, t) / 1000, med(p99, t) / 1000, med(p999, t) / 1000, err[t], ratio, med(cpu, t), med(rss, t) / 1024, oth[t], (oth[t] > max) ? " (busy)" : ""
+				printf "| %s | %.0f | %.2f | %.2f | %.2f | %d | %s | %.1f | %.1f | %.1f | %.1f%s |\n", t, r, med(p50, t) / 1000, med(p99, t) / 1000, med(p999, t) / 1000, err[t], ratio, med(cpu, t), med(ucpu, t), med(rss, t) / 1024, oth[t], (oth[t] > max) ? " (busy)" : ""
 			}
 			# Ratios of medians, req/s: the gateway against each peer and the floor, the
 			# floor against the peers, the default log level against warn.
@@ -192,7 +195,8 @@ done
 			if (line != "") { print ""; print "req/s ratios: " line }
 		}' "$OUT/rounds.tsv"
 	echo
-	echo "CPU us/req is the proxy's own CPU (for direct: the upstream's); other CPU % is the share of"
+	echo "CPU us/req is the proxy's own CPU (for direct: the upstream's), user us/req its user-space part"
+	echo "(the rest is the kernel's, mostly loopback TCP); other CPU % is the share of"
 	echo "the machine that processes outside the benchmark used during the run (rerun above ${MAX_OTHER} %)."
 } | tee "$OUT/throughput.md"
 log "results in $OUT"
