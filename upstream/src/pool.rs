@@ -9,10 +9,10 @@
 //! hyper-util's pool do: nothing of it reached the instance.
 //!
 //! Written here rather than taken from hyper-util's legacy client, whose pool did the
-//! same work at about three times the cost on every request: a SipHash of the scheme and
-//! of the authority byte by byte at checkout and again at return, a boxed 3.4 KB future
-//! moved several times, the URI parsed back into origin form, connection metadata
-//! copied into every response (see bench/README.md, issue 21).
+//! same work for about 7k instructions per request against this one's 1.3k: a SipHash
+//! of the scheme and of the authority byte by byte at checkout and again at return, a
+//! boxed 3.4 KB future moved several times, the URI parsed back into origin form,
+//! connection metadata copied into every response (see bench/README.md, issue 21).
 
 use crate::{body::ProxyBody, error::BoxError};
 use http::{
@@ -259,10 +259,7 @@ async fn send(
     let pq = req.uri().path_and_query().cloned();
     *req.uri_mut() = pq.map(Uri::from).unwrap_or_else(|| Uri::from_static("/"));
 
-    let (mut tx, mut reused) = match shared.checkout(worker, https, authority.as_str()) {
-        Some(tx) => (tx, true),
-        None => (shared.connect(https, &authority).await?, false),
-    };
+    let (mut tx, mut reused) = shared.connection(worker, https, &authority).await?;
     loop {
         match tx.try_send_request(req).await {
             Ok(res) => {
@@ -275,10 +272,7 @@ async fn send(
                 Some(r) if reused => {
                     tracing::debug!(%authority, error = %e.error(), "idle connection closed before the request started; sending on another");
                     req = r;
-                    (tx, reused) = match shared.checkout(worker, https, authority.as_str()) {
-                        Some(tx) => (tx, true),
-                        None => (shared.connect(https, &authority).await?, false),
-                    };
+                    (tx, reused) = shared.connection(worker, https, &authority).await?;
                 }
                 _ => return Err(ClientError::send(e.into_error())),
             },
@@ -287,6 +281,19 @@ async fn send(
 }
 
 impl Shared {
+    /// A connection to the instance: a kept one (`true`), else a new one.
+    async fn connection(
+        &self,
+        worker: usize,
+        https: bool,
+        authority: &Authority,
+    ) -> Result<(http1::SendRequest<ProxyBody>, bool), ClientError> {
+        match self.checkout(worker, https, authority.as_str()) {
+            Some(tx) => Ok((tx, true)),
+            None => Ok((self.connect(https, authority).await?, false)),
+        }
+    }
+
     fn pool(&self, worker: usize) -> std::sync::MutexGuard<'_, WorkerPool> {
         self.workers[worker]
             .lock()
