@@ -36,7 +36,7 @@ use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use std::{
     sync::{
-        Arc, OnceLock,
+        OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -161,8 +161,7 @@ pub fn is_exporting() -> bool {
 
 /// Whether the process's log filter shows the gateway's request span (set by
 /// [`WatchRequestSpan`] when the span's callsite registers).
-static REQUEST_SPAN_LOGGED: std::sync::LazyLock<Arc<AtomicBool>> =
-    std::sync::LazyLock::new(Arc::default);
+static REQUEST_SPAN_LOGGED: AtomicBool = AtomicBool::new(false);
 
 /// Whether the gateway's edge should make its per-request span: when spans are exported,
 /// or when the log filter shows it (`RUST_LOG=info`, see [`DEFAULT_LOG_FILTER`]).
@@ -182,7 +181,7 @@ pub fn request_span_wanted() -> bool {
 /// through ([`request_span_wanted`]). Everything else is the inner filter's.
 struct WatchRequestSpan<F> {
     inner: F,
-    logged: Arc<AtomicBool>,
+    logged: &'static AtomicBool,
 }
 
 impl<F, S> tracing_subscriber::layer::Filter<S> for WatchRequestSpan<F>
@@ -314,7 +313,7 @@ pub fn init_with_writer(
     let whole = format::Unfiltered::default();
     let logs = log_layer(format, writer, whole.clone()).with_filter(WatchRequestSpan {
         inner: log_filter,
-        logged: REQUEST_SPAN_LOGGED.clone(),
+        logged: &REQUEST_SPAN_LOGGED,
     });
 
     let export = ExportSettings::from_vars(|k| std::env::var(k).ok());
@@ -1021,12 +1020,13 @@ mod tests {
     #[test]
     fn the_log_filter_tells_whether_it_shows_the_request_span() {
         let shows = |filter: &str| {
-            let logged = Arc::new(AtomicBool::new(false));
+            // Its own flag (leaked, a few bytes per test): the process's is shared.
+            let logged: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
             let logs = tracing_subscriber::fmt::layer()
                 .with_writer(std::io::sink)
                 .with_filter(WatchRequestSpan {
                     inner: EnvFilter::new(filter),
-                    logged: logged.clone(),
+                    logged,
                 });
             tracing::subscriber::with_default(tracing_subscriber::registry().with(logs), || {
                 drop(tracing::info_span!(target: GATEWAY_REQUEST_TARGET, "request"));
