@@ -178,7 +178,9 @@ pub fn request_span_wanted() -> bool {
 }
 
 /// The log layer's filter, which also notes whether it lets the gateway's request span
-/// through ([`request_span_wanted`]). Everything else is the inner filter's.
+/// through ([`request_span_wanted`]). Everything else is the inner filter's: each method
+/// `EnvFilter` implements is passed on (the span ones keep span-field directives
+/// working); the others keep the trait's defaults, as `EnvFilter` does.
 struct WatchRequestSpan<F> {
     inner: F,
     logged: &'static AtomicBool,
@@ -209,14 +211,6 @@ where
 
     fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
         self.inner.max_level_hint()
-    }
-
-    fn event_enabled(
-        &self,
-        event: &tracing::Event<'_>,
-        cx: &tracing_subscriber::layer::Context<'_, S>,
-    ) -> bool {
-        self.inner.event_enabled(event, cx)
     }
 
     fn on_new_span(
