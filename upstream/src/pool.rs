@@ -116,6 +116,8 @@ struct Idle {
 }
 
 impl Idle {
+    /// Whether it can take a request: open and ready (a kept connection stays ready
+    /// until it closes), and not idle past the timeout.
     fn usable(&self, now: Instant, timeout: Duration) -> bool {
         self.tx.is_ready() && now.saturating_duration_since(self.since) < timeout
     }
@@ -422,9 +424,7 @@ async fn sweep(shared: Weak<Shared>, worker: usize) {
         let now = Instant::now();
         for hosts in [&mut pool.http, &mut pool.https] {
             for idle in hosts.values_mut() {
-                idle.retain(|c| {
-                    !c.tx.is_closed() && now.saturating_duration_since(c.since) < s.idle_timeout
-                });
+                idle.retain(|c| c.usable(now, s.idle_timeout));
             }
             hosts.retain(|_, idle| !idle.is_empty());
         }
