@@ -874,9 +874,9 @@ mod tests {
         }
     }
 
-    /// Logs one line inside a gateway request span with the log filter `filter`, as
-    /// `init` assembles the subscriber without export; the line and the span's trace id.
-    fn line_inside_request_span(filter: &str, format: LogFormat) -> (String, String) {
+    /// A subscriber as `init` assembles it without export, logging with `filter` and
+    /// `format` into the returned lines.
+    fn logging_into_lines(filter: &str, format: LogFormat) -> (Lines, Dispatch) {
         let lines = Lines::default();
         let sink = lines.clone();
         let whole = format::Unfiltered::default();
@@ -892,6 +892,13 @@ mod tests {
                 .with(ids::IdsLayer),
         );
         whole.set(dispatch.downgrade());
+        (lines, dispatch)
+    }
+
+    /// Logs one line inside a gateway request span with the log filter `filter`, as
+    /// `init` assembles the subscriber without export; the line and the span's trace id.
+    fn line_inside_request_span(filter: &str, format: LogFormat) -> (String, String) {
+        let (lines, dispatch) = logging_into_lines(filter, format);
         let trace = tracing::dispatcher::with_default(&dispatch, || {
             let span = tracing::info_span!(
                 target: GATEWAY_REQUEST_TARGET,
@@ -976,21 +983,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn lines_inside_a_request_without_a_span_carry_its_context_ids() {
-        let lines = Lines::default();
-        let sink = lines.clone();
-        let whole = format::Unfiltered::default();
-        let logs = log_layer(
-            LogFormat::Text,
-            BoxMakeWriter::new(move || sink.clone()),
-            whole.clone(),
-        )
-        .with_filter(EnvFilter::new(DEFAULT_LOG_FILTER));
-        let dispatch = Dispatch::new(
-            tracing_subscriber::registry()
-                .with(logs)
-                .with(ids::IdsLayer),
-        );
-        whole.set(dispatch.downgrade());
+        let (lines, dispatch) = logging_into_lines(DEFAULT_LOG_FILTER, LogFormat::Text);
         let _default = tracing::dispatcher::set_default(&dispatch);
         let ids = request_ids(&http::HeaderMap::new());
         let ctx = crate::context::RequestContext {
