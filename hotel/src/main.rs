@@ -13,9 +13,10 @@ mod probe;
 /// instructions per proxied request; throughput and memory in bench/README.md. Built
 /// without its transparent-huge-page advice (`no_thp`, see the workspace manifest): with
 /// it, the gateway's peak RSS under load was 32.6 MB, without it 24.6 MB, at the same
-/// throughput.
+/// throughput. Called through its unaligned entry points where they suffice (see
+/// `hotel_alloc`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: hotel_alloc::Allocator = hotel_alloc::Allocator;
 
 #[derive(Parser)]
 #[command(name = "hotel", version, about = "A resilient hotel-booking cluster")]

@@ -83,33 +83,33 @@ fn snapshot() -> (u64, u64) {
     )
 }
 
-// SAFETY: every method forwards to mimalloc (the `hotel` binary's global allocator, so
-// the counts and instructions are the gateway's as it runs) with the caller's arguments
-// unchanged; the counting touches only atomics and a const-initialised thread-local
+// SAFETY: every method forwards to `hotel_alloc::Allocator` (the `hotel` binary's global
+// allocator, so the counts and instructions are the gateway's as it runs) with the
+// caller's arguments unchanged; the counting touches only atomics and a const-initialised thread-local
 // `Cell` (no allocation, no destructor).
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note(layout.size());
         // SAFETY: as the caller promised for `alloc`.
-        unsafe { mimalloc::MiMalloc.alloc(layout) }
+        unsafe { hotel_alloc::Allocator.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         note(layout.size());
         // SAFETY: as the caller promised for `alloc_zeroed`.
-        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+        unsafe { hotel_alloc::Allocator.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         note(new_size);
         // SAFETY: as the caller promised for `realloc`.
-        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+        unsafe { hotel_alloc::Allocator.realloc(ptr, layout, new_size) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: as the caller promised for `dealloc`.
-        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+        unsafe { hotel_alloc::Allocator.dealloc(ptr, layout) }
     }
 }
 
