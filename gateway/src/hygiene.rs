@@ -356,20 +356,36 @@ pub fn remove_present(h: &mut HeaderMap, names: &[HeaderName]) {
 /// Removes every header named by a `Connection` header (and `Connection` itself): they
 /// describe this hop only.
 pub fn remove_connection_listed(headers: &mut HeaderMap) {
-    if !headers.contains_key(header::CONNECTION) {
+    let mut lines = headers.get_all(header::CONNECTION).iter();
+    if lines.next().is_none() {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::try_from(t.trim().to_ascii_lowercase()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
+    if lines.next().is_some() {
+        // More than one `Connection` line: rare enough for a copy of them all.
+        let values: Vec<HeaderValue> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .cloned()
+            .collect();
+        headers.remove(header::CONNECTION);
+        for v in &values {
+            remove_named_by(headers, v);
+        }
+    } else if let Some(v) = headers.remove(header::CONNECTION) {
+        remove_named_by(headers, &v);
     }
-    headers.remove(header::CONNECTION);
+}
+
+/// Removes the headers one `Connection` value names. Each by its `&str`: the map looks it
+/// up ignoring case without building a `HeaderName` (which would copy a non-standard name
+/// such as `keep-alive`, on most responses, into a new allocation).
+fn remove_named_by(headers: &mut HeaderMap, value: &HeaderValue) {
+    let Ok(value) = value.to_str() else {
+        return;
+    };
+    for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        headers.remove(token);
+    }
 }
 
 /// A header map for logs: sensitive values print as `[redacted]`.
@@ -520,6 +536,29 @@ mod tests {
         let left: Vec<&str> = m.keys().map(|k| k.as_str()).collect();
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(m.contains_key("x-upstream") && m.contains_key("content-type"));
+    }
+
+    #[test]
+    fn every_name_of_every_connection_line_is_removed_whatever_its_case() {
+        let mut m = HeaderMap::new();
+        m.append("connection", "Keep-Alive , X-Hop-One".parse().unwrap());
+        m.append("connection", "x-hop-two,,close".parse().unwrap());
+        for name in ["keep-alive", "x-hop-one", "x-hop-two"] {
+            m.append(name, "1".parse().unwrap());
+        }
+        m.append("x-hop-one", "2".parse().unwrap());
+        m.insert("x-kept", "1".parse().unwrap());
+        remove_connection_listed(&mut m);
+        let left: Vec<&str> = m.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+        // One line, the common case (an upstream's `Connection: keep-alive`).
+        let mut m = HeaderMap::new();
+        m.insert("connection", "keep-alive".parse().unwrap());
+        m.insert("keep-alive", "timeout=5".parse().unwrap());
+        m.insert("x-kept", "1".parse().unwrap());
+        remove_connection_listed(&mut m);
+        let left: Vec<&str> = m.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
     }
 
     #[test]
