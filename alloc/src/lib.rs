@@ -31,6 +31,29 @@ fn plain_is_aligned(layout: &Layout) -> bool {
     layout.align() <= PLAIN_ALIGN && layout.align() <= layout.size()
 }
 
+/// A block for `layout` from `plain` when a plain block is aligned enough, else from
+/// `aligned`; null (passed on as failure) when mimalloc has none.
+///
+/// # Safety
+///
+/// `plain` and `aligned` must be mimalloc allocating calls (size; size and alignment).
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn allocate(
+    layout: Layout,
+    plain: unsafe extern "C" fn(usize) -> *mut c_void,
+    aligned: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+) -> *mut u8 {
+    // SAFETY: as the caller promised, both are mimalloc calls, which take any size.
+    unsafe {
+        if plain_is_aligned(&layout) {
+            plain(layout.size()).cast()
+        } else {
+            aligned(layout.size(), layout.align()).cast()
+        }
+    }
+}
+
 /// mimalloc as a [`GlobalAlloc`], through its unaligned fast paths where they suffice.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Allocator;
@@ -44,26 +67,14 @@ pub struct Allocator;
 unsafe impl GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: mimalloc accepts any size; a null return is passed on as failure.
-        unsafe {
-            if plain_is_aligned(&layout) {
-                ffi::mi_malloc(layout.size()).cast()
-            } else {
-                ffi::mi_malloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        // SAFETY: mimalloc's allocating calls accept any size.
+        unsafe { allocate(layout, ffi::mi_malloc, ffi::mi_malloc_aligned) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for `alloc`.
-        unsafe {
-            if plain_is_aligned(&layout) {
-                ffi::mi_zalloc(layout.size()).cast()
-            } else {
-                ffi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        unsafe { allocate(layout, ffi::mi_zalloc, ffi::mi_zalloc_aligned) }
     }
 
     #[inline]
