@@ -85,8 +85,8 @@ fn snapshot() -> (u64, u64) {
 
 // SAFETY: every method forwards to `hotel_alloc::Allocator` (the `hotel` binary's global
 // allocator, so the counts and instructions are the gateway's as it runs) with the
-// caller's arguments unchanged; the counting touches only atomics and a const-initialised thread-local
-// `Cell` (no allocation, no destructor).
+// caller's arguments unchanged; the counting touches only atomics and a
+// const-initialised thread-local `Cell` (no allocation, no destructor).
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
