@@ -25,10 +25,10 @@ use libmimalloc_sys as ffi;
 /// The alignment every plain `mi_malloc` block of at least that size has.
 const PLAIN_ALIGN: usize = 16;
 
-/// Whether a plain allocation of `layout.size()` bytes is aligned enough for `layout`.
+/// Whether a plain allocation of `size` bytes is aligned to `align`.
 #[inline]
-fn plain_is_aligned(layout: &Layout) -> bool {
-    layout.align() <= PLAIN_ALIGN && layout.align() <= layout.size()
+fn plain_is_aligned(size: usize, align: usize) -> bool {
+    align <= PLAIN_ALIGN && align <= size
 }
 
 /// A block for `layout` from `plain` when a plain block is aligned enough, else from
@@ -46,7 +46,7 @@ unsafe fn allocate(
 ) -> *mut u8 {
     // SAFETY: as the caller promised, both are mimalloc calls, which take any size.
     unsafe {
-        if plain_is_aligned(&layout) {
+        if plain_is_aligned(layout.size(), layout.align()) {
             plain(layout.size()).cast()
         } else {
             aligned(layout.size(), layout.align()).cast()
@@ -88,7 +88,7 @@ unsafe impl GlobalAlloc for Allocator {
         // SAFETY: `ptr` came from mimalloc. A plain `mi_realloc` returns a new block of
         // `new_size` bytes, aligned as above when the new layout admits it.
         unsafe {
-            if layout.align() <= PLAIN_ALIGN && layout.align() <= new_size {
+            if plain_is_aligned(new_size, layout.align()) {
                 ffi::mi_realloc(ptr.cast(), new_size).cast()
             } else {
                 ffi::mi_realloc_aligned(ptr.cast(), new_size, layout.align()).cast()
