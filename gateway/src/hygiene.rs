@@ -14,6 +14,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::LazyLock;
 
 /// `[headers]` as written in TOML.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -106,9 +107,9 @@ impl Cidr {
 #[derive(Debug, Clone, Default)]
 pub struct Hygiene {
     trusted: Vec<Cidr>,
-    strip_exact: Vec<HeaderName>,
+    strip_exact: NameSet,
     strip_prefix: Vec<String>,
-    sensitive: Vec<HeaderName>,
+    sensitive: NameSet,
 }
 
 impl Hygiene {
@@ -120,27 +121,32 @@ impl Hygiene {
             .enumerate()
             .map(|(i, c)| Cidr::parse(c).map_err(|e| format!("headers.trusted_proxies[{i}]: {e}")))
             .collect::<Result<_, _>>()?;
-        let mut h = Hygiene {
-            trusted,
-            ..Default::default()
-        };
+        let mut strip_exact = Vec::new();
+        let mut strip_prefix = Vec::new();
         for (i, name) in s.strip_response.iter().enumerate() {
             let lower = name.to_ascii_lowercase();
             match lower.strip_suffix('*') {
-                Some(prefix) if !prefix.is_empty() => h.strip_prefix.push(prefix.to_owned()),
-                _ => h.strip_exact.push(HeaderName::try_from(lower).map_err(|_| {
+                Some(prefix) if !prefix.is_empty() => strip_prefix.push(prefix.to_owned()),
+                _ => strip_exact.push(HeaderName::try_from(lower).map_err(|_| {
                     format!("headers.strip_response[{i}]: {name:?} is not a header name")
                 })?),
             }
         }
-        for (i, name) in s.sensitive.iter().enumerate() {
-            h.sensitive.push(
-                HeaderName::try_from(name.to_ascii_lowercase()).map_err(|_| {
-                    format!("headers.sensitive[{i}]: {name:?} is not a header name")
-                })?,
-            );
-        }
-        Ok(h)
+        let sensitive = s
+            .sensitive
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                HeaderName::try_from(name.to_ascii_lowercase())
+                    .map_err(|_| format!("headers.sensitive[{i}]: {name:?} is not a header name"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Hygiene {
+            trusted,
+            strip_exact: NameSet::new(strip_exact),
+            strip_prefix,
+            sensitive: NameSet::new(sensitive),
+        })
     }
 
     /// Whether `ip` is a trusted proxy.
@@ -300,14 +306,16 @@ pub struct PeerHeaders {
 }
 
 /// Headers that describe one connection, not the message: never forwarded (RFC 9110 7.6.1).
-const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+static HOP_BY_HOP: LazyLock<NameSet> = LazyLock::new(|| {
+    NameSet::new(vec![
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ])
+});
 
 /// Removes the hop-by-hop headers: the fixed list and whatever a `Connection` header
 /// names. Applied to the request sent upstream and to the response sent back.
@@ -324,22 +332,69 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 /// The forwarding headers a client may not set for itself that the gateway does not
 /// set again for an untrusted peer: `X-Forwarded-For`, `X-Forwarded-Proto` and
 /// `Forwarded` are replaced whole by their `insert`.
-const CLIENT_FORWARDING: [HeaderName; 2] = [
-    HeaderName::from_static("x-forwarded-host"),
-    HeaderName::from_static("x-real-ip"),
-];
+static CLIENT_FORWARDING: LazyLock<NameSet> = LazyLock::new(|| {
+    NameSet::new(vec![
+        HeaderName::from_static("x-forwarded-host"),
+        HeaderName::from_static("x-real-ip"),
+    ])
+});
 
-/// Removes the headers of `names` that `h` holds. One pass over the names `h` holds (a
-/// handful on most messages, and usually none of `names`) instead of a hashed lookup
-/// per name: on the proxy path every request and response goes through several lists.
-pub fn remove_present(h: &mut HeaderMap, names: &[HeaderName]) {
+/// A fixed list of header names, with a one-word filter in front: each name sets one of
+/// 64 bits, chosen by its length and last byte, so that a header whose bit is clear
+/// (most of a message's, for the short lists on the proxy path) is known absent after
+/// one test instead of one comparison per listed name.
+#[derive(Debug, Clone, Default)]
+pub struct NameSet {
+    names: Vec<HeaderName>,
+    filter: u64,
+}
+
+impl NameSet {
+    /// The set of `names` (in order; duplicates are harmless).
+    pub fn new(names: Vec<HeaderName>) -> NameSet {
+        let filter = names.iter().fold(0, |f, n| f | NameSet::bit(n));
+        NameSet { names, filter }
+    }
+
+    /// `name`'s filter bit. Header names are never empty.
+    fn bit(name: &HeaderName) -> u64 {
+        let s = name.as_str().as_bytes();
+        let last = s.last().copied().map_or(0, usize::from);
+        1 << ((s.len() ^ last.wrapping_mul(7)) & 63)
+    }
+
+    /// Where `name` is in the list, if it is.
+    fn position(&self, name: &HeaderName) -> Option<usize> {
+        if self.filter & NameSet::bit(name) == 0 {
+            return None;
+        }
+        self.names.iter().position(|n| n == name)
+    }
+
+    /// Whether `name` is in the list.
+    pub fn contains(&self, name: &HeaderName) -> bool {
+        self.position(name).is_some()
+    }
+
+    /// The names, in order.
+    pub fn names(&self) -> &[HeaderName] {
+        &self.names
+    }
+}
+
+/// Removes the headers of `set` that `h` holds. One pass over the names `h` holds (a
+/// handful on most messages, and usually none of the set's, which its filter tells in
+/// one test each) instead of a hashed lookup per name: on the proxy path every request
+/// and response goes through several lists.
+pub fn remove_present(h: &mut HeaderMap, set: &NameSet) {
+    let names = set.names();
     if h.is_empty() || names.is_empty() {
         return;
     }
     // Bit i: `names[i]` is present. Lists longer than 64 take the plain way past it.
     let mut present = 0u64;
     for k in h.keys() {
-        if let Some(i) = names.iter().take(64).position(|n| n == k) {
+        if let Some(i) = set.position(k).filter(|i| *i < 64) {
             present |= 1 << i;
         }
     }
@@ -391,7 +446,7 @@ fn remove_named_by(headers: &mut HeaderMap, value: &HeaderValue) {
 /// A header map for logs: sensitive values print as `[redacted]`.
 pub struct Redacted<'a> {
     headers: &'a HeaderMap,
-    sensitive: &'a [HeaderName],
+    sensitive: &'a NameSet,
 }
 
 impl std::fmt::Display for Redacted<'_> {
@@ -433,8 +488,39 @@ mod tests {
             .collect();
         h.insert(many[3].clone(), HeaderValue::from_static("1"));
         h.insert(many[66].clone(), HeaderValue::from_static("1"));
-        remove_present(&mut h, &many);
+        remove_present(&mut h, &NameSet::new(many));
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn a_name_set_holds_its_names_and_no_other() {
+        // Standard and custom names, many sharing a length or a last byte (and so,
+        // between them, every filter bit): the filter may only ever save a comparison.
+        let mut all: Vec<HeaderName> = [
+            header::ACCEPT,
+            header::CONNECTION,
+            header::CONTENT_LENGTH,
+            header::CONTENT_TYPE,
+            header::DATE,
+            header::HOST,
+            header::SERVER,
+            header::TE,
+            header::TRANSFER_ENCODING,
+            header::USER_AGENT,
+        ]
+        .to_vec();
+        all.extend((0..200).map(|i| {
+            HeaderName::try_from(format!("x-{}{}", "a".repeat(i % 37), i % 10)).unwrap()
+        }));
+        all.dedup();
+        for step in [2, 3, 7] {
+            let picked: Vec<HeaderName> = all.iter().step_by(step).cloned().collect();
+            let set = NameSet::new(picked.clone());
+            for n in &all {
+                assert_eq!(set.contains(n), picked.contains(n), "{n} (every {step}th)");
+            }
+        }
+        assert!(!NameSet::default().contains(&header::HOST));
     }
 
     fn hygiene(trusted: &[&str]) -> Hygiene {
