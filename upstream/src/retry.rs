@@ -204,12 +204,12 @@ impl Replay {
         r
     }
 
-    /// What the retry layer keeps while the attempt runs: no copy, only this replay
-    /// (rebuilt into a request by [`RetryPolicy`] if a retry fires).
-    fn placeholder(self: &Arc<Self>) -> Request<ProxyBody> {
+    /// What the retry layer keeps while the attempt runs: no copy and no extension (its
+    /// [`RetryPolicy`] keeps this replay and rebuilds the request from it if a retry
+    /// fires), so keeping it costs no allocation.
+    fn placeholder(&self) -> Request<ProxyBody> {
         let mut r = Request::new(ProxyBody::empty());
         *r.method_mut() = self.method.clone();
-        r.extensions_mut().insert(self.clone());
         r
     }
 }
@@ -262,12 +262,20 @@ pub(crate) fn clone_request(req: &Request<ProxyBody>) -> Option<Request<ProxyBod
 pub(crate) struct RetryPolicy {
     shared: Arc<RouteShared>,
     retries: u32,
+    /// This request's replay, when it has one: taken in `clone_request`, before tower
+    /// clones the policy into the request's future, and read by `retry` (the request
+    /// tower keeps is then a bare placeholder).
+    replay: Option<Arc<Replay>>,
 }
 
 impl RetryPolicy {
     /// The policy of a route.
     pub(crate) fn new(shared: Arc<RouteShared>) -> Self {
-        RetryPolicy { shared, retries: 0 }
+        RetryPolicy {
+            shared,
+            retries: 0,
+            replay: None,
+        }
     }
 
     fn backoff(&self) -> std::time::Duration {
@@ -286,9 +294,9 @@ impl<RB> tower::retry::Policy<Request<ProxyBody>, Response<RB>, BoxError> for Re
         req: &mut Request<ProxyBody>,
         result: &mut Result<Response<RB>, BoxError>,
     ) -> Option<Sleep> {
-        // `req` may be a placeholder (see `Replay`): the replay knows the request.
-        let replay = req.extensions().get::<Arc<Replay>>();
-        let reason = match replay {
+        // With a replay, `req` is a placeholder (see `Replay`): the replay knows the
+        // request.
+        let reason = match &self.replay {
             Some(r) => reason_of(&r.method, &r.headers, result),
             None => retry_reason(req, result),
         }?;
@@ -296,7 +304,10 @@ impl<RB> tower::retry::Policy<Request<ProxyBody>, Response<RB>, BoxError> for Re
             return None;
         }
         let backoff = self.backoff();
-        let deadline = deadline_of(req.extensions());
+        let deadline = match &self.replay {
+            Some(r) => Some(r.deadline),
+            None => deadline_of(req.extensions()),
+        };
         if let Some(Deadline(d)) = deadline
             && Instant::now() + backoff >= d
         {
@@ -305,7 +316,7 @@ impl<RB> tower::retry::Policy<Request<ProxyBody>, Response<RB>, BoxError> for Re
         if !self.shared.withdraw("retry") {
             return None;
         }
-        if let Some(r) = replay.cloned() {
+        if let Some(r) = &self.replay {
             *req = r.request();
         }
         self.retries += 1;
@@ -337,8 +348,14 @@ impl<RB> tower::retry::Policy<Request<ProxyBody>, Response<RB>, BoxError> for Re
             return None;
         }
         match req.extensions().get::<Arc<Replay>>() {
-            Some(r) => Some(r.placeholder()),
-            None => clone_request(req),
+            Some(r) => {
+                self.replay = Some(r.clone());
+                Some(r.placeholder())
+            }
+            None => {
+                self.replay = None;
+                clone_request(req)
+            }
         }
     }
 }
@@ -349,7 +366,7 @@ mod tests {
     use super::*;
     use crate::policy::Policy;
     use std::time::Duration;
-    use tower::ServiceExt;
+    use tower::{Service, ServiceExt};
     use tower_test::mock;
 
     type Res = Response<()>;
@@ -423,6 +440,48 @@ mod tests {
     async fn a_post_with_an_idempotency_key_is_retried() {
         let (_, seen) = attempts_for(Policy::default(), req(http::Method::POST, true), 502).await;
         assert_eq!(seen, 3);
+    }
+
+    /// The mock's next request, answered with `code`.
+    async fn answer(
+        handle: &mut mock::Handle<Request<ProxyBody>, Res>,
+        code: u16,
+    ) -> Request<ProxyBody> {
+        let (r, send) = handle.next_request().await.unwrap();
+        send.send_response(status(code));
+        r
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replayed_request_is_resent_whole_and_the_next_request_is_not_taken_for_it() {
+        let (svc, mut handle) = mock::pair::<Request<ProxyBody>, Res>();
+        let mut svc = tower::retry::Retry::new(RetryPolicy::new(shared(Policy::default())), svc);
+        // As `RouteUpstream::send` sends it: the request with its replay.
+        let mut first = req(http::Method::POST, true);
+        let replay = Replay::of(
+            &first,
+            &Arc::new(Attempts::default()),
+            TryTimeout(std::time::Duration::from_secs(1)),
+            Deadline(Instant::now() + Duration::from_secs(3)),
+        )
+        .unwrap();
+        first.extensions_mut().insert(replay);
+        let call = tokio::spawn(svc.ready().await.unwrap().call(first));
+        answer(&mut handle, 503).await;
+        let again = answer(&mut handle, 200).await;
+        assert_eq!(call.await.unwrap().unwrap().status(), 200);
+        assert_eq!(again.method(), http::Method::POST);
+        assert_eq!(again.uri(), "/rooms/1");
+        assert_eq!(again.headers()["idempotency-key"], "k-1");
+        assert!(matches!(again.body(), ProxyBody::Buffered(Some(b)) if b == "{}"));
+        // The same service, a request without a replay: its retry resends it, not the
+        // replay the policy kept for the first.
+        let call = tokio::spawn(svc.ready().await.unwrap().call(req(http::Method::GET, false)));
+        answer(&mut handle, 503).await;
+        let again = answer(&mut handle, 200).await;
+        assert_eq!(call.await.unwrap().unwrap().status(), 200);
+        assert_eq!(again.method(), http::Method::GET);
+        assert!(!again.headers().contains_key("idempotency-key"));
     }
 
     #[tokio::test(start_paused = true)]
