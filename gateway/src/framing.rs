@@ -81,17 +81,27 @@ enum Head {
 }
 
 fn parse_head(head: &[u8]) -> Head {
-    // On the bytes: no copy, no lowercased names (this runs for every request).
-    let mut lines = head
-        .split(|b| *b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    // On the bytes: no copy, no lowercased names, line ends and colons found by memchr
+    // (this runs for every request).
+    let mut rest = head;
+    let mut lines = std::iter::from_fn(|| {
+        if rest.is_empty() {
+            return None;
+        }
+        let (line, after) = match memchr::memchr(b'\n', rest) {
+            Some(n) => (&rest[..n], &rest[n + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        rest = after;
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    });
     let request_line = lines.next().unwrap_or_default();
     if request_line.starts_with(b"PRI ") || request_line.starts_with(b"CONNECT ") {
         return Head::Stop;
     }
     let (mut cl, mut te, mut len, mut chunked, mut upgrade) = (0, 0, None, false, false);
     for line in lines {
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
         let name = line[..colon].trim_ascii();
@@ -293,23 +303,19 @@ pub struct BodyTooLarge(pub usize);
 /// looking across the boundary with what `buf` already holds.
 fn find_head_end(buf: &[u8], next: &[u8]) -> Option<usize> {
     let tail = &buf[buf.len().saturating_sub(2)..];
-    let at = |i: isize| -> Option<u8> {
-        if i < 0 {
-            let j = tail.len() as isize + i;
-            (j >= 0).then(|| tail[j as usize])
-        } else {
-            next.get(i as usize).copied()
+    // The byte `back` places before `next[i]`, reaching into `tail`.
+    let before = |i: usize, back: usize| -> Option<u8> {
+        match i.checked_sub(back) {
+            Some(j) => Some(next[j]),
+            None => tail.len().checked_sub(back - i).map(|j| tail[j]),
         }
     };
-    for i in 0..next.len() as isize {
-        if next[i as usize] != b'\n' {
-            continue;
-        }
-        if at(i - 1) == Some(b'\n') || (at(i - 1) == Some(b'\r') && at(i - 2) == Some(b'\n')) {
-            return Some(i as usize + 1);
-        }
-    }
-    None
+    memchr::memchr_iter(b'\n', next)
+        .find(|&i| {
+            before(i, 1) == Some(b'\n')
+                || (before(i, 1) == Some(b'\r') && before(i, 2) == Some(b'\n'))
+        })
+        .map(|i| i + 1)
 }
 
 /// Where a request stands in the byte stream, for the read deadlines.
@@ -591,6 +597,32 @@ mod tests {
         b.read_to_end(&mut got).await.unwrap();
         writer.await.unwrap();
         assert_eq!(got, vec![b'r'; 300]);
+    }
+
+    #[test]
+    fn a_head_end_is_found_wherever_the_reads_split_it() {
+        for (head, end) in [
+            (&b"GET / HTTP/1.1\r\nhost: a\r\n\r\nGET"[..], 27),
+            (b"GET / HTTP/1.1\nhost: a\n\nGET", 24),
+            (b"GET / HTTP/1.1\r\nhost: a\n\r\nGET", 26),
+        ] {
+            assert_eq!(find_head_end(b"", head), Some(end), "{head:?} whole");
+            for at in 1..end {
+                let (buf, next) = head.split_at(at);
+                assert_eq!(
+                    find_head_end(&buf[..at], next),
+                    Some(end - at),
+                    "{head:?} at {at}"
+                );
+                assert_eq!(
+                    find_head_end(b"", &head[..at]),
+                    None,
+                    "{head:?} cut at {at}"
+                );
+            }
+        }
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n", b"\r\n"), Some(2));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r", b"\n\r\n"), Some(3));
     }
 
     #[test]

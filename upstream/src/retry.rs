@@ -476,7 +476,12 @@ mod tests {
         assert!(matches!(again.body(), ProxyBody::Buffered(Some(b)) if b == "{}"));
         // The same service, a request without a replay: its retry resends it, not the
         // replay the policy kept for the first.
-        let call = tokio::spawn(svc.ready().await.unwrap().call(req(http::Method::GET, false)));
+        let call = tokio::spawn(
+            svc.ready()
+                .await
+                .unwrap()
+                .call(req(http::Method::GET, false)),
+        );
         answer(&mut handle, 503).await;
         let again = answer(&mut handle, 200).await;
         assert_eq!(call.await.unwrap().unwrap().status(), 200);

@@ -77,13 +77,13 @@ impl Window {
         }
     }
 
-    fn slot(&self) -> u64 {
-        Instant::now().duration_since(self.epoch).as_nanos() as u64 / self.bucket_ns
+    fn slot(&self, now: Instant) -> u64 {
+        now.duration_since(self.epoch).as_nanos() as u64 / self.bucket_ns
     }
 
-    /// Counts one attempt.
-    pub(crate) fn record(&self, failed: bool) {
-        let slot = self.slot();
+    /// Counts one attempt that ended at `now` (one clock read for several windows).
+    pub(crate) fn record_at(&self, failed: bool, now: Instant) {
+        let slot = self.slot(now);
         let tag = slot & TAG_MASK;
         let bucket = &self.buckets[(slot % BUCKETS as u64) as usize];
         let _ = bucket.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
@@ -95,7 +95,7 @@ impl Window {
 
     /// Attempts and failures in the window now.
     pub(crate) fn totals(&self) -> (u64, u64) {
-        let slot = self.slot();
+        let slot = self.slot(Instant::now());
         let mut total = (0, 0);
         for back in 0..(BUCKETS as u64).min(slot + 1) {
             let s = slot - back;
@@ -139,11 +139,11 @@ mod tests {
     async fn the_window_counts_the_last_span_only() {
         let w = Window::new(Duration::from_secs(10));
         for i in 0..20 {
-            w.record(i % 2 == 0);
+            w.record_at(i % 2 == 0, Instant::now());
         }
         assert_eq!(w.totals(), (20, 10));
         tokio::time::advance(Duration::from_secs(5)).await;
-        w.record(true);
+        w.record_at(true, Instant::now());
         assert_eq!(w.totals(), (21, 11));
         tokio::time::advance(Duration::from_millis(5500)).await;
         assert_eq!(w.totals(), (1, 1), "the first 20 left the window");

@@ -305,8 +305,9 @@ impl BreakerShared {
     pub(super) fn record(self: &Arc<Self>, failure: Option<FailureKind>, probe: bool) {
         let mut g = self.lock();
         if let State::Closed { .. } = g.state {
-            self.window.record(failure.is_some());
-            self.cap.window.record(failure.is_some());
+            let now = Instant::now();
+            self.window.record_at(failure.is_some(), now);
+            self.cap.window.record_at(failure.is_some(), now);
         }
         match (g.state, failure) {
             (State::Closed { .. }, None) => g.state = State::Closed { consecutive: 0 },

@@ -506,7 +506,8 @@ fn a_third_failing(shared: &Arc<BreakerShared>, n: usize) {
 /// The rest of the service: `n` attempts, `failed` of them failures.
 fn rest_of_service(cap: &EjectionCap, n: usize, failed: usize) {
     for i in 0..n {
-        cap.window.record(i < failed);
+        cap.window
+            .record_at(i < failed, tokio::time::Instant::now());
     }
 }
 
