@@ -188,34 +188,58 @@ pub(crate) struct Shield<S> {
     metrics: Arc<Metrics>,
 }
 
-/// What a request is framed like, as far as smuggling goes.
-fn framing_problem(h: &http::HeaderMap) -> Option<&'static str> {
-    let te = h.get_all(header::TRANSFER_ENCODING).iter().count();
-    let cl = h.get_all(header::CONTENT_LENGTH).iter().count();
-    if te > 0 && cl > 0 {
-        return Some("both Content-Length and Transfer-Encoding");
-    }
-    if cl > 1 {
-        return Some("more than one Content-Length");
-    }
-    if te > 1 {
-        return Some("more than one Transfer-Encoding");
-    }
-    if let Some(v) = h.get(header::TRANSFER_ENCODING)
-        && !v.as_bytes().eq_ignore_ascii_case(b"chunked")
-    {
-        return Some("a Transfer-Encoding other than chunked");
-    }
-    None
+/// A request's framing headers, read in one pass over its header lines (a handful on
+/// most requests) instead of a hashed lookup per question.
+struct Framing<'a> {
+    te: usize,
+    cl: usize,
+    first_te: Option<&'a HeaderValue>,
+    first_cl: Option<&'a HeaderValue>,
 }
 
-fn content_length(h: &http::HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+impl<'a> Framing<'a> {
+    fn of(h: &'a http::HeaderMap) -> Self {
+        let mut f = Framing {
+            te: 0,
+            cl: 0,
+            first_te: None,
+            first_cl: None,
+        };
+        for (name, value) in h {
+            if name == header::TRANSFER_ENCODING {
+                f.te += 1;
+                f.first_te.get_or_insert(value);
+            } else if name == header::CONTENT_LENGTH {
+                f.cl += 1;
+                f.first_cl.get_or_insert(value);
+            }
+        }
+        f
+    }
+
+    /// What the request is framed like, as far as smuggling goes.
+    fn problem(&self) -> Option<&'static str> {
+        if self.te > 0 && self.cl > 0 {
+            return Some("both Content-Length and Transfer-Encoding");
+        }
+        if self.cl > 1 {
+            return Some("more than one Content-Length");
+        }
+        if self.te > 1 {
+            return Some("more than one Transfer-Encoding");
+        }
+        if let Some(v) = self.first_te
+            && !v.as_bytes().eq_ignore_ascii_case(b"chunked")
+        {
+            return Some("a Transfer-Encoding other than chunked");
+        }
+        None
+    }
+
+    /// The declared body length, when it is a number.
+    fn content_length(&self) -> Option<u64> {
+        self.first_cl?.to_str().ok()?.trim().parse().ok()
+    }
 }
 
 /// Bytes of an `x-request-id: <uuid>` line as [`head_problem`] counts it.
@@ -309,10 +333,11 @@ impl<S> Shield<S> {
             .as_ref()
             .map_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), |c| c.peer);
         let flagged = conn.as_ref().is_some_and(|c| c.flag.is_raised());
+        let framing = Framing::of(req.headers());
         let why = if flagged {
             Some("ambiguous framing (Content-Length and Transfer-Encoding together, or repeated)")
         } else {
-            framing_problem(req.headers())
+            framing.problem()
         };
         if let Some(why) = why {
             tracing::debug!(headers = %p.hygiene.redacted(req.headers()), "ambiguous framing");
@@ -346,7 +371,7 @@ impl<S> Shield<S> {
             return Err(self.reject(reason, &p.unauthenticated, problem, true));
         }
         let limit = p.body_limit_of(req.uri().path());
-        if content_length(req.headers()).is_some_and(|n| n > limit) {
+        if framing.content_length().is_some_and(|n| n > limit) {
             return Err(self.reject("body_too_large", &p.unauthenticated, too_large(limit), true));
         }
         let public = auth::is_public(&p.public, req.uri().path());
@@ -531,21 +556,30 @@ mod tests {
     #[test]
     fn smuggling_shaped_framing_is_recognised() {
         let mut h = http::HeaderMap::new();
-        assert_eq!(framing_problem(&h), None);
+        assert_eq!(Framing::of(&h).problem(), None);
         h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
-        assert_eq!(framing_problem(&h), None);
+        assert_eq!(Framing::of(&h).problem(), None);
         h.insert(header::CONTENT_LENGTH, "5".parse().unwrap());
-        assert!(framing_problem(&h).unwrap().contains("both"));
+        assert!(Framing::of(&h).problem().unwrap().contains("both"));
         let mut h = http::HeaderMap::new();
         h.append(header::CONTENT_LENGTH, "5".parse().unwrap());
         h.append(header::CONTENT_LENGTH, "5".parse().unwrap());
         assert!(
-            framing_problem(&h)
+            Framing::of(&h)
+                .problem()
                 .unwrap()
                 .contains("more than one Content-Length")
         );
         let mut h = http::HeaderMap::new();
         h.insert(header::TRANSFER_ENCODING, "gzip, chunked".parse().unwrap());
-        assert!(framing_problem(&h).is_some());
+        assert!(Framing::of(&h).problem().is_some());
+        // The length: the first line's, when it is a number.
+        let mut h = http::HeaderMap::new();
+        assert_eq!(Framing::of(&h).content_length(), None);
+        h.insert(header::CONTENT_LENGTH, " 12 ".parse().unwrap());
+        h.insert(header::HOST, "a".parse().unwrap());
+        assert_eq!(Framing::of(&h).content_length(), Some(12));
+        h.insert(header::CONTENT_LENGTH, "twelve".parse().unwrap());
+        assert_eq!(Framing::of(&h).content_length(), None);
     }
 }
