@@ -44,6 +44,8 @@ pub const TRACE_ID: &str = "x-trace-id";
 
 /// The path prefix the gateway strips, for the instance's links.
 const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static FORWARDED_PREFIX_SET: std::sync::LazyLock<hygiene::NameSet> =
+    std::sync::LazyLock::new(|| hygiene::NameSet::new(vec![X_FORWARDED_PREFIX]));
 
 /// The names inserted on every request and response, as `HeaderName`s: inserting under a
 /// `&str` name that is not a standard header copies the name into a new allocation.
@@ -546,8 +548,11 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<GatewayBody
     }
     hygiene::strip_hop_by_hop(&mut parts.headers);
     match &gw.forwarded_prefix[index] {
-        Some(p) => parts.headers.insert(X_FORWARDED_PREFIX, p.clone()),
-        None => parts.headers.remove(X_FORWARDED_PREFIX),
+        Some(p) => {
+            parts.headers.insert(X_FORWARDED_PREFIX, p.clone());
+        }
+        // A client's own: by the set's filter, not a hashed lookup (rarely there).
+        None => hygiene::remove_present(&mut parts.headers, &FORWARDED_PREFIX_SET),
     };
     let req = Request::from_parts(parts, body);
     let mut res = match (&gw.cache, cache_key) {

@@ -189,6 +189,29 @@ async fn retries_idempotent_get_on_another_instance_after_connect_refused() {
 }
 
 #[tokio::test]
+async fn a_clients_own_forwarded_prefix_never_reaches_the_instance() {
+    let good = upstream("good", Behave::Ok).await;
+    // The room route as shipped (the instance sees `/rooms/7` and is told `/api`), then
+    // without a rewrite (it sees the whole path and is told no prefix at all).
+    for (rewrite, told) in [(None, "/api"), (Some("/api/rooms".to_owned()), "")] {
+        let gw = gateway(&[good.url.clone()], |s| {
+            assert_eq!(s.routes[1].prefix, "/api/rooms");
+            s.routes[1].rewrite = rewrite.clone();
+        })
+        .await;
+        let r = client()
+            .get(gw.url("/api/rooms/7"))
+            .header("x-forwarded-prefix", "/evil")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body = json(r).await;
+        assert_eq!(body["forwarded_prefix"], told, "rewrite {rewrite:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_get_answered_503_is_retried_on_another_instance() {
     let sick = upstream("sick", Behave::Status(503)).await;
     let good = upstream("good", Behave::Ok).await;
