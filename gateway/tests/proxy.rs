@@ -123,6 +123,16 @@ async fn gateway(room: &[String], tweak: impl FnOnce(&mut Settings)) -> Gw {
     Gw::launch(settings(room, tweak)).await
 }
 
+/// GET `path` from the gateway with one extra request header.
+async fn get_with(gw: &Gw, path: &str, (name, value): (&str, &str)) -> reqwest::Response {
+    client()
+        .get(gw.url(path))
+        .header(name, value)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A discovered instance of `room` named `name` at `url`.
 fn target(name: &str, url: &str) -> Target {
     Target {
@@ -199,12 +209,7 @@ async fn a_clients_own_forwarded_prefix_never_reaches_the_instance() {
             s.routes[1].rewrite = rewrite.clone();
         })
         .await;
-        let r = client()
-            .get(gw.url("/api/rooms/7"))
-            .header("x-forwarded-prefix", "/evil")
-            .send()
-            .await
-            .unwrap();
+        let r = get_with(&gw, "/api/rooms/7", ("x-forwarded-prefix", "/evil")).await;
         assert_eq!(r.status(), 200);
         let body = json(r).await;
         assert_eq!(body["forwarded_prefix"], told, "rewrite {rewrite:?}");
@@ -375,12 +380,7 @@ async fn traversal_is_refused_and_unknown_routes_are_404_problems() {
 async fn the_request_id_reaches_the_instance_and_comes_back() {
     let good = upstream("good", Behave::Ok).await;
     let gw = gateway(&[good.url.clone()], |_| {}).await;
-    let r = client()
-        .get(gw.url("/api/rooms"))
-        .header("x-request-id", "req-42")
-        .send()
-        .await
-        .unwrap();
+    let r = get_with(&gw, "/api/rooms", ("x-request-id", "req-42")).await;
     assert_eq!(r.headers()["x-request-id"], "req-42");
     assert!(r.headers().contains_key("x-trace-id"));
     assert_eq!(json(r).await["request_id"], "req-42");
@@ -409,15 +409,15 @@ async fn the_instance_gets_a_traceparent_in_the_trace_the_client_is_told() {
     }
     assert_eq!(spans.len(), 2, "two requests, one span id: {spans:?}");
     // A caller's trace goes on, sampled as the caller said, under a span of our own.
-    let r = client()
-        .get(gw.url("/api/rooms"))
-        .header(
+    let r = get_with(
+        &gw,
+        "/api/rooms",
+        (
             "traceparent",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )
-        .send()
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     assert_eq!(
         r.headers()["x-trace-id"],
         "4bf92f3577b34da6a3ce929d0e0e4736"
