@@ -303,6 +303,42 @@ async fn a_passed_deadline_answers_504_problem_json() {
 }
 
 #[tokio::test]
+async fn an_attempt_cut_by_the_deadline_is_cancelled_not_counted_against_its_instance() {
+    // The deadline and the per-try timeout are equal, so the deadline ends each attempt.
+    let slow = [
+        upstream("slow-1", Behave::Delay(Duration::from_secs(3))).await,
+        upstream("slow-2", Behave::Delay(Duration::from_secs(3))).await,
+    ];
+    let gw = gateway(&[slow[0].url.clone(), slow[1].url.clone()], |s| {
+        s.routes[1].policy = PolicySettings {
+            deadline: Some(Duration::from_millis(300)),
+            per_try_timeout: Some(Duration::from_millis(300)),
+            retries: Some(0),
+            hedge: Some(false),
+            ..Default::default()
+        };
+        // One counted failure would eject an instance (the other stays in rotation).
+        s.services.get_mut("room").unwrap().policy.breaker_failures = Some(1);
+    })
+    .await;
+    for n in 1..=2 {
+        let r = client().get(gw.url("/api/rooms/1")).send().await.unwrap();
+        assert_eq!(r.status(), 504, "request {n}");
+        let p = json(r).await;
+        assert_eq!(p["type"], "/problems/deadline-exceeded", "{p}");
+        for view in gw.instance_views("room").await {
+            assert_eq!(view["failures"], 0, "{view}");
+            assert_eq!(view["ejections"], 0, "{view}");
+            assert_eq!(view["breaker"], "closed", "{view}");
+            assert!(view["last_error"].is_null(), "{view}");
+        }
+    }
+    // Two attempts, and no health probe: a cancelled attempt is no sign of a stall.
+    let hits: usize = slow.iter().map(|u| u.hits.load(Ordering::SeqCst)).sum();
+    assert_eq!(hits, 2);
+}
+
+#[tokio::test]
 async fn all_instances_down_answers_503_fast_with_retry_after() {
     let (refused_1, refused_2) = (dead(), dead());
     let gw = gateway(&[refused_1.url.clone(), refused_2.url.clone()], |s| {

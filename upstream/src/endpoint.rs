@@ -518,6 +518,8 @@ where
             }
         }
         match &out {
+            // Cancelled by the request's deadline, as when the attempt is dropped.
+            _ if crate::error::cut_by_deadline(&out) => this.guard.record("cancelled", None),
             Ok(res) => {
                 let s = res.status();
                 this.guard.record(

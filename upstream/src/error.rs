@@ -32,6 +32,13 @@ pub(crate) struct PerTryTimeout;
 #[error("the request deadline passed")]
 pub(crate) struct DeadlineExceeded;
 
+/// Whether an attempt ended because the request's deadline passed (see
+/// [`crate::timeout`]): the attempt is then cancelled, not failed, so it counts neither
+/// for nor against its instance.
+pub(crate) fn cut_by_deadline<T>(out: &Result<T, BoxError>) -> bool {
+    matches!(out, Err(e) if e.is::<DeadlineExceeded>())
+}
+
 /// The instance stopped reading the request body and closed or reset the connection
 /// while it was being sent: what a server does when a body passes its own limit (it
 /// answers 413 early, then closes). Made by [`Observe`](crate::endpoint) from the

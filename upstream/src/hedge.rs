@@ -163,7 +163,10 @@ where
                             tokio::spawn(async move { let _ = first.await; });
                             return r;
                         }
-                        if !(std::mem::take(&mut again) && shared.withdraw("hedge")) {
+                        // Past the deadline (see `timeout`), the first attempt ends now too.
+                        if crate::error::cut_by_deadline(&r)
+                            || !(std::mem::take(&mut again) && shared.withdraw("hedge"))
+                        {
                             return first.await;
                         }
                     }

@@ -4,16 +4,17 @@
 //! room). Outermost first:
 //!
 //! ```text
-//! deadline          tower::timeout over all attempts and backoff               -> 504
-//!  retry            budgeted, safe retries on another instance       (retry)
-//!   hedge           one more attempt after the service's recent p95  (hedge)
-//!    shared         the service's one balancer, shared by its routes (balance)
-//!     balance       p2c over latency EWMA x in-flight, fails fast    (balance) -> 503
-//!      breaker      per-instance readiness gate, stall and refusal
+//! retry             budgeted, safe retries on another instance; a
+//!                   backoff must end before the deadline             (retry)
+//!  hedge            one more attempt after the service's recent p95  (hedge)
+//!   shared          the service's one balancer, shared by its routes (balance)
+//!    balance        p2c over latency EWMA x in-flight, fails fast    (balance) -> 503
+//!     breaker       per-instance readiness gate, stall and refusal
 //!                   ejection, ejection cap                           (breaker)
-//!       observe     absolute URI, trace context, client span, stats  (endpoint)
-//!        try        the per-try timeout                              (timeout)
-//!         client    keep-alive connections, a pool per worker        (pool)    -> 502
+//!      observe      absolute URI, trace context, client span, stats  (endpoint)
+//!       try         the per-try timeout, and the deadline over all
+//!                   attempts: one timer, whichever ends first        (timeout) -> 504
+//!        client     keep-alive connections, a pool per worker        (pool)    -> 502
 //! ```
 //!
 //! Around it: `stack` assembles the layers (`ServiceUpstream` once per service,

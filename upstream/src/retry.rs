@@ -220,18 +220,16 @@ pub(crate) fn attempts_of(ext: &http::Extensions) -> Option<&Arc<Attempts>> {
         .or_else(|| ext.get::<Arc<Replay>>().map(|r| &r.attempts))
 }
 
-/// The per-try timeout of `ext`'s request: its own extension, or its replay's.
-pub(crate) fn try_timeout_of(ext: &http::Extensions) -> Option<TryTimeout> {
-    ext.get::<TryTimeout>()
-        .copied()
-        .or_else(|| ext.get::<Arc<Replay>>().map(|r| r.try_timeout))
-}
-
-/// The deadline of `ext`'s request: its own extension, or its replay's.
-pub(crate) fn deadline_of(ext: &http::Extensions) -> Option<Deadline> {
-    ext.get::<Deadline>()
-        .copied()
-        .or_else(|| ext.get::<Arc<Replay>>().map(|r| r.deadline))
+/// The per-try timeout and deadline of `ext`'s request, from its replay when it has one
+/// (an attempt made from a replay carries nothing else), else from its own extensions.
+pub(crate) fn limits_of(ext: &http::Extensions) -> (Option<TryTimeout>, Option<Deadline>) {
+    match ext.get::<Arc<Replay>>() {
+        Some(r) => (Some(r.try_timeout), Some(r.deadline)),
+        None => (
+            ext.get::<TryTimeout>().copied(),
+            ext.get::<Deadline>().copied(),
+        ),
+    }
 }
 
 /// Copies a request for another attempt (same extensions that matter), when its body
@@ -248,10 +246,11 @@ pub(crate) fn clone_request(req: &Request<ProxyBody>) -> Option<Request<ProxyBod
     if let Some(a) = attempts_of(ext) {
         out.insert(a.clone());
     }
-    if let Some(t) = try_timeout_of(ext) {
+    let (try_timeout, deadline) = limits_of(ext);
+    if let Some(t) = try_timeout {
         out.insert(t);
     }
-    if let Some(d) = deadline_of(ext) {
+    if let Some(d) = deadline {
         out.insert(d);
     }
     Some(r)
@@ -306,7 +305,7 @@ impl<RB> tower::retry::Policy<Request<ProxyBody>, Response<RB>, BoxError> for Re
         let backoff = self.backoff();
         let deadline = match &self.replay {
             Some(r) => Some(r.deadline),
-            None => deadline_of(req.extensions()),
+            None => limits_of(req.extensions()).1,
         };
         if let Some(Deadline(d)) = deadline
             && Instant::now() + backoff >= d

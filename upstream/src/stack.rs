@@ -1,20 +1,22 @@
 //! The upstream stack, written once. Outermost first:
 //!
 //! ```text
-//! deadline          tower::timeout::Timeout, the route's overall deadline     -> 504
-//!  retry            tower::retry::Retry + RetryPolicy (TpsBudget, backoff, safety)
-//!   hedge           Hedge: one more attempt after the service's recent p95
-//!    shared         SharedBalancer: the one balancer of the service, shared by its
+//! retry             tower::retry::Retry + RetryPolicy (TpsBudget, backoff, safety;
+//!                   a backoff must end before the deadline)
+//!  hedge            Hedge: one more attempt after the service's recent p95
+//!   shared          SharedBalancer: the one balancer of the service, shared by its
 //!                   routes under a short lock (no Buffer task hop)
-//!     balance       P2c over latency EWMA x in-flight, excluding tried instances -> 503
-//!      breaker      Breaker: per-instance readiness gate, ejection cap
-//!       observe     Observe: absolute URI, trace context, client span, stats
-//!        try        timeout::Timeout: the per-try timeout
-//!         client    a keep-alive connection from the calling worker's pool   -> 502
+//!    balance        P2c over latency EWMA x in-flight, excluding tried instances -> 503
+//!     breaker       Breaker: per-instance readiness gate, ejection cap
+//!      observe      Observe: absolute URI, trace context, client span, stats
+//!       try         timeout::Timeout: the per-try timeout, and the route's deadline -> 504
+//!        client     a keep-alive connection from the calling worker's pool   -> 502
 //!                   (one pool per serving worker, see [`HttpClient`])
 //! ```
 //!
-//! Everything from `shared` down exists once per service; the top three once per route,
+//! The route's deadline has no layer of its own: each attempt's one timer ends at the
+//! per-try timeout or the deadline, whichever comes first (see [`crate::timeout`]).
+//! Everything from `shared` down exists once per service; the top two once per route,
 //! because routes of one service may have different deadlines, retries and hedging.
 //! The same stack backs [`UpstreamClient`](crate::UpstreamClient), which services use
 //! to call each other.
@@ -58,7 +60,7 @@ type Balancer = P2c<DiscoverTargets<MakeEndpointStack>, Request<ProxyBody>>;
 type Shared = crate::balance::SharedBalancer<Balancer>;
 
 /// A route's stack over its service's shared balancer.
-pub(crate) type RouteService = tower::timeout::Timeout<Retry<RetryPolicy, Hedge<Shared>>>;
+pub(crate) type RouteService = Retry<RetryPolicy, Hedge<Shared>>;
 
 /// `GET /healthz` on one instance through the shared client.
 struct HealthProbe {
@@ -360,8 +362,9 @@ impl ServiceUpstream {
             metrics,
             self.latency.clone(),
         );
+        // No deadline layer: the per-try timer of every attempt ends by the deadline
+        // (see `timeout`), and a retry's backoff must end before it (see `retry`).
         let svc = tower::ServiceBuilder::new()
-            .layer(tower::timeout::TimeoutLayer::new(shared.policy.deadline))
             .layer(tower::retry::RetryLayer::new(RetryPolicy::new(
                 shared.clone(),
             )))

@@ -56,6 +56,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = std::task::ready!(this.inner.poll(cx));
+        if crate::error::cut_by_deadline(&out) {
+            // Cancelled by the request's deadline: counted out as a dropped attempt.
+            return Poll::Ready(out);
+        }
         this.guard.done = true;
         let failure = out.failure();
         this.guard.end = match (&out, failure) {
