@@ -292,7 +292,9 @@ impl Shared {
     ) -> Result<(http1::SendRequest<ProxyBody>, bool), ClientError> {
         match self.checkout(worker, https, authority.as_str()) {
             Some(tx) => Ok((tx, true)),
-            None => Ok((self.connect(https, authority).await?, false)),
+            // Boxed: inline, the connect and handshake futures (2.4 KB) would make every
+            // request's future that much larger, and it is moved into a box whole.
+            None => Ok((Box::pin(self.connect(https, authority)).await?, false)),
         }
     }
 
