@@ -100,7 +100,7 @@ impl FailureKind {
             FailureKind::Timeout
         } else if e.is::<NoReadyInstance>() {
             FailureKind::NoInstance
-        } else if e.is::<DeadlineExceeded>() || e.is::<tower::timeout::error::Elapsed>() {
+        } else if e.is::<DeadlineExceeded>() {
             FailureKind::Deadline
         } else if let Some(c) = e.downcast_ref::<crate::pool::ClientError>() {
             if c.is_connect() {

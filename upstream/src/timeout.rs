@@ -8,7 +8,7 @@
 //! stack waits (the balancer fails fast), so the request cannot outlive its deadline
 //! either, without a second timer per request. An attempt cut by the deadline ends with
 //! [`DeadlineExceeded`], which the breaker and the endpoint statistics count as a
-//! cancelled attempt, as before, when the deadline dropped the attempt from above.
+//! cancelled attempt, like one its caller dropped: it says nothing about the instance.
 
 use crate::error::{BoxError, DeadlineExceeded, PerTryTimeout};
 use pin_project_lite::pin_project;
