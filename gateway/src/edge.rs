@@ -56,9 +56,20 @@ const TRACE_ID_NAME: HeaderName = HeaderName::from_static(TRACE_ID);
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AddedRequestId;
 
-/// The route a request matched, left on the response for the context layer's metrics.
+/// The route a request matched and what the cache made of it, left on the response for
+/// the context layer's metrics and span: one extension, as each is a boxed map entry.
 #[derive(Debug, Clone)]
-struct MatchedRoute(Arc<String>);
+struct MatchedRoute {
+    route: Arc<String>,
+    /// `None` on a route the cache does not serve.
+    cache: Option<crate::cache::Outcome>,
+}
+
+impl MatchedRoute {
+    fn uncached(route: Arc<String>) -> Self {
+        MatchedRoute { route, cache: None }
+    }
+}
 
 /// The shared state of the edge: routes and their upstream stacks.
 #[derive(Debug)]
@@ -315,15 +326,17 @@ where
             let (Ok(mut res), span) =
                 InSpan::new(hotel_common::context::scope(ctx, inner.call(req)), span).await;
             let status = res.status();
-            let route = res.extensions_mut().remove::<MatchedRoute>().map(|r| r.0);
-            if let Some(r) = &route {
+            let matched = res.extensions_mut().remove::<MatchedRoute>();
+            if let Some(m) = &matched {
+                let r = &m.route;
                 span.record("http.route", r.as_str());
                 hotel_common::telemetry::set_span_name(&span, format_args!("{method} {r}"));
             }
             span.record("http.response.status_code", i64::from(status.as_u16()));
-            if let Some(o) = res.extensions().get::<crate::cache::Outcome>() {
+            if let Some(o) = matched.as_ref().and_then(|m| m.cache) {
                 span.record("cache.outcome", o.as_str());
             }
+            let route = matched.map(|m| m.route);
             if status.is_server_error() {
                 hotel_common::telemetry::record_error(&span, format!("HTTP {status}"));
             }
@@ -465,7 +478,8 @@ fn decide(gw: &Gateway, req: &Request<Incoming>) -> Decision {
     if let Some(d) = &gw.docs
         && let Some(mut res) = d.answer(req.method(), path)
     {
-        res.extensions_mut().insert(MatchedRoute(d.label.clone()));
+        res.extensions_mut()
+            .insert(MatchedRoute::uncached(d.label.clone()));
         return Decision::Answer(res);
     }
     if path == "/" {
@@ -536,7 +550,7 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<GatewayBody
             // The rest of the body was not read: the connection cannot be reused.
             res.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            res.extensions_mut().insert(MatchedRoute(label));
+            res.extensions_mut().insert(MatchedRoute::uncached(label));
             return res;
         }
     };
@@ -545,11 +559,12 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<GatewayBody
         Ok(uri) => parts.uri = uri,
         Err(_) => {
             let mut res = problem(Problem::bad_request("the request path is not valid"));
-            res.extensions_mut().insert(MatchedRoute(label));
+            res.extensions_mut().insert(MatchedRoute::uncached(label));
             return res;
         }
     }
-    hygiene::strip_hop_by_hop(&mut parts.headers);
+    // What `Connection` named went at the shield, which is always in front of the router.
+    hygiene::strip_hop_by_hop_list(&mut parts.headers);
     match &gw.forwarded_prefix[index] {
         Some(p) => {
             parts.headers.insert(X_FORWARDED_PREFIX, p.clone());
@@ -558,19 +573,23 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<GatewayBody
         None => hygiene::remove_present(&mut parts.headers, &FORWARDED_PREFIX_SET),
     };
     let req = Request::from_parts(parts, body);
-    let mut res = match (&gw.cache, cache_key) {
+    let (mut res, cache) = match (&gw.cache, cache_key) {
         (Some(cache), Some(key)) => {
             let info = crate::cache::RouteInfo {
                 label: label.clone(),
                 deadline: gw.upstreams[index].policy().deadline,
             };
-            cache
+            let (res, outcome) = cache
                 .serve(&info, key, req, |req| forward(&gw, index, req))
-                .await
+                .await;
+            (res, Some(outcome))
         }
-        _ => forward(&gw, index, req).await,
+        _ => (forward(&gw, index, req).await, None),
     };
-    res.extensions_mut().insert(MatchedRoute(label));
+    res.extensions_mut().insert(MatchedRoute {
+        route: label,
+        cache,
+    });
     res
 }
 

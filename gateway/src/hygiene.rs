@@ -264,9 +264,10 @@ impl Hygiene {
         }
     }
 
-    /// Removes upstream-identifying headers from a response.
+    /// Removes upstream-identifying headers from a response. Its hop-by-hop headers are
+    /// the router's to remove ([`strip_hop_by_hop`] on an instance's answer); the
+    /// gateway's own answers have none but the `Connection: close` it means to send.
     pub fn clean_response(&self, headers: &mut HeaderMap) {
-        remove_connection_listed(headers);
         remove_present(headers, &self.strip_exact);
         if !self.strip_prefix.is_empty() {
             let doomed: Vec<HeaderName> = headers
@@ -318,9 +319,16 @@ static HOP_BY_HOP: LazyLock<NameSet> = LazyLock::new(|| {
 });
 
 /// Removes the hop-by-hop headers: the fixed list and whatever a `Connection` header
-/// names. Applied to the request sent upstream and to the response sent back.
+/// names. Applied to an instance's answer before anything else reads it.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     remove_connection_listed(h);
+    strip_hop_by_hop_list(h);
+}
+
+/// Removes the fixed hop-by-hop list only: for a request the shield admitted, which
+/// already removed what its `Connection` header named (before the forwarding headers
+/// were set, so that a client cannot have them removed by naming them).
+pub fn strip_hop_by_hop_list(h: &mut HeaderMap) {
     remove_present(h, &HOP_BY_HOP);
 }
 
@@ -628,10 +636,19 @@ mod tests {
         m.insert("x-internal-addr", "10.0.0.5:9001".parse().unwrap());
         m.insert("x-upstream", "u1".parse().unwrap());
         m.insert("content-type", "application/json".parse().unwrap());
+        // An instance's answer, as the router and then the shield clean it.
+        strip_hop_by_hop(&mut m);
         h.clean_response(&mut m);
         let left: Vec<&str> = m.keys().map(|k| k.as_str()).collect();
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(m.contains_key("x-upstream") && m.contains_key("content-type"));
+        // The gateway's own `Connection: close` is left for hyper to act on.
+        let mut m = HeaderMap::new();
+        m.insert("connection", "close".parse().unwrap());
+        m.insert("server", "hotel".parse().unwrap());
+        h.clean_response(&mut m);
+        let left: Vec<&str> = m.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["connection"]);
     }
 
     #[test]

@@ -531,13 +531,9 @@ where
                     true,
                 ));
             }
-            // The router's own `Connection: close` (a body left unread) survives the
-            // cleaning; an instance's hop-by-hop headers were dropped by the router.
-            let close = res.headers().get(header::CONNECTION) == Some(&CLOSE);
+            // An instance's hop-by-hop headers were dropped by the router; its own
+            // `Connection: close` (a body left unread) stays.
             p.hygiene.clean_response(res.headers_mut());
-            if close {
-                res.headers_mut().insert(header::CONNECTION, CLOSE);
-            }
             if let Some(d) = &admitted.decision {
                 rate_headers(res.headers_mut(), d);
             }

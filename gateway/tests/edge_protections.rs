@@ -62,6 +62,9 @@ async fn echo(State(f): State<Fake>, req: axum::extract::Request) -> axum::respo
             ("server", "room/1.0 internal"),
             ("x-internal-addr", "10.9.8.7:9001"),
             ("x-upstream", "u1"),
+            // Hop-by-hop: this connection's business, never the client's.
+            ("connection", "x-hop-back"),
+            ("x-hop-back", "leaked"),
         ],
         axum::Json(serde_json::json!({"headers": headers, "body_len": body.len()})),
     )
@@ -740,6 +743,10 @@ async fn forwarding_headers_are_the_gateways_own_and_upstream_identity_is_not_le
     let h = r.headers().clone();
     assert!(
         h.get("server").is_none() && h.get("x-internal-addr").is_none(),
+        "{h:?}"
+    );
+    assert!(
+        h.get("x-hop-back").is_none() && h.get("connection").is_none(),
         "{h:?}"
     );
     assert_eq!(h["x-upstream"], "u1");

@@ -129,8 +129,18 @@ pub struct CacheLabels {
 struct Known {
     /// The stored entry, fresh or not.
     found: Option<Arc<Entry>>,
-    /// The key is in pass: its answers were not storable lately.
-    passing: bool,
+    /// Until when the key is in pass (its answers were not storable lately), if it was
+    /// put in pass at all.
+    pass_until: Option<Instant>,
+    /// The clock when the request was taken on: its `request_time` (RFC 9111 4.2.3).
+    now: Instant,
+}
+
+impl Known {
+    /// The key is in pass now.
+    fn passing(&self) -> bool {
+        self.pass_until.is_some_and(|until| until > self.now)
+    }
 }
 
 /// The cache's metric families (registered by [`Metrics::new`]).
@@ -344,15 +354,15 @@ impl HttpCache {
 
     /// Answers `req` (whose client-facing path and query is `key`) from the cache, or
     /// through `fetch` (the route's upstream stack, errors already mapped to
-    /// problem+json), storing what may be stored. Sets `x-cache`, the metrics and the
-    /// [`Outcome`] extension the edge records on the request span.
+    /// problem+json), storing what may be stored. Sets `x-cache` and the metrics; the
+    /// [`Outcome`] is returned for the edge to record on the request span.
     pub async fn serve<F, Fut>(
         self: &Arc<Self>,
         route: &RouteInfo,
         key: Arc<str>,
         req: Request<ProxyBody>,
         fetch: F,
-    ) -> Response<GatewayBody>
+    ) -> (Response<GatewayBody>, Outcome)
     where
         F: FnOnce(Request<ProxyBody>) -> Fut,
         Fut: Future<Output = Response<GatewayBody>>,
@@ -360,7 +370,6 @@ impl HttpCache {
         let (mut res, outcome) = self.answer(route, &key, req, fetch).await;
         res.headers_mut()
             .insert(X_CACHE_NAME, HeaderValue::from_static(outcome.as_str()));
-        res.extensions_mut().insert(outcome);
         let m = &self.metrics.cache;
         m.request_series
             .get(
@@ -380,7 +389,7 @@ impl HttpCache {
         };
         count.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(route = %route.label, key = %key, outcome = outcome.as_str(), status = res.status().as_u16(), "cache");
-        res
+        (res, outcome)
     }
 
     async fn answer<F, Fut>(
@@ -410,7 +419,7 @@ impl HttpCache {
         }
         let head = method == Method::HEAD;
         let client_inm = req.headers().get(header::IF_NONE_MATCH).cloned();
-        let now = Instant::now();
+        let mut now = Instant::now();
         let found = self.lookup(key, req.headers());
         if let Some(e) = &found
             && e.usable(&req_cc, now)
@@ -430,7 +439,8 @@ impl HttpCache {
             return self.stale_or(route, key, found, res, head);
         }
         // In pass: its answers were not storable lately (see `fetch_and_store`).
-        let passing = self.passes.get(key).is_some_and(|until| until > now);
+        let pass_until = self.passes.get(key);
+        let passing = pass_until.is_some_and(|until| until > now);
         let plain = !req_cc.no_cache
             && req_cc.max_age.is_none()
             && !passing
@@ -446,7 +456,7 @@ impl HttpCache {
                 Turn::Lead(l) => _leader = Some(l),
                 Turn::Wait(mut rx) => {
                     let waited = tokio::time::timeout(route.deadline, rx.changed()).await;
-                    let now = Instant::now();
+                    now = Instant::now();
                     found = self.lookup(key, req.headers());
                     if let Some(e) = &found
                         && e.usable(&req_cc, now)
@@ -464,7 +474,12 @@ impl HttpCache {
                 }
             }
         }
-        self.fetch_and_store(route, key, req, &req_cc, Known { found, passing }, fetch)
+        let known = Known {
+            found,
+            pass_until,
+            now,
+        };
+        self.fetch_and_store(route, key, req, &req_cc, known, fetch)
             .await
     }
 
@@ -527,13 +542,17 @@ impl HttpCache {
         F: FnOnce(Request<ProxyBody>) -> Fut,
         Fut: Future<Output = Response<GatewayBody>>,
     {
-        let Known { found, passing } = known;
+        let passing = known.passing();
+        let Known {
+            found,
+            pass_until,
+            now: request_time,
+        } = known;
         let client_inm = req.headers().get(header::IF_NONE_MATCH).cloned();
         let validating = found.as_ref().filter(|e| e.validatable()).cloned();
         if let Some(e) = &validating {
             e.condition(req.headers_mut());
         }
-        let request_time = Instant::now();
         // The request's headers are kept for the entry (the values its `Vary` names) and
         // for a revalidation. A key in pass (its answers were not storable lately) keeps
         // no copy: most of its answers go straight through, and should one become
@@ -590,7 +609,11 @@ impl HttpCache {
             if found.is_some() {
                 self.remove(key);
             }
-            self.passes.insert(key.clone(), response_time + PASS_FOR);
+            // A pass renewed at most once per half of it: not one more write to the
+            // shared map per request on a key that is never storable.
+            if pass_until.is_none_or(|until| until < response_time + PASS_FOR / 2) {
+                self.passes.insert(key.clone(), response_time + PASS_FOR);
+            }
             tracing::debug!(route = %route.label, key = %key, why, "answer not stored");
             return (res, Outcome::Miss);
         }
@@ -730,5 +753,72 @@ impl HttpCache {
                 served as f64 / (served + misses) as f64
             },
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn cache() -> Arc<HttpCache> {
+        HttpCache::new(
+            &CacheSettings::default(),
+            Metrics::new(),
+            HeaderName::from_static("x-client"),
+        )
+        .unwrap()
+    }
+
+    /// One GET of `key` through `cache`, answered by an instance that says `no-store`.
+    async fn get_unstorable(
+        cache: &Arc<HttpCache>,
+        key: &Arc<str>,
+        fetched: &AtomicUsize,
+    ) -> Outcome {
+        let route = RouteInfo {
+            label: Arc::new("/api/rooms".to_owned()),
+            deadline: Duration::from_secs(3),
+        };
+        let req = Request::builder()
+            .uri(&**key)
+            .body(ProxyBody::empty())
+            .unwrap();
+        let (res, outcome) = cache
+            .serve(&route, key.clone(), req, |_| async {
+                fetched.fetch_add(1, Ordering::SeqCst);
+                let mut res = Response::new(full("fresh each time"));
+                res.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                res.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("15"));
+                res
+            })
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        outcome
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_in_pass_has_its_pass_renewed_once_half_of_it_has_run_not_per_request() {
+        let cache = cache();
+        let key: Arc<str> = "/api/rooms/7".into();
+        let fetched = AtomicUsize::new(0);
+        let start = Instant::now();
+        assert_eq!(get_unstorable(&cache, &key, &fetched).await, Outcome::Miss);
+        assert_eq!(cache.passes.get(&key), Some(start + PASS_FOR));
+        // Inside the first half: each answer goes through, the pass stays as it was.
+        tokio::time::advance(PASS_FOR / 4).await;
+        assert_eq!(get_unstorable(&cache, &key, &fetched).await, Outcome::Miss);
+        assert_eq!(cache.passes.get(&key), Some(start + PASS_FOR));
+        // Past half of it: the next unstorable answer renews it from now.
+        tokio::time::advance(PASS_FOR / 2).await;
+        let now = Instant::now();
+        assert_eq!(get_unstorable(&cache, &key, &fetched).await, Outcome::Miss);
+        assert_eq!(cache.passes.get(&key), Some(now + PASS_FOR));
+        // Never stored, every request reached the instance.
+        assert_eq!(fetched.load(Ordering::SeqCst), 3);
+        assert!(cache.store.get(&key).is_none());
     }
 }
