@@ -23,12 +23,19 @@ use std::{
     sync::Arc,
     task::{Context, Poll, Waker},
 };
+use tokio::time::Instant;
 use tower::{
     Service,
     discover::{Change, Discover},
-    load::Load,
     ready_cache::ReadyCache,
 };
+
+/// What p2c compares: an endpoint's load as of `now`, so that one clock read serves both
+/// endpoints a pick looks at (tower's `Load` would read it once per endpoint).
+pub(crate) trait LoadAt {
+    /// The load; lower is preferred.
+    fn load_at(&self, now: Instant) -> f64;
+}
 
 /// The balancer of one service.
 pub(crate) struct P2c<D, Req>
@@ -44,7 +51,10 @@ where
     cap: Arc<EjectionCap>,
     instances: Gauge,
     /// When every ready endpoint's gate was last polled (see [`SWEEP_EVERY`]).
-    last_sweep: Option<tokio::time::Instant>,
+    last_sweep: Option<Instant>,
+    /// The clock at the last `poll_ready`, which runs just before each `call` (under the
+    /// shared balancer's lock): the time the pick's loads are taken at.
+    polled_at: Instant,
 }
 
 /// How often the balancer polls the gates of all ready endpoints, not only the one a
@@ -74,6 +84,7 @@ where
             cap,
             instances,
             last_sweep: None,
+            polled_at: Instant::now(),
         }
     }
 }
@@ -82,9 +93,8 @@ impl<D, B> P2c<D, http::Request<B>>
 where
     D: Discover<Key = Arc<str>> + Unpin,
     D::Error: std::fmt::Display,
-    D::Service: Service<http::Request<B>> + Load,
+    D::Service: Service<http::Request<B>> + LoadAt,
     <D::Service as Service<http::Request<B>>>::Error: Into<BoxError>,
-    <D::Service as Load>::Metric: PartialOrd,
 {
     fn update(&mut self, cx: &mut Context<'_>) {
         let mut changed = false;
@@ -114,7 +124,8 @@ where
                 }
             }
         }
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
+        self.polled_at = now;
         if self
             .last_sweep
             .is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY)
@@ -173,8 +184,9 @@ where
                     b += 1;
                 }
                 let (ia, ib) = (at(a), at(b));
-                let la = self.cache.get_ready_index(ia).map(|(_, s)| s.load());
-                let lb = self.cache.get_ready_index(ib).map(|(_, s)| s.load());
+                let now = self.polled_at;
+                let la = self.cache.get_ready_index(ia).map(|(_, s)| s.load_at(now));
+                let lb = self.cache.get_ready_index(ib).map(|(_, s)| s.load_at(now));
                 match (la, lb) {
                     (Some(la), Some(lb)) if lb < la => ib,
                     _ => ia,
@@ -198,9 +210,8 @@ impl<D, B> Service<http::Request<B>> for P2c<D, http::Request<B>>
 where
     D: Discover<Key = Arc<str>> + Unpin,
     D::Error: std::fmt::Display,
-    D::Service: Service<http::Request<B>> + Load,
+    D::Service: Service<http::Request<B>> + LoadAt,
     <D::Service as Service<http::Request<B>>>::Error: Into<BoxError>,
-    <D::Service as Load>::Metric: PartialOrd,
 {
     type Response = <D::Service as Service<http::Request<B>>>::Response;
     type Error = BoxError;

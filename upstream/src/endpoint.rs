@@ -245,7 +245,9 @@ impl EndpointStats {
         }
     }
 
-    fn finish(&self, outcome: &'static str, elapsed: std::time::Duration) {
+    /// Counts one attempt that ended at `now` after `elapsed` (one clock read serves
+    /// both).
+    fn finish(&self, outcome: &'static str, elapsed: std::time::Duration, now: Instant) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.handles.in_flight.dec();
         let idx = crate::metrics::OUTCOMES
@@ -276,8 +278,10 @@ impl EndpointStats {
                 old * 0.8 + sample * 0.2
             };
             self.ewma_us.store(new.to_bits(), Ordering::Relaxed);
-            self.ewma_at_ns
-                .store(self.created.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.ewma_at_ns.store(
+                now.duration_since(self.created).as_nanos() as u64,
+                Ordering::Relaxed,
+            );
         } else {
             self.failures.fetch_add(1, Ordering::Relaxed);
             let at_unix_ms = SystemTime::now()
@@ -333,10 +337,8 @@ const IDLE_TARGET: f64 = 0.5;
 /// the median could leave it unpicked for good while the median sat above the others'
 /// estimates (seen in drill 4: a replica started after a registry restart got no request
 /// in 15 s).
-impl<S> tower::load::Load for Observe<S> {
-    type Metric = f64;
-
-    fn load(&self) -> f64 {
+impl<S> crate::balance::LoadAt for Observe<S> {
+    fn load_at(&self, now: Instant) -> f64 {
         let stats = &self.stats;
         let prior = self.latency.median().map_or(0.0, |d| d.as_micros() as f64);
         let ewma = f64::from_bits(stats.ewma_us.load(Ordering::Relaxed));
@@ -346,7 +348,7 @@ impl<S> tower::load::Load for Observe<S> {
             // breaker handles one that only fails), at the median while one is out.
             if in_flight == 0 { 0.0 } else { prior }
         } else {
-            let now = stats.created.elapsed().as_nanos() as u64;
+            let now = now.saturating_duration_since(stats.created).as_nanos() as u64;
             let idle = now.saturating_sub(stats.ewma_at_ns.load(Ordering::Relaxed)) as f64;
             let target = prior * IDLE_TARGET;
             target + (ewma - target) * (-idle / ESTIMATE_DECAY_NS).exp()
@@ -456,8 +458,9 @@ struct Finish {
 impl Finish {
     fn record(&mut self, outcome: &'static str, status: Option<u16>) {
         self.done = true;
-        let elapsed = self.start.elapsed();
-        self.stats.finish(outcome, elapsed);
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.start);
+        self.stats.finish(outcome, elapsed, now);
         if outcome != "cancelled" {
             self.latency.record(elapsed);
         }

@@ -19,11 +19,14 @@ pub(super) struct Recorder {
     pub(super) probe: bool,
     pub(super) done: bool,
     pub(super) end: AttemptEnd,
+    /// When the attempt finished, if it did: read once for the outcome and the stall
+    /// watch both.
+    pub(super) at: Option<tokio::time::Instant>,
 }
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        self.shared.ended(self.end);
+        self.shared.ended(self.end, self.at);
         if self.probe && !self.done {
             self.shared.probe_abandoned();
         }
@@ -69,7 +72,9 @@ where
             // not silent.
             (Err(_), None) => AttemptEnd::Dropped,
         };
-        this.guard.shared.record(failure, this.guard.probe);
+        let now = tokio::time::Instant::now();
+        this.guard.at = Some(now);
+        this.guard.shared.record(failure, this.guard.probe, now);
         Poll::Ready(out)
     }
 }

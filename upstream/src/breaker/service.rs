@@ -39,11 +39,9 @@ impl<S> Breaker<S> {
 
 /// The instance's load, divided by its slow-start weight while it ramps up after
 /// returning from an ejection: p2c then prefers the others, less and less.
-impl<S: tower::load::Load<Metric = f64>> tower::load::Load for Breaker<S> {
-    type Metric = f64;
-
-    fn load(&self) -> f64 {
-        let load = self.inner.load();
+impl<S: crate::balance::LoadAt> crate::balance::LoadAt for Breaker<S> {
+    fn load_at(&self, now: tokio::time::Instant) -> f64 {
+        let load = self.inner.load_at(now);
         let weight = self.shared.weight();
         if weight < 1.0 { load / weight } else { load }
     }
@@ -148,6 +146,7 @@ where
                 probe,
                 done: false,
                 end: AttemptEnd::Dropped,
+                at: None,
             },
         )
     }

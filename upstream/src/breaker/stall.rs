@@ -53,7 +53,11 @@ pub(super) enum AttemptEnd {
 
 impl BreakerShared {
     pub(super) fn now_ns(&self) -> u64 {
-        Instant::now().duration_since(self.epoch).as_nanos() as u64
+        self.ns_at(Instant::now())
+    }
+
+    fn ns_at(&self, at: Instant) -> u64 {
+        at.duration_since(self.epoch).as_nanos() as u64
     }
 
     pub(super) fn started(&self) {
@@ -63,10 +67,12 @@ impl BreakerShared {
         }
     }
 
-    pub(super) fn ended(&self, end: AttemptEnd) {
+    /// Counts an attempt out; `at` is when it finished, if it was read already.
+    pub(super) fn ended(&self, end: AttemptEnd, at: Option<Instant>) {
         match end {
             AttemptEnd::Answered => {
-                self.quiet_since_ns.store(self.now_ns(), Ordering::Relaxed);
+                let ns = at.map_or_else(|| self.now_ns(), |at| self.ns_at(at));
+                self.quiet_since_ns.store(ns, Ordering::Relaxed);
                 self.owes.store(false, Ordering::Relaxed);
             }
             AttemptEnd::Unanswered => self.owes.store(true, Ordering::Relaxed),

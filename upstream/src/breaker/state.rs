@@ -301,11 +301,16 @@ impl BreakerShared {
         self.spawn_probes(outlier::RATE_PROBE_INTERVAL, false);
     }
 
-    /// Records the outcome of a request; `probe` says whether it was the half-open probe.
-    pub(super) fn record(self: &Arc<Self>, failure: Option<FailureKind>, probe: bool) {
+    /// Records the outcome of a request that ended at `now`; `probe` says whether it was
+    /// the half-open probe.
+    pub(super) fn record(
+        self: &Arc<Self>,
+        failure: Option<FailureKind>,
+        probe: bool,
+        now: Instant,
+    ) {
         let mut g = self.lock();
         if let State::Closed { .. } = g.state {
-            let now = Instant::now();
             self.window.record_at(failure.is_some(), now);
             self.cap.window.record_at(failure.is_some(), now);
         }

@@ -211,9 +211,21 @@ async fn a_killed_instance_does_not_use_up_the_allowance_of_the_others() {
     let (mut c, mut hc, sc) = breaker(cap.clone());
     hb.allow(10);
     hc.allow(10);
-    killed.record(Some(FailureKind::Connect), false);
-    killed.record(Some(FailureKind::Connect), false);
-    killed.record(Some(FailureKind::Connect), false);
+    killed.record(
+        Some(FailureKind::Connect),
+        false,
+        tokio::time::Instant::now(),
+    );
+    killed.record(
+        Some(FailureKind::Connect),
+        false,
+        tokio::time::Instant::now(),
+    );
+    killed.record(
+        Some(FailureKind::Connect),
+        false,
+        tokio::time::Instant::now(),
+    );
     assert_eq!(killed.state(), BreakerState::Open);
     for _ in 0..3 {
         fail_once(&mut b, &mut hb).await;
@@ -242,7 +254,11 @@ async fn errors_never_eject_the_last_instance_but_refused_connections_do() {
     assert_eq!(shared.state(), BreakerState::Closed);
     assert!(svc.poll_ready().is_ready());
     // A refused connection is no capacity at all: it is ejected regardless.
-    shared.record(Some(FailureKind::Connect), false);
+    shared.record(
+        Some(FailureKind::Connect),
+        false,
+        tokio::time::Instant::now(),
+    );
     assert_eq!(shared.state(), BreakerState::Open);
     assert_eq!(cap.ejected(), 1);
 }
@@ -499,7 +515,7 @@ fn rated(cap: Arc<EjectionCap>) -> (Arc<BreakerShared>, Arc<SteadyProber>) {
 fn a_third_failing(shared: &Arc<BreakerShared>, n: usize) {
     for i in 0..n {
         let failure = (i % 3 == 2).then_some(FailureKind::Transport);
-        shared.record(failure, false);
+        shared.record(failure, false, tokio::time::Instant::now());
     }
 }
 
@@ -538,7 +554,7 @@ async fn an_instance_failing_a_third_of_its_requests_is_ejected_and_passing_prob
     assert_eq!(cap.ejected(), 1);
     // Late successes of attempts sent before do not bring it back; failing probes
     // keep it out.
-    shared.record(None, false);
+    shared.record(None, false, tokio::time::Instant::now());
     probe_rounds(8).await;
     assert_eq!(shared.state(), BreakerState::Open);
     assert!(prober.calls.load(Ordering::SeqCst) >= 5);
