@@ -502,8 +502,7 @@ where
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         let inner = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, inner);
-        let p = self.p.clone();
-        let metrics = self.metrics.clone();
+        // One clone of each shared part: the future reads them through `this`.
         let this = Shield {
             inner: (),
             p: self.p.clone(),
@@ -533,12 +532,15 @@ where
             }
             // An instance's hop-by-hop headers were dropped by the router; its own
             // `Connection: close` (a body left unread) stays.
-            p.hygiene.clean_response(res.headers_mut());
+            this.p.hygiene.clean_response(res.headers_mut());
             if let Some(d) = &admitted.decision {
                 rate_headers(res.headers_mut(), d);
             }
             drop(admitted);
-            metrics.edge.in_flight.set(p.global.current() as i64);
+            this.metrics
+                .edge
+                .in_flight
+                .set(this.p.global.current() as i64);
             Ok(res)
         })
     }
