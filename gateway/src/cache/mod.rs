@@ -129,18 +129,12 @@ pub struct CacheLabels {
 struct Known {
     /// The stored entry, fresh or not.
     found: Option<Arc<Entry>>,
-    /// Until when the key is in pass (its answers were not storable lately), if it was
-    /// put in pass at all.
+    /// The key is in pass: its answers were not storable lately.
+    passing: bool,
+    /// Until when its pass runs (or ran), if it was ever put in pass.
     pass_until: Option<Instant>,
     /// The clock when the request was taken on: its `request_time` (RFC 9111 4.2.3).
-    now: Instant,
-}
-
-impl Known {
-    /// The key is in pass now.
-    fn passing(&self) -> bool {
-        self.pass_until.is_some_and(|until| until > self.now)
-    }
+    request_time: Instant,
 }
 
 /// The cache's metric families (registered by [`Metrics::new`]).
@@ -476,8 +470,9 @@ impl HttpCache {
         }
         let known = Known {
             found,
+            passing,
             pass_until,
-            now,
+            request_time: now,
         };
         self.fetch_and_store(route, key, req, &req_cc, known, fetch)
             .await
@@ -542,11 +537,11 @@ impl HttpCache {
         F: FnOnce(Request<ProxyBody>) -> Fut,
         Fut: Future<Output = Response<GatewayBody>>,
     {
-        let passing = known.passing();
         let Known {
             found,
+            passing,
             pass_until,
-            now: request_time,
+            request_time,
         } = known;
         let client_inm = req.headers().get(header::IF_NONE_MATCH).cloned();
         let validating = found.as_ref().filter(|e| e.validatable()).cloned();
