@@ -348,8 +348,8 @@ impl<S> crate::balance::LoadAt for Observe<S> {
             // breaker handles one that only fails), at the median while one is out.
             if in_flight == 0 { 0.0 } else { prior }
         } else {
-            let now = now.saturating_duration_since(stats.created).as_nanos() as u64;
-            let idle = now.saturating_sub(stats.ewma_at_ns.load(Ordering::Relaxed)) as f64;
+            let now_ns = now.saturating_duration_since(stats.created).as_nanos() as u64;
+            let idle = now_ns.saturating_sub(stats.ewma_at_ns.load(Ordering::Relaxed)) as f64;
             let target = prior * IDLE_TARGET;
             target + (ewma - target) * (-idle / ESTIMATE_DECAY_NS).exp()
         };

@@ -17,17 +17,17 @@ use std::{
 pub(super) struct Recorder {
     pub(super) shared: Arc<BreakerShared>,
     pub(super) probe: bool,
-    pub(super) done: bool,
     pub(super) end: AttemptEnd,
-    /// When the attempt finished, if it did: read once for the outcome and the stall
-    /// watch both.
+    /// When the attempt's outcome was recorded; `None` while it has not been (still
+    /// running, dropped, or cut by the deadline). Read once for the outcome and the
+    /// stall watch both.
     pub(super) at: Option<tokio::time::Instant>,
 }
 
 impl Drop for Recorder {
     fn drop(&mut self) {
         self.shared.ended(self.end, self.at);
-        if self.probe && !self.done {
+        if self.probe && self.at.is_none() {
             self.shared.probe_abandoned();
         }
     }
@@ -63,7 +63,6 @@ where
             // Cancelled by the request's deadline: counted out as a dropped attempt.
             return Poll::Ready(out);
         }
-        this.guard.done = true;
         let failure = out.failure();
         this.guard.end = match (&out, failure) {
             (Ok(_), _) => AttemptEnd::Answered,

@@ -144,7 +144,6 @@ where
             Recorder {
                 shared: self.shared.clone(),
                 probe,
-                done: false,
                 end: AttemptEnd::Dropped,
                 at: None,
             },
