@@ -542,7 +542,7 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<GatewayBody
             tracing::info!(error = %e, "client body refused");
             let p = match e {
                 RequestBodyError::TooLarge { limit } => hotel_upstream::too_large(limit),
-                RequestBodyError::Read(_) => {
+                RequestBodyError::Read(_) | RequestBodyError::Length => {
                     Problem::bad_request("the request body could not be read")
                 }
             };
