@@ -456,6 +456,8 @@ impl Conn {
         let mut length: Option<u64> = None;
         let mut chunked = None;
         let mut close = version == 0;
+        // `Connection` values that name other fields of the head (rare).
+        let mut named = Vec::new();
         for &(n0, n1, v0, v1) in &at[..fields] {
             let name = &head[n0 as usize..n1 as usize];
             let value = &head[v0 as usize..v1 as usize];
@@ -476,11 +478,28 @@ impl Conn {
                 } else if version == 0 && has_token(value, b"keep-alive") {
                     close = false;
                 }
+                if tokens(value).any(|t| {
+                    !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive")
+                }) {
+                    named.push((v0, v1));
+                }
+            }
+            // Fields about this connection (RFC 9110, 7.6.1) are read here and never
+            // passed on.
+            if HOP_BY_HOP.contains(&name) {
+                continue;
             }
             // A slice of the head: the value is not copied.
             let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
                 .map_err(|_| AnswerError::Malformed("bad header field value"))?;
             headers.append(name, value);
+        }
+        for (v0, v1) in named {
+            for token in tokens(&head[v0 as usize..v1 as usize]) {
+                if let Ok(token) = std::str::from_utf8(token) {
+                    headers.remove(token);
+                }
+            }
         }
         let mut framing_closes = false;
         let framing = if status.is_informational()
@@ -517,6 +536,18 @@ impl Conn {
         }))
     }
 }
+
+/// The fields that describe one connection, not the message, and are never forwarded
+/// (RFC 9110, 7.6.1), besides those a `Connection` field names: an instance's answer
+/// loses them here, a client's request at the gateway's edge.
+pub const HOP_BY_HOP: [HeaderName; 6] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+];
 
 /// Methods whose empty body is still said to be empty (`Content-Length: 0`), as
 /// hyper and browsers do: an instance may wait for a body on them otherwise.

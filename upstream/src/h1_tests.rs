@@ -512,7 +512,8 @@ async fn a_chunked_body_split_across_reads_is_decoded_and_the_connection_reused(
     let conn = connect(addr).await;
     let (reuse, rx) = back();
     let res = conn.send(get("/chunked"), reuse).await.unwrap();
-    assert_eq!(res.headers()["transfer-encoding"], "chunked");
+    // The framing field stays with the connection; the body is decoded.
+    assert!(!res.headers().contains_key("transfer-encoding"));
     let mut body = res.into_body();
     assert_eq!(body.size_hint().exact(), None);
     let mut got = Vec::new();
@@ -1075,4 +1076,47 @@ async fn an_answer_before_the_request_body_was_all_sent_keeps_the_connection_fro
         handed_back.is_err(),
         "the connection went back to the pool with its request body only partly sent"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Hop-by-hop fields stay with the connection.
+
+#[tokio::test]
+async fn hop_by_hop_fields_and_those_connection_names_never_leave_the_connection() {
+    let (l, addr) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut p = Peer::accept(&l).await;
+        p.request().await;
+        p.write(
+            b"HTTP/1.1 200 OK\r\n\
+              Connection: Keep-Alive, X-Hop-One\r\n\
+              connection: x-hop-two\r\n\
+              keep-alive: timeout=5\r\n\
+              x-hop-one: 1\r\n\
+              X-Hop-Two: 2\r\n\
+              transfer-encoding: chunked\r\n\
+              upgrade: h2c\r\n\
+              te: trailers\r\n\
+              proxy-authorization: secret\r\n\
+              content-type: text/plain\r\n\
+              x-kept: yes\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\n",
+        )
+        .await;
+        p.request().await.path
+    });
+
+    let conn = connect(addr).await;
+    let (reuse, rx) = back();
+    let res = conn.send(get("/hop"), reuse).await.unwrap();
+    let mut names: Vec<&str> = res.headers().keys().map(HeaderName::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["content-type", "x-kept"]);
+    // What the fields said still holds: chunked framing, kept alive.
+    assert_eq!(read_all(res).await.unwrap(), "hello");
+    let conn = reused(&rx);
+    let (reuse, _rx) = back();
+    let pending = tokio::spawn(conn.send(get("/again"), reuse));
+    assert_eq!(server.await.unwrap(), "/again");
+    pending.abort();
 }

@@ -56,7 +56,7 @@ pub use client::{Discovery, UpstreamClient};
 pub use discovery::{Target, Targets};
 pub use endpoint::{EndpointView, LastError};
 pub use error::{BoxError, classify, too_large};
-pub use h1::{AnswerBody, AnswerError};
+pub use h1::{AnswerBody, AnswerError, HOP_BY_HOP};
 pub use metrics::{UpstreamMetrics, latency_histogram};
 pub use policy::{
     BreakerPolicy, HedgePolicy, InvalidUpstream, Origin, Policy, PolicySettings, ServicePolicy,
