@@ -755,48 +755,11 @@ async fn the_server_closing_before_answering_is_closed() {
     finish(server).await;
 }
 
-#[tokio::test]
-async fn the_server_closing_inside_the_head_is_malformed() {
-    let (res, rx, server) = one(b"HTTP/1.1 200 OK\r\ncontent-le", true).await;
-    assert!(matches!(res, Err(AnswerError::Malformed(_))), "{res:?}");
-    not_reused(&rx);
-    finish(server).await;
-}
-
-#[tokio::test]
-async fn the_server_closing_inside_a_content_length_body_is_malformed() {
-    let (res, rx, server) = one(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello", true).await;
-    let err = read_all(res.unwrap()).await;
-    assert!(matches!(err, Err(AnswerError::Malformed(_))), "{err:?}");
-    not_reused(&rx);
-    finish(server).await;
-}
-
-#[tokio::test]
-async fn the_server_closing_inside_a_chunked_body_is_malformed() {
-    for answer in [
-        &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel"[..],
-        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
-        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n",
-    ] {
-        let (res, rx, server) = one(answer, true).await;
-        let err = read_all(res.unwrap()).await;
-        assert!(matches!(err, Err(AnswerError::Malformed(_))), "{err:?}");
-        not_reused(&rx);
-        finish(server).await;
-    }
-}
-
-#[tokio::test]
-async fn a_bad_status_line_is_malformed() {
-    for answer in [
-        &b"HTTP/1.1 2x0 OK\r\ncontent-length: 0\r\n\r\n"[..],
-        b"HTTP/2 200 OK\r\ncontent-length: 0\r\n\r\n",
-        b"ICY 200 OK\r\ncontent-length: 0\r\n\r\n",
-        b"HTTP/1.1 099 Low\r\ncontent-length: 0\r\n\r\n",
-        b"hello world\r\n\r\n",
-    ] {
-        let (res, rx, server) = one(answer, false).await;
+/// Each answer (the server closing after it when `close`) is refused at its head with
+/// `Malformed`, and its connection not reused.
+async fn head_malformed(answers: &[&[u8]], close: bool) {
+    for answer in answers {
+        let (res, rx, server) = one(answer, close).await;
         assert!(
             matches!(res, Err(AnswerError::Malformed(_))),
             "{:?}: {res:?}",
@@ -807,39 +770,11 @@ async fn a_bad_status_line_is_malformed() {
     }
 }
 
-#[tokio::test]
-async fn conflicting_or_non_numeric_content_length_is_malformed() {
-    for answer in [
-        &b"HTTP/1.1 200 OK\r\ncontent-length: 12, 13\r\n\r\nhello world!!"[..],
-        b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\ncontent-length: 13\r\n\r\nhello world!!",
-        b"HTTP/1.1 200 OK\r\ncontent-length: abc\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\nhello",
-        b"HTTP/1.1 200 OK\r\ncontent-length: 5,\r\n\r\nhello",
-        b"HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\nhello",
-    ] {
-        let (res, rx, server) = one(answer, false).await;
-        assert!(
-            matches!(res, Err(AnswerError::Malformed(_))),
-            "{:?}: {res:?}",
-            String::from_utf8_lossy(answer)
-        );
-        not_reused(&rx);
-        finish(server).await;
-    }
-}
-
-#[tokio::test]
-async fn bad_chunking_is_a_malformed_body() {
-    for answer in [
-        // A chunk size that is not hex.
-        &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"[..],
-        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5x\r\nhello\r\n0\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\r\nhello\r\n0\r\n\r\n",
-        // Chunk data not followed by CRLF.
-        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhelloXY0\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n",
-    ] {
-        let (res, rx, server) = one(answer, false).await;
+/// Each answer's head is taken, and its body then fails with `Malformed`; its connection
+/// is not reused.
+async fn body_malformed(answers: &[&[u8]], close: bool) {
+    for answer in answers {
+        let (res, rx, server) = one(answer, close).await;
         let err = read_all(res.unwrap()).await;
         assert!(
             matches!(err, Err(AnswerError::Malformed(_))),
@@ -849,6 +784,81 @@ async fn bad_chunking_is_a_malformed_body() {
         not_reused(&rx);
         finish(server).await;
     }
+}
+
+#[tokio::test]
+async fn the_server_closing_inside_the_head_is_malformed() {
+    head_malformed(&[b"HTTP/1.1 200 OK\r\ncontent-le"], true).await;
+}
+
+#[tokio::test]
+async fn the_server_closing_inside_a_content_length_body_is_malformed() {
+    body_malformed(
+        &[b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello"],
+        true,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_server_closing_inside_a_chunked_body_is_malformed() {
+    body_malformed(
+        &[
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n",
+        ],
+        true,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_bad_status_line_is_malformed() {
+    head_malformed(
+        &[
+            b"HTTP/1.1 2x0 OK\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/2 200 OK\r\ncontent-length: 0\r\n\r\n",
+            b"ICY 200 OK\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 099 Low\r\ncontent-length: 0\r\n\r\n",
+            b"hello world\r\n\r\n",
+        ],
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn conflicting_or_non_numeric_content_length_is_malformed() {
+    head_malformed(
+        &[
+            b"HTTP/1.1 200 OK\r\ncontent-length: 12, 13\r\n\r\nhello world!!",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\ncontent-length: 13\r\n\r\nhello world!!",
+            b"HTTP/1.1 200 OK\r\ncontent-length: abc\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5,\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\nhello",
+        ],
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_chunking_is_a_malformed_body() {
+    body_malformed(
+        &[
+            // A chunk size that is not hex.
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5x\r\nhello\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\r\nhello\r\n0\r\n\r\n",
+            // Chunk data not followed by CRLF.
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhelloXY0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n",
+        ],
+        false,
+    )
+    .await;
 }
 
 #[tokio::test]
