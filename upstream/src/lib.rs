@@ -39,7 +39,6 @@ mod client;
 mod discovery;
 mod endpoint;
 mod error;
-mod h1;
 mod hedge;
 mod latency;
 mod metrics;
@@ -56,7 +55,6 @@ pub use client::{Discovery, UpstreamClient};
 pub use discovery::{Target, Targets};
 pub use endpoint::{EndpointView, LastError};
 pub use error::{BoxError, classify, too_large};
-pub use h1::{AnswerBody, AnswerError, HOP_BY_HOP};
 pub use metrics::{UpstreamMetrics, latency_histogram};
 pub use policy::{
     BreakerPolicy, HedgePolicy, InvalidUpstream, Origin, Policy, PolicySettings, ServicePolicy,
