@@ -23,5 +23,6 @@ pub mod process;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod turn;
 
 pub use problem::Problem;

@@ -3,12 +3,12 @@
 //! [`hotel_upstream::ProxyBody`].
 
 use bytes::Bytes;
+use hotel_upstream::AnswerBody;
 use http_body_util::Full;
-use hyper::body::Incoming;
 
 /// What the gateway answers with: an instance's body streamed through, or a local body
 /// (problem+json, the index).
-pub type GatewayBody = http_body_util::Either<Incoming, Full<Bytes>>;
+pub type GatewayBody = http_body_util::Either<AnswerBody, Full<Bytes>>;
 
 /// Wraps a local body.
 pub fn full(bytes: impl Into<Bytes>) -> GatewayBody {

@@ -542,7 +542,7 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<GatewayBody
             tracing::info!(error = %e, "client body refused");
             let p = match e {
                 RequestBodyError::TooLarge { limit } => hotel_upstream::too_large(limit),
-                RequestBodyError::Read(_) => {
+                RequestBodyError::Read(_) | RequestBodyError::Length => {
                     Problem::bad_request("the request body could not be read")
                 }
             };
@@ -599,8 +599,8 @@ async fn forward(gw: &Gateway, index: usize, req: Request<ProxyBody>) -> Respons
     let result = upstream.send(req).await;
     match result {
         Ok(res) => {
+            // Its hop-by-hop headers stayed with the connection that read it.
             let mut res = res.map(http_body_util::Either::Left);
-            hygiene::strip_hop_by_hop(res.headers_mut());
             if res.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 // The instance refused the body before reading it all, so neither did
                 // the gateway: the client's connection cannot be reused.

@@ -1,7 +1,8 @@
 //! Header hygiene at the edge.
 //!
 //! - Hop-by-hop headers, including every header a `Connection` header names, are
-//!   removed in both directions (RFC 9110 7.6.1).
+//!   removed in both directions (RFC 9110 7.6.1): from a client's request here, from an
+//!   instance's answer by the connection that read it (`hotel_upstream::HOP_BY_HOP`).
 //! - `Forwarded`, `X-Forwarded-For` and `X-Forwarded-Proto` are set by the gateway. The
 //!   incoming values are kept (and appended to) only when the peer is a configured
 //!   trusted proxy; from anyone else they are replaced, so a client cannot spoof its
@@ -264,9 +265,9 @@ impl Hygiene {
         }
     }
 
-    /// Removes upstream-identifying headers from a response. Its hop-by-hop headers are
-    /// the router's to remove ([`strip_hop_by_hop`] on an instance's answer); the
-    /// gateway's own answers have none but the `Connection: close` it means to send.
+    /// Removes upstream-identifying headers from a response. An instance's answer has
+    /// no hop-by-hop headers left (its connection read them); the gateway's own answers
+    /// have none but the `Connection: close` it means to send.
     pub fn clean_response(&self, headers: &mut HeaderMap) {
         remove_present(headers, &self.strip_exact);
         if !self.strip_prefix.is_empty() {
@@ -307,27 +308,12 @@ pub struct PeerHeaders {
 }
 
 /// Headers that describe one connection, not the message: never forwarded (RFC 9110 7.6.1).
-static HOP_BY_HOP: LazyLock<NameSet> = LazyLock::new(|| {
-    NameSet::new(vec![
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ])
-});
+static HOP_BY_HOP: LazyLock<NameSet> =
+    LazyLock::new(|| NameSet::new(hotel_upstream::HOP_BY_HOP.to_vec()));
 
-/// Removes the hop-by-hop headers: the fixed list and whatever a `Connection` header
-/// names. Applied to an instance's answer before anything else reads it.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    remove_connection_listed(h);
-    strip_hop_by_hop_list(h);
-}
-
-/// Removes the fixed hop-by-hop list only: for a request the shield admitted, which
-/// already removed what its `Connection` header named (before the forwarding headers
-/// were set, so that a client cannot have them removed by naming them).
+/// Removes the fixed hop-by-hop list from a request the shield admitted, which already
+/// removed what its `Connection` header named (before the forwarding headers were set,
+/// so that a client cannot have them removed by naming them).
 pub fn strip_hop_by_hop_list(h: &mut HeaderMap) {
     remove_present(h, &HOP_BY_HOP);
 }
@@ -627,17 +613,14 @@ mod tests {
     }
 
     #[test]
-    fn connection_listed_and_upstream_identity_headers_are_stripped_from_responses() {
+    fn upstream_identity_headers_are_stripped_from_responses() {
         let h = hygiene(&[]);
         let mut m = HeaderMap::new();
-        m.insert("connection", "close, x-secret-hop".parse().unwrap());
-        m.insert("x-secret-hop", "1".parse().unwrap());
         m.insert("server", "room/1.0 (10.0.0.5)".parse().unwrap());
         m.insert("x-internal-addr", "10.0.0.5:9001".parse().unwrap());
         m.insert("x-upstream", "u1".parse().unwrap());
         m.insert("content-type", "application/json".parse().unwrap());
-        // An instance's answer, as the router and then the shield clean it.
-        strip_hop_by_hop(&mut m);
+        // An instance's answer, as the shield cleans it.
         h.clean_response(&mut m);
         let left: Vec<&str> = m.keys().map(|k| k.as_str()).collect();
         assert_eq!(left.len(), 2, "{left:?}");

@@ -40,6 +40,7 @@ pub mod reload;
 mod routes;
 pub mod settings;
 mod shield;
+mod write_behind;
 
 pub use settings::{Config, Settings};
 

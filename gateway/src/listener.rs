@@ -342,6 +342,7 @@ pub(crate) async fn serve<S>(
                             serve_io(&admission, &builder, watcher, edge, stream, peer).await;
                         }
                         None => {
+                            let stream = crate::write_behind::WriteBehind::new(stream);
                             serve_io(&admission, &builder, watcher, edge, stream, peer).await;
                         }
                     }

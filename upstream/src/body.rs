@@ -27,6 +27,9 @@ pub enum RequestBodyError {
     /// Reading it from the client failed (cut off, malformed chunking).
     #[error("the request body could not be read")]
     Read(#[source] hyper::Error),
+    /// It ended before, or went on after, the length its `Content-Length` announced.
+    #[error("the request body's length is not the length it announced")]
+    Length,
 }
 
 /// A request body on its way to an instance.

@@ -48,13 +48,12 @@ pub(crate) fn cut_by_deadline<T>(out: &Result<T, BoxError>) -> bool {
 pub(crate) struct BodyRefused(#[source] pub BoxError);
 
 /// Whether `e` says that writing the request to the connection failed (the peer closed
-/// or reset it), as opposed to reading the answer: hyper's `BodyWrite` kind, which has
-/// no predicate of its own, so it is recognised by its message.
+/// or reset it), as opposed to reading the answer.
 pub(crate) fn is_write_failure(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(e) = cur {
-        if let Some(h) = e.downcast_ref::<hyper::Error>() {
-            return h.to_string().starts_with("error writing a body");
+        if let Some(a) = e.downcast_ref::<crate::h1::AnswerError>() {
+            return matches!(a, crate::h1::AnswerError::Write(_));
         }
         cur = e.source();
     }

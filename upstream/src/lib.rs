@@ -32,6 +32,7 @@
 //! depends on the gateway (nor on any service).
 
 mod balance;
+mod batch;
 mod body;
 mod breaker;
 pub mod cache;
@@ -39,6 +40,7 @@ mod client;
 mod discovery;
 mod endpoint;
 mod error;
+mod h1;
 mod hedge;
 mod latency;
 mod metrics;
@@ -55,6 +57,7 @@ pub use client::{Discovery, UpstreamClient};
 pub use discovery::{Target, Targets};
 pub use endpoint::{EndpointView, LastError};
 pub use error::{BoxError, classify, too_large};
+pub use h1::{AnswerBody, AnswerError, HOP_BY_HOP};
 pub use metrics::{UpstreamMetrics, latency_histogram};
 pub use policy::{
     BreakerPolicy, HedgePolicy, InvalidUpstream, Origin, Policy, PolicySettings, ServicePolicy,

@@ -1,12 +1,11 @@
 //! [`HttpClient`]: the keep-alive connections to the instances, one pool per serving
-//! worker, over hyper's HTTP/1.1 client connections.
+//! worker, over our own HTTP/1.1 client connections ([`crate::h1`]).
 //!
 //! What it does per request, and nothing more: take the newest idle connection to the
 //! instance from the calling worker's pool (or open one), send the request in origin
-//! form with a `Host` header, and put the connection back once it can take the next
-//! request. A request that a reused connection could not even start (the instance
-//! closed it while it sat idle) goes out again on another connection, as browsers and
-//! hyper-util's pool do: nothing of it reached the instance.
+//! form with a `Host` header, and put the connection back once its answer has been read
+//! whole. A connection the instance closed while it sat idle is found at checkout (the
+//! runtime has seen its end) and dropped, so a request goes out on an open one.
 //!
 //! Written here rather than taken from hyper-util's legacy client, whose pool did the
 //! same work for about 7k instructions per request against this one's 1.3k: a SipHash
@@ -14,13 +13,16 @@
 //! boxed 3.4 KB future moved several times, the URI parsed back into origin form,
 //! connection metadata copied into every response (see bench/README.md, issue 21).
 
-use crate::{body::ProxyBody, error::BoxError};
+use crate::{
+    body::ProxyBody,
+    error::BoxError,
+    h1::{AnswerBody, Conn},
+};
 use http::{
     HeaderValue, Request, Response, Uri,
     header::HOST,
     uri::{Authority, Scheme},
 };
-use hyper::{body::Incoming, client::conn::http1};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::{
@@ -111,15 +113,15 @@ impl WorkerPool {
 
 #[derive(Debug)]
 struct Idle {
-    tx: http1::SendRequest<ProxyBody>,
+    conn: Conn,
     since: Instant,
 }
 
 impl Idle {
-    /// Whether it can take a request: open and ready (a kept connection stays ready
-    /// until it closes), and not idle past the timeout.
-    fn usable(&self, now: Instant, timeout: Duration) -> bool {
-        self.tx.is_ready() && now.saturating_duration_since(self.since) < timeout
+    /// Whether it can take a request: not idle past the timeout, and not closed by
+    /// its instance.
+    fn usable(&mut self, now: Instant, timeout: Duration) -> bool {
+        now.saturating_duration_since(self.since) < timeout && self.conn.is_reusable()
     }
 }
 
@@ -156,7 +158,7 @@ impl ClientError {
 
 /// The answer to one request (the head; the body streams on).
 pub type ResponseFuture =
-    futures::future::BoxFuture<'static, Result<Response<Incoming>, ClientError>>;
+    futures::future::BoxFuture<'static, Result<Response<AnswerBody>, ClientError>>;
 
 /// Builds the shared client, with one pool per serving worker. `http://` instances are
 /// reached in cleartext; `https://` ones (registered so with mutual TLS on) with the
@@ -210,7 +212,7 @@ impl HttpClient {
 }
 
 impl tower::Service<Request<ProxyBody>> for HttpClient {
-    type Response = Response<Incoming>;
+    type Response = Response<AnswerBody>;
     type Error = ClientError;
     type Future = ResponseFuture;
 
@@ -231,7 +233,7 @@ async fn send(
     shared: Arc<Shared>,
     worker: usize,
     mut req: Request<ProxyBody>,
-) -> Result<Response<Incoming>, ClientError> {
+) -> Result<Response<AnswerBody>, ClientError> {
     let uri = req.uri();
     let https = match uri.scheme() {
         Some(s) if *s == Scheme::HTTP => false,
@@ -257,44 +259,48 @@ async fn send(
             req.headers_mut().insert(HOST, v);
         }
     }
-    // Origin form: instances are not proxies.
-    let pq = req.uri().path_and_query().cloned();
-    *req.uri_mut() = pq.map(Uri::from).unwrap_or_else(|| Uri::from_static("/"));
+    let conn = shared.connection(worker, https, &authority).await?;
+    let back = Back {
+        shared,
+        worker,
+        https,
+        authority,
+    };
+    // The request line is written from the path and query (origin form: instances are
+    // not proxies).
+    conn.send(req, back).await.map_err(ClientError::send)
+}
 
-    let (mut tx, mut reused) = shared.connection(worker, https, &authority).await?;
-    loop {
-        match tx.try_send_request(req).await {
-            Ok(res) => {
-                shared.give_back(worker, https, authority, tx);
-                return Ok(res);
-            }
-            Err(mut e) => match e.take_message() {
-                // A reused connection that closed before the request started: nothing
-                // reached the instance, so it goes out again on another connection.
-                Some(r) if reused => {
-                    tracing::debug!(%authority, error = %e.error(), "idle connection closed before the request started; sending on another");
-                    req = r;
-                    (tx, reused) = shared.connection(worker, https, &authority).await?;
-                }
-                _ => return Err(ClientError::send(e.into_error())),
-            },
+/// Where a connection goes back to once its answer has been read.
+struct Back {
+    shared: Arc<Shared>,
+    worker: usize,
+    https: bool,
+    authority: Authority,
+}
+
+impl crate::h1::Reuse for Back {
+    fn reuse(self, conn: Conn) {
+        if self.shared.max_idle > 0 {
+            self.shared
+                .keep(self.worker, self.https, self.authority.as_str(), conn);
         }
     }
 }
 
 impl Shared {
-    /// A connection to the instance: a kept one (`true`), else a new one.
+    /// A connection to the instance: a kept one, else a new one.
     async fn connection(
         &self,
         worker: usize,
         https: bool,
         authority: &Authority,
-    ) -> Result<(http1::SendRequest<ProxyBody>, bool), ClientError> {
+    ) -> Result<Conn, ClientError> {
         match self.checkout(worker, https, authority.as_str()) {
-            Some(tx) => Ok((tx, true)),
-            // Boxed: inline, the connect and handshake futures (2.4 KB) would make every
-            // request's future that much larger, and it is moved into a box whole.
-            None => Ok((Box::pin(self.connect(https, authority)).await?, false)),
+            Some(conn) => Ok(conn),
+            // Boxed: inline, the connect future would make every request's future
+            // that much larger, and it is moved into a box whole.
+            None => Box::pin(self.connect(https, authority)).await,
         }
     }
 
@@ -306,30 +312,20 @@ impl Shared {
 
     /// The newest usable idle connection to `authority`, dropping the unusable ones on
     /// the way (closed by the instance, or idle too long).
-    fn checkout(
-        &self,
-        worker: usize,
-        https: bool,
-        authority: &str,
-    ) -> Option<http1::SendRequest<ProxyBody>> {
+    fn checkout(&self, worker: usize, https: bool, authority: &str) -> Option<Conn> {
         let mut pool = self.pool(worker);
         let idle = pool.hosts(https).get_mut(authority)?;
         let now = Instant::now();
-        while let Some(c) = idle.pop() {
+        while let Some(mut c) = idle.pop() {
             if c.usable(now, self.idle_timeout) {
-                return Some(c.tx);
+                return Some(c.conn);
             }
         }
         None
     }
 
-    /// A new connection to the instance, its I/O driven by a task on the calling
-    /// worker's runtime.
-    async fn connect(
-        &self,
-        https: bool,
-        authority: &Authority,
-    ) -> Result<http1::SendRequest<ProxyBody>, ClientError> {
+    /// A new connection to the instance.
+    async fn connect(&self, https: bool, authority: &Authority) -> Result<Conn, ClientError> {
         let uri = Uri::builder()
             .scheme(if https { Scheme::HTTPS } else { Scheme::HTTP })
             .authority(authority.clone())
@@ -342,46 +338,10 @@ impl Shared {
             .oneshot(uri)
             .await
             .map_err(ClientError::connect)?;
-        let (tx, conn) = http1::handshake(io).await.map_err(ClientError::connect)?;
-        let at = authority.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(authority = %at, error = %e, "upstream connection ended");
-            }
-        });
-        Ok(tx)
+        Ok(Conn::new(hyper_util::rt::TokioIo::new(io)))
     }
 
-    /// Puts `tx` back once it can take the next request: now when the answer came
-    /// whole, else when its body has been read (a task waits for that, as in hyper-util).
-    fn give_back(
-        self: Arc<Self>,
-        worker: usize,
-        https: bool,
-        authority: Authority,
-        mut tx: http1::SendRequest<ProxyBody>,
-    ) {
-        if self.max_idle == 0 || tx.is_closed() {
-            return;
-        }
-        if tx.is_ready() {
-            self.keep(worker, https, authority.as_str(), tx);
-            return;
-        }
-        tokio::spawn(async move {
-            if std::future::poll_fn(|cx| tx.poll_ready(cx)).await.is_ok() {
-                self.keep(worker, https, authority.as_str(), tx);
-            }
-        });
-    }
-
-    fn keep(
-        self: &Arc<Self>,
-        worker: usize,
-        https: bool,
-        authority: &str,
-        tx: http1::SendRequest<ProxyBody>,
-    ) {
+    fn keep(self: &Arc<Self>, worker: usize, https: bool, authority: &str, conn: Conn) {
         let mut pool = self.pool(worker);
         let hosts = pool.hosts(https);
         let idle = match hosts.get_mut(authority) {
@@ -393,7 +353,7 @@ impl Shared {
             idle.remove(0);
         }
         idle.push(Idle {
-            tx,
+            conn,
             since: Instant::now(),
         });
         if !pool.sweeping {
@@ -426,7 +386,7 @@ async fn sweep(shared: Weak<Shared>, worker: usize) {
         let now = Instant::now();
         for hosts in [&mut pool.http, &mut pool.https] {
             for idle in hosts.values_mut() {
-                idle.retain(|c| c.usable(now, s.idle_timeout));
+                idle.retain_mut(|c| c.usable(now, s.idle_timeout));
             }
             hosts.retain(|_, idle| !idle.is_empty());
         }

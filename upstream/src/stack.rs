@@ -21,6 +21,7 @@
 //! The same stack backs [`UpstreamClient`](crate::UpstreamClient), which services use
 //! to call each other.
 
+use crate::h1::AnswerBody;
 use crate::{
     balance::P2c,
     body::ProxyBody,
@@ -43,7 +44,6 @@ use crate::{
     timeout::{Timeout, TimeoutLayer, TryTimeout},
 };
 use http::{Request, Response};
-use hyper::body::Incoming;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use std::{
     collections::BTreeMap,
@@ -411,7 +411,7 @@ impl RouteUpstream {
     pub fn send(
         &self,
         mut req: Request<ProxyBody>,
-    ) -> impl std::future::Future<Output = Result<Response<Incoming>, BoxError>> + Send + 'static
+    ) -> impl std::future::Future<Output = Result<Response<AnswerBody>, BoxError>> + Send + 'static
     {
         use tower::retry::budget::Budget;
         let p = &self.shared.policy;
