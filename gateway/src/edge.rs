@@ -257,6 +257,9 @@ fn request_span(method: &http::Method, path: &str, request_id: &str) -> tracing:
     )
 }
 
+/// How many fields the gateway may add to a request before it goes to an instance.
+const ADDED_REQUEST_FIELDS: usize = 10;
+
 impl<S> Service<Request<Incoming>> for RequestContext<S>
 where
     S: Service<Request<Incoming>, Response = Response<GatewayBody>, Error = Infallible>
@@ -275,6 +278,10 @@ where
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         let start = Instant::now();
+        // Room, at once, for the fields the gateway adds on the way (request id, trace
+        // context, forwarding fields, `Host`): hyper sizes the map for the client's
+        // fields alone, and each growth rehashes it.
+        req.headers_mut().reserve(ADDED_REQUEST_FIELDS);
         let request_id = request_id_of(req.headers());
         let rid_value = HeaderValue::from_str(&request_id).ok();
         if let Some(v) = &rid_value

@@ -42,6 +42,8 @@ const MAX_HEAD: usize = 64 * 1024;
 /// Longest chunk-size line, or trailer section, of a chunked body.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
+/// How many fields the gateway may add to an answer before the client gets it.
+const ADDED_ANSWER_FIELDS: usize = 6;
 /// Read buffer: what a read asks the socket for at least.
 const READ_SPARE: usize = 8 * 1024;
 
@@ -478,7 +480,9 @@ impl Conn {
         let head = self.read.split_to(len).freeze();
         let status =
             StatusCode::from_u16(code).map_err(|_| AnswerError::Malformed("bad status code"))?;
-        let mut headers = HeaderMap::with_capacity(fields);
+        // Room for what the gateway adds to an answer on its way to the client (request
+        // and trace ids, the cache's fields), so the map is not grown and rehashed.
+        let mut headers = HeaderMap::with_capacity(fields + ADDED_ANSWER_FIELDS);
         let mut length: Option<u64> = None;
         let mut chunked = None;
         let mut close = version == 0;
