@@ -1263,3 +1263,66 @@ fn each_runtime_on_a_thread_writes_with_a_queue_of_its_own() {
     }
     server.join().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// 16. Field names remembered by position (`Names`).
+
+#[tokio::test]
+async fn each_answer_on_a_connection_has_its_own_field_names_whatever_the_last_one_had() {
+    let (l, addr) = listen().await;
+    let answers: [&[u8]; 3] = [
+        b"HTTP/1.1 200 OK\r\nX-Upstream: u1\r\nContent-Length: 1\r\nx-a: 1\r\n\r\na",
+        // The same names at the same places, in other cases.
+        b"HTTP/1.1 200 OK\r\nx-upstream: u1\r\ncontent-length: 1\r\nX-A: 2\r\n\r\nb",
+        // Other names at the same places, and one more.
+        b"HTTP/1.1 200 OK\r\nx-upstreams: u2\r\ncontent-length: 1\r\nx-b: 3\r\nx-c: 4\r\n\r\nc",
+    ];
+    let server = tokio::spawn(async move {
+        let mut p = Peer::accept(&l).await;
+        for a in answers {
+            p.request().await;
+            p.write(a).await;
+        }
+    });
+    let mut conn = connect(addr).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (reuse, rx) = back();
+        let res = conn.send(get("/"), reuse).await.unwrap();
+        let mut fields: Vec<(String, String)> = res
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+            .collect();
+        fields.sort();
+        seen.push((fields, read_all(res).await.unwrap()));
+        conn = reused(&rx);
+    }
+    server.await.unwrap();
+    let f = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        seen[0].0,
+        f(&[("content-length", "1"), ("x-a", "1"), ("x-upstream", "u1")])
+    );
+    assert_eq!(
+        seen[1].0,
+        f(&[("content-length", "1"), ("x-a", "2"), ("x-upstream", "u1")])
+    );
+    assert_eq!(
+        seen[2].0,
+        f(&[
+            ("content-length", "1"),
+            ("x-b", "3"),
+            ("x-c", "4"),
+            ("x-upstreams", "u2")
+        ])
+    );
+    assert_eq!(
+        seen.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+}
