@@ -75,36 +75,6 @@ pub(crate) struct Conn {
     io: Box<Io>,
     read: BytesMut,
     write: Vec<u8>,
-    names: Names,
-}
-
-/// The field names of the connection's last answer, by position: an instance answers
-/// with the same fields in the same order, so the name at the same place is usually the
-/// same, and taking it is a comparison instead of a parse (and, for names outside the
-/// standard set, an allocation).
-#[derive(Default)]
-struct Names(Vec<HeaderName>);
-
-/// Positions remembered.
-const NAMES_KEPT: usize = 32;
-
-impl Names {
-    /// The name `b` (field `i` of the answer).
-    fn name(&mut self, i: usize, b: &[u8]) -> Result<HeaderName, AnswerError> {
-        if let Some(n) = self.0.get(i)
-            && n.as_str().as_bytes().eq_ignore_ascii_case(b)
-        {
-            return Ok(n.clone());
-        }
-        let n = HeaderName::from_bytes(b)
-            .map_err(|_| AnswerError::Malformed("bad header field name"))?;
-        if i < self.0.len() {
-            self.0[i] = n.clone();
-        } else if i == self.0.len() && i < NAMES_KEPT {
-            self.0.push(n.clone());
-        }
-        Ok(n)
-    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -173,7 +143,6 @@ impl Conn {
             io: Box::new(io),
             read: BytesMut::with_capacity(READ_SPARE),
             write: Vec::with_capacity(1024),
-            names: Names::default(),
         }
     }
 
@@ -519,9 +488,11 @@ impl Conn {
         let mut close = version == 0;
         // `Connection` values that name other fields of the head (rare).
         let mut named = Vec::new();
-        for (i, &(n0, n1, v0, v1)) in at[..fields].iter().enumerate() {
-            let name = self.names.name(i, &head[n0 as usize..n1 as usize])?;
+        for &(n0, n1, v0, v1) in &at[..fields] {
+            let name = &head[n0 as usize..n1 as usize];
             let value = &head[v0 as usize..v1 as usize];
+            let name = HeaderName::from_bytes(name)
+                .map_err(|_| AnswerError::Malformed("bad header field name"))?;
             if name == http::header::CONTENT_LENGTH {
                 let n = parse_length(value)?;
                 if length.is_some_and(|l| l != n) {
