@@ -774,16 +774,15 @@ enum Step {
 fn step(state: &mut Chunk, buf: &mut BytesMut) -> Result<Step, AnswerError> {
     match *state {
         Chunk::Size => {
-            let Some(eol) = buf.iter().position(|&b| b == b'\n') else {
-                return if buf.len() > MAX_CHUNK_LINE {
-                    Err(AnswerError::Malformed("chunk-size line too long"))
-                } else {
-                    Ok(Step::More)
-                };
+            let Some((line, eol)) = crlf_line(
+                buf,
+                buf.len() > MAX_CHUNK_LINE,
+                "chunk-size line too long",
+                "chunk-size line without CRLF",
+            )?
+            else {
+                return Ok(Step::More);
             };
-            let line = buf[..eol]
-                .strip_suffix(b"\r")
-                .ok_or(AnswerError::Malformed("chunk-size line without CRLF"))?;
             let digits = line
                 .iter()
                 .position(|&b| !b.is_ascii_hexdigit())
@@ -828,16 +827,15 @@ fn step(state: &mut Chunk, buf: &mut BytesMut) -> Result<Step, AnswerError> {
             Ok(Step::Again)
         }
         Chunk::Trailers(read) => {
-            let Some(eol) = buf.iter().position(|&b| b == b'\n') else {
-                return if read + buf.len() > MAX_TRAILERS {
-                    Err(AnswerError::Malformed("trailer section too long"))
-                } else {
-                    Ok(Step::More)
-                };
+            let Some((line, eol)) = crlf_line(
+                buf,
+                read + buf.len() > MAX_TRAILERS,
+                "trailer section too long",
+                "trailer line without CRLF",
+            )?
+            else {
+                return Ok(Step::More);
             };
-            let line = buf[..eol]
-                .strip_suffix(b"\r")
-                .ok_or(AnswerError::Malformed("trailer line without CRLF"))?;
             let last = line.is_empty();
             buf.advance(eol + 1);
             if last {
@@ -850,6 +848,28 @@ fn step(state: &mut Chunk, buf: &mut BytesMut) -> Result<Step, AnswerError> {
             Ok(Step::Again)
         }
     }
+}
+
+/// The line at the front of `buf` without its CRLF, and where its LF is; `None` while
+/// it is not all there, unless `too_long` (then the error `long`); the error `bare` when
+/// its LF comes without a CR.
+fn crlf_line<'a>(
+    buf: &'a [u8],
+    too_long: bool,
+    long: &'static str,
+    bare: &'static str,
+) -> Result<Option<(&'a [u8], usize)>, AnswerError> {
+    let Some(eol) = buf.iter().position(|&b| b == b'\n') else {
+        return if too_long {
+            Err(AnswerError::Malformed(long))
+        } else {
+            Ok(None)
+        };
+    };
+    let line = buf[..eol]
+        .strip_suffix(b"\r")
+        .ok_or(AnswerError::Malformed(bare))?;
+    Ok(Some((line, eol)))
 }
 
 impl Body for AnswerBody {

@@ -139,6 +139,33 @@ async fn drain_ready(body: &mut AnswerBody, out: &mut Vec<u8>) -> Result<bool, A
 // ---------------------------------------------------------------------------------------
 // The scripted server side.
 
+/// Reads the rest of `body` (unless it has `ended`) after `got`, checks the whole is
+/// `whole` and that the connection then came back, and sends one more request (`path`) on
+/// it, whose answer must be `answer`.
+async fn read_to_end_then_reuse(
+    mut body: AnswerBody,
+    mut got: Vec<u8>,
+    mut ended: bool,
+    whole: &[u8],
+    rx: &Receiver<Conn>,
+    path: &str,
+    answer: &str,
+) {
+    while !ended {
+        wait_readable(&body).await;
+        ended = drain_ready(&mut body, &mut got).await.unwrap();
+    }
+    assert_eq!(got, whole);
+    assert!(body.is_end_stream());
+    let conn = reused(rx);
+    drop(body);
+
+    let (reuse, rx) = back();
+    let res = conn.send(get(path), reuse).await.unwrap();
+    assert_eq!(read_all(res).await.unwrap(), answer);
+    drop(reused(&rx));
+}
+
 async fn listen() -> (TcpListener, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -279,6 +306,44 @@ async fn finish(server: (JoinHandle<Req>, oneshot::Sender<()>)) -> Req {
     handle.await.unwrap()
 }
 
+/// A server that answers one request with `head`, then writes `pieces` one at a time,
+/// each when the returned sender says so, then answers one more request on the same
+/// connection with `again`; it returns that request's path.
+fn paced(
+    l: TcpListener,
+    head: &'static [u8],
+    pieces: &'static [&'static [u8]],
+    again: &'static [u8],
+) -> (JoinHandle<String>, tmpsc::UnboundedSender<()>) {
+    let (next_tx, mut next_rx) = tmpsc::unbounded_channel::<()>();
+    let server = tokio::spawn(async move {
+        let mut p = Peer::accept(&l).await;
+        p.request().await;
+        p.write(head).await;
+        for piece in pieces {
+            next_rx.recv().await.unwrap();
+            p.write(piece).await;
+        }
+        let next = p.request().await;
+        p.write(again).await;
+        next.path
+    });
+    (server, next_tx)
+}
+
+/// One GET answered `answer` (the server holding the connection open): its body reads
+/// whole as `body`, and the connection comes back if `kept`, else never.
+async fn read_whole(answer: &[u8], body: &str, kept: bool) {
+    let (res, rx, server) = one(answer, false).await;
+    assert_eq!(read_all(res.unwrap()).await.unwrap(), body);
+    if kept {
+        drop(reused(&rx));
+    } else {
+        not_reused(&rx);
+    }
+    finish(server).await;
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. The request on the wire.
 
@@ -410,21 +475,12 @@ async fn a_content_length_body_that_came_with_the_head_hands_the_connection_back
 async fn a_content_length_body_in_several_writes_is_read_whole_and_the_connection_returned_only_at_its_end()
  {
     let (l, addr) = listen().await;
-    let (next_tx, mut next_rx) = tmpsc::unbounded_channel::<()>();
-    let server = tokio::spawn(async move {
-        let mut p = Peer::accept(&l).await;
-        p.request().await;
-        p.write(b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n")
-            .await;
-        for part in [&b"abcd"[..], b"efgh", b"ijkl"] {
-            next_rx.recv().await.unwrap();
-            p.write(part).await;
-        }
-        let again = p.request().await;
-        p.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-            .await;
-        again.path
-    });
+    let (server, next_tx) = paced(
+        l,
+        b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n",
+        &[b"abcd", b"efgh", b"ijkl"],
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+    );
 
     let conn = connect(addr).await;
     let (reuse, rx) = back();
@@ -445,34 +501,18 @@ async fn a_content_length_body_in_several_writes_is_read_whole_and_the_connectio
         not_yet(&rx);
     }
     next_tx.send(()).unwrap();
-    let mut ended = false;
-    while !ended {
-        wait_readable(&body).await;
-        ended = drain_ready(&mut body, &mut got).await.unwrap();
-    }
-    assert_eq!(got, b"abcdefghijkl");
-    assert!(body.is_end_stream());
-    let conn = reused(&rx);
-    drop(body);
-
-    let (reuse, rx) = back();
-    let res = conn.send(get("/again"), reuse).await.unwrap();
-    assert_eq!(read_all(res).await.unwrap(), "ok");
-    drop(reused(&rx));
+    read_to_end_then_reuse(body, got, false, b"abcdefghijkl", &rx, "/again", "ok").await;
     assert_eq!(server.await.unwrap(), "/again");
 }
 
 #[tokio::test]
 async fn content_length_with_equal_repeated_values_is_accepted() {
-    let (res, rx, server) = one(
+    read_whole(
         b"HTTP/1.1 200 OK\r\ncontent-length: 7, 7\r\n\r\nabcdefg",
-        false,
+        "abcdefg",
+        true,
     )
     .await;
-    let res = res.unwrap();
-    assert_eq!(read_all(res).await.unwrap(), "abcdefg");
-    drop(reused(&rx));
-    finish(server).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -493,21 +533,12 @@ async fn a_chunked_body_split_across_reads_is_decoded_and_the_connection_reused(
         b"\n",
     ];
     let (l, addr) = listen().await;
-    let (next_tx, mut next_rx) = tmpsc::unbounded_channel::<()>();
-    let server = tokio::spawn(async move {
-        let mut p = Peer::accept(&l).await;
-        p.request().await;
-        p.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-            .await;
-        for piece in PIECES {
-            next_rx.recv().await.unwrap();
-            p.write(piece).await;
-        }
-        let again = p.request().await;
-        p.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nnext")
-            .await;
-        again.path
-    });
+    let (server, next_tx) = paced(
+        l,
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+        PIECES,
+        b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nnext",
+    );
 
     let conn = connect(addr).await;
     let (reuse, rx) = back();
@@ -528,34 +559,28 @@ async fn a_chunked_body_split_across_reads_is_decoded_and_the_connection_reused(
             assert_eq!(got, b"abcdefghij", "data is passed on as it comes");
         }
     }
-    while !ended {
-        wait_readable(&body).await;
-        ended = drain_ready(&mut body, &mut got).await.unwrap();
-    }
-    assert_eq!(got, b"abcdefghijklmnopqrstuvwxyzhello");
-    assert!(body.is_end_stream());
-    let conn = reused(&rx);
-    drop(body);
-
-    let (reuse, rx) = back();
-    let res = conn.send(get("/after"), reuse).await.unwrap();
-    assert_eq!(read_all(res).await.unwrap(), "next");
-    drop(reused(&rx));
+    read_to_end_then_reuse(
+        body,
+        got,
+        ended,
+        b"abcdefghijklmnopqrstuvwxyzhello",
+        &rx,
+        "/after",
+        "next",
+    )
+    .await;
     assert_eq!(server.await.unwrap(), "/after");
 }
 
 #[tokio::test]
 async fn a_chunked_body_that_came_with_the_head_is_decoded_and_the_connection_reused() {
-    let (res, rx, server) = one(
+    read_whole(
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n\
           3;a=b;c\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nx-t: 1\r\nx-u: 2\r\n\r\n",
-        false,
+        "abc0123456789abcdef",
+        true,
     )
     .await;
-    let res = res.unwrap();
-    assert_eq!(read_all(res).await.unwrap(), "abc0123456789abcdef");
-    drop(reused(&rx));
-    finish(server).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -600,14 +625,12 @@ async fn a_body_delimited_by_the_connections_end_is_read_whole_and_the_connectio
 
 #[tokio::test]
 async fn an_answer_with_connection_close_is_read_and_the_connection_not_reused() {
-    let (res, rx, server) = one(
+    read_whole(
         b"HTTP/1.1 200 OK\r\nconnection: keep-alive, Close\r\ncontent-length: 3\r\n\r\nbye",
+        "bye",
         false,
     )
     .await;
-    assert_eq!(read_all(res.unwrap()).await.unwrap(), "bye");
-    not_reused(&rx);
-    finish(server).await;
 }
 
 #[tokio::test]
@@ -622,14 +645,12 @@ async fn an_http_1_0_answer_is_read_and_the_connection_not_reused() {
 
 #[tokio::test]
 async fn an_http_1_0_answer_with_keep_alive_is_reused() {
-    let (res, rx, server) = one(
+    read_whole(
         b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 3\r\n\r\nold",
-        false,
+        "old",
+        true,
     )
     .await;
-    assert_eq!(read_all(res.unwrap()).await.unwrap(), "old");
-    drop(reused(&rx));
-    finish(server).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -903,28 +924,24 @@ async fn a_head_larger_than_64_kib_is_malformed_whether_or_not_it_ends() {
 
 #[tokio::test]
 async fn transfer_encoding_wins_over_content_length_and_the_connection_is_not_reused() {
-    let (res, rx, server) = one(
+    read_whole(
         b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n\
           5\r\nhello\r\n0\r\n\r\n",
+        "hello",
         false,
     )
     .await;
-    assert_eq!(read_all(res.unwrap()).await.unwrap(), "hello");
-    not_reused(&rx);
-    finish(server).await;
 }
 
 #[tokio::test]
 async fn bytes_after_a_complete_answer_keep_the_connection_from_reuse() {
-    let (res, rx, server) = one(
+    read_whole(
         b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok\
           HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nextra",
+        "ok",
         false,
     )
     .await;
-    assert_eq!(read_all(res.unwrap()).await.unwrap(), "ok");
-    not_reused(&rx);
-    finish(server).await;
 }
 
 #[tokio::test]
