@@ -3,13 +3,14 @@
 //! connection back to its pool when the body has been read.
 //!
 //! It takes the place of hyper's client connection (see bench/README.md, issue 21,
-//! eleventh pass). hyper drives each connection from a task of its own: the request goes
-//! to that task through a channel, the head comes back through a oneshot, and the body
-//! through another channel, so every request wakes two tasks and crosses three queues.
-//! Here the request's own future writes and reads the socket, so nothing is queued and
-//! nothing else is woken; an answer whose body came with its head (the common case) is
-//! handed on as one buffer, and its connection is back in the pool before the gateway has
-//! even looked at it.
+//! eleventh and twelfth passes). hyper drives each connection from a task of its own: the
+//! request goes to that task through a channel, the head comes back through a oneshot,
+//! and the body through another channel, so every request wakes two tasks and crosses
+//! three queues. Here the request's own future reads the socket, and writes it too but
+//! for the common case (a request all in its buffer), whose write waits for the end of the
+//! worker's turn so that the turn's requests go out together (`crate::batch`); an answer
+//! whose body came with its head (the common case) is handed on as one buffer, and its
+//! connection is back in the pool before the gateway has even looked at it.
 //!
 //! What it reads is checked as strictly as hyper checks it (RFC 9112): a malformed head,
 //! a `Content-Length` that is not one number, bad chunking, or a connection closed inside
