@@ -779,26 +779,27 @@ async fn the_server_closing_before_answering_is_closed() {
 /// Each answer (the server closing after it when `close`) is refused at its head with
 /// `Malformed`, and its connection not reused.
 async fn head_malformed(answers: &[&[u8]], close: bool) {
-    for answer in answers {
-        let (res, rx, server) = one(answer, close).await;
-        assert!(
-            matches!(res, Err(AnswerError::Malformed(_))),
-            "{:?}: {res:?}",
-            String::from_utf8_lossy(answer)
-        );
-        not_reused(&rx);
-        finish(server).await;
-    }
+    malformed(answers, close, false).await;
 }
 
 /// Each answer's head is taken, and its body then fails with `Malformed`; its connection
 /// is not reused.
 async fn body_malformed(answers: &[&[u8]], close: bool) {
+    malformed(answers, close, true).await;
+}
+
+/// Each answer fails with `Malformed`, at its head or (`in_body`: the head taken) in its
+/// body; its connection is not reused.
+async fn malformed(answers: &[&[u8]], close: bool, in_body: bool) {
     for answer in answers {
         let (res, rx, server) = one(answer, close).await;
-        let err = read_all(res.unwrap()).await;
+        let err = if in_body {
+            read_all(res.unwrap()).await.err()
+        } else {
+            res.err()
+        };
         assert!(
-            matches!(err, Err(AnswerError::Malformed(_))),
+            matches!(err, Some(AnswerError::Malformed(_))),
             "{:?}: {err:?}",
             String::from_utf8_lossy(answer)
         );
