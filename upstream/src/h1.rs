@@ -48,6 +48,16 @@ const ADDED_ANSWER_FIELDS: usize = 6;
 /// Read buffer: what a read asks the socket for at least.
 const READ_SPARE: usize = 8 * 1024;
 
+/// Writes one field line.
+fn field(w: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    w.extend_from_slice(name);
+    w.push(b':');
+    w.push(b' ');
+    w.extend_from_slice(value);
+    w.push(b'\r');
+    w.push(b'\n');
+}
+
 /// Why a request on a connection failed, or an answer's body could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum AnswerError {
@@ -76,6 +86,8 @@ pub(crate) struct Conn {
     io: Box<Io>,
     read: BytesMut,
     write: Vec<u8>,
+    /// The `Host` a request without one is sent with: the instance's `host[:port]`.
+    host: Option<Bytes>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -144,7 +156,14 @@ impl Conn {
             io: Box::new(io),
             read: BytesMut::with_capacity(READ_SPARE),
             write: Vec::with_capacity(1024),
+            host: None,
         }
+    }
+
+    /// The same connection sending `host` as the `Host` of every request that has none.
+    pub(crate) fn with_host(mut self, host: Bytes) -> Conn {
+        self.host = Some(host);
+        self
     }
 
     /// Whether the connection can take a request: the instance has not closed it, and
@@ -231,7 +250,9 @@ impl Conn {
         }
     }
 
-    /// Writes the request's head (and a buffered body) into the write buffer.
+    /// Writes the request's head (and a buffered body) into the write buffer: its
+    /// fields as [`crate::retry::Fields`] gives them, and the connection's `Host` when
+    /// they have none.
     fn encode(&mut self, parts: &http::request::Parts, body: ProxyBody) -> Outgoing {
         let w = &mut self.write;
         w.clear();
@@ -239,29 +260,30 @@ impl Conn {
             .uri
             .path_and_query()
             .map_or("/", http::uri::PathAndQuery::as_str);
+        let fields = crate::retry::Fields::of(&parts.headers, &parts.extensions);
         // Room for the whole head first, so that the small pieces below are plain
         // stores rather than a capacity check and a copy call each.
-        let fields: usize = parts
-            .headers
+        let size: usize = fields
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum();
-        w.reserve(parts.method.as_str().len() + target.len() + fields + 64);
+        let host = self.host.as_ref().map_or(0, Bytes::len);
+        w.reserve(parts.method.as_str().len() + target.len() + size + host + 64);
         w.extend_from_slice(parts.method.as_str().as_bytes());
         w.push(b' ');
         w.extend_from_slice(target.as_bytes());
         w.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in &parts.headers {
+        let mut has_host = false;
+        for (name, value) in fields.iter() {
             // The body's framing is this connection's to say.
             if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
                 continue;
             }
-            w.extend_from_slice(name.as_str().as_bytes());
-            w.push(b':');
-            w.push(b' ');
-            w.extend_from_slice(value.as_bytes());
-            w.push(b'\r');
-            w.push(b'\n');
+            has_host |= name == http::header::HOST;
+            field(w, name.as_str().as_bytes(), value.as_bytes());
+        }
+        if !has_host && let Some(host) = &self.host {
+            field(w, b"host", host);
         }
         match body {
             ProxyBody::Buffered(None) => {

@@ -432,6 +432,89 @@ async fn the_request_is_written_in_origin_form_with_the_connections_own_framing(
     );
 }
 
+#[tokio::test]
+async fn a_replayed_request_goes_out_with_its_replays_fields_and_its_own_and_a_host() {
+    let (l, addr) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut p = Peer::accept(&l).await;
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            seen.push(p.request().await);
+            p.write(OK_EMPTY).await;
+        }
+        seen
+    });
+    let mut conn = connect(addr)
+        .await
+        .with_host(Bytes::from_static(b"10.0.0.7:8081"));
+    // As `RouteUpstream::send` makes it: the client's fields move into the replay, and
+    // the attempt adds its own (a `traceparent` that replaces the client's).
+    let mut first = request(Method::GET, "/rooms/1", ProxyBody::empty());
+    first.headers_mut().remove("host");
+    for (n, v) in [
+        ("traceparent", "00-client"),
+        ("accept", "application/json"),
+        ("x-forwarded-for", "192.0.2.1"),
+    ] {
+        first.headers_mut().append(n, HeaderValue::from_static(v));
+    }
+    let replay = crate::retry::Replay::of(
+        &mut first,
+        &std::sync::Arc::new(crate::endpoint::Attempts::default()),
+        crate::timeout::TryTimeout(Duration::from_secs(1)),
+        crate::retry::Deadline(tokio::time::Instant::now() + Duration::from_secs(3)),
+    )
+    .unwrap();
+    assert!(
+        first.headers().is_empty(),
+        "the fields were copied, not moved"
+    );
+    first.extensions_mut().insert(replay.clone());
+    // A retry made from the replay, whose client sent its own `Host`.
+    let mut again = replay.request();
+    again
+        .headers_mut()
+        .insert("traceparent", HeaderValue::from_static("00-retry"));
+    first
+        .headers_mut()
+        .insert("traceparent", HeaderValue::from_static("00-first"));
+    for r in [first, again] {
+        let (reuse, rx) = back();
+        let res = conn.send(r, reuse).await.unwrap();
+        assert!(read_all(res).await.unwrap().is_empty());
+        conn = reused(&rx);
+    }
+    drop(conn);
+    let seen = server.await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&seen[0].head),
+        "GET /rooms/1 HTTP/1.1\r\ntraceparent: 00-first\r\naccept: application/json\r\n\
+         x-forwarded-for: 192.0.2.1\r\nhost: 10.0.0.7:8081\r\n\r\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&seen[1].head),
+        "GET /rooms/1 HTTP/1.1\r\ntraceparent: 00-retry\r\naccept: application/json\r\n\
+         x-forwarded-for: 192.0.2.1\r\nhost: 10.0.0.7:8081\r\n\r\n"
+    );
+}
+
+#[tokio::test]
+async fn the_clients_host_goes_out_rather_than_the_connections() {
+    let (l, addr) = listen().await;
+    let server = answer_once(l, OK_EMPTY.to_vec(), false);
+    let conn = connect(addr)
+        .await
+        .with_host(Bytes::from_static(b"10.0.0.7:8081"));
+    let (reuse, _rx) = back();
+    let res = conn.send(get("/one"), reuse).await.unwrap();
+    assert!(read_all(res).await.unwrap().is_empty());
+    let seen = finish(server).await;
+    assert_eq!(
+        seen.head,
+        b"GET /one HTTP/1.1\r\nhost: upstream.test\r\n\r\n"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. and 3. Content-Length bodies.
 

@@ -247,7 +247,7 @@ mod tests {
         let svc = tower::Layer::layer(&layer(), svc);
         let mut r = req(http::Method::GET);
         let replay = Replay::of(
-            &r,
+            &mut r,
             &Arc::new(crate::endpoint::Attempts::default()),
             crate::timeout::TryTimeout(Duration::from_secs(1)),
             crate::retry::Deadline(tokio::time::Instant::now() + Duration::from_secs(3)),

@@ -18,9 +18,9 @@ use crate::{
     error::BoxError,
     h1::{AnswerBody, Conn},
 };
+use bytes::Bytes;
 use http::{
-    HeaderValue, Request, Response, Uri,
-    header::HOST,
+    Request, Response, Uri,
     uri::{Authority, Scheme},
 };
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
@@ -232,7 +232,7 @@ impl tower::Service<Request<ProxyBody>> for HttpClient {
 async fn send(
     shared: Arc<Shared>,
     worker: usize,
-    mut req: Request<ProxyBody>,
+    req: Request<ProxyBody>,
 ) -> Result<Response<AnswerBody>, ClientError> {
     let uri = req.uri();
     let https = match uri.scheme() {
@@ -247,18 +247,7 @@ async fn send(
     let Some(authority) = uri.authority().cloned() else {
         return Err(ClientError::connect(format!("{uri} names no host")));
     };
-    if !req.headers().contains_key(HOST) {
-        let default_port = if https { 443 } else { 80 };
-        let host = match authority.port_u16() {
-            Some(p) if p != default_port => {
-                HeaderValue::from_str(&format!("{}:{p}", authority.host()))
-            }
-            _ => HeaderValue::from_str(authority.host()),
-        };
-        if let Ok(v) = host {
-            req.headers_mut().insert(HOST, v);
-        }
-    }
+    // A request without `Host` gets the connection's (see `host_of`).
     let conn = shared.connection(worker, https, &authority).await?;
     let back = Back {
         shared,
@@ -269,6 +258,16 @@ async fn send(
     // The request line is written from the path and query (origin form: instances are
     // not proxies).
     conn.send(req, back).await.map_err(ClientError::send)
+}
+
+/// The `Host` of requests to `authority`: its host, and its port unless that is the
+/// scheme's default.
+fn host_of(https: bool, authority: &Authority) -> Bytes {
+    let default_port = if https { 443 } else { 80 };
+    match authority.port_u16() {
+        Some(p) if p != default_port => format!("{}:{p}", authority.host()).into(),
+        _ => Bytes::copy_from_slice(authority.host().as_bytes()),
+    }
 }
 
 /// Where a connection goes back to once its answer has been read.
@@ -338,7 +337,7 @@ impl Shared {
             .oneshot(uri)
             .await
             .map_err(ClientError::connect)?;
-        Ok(Conn::new(hyper_util::rt::TokioIo::new(io)))
+        Ok(Conn::new(hyper_util::rt::TokioIo::new(io)).with_host(host_of(https, authority)))
     }
 
     fn keep(self: &Arc<Self>, worker: usize, https: bool, authority: &str, conn: Conn) {

@@ -419,11 +419,12 @@ impl RouteUpstream {
         let attempts = Arc::new(Attempts::default());
         let try_timeout = TryTimeout(p.per_try_timeout);
         let deadline = Deadline(tokio::time::Instant::now() + p.deadline);
-        // One copy for every retry and hedge this request may need. It carries the
-        // attempts, per-try timeout and deadline too, so it is the request's one
-        // extension (each extension is a boxed map entry; see `retry::attempts_of`).
+        // What every retry and hedge this request may need is made from: it takes the
+        // request's header fields (no copy; see `Replay`), and carries the attempts,
+        // per-try timeout and deadline too, so it is the request's one extension (each
+        // extension is a boxed map entry; see `retry::attempts_of`).
         let replay = (p.retries > 0 || p.hedge.is_some())
-            .then(|| Replay::of(&req, &attempts, try_timeout, deadline))
+            .then(|| Replay::of(&mut req, &attempts, try_timeout, deadline))
             .flatten();
         let ext = req.extensions_mut();
         match replay {
