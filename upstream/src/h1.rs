@@ -49,6 +49,7 @@ const ADDED_ANSWER_FIELDS: usize = 6;
 const READ_SPARE: usize = 8 * 1024;
 
 /// Writes one field line.
+#[inline(always)]
 fn field(w: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     w.extend_from_slice(name);
     w.push(b':');
@@ -261,27 +262,23 @@ impl Conn {
             .path_and_query()
             .map_or("/", http::uri::PathAndQuery::as_str);
         let fields = crate::retry::Fields::of(&parts.headers, &parts.extensions);
+        let host = self.host.as_ref().map_or(0, Bytes::len);
         // Room for the whole head first, so that the small pieces below are plain
         // stores rather than a capacity check and a copy call each.
-        let size: usize = fields
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum();
-        let host = self.host.as_ref().map_or(0, Bytes::len);
-        w.reserve(parts.method.as_str().len() + target.len() + size + host + 64);
+        w.reserve(parts.method.as_str().len() + target.len() + fields.size() + host + 64);
         w.extend_from_slice(parts.method.as_str().as_bytes());
         w.push(b' ');
         w.extend_from_slice(target.as_bytes());
         w.extend_from_slice(b" HTTP/1.1\r\n");
         let mut has_host = false;
-        for (name, value) in fields.iter() {
+        fields.for_each(|name, value| {
             // The body's framing is this connection's to say.
             if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
-                continue;
+                return;
             }
             has_host |= name == http::header::HOST;
             field(w, name.as_str().as_bytes(), value.as_bytes());
-        }
+        });
         if !has_host && let Some(host) = &self.host {
             field(w, b"host", host);
         }
