@@ -111,14 +111,31 @@ pub fn head_problem<B>(
 /// bytes; anything else goes to `Authority`, whose parse copies the value into a new
 /// buffer (about 300 instructions, on every request).
 fn is_authority(host: &[u8]) -> bool {
+    // 1: a letter, digit, `.` or `-`; 2: a colon.
+    const PLAIN: [u8; 256] = {
+        let mut t = [0u8; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            if c.is_ascii_alphanumeric() || c == b'.' || c == b'-' {
+                t[b] = 1;
+            } else if c == b':' {
+                t[b] = 2;
+            }
+            b += 1;
+        }
+        t
+    };
     let mut colons = 0;
-    let plain = host.iter().all(|&b| {
-        colons += usize::from(b == b':');
-        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':')
-    });
+    let mut plain = !host.is_empty();
+    for &b in host {
+        let class = PLAIN[b as usize];
+        plain &= class != 0;
+        colons += usize::from(class == 2);
+    }
     // Such a value has no `@`, `%`, brackets or path, so `Authority` takes it exactly
     // when it has at most one colon and is not empty.
-    if plain && colons <= 1 && !host.is_empty() {
+    if plain && colons <= 1 {
         return true;
     }
     http::uri::Authority::try_from(host).is_ok()
