@@ -259,7 +259,7 @@ pub struct RequestIds {
 /// caller's trace and sampling flag when `headers` carry a valid `traceparent`, else a
 /// new trace; a new span id either way.
 pub fn request_ids(headers: &http::HeaderMap) -> RequestIds {
-    let remote = if headers.contains_key(TRACEPARENT) {
+    let remote = if headers.contains_key(TRACEPARENT_NAME) {
         extract_parent(headers).span().span_context().clone()
     } else {
         SpanContext::empty_context()
@@ -497,7 +497,7 @@ pub fn extract_parent(headers: &http::HeaderMap) -> Context {
 /// Call right after creating the span, before entering it or logging in it.
 pub fn set_parent_from(span: &Span, headers: &http::HeaderMap) {
     // Most requests have no caller span: skip building a context to learn that.
-    if !headers.contains_key(TRACEPARENT) {
+    if !headers.contains_key(TRACEPARENT_NAME) {
         return;
     }
     let cx = extract_parent(headers);
@@ -573,7 +573,8 @@ pub fn ids_of_request(span: &Span) -> (Option<String>, Option<http::HeaderValue>
     (Some(hex_id(&sc.trace_id().to_bytes())), traceparent)
 }
 
-/// W3C trace context header names.
+/// W3C trace context header names (looked up as `HeaderName`s: see
+/// [`crate::context::REQUEST_ID_NAME`]).
 const TRACEPARENT: &str = "traceparent";
 const TRACEPARENT_NAME: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
 const TRACESTATE_NAME: http::HeaderName = http::HeaderName::from_static("tracestate");

@@ -26,7 +26,7 @@ use crate::{
 };
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use hotel_common::{Problem, context::REQUEST_ID};
+use hotel_common::{Problem, context::REQUEST_ID_NAME};
 use hotel_upstream::{ProxyBody, RequestBodyError, RouteUpstream, classify};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -49,7 +49,6 @@ static FORWARDED_PREFIX_SET: std::sync::LazyLock<hygiene::NameSet> =
 
 /// The names inserted on every request and response, as `HeaderName`s: inserting under a
 /// `&str` name that is not a standard header copies the name into a new allocation.
-const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
 const TRACE_ID_NAME: HeaderName = HeaderName::from_static(TRACE_ID);
 
 /// Request extension: the edge added the `x-request-id` line (the client sent none).
@@ -219,7 +218,7 @@ fn new_trace_id() -> String {
 /// thread-local generator (`Uuid::new_v4` costs a `getrandom` syscall per request).
 fn request_id_of(headers: &http::HeaderMap) -> String {
     headers
-        .get(REQUEST_ID)
+        .get(REQUEST_ID_NAME)
         .and_then(|v| v.to_str().ok())
         .filter(|v| hotel_common::context::is_well_formed_request_id(v))
         .map_or_else(
