@@ -432,6 +432,58 @@ async fn the_request_is_written_in_origin_form_with_the_connections_own_framing(
     );
 }
 
+#[test]
+fn answer_field_names_are_read_as_header_name_reads_them() {
+    let mut names: Vec<String> = [
+        "Date",
+        "date",
+        "DATE",
+        "ETag",
+        "Vary",
+        "Server",
+        "Connection",
+        "Content-Type",
+        "Cache-Control",
+        "Last-Modified",
+        "Content-Length",
+        "Transfer-Encoding",
+        "X-Upstream",
+        "x-request-id",
+        "Dat3",
+        "Cont\u{e9}nt-Type",
+        "content type",
+        "",
+        "Set-Cookie",
+        "Location",
+        "Age",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    // Every name of a recognised length with one byte changed, case and all.
+    for base in [
+        "date",
+        "etag",
+        "server",
+        "content-length",
+        "transfer-encoding",
+    ] {
+        for i in 0..base.len() {
+            for b in [b'A', b'z', b'-', b' ', 0xff] {
+                let mut v = base.as_bytes().to_vec();
+                v[i] = b;
+                names.push(String::from_utf8_lossy(&v).into_owned());
+            }
+        }
+    }
+    for n in &names {
+        assert_eq!(
+            field_name(n.as_bytes()),
+            HeaderName::from_bytes(n.as_bytes()).ok(),
+            "{n:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_replayed_request_goes_out_with_its_replays_fields_and_its_own_and_a_host() {
     let (l, addr) = listen().await;
