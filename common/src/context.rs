@@ -49,9 +49,14 @@ pub(crate) fn log_ids() -> Option<(opentelemetry::trace::TraceId, opentelemetry:
     CONTEXT.try_with(|c| c.log_ids).ok().flatten()
 }
 
-/// Runs `fut` with `ctx` as the current request context.
-pub async fn scope<F: std::future::Future>(ctx: RequestContext, fut: F) -> F::Output {
-    CONTEXT.scope(ctx, fut).await
+/// Runs `fut` with `ctx` as the current request context. Tokio's future itself, not an
+/// `async fn` around it: that would be one more state machine on every request, its
+/// state copied in whole where it is made.
+pub fn scope<F: std::future::Future>(
+    ctx: RequestContext,
+    fut: F,
+) -> tokio::task::futures::TaskLocalFuture<RequestContext, F> {
+    CONTEXT.scope(ctx, fut)
 }
 
 /// Whether a client-supplied request id is safe to echo and log: 1 to 128 characters of
