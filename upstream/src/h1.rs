@@ -72,6 +72,17 @@ fn field_name(name: &[u8]) -> Option<HeaderName> {
     HeaderName::from_bytes(name).ok()
 }
 
+/// Writes one of a request's field lines, but for the body's framing (the connection's
+/// to say); whether it was `Host`.
+#[inline(always)]
+fn put_field(w: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) -> bool {
+    if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
+        return false;
+    }
+    field(w, name.as_str().as_bytes(), value.as_bytes());
+    name == http::header::HOST
+}
+
 /// Writes one field line.
 #[inline(always)]
 fn field(w: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -294,15 +305,20 @@ impl Conn {
         w.push(b' ');
         w.extend_from_slice(target.as_bytes());
         w.extend_from_slice(b" HTTP/1.1\r\n");
+        // Plain loops over the two maps: through a closure (`Fields::for_each`) each
+        // field cost about 60 instructions more.
         let mut has_host = false;
-        fields.for_each(|name, value| {
-            // The body's framing is this connection's to say.
-            if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
-                return;
+        for (name, value) in fields.own() {
+            has_host |= put_field(w, name, value);
+        }
+        if let Some(replayed) = fields.replayed() {
+            let own = fields.own();
+            for (name, value) in replayed {
+                if own.is_empty() || !crate::retry::replaced(own, name) {
+                    has_host |= put_field(w, name, value);
+                }
             }
-            has_host |= name == http::header::HOST;
-            field(w, name.as_str().as_bytes(), value.as_bytes());
-        });
+        }
         if !has_host && let Some(host) = &self.host {
             field(w, b"host", host);
         }

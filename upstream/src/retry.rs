@@ -19,7 +19,7 @@ use crate::{
     timeout::TryTimeout,
 };
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{HeaderMap, HeaderName, Method, Request, Response, Uri, Version};
 use std::sync::{
     Arc,
     atomic::{AtomicBool, Ordering},
@@ -249,40 +249,31 @@ impl<'a> Fields<'a> {
         size(self.own) + self.replayed.map_or(0, size)
     }
 
-    /// Calls `f` with each field, in order: the request's own, then the replay's.
-    #[inline]
-    pub(crate) fn for_each(self, mut f: impl FnMut(&'a HeaderName, &'a HeaderValue)) {
-        for (n, v) in self.own {
-            f(n, v);
-        }
-        let Some(replayed) = self.replayed else {
-            return;
-        };
-        if self.own.is_empty() {
-            for (n, v) in replayed {
-                f(n, v);
-            }
-            return;
-        }
-        for (n, v) in replayed {
-            if !replaced(self.own, n) {
-                f(n, v);
-            }
-        }
+    /// The request's own fields (those added for its attempt, when it has a replay).
+    pub(crate) fn own(self) -> &'a HeaderMap {
+        self.own
+    }
+
+    /// The replay's fields, when the request has one: they go out after the request's
+    /// own, but for those [`replaced`] by them.
+    pub(crate) fn replayed(self) -> Option<&'a HeaderMap> {
+        self.replayed
     }
 
     /// All of them, in order (tests).
     #[cfg(test)]
-    pub(crate) fn to_vec(self) -> Vec<(&'a HeaderName, &'a HeaderValue)> {
-        let mut all = Vec::new();
-        self.for_each(|n, v| all.push((n, v)));
+    pub(crate) fn to_vec(self) -> Vec<(&'a HeaderName, &'a http::HeaderValue)> {
+        let mut all: Vec<_> = self.own.iter().collect();
+        if let Some(r) = self.replayed {
+            all.extend(r.iter().filter(|(n, _)| !replaced(self.own, n)));
+        }
         all
     }
 }
 
 /// Whether `own` has a field named `name`. An attempt's own fields are few, so they
 /// are compared one by one rather than the name hashed.
-fn replaced(own: &HeaderMap, name: &HeaderName) -> bool {
+pub(crate) fn replaced(own: &HeaderMap, name: &HeaderName) -> bool {
     if own.keys_len() <= 8 {
         own.keys().any(|k| k == name)
     } else {
@@ -553,7 +544,7 @@ mod tests {
             fields,
             vec![(
                 &http::HeaderName::from_static("idempotency-key"),
-                &HeaderValue::from_static("k-1")
+                &http::HeaderValue::from_static("k-1")
             )]
         );
         assert!(matches!(again.body(), ProxyBody::Buffered(Some(b)) if b == "{}"));
