@@ -45,6 +45,8 @@ const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
 /// How many fields the gateway may add to an answer before the client gets it.
 const ADDED_ANSWER_FIELDS: usize = 6;
+/// Write buffer room reserved for a request head's fields (a larger head grows it).
+const HEAD_ROOM: usize = 1024;
 /// Read buffer: what a read asks the socket for at least.
 const READ_SPARE: usize = 8 * 1024;
 
@@ -54,22 +56,20 @@ const READ_SPARE: usize = 8 * 1024;
 /// against every standard name of its length (about 140).
 fn field_name(name: &[u8]) -> Option<HeaderName> {
     use http::header;
-    let candidates: &[HeaderName] = match name.len() {
-        4 => &[header::DATE, header::ETAG, header::VARY],
-        6 => &[header::SERVER],
-        10 => &[header::CONNECTION],
-        12 => &[header::CONTENT_TYPE],
-        13 => &[header::CACHE_CONTROL, header::LAST_MODIFIED],
-        14 => &[header::CONTENT_LENGTH],
-        17 => &[header::TRANSFER_ENCODING],
-        _ => &[],
-    };
-    for c in candidates {
-        if c.as_str().as_bytes().eq_ignore_ascii_case(name) {
-            return Some(c.clone());
-        }
-    }
-    HeaderName::from_bytes(name).ok()
+    let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+    Some(match name.len() {
+        4 if is(b"date") => header::DATE,
+        4 if is(b"etag") => header::ETAG,
+        4 if is(b"vary") => header::VARY,
+        6 if is(b"server") => header::SERVER,
+        10 if is(b"connection") => header::CONNECTION,
+        12 if is(b"content-type") => header::CONTENT_TYPE,
+        13 if is(b"cache-control") => header::CACHE_CONTROL,
+        13 if is(b"last-modified") => header::LAST_MODIFIED,
+        14 if is(b"content-length") => header::CONTENT_LENGTH,
+        17 if is(b"transfer-encoding") => header::TRANSFER_ENCODING,
+        _ => return HeaderName::from_bytes(name).ok(),
+    })
 }
 
 /// Writes one of a request's field lines, but for the body's framing (the connection's
@@ -297,10 +297,9 @@ impl Conn {
             .path_and_query()
             .map_or("/", http::uri::PathAndQuery::as_str);
         let fields = crate::retry::Fields::of(&parts.headers, &parts.extensions);
-        let host = self.host.as_ref().map_or(0, Bytes::len);
-        // Room for the whole head first, so that the small pieces below are plain
-        // stores rather than a capacity check and a copy call each.
-        w.reserve(parts.method.as_str().len() + target.len() + fields.size() + host + 64);
+        // Room for a usual head at once (the buffer is the connection's, so after its
+        // first request this is only a check); a larger one grows it.
+        w.reserve(target.len() + HEAD_ROOM);
         w.extend_from_slice(parts.method.as_str().as_bytes());
         w.push(b' ');
         w.extend_from_slice(target.as_bytes());

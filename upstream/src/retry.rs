@@ -240,15 +240,6 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// The bytes the fields take as lines (`name: value\r\n`), or a little more: the
-    /// replay's fields that the request's own replace are counted too.
-    pub(crate) fn size(self) -> usize {
-        let size = |h: &HeaderMap| -> usize {
-            h.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
-        };
-        size(self.own) + self.replayed.map_or(0, size)
-    }
-
     /// The request's own fields (those added for its attempt, when it has a replay).
     pub(crate) fn own(self) -> &'a HeaderMap {
         self.own
