@@ -281,6 +281,21 @@ fn answer_once(
 
 const OK_EMPTY: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
 
+/// A server that reads `n` requests on one connection, answering each with [`OK_EMPTY`],
+/// and returns them; nothing may follow the last one's body.
+fn answer_each(l: TcpListener, n: usize) -> JoinHandle<Vec<Req>> {
+    tokio::spawn(async move {
+        let mut p = Peer::accept(&l).await;
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            seen.push(p.request().await);
+            p.write(OK_EMPTY).await;
+        }
+        assert!(p.buf.is_empty(), "bytes after the last request's body");
+        seen
+    })
+}
+
 /// Sends one GET to a server that answers `answer` (and then closes, or holds the
 /// connection open until the test ends). Returns the result, the reuse receiver, and the
 /// server to finish with [`finish`].
@@ -350,17 +365,7 @@ async fn read_whole(answer: &[u8], body: &str, kept: bool) {
 #[tokio::test]
 async fn the_request_is_written_in_origin_form_with_the_connections_own_framing() {
     let (l, addr) = listen().await;
-    let server = tokio::spawn(async move {
-        let mut p = Peer::accept(&l).await;
-        let mut seen = Vec::new();
-        for _ in 0..4 {
-            seen.push(p.request().await);
-            p.write(OK_EMPTY).await;
-        }
-        // Nothing was written after the last request's body.
-        assert!(p.buf.is_empty());
-        seen
-    });
+    let server = answer_each(l, 4);
 
     let mut conn = connect(addr).await;
     // GET, no body: no framing at all, even though the caller put some in.
@@ -487,15 +492,7 @@ fn answer_field_names_are_read_as_header_name_reads_them() {
 #[tokio::test]
 async fn a_replayed_request_goes_out_with_its_replays_fields_and_its_own_and_a_host() {
     let (l, addr) = listen().await;
-    let server = tokio::spawn(async move {
-        let mut p = Peer::accept(&l).await;
-        let mut seen = Vec::new();
-        for _ in 0..2 {
-            seen.push(p.request().await);
-            p.write(OK_EMPTY).await;
-        }
-        seen
-    });
+    let server = answer_each(l, 2);
     let mut conn = connect(addr)
         .await
         .with_host(Bytes::from_static(b"10.0.0.7:8081"));
