@@ -68,14 +68,26 @@ pub fn is_well_formed_request_id(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// Takes the request's id from a well-formed header or makes a new one.
+/// Takes the request's id from a well-formed header or makes a new one: a UUID v4 drawn
+/// from the thread-local id generator (`Uuid::new_v4` costs a `getrandom` system call
+/// per request).
 pub fn request_id_of(headers: &http::HeaderMap) -> String {
     headers
         .get(REQUEST_ID_NAME)
         .and_then(|v| v.to_str().ok())
         .filter(|v| is_well_formed_request_id(v))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .map_or_else(
+            || {
+                // Through a stack buffer: `to_string` goes through the formatter.
+                let mut buf = uuid::Uuid::encode_buffer();
+                uuid::Builder::from_random_bytes(crate::telemetry::random_id())
+                    .into_uuid()
+                    .hyphenated()
+                    .encode_lower(&mut buf)
+                    .to_owned()
+            },
+            str::to_owned,
+        )
 }
 
 /// Axum middleware: fixes the request id, exposes it to the handler and echoes it on the
@@ -83,7 +95,7 @@ pub fn request_id_of(headers: &http::HeaderMap) -> String {
 pub async fn request_context(mut req: Request, next: Next) -> Response {
     let request_id = request_id_of(req.headers());
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        req.headers_mut().insert(REQUEST_ID, v);
+        req.headers_mut().insert(REQUEST_ID_NAME, v);
     }
     let ctx = RequestContext {
         request_id: request_id.clone(),
@@ -93,7 +105,7 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     };
     let mut res = scope(ctx, next.run(req)).await;
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert(REQUEST_ID, v);
+        res.headers_mut().insert(REQUEST_ID_NAME, v);
     }
     res
 }

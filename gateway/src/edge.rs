@@ -214,27 +214,6 @@ fn new_trace_id() -> String {
     hotel_common::telemetry::hex_id(&hotel_common::telemetry::random_id::<[u8; 16]>())
 }
 
-/// The client's request id when well formed, else a new UUID v4 drawn from the
-/// thread-local generator (`Uuid::new_v4` costs a `getrandom` syscall per request).
-fn request_id_of(headers: &http::HeaderMap) -> String {
-    headers
-        .get(REQUEST_ID_NAME)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| hotel_common::context::is_well_formed_request_id(v))
-        .map_or_else(
-            || {
-                // Through a stack buffer: `to_string` goes through the formatter.
-                let mut buf = uuid::Uuid::encode_buffer();
-                uuid::Builder::from_random_bytes(hotel_common::telemetry::random_id())
-                    .into_uuid()
-                    .hyphenated()
-                    .encode_lower(&mut buf)
-                    .to_owned()
-            },
-            str::to_owned,
-        )
-}
-
 /// The request's server span. At its own target, which the default log filter leaves
 /// out: the log layer would otherwise format its fields for every request (see
 /// `hotel_common::telemetry::DEFAULT_LOG_FILTER`); export is filtered apart.
@@ -281,7 +260,7 @@ where
         // context, forwarding fields, `Host`): hyper sizes the map for the client's
         // fields alone, and each growth rehashes it.
         req.headers_mut().reserve(ADDED_REQUEST_FIELDS);
-        let request_id = request_id_of(req.headers());
+        let request_id = hotel_common::context::request_id_of(req.headers());
         let rid_value = HeaderValue::from_str(&request_id).ok();
         if let Some(v) = &rid_value
             && req
