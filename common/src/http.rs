@@ -175,7 +175,7 @@ async fn check_head(
     let mut res = p.into_response();
     let h = res.headers_mut();
     if let Ok(v) = http::HeaderValue::from_str(&request_id) {
-        h.insert(context::REQUEST_ID, v);
+        h.insert(context::REQUEST_ID_NAME, v);
     }
     // A head this wrong says nothing good about what follows on the connection.
     h.insert(header::CONNECTION, http::HeaderValue::from_static("close"));
