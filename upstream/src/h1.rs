@@ -191,7 +191,7 @@ impl Conn {
         Conn {
             io: Box::new(io),
             read: BytesMut::with_capacity(READ_SPARE),
-            write: Vec::with_capacity(1024),
+            write: Vec::with_capacity(HEAD_ROOM),
             host: None,
         }
     }
